@@ -1,0 +1,160 @@
+//! Money: exact decimal parsing of the ways POS exports write amounts, and TikTok's currency list.
+
+use rust_decimal::Decimal;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("empty")]
+    Empty,
+    #[error("not an amount")]
+    NotAnAmount,
+}
+
+/// Parse an amount written with `decimal` as the decimal separator (`.` or `,`).
+///
+/// Accepts a sign (`-1.44`), accounting parentheses (`(32.41)`), currency symbols or codes before or
+/// after the number (`$1,240.92 `, `-$0.95`, `12,50 €`, `EUR 3.00`), and thousands separators
+/// (`,`/`'`/space for a `.` decimal; `.`/space for a `,` decimal).
+pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
+    let mut s = raw.trim();
+    if s.is_empty() {
+        return Err(MoneyError::Empty);
+    }
+    let mut negative = false;
+    if let Some(inner) = s.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+        negative = true;
+        s = inner.trim();
+    }
+    s = strip_currency(s);
+    if let Some(rest) = s.strip_prefix('-') {
+        negative = !negative;
+        s = strip_currency(rest);
+    } else if let Some(rest) = s.strip_suffix('-') {
+        negative = !negative;
+        s = rest;
+    }
+    let thousands: &[char] = if decimal == ',' {
+        &['.', ' ', '\u{a0}', '\u{202f}', '\'']
+    } else {
+        &[',', ' ', '\u{a0}', '\u{202f}', '\'']
+    };
+    let (int_part, frac_part) = match s.split_once(decimal) {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    let groups: Vec<&str> = int_part.split(|c| thousands.contains(&c)).collect();
+    let grouped_ok = groups.len() == 1
+        || (!groups[0].is_empty() && groups[0].len() <= 3 && groups[1..].iter().all(|g| g.len() == 3));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if !grouped_ok || !groups.iter().all(|g| digits(g)) || !frac_part.is_none_or(digits) {
+        return Err(MoneyError::NotAnAmount);
+    }
+    let mut plain: String = groups.concat();
+    if let Some(f) = frac_part {
+        plain.push('.');
+        plain.push_str(f);
+    }
+    if plain.is_empty() || plain == "." {
+        return Err(MoneyError::NotAnAmount);
+    }
+    let value = Decimal::from_str(&plain).map_err(|_| MoneyError::NotAnAmount)?;
+    Ok(if negative { -value } else { value })
+}
+
+/// Remove white space, currency symbols and a three-letter currency code around a number.
+fn strip_currency(s: &str) -> &str {
+    let symbols = |c: char| c.is_whitespace() || "$€£¥₱₩₹".contains(c);
+    let mut s = s.trim_matches(symbols);
+    let is_code = |t: &str| t.len() == 3 && t.bytes().all(|b| b.is_ascii_alphabetic());
+    if s.len() > 3 && s.is_char_boundary(3) && is_code(&s[..3]) {
+        s = s[3..].trim_matches(symbols);
+    }
+    if s.len() > 3 && s.is_char_boundary(s.len() - 3) && is_code(&s[s.len() - 3..]) {
+        s = s[..s.len() - 3].trim_matches(symbols);
+    }
+    s
+}
+
+/// ISO 4217 codes TikTok accepts (`tiktok-events-api.md`).
+pub const CURRENCIES: [&str; 62] = [
+    "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CRC", "CZK",
+    "DKK", "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF", "IDR", "ILS", "INR", "ISK", "JPY", "KES",
+    "KHR", "KRW", "KWD", "KZT", "MAD", "MOP", "MXN", "MYR", "NGN", "NIO", "NOK", "NZD", "OMR", "PEN", "PHP",
+    "PKR", "PLN", "PYG", "QAR", "RON", "RUB", "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VES",
+    "VND", "ZAR",
+];
+
+/// A currency TikTok accepts. Built only through [`Currency::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Currency(&'static str);
+
+impl Currency {
+    pub fn parse(raw: &str) -> Option<Currency> {
+        let upper = raw.trim().to_ascii_uppercase();
+        CURRENCIES.iter().find(|c| **c == upper).map(|c| Currency(c))
+    }
+
+    pub fn code(self) -> &'static str {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn amounts() {
+        let cases: &[(&str, char, &str)] = &[
+            ("49.68", '.', "49.68"),
+            ("$22.50", '.', "22.50"),
+            ("-$0.95", '.', "-0.95"),
+            ("\"$1,240.92 \"", '.', "1240.92"),
+            ("$1,149.00 ", '.', "1149.00"),
+            ("($33.62)", '.', "-33.62"),
+            ("1.249,00", ',', "1249.00"),
+            ("10,50", ',', "10.50"),
+            ("12,50 €", ',', "12.50"),
+            ("EUR 3.00", '.', "3.00"),
+            ("1'000.50", '.', "1000.50"),
+            ("26.990", '.', "26.990"),
+            ("7.60-", '.', "-7.60"),
+            ("0", '.', "0"),
+        ];
+        for (input, sep, expected) in cases {
+            let input = input.trim_matches('"');
+            assert_eq!(parse_amount(input, *sep), Ok(d(expected)), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn not_amounts() {
+        for input in ["", "abc", "1.2.3", "12,5x", "--5", ".", "1,2,3", "12,34.5", "1.5e3"] {
+            assert!(parse_amount(input, '.').is_err(), "{input:?}");
+        }
+        assert!(parse_amount("1,2,3", ',').is_err());
+    }
+
+    #[test]
+    fn round_trip_of_formatted_decimals() {
+        for cents in [-123456789i64, -1, 0, 1, 99, 100, 4968, 124092, 99999999] {
+            let value = Decimal::new(cents, 2);
+            assert_eq!(parse_amount(&value.to_string(), '.'), Ok(value));
+            let comma = value.to_string().replace('.', ",");
+            assert_eq!(parse_amount(&comma, ','), Ok(value));
+        }
+    }
+
+    #[test]
+    fn currencies() {
+        assert_eq!(Currency::parse(" usd").map(Currency::code), Some("USD"));
+        assert_eq!(Currency::parse("EUR").map(Currency::code), Some("EUR"));
+        assert!(Currency::parse("XXX").is_none());
+        assert!(Currency::parse("$").is_none());
+    }
+}

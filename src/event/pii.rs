@@ -1,0 +1,215 @@
+//! Customer identifiers: normalisation and SHA-256 hashing, exactly as TikTok's reference says.
+//!
+//! This module owns the only place where raw PII is touched. It never logs, prints or stores a raw
+//! value; errors describe what was wrong without repeating the value.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// A SHA-256 digest as 64 lowercase hex characters. Can only be built from a hash, never from raw PII.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HashedId(String);
+
+impl HashedId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn of(normalised: &str) -> HashedId {
+        let digest = Sha256::digest(normalised.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for byte in digest {
+            use std::fmt::Write;
+            let _ = write!(hex, "{byte:02x}");
+        }
+        HashedId(hex)
+    }
+
+    /// A value that already is a SHA-256 hex digest (any case) passes through, lower-cased.
+    fn pre_hashed(value: &str) -> Option<HashedId> {
+        (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| HashedId(value.to_ascii_lowercase()))
+    }
+}
+
+impl fmt::Debug for HashedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HashedId({})", self.0)
+    }
+}
+
+/// Why an identifier was dropped. The messages never contain the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PiiError {
+    #[error("not an email address")]
+    NotAnEmail,
+    #[error("not a valid phone number for region {0}")]
+    InvalidPhone(String),
+    #[error("not a valid phone number (no country code and no default region configured)")]
+    PhoneWithoutRegion,
+}
+
+/// Trim and lower-case, then hash. Empty input is `Ok(None)`.
+pub fn hash_email(raw: &str) -> Result<Option<HashedId>, PiiError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    if let Some(h) = HashedId::pre_hashed(trimmed) {
+        return Ok(Some(h));
+    }
+    let normalised = trimmed.to_lowercase();
+    let Some((local, domain)) = normalised.split_once('@') else {
+        return Err(PiiError::NotAnEmail);
+    };
+    if local.is_empty() || domain.is_empty() || normalised.chars().any(char::is_whitespace) {
+        return Err(PiiError::NotAnEmail);
+    }
+    Ok(Some(HashedId::of(&normalised)))
+}
+
+/// The value as given (surrounding white space removed), hashed. Empty input is `None`.
+pub fn hash_external_id(raw: &str) -> Option<HashedId> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    Some(HashedId::pre_hashed(trimmed).unwrap_or_else(|| HashedId::of(trimmed)))
+}
+
+/// Make a phone number E.164 (`+` and digits) and hash it.
+///
+/// A number written with its country code (`+1 415-555-0142`, `(+1)2133734253`, `0049 30 1234567`) is
+/// taken as it is once its punctuation is removed. A national number (`030 1234567`) is made E.164
+/// with `region` (ISO 3166 alpha-2) and must be valid there, as libphonenumber decides. Anything
+/// else is an error: a number is never sent unnormalised.
+pub fn hash_phone(raw: &str, region: Option<phonenumber::country::Id>) -> Result<Option<HashedId>, PiiError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    if let Some(h) = HashedId::pre_hashed(trimmed) {
+        return Ok(Some(h));
+    }
+    normalise_phone(trimmed, region).map(|e164| Some(HashedId::of(&e164)))
+}
+
+/// The E.164 form of a phone number, or why it has none. Public for tests and `preview`.
+pub fn normalise_phone(raw: &str, region: Option<phonenumber::country::Id>) -> Result<String, PiiError> {
+    if let Some(e164) = explicit_international(raw) {
+        return Ok(e164);
+    }
+    let Some(region) = region else {
+        return Err(PiiError::PhoneWithoutRegion);
+    };
+    let invalid = || PiiError::InvalidPhone(format!("{region:?}"));
+    let number = phonenumber::parse(Some(region), raw).map_err(|_| invalid())?;
+    if !phonenumber::is_valid(&number) {
+        return Err(invalid());
+    }
+    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// A number that carries its own country code: a leading `+` (possibly inside brackets) or the
+/// international prefix `00`, then 8 to 15 digits once punctuation is removed.
+fn explicit_international(raw: &str) -> Option<String> {
+    const PUNCTUATION: &[char] = &[' ', '-', '.', '(', ')', '/', '\u{a0}'];
+    let mut digits = String::with_capacity(16);
+    let mut plus = false;
+    for c in raw.chars() {
+        match c {
+            '+' if !plus && digits.is_empty() => plus = true,
+            '0'..='9' => digits.push(c),
+            c if PUNCTUATION.contains(&c) => {}
+            _ => return None,
+        }
+    }
+    let digits = if plus {
+        digits
+    } else {
+        digits.strip_prefix("00")?.to_string()
+    };
+    let plausible = (8..=15).contains(&digits.len()) && !digits.starts_with('0');
+    plausible.then(|| format!("+{digits}"))
+}
+
+/// Parse a configured default region (`"DE"`, `"us"`).
+pub fn parse_region(code: &str) -> Option<phonenumber::country::Id> {
+    code.trim().to_ascii_uppercase().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(h: Option<HashedId>) -> String {
+        h.expect("a hash").as_str().to_string()
+    }
+
+    #[test]
+    fn reference_vectors() {
+        let cases = [
+            (" ALICE_abc@gmail.com ", "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(hex(hash_email(input).unwrap()), expected, "email {input:?}");
+        }
+        let phones = [
+            ("(+1)2133734253", "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd"),
+            ("+15555555555", "910a625c4ba147b544e6bd2f267e130ae14c591b6ba9c25cb8573322dedbebd0"),
+        ];
+        for (input, expected) in phones {
+            assert_eq!(hex(hash_phone(input, None).unwrap()), expected, "phone {input:?}");
+        }
+        assert_eq!(
+            hex(hash_external_id("user_123")),
+            "80fba0ae1c48e3978e43e4efc365e14e12ea0c830ba8ba5b9a2dafc7e3f2ab8b"
+        );
+    }
+
+    #[test]
+    fn pre_hashed_values_pass_through_lower_cased() {
+        let upper = "848A771458438FC2EC420560D769FB9B9B86851EE338EC56517BAABD79D3BB4F";
+        let lower = upper.to_ascii_lowercase();
+        assert_eq!(hex(hash_email(upper).unwrap()), lower);
+        assert_eq!(hex(hash_phone(upper, None).unwrap()), lower);
+        assert_eq!(hex(hash_external_id(upper)), lower);
+    }
+
+    #[test]
+    fn phones_become_e164() {
+        let de = parse_region("de");
+        let us = parse_region("US");
+        let cases: &[(&str, Option<phonenumber::country::Id>, Result<&str, ()>)] = &[
+            ("(+1)2133734253", None, Ok("+12133734253")),
+            ("+1 415-555-0142", None, Ok("+14155550142")),
+            ("0049 30 1234567", None, Ok("+49301234567")),
+            ("030 1234567", de, Ok("+49301234567")),
+            ("0151-23456789", de, Ok("+4915123456789")),
+            ("(213) 373-4253", us, Ok("+12133734253")),
+            ("030 1234567", None, Err(())),
+            ("12", de, Err(())),
+            ("call me", us, Err(())),
+            ("+0 123", None, Err(())),
+        ];
+        for (input, region, expected) in cases {
+            let got = normalise_phone(input, *region).map_err(|_| ());
+            assert_eq!(got.as_deref(), expected.as_deref(), "phone {input:?} region {region:?}");
+        }
+    }
+
+    #[test]
+    fn emails_are_trimmed_lowercased_and_checked() {
+        assert_eq!(hash_email("   ").unwrap(), None);
+        assert_eq!(hash_email("no-at-sign"), Err(PiiError::NotAnEmail));
+        assert_eq!(hash_email("a b@example.com"), Err(PiiError::NotAnEmail));
+        assert_eq!(hash_email("A@Example.com").unwrap(), hash_email("a@example.com").unwrap());
+    }
+
+    #[test]
+    fn errors_never_repeat_the_value() {
+        let secret = "12-secret";
+        let err = normalise_phone(secret, parse_region("DE")).unwrap_err();
+        assert!(!err.to_string().contains("secret"));
+    }
+}

@@ -1,0 +1,12 @@
+//! offline-events-agent: point-of-sale exports in, TikTok offline events out.
+//!
+//! The pipeline, one way: [`source`] (find complete files) → [`format`] (read rows into raw orders)
+//! → [`event`] (normalise, hash, derive ids; pure) → [`queue`] (SQLite, the only durable state) →
+//! [`tiktok`] (wire format, classification, HTTP) → [`sender`] and [`daemon`] (orchestration).
+//! See ARCHITECTURE.md.
+
+pub mod config;
+pub mod event;
+pub mod format;
+pub mod queue;
+pub mod tiktok;

@@ -1,0 +1,648 @@
+//! The queue: one SQLite database, the agent's only durable state. Only this module knows SQL.
+//!
+//! Events are stored as the JSON of their `data[]` element, already normalised and hashed: no raw
+//! PII ever reaches this file. Ingesting a file is one transaction: its events, its rejected rows
+//! and its "done" record commit together or not at all. Commits are durable (`synchronous=FULL`
+//! in WAL mode) before the caller is told, so a file may be archived once [`Ingest::commit`]
+//! returns.
+
+mod schema;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+pub const PENDING: i64 = 0;
+pub const SENT: i64 = 1;
+pub const DEAD: i64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("queue {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("queue {0} does not exist (has the agent run yet?)")]
+    Missing(PathBuf),
+    #[error("queue {path} has schema version {found}, newer than this agent knows ({known}); upgrade the agent")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+}
+
+pub type Result<T> = std::result::Result<T, QueueError>;
+
+pub struct Queue {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// An event ready to be queued.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub event_name: &'a str,
+    pub event_id: &'a str,
+    pub event_time: i64,
+    pub order_id: &'a str,
+    pub payload: &'a str,
+    /// `Some(reason)` queues it directly as dead (e.g. `expired`).
+    pub dead_reason: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Queued,
+    /// The same event was queued before, from another file (a re-export).
+    Duplicate,
+    /// The same event id appeared earlier in this very file (rows of one order not consecutive).
+    RepeatedInFile,
+}
+
+/// A queued event as the sender sees it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: i64,
+    pub event_id: String,
+    pub event_time: i64,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRecord {
+    pub id: i64,
+    pub content_hash: String,
+    pub path: String,
+    pub source: String,
+    pub state: String,
+    pub events: i64,
+    pub duplicates: i64,
+    pub rejects: i64,
+    pub warnings: i64,
+    pub ingested_at: i64,
+    pub disposed: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadEvent {
+    pub id: i64,
+    pub event_id: String,
+    pub order_id: String,
+    pub event_time: i64,
+    pub reason: String,
+    pub message: Option<String>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectRecord {
+    pub id: i64,
+    pub path: String,
+    pub line: i64,
+    pub field: Option<String>,
+    pub reason: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SendLogEntry {
+    pub id: i64,
+    pub at: i64,
+    pub events: i64,
+    pub http_status: Option<i64>,
+    pub code: Option<i64>,
+    pub class: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub test_event_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub pending: i64,
+    pub sent: i64,
+    pub dead: i64,
+    pub oldest_pending_queued_at: Option<i64>,
+    pub oldest_pending_event_time: Option<i64>,
+    pub files: i64,
+    pub rejects: i64,
+}
+
+/// Which dead events a `dead-letter` command acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadFilter {
+    All,
+    Ids(Vec<i64>),
+    Reason(String),
+}
+
+impl Queue {
+    /// Open (creating if needed, mode 0600) and migrate.
+    pub fn open(path: &Path) -> Result<Queue> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| QueueError::Io { path: dir.to_path_buf(), source })?;
+        }
+        create_private(path).map_err(|source| QueueError::Io { path: path.to_path_buf(), source })?;
+        let conn = Connection::open(path).map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut queue = Queue { conn, path: path.to_path_buf() };
+        queue.configure()?;
+        let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
+        if found > schema::VERSION {
+            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
+        }
+        Ok(queue)
+    }
+
+    /// Open an existing queue for reading (status, watch, dead-letter list).
+    pub fn open_existing(path: &Path) -> Result<Queue> {
+        if !path.exists() {
+            return Err(QueueError::Missing(path.to_path_buf()));
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut queue = Queue { conn, path: path.to_path_buf() };
+        queue.configure()?;
+        let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
+        if found > schema::VERSION {
+            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
+        }
+        Ok(queue)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 10000;
+                 PRAGMA journal_size_limit = 67108864;
+                 PRAGMA cache_size = -4096;",
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> QueueError {
+        QueueError::Sqlite { path: self.path.clone(), source }
+    }
+
+    // ---- files -------------------------------------------------------------------------------
+
+    /// The record of a file already ingested, by content hash.
+    pub fn file_by_hash(&self, content_hash: &str) -> Result<Option<FileRecord>> {
+        self.conn
+            .query_row(&format!("SELECT {FILE_COLUMNS} FROM files WHERE content_hash = ?1"), [content_hash], file_record)
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Start ingesting a file: everything added through the returned [`Ingest`] commits at once.
+    pub fn begin_ingest(&mut self, content_hash: &str, path: &Path, source: &str, now: i64) -> Result<Ingest<'_>> {
+        let path_text = path.display().to_string();
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, 'ingesting', ?4)",
+            params![content_hash, path_text, source, now],
+        )
+        .map_err(err)?;
+        let file_id = tx.last_insert_rowid();
+        Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
+    }
+
+    pub fn mark_disposed(&self, file_id: i64, how: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE files SET disposed = ?2 WHERE id = ?1", params![file_id, how])
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Record a file that could not be read at all (kept for `status`; not a "done" record).
+    pub fn record_unreadable(&self, path: &Path, source: &str, reason: &str, now: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (NULL, ?1, 0, NULL, ?2, ?3)",
+                params![path.display().to_string(), format!("file not readable ({source}): {reason}"), now],
+            )
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    pub fn recent_files(&self, limit: usize) -> Result<Vec<FileRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files ORDER BY id DESC LIMIT ?1"))
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt.query_map([limit as i64], file_record).map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    // ---- sending -----------------------------------------------------------------------------
+
+    /// Up to `limit` pending events, oldest queued first.
+    pub fn pending_batch(&self, limit: usize) -> Result<Vec<Queued>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, event_id, event_time, payload FROM events WHERE state = 0 ORDER BY id LIMIT ?1")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| Ok(Queued { id: r.get(0)?, event_id: r.get(1)?, event_time: r.get(2)?, payload: r.get(3)? }))
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    pub fn has_pending(&self) -> Result<bool> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM events WHERE state = 0)", [], |r| r.get(0))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Count one more delivery attempt for these events.
+    pub fn mark_attempted(&mut self, ids: &[i64]) -> Result<()> {
+        self.update_each(ids, "UPDATE events SET attempts = attempts + 1 WHERE id = ?1", |_| 0)
+    }
+
+    pub fn mark_sent(&mut self, ids: &[i64], now: i64) -> Result<()> {
+        self.update_each(ids, "UPDATE events SET state = 1, sent_at = ?2 WHERE id = ?1 AND state = 0", |_| now)
+    }
+
+    pub fn mark_dead(&mut self, ids: &[i64], reason: &str, message: &str) -> Result<()> {
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE events SET state = 2, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = 0")
+                .map_err(err)?;
+            for id in ids {
+                stmt.execute(params![id, reason, message]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn update_each(&mut self, ids: &[i64], sql: &str, extra: impl Fn(i64) -> i64) -> Result<()> {
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx.prepare_cached(sql).map_err(err)?;
+            let two = sql.contains("?2");
+            for id in ids {
+                if two {
+                    stmt.execute(params![id, extra(*id)]).map_err(err)?;
+                } else {
+                    stmt.execute(params![id]).map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Dead-letter pending events older than `cutoff` (reason `expired`). Returns how many.
+    pub fn expire_older_than(&self, cutoff: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE events SET state = 2, dead_reason = 'expired',
+                   dead_message = 'older than the attribution window; never sent'
+                 WHERE state = 0 AND event_time < ?1",
+                [cutoff],
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Forget sent events that can no longer be re-queued by a re-export (older than `cutoff`,
+    /// which the caller sets beyond the attribution window), and old send-log rows.
+    pub fn prune(&self, sent_cutoff: i64, log_keep: i64) -> Result<usize> {
+        let n = self
+            .conn
+            .execute("DELETE FROM events WHERE state = 1 AND event_time < ?1 AND sent_at < ?1", [sent_cutoff])
+            .map_err(|e| self.sqlite(e))?;
+        self.conn
+            .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])
+            .map_err(|e| self.sqlite(e))?;
+        Ok(n)
+    }
+
+    pub fn log_send(&self, entry: &SendLogEntry) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO send_log (at, events, http_status, code, class, message, request_id, test_event_code)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    entry.at,
+                    entry.events,
+                    entry.http_status,
+                    entry.code,
+                    entry.class,
+                    entry.message,
+                    entry.request_id,
+                    entry.test_event_code
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    pub fn send_log_after(&self, after_id: i64, limit: usize) -> Result<Vec<SendLogEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, at, events, http_status, code, class, message, request_id, test_event_code
+                 FROM send_log WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![after_id, limit as i64], |r| {
+                Ok(SendLogEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    events: r.get(2)?,
+                    http_status: r.get(3)?,
+                    code: r.get(4)?,
+                    class: r.get(5)?,
+                    message: r.get(6)?,
+                    request_id: r.get(7)?,
+                    test_event_code: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Events queued after `after_id` (any state), for `watch`.
+    pub fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, i64, Option<String>, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT e.id, e.state, f.path, e.payload FROM events e LEFT JOIN files f ON f.id = e.file_id
+                 WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![after_id, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    pub fn max_ids(&self) -> Result<(i64, i64)> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE((SELECT MAX(id) FROM events), 0), COALESCE((SELECT MAX(id) FROM send_log), 0)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
+    // ---- agent state (for status) ------------------------------------------------------------
+
+    pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let result = match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, v],
+            ),
+            None => self.conn.execute("DELETE FROM agent_state WHERE key = ?1", [key]),
+        };
+        result.map(drop).map_err(|e| self.sqlite(e))
+    }
+
+    pub fn state(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT key, value FROM agent_state ORDER BY key").map_err(|e| self.sqlite(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    // ---- status and dead letters -------------------------------------------------------------
+
+    pub fn counts(&self) -> Result<Counts> {
+        let mut counts = Counts::default();
+        let mut stmt = self.conn.prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state").map_err(|e| self.sqlite(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.sqlite(e))?;
+        for row in rows {
+            let (state, n) = row.map_err(|e| self.sqlite(e))?;
+            match state {
+                PENDING => counts.pending = n,
+                SENT => counts.sent = n,
+                _ => counts.dead += n,
+            }
+        }
+        (counts.oldest_pending_queued_at, counts.oldest_pending_event_time) = self
+            .conn
+            .query_row("SELECT queued_at, event_time FROM events WHERE state = 0 ORDER BY id LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.sqlite(e))?
+            .map_or((None, None), |(a, b)| (Some(a), Some(b)));
+        (counts.files, counts.rejects) = self
+            .conn
+            .query_row("SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM rejects)", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sqlite(e))?;
+        Ok(counts)
+    }
+
+    pub fn dead_events(&self, limit: usize) -> Result<Vec<DeadEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, event_id, order_id, event_time, dead_reason, dead_message, attempts
+                 FROM events WHERE state = 2 ORDER BY id LIMIT ?1",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(DeadEvent {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    order_id: r.get(2)?,
+                    event_time: r.get(3)?,
+                    reason: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    message: r.get(5)?,
+                    attempts: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    pub fn recent_rejects(&self, limit: usize) -> Result<Vec<RejectRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, path, line, field, reason, at FROM rejects ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(RejectRecord { id: r.get(0)?, path: r.get(1)?, line: r.get(2)?, field: r.get(3)?, reason: r.get(4)?, at: r.get(5)? })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Put dead events back in the queue (attempts reset). Returns how many.
+    pub fn requeue(&self, filter: &DeadFilter) -> Result<usize> {
+        self.dead_update("UPDATE events SET state = 0, attempts = 0, dead_reason = NULL, dead_message = NULL WHERE state = 2", filter)
+    }
+
+    /// Delete dead events for good. Returns how many.
+    pub fn purge(&self, filter: &DeadFilter) -> Result<usize> {
+        self.dead_update("DELETE FROM events WHERE state = 2", filter)
+    }
+
+    fn dead_update(&self, base: &str, filter: &DeadFilter) -> Result<usize> {
+        match filter {
+            DeadFilter::All => self.conn.execute(base, []),
+            DeadFilter::Reason(reason) => self.conn.execute(&format!("{base} AND dead_reason = ?1"), [reason]),
+            DeadFilter::Ids(ids) => {
+                let mut n = 0;
+                for id in ids {
+                    n += self.conn.execute(&format!("{base} AND id = ?1"), [id]).map_err(|e| self.sqlite(e))?;
+                }
+                Ok(n)
+            }
+        }
+        .map_err(|e| self.sqlite(e))
+    }
+}
+
+const FILE_COLUMNS: &str = "id, content_hash, path, source, state, events, duplicates, rejects, warnings, ingested_at, disposed";
+
+fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        id: r.get(0)?,
+        content_hash: r.get(1)?,
+        path: r.get(2)?,
+        source: r.get(3)?,
+        state: r.get(4)?,
+        events: r.get(5)?,
+        duplicates: r.get(6)?,
+        rejects: r.get(7)?,
+        warnings: r.get(8)?,
+        ingested_at: r.get(9)?,
+        disposed: r.get(10)?,
+    })
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestCounts {
+    pub events: i64,
+    pub duplicates: i64,
+    pub rejects: i64,
+    pub warnings: i64,
+    pub dead: i64,
+}
+
+/// One file's ingest: a transaction. Dropped without [`Ingest::commit`], it rolls back.
+pub struct Ingest<'q> {
+    tx: Transaction<'q>,
+    file_id: i64,
+    path: String,
+    now: i64,
+    queue_path: PathBuf,
+    counts: IngestCounts,
+}
+
+impl Ingest<'_> {
+    pub fn file_id(&self) -> i64 {
+        self.file_id
+    }
+
+    fn err(&self, source: rusqlite::Error) -> QueueError {
+        QueueError::Sqlite { path: self.queue_path.clone(), source }
+    }
+
+    pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<Added> {
+        let state = if e.dead_reason.is_some() { DEAD } else { PENDING };
+        let inserted = {
+            let mut stmt = self
+                .tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, payload, dead_reason, dead_message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(|err| self.err(err))?;
+            stmt.execute(params![
+                e.event_name,
+                e.event_id,
+                e.event_time,
+                e.order_id,
+                self.file_id,
+                state,
+                self.now,
+                e.payload,
+                e.dead_reason,
+                e.dead_reason.map(|_| "not sent: outside the window TikTok accepts")
+            ])
+            .map_err(|err| self.err(err))?
+        };
+        if inserted == 1 {
+            self.counts.events += 1;
+            if state == DEAD {
+                self.counts.dead += 1;
+            }
+            return Ok(Added::Queued);
+        }
+        let existing_file: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT file_id FROM events WHERE event_name = ?1 AND event_id = ?2")
+            .and_then(|mut s| s.query_row(params![e.event_name, e.event_id], |r| r.get(0)).optional())
+            .map_err(|err| self.err(err))?
+            .flatten();
+        if existing_file == Some(self.file_id) {
+            Ok(Added::RepeatedInFile)
+        } else {
+            self.counts.duplicates += 1;
+            Ok(Added::Duplicate)
+        }
+    }
+
+    pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {
+        self.counts.rejects += 1;
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .map_err(|err| self.err(err))?;
+        stmt.execute(params![self.file_id, self.path, line as i64, field, reason, self.now])
+            .map(drop)
+            .map_err(|err| self.err(err))
+    }
+
+    pub fn add_warnings(&mut self, n: usize) {
+        self.counts.warnings += n as i64;
+    }
+
+    pub fn counts(&self) -> IngestCounts {
+        self.counts
+    }
+
+    /// Commit durably. After this returns the file may be archived or deleted.
+    pub fn commit(self) -> Result<IngestCounts> {
+        let c = self.counts;
+        self.tx
+            .execute(
+                "UPDATE files SET state = 'ingested', events = ?2, duplicates = ?3, rejects = ?4, warnings = ?5 WHERE id = ?1",
+                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings],
+            )
+            .map_err(|err| QueueError::Sqlite { path: self.queue_path.clone(), source: err })?;
+        let path = self.queue_path.clone();
+        self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
+        Ok(c)
+    }
+}
+
+/// Create the database file with mode 0600 if it does not exist yet (SQLite gives its -wal and
+/// -shm files the same mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
+}
+
+#[cfg(test)]
+mod tests;

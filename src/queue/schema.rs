@@ -1,0 +1,75 @@
+//! Schema and migrations, keyed on `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+pub const VERSION: i64 = 1;
+
+const V1: &str = "
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    content_hash TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
+    source TEXT NOT NULL,
+    state TEXT NOT NULL,
+    events INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    rejects INTEGER NOT NULL DEFAULT 0,
+    warnings INTEGER NOT NULL DEFAULT 0,
+    ingested_at INTEGER NOT NULL,
+    disposed TEXT
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    event_name TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_time INTEGER NOT NULL,
+    order_id TEXT NOT NULL,
+    file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    queued_at INTEGER NOT NULL,
+    sent_at INTEGER,
+    dead_reason TEXT,
+    dead_message TEXT,
+    payload TEXT NOT NULL,
+    UNIQUE (event_name, event_id)
+);
+CREATE INDEX events_by_state ON events (state, id);
+CREATE TABLE rejects (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,
+    path TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    field TEXT,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE send_log (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    http_status INTEGER,
+    code INTEGER,
+    class TEXT NOT NULL,
+    message TEXT NOT NULL,
+    request_id TEXT,
+    test_event_code TEXT
+);
+CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
+/// a database from a newer agent).
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found >= VERSION {
+        return Ok(found);
+    }
+    let tx = conn.transaction()?;
+    if found < 1 {
+        tx.execute_batch(V1)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
+    tx.commit()?;
+    Ok(found)
+}

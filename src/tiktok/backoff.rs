@@ -1,0 +1,49 @@
+//! How long to wait before the next try: exponential backoff with full jitter, capped, never
+//! shorter than the server's `Retry-After`.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+/// The wait after the `failures`-th consecutive failure (1-based). `unit` is a uniform random
+/// number in [0, 1): the "full jitter" of a fleet of tills that must not retry in lockstep.
+pub fn delay(policy: Policy, failures: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    let ceiling = policy.base.saturating_mul(1u32 << exp).min(policy.cap);
+    let jittered = ceiling.mul_f64(unit.clamp(0.0, 1.0));
+    let floor = retry_after.unwrap_or(Duration::ZERO).min(Duration::from_secs(3600));
+    jittered.max(floor).max(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Policy = Policy { base: Duration::from_secs(1), cap: Duration::from_secs(300) };
+
+    #[test]
+    fn grows_exponentially_up_to_the_cap() {
+        let cases = [(1, 1), (2, 2), (3, 4), (9, 256), (10, 300), (40, 300)];
+        for (failures, ceiling) in cases {
+            let ceiling = Duration::from_secs(ceiling);
+            let d = delay(P, failures, None, 0.999_999);
+            assert!(d <= ceiling && d > ceiling.mul_f64(0.99), "{failures}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn full_jitter_spreads_over_the_whole_range() {
+        assert_eq!(delay(P, 10, None, 0.0), Duration::from_millis(100));
+        assert_eq!(delay(P, 10, None, 0.5), Duration::from_secs(150));
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_capped_at_an_hour() {
+        assert_eq!(delay(P, 1, Some(Duration::from_secs(30)), 0.5), Duration::from_secs(30));
+        assert_eq!(delay(P, 1, Some(Duration::from_secs(99_999)), 0.5), Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,107 @@
+//! The HTTP client: one POST per batch, over ureq with rustls. It returns what the server said
+//! (status, `Retry-After`, body) and leaves the meaning to [`super::classify`]. The access token is
+//! only ever put in the `Access-Token` header; it is never part of an error or a log line.
+
+use std::time::Duration;
+
+pub const TRACK_PATH: &str = "/open_api/v1.3/event/track/";
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub api_base: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// An explicit proxy URL; `None` uses `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` from the environment.
+    pub proxy: Option<String>,
+}
+
+/// What the server answered.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid proxy `{0}`")]
+    Proxy(String),
+    /// The request did not get an answer: connection refused or reset, DNS, TLS, timeout.
+    #[error("{url}: {reason}")]
+    Transport { url: String, reason: String, connect: bool },
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    url: String,
+}
+
+impl Client {
+    pub fn new(config: &ClientConfig) -> Result<Client, ClientError> {
+        let proxy = match &config.proxy {
+            Some(p) => Some(ureq::Proxy::new(p).map_err(|_| ClientError::Proxy(p.clone()))?),
+            None => ureq::Proxy::try_from_env(),
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(proxy)
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_global(Some(config.request_timeout))
+            .user_agent(concat!("offline-events-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(Client { agent, url: track_url(&config.api_base) })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// POST one body. Any answer, whatever its status, is `Ok`.
+    pub fn post(&self, token: &str, body: &str) -> Result<Reply, ClientError> {
+        let transport = |e: ureq::Error| {
+            let connect = matches!(
+                e,
+                ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_)
+            ) || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
+            ClientError::Transport { url: self.url.clone(), reason: e.to_string(), connect }
+        };
+        let response = self
+            .agent
+            .post(&self.url)
+            .header("Access-Token", token)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .into_body()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_string()
+            .map_err(transport)?;
+        Ok(Reply { status, retry_after, body })
+    }
+}
+
+/// `{api_base}/open_api/v1.3/event/track/`, whatever trailing slash `api_base` has.
+pub fn track_url(api_base: &str) -> String {
+    format!("{}{TRACK_PATH}", api_base.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(track_url("https://business-api.tiktok.com"), "https://business-api.tiktok.com/open_api/v1.3/event/track/");
+        assert_eq!(track_url("http://127.0.0.1:9/"), "http://127.0.0.1:9/open_api/v1.3/event/track/");
+    }
+}

@@ -185,13 +185,28 @@ pub struct Context {
 
 impl Context {
     pub fn from_env(config_path: &Path) -> Context {
-        let config_dir = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let config_dir = if config_dir.as_os_str().is_empty() { PathBuf::from(".") } else { config_dir };
+        let config_dir = config_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let config_dir = if config_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            config_dir
+        };
         Context {
             config_dir,
-            state_directory: std::env::var_os("STATE_DIRECTORY")
-                .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or_default().to_string())),
-            user_data_dir: directories::ProjectDirs::from("", "", "offline-events-agent").map(|d| d.data_dir().to_path_buf()),
+            state_directory: std::env::var_os("STATE_DIRECTORY").map(|v| {
+                PathBuf::from(
+                    v.to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            }),
+            user_data_dir: directories::ProjectDirs::from("", "", "offline-events-agent")
+                .map(|d| d.data_dir().to_path_buf()),
         }
     }
 }
@@ -216,15 +231,27 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {path}:\n{}", errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { path: PathBuf, errors: Vec<ConfigError> },
+    Invalid {
+        path: PathBuf,
+        errors: Vec<ConfigError>,
+    },
 }
 
 /// Read, parse and validate a config file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
-    parse(&text, &Context::from_env(path)).map_err(|errors| LoadError::Invalid { path: path.to_path_buf(), errors })
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &Context::from_env(path)).map_err(|errors| LoadError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
 }
 
 /// Parse and validate config text.
@@ -232,7 +259,11 @@ pub fn parse(text: &str, ctx: &Context) -> Result<Config, Vec<ConfigError>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         let message = e.message().trim().to_string();
-        vec![ConfigError { key: key_of_parse_error(&message), line, message }]
+        vec![ConfigError {
+            key: key_of_parse_error(&message),
+            line,
+            message,
+        }]
     })?;
     validate(raw, text, ctx)
 }
@@ -246,7 +277,11 @@ fn key_of_parse_error(message: &str) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// Turn the raw file into a [`Config`], or list every problem.
@@ -254,12 +289,25 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut error = |key: &str, span: Option<std::ops::Range<usize>>, message: String| {
-        errors.push(ConfigError { key: key.to_string(), line: span.map(|s| line_of(text, s.start)), message });
+        errors.push(ConfigError {
+            key: key.to_string(),
+            line: span.map(|s| line_of(text, s.start)),
+            message,
+        });
     };
-    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { ctx.config_dir.join(p) };
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            ctx.config_dir.join(p)
+        }
+    };
 
     let event_source_id = raw.event_source_id.get_ref().trim().to_string();
-    if !(event_source_id.len() >= 15 && event_source_id.len() <= 22 && event_source_id.bytes().all(|b| b.is_ascii_digit())) {
+    if !(event_source_id.len() >= 15
+        && event_source_id.len() <= 22
+        && event_source_id.bytes().all(|b| b.is_ascii_digit()))
+    {
         error(
             "event_source_id",
             Some(raw.event_source_id.span()),
@@ -273,7 +321,11 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     }
     if let Some(name) = &raw.access_token_credential {
         if name.get_ref().is_empty() || name.get_ref().contains('/') {
-            error("access_token_credential", Some(name.span()), "must be a credential name (no `/`)".into());
+            error(
+                "access_token_credential",
+                Some(name.span()),
+                "must be a credential name (no `/`)".into(),
+            );
         }
         token_sources.push(TokenSource::Credential(name.get_ref().clone()));
     }
@@ -282,7 +334,9 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     }
     if let Some(inline) = &raw.access_token {
         warnings.push("the access token is written in the config file itself; prefer access_token_file or a systemd credential".into());
-        token_sources.push(TokenSource::Inline(Token::new(inline.get_ref().trim().to_string())));
+        token_sources.push(TokenSource::Inline(Token::new(
+            inline.get_ref().trim().to_string(),
+        )));
     }
     if token_sources.len() > 1 {
         error(
@@ -296,7 +350,12 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         error("access_token_file", None, "no access token configured (set access_token_file, access_token_credential or access_token_env)".into());
     }
 
-    let api_base = raw.api_base.as_ref().map_or(DEFAULT_API_BASE.to_string(), |s| s.get_ref().trim_end_matches('/').to_string());
+    let api_base = raw
+        .api_base
+        .as_ref()
+        .map_or(DEFAULT_API_BASE.to_string(), |s| {
+            s.get_ref().trim_end_matches('/').to_string()
+        });
     if let Some(spanned) = &raw.api_base {
         match url_host(&api_base) {
             None => error("api_base", Some(spanned.span()), "must be an http:// or https:// URL".into()),
@@ -308,7 +367,11 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     }
     if let Some(proxy) = &raw.proxy {
         if url_host(proxy.get_ref()).is_none() && !proxy.get_ref().starts_with("socks") {
-            error("proxy", Some(proxy.span()), "must be a proxy URL such as http://proxy.example:3128".into());
+            error(
+                "proxy",
+                Some(proxy.span()),
+                "must be a proxy URL such as http://proxy.example:3128".into(),
+            );
         }
     }
 
@@ -317,28 +380,51 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         (None, Some(state), _) => state.join("queue.sqlite"),
         (None, None, Some(data)) => data.join("queue.sqlite"),
         (None, None, None) => {
-            error("queue_path", None, "no default location found; set queue_path".into());
+            error(
+                "queue_path",
+                None,
+                "no default location found; set queue_path".into(),
+            );
             PathBuf::new()
         }
     };
-    let queue_path = if raw.dry_run { dry_run_queue(&queue_path) } else { queue_path };
+    let queue_path = if raw.dry_run {
+        dry_run_queue(&queue_path)
+    } else {
+        queue_path
+    };
 
-    let test_event_code = raw.test_event_code.as_ref().map(|s| s.get_ref().trim().to_string()).filter(|s| !s.is_empty());
+    let test_event_code = raw
+        .test_event_code
+        .as_ref()
+        .map(|s| s.get_ref().trim().to_string())
+        .filter(|s| !s.is_empty());
 
     let phone_region = match &raw.phone_region {
         Some(r) => {
             let region = pii::parse_region(r.get_ref());
             if region.is_none() {
-                error("phone_region", Some(r.span()), format!("`{}` is not an ISO 3166 country code", r.get_ref()));
+                error(
+                    "phone_region",
+                    Some(r.span()),
+                    format!("`{}` is not an ISO 3166 country code", r.get_ref()),
+                );
             }
             region
         }
         None => None,
     };
-    let window_days = raw.attribution_window_days.as_ref().map_or(28, |d| *d.get_ref());
+    let window_days = raw
+        .attribution_window_days
+        .as_ref()
+        .map_or(28, |d| *d.get_ref());
     if let Some(d) = &raw.attribution_window_days {
         if *d.get_ref() == 0 {
-            error("attribution_window_days", Some(d.span()), "must be at least 1".into());
+            error(
+                "attribution_window_days",
+                Some(d.span()),
+                "must be at least 1".into(),
+            );
         } else if *d.get_ref() > 28 {
             warnings.push(format!("attribution_window_days = {window_days}: TikTok matches offline events only within 28 days"));
         }
@@ -348,7 +434,11 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     let batch_size = s.batch_size.as_ref().map_or(1000, |b| *b.get_ref());
     if let Some(b) = &s.batch_size {
         if !(1..=1000).contains(b.get_ref()) {
-            error("sender.batch_size", Some(b.span()), "must be 1 to 1000 (TikTok refuses larger batches)".into());
+            error(
+                "sender.batch_size",
+                Some(b.span()),
+                "must be 1 to 1000 (TikTok refuses larger batches)".into(),
+            );
         }
     }
     let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
@@ -361,7 +451,9 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         auth_retry: secs(s.auth_retry_secs, 300).max(Duration::from_secs(1)),
         recovery_probe: secs(s.recovery_probe_secs, 5).max(Duration::from_secs(1)),
         recovery_jitter: secs(s.recovery_jitter_secs, 5),
-        sent_retention: Duration::from_secs(u64::from(s.sent_retention_days.unwrap_or(35)) * 86_400),
+        sent_retention: Duration::from_secs(
+            u64::from(s.sent_retention_days.unwrap_or(35)) * 86_400,
+        ),
     };
 
     let event_names = match NameTable::new(&raw.event_names) {
@@ -373,23 +465,39 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     };
 
     if raw.source.is_empty() {
-        warnings.push("no [[source]] configured: only `import` of named files will queue events".into());
+        warnings.push(
+            "no [[source]] configured: only `import` of named files will queue events".into(),
+        );
     }
     let mut sources = Vec::new();
     for (i, src) in raw.source.iter().enumerate() {
         let key = |k: &str| format!("source[{i}].{k}");
-        let name = src.name.clone().unwrap_or_else(|| format!("source{}", i + 1));
+        let name = src
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("source{}", i + 1));
         let format = match src.format.get_ref().as_str() {
             "native-csv" | "csv" => Format::NativeCsv,
             "jsonl" | "json-lines" => Format::Jsonl,
             other => {
-                error(&key("format"), Some(src.format.span()), format!("unknown format `{other}` (known: native-csv, jsonl)"));
+                error(
+                    &key("format"),
+                    Some(src.format.span()),
+                    format!("unknown format `{other}` (known: native-csv, jsonl)"),
+                );
                 Format::NativeCsv
             }
         };
         let time_zone = match &src.time_zone {
             Some(tz) => TimeZone::get(tz.get_ref()).unwrap_or_else(|_| {
-                error(&key("time_zone"), Some(tz.span()), format!("`{}` is not an IANA time zone (e.g. Europe/Berlin)", tz.get_ref()));
+                error(
+                    &key("time_zone"),
+                    Some(tz.span()),
+                    format!(
+                        "`{}` is not an IANA time zone (e.g. Europe/Berlin)",
+                        tz.get_ref()
+                    ),
+                );
                 TimeZone::UTC
             }),
             None => TimeZone::system(),
@@ -397,56 +505,109 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         let currency = src.currency.as_ref().and_then(|c| {
             let parsed = Currency::parse(c.get_ref());
             if parsed.is_none() {
-                error(&key("currency"), Some(c.span()), format!("`{}` is not one of TikTok's supported currencies", c.get_ref()));
+                error(
+                    &key("currency"),
+                    Some(c.span()),
+                    format!(
+                        "`{}` is not one of TikTok's supported currencies",
+                        c.get_ref()
+                    ),
+                );
             }
             parsed
         });
-        let decimal_separator = match src.decimal_separator.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+        let decimal_separator = match src
+            .decimal_separator
+            .as_ref()
+            .map(|d| (d.get_ref().as_str(), d.span()))
+        {
             None | Some((".", _)) => '.',
             Some((",", _)) => ',',
             Some((_, span)) => {
-                error(&key("decimal_separator"), Some(span), "must be \".\" or \",\"".into());
+                error(
+                    &key("decimal_separator"),
+                    Some(span),
+                    "must be \".\" or \",\"".into(),
+                );
                 '.'
             }
         };
-        let delimiter = src.delimiter.as_ref().and_then(|d| match d.get_ref().as_str() {
-            "\\t" | "\t" | "tab" => Some(b'\t'),
-            s if s.len() == 1 && s.is_ascii() && s != "\"" => Some(s.as_bytes()[0]),
-            _ => {
-                error(&key("delimiter"), Some(d.span()), "must be one ASCII character (or \"tab\")".into());
-                None
-            }
-        });
+        let delimiter = src
+            .delimiter
+            .as_ref()
+            .and_then(|d| match d.get_ref().as_str() {
+                "\\t" | "\t" | "tab" => Some(b'\t'),
+                s if s.len() == 1 && s.is_ascii() && s != "\"" => Some(s.as_bytes()[0]),
+                _ => {
+                    error(
+                        &key("delimiter"),
+                        Some(d.span()),
+                        "must be one ASCII character (or \"tab\")".into(),
+                    );
+                    None
+                }
+            });
         let source_region = match &src.phone_region {
             Some(r) => {
                 let region = pii::parse_region(r.get_ref());
                 if region.is_none() {
-                    error(&key("phone_region"), Some(r.span()), format!("`{}` is not an ISO 3166 country code", r.get_ref()));
+                    error(
+                        &key("phone_region"),
+                        Some(r.span()),
+                        format!("`{}` is not an ISO 3166 country code", r.get_ref()),
+                    );
                 }
                 region
             }
             None => phone_region,
         };
-        let after_ingest = match src.after_ingest.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+        let after_ingest = match src
+            .after_ingest
+            .as_ref()
+            .map(|a| (a.get_ref().as_str(), a.span()))
+        {
             None | Some(("archive", _)) => AfterIngest::Archive,
             Some(("delete", _)) => AfterIngest::Delete,
             Some(("keep", _)) => AfterIngest::Keep,
             Some((other, span)) => {
-                error(&key("after_ingest"), Some(span), format!("`{other}` is not one of archive, delete, keep"));
+                error(
+                    &key("after_ingest"),
+                    Some(span),
+                    format!("`{other}` is not one of archive, delete, keep"),
+                );
                 AfterIngest::Keep
             }
         };
         let path = resolve(src.path.get_ref());
-        let archive_dir = src.archive_dir.as_ref().map_or_else(|| path.join("archive"), |a| if a.is_absolute() { a.clone() } else { path.join(a) });
+        let archive_dir = src.archive_dir.as_ref().map_or_else(
+            || path.join("archive"),
+            |a| {
+                if a.is_absolute() {
+                    a.clone()
+                } else {
+                    path.join(a)
+                }
+            },
+        );
         let extensions = src
             .extensions
             .clone()
-            .unwrap_or_else(|| format.default_extensions().iter().map(|e| e.to_string()).collect())
+            .unwrap_or_else(|| {
+                format
+                    .default_extensions()
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect()
+            })
             .into_iter()
             .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
             .collect();
         if sources.iter().any(|s: &SourceConfig| s.name == name) {
-            error(&key("name"), None, format!("source name `{name}` is used twice"));
+            error(
+                &key("name"),
+                None,
+                format!("source name `{name}` is used twice"),
+            );
         }
         sources.push(SourceConfig {
             name,
@@ -484,7 +645,9 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         dry_run: raw.dry_run,
         dry_run_output: raw.dry_run_output.as_deref().map(resolve),
         attribution_window: Duration::from_secs(u64::from(window_days) * 86_400),
-        future_tolerance: Duration::from_secs(u64::from(raw.future_tolerance_minutes.unwrap_or(60)) * 60),
+        future_tolerance: Duration::from_secs(
+            u64::from(raw.future_tolerance_minutes.unwrap_or(60)) * 60,
+        ),
         sender,
         sources,
         warnings,
@@ -493,7 +656,10 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
 
 /// A dry run never touches the real queue: `queue.sqlite` becomes `queue.dry-run.sqlite`.
 pub fn dry_run_queue(path: &Path) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "queue".into());
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "queue".into());
     let name = match path.extension() {
         Some(ext) => format!("{stem}.dry-run.{}", ext.to_string_lossy()),
         None => format!("{stem}.dry-run"),
@@ -511,7 +677,11 @@ fn url_host(url: &str) -> Option<(bool, String)> {
     let authority = rest.split('/').next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
     let host = if host.starts_with('[') {
-        host.split(']').next().unwrap_or("").trim_start_matches('[').to_string()
+        host.split(']')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('[')
+            .to_string()
     } else {
         host.split(':').next().unwrap_or("").to_string()
     };
@@ -519,13 +689,19 @@ fn url_host(url: &str) -> Option<(bool, String)> {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("cannot read access token file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("access token file {0} is readable by every user (mode {1:o}); run: chmod 600 {0}")]
     WorldReadable(PathBuf, u32),
     #[error("systemd credential `{0}` not found: $CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit)")]
@@ -542,7 +718,10 @@ pub enum TokenError {
 /// takes effect without a restart.
 pub fn load_token(source: Option<&TokenSource>) -> Result<Token, TokenError> {
     let read_file = |path: &Path| -> Result<String, TokenError> {
-        let meta = std::fs::metadata(path).map_err(|source| TokenError::Read { path: path.to_path_buf(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -553,17 +732,24 @@ pub fn load_token(source: Option<&TokenSource>) -> Result<Token, TokenError> {
         }
         #[cfg(not(unix))]
         let _ = meta;
-        std::fs::read_to_string(path).map_err(|source| TokenError::Read { path: path.to_path_buf(), source })
+        std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let (value, origin) = match source {
         None => return Err(TokenError::None),
         Some(TokenSource::File(path)) => (read_file(path)?, path.display().to_string()),
         Some(TokenSource::Credential(name)) => {
-            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| TokenError::NoCredentialsDirectory(name.clone()))?;
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                .ok_or_else(|| TokenError::NoCredentialsDirectory(name.clone()))?;
             let path = Path::new(&dir).join(name);
             (read_file(&path)?, format!("credential {name}"))
         }
-        Some(TokenSource::Env(var)) => (std::env::var(var).map_err(|_| TokenError::EnvMissing(var.clone()))?, format!("${var}")),
+        Some(TokenSource::Env(var)) => (
+            std::env::var(var).map_err(|_| TokenError::EnvMissing(var.clone()))?,
+            format!("${var}"),
+        ),
         Some(TokenSource::Inline(token)) => (token.expose().to_string(), "the config file".into()),
     };
     let value = value.trim().to_string();
@@ -592,14 +778,34 @@ pub fn describe(config: &Config) -> String {
     let _ = writeln!(
         out,
         "access token    = {}",
-        config.token.as_ref().map_or("none (dry run)".to_string(), |t| format!("<redacted>, from {t}"))
+        config
+            .token
+            .as_ref()
+            .map_or("none (dry run)".to_string(), |t| format!(
+                "<redacted>, from {t}"
+            ))
     );
     let _ = writeln!(out, "api_base        = {}", config.api_base);
-    let _ = writeln!(out, "proxy           = {}", config.proxy.as_deref().unwrap_or("from environment, if any"));
+    let _ = writeln!(
+        out,
+        "proxy           = {}",
+        config
+            .proxy
+            .as_deref()
+            .unwrap_or("from environment, if any")
+    );
     let _ = writeln!(out, "queue_path      = {}", config.queue_path.display());
-    let _ = writeln!(out, "test_event_code = {}", config.test_event_code.as_deref().unwrap_or("none"));
+    let _ = writeln!(
+        out,
+        "test_event_code = {}",
+        config.test_event_code.as_deref().unwrap_or("none")
+    );
     let _ = writeln!(out, "dry_run         = {}", config.dry_run);
-    let _ = writeln!(out, "attribution     = {} days", config.attribution_window.as_secs() / 86_400);
+    let _ = writeln!(
+        out,
+        "attribution     = {} days",
+        config.attribution_window.as_secs() / 86_400
+    );
     let s = &config.sender;
     let _ = writeln!(
         out,
@@ -635,7 +841,11 @@ mod tests {
     use super::*;
 
     fn ctx() -> Context {
-        Context { config_dir: PathBuf::from("/etc/oea"), state_directory: None, user_data_dir: Some(PathBuf::from("/home/u/.local/share/oea")) }
+        Context {
+            config_dir: PathBuf::from("/etc/oea"),
+            state_directory: None,
+            user_data_dir: Some(PathBuf::from("/home/u/.local/share/oea")),
+        }
     }
 
     const MINIMAL: &str = r#"
@@ -653,8 +863,14 @@ shop_id = "s042"
     #[test]
     fn a_minimal_config_gets_defaults() {
         let c = parse(MINIMAL, &ctx()).unwrap();
-        assert_eq!(c.token, Some(TokenSource::File(PathBuf::from("/etc/oea/token"))));
-        assert_eq!(c.queue_path, PathBuf::from("/home/u/.local/share/oea/queue.sqlite"));
+        assert_eq!(
+            c.token,
+            Some(TokenSource::File(PathBuf::from("/etc/oea/token")))
+        );
+        assert_eq!(
+            c.queue_path,
+            PathBuf::from("/home/u/.local/share/oea/queue.sqlite")
+        );
         assert_eq!(c.api_base, DEFAULT_API_BASE);
         assert_eq!(c.sender.batch_size, 1000);
         assert_eq!(c.sources[0].archive_dir, PathBuf::from("/srv/pos/archive"));
@@ -669,11 +885,18 @@ shop_id = "s042"
         let c = parse(MINIMAL, &ctx).unwrap();
         assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.sqlite"));
         let c = parse(&format!("dry_run = true\n{MINIMAL}"), &ctx).unwrap();
-        assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.dry-run.sqlite"));
+        assert_eq!(
+            c.queue_path,
+            PathBuf::from("/var/lib/oea/queue.dry-run.sqlite")
+        );
     }
 
     fn errors(text: &str) -> Vec<(String, Option<usize>)> {
-        parse(text, &ctx()).unwrap_err().into_iter().map(|e| (e.key, e.line)).collect()
+        parse(text, &ctx())
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.key, e.line))
+            .collect()
     }
 
     #[test]
@@ -696,20 +919,33 @@ shop_id = "s042"
     fn unknown_keys_and_wrong_types_are_errors() {
         let e = errors(&format!("colour = \"red\"\n{MINIMAL}"));
         assert_eq!(e, vec![("colour".to_string(), Some(1))]);
-        let e = errors(&MINIMAL.replace("format = \"native-csv\"", "format = \"native-csv\"\nsettle = 3"));
+        let e = errors(&MINIMAL.replace(
+            "format = \"native-csv\"",
+            "format = \"native-csv\"\nsettle = 3",
+        ));
         assert_eq!(e[0].0, "settle");
         let text = format!("{MINIMAL}\n[sender]\nbatch_size = 5000\n");
         let line = text.lines().count();
-        assert_eq!(errors(&text)[0], ("sender.batch_size".to_string(), Some(line)));
+        assert_eq!(
+            errors(&text)[0],
+            ("sender.batch_size".to_string(), Some(line))
+        );
     }
 
     #[test]
     fn token_sources() {
         let e = errors(&MINIMAL.replace("access_token_file = \"token\"", ""));
         assert_eq!(e[0].0, "access_token_file");
-        let both = MINIMAL.replace("access_token_file = \"token\"", "access_token_file = \"t\"\naccess_token_env = \"T\"");
+        let both = MINIMAL.replace(
+            "access_token_file = \"token\"",
+            "access_token_file = \"t\"\naccess_token_env = \"T\"",
+        );
         assert_eq!(errors(&both)[0].0, "access_token_file");
-        let inline = parse(&MINIMAL.replace("access_token_file = \"token\"", "access_token = \"s3cr3t\""), &ctx()).unwrap();
+        let inline = parse(
+            &MINIMAL.replace("access_token_file = \"token\"", "access_token = \"s3cr3t\""),
+            &ctx(),
+        )
+        .unwrap();
         assert!(!inline.warnings.is_empty());
         assert!(!format!("{inline:?}").contains("s3cr3t"));
         assert!(!describe(&inline).contains("s3cr3t"));
@@ -717,10 +953,21 @@ shop_id = "s042"
 
     #[test]
     fn plain_http_is_only_quiet_on_loopback() {
-        let local = parse(&format!("api_base = \"http://127.0.0.1:8080\"\n{MINIMAL}"), &ctx()).unwrap();
+        let local = parse(
+            &format!("api_base = \"http://127.0.0.1:8080\"\n{MINIMAL}"),
+            &ctx(),
+        )
+        .unwrap();
         assert!(local.warnings.is_empty());
-        let remote = parse(&format!("api_base = \"http://proxy.example\"\n{MINIMAL}"), &ctx()).unwrap();
+        let remote = parse(
+            &format!("api_base = \"http://proxy.example\"\n{MINIMAL}"),
+            &ctx(),
+        )
+        .unwrap();
         assert_eq!(remote.warnings.len(), 1);
-        assert_eq!(errors(&format!("api_base = \"ftp://x\"\n{MINIMAL}"))[0].0, "api_base");
+        assert_eq!(
+            errors(&format!("api_base = \"ftp://x\"\n{MINIMAL}"))[0].0,
+            "api_base"
+        );
     }
 }

@@ -6,7 +6,18 @@
 //! See ARCHITECTURE.md.
 
 pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod format;
+pub mod ingest;
 pub mod queue;
+pub mod sender;
+pub mod source;
+pub mod status;
+pub mod tap;
 pub mod tiktok;
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}

@@ -117,7 +117,11 @@ mod tests {
             ("14.03.2025, 15:42", &berlin, 1741963320),
         ];
         for (input, tz, expected) in cases {
-            assert_eq!(parse_event_time(input, tz, &formats), Ok(*expected), "{input}");
+            assert_eq!(
+                parse_event_time(input, tz, &formats),
+                Ok(*expected),
+                "{input}"
+            );
         }
     }
 
@@ -129,7 +133,14 @@ mod tests {
 
     #[test]
     fn rejected_forms() {
-        for input in ["", "  ", "12345", "yesterday", "2025-13-40 10:00:00", "174198133012345"] {
+        for input in [
+            "",
+            "  ",
+            "12345",
+            "yesterday",
+            "2025-13-40 10:00:00",
+            "174198133012345",
+        ] {
             assert!(parse_event_time(input, &ny(), &[]).is_err(), "{input:?}");
         }
     }
@@ -137,9 +148,15 @@ mod tests {
     #[test]
     fn dst_gap_and_fold_resolve_compatibly() {
         // 2025-03-09 02:30 does not exist in New York; compatible picks 03:30 EDT (07:30 UTC).
-        assert_eq!(parse_event_time("2025-03-09 02:30:00", &ny(), &[]), Ok(1741505400));
+        assert_eq!(
+            parse_event_time("2025-03-09 02:30:00", &ny(), &[]),
+            Ok(1741505400)
+        );
         // 2025-11-02 01:30 happens twice; compatible picks the first (EDT).
-        assert_eq!(parse_event_time("2025-11-02 01:30:00", &ny(), &[]), Ok(1762061400));
+        assert_eq!(
+            parse_event_time("2025-11-02 01:30:00", &ny(), &[]),
+            Ok(1762061400)
+        );
     }
 
     #[test]
@@ -148,6 +165,9 @@ mod tests {
         assert_eq!(age(1000 * day, 1000 * day, 28 * day, 3600), Age::Fresh);
         assert_eq!(age(971 * day, 1000 * day, 28 * day, 3600), Age::Expired);
         assert_eq!(age(972 * day, 1000 * day, 28 * day, 3600), Age::Fresh);
-        assert_eq!(age(1000 * day + 3601, 1000 * day, 28 * day, 3600), Age::Future);
+        assert_eq!(
+            age(1000 * day + 3601, 1000 * day, 28 * day, 3600),
+            Age::Future
+        );
     }
 }

@@ -42,7 +42,7 @@ pub struct ReadOptions {
 /// One thing a reader found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
-    Order(RawOrder),
+    Order(Box<RawOrder>),
     Reject(Reject),
 }
 

@@ -19,13 +19,23 @@ pub const DEAD: i64 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("queue {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("queue {0} does not exist (has the agent run yet?)")]
     Missing(PathBuf),
     #[error("queue {path} has schema version {found}, newer than this agent knows ({known}); upgrade the agent")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, QueueError>;
@@ -62,6 +72,15 @@ pub struct Queued {
     pub id: i64,
     pub event_id: String,
     pub event_time: i64,
+    pub payload: String,
+}
+
+/// An event as `watch` shows it.
+#[derive(Debug, Clone)]
+pub struct TapEvent {
+    pub id: i64,
+    pub state: i64,
+    pub file: Option<String>,
     pub payload: String,
 }
 
@@ -125,6 +144,14 @@ pub struct Counts {
     pub rejects: i64,
 }
 
+/// What one delivery attempt did to its events.
+#[derive(Debug, Clone, Copy)]
+pub enum Disposition<'a> {
+    Sent { at: i64 },
+    Dead { reason: &'a str, message: &'a str },
+    StillPending,
+}
+
 /// Which dead events a `dead-letter` command acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeadFilter {
@@ -137,15 +164,31 @@ impl Queue {
     /// Open (creating if needed, mode 0600) and migrate.
     pub fn open(path: &Path) -> Result<Queue> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| QueueError::Io { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
-        create_private(path).map_err(|source| QueueError::Io { path: path.to_path_buf(), source })?;
-        let conn = Connection::open(path).map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
-        let mut queue = Queue { conn, path: path.to_path_buf() };
+        create_private(path).map_err(|source| QueueError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let conn = Connection::open(path).map_err(|source| QueueError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut queue = Queue {
+            conn,
+            path: path.to_path_buf(),
+        };
         queue.configure()?;
         let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
         if found > schema::VERSION {
-            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
+            return Err(QueueError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                known: schema::VERSION,
+            });
         }
         Ok(queue)
     }
@@ -155,13 +198,26 @@ impl Queue {
         if !path.exists() {
             return Err(QueueError::Missing(path.to_path_buf()));
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
-        let mut queue = Queue { conn, path: path.to_path_buf() };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| QueueError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut queue = Queue {
+            conn,
+            path: path.to_path_buf(),
+        };
         queue.configure()?;
         let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
         if found > schema::VERSION {
-            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
+            return Err(QueueError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                known: schema::VERSION,
+            });
         }
         Ok(queue)
     }
@@ -184,7 +240,10 @@ impl Queue {
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> QueueError {
-        QueueError::Sqlite { path: self.path.clone(), source }
+        QueueError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     // ---- files -------------------------------------------------------------------------------
@@ -192,16 +251,29 @@ impl Queue {
     /// The record of a file already ingested, by content hash.
     pub fn file_by_hash(&self, content_hash: &str) -> Result<Option<FileRecord>> {
         self.conn
-            .query_row(&format!("SELECT {FILE_COLUMNS} FROM files WHERE content_hash = ?1"), [content_hash], file_record)
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE content_hash = ?1"),
+                [content_hash],
+                file_record,
+            )
             .optional()
             .map_err(|e| self.sqlite(e))
     }
 
     /// Start ingesting a file: everything added through the returned [`Ingest`] commits at once.
-    pub fn begin_ingest(&mut self, content_hash: &str, path: &Path, source: &str, now: i64) -> Result<Ingest<'_>> {
+    pub fn begin_ingest(
+        &mut self,
+        content_hash: &str,
+        path: &Path,
+        source: &str,
+        now: i64,
+    ) -> Result<Ingest<'_>> {
         let path_text = path.display().to_string();
         let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let err = |source| QueueError::Sqlite {
+            path: qpath.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
             "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, 'ingesting', ?4)",
@@ -209,18 +281,34 @@ impl Queue {
         )
         .map_err(err)?;
         let file_id = tx.last_insert_rowid();
-        Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
+        Ok(Ingest {
+            tx,
+            file_id,
+            path: path_text,
+            now,
+            queue_path: qpath,
+            counts: IngestCounts::default(),
+        })
     }
 
     pub fn mark_disposed(&self, file_id: i64, how: &str) -> Result<()> {
         self.conn
-            .execute("UPDATE files SET disposed = ?2 WHERE id = ?1", params![file_id, how])
+            .execute(
+                "UPDATE files SET disposed = ?2 WHERE id = ?1",
+                params![file_id, how],
+            )
             .map(drop)
             .map_err(|e| self.sqlite(e))
     }
 
     /// Record a file that could not be read at all (kept for `status`; not a "done" record).
-    pub fn record_unreadable(&self, path: &Path, source: &str, reason: &str, now: i64) -> Result<()> {
+    pub fn record_unreadable(
+        &self,
+        path: &Path,
+        source: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (NULL, ?1, 0, NULL, ?2, ?3)",
@@ -233,10 +321,15 @@ impl Queue {
     pub fn recent_files(&self, limit: usize) -> Result<Vec<FileRecord>> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files ORDER BY id DESC LIMIT ?1"))
+            .prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} FROM files ORDER BY id DESC LIMIT ?1"
+            ))
             .map_err(|e| self.sqlite(e))?;
-        let rows = stmt.query_map([limit as i64], file_record).map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+        let rows = stmt
+            .query_map([limit as i64], file_record)
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sqlite(e))
     }
 
     // ---- sending -----------------------------------------------------------------------------
@@ -248,29 +341,108 @@ impl Queue {
             .prepare_cached("SELECT id, event_id, event_time, payload FROM events WHERE state = 0 ORDER BY id LIMIT ?1")
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([limit as i64], |r| Ok(Queued { id: r.get(0)?, event_id: r.get(1)?, event_time: r.get(2)?, payload: r.get(3)? }))
+            .query_map([limit as i64], |r| {
+                Ok(Queued {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    event_time: r.get(2)?,
+                    payload: r.get(3)?,
+                })
+            })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sqlite(e))
     }
 
     pub fn has_pending(&self) -> Result<bool> {
         self.conn
-            .query_row("SELECT EXISTS (SELECT 1 FROM events WHERE state = 0)", [], |r| r.get(0))
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE state = 0)",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.sqlite(e))
+    }
+
+    /// Record one delivery attempt of `ids` in a single transaction: the events' new state, the
+    /// send-log line and the agent-state keys for `status`.
+    pub fn record_attempt(
+        &mut self,
+        ids: &[i64],
+        disposition: Disposition<'_>,
+        log: &SendLogEntry,
+        state: &[(&str, Option<String>)],
+    ) -> Result<()> {
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite {
+            path: qpath.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let sql = match disposition {
+                Disposition::Sent { .. } => {
+                    "UPDATE events SET attempts = attempts + 1, state = 1, sent_at = ?2 WHERE id = ?1 AND state = 0"
+                }
+                Disposition::Dead { .. } => {
+                    "UPDATE events SET attempts = attempts + 1, state = 2, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = 0"
+                }
+                Disposition::StillPending => "UPDATE events SET attempts = attempts + 1 WHERE id = ?1",
+            };
+            let mut stmt = tx.prepare_cached(sql).map_err(err)?;
+            for id in ids {
+                match disposition {
+                    Disposition::Sent { at } => stmt.execute(params![id, at]),
+                    Disposition::Dead { reason, message } => {
+                        stmt.execute(params![id, reason, message])
+                    }
+                    Disposition::StillPending => stmt.execute(params![id]),
+                }
+                .map_err(err)?;
+            }
+            tx.execute(
+                "INSERT INTO send_log (at, events, http_status, code, class, message, request_id, test_event_code)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![log.at, log.events, log.http_status, log.code, log.class, log.message, log.request_id, log.test_event_code],
+            )
+            .map_err(err)?;
+            for (key, value) in state {
+                match value {
+                    Some(v) => tx.execute(
+                        "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        params![key, v],
+                    ),
+                    None => tx.execute("DELETE FROM agent_state WHERE key = ?1", [key]),
+                }
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// Count one more delivery attempt for these events.
     pub fn mark_attempted(&mut self, ids: &[i64]) -> Result<()> {
-        self.update_each(ids, "UPDATE events SET attempts = attempts + 1 WHERE id = ?1", |_| 0)
+        self.update_each(
+            ids,
+            "UPDATE events SET attempts = attempts + 1 WHERE id = ?1",
+            |_| 0,
+        )
     }
 
     pub fn mark_sent(&mut self, ids: &[i64], now: i64) -> Result<()> {
-        self.update_each(ids, "UPDATE events SET state = 1, sent_at = ?2 WHERE id = ?1 AND state = 0", |_| now)
+        self.update_each(
+            ids,
+            "UPDATE events SET state = 1, sent_at = ?2 WHERE id = ?1 AND state = 0",
+            |_| now,
+        )
     }
 
     pub fn mark_dead(&mut self, ids: &[i64], reason: &str, message: &str) -> Result<()> {
         let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let err = |source| QueueError::Sqlite {
+            path: qpath.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut stmt = tx
@@ -285,7 +457,10 @@ impl Queue {
 
     fn update_each(&mut self, ids: &[i64], sql: &str, extra: impl Fn(i64) -> i64) -> Result<()> {
         let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let err = |source| QueueError::Sqlite {
+            path: qpath.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut stmt = tx.prepare_cached(sql).map_err(err)?;
@@ -318,10 +493,16 @@ impl Queue {
     pub fn prune(&self, sent_cutoff: i64, log_keep: i64) -> Result<usize> {
         let n = self
             .conn
-            .execute("DELETE FROM events WHERE state = 1 AND event_time < ?1 AND sent_at < ?1", [sent_cutoff])
+            .execute(
+                "DELETE FROM events WHERE state = 1 AND event_time < ?1 AND sent_at < ?1",
+                [sent_cutoff],
+            )
             .map_err(|e| self.sqlite(e))?;
         self.conn
-            .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])
+            .execute(
+                "DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1",
+                [log_keep],
+            )
             .map_err(|e| self.sqlite(e))?;
         Ok(n)
     }
@@ -369,11 +550,12 @@ impl Queue {
                 })
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Events queued after `after_id` (any state), for `watch`.
-    pub fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, i64, Option<String>, String)>> {
+    pub fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<TapEvent>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -382,9 +564,17 @@ impl Queue {
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map(params![after_id, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map(params![after_id, limit as i64], |r| {
+                Ok(TapEvent {
+                    id: r.get(0)?,
+                    state: r.get(1)?,
+                    file: r.get(2)?,
+                    payload: r.get(3)?,
+                })
+            })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sqlite(e))
     }
 
     pub fn max_ids(&self) -> Result<(i64, i64)> {
@@ -411,17 +601,28 @@ impl Queue {
     }
 
     pub fn state(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT key, value FROM agent_state ORDER BY key").map_err(|e| self.sqlite(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, value FROM agent_state ORDER BY key")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sqlite(e))
     }
 
     // ---- status and dead letters -------------------------------------------------------------
 
     pub fn counts(&self) -> Result<Counts> {
         let mut counts = Counts::default();
-        let mut stmt = self.conn.prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state").map_err(|e| self.sqlite(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.sqlite(e))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.sqlite(e))?;
         for row in rows {
             let (state, n) = row.map_err(|e| self.sqlite(e))?;
             match state {
@@ -430,15 +631,26 @@ impl Queue {
                 _ => counts.dead += n,
             }
         }
-        (counts.oldest_pending_queued_at, counts.oldest_pending_event_time) = self
+        (
+            counts.oldest_pending_queued_at,
+            counts.oldest_pending_event_time,
+        ) = self
             .conn
-            .query_row("SELECT queued_at, event_time FROM events WHERE state = 0 ORDER BY id LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT queued_at, event_time FROM events WHERE state = 0 ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.sqlite(e))?
             .map_or((None, None), |(a, b)| (Some(a), Some(b)));
         (counts.files, counts.rejects) = self
             .conn
-            .query_row("SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM rejects)", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM rejects)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(|e| self.sqlite(e))?;
         Ok(counts)
     }
@@ -464,20 +676,31 @@ impl Queue {
                 })
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sqlite(e))
     }
 
     pub fn recent_rejects(&self, limit: usize) -> Result<Vec<RejectRecord>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, path, line, field, reason, at FROM rejects ORDER BY id DESC LIMIT ?1")
+            .prepare_cached(
+                "SELECT id, path, line, field, reason, at FROM rejects ORDER BY id DESC LIMIT ?1",
+            )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([limit as i64], |r| {
-                Ok(RejectRecord { id: r.get(0)?, path: r.get(1)?, line: r.get(2)?, field: r.get(3)?, reason: r.get(4)?, at: r.get(5)? })
+                Ok(RejectRecord {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                    line: r.get(2)?,
+                    field: r.get(3)?,
+                    reason: r.get(4)?,
+                    at: r.get(5)?,
+                })
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Put dead events back in the queue (attempts reset). Returns how many.
@@ -493,11 +716,16 @@ impl Queue {
     fn dead_update(&self, base: &str, filter: &DeadFilter) -> Result<usize> {
         match filter {
             DeadFilter::All => self.conn.execute(base, []),
-            DeadFilter::Reason(reason) => self.conn.execute(&format!("{base} AND dead_reason = ?1"), [reason]),
+            DeadFilter::Reason(reason) => self
+                .conn
+                .execute(&format!("{base} AND dead_reason = ?1"), [reason]),
             DeadFilter::Ids(ids) => {
                 let mut n = 0;
                 for id in ids {
-                    n += self.conn.execute(&format!("{base} AND id = ?1"), [id]).map_err(|e| self.sqlite(e))?;
+                    n += self
+                        .conn
+                        .execute(&format!("{base} AND id = ?1"), [id])
+                        .map_err(|e| self.sqlite(e))?;
                 }
                 Ok(n)
             }
@@ -549,11 +777,18 @@ impl Ingest<'_> {
     }
 
     fn err(&self, source: rusqlite::Error) -> QueueError {
-        QueueError::Sqlite { path: self.queue_path.clone(), source }
+        QueueError::Sqlite {
+            path: self.queue_path.clone(),
+            source,
+        }
     }
 
     pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<Added> {
-        let state = if e.dead_reason.is_some() { DEAD } else { PENDING };
+        let state = if e.dead_reason.is_some() {
+            DEAD
+        } else {
+            PENDING
+        };
         let inserted = {
             let mut stmt = self
                 .tx
@@ -572,7 +807,8 @@ impl Ingest<'_> {
                 self.now,
                 e.payload,
                 e.dead_reason,
-                e.dead_reason.map(|_| "not sent: outside the window TikTok accepts")
+                e.dead_reason
+                    .map(|_| "not sent: outside the window TikTok accepts")
             ])
             .map_err(|err| self.err(err))?
         };
@@ -586,7 +822,10 @@ impl Ingest<'_> {
         let existing_file: Option<i64> = self
             .tx
             .prepare_cached("SELECT file_id FROM events WHERE event_name = ?1 AND event_id = ?2")
-            .and_then(|mut s| s.query_row(params![e.event_name, e.event_id], |r| r.get(0)).optional())
+            .and_then(|mut s| {
+                s.query_row(params![e.event_name, e.event_id], |r| r.get(0))
+                    .optional()
+            })
             .map_err(|err| self.err(err))?
             .flatten();
         if existing_file == Some(self.file_id) {
@@ -603,9 +842,16 @@ impl Ingest<'_> {
             .tx
             .prepare_cached("INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
             .map_err(|err| self.err(err))?;
-        stmt.execute(params![self.file_id, self.path, line as i64, field, reason, self.now])
-            .map(drop)
-            .map_err(|err| self.err(err))
+        stmt.execute(params![
+            self.file_id,
+            self.path,
+            line as i64,
+            field,
+            reason,
+            self.now
+        ])
+        .map(drop)
+        .map_err(|err| self.err(err))
     }
 
     pub fn add_warnings(&mut self, n: usize) {
@@ -626,22 +872,35 @@ impl Ingest<'_> {
             )
             .map_err(|err| QueueError::Sqlite { path: self.queue_path.clone(), source: err })?;
         let path = self.queue_path.clone();
-        self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
+        self.tx
+            .commit()
+            .map_err(|source| QueueError::Sqlite { path, source })?;
         Ok(c)
     }
 }
 
 /// Create the database file with mode 0600 if it does not exist yet (SQLite gives its -wal and
 /// -shm files the same mode).
+///
+/// Never open a file descriptor on an existing database: closing any descriptor of a file drops
+/// every POSIX lock this process holds on it, including those of open SQLite connections, and
+/// another process could then checkpoint and delete the WAL under them.
 fn create_private(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path).map(drop)
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

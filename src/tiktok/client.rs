@@ -29,7 +29,11 @@ pub enum ClientError {
     Proxy(String),
     /// The request did not get an answer: connection refused or reset, DNS, TLS, timeout.
     #[error("{url}: {reason}")]
-    Transport { url: String, reason: String, connect: bool },
+    Transport {
+        url: String,
+        reason: String,
+        connect: bool,
+    },
 }
 
 pub struct Client {
@@ -51,7 +55,10 @@ impl Client {
             .user_agent(concat!("offline-events-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(Client { agent, url: track_url(&config.api_base) })
+        Ok(Client {
+            agent,
+            url: track_url(&config.api_base),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -65,7 +72,11 @@ impl Client {
                 e,
                 ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_)
             ) || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
-            ClientError::Transport { url: self.url.clone(), reason: e.to_string(), connect }
+            ClientError::Transport {
+                url: self.url.clone(),
+                reason: e.to_string(),
+                connect,
+            }
         };
         let response = self
             .agent
@@ -86,7 +97,11 @@ impl Client {
             .limit(1024 * 1024)
             .read_to_string()
             .map_err(transport)?;
-        Ok(Reply { status, retry_after, body })
+        Ok(Reply {
+            status,
+            retry_after,
+            body,
+        })
     }
 }
 
@@ -101,7 +116,13 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(track_url("https://business-api.tiktok.com"), "https://business-api.tiktok.com/open_api/v1.3/event/track/");
-        assert_eq!(track_url("http://127.0.0.1:9/"), "http://127.0.0.1:9/open_api/v1.3/event/track/");
+        assert_eq!(
+            track_url("https://business-api.tiktok.com"),
+            "https://business-api.tiktok.com/open_api/v1.3/event/track/"
+        );
+        assert_eq!(
+            track_url("http://127.0.0.1:9/"),
+            "http://127.0.0.1:9/open_api/v1.3/event/track/"
+        );
     }
 }

@@ -98,8 +98,16 @@ pub fn event_json(event: &Event) -> String {
     serde_json::to_string(&data).expect("event data always serialises")
 }
 
+fn hashes(v: &[crate::event::pii::HashedId]) -> Vec<&str> {
+    v.iter().map(|h| h.as_str()).collect()
+}
+
 /// A whole request body from stored `data[]` elements.
-pub fn batch_body<'a>(event_source_id: &str, test_event_code: Option<&str>, events: impl IntoIterator<Item = &'a str>) -> String {
+pub fn batch_body<'a>(
+    event_source_id: &str,
+    test_event_code: Option<&str>,
+    events: impl IntoIterator<Item = &'a str>,
+) -> String {
     let mut body = String::with_capacity(64 * 1024);
     body.push_str(r#"{"event_source":"offline","event_source_id":"#);
     body.push_str(&serde_json::to_string(event_source_id).expect("a string serialises"));
@@ -165,11 +173,12 @@ mod tests {
         };
         let data = event_json(&event);
         let body: serde_json::Value =
-            serde_json::from_str(&batch_body("7181537436256731137", None, [data.as_str()])).unwrap();
+            serde_json::from_str(&batch_body("7181537436256731137", None, [data.as_str()]))
+                .unwrap();
         assert_eq!(
             body,
             json!({"event_source":"offline","event_source_id":"7181537436256731137",
-             "data":[{"event":"Purchase","event_time":1704721970,"event_id":"s042-t1-000123",
+             "data":[{"event":"Purchase","event_time":1704721970,"event_id":"s042:t1:000123",
                "user":{"email":["848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"],
                        "phone":["9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd"]},
                "properties":{"contents":[{"content_id":"1077218","content_name":"socks","price":8.0,"quantity":2},
@@ -181,12 +190,9 @@ mod tests {
 
     #[test]
     fn test_event_code_is_top_level() {
-        let body: serde_json::Value = serde_json::from_str(&batch_body("1", Some("TEST\"1"), ["{}", "{}"])).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(&batch_body("1", Some("TEST\"1"), ["{}", "{}"])).unwrap();
         assert_eq!(body["test_event_code"], "TEST\"1");
         assert_eq!(body["data"].as_array().unwrap().len(), 2);
     }
-}
-
-fn hashes(v: &[crate::event::pii::HashedId]) -> Vec<&str> {
-    v.iter().map(|h| h.as_str()).collect()
 }

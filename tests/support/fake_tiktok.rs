@@ -214,7 +214,13 @@ impl FakeTikTok {
     /// Binds 127.0.0.1:0 and serves until dropped. `token` is the accepted `Access-Token`,
     /// `event_source_id` the Offline Event Set ID requests must carry.
     pub fn start(token: &str, event_source_id: &str) -> FakeTikTok {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("fake TikTok: bind 127.0.0.1:0");
+        Self::start_on(token, event_source_id, 0)
+    }
+
+    /// As [`FakeTikTok::start`], on a given port (0: any). Used to bring a server "back" on the
+    /// port an agent is already configured for, after an outage.
+    pub fn start_on(token: &str, event_source_id: &str, port: u16) -> FakeTikTok {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("fake TikTok: bind 127.0.0.1");
         let addr = listener
             .local_addr()
             .expect("fake TikTok: local address of the listener");

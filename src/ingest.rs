@@ -1,0 +1,197 @@
+//! One export file into the queue: hash it, skip it if its content was ingested before, read it,
+//! build events, and commit events + rejected rows + the file's "done" record in one transaction.
+//!
+//! This module decides nothing about *when* a file is complete (that is [`crate::source`]) and
+//! never moves or deletes files: the caller disposes of a file only after [`ingest_file`] reports
+//! a durable commit.
+
+use crate::config::SourceConfig;
+use crate::event::{self, time::Age};
+use crate::format::{self, Parsed, ReadOptions};
+use crate::queue::{Added, FileRecord, IngestCounts, NewEvent, Queue, QueueError};
+use crate::tiktok::wire;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// The clock and window an ingest judges event ages with.
+#[derive(Debug, Clone, Copy)]
+pub struct AgePolicy {
+    pub now: i64,
+    pub window_secs: i64,
+    pub future_secs: i64,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// Its events (and rejected rows) are durably committed.
+    Ingested { file_id: i64, counts: IngestCounts },
+    /// The same content was ingested before (under this or another name).
+    AlreadyIngested(FileRecord),
+    /// The file changed while it was read: try again later.
+    Changed,
+    /// The file cannot be read as this format at all.
+    Unreadable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Size and modification time: what tells us a file changed under us.
+pub fn stamp(meta: &std::fs::Metadata) -> (u64, Option<SystemTime>) {
+    (meta.len(), meta.modified().ok())
+}
+
+/// SHA-256 of a file's content, streamed.
+pub fn content_hash(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Ingest one file of `source`.
+pub fn ingest_file(
+    queue: &mut Queue,
+    source: &SourceConfig,
+    path: &Path,
+    ages: AgePolicy,
+) -> Result<Outcome, IngestError> {
+    let io = |source: std::io::Error| IngestError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let before = stamp(&std::fs::metadata(path).map_err(io)?);
+    let hash = content_hash(path).map_err(io)?;
+    if let Some(record) = queue.file_by_hash(&hash)? {
+        if record.state == "ingested" {
+            return Ok(Outcome::AlreadyIngested(record));
+        }
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let shown = path.display().to_string();
+    let mut ingest = queue.begin_ingest(&hash, path, &source.name, ages.now)?;
+    let mut failure: Option<QueueError> = None;
+    let options = ReadOptions {
+        delimiter: source.delimiter,
+    };
+    let read = format::read(source.format, file, &options, &mut |parsed| {
+        let result = match parsed {
+            Parsed::Reject(r) => {
+                tracing::warn!(
+                    "{shown}:{}: {}{}",
+                    r.line,
+                    r.field
+                        .as_deref()
+                        .map(|f| format!("field `{f}`: "))
+                        .unwrap_or_default(),
+                    r.reason
+                );
+                ingest.add_reject(r.line, r.field.as_deref(), &r.reason)
+            }
+            Parsed::Order(raw) => match event::build(&raw, &source.defaults) {
+                Err(e) => {
+                    tracing::warn!(
+                        "{shown}:{}: field `{}`: {} (order `{}` not taken)",
+                        e.line,
+                        e.field,
+                        e.reason,
+                        raw.order_id
+                    );
+                    ingest.add_reject(
+                        e.line,
+                        Some(e.field),
+                        &format!("order `{}` not taken: {}", raw.order_id, e.reason),
+                    )
+                }
+                Ok((ev, warnings)) => {
+                    for w in &warnings {
+                        tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
+                    }
+                    ingest.add_warnings(warnings.len());
+                    let dead_reason = match event::time::age(
+                        ev.event_time,
+                        ages.now,
+                        ages.window_secs,
+                        ages.future_secs,
+                    ) {
+                        Age::Fresh => None,
+                        Age::Expired => Some("expired"),
+                        Age::Future => Some("future"),
+                    };
+                    let payload = wire::event_json(&ev);
+                    let added = ingest.add_event(&NewEvent {
+                        event_name: ev.event,
+                        event_id: ev.event_id.as_str(),
+                        event_time: ev.event_time,
+                        order_id: &ev.order_id,
+                        payload: &payload,
+                        dead_reason,
+                    });
+                    match added {
+                        Ok(Added::RepeatedInFile) => {
+                            let reason = format!(
+                                "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
+                                ev.order_id
+                            );
+                            tracing::warn!("{shown}:{}: field `order_id`: {reason}", raw.line);
+                            ingest.add_reject(raw.line, Some("order_id"), &reason)
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+        };
+        match result {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    match read {
+        Ok(summary) => {
+            if !summary.ignored_columns.is_empty() {
+                tracing::info!(
+                    "{shown}: columns ignored: {}",
+                    summary.ignored_columns.join(", ")
+                );
+            }
+        }
+        Err(format::FormatError::Io(e)) => return Err(io(e)),
+        Err(e) => return Ok(Outcome::Unreadable(e.to_string())),
+    }
+    let after = std::fs::metadata(path).map(|m| stamp(&m));
+    if after.as_ref().ok() != Some(&before) {
+        return Ok(Outcome::Changed);
+    }
+    let file_id = ingest.file_id();
+    let counts = ingest.commit()?;
+    Ok(Outcome::Ingested { file_id, counts })
+}

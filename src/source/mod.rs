@@ -1,0 +1,270 @@
+//! Source folders: which files are candidates, when a file is complete, and what happens to it
+//! after its events are committed.
+//!
+//! [`Settle`] is the pure decision "is this file done being written?", driven by observations and
+//! an explicit clock; [`watch`] feeds it from `notify` and periodic rescans. [`dispose`] archives or
+//! deletes a file and must only be called after the file's ingest committed.
+
+pub mod watch;
+
+use crate::config::{AfterIngest, SourceConfig};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Name endings that mark a file still being written.
+const TEMP_SUFFIXES: [&str; 6] = [".tmp", ".part", ".partial", ".crdownload", ".swp", "~"];
+
+/// Whether `path` (a file directly in a source folder) is one this source should read.
+pub fn is_candidate(source: &SourceConfig, path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name.starts_with('.')
+        || TEMP_SUFFIXES
+            .iter()
+            .any(|s| name.to_ascii_lowercase().ends_with(s))
+    {
+        return false;
+    }
+    if path.parent() != Some(source.path.as_path()) {
+        return false;
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    ext.is_some_and(|e| source.extensions.contains(&e))
+}
+
+/// Candidate files of a source, with their size and mtime. A missing folder is an error for the
+/// caller to report (it may be an unmounted share) and is tried again on the next scan.
+pub fn scan(source: &SourceConfig) -> std::io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&source.path)? {
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() && is_candidate(source, &path) {
+            found.push((path, meta.len(), meta.modified().ok()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The settle decision: a file is complete when it was renamed into place, or when its size and
+/// mtime have not changed for the settle time. Times are milliseconds on any monotonic clock.
+#[derive(Debug, Default)]
+pub struct Settle {
+    files: HashMap<PathBuf, Seen>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    size: u64,
+    mtime: Option<SystemTime>,
+    since_ms: u64,
+    renamed_in: bool,
+}
+
+impl Settle {
+    /// Record what a scan or a file event saw. A change restarts the settle time.
+    pub fn observe(&mut self, path: &Path, size: u64, mtime: Option<SystemTime>, now_ms: u64) {
+        match self.files.get_mut(path) {
+            Some(seen) if seen.size == size && seen.mtime == mtime => {}
+            Some(seen) => {
+                *seen = Seen {
+                    size,
+                    mtime,
+                    since_ms: now_ms,
+                    renamed_in: false,
+                }
+            }
+            None => {
+                self.files.insert(
+                    path.to_path_buf(),
+                    Seen {
+                        size,
+                        mtime,
+                        since_ms: now_ms,
+                        renamed_in: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The file was renamed into the folder: writers that do that have finished writing.
+    pub fn renamed_in(&mut self, path: &Path, size: u64, mtime: Option<SystemTime>, now_ms: u64) {
+        self.files.insert(
+            path.to_path_buf(),
+            Seen {
+                size,
+                mtime,
+                since_ms: now_ms,
+                renamed_in: true,
+            },
+        );
+    }
+
+    pub fn forget(&mut self, path: &Path) {
+        self.files.remove(path);
+    }
+
+    /// Files that are complete now, oldest observation first.
+    pub fn ready(&self, now_ms: u64, settle: Duration) -> Vec<PathBuf> {
+        let settle_ms = settle.as_millis() as u64;
+        let mut ready: Vec<_> = self
+            .files
+            .iter()
+            .filter(|(_, s)| s.renamed_in || now_ms.saturating_sub(s.since_ms) >= settle_ms)
+            .map(|(p, s)| (s.since_ms, p.clone()))
+            .collect();
+        ready.sort();
+        ready.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// When the next file becomes complete if nothing changes.
+    pub fn next_due_ms(&self, settle: Duration) -> Option<u64> {
+        let settle_ms = settle.as_millis() as u64;
+        self.files
+            .values()
+            .map(|s| {
+                if s.renamed_in {
+                    s.since_ms
+                } else {
+                    s.since_ms + settle_ms
+                }
+            })
+            .min()
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {action}: {source}")]
+pub struct DisposeError {
+    pub path: PathBuf,
+    pub action: &'static str,
+    pub source: std::io::Error,
+}
+
+/// Archive, delete or keep a file whose events are committed. Returns what was done.
+pub fn dispose(
+    source: &SourceConfig,
+    path: &Path,
+    content_hash: &str,
+) -> Result<String, DisposeError> {
+    match source.after_ingest {
+        AfterIngest::Keep => Ok("kept".into()),
+        AfterIngest::Delete => {
+            std::fs::remove_file(path).map_err(|e| DisposeError {
+                path: path.into(),
+                action: "delete",
+                source: e,
+            })?;
+            sync_dir(path.parent());
+            Ok("deleted".into())
+        }
+        AfterIngest::Archive => {
+            let target =
+                move_aside(path, &source.archive_dir, content_hash).map_err(|e| DisposeError {
+                    path: path.into(),
+                    action: "archive",
+                    source: e,
+                })?;
+            Ok(format!("archived to {}", target.display()))
+        }
+    }
+}
+
+/// Move a file into `dir` (created if needed), never overwriting: a name already there gets the
+/// content hash's first 12 characters added. Falls back to copy + fsync + remove across devices.
+pub fn move_aside(path: &Path, dir: &Path, content_hash: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().unwrap_or_default();
+    let mut target = dir.join(name);
+    if target.exists() {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let short = &content_hash[..content_hash.len().min(12)];
+        let renamed = match path.extension() {
+            Some(ext) => format!("{stem}.{short}.{}", ext.to_string_lossy()),
+            None => format!("{stem}.{short}"),
+        };
+        target = dir.join(renamed);
+    }
+    match std::fs::rename(path, &target) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(18) => {
+            // EXDEV: archive folder on another file system.
+            std::fs::copy(path, &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
+            std::fs::remove_file(path)?;
+        }
+        Err(e) => return Err(e),
+    }
+    sync_dir(Some(dir));
+    sync_dir(path.parent());
+    Ok(target)
+}
+
+fn sync_dir(dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTLE: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn a_file_is_ready_once_unchanged_for_the_settle_time() {
+        let p = Path::new("/pos/a.csv");
+        let mut s = Settle::default();
+        s.observe(p, 10, None, 0);
+        assert!(s.ready(1999, SETTLE).is_empty());
+        s.observe(p, 20, None, 1500); // still growing: the clock restarts
+        assert!(s.ready(3000, SETTLE).is_empty());
+        assert_eq!(s.next_due_ms(SETTLE), Some(3500));
+        s.observe(p, 20, None, 3000); // unchanged: no restart
+        assert_eq!(s.ready(3500, SETTLE), vec![p.to_path_buf()]);
+        s.forget(p);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_file_renamed_into_place_is_ready_at_once() {
+        let p = Path::new("/pos/b.csv");
+        let mut s = Settle::default();
+        s.renamed_in(p, 10, None, 100);
+        assert_eq!(s.ready(100, SETTLE), vec![p.to_path_buf()]);
+        // Written to again after the rename: back to settling.
+        s.observe(p, 11, None, 200);
+        assert!(s.ready(300, SETTLE).is_empty());
+    }
+
+    #[test]
+    fn mtime_changes_count_as_changes() {
+        let p = Path::new("/pos/c.csv");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        let t1 = SystemTime::UNIX_EPOCH + Duration::from_secs(2);
+        let mut s = Settle::default();
+        s.observe(p, 10, Some(t0), 0);
+        s.observe(p, 10, Some(t1), 1900);
+        assert!(s.ready(2500, SETTLE).is_empty());
+        assert_eq!(s.ready(3900, SETTLE).len(), 1);
+    }
+}

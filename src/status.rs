@@ -1,0 +1,180 @@
+//! `status`: one report of the queue and the agent's health, as text for people and JSON for tools.
+//! Read-only; it never prints the token or any raw identifier (the queue holds none).
+
+use crate::config::Config;
+use crate::queue::{Counts, FileRecord, Queue, QueueError, RejectRecord};
+use crate::source;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub queue_path: String,
+    pub dry_run: bool,
+    pub now: i64,
+    pub counts: Counts,
+    /// Seconds since the oldest pending event was queued.
+    pub oldest_pending_age_secs: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub next_retry_at: Option<i64>,
+    pub paused: Option<String>,
+    pub dead_by_reason: BTreeMap<String, i64>,
+    pub files_waiting: BTreeMap<String, usize>,
+    pub recent_files: Vec<FileRecord>,
+    pub recent_rejects: Vec<RejectRecord>,
+}
+
+pub fn gather(config: &Config) -> Result<Report, QueueError> {
+    let queue = Queue::open_existing(&config.queue_path)?;
+    let now = crate::now();
+    let counts = queue.counts()?;
+    let state: BTreeMap<String, String> = queue.state()?.into_iter().collect();
+    let num = |k: &str| state.get(k).and_then(|v| v.parse().ok());
+    let mut dead_by_reason = BTreeMap::new();
+    for d in queue.dead_events(100_000)? {
+        *dead_by_reason.entry(d.reason).or_insert(0) += 1;
+    }
+    let files_waiting = config
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), source::scan(s).map_or(0, |f| f.len())))
+        .collect();
+    Ok(Report {
+        queue_path: config.queue_path.display().to_string(),
+        dry_run: config.dry_run,
+        now,
+        oldest_pending_age_secs: counts.oldest_pending_queued_at.map(|t| now - t),
+        counts,
+        last_success_at: num("last_success_at"),
+        last_error: state.get("last_error").cloned(),
+        last_error_at: num("last_error_at"),
+        next_retry_at: num("next_retry_at"),
+        paused: state.get("paused").cloned(),
+        dead_by_reason,
+        files_waiting,
+        recent_files: queue.recent_files(10)?,
+        recent_rejects: queue.recent_rejects(10)?,
+    })
+}
+
+fn when(t: Option<i64>, now: i64) -> String {
+    match t {
+        None => "never".into(),
+        Some(t) => format!("{} ({} ago)", timestamp(t), ago(now - t)),
+    }
+}
+
+pub fn timestamp(t: i64) -> String {
+    jiff::Timestamp::from_second(t)
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn ago(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let health = if let Some(p) = &r.paused {
+        format!("PAUSED: {p}")
+    } else if r.next_retry_at.is_some() {
+        "RETRYING: the last delivery failed, events stay queued".into()
+    } else {
+        "ok".into()
+    };
+    let _ = writeln!(out, "state:           {health}");
+    let _ = writeln!(
+        out,
+        "queue:           {}{}",
+        r.queue_path,
+        if r.dry_run { " (dry run)" } else { "" }
+    );
+    let c = &r.counts;
+    let _ = writeln!(
+        out,
+        "events:          {} queued, {} sent, {} dead",
+        c.pending, c.sent, c.dead
+    );
+    if let Some(age) = r.oldest_pending_age_secs {
+        let _ = writeln!(out, "oldest queued:   {} ago", ago(age));
+    }
+    let _ = writeln!(out, "last delivery:   {}", when(r.last_success_at, r.now));
+    if let Some(e) = &r.last_error {
+        let _ = writeln!(
+            out,
+            "last error:      {e} [{}]",
+            when(r.last_error_at, r.now)
+        );
+    }
+    if let Some(t) = r.next_retry_at {
+        let _ = writeln!(out, "next retry:      {}", timestamp(t));
+    }
+    if !r.dead_by_reason.is_empty() {
+        let reasons: Vec<String> = r
+            .dead_by_reason
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "dead letters:    {} (see `dead-letter list`)",
+            reasons.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "files:           {} ingested, {} rows rejected",
+        c.files, c.rejects
+    );
+    for (name, n) in &r.files_waiting {
+        let _ = writeln!(out, "  waiting in {name}: {n}");
+    }
+    if !r.recent_files.is_empty() {
+        let _ = writeln!(out, "recent files:");
+        for f in &r.recent_files {
+            let _ = writeln!(
+                out,
+                "  {} {} [{}] {} events, {} duplicates, {} rejected{}",
+                timestamp(f.ingested_at),
+                f.path,
+                f.source,
+                f.events,
+                f.duplicates,
+                f.rejects,
+                f.disposed
+                    .as_deref()
+                    .map(|d| format!(", {d}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !r.recent_rejects.is_empty() {
+        let _ = writeln!(out, "recent rejected rows:");
+        for x in &r.recent_rejects {
+            let _ = writeln!(out, "  {}", reject_line(x));
+        }
+    }
+    out
+}
+
+pub fn reject_line(x: &RejectRecord) -> String {
+    format!(
+        "{}:{}: {}{}",
+        x.path,
+        x.line,
+        x.field
+            .as_deref()
+            .map(|f| format!("field `{f}`: "))
+            .unwrap_or_default(),
+        x.reason
+    )
+}

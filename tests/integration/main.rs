@@ -1,0 +1,9 @@
+//! The integration tests: the real binary, a real SQLite file, real files in temp folders, and real
+//! HTTP over loopback to a strict fake TikTok server.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod e2e;
+mod resilience;

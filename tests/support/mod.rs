@@ -1,0 +1,350 @@
+//! Shared helpers of the integration tests: a temp store with a config, the real binary started,
+//! stopped and killed, waits with timeouts, generated exports, and a leak check on every output.
+
+#![allow(dead_code)]
+
+pub mod fake_tiktok;
+
+pub use fake_tiktok::{FakeTikTok, Fault};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SOURCE_ID: &str = "7181537436256731137";
+/// Distinctive, so a leak check can look for it in every output.
+pub const TOKEN: &str = "tok-SECRET-3b1f9e7c5a";
+/// Raw PII used by the tests; it must never appear in any output or file we write.
+pub const RAW_EMAIL: &str = " ALICE_abc@gmail.com ";
+pub const RAW_PHONE: &str = "(+1)2133734253";
+pub const EMAIL_HASH: &str = "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f";
+pub const PHONE_HASH: &str = "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd";
+pub const EXTERNAL_HASH: &str = "80fba0ae1c48e3978e43e4efc365e14e12ea0c830ba8ba5b9a2dafc7e3f2ab8b";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_offline-events-agent")
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Quick retries for tests; a test's own `[sender]` lines replace these.
+const SENDER_DEFAULTS: [(&str, &str); 7] = [
+    ("backoff_base_ms", "100"),
+    ("backoff_max_secs", "1"),
+    ("auth_retry_secs", "1"),
+    ("recovery_probe_secs", "1"),
+    ("recovery_jitter_secs", "0"),
+    ("request_timeout_secs", "5"),
+    ("connect_timeout_secs", "2"),
+];
+
+/// Extra config lines for the three places tests vary (`source` lines may replace `format`).
+#[derive(Default, Clone)]
+pub struct Opts {
+    pub top: String,
+    pub sender: String,
+    pub source: String,
+}
+
+/// A store: temp folder, source folder (`inbox`), token file, config, queue.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub inbox: PathBuf,
+    pub config: PathBuf,
+    pub token_file: PathBuf,
+    pub queue: PathBuf,
+    api_base: String,
+    opts: Opts,
+}
+
+impl Agent {
+    pub fn new(api_base: &str, opts: Opts) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let token_file = dir.path().join("token");
+        let agent = Agent {
+            inbox,
+            config: dir.path().join("config.toml"),
+            queue: dir.path().join("state/queue.sqlite"),
+            token_file,
+            dir,
+            api_base: api_base.to_string(),
+            opts,
+        };
+        agent.set_token(TOKEN);
+        agent.write_config();
+        agent
+    }
+
+    pub fn set_token(&self, token: &str) {
+        std::fs::write(&self.token_file, format!("{token}\n")).unwrap();
+        set_mode(&self.token_file, 0o600);
+    }
+
+    pub fn write_config(&self) {
+        let Opts {
+            top,
+            sender,
+            source,
+        } = &self.opts;
+        let text = format!(
+            r#"event_source_id = "{SOURCE_ID}"
+access_token_file = "{token}"
+api_base = "{api}"
+queue_path = "{queue}"
+phone_region = "US"
+{top}
+
+[sender]
+{sender_defaults}
+{sender}
+
+[[source]]
+name = "till"
+path = "{inbox}"
+{format}
+time_zone = "UTC"
+currency = "USD"
+shop_id = "s042"
+till_id = "t1"
+settle_secs = 1
+rescan_secs = 1
+{source}
+"#,
+            sender_defaults = SENDER_DEFAULTS
+                .iter()
+                .filter(|(key, _)| !sender.lines().any(|l| l.trim_start().starts_with(key)))
+                .map(|(key, value)| format!("{key} = {value}\n"))
+                .collect::<String>(),
+            token = self.token_file.display(),
+            api = self.api_base,
+            queue = self.queue.display(),
+            inbox = self.inbox.display(),
+            format = if source.contains("format =") {
+                ""
+            } else {
+                "format = \"native-csv\""
+            },
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Run a command to completion; its output is leak-checked.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("OFFLINE_EVENTS_AGENT_LOG")
+            .output()
+            .unwrap();
+        assert_no_leak(&String::from_utf8_lossy(&out.stdout));
+        assert_no_leak(&String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    pub fn cmd_ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Start `run` in the background, its log going to a file in the temp folder.
+    pub fn spawn(&self) -> Daemon {
+        let log = self
+            .dir
+            .path()
+            .join(format!("daemon-{}.log", fastrand_u32()));
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .stdout(Stdio::from(File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                File::options().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Put a file into the source folder the way a careful POS does: write, then rename into place.
+    pub fn drop_file(&self, name: &str, content: &str) -> PathBuf {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).unwrap();
+        let target = self.inbox.join(name);
+        std::fs::rename(&tmp, &target).unwrap();
+        target
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cmd_ok(&["status", "--json"])).unwrap()
+    }
+
+    /// (pending, sent, dead); all -1 while there is no queue yet.
+    pub fn counts(&self) -> (i64, i64, i64) {
+        let out = self.cmd(&["status", "--json"]);
+        if !out.status.success() {
+            return (-1, -1, -1);
+        }
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let c = &s["counts"];
+        (
+            c["pending"].as_i64().unwrap(),
+            c["sent"].as_i64().unwrap(),
+            c["dead"].as_i64().unwrap(),
+        )
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert_no_leak(&self.log_text());
+    }
+
+    /// SIGTERM, then wait; returns the exit status and how long the stop took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut c = self.child.take().expect("running");
+        let started = Instant::now();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert_no_leak(&self.log_text());
+                return (status, started.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Poll `f` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The token and raw PII never appear in anything the agent prints or logs.
+pub fn assert_no_leak(text: &str) {
+    assert!(!text.contains(TOKEN), "the access token leaked:\n{text}");
+    let lower = text.to_lowercase();
+    assert!(
+        !lower.contains(RAW_EMAIL.trim().to_lowercase().as_str()),
+        "a raw email leaked:\n{text}"
+    );
+    assert!(
+        !text.contains("2133734253"),
+        "a raw phone number leaked:\n{text}"
+    );
+}
+
+/// Native CSV with `orders` orders of `items` lines each, ids `{prefix}{n}`, recent times.
+pub fn csv_orders(prefix: &str, orders: usize, items: usize) -> String {
+    let base = now() - 3600;
+    let mut out =
+        String::from("order_id,event_time,email,content_id,content_name,price,quantity\n");
+    for o in 0..orders {
+        for i in 0..items {
+            let email = if i == 0 {
+                format!("c{o}@example.com")
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{prefix}{o},{},{email},SKU-{i},item {i},{}.50,{}\n",
+                base + o as i64,
+                1 + i,
+                1 + i % 3
+            ));
+        }
+    }
+    out
+}
+
+pub fn ids(prefix: &str, orders: usize) -> std::collections::BTreeSet<String> {
+    (0..orders)
+        .map(|o| format!("s042:t1:{prefix}{o}"))
+        .collect()
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn fastrand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+/// Text of every file under `dir` (for "no raw PII on disk" checks), binary files included lossily.
+pub fn all_file_text(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    out
+}

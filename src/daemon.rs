@@ -385,6 +385,7 @@ async fn ingest_loop(
             if new_events {
                 wake.notify_one();
             }
+            queue.release_memory();
             continue;
         }
 

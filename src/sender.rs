@@ -127,6 +127,7 @@ impl Sender {
     pub fn step(&mut self, now: i64) -> Result<Step, SendError> {
         let batch = self.queue.pending_batch(self.settings.batch_size)?;
         if batch.is_empty() {
+            self.queue.release_memory();
             return Ok(Step::Idle);
         }
         let cutoff = now - self.settings.window_secs;

@@ -234,7 +234,7 @@ impl Queue {
                  PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = 10000;
                  PRAGMA journal_size_limit = 67108864;
-                 PRAGMA cache_size = -4096;",
+                 PRAGMA cache_size = -2048;",
             )
             .map_err(|e| self.sqlite(e))
     }
@@ -244,6 +244,11 @@ impl Queue {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Give the page cache back to the allocator (after big scans, when idle).
+    pub fn release_memory(&self) {
+        let _ = self.conn.execute_batch("PRAGMA shrink_memory;");
     }
 
     // ---- files -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ CREATE TABLE events (
     UNIQUE (event_name, event_id)
 );
 CREATE INDEX events_by_state ON events (state, id);
+CREATE INDEX events_by_state_time ON events (state, event_time);
 CREATE TABLE rejects (
     id INTEGER PRIMARY KEY,
     file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,

@@ -10,7 +10,7 @@
 use crate::event::money::Currency;
 use crate::event::name::NameTable;
 use crate::event::{pii, SourceDefaults};
-use crate::format::Format;
+use crate::format::{DateOnly, Format, PartialRefunds, Policy};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -81,6 +81,13 @@ pub struct RawSource {
     pub archive_dir: Option<PathBuf>,
     pub settle_secs: Option<u64>,
     pub rescan_secs: Option<u64>,
+    pub encoding: Option<Spanned<String>>,
+    #[serde(default)]
+    pub skip_staff: bool,
+    #[serde(default)]
+    pub in_store_only: bool,
+    pub partial_refunds: Option<Spanned<String>>,
+    pub date_only: Option<Spanned<String>>,
 }
 
 /// Where the access token comes from.
@@ -152,6 +159,10 @@ pub struct SourceConfig {
     pub archive_dir: PathBuf,
     pub settle: Duration,
     pub rescan: Duration,
+    /// A configured legacy encoding; `None` means UTF-8/UTF-16, with Windows-1252 as the fallback
+    /// for files that are not valid UTF-8.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone)]
@@ -476,18 +487,19 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             .name
             .clone()
             .unwrap_or_else(|| format!("source{}", i + 1));
-        let format = match src.format.get_ref().as_str() {
-            "native-csv" | "csv" => Format::NativeCsv,
-            "jsonl" | "json-lines" => Format::Jsonl,
-            other => {
-                error(
-                    &key("format"),
-                    Some(src.format.span()),
-                    format!("unknown format `{other}` (known: native-csv, jsonl)"),
-                );
-                Format::NativeCsv
-            }
-        };
+        let format = Format::from_name(src.format.get_ref()).unwrap_or_else(|| {
+            let known: Vec<&str> = Format::ALL.iter().map(|(n, _)| *n).collect();
+            error(
+                &key("format"),
+                Some(src.format.span()),
+                format!(
+                    "unknown format `{}` (known: {})",
+                    src.format.get_ref(),
+                    known.join(", ")
+                ),
+            );
+            Format::NativeCsv
+        });
         let time_zone = match &src.time_zone {
             Some(tz) => TimeZone::get(tz.get_ref()).unwrap_or_else(|_| {
                 error(
@@ -521,7 +533,8 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             .as_ref()
             .map(|d| (d.get_ref().as_str(), d.span()))
         {
-            None | Some((".", _)) => '.',
+            None => format.default_decimal_separator(),
+            Some((".", _)) => '.',
             Some((",", _)) => ',',
             Some((_, span)) => {
                 error(
@@ -578,6 +591,52 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 AfterIngest::Keep
             }
         };
+        let encoding = src.encoding.as_ref().and_then(|e| {
+            let found = encoding_rs::Encoding::for_label(e.get_ref().trim().as_bytes());
+            if found.is_none() {
+                error(
+                    &key("encoding"),
+                    Some(e.span()),
+                    format!(
+                        "`{}` is not an encoding label (e.g. utf-8, windows-1252, utf-16le)",
+                        e.get_ref()
+                    ),
+                );
+            }
+            found
+        });
+        let partial_refunds = match src
+            .partial_refunds
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("gross", _)) => PartialRefunds::Gross,
+            Some(("net", _)) => PartialRefunds::Net,
+            Some((other, span)) => {
+                error(
+                    &key("partial_refunds"),
+                    Some(span),
+                    format!("`{other}` is not one of gross, net"),
+                );
+                PartialRefunds::Gross
+            }
+        };
+        let date_only = match src
+            .date_only
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("reject", _)) => DateOnly::Reject,
+            Some(("noon", _)) => DateOnly::Noon,
+            Some((other, span)) => {
+                error(
+                    &key("date_only"),
+                    Some(span),
+                    format!("`{other}` is not one of reject, noon"),
+                );
+                DateOnly::Reject
+            }
+        };
         let path = resolve(src.path.get_ref());
         let archive_dir = src.archive_dir.as_ref().map_or_else(
             || path.join("archive"),
@@ -617,7 +676,15 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             delimiter,
             defaults: SourceDefaults {
                 time_zone,
-                time_formats: src.time_formats.clone(),
+                time_formats: if src.time_formats.is_empty() {
+                    format
+                        .default_time_formats()
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect()
+                } else {
+                    src.time_formats.clone()
+                },
                 currency,
                 shop_id: src.shop_id.clone().filter(|s| !s.trim().is_empty()),
                 till_id: src.till_id.clone().filter(|s| !s.trim().is_empty()),
@@ -629,6 +696,13 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             archive_dir,
             settle: Duration::from_secs(src.settle_secs.unwrap_or(2)),
             rescan: Duration::from_secs(src.rescan_secs.unwrap_or(30).max(1)),
+            encoding,
+            policy: Policy {
+                skip_staff: src.skip_staff,
+                in_store_only: src.in_store_only,
+                partial_refunds,
+                date_only,
+            },
         });
     }
 

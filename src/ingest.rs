@@ -54,21 +54,69 @@ pub fn stamp(meta: &std::fs::Metadata) -> (u64, Option<SystemTime>) {
 
 /// SHA-256 of a file's content, streamed.
 pub fn content_hash(path: &Path) -> std::io::Result<String> {
+    scan_content(path).map(|(hash, _)| hash)
+}
+
+/// SHA-256 of a file's content and whether the content is valid UTF-8 (or starts with a UTF-16
+/// BOM, which the readers decode), in one streamed pass.
+pub fn scan_content(path: &Path) -> std::io::Result<(String, bool)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut utf8 = Utf8Check::default();
+    let mut first = true;
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        if first {
+            first = false;
+            if buf[..n].starts_with(b"\xFF\xFE") || buf[..n].starts_with(b"\xFE\xFF") {
+                utf8.utf16 = true;
+            }
+        }
         hasher.update(&buf[..n]);
+        utf8.feed(&buf[..n]);
     }
-    Ok(hasher
+    let hash = hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect();
+    Ok((hash, utf8.utf16 || utf8.finish()))
+}
+
+/// Streaming UTF-8 validation across chunk boundaries.
+#[derive(Default)]
+struct Utf8Check {
+    carry: Vec<u8>,
+    invalid: bool,
+    utf16: bool,
+}
+
+impl Utf8Check {
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.invalid || self.utf16 {
+            return;
+        }
+        let joined;
+        let bytes = if self.carry.is_empty() {
+            chunk
+        } else {
+            joined = [self.carry.as_slice(), chunk].concat();
+            &joined
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(_) => self.carry.clear(),
+            Err(e) if e.error_len().is_none() => self.carry = bytes[e.valid_up_to()..].to_vec(),
+            Err(_) => self.invalid = true,
+        }
+    }
+
+    fn finish(&self) -> bool {
+        !self.invalid && self.carry.is_empty()
+    }
 }
 
 /// Ingest one file of `source`.
@@ -83,7 +131,7 @@ pub fn ingest_file(
         source,
     };
     let before = stamp(&std::fs::metadata(path).map_err(io)?);
-    let hash = content_hash(path).map_err(io)?;
+    let (hash, utf8) = scan_content(path).map_err(io)?;
     if let Some(record) = queue.file_by_hash(&hash)? {
         if record.state == "ingested" {
             return Ok(Outcome::AlreadyIngested(record));
@@ -93,11 +141,32 @@ pub fn ingest_file(
     let shown = path.display().to_string();
     let mut ingest = queue.begin_ingest(&hash, path, &source.name, ages.now)?;
     let mut failure: Option<QueueError> = None;
+    let encoding = match (source.encoding, utf8) {
+        (Some(configured), _) => Some(configured),
+        (None, true) => None,
+        (None, false) => {
+            tracing::info!("{shown}: not valid UTF-8; reading it as Windows-1252");
+            Some(encoding_rs::WINDOWS_1252)
+        }
+    };
     let options = ReadOptions {
         delimiter: source.delimiter,
+        encoding,
+        path: Some(path.to_path_buf()),
+        policy: source.policy.clone(),
     };
     let read = format::read(source.format, file, &options, &mut |parsed| {
         let result = match parsed {
+            Parsed::Skip(skip) => {
+                tracing::info!(
+                    "{shown}:{}: order `{}` not sent: {}",
+                    skip.line,
+                    skip.order_id,
+                    skip.reason
+                );
+                ingest.add_skip();
+                Ok(())
+            }
             Parsed::Reject(r) => {
                 tracing::warn!(
                     "{shown}:{}: {}{}",
@@ -194,4 +263,26 @@ pub fn ingest_file(
     let file_id = ingest.file_id();
     let counts = ingest.commit()?;
     Ok(Outcome::Ingested { file_id, counts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_validation_spans_chunk_boundaries() {
+        let text = "Zoë Ørsted, Café".as_bytes();
+        for split in 0..text.len() {
+            let mut check = Utf8Check::default();
+            check.feed(&text[..split]);
+            check.feed(&text[split..]);
+            assert!(check.finish(), "split at {split}");
+        }
+        let mut check = Utf8Check::default();
+        check.feed(b"Caf\xE9 au lait");
+        assert!(!check.finish());
+        let mut truncated = Utf8Check::default();
+        truncated.feed(&"ë".as_bytes()[..1]);
+        assert!(!truncated.finish());
+    }
 }

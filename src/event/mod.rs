@@ -34,6 +34,11 @@ pub struct RawOrder {
     pub shop_id: Option<String>,
     pub till_id: Option<String>,
     pub description: Option<String>,
+    /// IANA time zone named by the file itself (e.g. Square's `Time Zone` column, mapped); wins
+    /// over the source's.
+    pub time_zone: Option<String>,
+    /// The customer's consent as the file records it; `None` when the file has no such field.
+    pub consent: Option<bool>,
     pub items: Vec<RawItem>,
 }
 

@@ -1,6 +1,8 @@
 //! The agent's native CSV: a header of our field names, one row per line item, consecutive rows of
 //! the same `order_id` forming one order.
 
+#[cfg(test)]
+use super::detect_delimiter;
 use super::{FormatError, Parsed, ReadOptions, Reject, Summary};
 use crate::event::{RawItem, RawOrder};
 use std::io::BufRead;
@@ -68,15 +70,6 @@ const COLS: [Col; 17] = [
     Col::Quantity,
 ];
 
-/// Pick the delimiter that occurs most often in the header line (`,` `;` tab `|`).
-pub fn detect_delimiter(header: &[u8]) -> u8 {
-    let line = header.split(|b| *b == b'\n').next().unwrap_or(&[]);
-    [b',', b';', b'\t', b'|']
-        .into_iter()
-        .max_by_key(|d| (line.iter().filter(|b| *b == d).count(), *d == b','))
-        .unwrap_or(b',')
-}
-
 /// The order being assembled from consecutive rows, and whether one of its rows was bad.
 struct Group {
     order: RawOrder,
@@ -88,15 +81,7 @@ pub(super) fn read(
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let delimiter = match options.delimiter {
-        Some(d) => d,
-        None => detect_delimiter(input.fill_buf()?),
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(true)
-        .has_headers(false)
-        .from_reader(input);
+    let mut reader = super::open_csv(&mut input, options.delimiter)?;
     let mut record = csv::ByteRecord::new();
     let unreadable = |reason: String| FormatError::Unreadable { line: 1, reason };
     if !reader.read_byte_record(&mut record).map_err(csv_error)? {

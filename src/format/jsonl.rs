@@ -144,6 +144,8 @@ fn parse_line(text: &str, line: u64) -> Result<Parsed, Reject> {
         shop_id: get("shop_id")?,
         till_id: get("till_id")?,
         description: get("description")?,
+        time_zone: None,
+        consent: None,
         items: Vec::new(),
     };
     let items_key = if map.contains_key("items") {
@@ -255,7 +257,7 @@ mod tests {
             .into_iter()
             .map(|p| match p {
                 Parsed::Reject(r) => (r.line, r.field),
-                Parsed::Order(o) => panic!("{o:?}"),
+                other => panic!("{other:?}"),
             })
             .collect();
         assert_eq!(

@@ -1,9 +1,14 @@
 //! Readers for export files. A reader turns bytes into [`RawOrder`]s and row-level [`Reject`]s,
 //! streaming: it never holds more than one order in memory.
 //!
-//! Readers are pure over `std::io::Read`: no file system, no database, no logging. A problem with a
-//! row becomes a `Reject` naming the line and field, and reading goes on; only a file that cannot be
-//! read at all (no header, missing required columns, I/O error) is a [`FormatError`].
+//! Readers are pure over `std::io::Read`: no database, no logging, and no file system except a
+//! profile's companion file next to the one being read (Toast's CheckDetails). A problem with a row
+//! becomes a `Reject` naming the line and field, and reading goes on; a sale that must not be sent
+//! (refund, void, training...) becomes a `Skip` with its reason; only a file that cannot be read at
+//! all (no header, missing required columns, I/O error) is a [`FormatError`].
+//!
+//! Input is decoded to UTF-8 before any reader sees it: a UTF-8 BOM is dropped, UTF-16 (with BOM)
+//! and the configured or detected legacy encoding (Windows-1252) are transcoded.
 
 mod csv_native;
 mod jsonl;
@@ -23,6 +28,37 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format, as named in the config.
+    pub const ALL: &'static [(&'static str, Format)] =
+        &[("native-csv", Format::NativeCsv), ("jsonl", Format::Jsonl)];
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// Whether a file with this name is one this format reads. Formats split over several files
+    /// read one of them and take the others as companions.
+    pub fn reads_file(self, _file_name: &str) -> bool {
+        true
+    }
+
+    /// Date/time formats tried when the source does not set `time_formats`.
+    pub fn default_time_formats(self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Decimal separator used when the source does not set one.
+    pub fn default_decimal_separator(self) -> char {
+        '.'
+    }
+
     /// File name endings picked up by default.
     pub fn default_extensions(self) -> &'static [&'static str] {
         match self {
@@ -37,6 +73,44 @@ impl Format {
 pub struct ReadOptions {
     /// CSV delimiter; detected from the header line when `None`.
     pub delimiter: Option<u8>,
+    /// Legacy encoding of the file (configured, or detected because it is not valid UTF-8). `None`:
+    /// UTF-8, or UTF-16 when the file starts with a UTF-16 BOM.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// The file being read, for profiles that join a companion file from the same folder.
+    pub path: Option<std::path::PathBuf>,
+    /// What counts as a sale.
+    pub policy: Policy,
+}
+
+/// What a profile sends and what it skips, where the source may choose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Skip staff purchases (discount codes, tags or discount names that mark a staff sale).
+    pub skip_staff: bool,
+    /// In a file mixing channels (Shopify), send only in-store (POS) orders.
+    pub in_store_only: bool,
+    /// How a partially refunded order is valued.
+    pub partial_refunds: PartialRefunds,
+    /// What to do with a row that has a date but no time of day.
+    pub date_only: DateOnly,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PartialRefunds {
+    /// Send the order's original total: it was a purchase when it happened.
+    #[default]
+    Gross,
+    /// Send the total less the refunded amount known at export time.
+    Net,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DateOnly {
+    /// Reject the row with a clear message.
+    #[default]
+    Reject,
+    /// Use 12:00 local time on that date.
+    Noon,
 }
 
 /// One thing a reader found.
@@ -44,6 +118,16 @@ pub struct ReadOptions {
 pub enum Parsed {
     Order(Box<RawOrder>),
     Reject(Reject),
+    /// A transaction that is not a sale to send (refund, void, training, zero total...).
+    Skip(Skip),
+}
+
+/// A transaction deliberately not sent, and why (logged and counted, never silent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub line: u64,
+    pub order_id: String,
+    pub reason: String,
 }
 
 /// A row (or order) that was not taken, and why.
@@ -77,7 +161,13 @@ pub fn read(
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
+        .encoding(options.encoding)
+        .bom_override(true)
+        .strip_bom(true)
+        .utf8_passthru(true)
+        .build(input);
+    let mut input = BufReader::with_capacity(64 * 1024, decoded);
     skip_utf8_bom(&mut input)?;
     match format {
         Format::NativeCsv => csv_native::read(input, options, sink),
@@ -91,4 +181,34 @@ fn skip_utf8_bom(input: &mut impl BufRead) -> std::io::Result<()> {
         input.consume(3);
     }
     Ok(())
+}
+
+/// Pick the delimiter that occurs most often in the header line (`,` `;` tab `|`).
+pub fn detect_delimiter(header: &[u8]) -> u8 {
+    let line = header.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    [b',', b';', b'\t', b'|']
+        .into_iter()
+        .max_by_key(|d| (line.iter().filter(|b| *b == d).count(), *d == b','))
+        .unwrap_or(b',')
+}
+
+/// A CSV reader over `input` with the given delimiter, or the one detected from the header line.
+/// Rows may have any number of fields (readers check counts themselves, to name the line); the
+/// header is the first record.
+pub(crate) fn open_csv<R: BufRead>(
+    input: R,
+    delimiter: Option<u8>,
+) -> std::io::Result<csv::Reader<std::io::Chain<std::io::Cursor<Vec<u8>>, R>>> {
+    let mut input = input;
+    let mut first_line = Vec::new();
+    input
+        .by_ref()
+        .take(1024 * 1024)
+        .read_until(b'\n', &mut first_line)?;
+    let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&first_line));
+    Ok(csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(std::io::Cursor::new(first_line).chain(input)))
 }

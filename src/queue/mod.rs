@@ -97,6 +97,7 @@ pub struct FileRecord {
     pub warnings: i64,
     pub ingested_at: i64,
     pub disposed: Option<String>,
+    pub skipped: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -739,7 +740,8 @@ impl Queue {
     }
 }
 
-const FILE_COLUMNS: &str = "id, content_hash, path, source, state, events, duplicates, rejects, warnings, ingested_at, disposed";
+const FILE_COLUMNS: &str =
+    "id, content_hash, path, source, state, events, duplicates, rejects, warnings, ingested_at, disposed, skipped";
 
 fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
@@ -754,12 +756,14 @@ fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
         warnings: r.get(8)?,
         ingested_at: r.get(9)?,
         disposed: r.get(10)?,
+        skipped: r.get(11)?,
     })
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct IngestCounts {
     pub events: i64,
+    pub skipped: i64,
     pub duplicates: i64,
     pub rejects: i64,
     pub warnings: i64,
@@ -859,6 +863,11 @@ impl Ingest<'_> {
         .map_err(|err| self.err(err))
     }
 
+    /// Count a transaction the reader decided not to send (refund, void, training...).
+    pub fn add_skip(&mut self) {
+        self.counts.skipped += 1;
+    }
+
     pub fn add_warnings(&mut self, n: usize) {
         self.counts.warnings += n as i64;
     }
@@ -872,8 +881,8 @@ impl Ingest<'_> {
         let c = self.counts;
         self.tx
             .execute(
-                "UPDATE files SET state = 'ingested', events = ?2, duplicates = ?3, rejects = ?4, warnings = ?5 WHERE id = ?1",
-                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings],
+                "UPDATE files SET state = 'ingested', events = ?2, duplicates = ?3, rejects = ?4, warnings = ?5, skipped = ?6 WHERE id = ?1",
+                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped],
             )
             .map_err(|err| QueueError::Sqlite { path: self.queue_path.clone(), source: err })?;
         let path = self.queue_path.clone();

@@ -15,6 +15,7 @@ CREATE TABLE files (
     duplicates INTEGER NOT NULL DEFAULT 0,
     rejects INTEGER NOT NULL DEFAULT 0,
     warnings INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
     ingested_at INTEGER NOT NULL,
     disposed TEXT
 );

@@ -41,14 +41,7 @@ fn config_text(dir: &Path, api_base: &str) -> String {
 
 fn load(dir: &Path) -> config::Config {
     let text = std::fs::read_to_string(dir.join("config.toml")).unwrap();
-    config::parse(
-        &text,
-        &config::Context {
-            config_dir: dir.to_path_buf(),
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    config::parse(&text, &config::Context { config_dir: dir.to_path_buf(), ..Default::default() }).unwrap()
 }
 
 fn peak_rss_kb() -> u64 {
@@ -73,9 +66,7 @@ fn phase_ingest() {
     let policy = daemon::age_policy(&config, offline_events_agent::now());
     let outcome = ingest::ingest_file(&mut queue, &config.sources[0], &file, policy).unwrap();
     let secs = started.elapsed().as_secs_f64();
-    let ingest::Outcome::Ingested { counts, .. } = outcome else {
-        panic!("{outcome:?}")
-    };
+    let ingest::Outcome::Ingested { counts, .. } = outcome else { panic!("{outcome:?}") };
     println!("{} {secs:.3} {}", counts.events, peak_rss_kb());
 }
 
@@ -83,8 +74,7 @@ fn phase_flush() {
     let dir = PathBuf::from(std::env::var("OEA_BENCH_DIR").unwrap());
     let config = load(&dir);
     let queue = Queue::open(&config.queue_path).unwrap();
-    let mut sender =
-        sender::Sender::new(queue, &config, sender::Settings::from_config(&config)).unwrap();
+    let mut sender = sender::Sender::new(queue, &config, sender::Settings::from_config(&config)).unwrap();
     let started = Instant::now();
     let report = sender::flush(&mut sender, Duration::from_secs(600)).unwrap();
     let secs = started.elapsed().as_secs_f64();
@@ -99,38 +89,22 @@ fn child(phase: &str, dir: &Path) -> (f64, f64, u64) {
         .env("OEA_BENCH_TOKEN", TOKEN)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{phase}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{phase}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let f: Vec<&str> = text.split_whitespace().collect();
-    (
-        f[0].parse().unwrap(),
-        f[1].parse().unwrap(),
-        f[2].parse().unwrap(),
-    )
+    (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap())
 }
 
 fn generate(path: &Path, rows: usize) -> usize {
     let now = offline_events_agent::now();
     let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
-    writeln!(
-        out,
-        "order_id,event_time,email,phone,content_id,content_name,price,quantity"
-    )
-    .unwrap();
+    writeln!(out, "order_id,event_time,email,phone,content_id,content_name,price,quantity").unwrap();
     let orders = rows / ITEMS_PER_ORDER;
     for o in 0..orders {
         let t = now - 86_400 + (o as i64 % 80_000);
         for i in 0..ITEMS_PER_ORDER {
             let (email, phone) = if i == 0 {
-                let phone = if o % 2 == 0 {
-                    format!("+1415555{:04}", o % 10_000)
-                } else {
-                    String::new()
-                };
+                let phone = if o % 2 == 0 { format!("+1415555{:04}", o % 10_000) } else { String::new() };
                 (format!("Customer{o}@Example.com"), phone)
             } else {
                 (String::new(), String::new())
@@ -150,18 +124,11 @@ fn generate(path: &Path, rows: usize) -> usize {
 }
 
 fn orchestrate() {
-    let rows: usize = std::env::var("OEA_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows: usize = std::env::var("OEA_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
     let fake = fake_tiktok::FakeTikTok::start(TOKEN, SOURCE_ID);
-    std::fs::write(
-        dir.path().join("config.toml"),
-        config_text(dir.path(), &fake.base_url()),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config.toml"), config_text(dir.path(), &fake.base_url())).unwrap();
 
     let file = dir.path().join("inbox/export.csv");
     let orders = generate(&file, rows);
@@ -176,10 +143,7 @@ fn orchestrate() {
         events / secs,
         rss as f64 / 1024.0
     );
-    let queue_mb = std::fs::metadata(dir.path().join("queue.sqlite"))
-        .map(|m| m.len())
-        .unwrap_or(0) as f64
-        / 1e6;
+    let queue_mb = std::fs::metadata(dir.path().join("queue.sqlite")).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
     println!("queue file after ingest: {queue_mb:.1} MB");
 
     let (sent, secs, rss) = child("flush", dir.path());
@@ -211,12 +175,7 @@ fn idle(dir: &Path) {
     let pid = child.id().to_string();
     let cpu = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
     let before = cpu();
@@ -224,10 +183,7 @@ fn idle(dir: &Path) {
     std::thread::sleep(Duration::from_secs(window));
     let ticks = cpu() - before;
     let rss = proc_status_kb(&pid, "VmRSS:");
-    println!(
-        "idle: RSS {:.1} MB, CPU {ticks} ticks (1/100 s) in {window} s",
-        rss as f64 / 1024.0
-    );
+    println!("idle: RSS {:.1} MB, CPU {ticks} ticks (1/100 s) in {window} s", rss as f64 / 1024.0);
     let _ = child.kill();
     let _ = child.wait();
 }

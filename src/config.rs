@@ -39,6 +39,9 @@ pub struct RawConfig {
     pub phone_region: Option<Spanned<String>>,
     pub attribution_window_days: Option<Spanned<u32>>,
     pub future_tolerance_minutes: Option<u32>,
+    pub max_queue_mb: Option<Spanned<u64>>,
+    pub metrics_textfile: Option<PathBuf>,
+    pub ca_bundle: Option<PathBuf>,
     #[serde(default)]
     pub sender: RawSender,
     #[serde(default)]
@@ -179,6 +182,13 @@ pub struct Config {
     pub future_tolerance: Duration,
     pub sender: SenderConfig,
     pub sources: Vec<SourceConfig>,
+    /// Cap on the queue database's size; ingest holds files back (they wait in their folder) above
+    /// 90 % of it, and SQLite refuses to grow past it.
+    pub max_queue_bytes: u64,
+    /// Prometheus textfile for node_exporter's textfile collector (opt-in).
+    pub metrics_textfile: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted besides the built-in roots (TLS-inspecting proxies).
+    pub ca_bundle: Option<PathBuf>,
     /// Things that are allowed but deserve a word in the log (an inline token, plain http).
     pub warnings: Vec<String>,
 }
@@ -196,26 +206,12 @@ pub struct Context {
 
 impl Context {
     pub fn from_env(config_path: &Path) -> Context {
-        let config_dir = config_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let config_dir = if config_dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            config_dir
-        };
+        let config_dir = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config_dir = if config_dir.as_os_str().is_empty() { PathBuf::from(".") } else { config_dir };
         Context {
             config_dir,
-            state_directory: std::env::var_os("STATE_DIRECTORY").map(|v| {
-                PathBuf::from(
-                    v.to_string_lossy()
-                        .split(':')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            }),
+            state_directory: std::env::var_os("STATE_DIRECTORY")
+                .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or_default().to_string())),
             user_data_dir: directories::ProjectDirs::from("", "", "offline-events-agent")
                 .map(|d| d.data_dir().to_path_buf()),
         }
@@ -242,27 +238,15 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}:\n{}", errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
-    Invalid {
-        path: PathBuf,
-        errors: Vec<ConfigError>,
-    },
+    Invalid { path: PathBuf, errors: Vec<ConfigError> },
 }
 
 /// Read, parse and validate a config file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text, &Context::from_env(path)).map_err(|errors| LoadError::Invalid {
-        path: path.to_path_buf(),
-        errors,
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    parse(&text, &Context::from_env(path)).map_err(|errors| LoadError::Invalid { path: path.to_path_buf(), errors })
 }
 
 /// Parse and validate config text.
@@ -270,29 +254,17 @@ pub fn parse(text: &str, ctx: &Context) -> Result<Config, Vec<ConfigError>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         let message = e.message().trim().to_string();
-        vec![ConfigError {
-            key: key_of_parse_error(&message),
-            line,
-            message,
-        }]
+        vec![ConfigError { key: key_of_parse_error(&message), line, message }]
     })?;
     validate(raw, text, ctx)
 }
 
 fn key_of_parse_error(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .map(str::to_string)
-        .unwrap_or_else(|| "(file)".to_string())
+    message.split('`').nth(1).map(str::to_string).unwrap_or_else(|| "(file)".to_string())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 /// Turn the raw file into a [`Config`], or list every problem.
@@ -300,11 +272,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut error = |key: &str, span: Option<std::ops::Range<usize>>, message: String| {
-        errors.push(ConfigError {
-            key: key.to_string(),
-            line: span.map(|s| line_of(text, s.start)),
-            message,
-        });
+        errors.push(ConfigError { key: key.to_string(), line: span.map(|s| line_of(text, s.start)), message });
     };
     let resolve = |p: &Path| {
         if p.is_absolute() {
@@ -332,11 +300,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     }
     if let Some(name) = &raw.access_token_credential {
         if name.get_ref().is_empty() || name.get_ref().contains('/') {
-            error(
-                "access_token_credential",
-                Some(name.span()),
-                "must be a credential name (no `/`)".into(),
-            );
+            error("access_token_credential", Some(name.span()), "must be a credential name (no `/`)".into());
         }
         token_sources.push(TokenSource::Credential(name.get_ref().clone()));
     }
@@ -344,10 +308,11 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         token_sources.push(TokenSource::Env(var.get_ref().clone()));
     }
     if let Some(inline) = &raw.access_token {
-        warnings.push("the access token is written in the config file itself; prefer access_token_file or a systemd credential".into());
-        token_sources.push(TokenSource::Inline(Token::new(
-            inline.get_ref().trim().to_string(),
-        )));
+        warnings.push(
+            "the access token is written in the config file itself; prefer access_token_file or a systemd credential"
+                .into(),
+        );
+        token_sources.push(TokenSource::Inline(Token::new(inline.get_ref().trim().to_string())));
     }
     if token_sources.len() > 1 {
         error(
@@ -358,31 +323,26 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     }
     let token = token_sources.into_iter().next();
     if token.is_none() && !raw.dry_run {
-        error("access_token_file", None, "no access token configured (set access_token_file, access_token_credential or access_token_env)".into());
+        error(
+            "access_token_file",
+            None,
+            "no access token configured (set access_token_file, access_token_credential or access_token_env)".into(),
+        );
     }
 
-    let api_base = raw
-        .api_base
-        .as_ref()
-        .map_or(DEFAULT_API_BASE.to_string(), |s| {
-            s.get_ref().trim_end_matches('/').to_string()
-        });
+    let api_base =
+        raw.api_base.as_ref().map_or(DEFAULT_API_BASE.to_string(), |s| s.get_ref().trim_end_matches('/').to_string());
     if let Some(spanned) = &raw.api_base {
         match url_host(&api_base) {
             None => error("api_base", Some(spanned.span()), "must be an http:// or https:// URL".into()),
-            Some((false, host)) if !is_loopback(&host) => {
-                warnings.push(format!("api_base {api_base} is plain http: the access token crosses the network unencrypted"))
-            }
+            Some((false, host)) if !is_loopback(&host) => warnings
+                .push(format!("api_base {api_base} is plain http: the access token crosses the network unencrypted")),
             Some(_) => {}
         }
     }
     if let Some(proxy) = &raw.proxy {
         if url_host(proxy.get_ref()).is_none() && !proxy.get_ref().starts_with("socks") {
-            error(
-                "proxy",
-                Some(proxy.span()),
-                "must be a proxy URL such as http://proxy.example:3128".into(),
-            );
+            error("proxy", Some(proxy.span()), "must be a proxy URL such as http://proxy.example:3128".into());
         }
     }
 
@@ -391,53 +351,33 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         (None, Some(state), _) => state.join("queue.sqlite"),
         (None, None, Some(data)) => data.join("queue.sqlite"),
         (None, None, None) => {
-            error(
-                "queue_path",
-                None,
-                "no default location found; set queue_path".into(),
-            );
+            error("queue_path", None, "no default location found; set queue_path".into());
             PathBuf::new()
         }
     };
-    let queue_path = if raw.dry_run {
-        dry_run_queue(&queue_path)
-    } else {
-        queue_path
-    };
+    let queue_path = if raw.dry_run { dry_run_queue(&queue_path) } else { queue_path };
 
-    let test_event_code = raw
-        .test_event_code
-        .as_ref()
-        .map(|s| s.get_ref().trim().to_string())
-        .filter(|s| !s.is_empty());
+    let test_event_code =
+        raw.test_event_code.as_ref().map(|s| s.get_ref().trim().to_string()).filter(|s| !s.is_empty());
 
     let phone_region = match &raw.phone_region {
         Some(r) => {
             let region = pii::parse_region(r.get_ref());
             if region.is_none() {
-                error(
-                    "phone_region",
-                    Some(r.span()),
-                    format!("`{}` is not an ISO 3166 country code", r.get_ref()),
-                );
+                error("phone_region", Some(r.span()), format!("`{}` is not an ISO 3166 country code", r.get_ref()));
             }
             region
         }
         None => None,
     };
-    let window_days = raw
-        .attribution_window_days
-        .as_ref()
-        .map_or(28, |d| *d.get_ref());
+    let window_days = raw.attribution_window_days.as_ref().map_or(28, |d| *d.get_ref());
     if let Some(d) = &raw.attribution_window_days {
         if *d.get_ref() == 0 {
-            error(
-                "attribution_window_days",
-                Some(d.span()),
-                "must be at least 1".into(),
-            );
+            error("attribution_window_days", Some(d.span()), "must be at least 1".into());
         } else if *d.get_ref() > 28 {
-            warnings.push(format!("attribution_window_days = {window_days}: TikTok matches offline events only within 28 days"));
+            warnings.push(format!(
+                "attribution_window_days = {window_days}: TikTok matches offline events only within 28 days"
+            ));
         }
     }
 
@@ -445,11 +385,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     let batch_size = s.batch_size.as_ref().map_or(1000, |b| *b.get_ref());
     if let Some(b) = &s.batch_size {
         if !(1..=1000).contains(b.get_ref()) {
-            error(
-                "sender.batch_size",
-                Some(b.span()),
-                "must be 1 to 1000 (TikTok refuses larger batches)".into(),
-            );
+            error("sender.batch_size", Some(b.span()), "must be 1 to 1000 (TikTok refuses larger batches)".into());
         }
     }
     let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
@@ -462,9 +398,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         auth_retry: secs(s.auth_retry_secs, 300).max(Duration::from_secs(1)),
         recovery_probe: secs(s.recovery_probe_secs, 5).max(Duration::from_secs(1)),
         recovery_jitter: secs(s.recovery_jitter_secs, 5),
-        sent_retention: Duration::from_secs(
-            u64::from(s.sent_retention_days.unwrap_or(35)) * 86_400,
-        ),
+        sent_retention: Duration::from_secs(u64::from(s.sent_retention_days.unwrap_or(35)) * 86_400),
     };
 
     let event_names = match NameTable::new(&raw.event_names) {
@@ -476,27 +410,18 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     };
 
     if raw.source.is_empty() {
-        warnings.push(
-            "no [[source]] configured: only `import` of named files will queue events".into(),
-        );
+        warnings.push("no [[source]] configured: only `import` of named files will queue events".into());
     }
     let mut sources = Vec::new();
     for (i, src) in raw.source.iter().enumerate() {
         let key = |k: &str| format!("source[{i}].{k}");
-        let name = src
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("source{}", i + 1));
+        let name = src.name.clone().unwrap_or_else(|| format!("source{}", i + 1));
         let format = Format::from_name(src.format.get_ref()).unwrap_or_else(|| {
             let known: Vec<&str> = Format::ALL.iter().map(|(n, _)| *n).collect();
             error(
                 &key("format"),
                 Some(src.format.span()),
-                format!(
-                    "unknown format `{}` (known: {})",
-                    src.format.get_ref(),
-                    known.join(", ")
-                ),
+                format!("unknown format `{}` (known: {})", src.format.get_ref(), known.join(", ")),
             );
             Format::NativeCsv
         });
@@ -505,10 +430,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 error(
                     &key("time_zone"),
                     Some(tz.span()),
-                    format!(
-                        "`{}` is not an IANA time zone (e.g. Europe/Berlin)",
-                        tz.get_ref()
-                    ),
+                    format!("`{}` is not an IANA time zone (e.g. Europe/Berlin)", tz.get_ref()),
                 );
                 TimeZone::UTC
             }),
@@ -520,46 +442,28 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 error(
                     &key("currency"),
                     Some(c.span()),
-                    format!(
-                        "`{}` is not one of TikTok's supported currencies",
-                        c.get_ref()
-                    ),
+                    format!("`{}` is not one of TikTok's supported currencies", c.get_ref()),
                 );
             }
             parsed
         });
-        let decimal_separator = match src
-            .decimal_separator
-            .as_ref()
-            .map(|d| (d.get_ref().as_str(), d.span()))
-        {
+        let decimal_separator = match src.decimal_separator.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
             None => format.default_decimal_separator(),
             Some((".", _)) => '.',
             Some((",", _)) => ',',
             Some((_, span)) => {
-                error(
-                    &key("decimal_separator"),
-                    Some(span),
-                    "must be \".\" or \",\"".into(),
-                );
+                error(&key("decimal_separator"), Some(span), "must be \".\" or \",\"".into());
                 '.'
             }
         };
-        let delimiter = src
-            .delimiter
-            .as_ref()
-            .and_then(|d| match d.get_ref().as_str() {
-                "\\t" | "\t" | "tab" => Some(b'\t'),
-                s if s.len() == 1 && s.is_ascii() && s != "\"" => Some(s.as_bytes()[0]),
-                _ => {
-                    error(
-                        &key("delimiter"),
-                        Some(d.span()),
-                        "must be one ASCII character (or \"tab\")".into(),
-                    );
-                    None
-                }
-            });
+        let delimiter = src.delimiter.as_ref().and_then(|d| match d.get_ref().as_str() {
+            "\\t" | "\t" | "tab" => Some(b'\t'),
+            s if s.len() == 1 && s.is_ascii() && s != "\"" => Some(s.as_bytes()[0]),
+            _ => {
+                error(&key("delimiter"), Some(d.span()), "must be one ASCII character (or \"tab\")".into());
+                None
+            }
+        });
         let source_region = match &src.phone_region {
             Some(r) => {
                 let region = pii::parse_region(r.get_ref());
@@ -574,20 +478,12 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             }
             None => phone_region,
         };
-        let after_ingest = match src
-            .after_ingest
-            .as_ref()
-            .map(|a| (a.get_ref().as_str(), a.span()))
-        {
+        let after_ingest = match src.after_ingest.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
             None | Some(("archive", _)) => AfterIngest::Archive,
             Some(("delete", _)) => AfterIngest::Delete,
             Some(("keep", _)) => AfterIngest::Keep,
             Some((other, span)) => {
-                error(
-                    &key("after_ingest"),
-                    Some(span),
-                    format!("`{other}` is not one of archive, delete, keep"),
-                );
+                error(&key("after_ingest"), Some(span), format!("`{other}` is not one of archive, delete, keep"));
                 AfterIngest::Keep
             }
         };
@@ -597,43 +493,24 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 error(
                     &key("encoding"),
                     Some(e.span()),
-                    format!(
-                        "`{}` is not an encoding label (e.g. utf-8, windows-1252, utf-16le)",
-                        e.get_ref()
-                    ),
+                    format!("`{}` is not an encoding label (e.g. utf-8, windows-1252, utf-16le)", e.get_ref()),
                 );
             }
             found
         });
-        let partial_refunds = match src
-            .partial_refunds
-            .as_ref()
-            .map(|v| (v.get_ref().as_str(), v.span()))
-        {
+        let partial_refunds = match src.partial_refunds.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
             None | Some(("gross", _)) => PartialRefunds::Gross,
             Some(("net", _)) => PartialRefunds::Net,
             Some((other, span)) => {
-                error(
-                    &key("partial_refunds"),
-                    Some(span),
-                    format!("`{other}` is not one of gross, net"),
-                );
+                error(&key("partial_refunds"), Some(span), format!("`{other}` is not one of gross, net"));
                 PartialRefunds::Gross
             }
         };
-        let date_only = match src
-            .date_only
-            .as_ref()
-            .map(|v| (v.get_ref().as_str(), v.span()))
-        {
+        let date_only = match src.date_only.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
             None | Some(("reject", _)) => DateOnly::Reject,
             Some(("noon", _)) => DateOnly::Noon,
             Some((other, span)) => {
-                error(
-                    &key("date_only"),
-                    Some(span),
-                    format!("`{other}` is not one of reject, noon"),
-                );
+                error(&key("date_only"), Some(span), format!("`{other}` is not one of reject, noon"));
                 DateOnly::Reject
             }
         };
@@ -651,22 +528,12 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         let extensions = src
             .extensions
             .clone()
-            .unwrap_or_else(|| {
-                format
-                    .default_extensions()
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect()
-            })
+            .unwrap_or_else(|| format.default_extensions().iter().map(|e| e.to_string()).collect())
             .into_iter()
             .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
             .collect();
         if sources.iter().any(|s: &SourceConfig| s.name == name) {
-            error(
-                &key("name"),
-                None,
-                format!("source name `{name}` is used twice"),
-            );
+            error(&key("name"), None, format!("source name `{name}` is used twice"));
         }
         sources.push(SourceConfig {
             name,
@@ -677,11 +544,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             defaults: SourceDefaults {
                 time_zone,
                 time_formats: if src.time_formats.is_empty() {
-                    format
-                        .default_time_formats()
-                        .iter()
-                        .map(|f| f.to_string())
-                        .collect()
+                    format.default_time_formats().iter().map(|f| f.to_string()).collect()
                 } else {
                     src.time_formats.clone()
                 },
@@ -697,19 +560,23 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             settle: Duration::from_secs(src.settle_secs.unwrap_or(2)),
             rescan: Duration::from_secs(src.rescan_secs.unwrap_or(30).max(1)),
             encoding,
-            policy: Policy {
-                skip_staff: src.skip_staff,
-                in_store_only: src.in_store_only,
-                partial_refunds,
-                date_only,
-            },
+            policy: Policy { skip_staff: src.skip_staff, in_store_only: src.in_store_only, partial_refunds, date_only },
         });
     }
 
+    let max_queue_mb = raw.max_queue_mb.as_ref().map_or(2048, |m| *m.get_ref());
+    if let Some(m) = &raw.max_queue_mb {
+        if *m.get_ref() < 16 {
+            error("max_queue_mb", Some(m.span()), "must be at least 16".into());
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
     Ok(Config {
+        max_queue_bytes: max_queue_mb * 1024 * 1024,
+        metrics_textfile: raw.metrics_textfile.as_deref().map(resolve),
+        ca_bundle: raw.ca_bundle.as_deref().map(resolve),
         event_source_id,
         token,
         api_base,
@@ -719,21 +586,35 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         dry_run: raw.dry_run,
         dry_run_output: raw.dry_run_output.as_deref().map(resolve),
         attribution_window: Duration::from_secs(u64::from(window_days) * 86_400),
-        future_tolerance: Duration::from_secs(
-            u64::from(raw.future_tolerance_minutes.unwrap_or(60)) * 60,
-        ),
+        future_tolerance: Duration::from_secs(u64::from(raw.future_tolerance_minutes.unwrap_or(60)) * 60),
         sender,
         sources,
         warnings,
     })
 }
 
+/// Command-line settings that win over the config file, re-applied on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub test_event_code: Option<String>,
+    pub dry_run: bool,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(code) = &self.test_event_code {
+            config.test_event_code = Some(code.clone());
+        }
+        if self.dry_run && !config.dry_run {
+            config.dry_run = true;
+            config.queue_path = dry_run_queue(&config.queue_path);
+        }
+    }
+}
+
 /// A dry run never touches the real queue: `queue.sqlite` becomes `queue.dry-run.sqlite`.
 pub fn dry_run_queue(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "queue".into());
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "queue".into());
     let name = match path.extension() {
         Some(ext) => format!("{stem}.dry-run.{}", ext.to_string_lossy()),
         None => format!("{stem}.dry-run"),
@@ -743,19 +624,12 @@ pub fn dry_run_queue(path: &Path) -> PathBuf {
 
 /// `(is_https, host)` of an http(s) URL.
 fn url_host(url: &str) -> Option<(bool, String)> {
-    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else {
-        (false, url.strip_prefix("http://")?)
-    };
+    let (https, rest) =
+        if let Some(r) = url.strip_prefix("https://") { (true, r) } else { (false, url.strip_prefix("http://")?) };
     let authority = rest.split('/').next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
     let host = if host.starts_with('[') {
-        host.split(']')
-            .next()
-            .unwrap_or("")
-            .trim_start_matches('[')
-            .to_string()
+        host.split(']').next().unwrap_or("").trim_start_matches('[').to_string()
     } else {
         host.split(':').next().unwrap_or("").to_string()
     };
@@ -763,19 +637,13 @@ fn url_host(url: &str) -> Option<(bool, String)> {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("cannot read access token file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("access token file {0} is readable by every user (mode {1:o}); run: chmod 600 {0}")]
     WorldReadable(PathBuf, u32),
     #[error("systemd credential `{0}` not found: $CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit)")]
@@ -792,10 +660,7 @@ pub enum TokenError {
 /// takes effect without a restart.
 pub fn load_token(source: Option<&TokenSource>) -> Result<Token, TokenError> {
     let read_file = |path: &Path| -> Result<String, TokenError> {
-        let meta = std::fs::metadata(path).map_err(|source| TokenError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let meta = std::fs::metadata(path).map_err(|source| TokenError::Read { path: path.to_path_buf(), source })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -806,10 +671,7 @@ pub fn load_token(source: Option<&TokenSource>) -> Result<Token, TokenError> {
         }
         #[cfg(not(unix))]
         let _ = meta;
-        std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::read_to_string(path).map_err(|source| TokenError::Read { path: path.to_path_buf(), source })
     };
     let (value, origin) = match source {
         None => return Err(TokenError::None),
@@ -820,10 +682,9 @@ pub fn load_token(source: Option<&TokenSource>) -> Result<Token, TokenError> {
             let path = Path::new(&dir).join(name);
             (read_file(&path)?, format!("credential {name}"))
         }
-        Some(TokenSource::Env(var)) => (
-            std::env::var(var).map_err(|_| TokenError::EnvMissing(var.clone()))?,
-            format!("${var}"),
-        ),
+        Some(TokenSource::Env(var)) => {
+            (std::env::var(var).map_err(|_| TokenError::EnvMissing(var.clone()))?, format!("${var}"))
+        }
         Some(TokenSource::Inline(token)) => (token.expose().to_string(), "the config file".into()),
     };
     let value = value.trim().to_string();
@@ -852,34 +713,14 @@ pub fn describe(config: &Config) -> String {
     let _ = writeln!(
         out,
         "access token    = {}",
-        config
-            .token
-            .as_ref()
-            .map_or("none (dry run)".to_string(), |t| format!(
-                "<redacted>, from {t}"
-            ))
+        config.token.as_ref().map_or("none (dry run)".to_string(), |t| format!("<redacted>, from {t}"))
     );
     let _ = writeln!(out, "api_base        = {}", config.api_base);
-    let _ = writeln!(
-        out,
-        "proxy           = {}",
-        config
-            .proxy
-            .as_deref()
-            .unwrap_or("from environment, if any")
-    );
+    let _ = writeln!(out, "proxy           = {}", config.proxy.as_deref().unwrap_or("from environment, if any"));
     let _ = writeln!(out, "queue_path      = {}", config.queue_path.display());
-    let _ = writeln!(
-        out,
-        "test_event_code = {}",
-        config.test_event_code.as_deref().unwrap_or("none")
-    );
+    let _ = writeln!(out, "test_event_code = {}", config.test_event_code.as_deref().unwrap_or("none"));
     let _ = writeln!(out, "dry_run         = {}", config.dry_run);
-    let _ = writeln!(
-        out,
-        "attribution     = {} days",
-        config.attribution_window.as_secs() / 86_400
-    );
+    let _ = writeln!(out, "attribution     = {} days", config.attribution_window.as_secs() / 86_400);
     let s = &config.sender;
     let _ = writeln!(
         out,
@@ -937,14 +778,8 @@ shop_id = "s042"
     #[test]
     fn a_minimal_config_gets_defaults() {
         let c = parse(MINIMAL, &ctx()).unwrap();
-        assert_eq!(
-            c.token,
-            Some(TokenSource::File(PathBuf::from("/etc/oea/token")))
-        );
-        assert_eq!(
-            c.queue_path,
-            PathBuf::from("/home/u/.local/share/oea/queue.sqlite")
-        );
+        assert_eq!(c.token, Some(TokenSource::File(PathBuf::from("/etc/oea/token"))));
+        assert_eq!(c.queue_path, PathBuf::from("/home/u/.local/share/oea/queue.sqlite"));
         assert_eq!(c.api_base, DEFAULT_API_BASE);
         assert_eq!(c.sender.batch_size, 1000);
         assert_eq!(c.sources[0].archive_dir, PathBuf::from("/srv/pos/archive"));
@@ -959,18 +794,11 @@ shop_id = "s042"
         let c = parse(MINIMAL, &ctx).unwrap();
         assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.sqlite"));
         let c = parse(&format!("dry_run = true\n{MINIMAL}"), &ctx).unwrap();
-        assert_eq!(
-            c.queue_path,
-            PathBuf::from("/var/lib/oea/queue.dry-run.sqlite")
-        );
+        assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.dry-run.sqlite"));
     }
 
     fn errors(text: &str) -> Vec<(String, Option<usize>)> {
-        parse(text, &ctx())
-            .unwrap_err()
-            .into_iter()
-            .map(|e| (e.key, e.line))
-            .collect()
+        parse(text, &ctx()).unwrap_err().into_iter().map(|e| (e.key, e.line)).collect()
     }
 
     #[test]
@@ -993,33 +821,22 @@ shop_id = "s042"
     fn unknown_keys_and_wrong_types_are_errors() {
         let e = errors(&format!("colour = \"red\"\n{MINIMAL}"));
         assert_eq!(e, vec![("colour".to_string(), Some(1))]);
-        let e = errors(&MINIMAL.replace(
-            "format = \"native-csv\"",
-            "format = \"native-csv\"\nsettle = 3",
-        ));
+        let e = errors(&MINIMAL.replace("format = \"native-csv\"", "format = \"native-csv\"\nsettle = 3"));
         assert_eq!(e[0].0, "settle");
         let text = format!("{MINIMAL}\n[sender]\nbatch_size = 5000\n");
         let line = text.lines().count();
-        assert_eq!(
-            errors(&text)[0],
-            ("sender.batch_size".to_string(), Some(line))
-        );
+        assert_eq!(errors(&text)[0], ("sender.batch_size".to_string(), Some(line)));
     }
 
     #[test]
     fn token_sources() {
         let e = errors(&MINIMAL.replace("access_token_file = \"token\"", ""));
         assert_eq!(e[0].0, "access_token_file");
-        let both = MINIMAL.replace(
-            "access_token_file = \"token\"",
-            "access_token_file = \"t\"\naccess_token_env = \"T\"",
-        );
+        let both =
+            MINIMAL.replace("access_token_file = \"token\"", "access_token_file = \"t\"\naccess_token_env = \"T\"");
         assert_eq!(errors(&both)[0].0, "access_token_file");
-        let inline = parse(
-            &MINIMAL.replace("access_token_file = \"token\"", "access_token = \"s3cr3t\""),
-            &ctx(),
-        )
-        .unwrap();
+        let inline =
+            parse(&MINIMAL.replace("access_token_file = \"token\"", "access_token = \"s3cr3t\""), &ctx()).unwrap();
         assert!(!inline.warnings.is_empty());
         assert!(!format!("{inline:?}").contains("s3cr3t"));
         assert!(!describe(&inline).contains("s3cr3t"));
@@ -1027,21 +844,10 @@ shop_id = "s042"
 
     #[test]
     fn plain_http_is_only_quiet_on_loopback() {
-        let local = parse(
-            &format!("api_base = \"http://127.0.0.1:8080\"\n{MINIMAL}"),
-            &ctx(),
-        )
-        .unwrap();
+        let local = parse(&format!("api_base = \"http://127.0.0.1:8080\"\n{MINIMAL}"), &ctx()).unwrap();
         assert!(local.warnings.is_empty());
-        let remote = parse(
-            &format!("api_base = \"http://proxy.example\"\n{MINIMAL}"),
-            &ctx(),
-        )
-        .unwrap();
+        let remote = parse(&format!("api_base = \"http://proxy.example\"\n{MINIMAL}"), &ctx()).unwrap();
         assert_eq!(remote.warnings.len(), 1);
-        assert_eq!(
-            errors(&format!("api_base = \"ftp://x\"\n{MINIMAL}"))[0].0,
-            "api_base"
-        );
+        assert_eq!(errors(&format!("api_base = \"ftp://x\"\n{MINIMAL}"))[0].0, "api_base");
     }
 }

@@ -39,10 +39,7 @@ pub enum Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
@@ -79,11 +76,7 @@ pub fn scan_content(path: &Path) -> std::io::Result<(String, bool)> {
         hasher.update(&buf[..n]);
         utf8.feed(&buf[..n]);
     }
-    let hash = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok((hash, utf8.utf16 || utf8.finish()))
 }
 
@@ -126,10 +119,7 @@ pub fn ingest_file(
     path: &Path,
     ages: AgePolicy,
 ) -> Result<Outcome, IngestError> {
-    let io = |source: std::io::Error| IngestError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source: std::io::Error| IngestError::Io { path: path.display().to_string(), source };
     let before = stamp(&std::fs::metadata(path).map_err(io)?);
     let (hash, utf8) = scan_content(path).map_err(io)?;
     if let Some(record) = queue.file_by_hash(&hash)? {
@@ -158,12 +148,7 @@ pub fn ingest_file(
     let read = format::read(source.format, file, &options, &mut |parsed| {
         let result = match parsed {
             Parsed::Skip(skip) => {
-                tracing::info!(
-                    "{shown}:{}: order `{}` not sent: {}",
-                    skip.line,
-                    skip.order_id,
-                    skip.reason
-                );
+                tracing::info!("{shown}:{}: order `{}` not sent: {}", skip.line, skip.order_id, skip.reason);
                 ingest.add_skip();
                 Ok(())
             }
@@ -171,10 +156,7 @@ pub fn ingest_file(
                 tracing::warn!(
                     "{shown}:{}: {}{}",
                     r.line,
-                    r.field
-                        .as_deref()
-                        .map(|f| format!("field `{f}`: "))
-                        .unwrap_or_default(),
+                    r.field.as_deref().map(|f| format!("field `{f}`: ")).unwrap_or_default(),
                     r.reason
                 );
                 ingest.add_reject(r.line, r.field.as_deref(), &r.reason)
@@ -199,16 +181,12 @@ pub fn ingest_file(
                         tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
                     }
                     ingest.add_warnings(warnings.len());
-                    let dead_reason = match event::time::age(
-                        ev.event_time,
-                        ages.now,
-                        ages.window_secs,
-                        ages.future_secs,
-                    ) {
-                        Age::Fresh => None,
-                        Age::Expired => Some("expired"),
-                        Age::Future => Some("future"),
-                    };
+                    let dead_reason =
+                        match event::time::age(ev.event_time, ages.now, ages.window_secs, ages.future_secs) {
+                            Age::Fresh => None,
+                            Age::Expired => Some("expired"),
+                            Age::Future => Some("future"),
+                        };
                     let payload = wire::event_json(&ev);
                     let added = ingest.add_event(&NewEvent {
                         event_name: ev.event,
@@ -247,10 +225,7 @@ pub fn ingest_file(
     match read {
         Ok(summary) => {
             if !summary.ignored_columns.is_empty() {
-                tracing::info!(
-                    "{shown}: columns ignored: {}",
-                    summary.ignored_columns.join(", ")
-                );
+                tracing::info!("{shown}: columns ignored: {}", summary.ignored_columns.join(", "));
             }
         }
         Err(format::FormatError::Io(e)) => return Err(io(e)),

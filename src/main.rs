@@ -19,11 +19,7 @@ const EXIT_CONFIG: u8 = 78;
 const DEFAULT_CONFIG: &str = "/etc/offline-events-agent/config.toml";
 
 #[derive(Parser)]
-#[command(
-    name = "offline-events-agent",
-    version,
-    about = "Turns point-of-sale exports into TikTok offline events"
-)]
+#[command(name = "offline-events-agent", version, about = "Turns point-of-sale exports into TikTok offline events")]
 struct Cli {
     /// Config file.
     #[arg(long, short, global = true, env = "OFFLINE_EVENTS_AGENT_CONFIG", default_value = DEFAULT_CONFIG)]
@@ -137,21 +133,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Command::Run {
-        test_event_code,
-        dry_run,
-        ..
-    } = &cli.command
-    {
-        if let Some(code) = test_event_code {
-            config.test_event_code = Some(code.clone());
+    let overrides = match &cli.command {
+        Command::Run { test_event_code, dry_run, .. } => {
+            config::Overrides { test_event_code: test_event_code.clone(), dry_run: *dry_run }
         }
-        if *dry_run && !config.dry_run {
-            config.dry_run = true;
-            config.queue_path = config::dry_run_queue(&config.queue_path);
-        }
-    }
-    match execute(cli.command, config) {
+        _ => config::Overrides::default(),
+    };
+    overrides.apply(&mut config);
+    match execute(cli.command, config, &cli.config, overrides) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -162,12 +151,8 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("OFFLINE_EVENTS_AGENT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    let filter = EnvFilter::try_from_env("OFFLINE_EVENTS_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         // The journal adds its own time stamps; plain lines read best there.
         builder.without_time().with_ansi(false).init();
@@ -176,7 +161,12 @@ fn init_logging() {
     }
 }
 
-fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+fn execute(
+    command: Command,
+    config: Config,
+    path: &std::path::Path,
+    overrides: config::Overrides,
+) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig => {
             print!("{}", config::describe(&config));
@@ -190,14 +180,10 @@ fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { once: false, .. } => {
-            daemon::run(config)?;
+            daemon::run(config, path.to_path_buf(), overrides)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run {
-            once: true,
-            timeout_secs,
-            ..
-        } => {
+        Command::Run { once: true, timeout_secs, .. } => {
             let report = daemon::run_once(&config, Duration::from_secs(timeout_secs))?;
             Ok(flush_exit(&report))
         }
@@ -218,15 +204,9 @@ fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(flush_exit(&report))
         }
         Command::SendTest { test_event_code } => send_test(&config, &test_event_code),
-        Command::Watch {
-            history,
-            exit_after_secs,
-        } => {
+        Command::Watch { history, exit_after_secs } => {
             let queue = Queue::open_existing(&config.queue_path)?;
-            let options = tap::Options {
-                history,
-                exit_after: exit_after_secs.map(Duration::from_secs),
-            };
+            let options = tap::Options { history, exit_after: exit_after_secs.map(Duration::from_secs) };
             tap::follow(&queue, &options, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -237,10 +217,7 @@ fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 fn flush_exit(report: &sender::FlushReport) -> ExitCode {
     match &report.undelivered {
         None => {
-            eprintln!(
-                "delivered {} events, {} dead-lettered; nothing left queued",
-                report.sent, report.dead
-            );
+            eprintln!("delivered {} events, {} dead-lettered; nothing left queued", report.sent, report.dead);
             ExitCode::SUCCESS
         }
         Some(reason) => {
@@ -276,11 +253,7 @@ fn import(config: &Config, source: Option<&str>, files: &[PathBuf]) -> anyhow::R
         let result = daemon::process_file(&mut queue, config, src, &path, false);
         failed |= result == daemon::FileResult::Retry;
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
@@ -289,14 +262,8 @@ fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
     let defaults = SourceDefaults {
         time_zone: jiff::tz::TimeZone::UTC,
         time_formats: vec![],
-        currency: first
-            .and_then(|s| s.defaults.currency)
-            .or_else(|| event::money::Currency::parse("USD")),
-        shop_id: Some(
-            first
-                .and_then(|s| s.defaults.shop_id.clone())
-                .unwrap_or_else(|| "send-test".into()),
-        ),
+        currency: first.and_then(|s| s.defaults.currency).or_else(|| event::money::Currency::parse("USD")),
+        shop_id: Some(first.and_then(|s| s.defaults.shop_id.clone()).unwrap_or_else(|| "send-test".into())),
         till_id: None,
         decimal_separator: '.',
         phone_region: None,
@@ -317,11 +284,7 @@ fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
         ..RawOrder::default()
     };
     let (ev, _) = event::build(&raw, &defaults).context("building the test event")?;
-    let body = wire::batch_body(
-        &config.event_source_id,
-        Some(code),
-        [wire::event_json(&ev).as_str()],
-    );
+    let body = wire::batch_body(&config.event_source_id, Some(code), [wire::event_json(&ev).as_str()]);
     if config.dry_run {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
@@ -332,12 +295,9 @@ fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
         connect_timeout: config.sender.connect_timeout,
         request_timeout: config.sender.request_timeout,
         proxy: config.proxy.clone(),
+        ca_bundle: config.ca_bundle.clone(),
     })?;
-    println!(
-        "sending test Purchase {} to {} with test_event_code {code}",
-        ev.event_id.as_str(),
-        http.url()
-    );
+    println!("sending test Purchase {} to {} with test_event_code {code}", ev.event_id.as_str(), http.url());
     let reply = http.post(token.expose(), &body)?;
     let outcome = classify::classify(reply.status, reply.retry_after.as_deref(), &reply.body);
     println!("http {}: {}", reply.status, reply.body.trim());
@@ -360,10 +320,7 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
             let dead = queue.dead_events(10_000)?;
             let rejects = queue.recent_rejects(10_000)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "dead_events": dead, "rejected_rows": rejects })
-                );
+                println!("{}", serde_json::json!({ "dead_events": dead, "rejected_rows": rejects }));
                 return Ok(ExitCode::SUCCESS);
             }
             println!("dead events: {}", dead.len());

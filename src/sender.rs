@@ -42,17 +42,9 @@ impl Settings {
             test_event_code: config.test_event_code.clone(),
             batch_size: config.sender.batch_size,
             window_secs: config.attribution_window.as_secs() as i64,
-            backoff: Policy {
-                base: config.sender.backoff_base,
-                cap: config.sender.backoff_max,
-            },
+            backoff: Policy { base: config.sender.backoff_base, cap: config.sender.backoff_max },
             auth_retry: config.sender.auth_retry,
-            dry_run: config.dry_run.then(|| {
-                config
-                    .dry_run_output
-                    .clone()
-                    .map_or(DryRun::Stdout, DryRun::Dir)
-            }),
+            dry_run: config.dry_run.then(|| config.dry_run_output.clone().map_or(DryRun::Stdout, DryRun::Dir)),
         }
     }
 }
@@ -66,11 +58,7 @@ pub enum Step {
     Progress { sent: usize, dead: usize },
     /// A transient failure: wait `delay`, then step again. `connect_failure` means the server was
     /// not reached at all (so reachability can be probed to cut the wait short).
-    Retry {
-        delay: Duration,
-        connect_failure: bool,
-        reason: String,
-    },
+    Retry { delay: Duration, connect_failure: bool, reason: String },
     /// Token or permission problem: everything stays queued; try again after `retry`.
     Paused { retry: Duration, reason: String },
 }
@@ -82,10 +70,7 @@ pub enum SendError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("dry run output {path}: {source}")]
-    DryRunOutput {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DryRunOutput { path: PathBuf, source: std::io::Error },
 }
 
 pub struct Sender {
@@ -104,15 +89,9 @@ impl Sender {
             connect_timeout: config.sender.connect_timeout,
             request_timeout: config.sender.request_timeout,
             proxy: config.proxy.clone(),
+            ca_bundle: config.ca_bundle.clone(),
         })?;
-        Ok(Sender {
-            queue,
-            client,
-            token: config.token.clone(),
-            settings,
-            failures: 0,
-            written: 0,
-        })
+        Ok(Sender { queue, client, token: config.token.clone(), settings, failures: 0, written: 0 })
     }
 
     pub fn queue(&self) -> &Queue {
@@ -131,21 +110,16 @@ impl Sender {
             return Ok(Step::Idle);
         }
         let cutoff = now - self.settings.window_secs;
-        let (expired, batch): (Vec<Queued>, Vec<Queued>) =
-            batch.into_iter().partition(|e| e.event_time < cutoff);
+        let (expired, batch): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|e| e.event_time < cutoff);
         if !expired.is_empty() {
             let ids: Vec<i64> = expired.iter().map(|e| e.id).collect();
-            self.queue.mark_dead(
-                &ids,
-                "expired",
-                "older than the attribution window; never sent",
-            )?;
-            tracing::warn!("{} events older than the attribution window were dead-lettered as expired, not sent", ids.len());
+            self.queue.mark_dead(&ids, "expired", "older than the attribution window; never sent")?;
+            tracing::warn!(
+                "{} events older than the attribution window were dead-lettered as expired, not sent",
+                ids.len()
+            );
             if batch.is_empty() {
-                return Ok(Step::Progress {
-                    sent: 0,
-                    dead: ids.len(),
-                });
+                return Ok(Step::Progress { sent: 0, dead: ids.len() });
             }
         }
         let token = match &self.settings.dry_run {
@@ -155,22 +129,14 @@ impl Sender {
                 Err(e) => {
                     let reason = format!("access token: {e}");
                     self.queue.set_state("paused", Some(&reason))?;
-                    return Ok(Step::Paused {
-                        retry: self.settings.auth_retry,
-                        reason,
-                    });
+                    return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
                 }
             },
         };
         self.deliver(batch, token.as_ref().map(|t| t.expose()), now)
     }
 
-    fn deliver(
-        &mut self,
-        batch: Vec<Queued>,
-        token: Option<&str>,
-        now: i64,
-    ) -> Result<Step, SendError> {
+    fn deliver(&mut self, batch: Vec<Queued>, token: Option<&str>, now: i64) -> Result<Step, SendError> {
         let (mut sent, mut dead) = (0, 0);
         let mut parts = vec![batch];
         while let Some(part) = parts.pop() {
@@ -195,42 +161,24 @@ impl Sender {
                 self.write_dry_run(&body)?;
                 log.class = "dry_run".into();
                 log.message = "not sent (dry run)".into();
-                self.queue
-                    .record_attempt(&ids, Disposition::Sent { at: now }, &log, &[])?;
+                self.queue.record_attempt(&ids, Disposition::Sent { at: now }, &log, &[])?;
                 sent += ids.len();
                 continue;
             };
             let (outcome, connect_failure) = match self.client.post(token, &body) {
                 Ok(reply) => {
                     log.http_status = Some(i64::from(reply.status));
-                    (
-                        classify(reply.status, reply.retry_after.as_deref(), &reply.body),
-                        false,
-                    )
+                    (classify(reply.status, reply.retry_after.as_deref(), &reply.body), false)
                 }
-                Err(ClientError::Transport {
-                    reason, connect, ..
-                }) => (
-                    Outcome::Retry {
-                        code: None,
-                        reason: format!("transport: {reason}"),
-                        retry_after: None,
-                    },
-                    connect,
-                ),
+                Err(ClientError::Transport { reason, connect, .. }) => {
+                    (Outcome::Retry { code: None, reason: format!("transport: {reason}"), retry_after: None }, connect)
+                }
                 Err(e) => return Err(e.into()),
             };
             match outcome {
-                Outcome::Delivered {
-                    partial,
-                    request_id,
-                    message,
-                } => {
+                Outcome::Delivered { partial, request_id, message } => {
                     if partial {
-                        tracing::warn!(
-                            "tiktok reported partial success for {} events: {message}",
-                            ids.len()
-                        );
+                        tracing::warn!("tiktok reported partial success for {} events: {message}", ids.len());
                     }
                     log.code = Some(if partial { 20001 } else { 0 });
                     log.class = if partial { "partial" } else { "delivered" }.into();
@@ -243,18 +191,11 @@ impl Sender {
                         ("next_retry_at", None),
                         ("consecutive_failures", None),
                     ];
-                    self.queue
-                        .record_attempt(&ids, Disposition::Sent { at: now }, &log, &state)?;
+                    self.queue.record_attempt(&ids, Disposition::Sent { at: now }, &log, &state)?;
                     self.failures = 0;
                     sent += ids.len();
                 }
-                Outcome::Rejected {
-                    kind,
-                    code,
-                    index,
-                    message,
-                    request_id,
-                } => {
+                Outcome::Rejected { kind, code, index, message, request_id } => {
                     log.code = Some(code);
                     log.class = format!("rejected_{}", kind.as_str());
                     log.message = message.clone();
@@ -262,25 +203,19 @@ impl Sender {
                     if part.len() == 1 {
                         let detail = format!(
                             "tiktok code {code}: {message}{}",
-                            request_id
-                                .map(|r| format!(" (request {r})"))
-                                .unwrap_or_default()
+                            request_id.map(|r| format!(" (request {r})")).unwrap_or_default()
                         );
                         tracing::error!("event {} dead-lettered: {detail}", part[0].event_id);
                         self.queue.record_attempt(
                             &ids,
-                            Disposition::Dead {
-                                reason: kind.as_str(),
-                                message: &detail,
-                            },
+                            Disposition::Dead { reason: kind.as_str(), message: &detail },
                             &log,
                             &[],
                         )?;
                         dead += 1;
                         continue;
                     }
-                    self.queue
-                        .record_attempt(&ids, Disposition::StillPending, &log, &[])?;
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, &[])?;
                     let mut part = part;
                     match index.filter(|i| *i < part.len()) {
                         Some(i) => {
@@ -308,44 +243,23 @@ impl Sender {
                         ("last_error", Some(reason.clone())),
                         ("last_error_at", Some(now.to_string())),
                     ];
-                    self.queue
-                        .record_attempt(&ids, Disposition::StillPending, &log, &state)?;
-                    return Ok(Step::Paused {
-                        retry: self.settings.auth_retry,
-                        reason,
-                    });
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, &state)?;
+                    return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
                 }
-                Outcome::Retry {
-                    code,
-                    reason,
-                    retry_after,
-                } => {
+                Outcome::Retry { code, reason, retry_after } => {
                     self.failures = self.failures.saturating_add(1);
-                    let delay = backoff::delay(
-                        self.settings.backoff,
-                        self.failures,
-                        retry_after,
-                        fastrand::f64(),
-                    );
+                    let delay = backoff::delay(self.settings.backoff, self.failures, retry_after, fastrand::f64());
                     log.code = code;
                     log.class = "retry".into();
                     log.message = reason.clone();
                     let state = [
                         ("last_error", Some(reason.clone())),
                         ("last_error_at", Some(now.to_string())),
-                        (
-                            "next_retry_at",
-                            Some((now + delay.as_secs() as i64).to_string()),
-                        ),
+                        ("next_retry_at", Some((now + delay.as_secs() as i64).to_string())),
                         ("consecutive_failures", Some(self.failures.to_string())),
                     ];
-                    self.queue
-                        .record_attempt(&ids, Disposition::StillPending, &log, &state)?;
-                    return Ok(Step::Retry {
-                        delay,
-                        connect_failure,
-                        reason,
-                    });
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, &state)?;
+                    return Ok(Step::Retry { delay, connect_failure, reason });
                 }
             }
         }
@@ -363,10 +277,7 @@ impl Sender {
             }
             _ => {
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{body}").map_err(|source| SendError::DryRunOutput {
-                    path: "stdout".into(),
-                    source,
-                })
+                writeln!(out, "{body}").map_err(|source| SendError::DryRunOutput { path: "stdout".into(), source })
             }
         }
     }
@@ -397,10 +308,7 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
                     report.undelivered = Some(reason);
                     return Ok(report);
                 }
-                tracing::warn!(
-                    "delivery failed ({reason}); retrying in {:.1}s",
-                    delay.as_secs_f64()
-                );
+                tracing::warn!("delivery failed ({reason}); retrying in {:.1}s", delay.as_secs_f64());
                 std::thread::sleep(delay);
             }
             Step::Paused { reason, .. } => {
@@ -412,12 +320,19 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
 }
 
 impl Sender {
+    /// The queue is full and files wait: drop the JSON of every sent event now and give the pages
+    /// back, so ingest can go on.
+    pub fn free_space(&self) -> Result<(), SendError> {
+        if self.queue.clear_sent_payloads(i64::MAX)? > 0 {
+            self.queue.give_back_space()?;
+        }
+        Ok(())
+    }
+
     /// Housekeeping: dead-letter expired pending events and forget old sent ones. Run now and then,
     /// never on the hot path.
     pub fn maintain(&self, now: i64, sent_retention: Duration) -> Result<(), SendError> {
-        let expired = self
-            .queue
-            .expire_older_than(now - self.settings.window_secs)?;
+        let expired = self.queue.expire_older_than(now - self.settings.window_secs)?;
         if expired > 0 {
             tracing::warn!("{expired} pending events passed the attribution window and were dead-lettered as expired");
         }
@@ -426,11 +341,13 @@ impl Sender {
         let keep = (sent_retention.as_secs() as i64).max(self.settings.window_secs + 2 * 86_400);
         let pruned = self.queue.prune(now - keep, 10_000)?;
         if pruned > 0 {
-            tracing::info!(
-                "forgot {pruned} sent events older than {} days",
-                keep / 86_400
-            );
+            tracing::info!("forgot {pruned} sent events older than {} days", keep / 86_400);
         }
+        let cleared = self.queue.clear_sent_payloads(now - 3600)?;
+        if cleared > 0 || pruned > 0 {
+            self.queue.give_back_space()?;
+        }
+        self.queue.release_memory();
         Ok(())
     }
 }

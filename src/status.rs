@@ -21,6 +21,8 @@ pub struct Report {
     pub last_error_at: Option<i64>,
     pub next_retry_at: Option<i64>,
     pub paused: Option<String>,
+    pub recovered: Option<String>,
+    pub ingest_held: Option<String>,
     pub dead_by_reason: BTreeMap<String, i64>,
     pub files_waiting: BTreeMap<String, usize>,
     pub recent_files: Vec<FileRecord>,
@@ -37,11 +39,8 @@ pub fn gather(config: &Config) -> Result<Report, QueueError> {
     for d in queue.dead_events(100_000)? {
         *dead_by_reason.entry(d.reason).or_insert(0) += 1;
     }
-    let files_waiting = config
-        .sources
-        .iter()
-        .map(|s| (s.name.clone(), source::scan(s).map_or(0, |f| f.len())))
-        .collect();
+    let files_waiting =
+        config.sources.iter().map(|s| (s.name.clone(), source::scan(s).map_or(0, |f| f.len()))).collect();
     Ok(Report {
         queue_path: config.queue_path.display().to_string(),
         dry_run: config.dry_run,
@@ -53,6 +52,8 @@ pub fn gather(config: &Config) -> Result<Report, QueueError> {
         last_error_at: num("last_error_at"),
         next_retry_at: num("next_retry_at"),
         paused: state.get("paused").cloned(),
+        recovered: state.get("recovered").cloned(),
+        ingest_held: state.get("ingest_held").cloned(),
         dead_by_reason,
         files_waiting,
         recent_files: queue.recent_files(10)?,
@@ -68,9 +69,7 @@ fn when(t: Option<i64>, now: i64) -> String {
 }
 
 pub fn timestamp(t: i64) -> String {
-    jiff::Timestamp::from_second(t)
-        .map(|ts| ts.to_string())
-        .unwrap_or_else(|_| t.to_string())
+    jiff::Timestamp::from_second(t).map(|ts| ts.to_string()).unwrap_or_else(|_| t.to_string())
 }
 
 fn ago(secs: i64) -> String {
@@ -92,49 +91,30 @@ pub fn render(r: &Report) -> String {
         "ok".into()
     };
     let _ = writeln!(out, "state:           {health}");
-    let _ = writeln!(
-        out,
-        "queue:           {}{}",
-        r.queue_path,
-        if r.dry_run { " (dry run)" } else { "" }
-    );
+    if let Some(r) = &r.recovered {
+        let _ = writeln!(out, "QUEUE RECOVERED: {r}");
+    }
+    if let Some(h) = &r.ingest_held {
+        let _ = writeln!(out, "INGEST HELD:     {h}");
+    }
+    let _ = writeln!(out, "queue:           {}{}", r.queue_path, if r.dry_run { " (dry run)" } else { "" });
     let c = &r.counts;
-    let _ = writeln!(
-        out,
-        "events:          {} queued, {} sent, {} dead",
-        c.pending, c.sent, c.dead
-    );
+    let _ = writeln!(out, "events:          {} queued, {} sent, {} dead", c.pending, c.sent, c.dead);
     if let Some(age) = r.oldest_pending_age_secs {
         let _ = writeln!(out, "oldest queued:   {} ago", ago(age));
     }
     let _ = writeln!(out, "last delivery:   {}", when(r.last_success_at, r.now));
     if let Some(e) = &r.last_error {
-        let _ = writeln!(
-            out,
-            "last error:      {e} [{}]",
-            when(r.last_error_at, r.now)
-        );
+        let _ = writeln!(out, "last error:      {e} [{}]", when(r.last_error_at, r.now));
     }
     if let Some(t) = r.next_retry_at {
         let _ = writeln!(out, "next retry:      {}", timestamp(t));
     }
     if !r.dead_by_reason.is_empty() {
-        let reasons: Vec<String> = r
-            .dead_by_reason
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "dead letters:    {} (see `dead-letter list`)",
-            reasons.join(", ")
-        );
+        let reasons: Vec<String> = r.dead_by_reason.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let _ = writeln!(out, "dead letters:    {} (see `dead-letter list`)", reasons.join(", "));
     }
-    let _ = writeln!(
-        out,
-        "files:           {} ingested, {} rows rejected",
-        c.files, c.rejects
-    );
+    let _ = writeln!(out, "files:           {} ingested, {} rows rejected", c.files, c.rejects);
     for (name, n) in &r.files_waiting {
         let _ = writeln!(out, "  waiting in {name}: {n}");
     }
@@ -150,10 +130,7 @@ pub fn render(r: &Report) -> String {
                 f.events,
                 f.duplicates,
                 f.rejects,
-                f.disposed
-                    .as_deref()
-                    .map(|d| format!(", {d}"))
-                    .unwrap_or_default()
+                f.disposed.as_deref().map(|d| format!(", {d}")).unwrap_or_default()
             );
         }
     }
@@ -171,10 +148,7 @@ pub fn reject_line(x: &RejectRecord) -> String {
         "{}:{}: {}{}",
         x.path,
         x.line,
-        x.field
-            .as_deref()
-            .map(|f| format!("field `{f}`: "))
-            .unwrap_or_default(),
+        x.field.as_deref().map(|f| format!("field `{f}`: ")).unwrap_or_default(),
         x.reason
     )
 }

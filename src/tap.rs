@@ -16,11 +16,8 @@ pub struct Options {
 
 pub fn follow(queue: &Queue, options: &Options, out: &mut impl Write) -> Result<(), QueueError> {
     let (max_event, max_log) = queue.max_ids()?;
-    let (mut last_event, mut last_log) = if options.history {
-        ((max_event - 50).max(0), (max_log - 50).max(0))
-    } else {
-        (max_event, max_log)
-    };
+    let (mut last_event, mut last_log) =
+        if options.history { ((max_event - 50).max(0), (max_log - 50).max(0)) } else { (max_event, max_log) };
     let started = Instant::now();
     loop {
         for e in queue.events_after(last_event, 500)? {
@@ -30,13 +27,8 @@ pub fn follow(queue: &Queue, options: &Options, out: &mut impl Write) -> Result<
                 1 => "sent",
                 _ => "dead",
             };
-            let _ = writeln!(
-                out,
-                "captured  #{} [{state}] from {}: {}",
-                e.id,
-                e.file.as_deref().unwrap_or("?"),
-                e.payload
-            );
+            let _ =
+                writeln!(out, "captured  #{} [{state}] from {}: {}", e.id, e.file.as_deref().unwrap_or("?"), e.payload);
         }
         for entry in queue.send_log_after(last_log, 500)? {
             last_log = entry.id;
@@ -46,19 +38,11 @@ pub fn follow(queue: &Queue, options: &Options, out: &mut impl Write) -> Result<
                 timestamp(entry.at),
                 entry.class,
                 entry.events,
-                entry
-                    .http_status
-                    .map_or("no http answer".to_string(), |s| format!("http {s}")),
+                entry.http_status.map_or("no http answer".to_string(), |s| format!("http {s}")),
                 entry.code.map_or("-".to_string(), |c| c.to_string()),
                 entry.message,
-                entry
-                    .request_id
-                    .map(|r| format!(" request_id {r}"))
-                    .unwrap_or_default(),
-                entry
-                    .test_event_code
-                    .map(|c| format!(" [test_event_code {c}]"))
-                    .unwrap_or_default(),
+                entry.request_id.map(|r| format!(" request_id {r}")).unwrap_or_default(),
+                entry.test_event_code.map(|c| format!(" [test_event_code {c}]")).unwrap_or_default(),
             );
         }
         let _ = out.flush();

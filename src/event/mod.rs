@@ -131,15 +131,8 @@ pub struct Warning {
 
 /// Turn a raw order into an event. Identifiers that cannot be normalised are dropped with a warning;
 /// every other problem rejects the whole order, naming the field and line.
-pub fn build(
-    raw: &RawOrder,
-    defaults: &SourceDefaults,
-) -> Result<(Event, Vec<Warning>), BuildError> {
-    let err = |line: u64, field: &'static str, reason: String| BuildError {
-        line,
-        field,
-        reason,
-    };
+pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Warning>), BuildError> {
+    let err = |line: u64, field: &'static str, reason: String| BuildError { line, field, reason };
     let line = raw.line;
     let order_id = raw.order_id.trim();
     if order_id.is_empty() {
@@ -149,59 +142,30 @@ pub fn build(
         .event_names
         .resolve(raw.event.as_deref().unwrap_or(""))
         .map_err(|e| err(line, "event", e.to_string()))?;
-    let event_time =
-        time::parse_event_time(&raw.event_time, &defaults.time_zone, &defaults.time_formats)
-            .map_err(|e| err(line, "event_time", e.to_string()))?;
+    let event_time = time::parse_event_time(&raw.event_time, &defaults.time_zone, &defaults.time_formats)
+        .map_err(|e| err(line, "event_time", e.to_string()))?;
     let currency = match non_empty(raw.currency.as_deref()) {
-        Some(code) => Currency::parse(code).ok_or_else(|| {
-            err(
-                line,
-                "currency",
-                format!("`{code}` is not a currency TikTok accepts"),
-            )
-        })?,
-        None => defaults.currency.ok_or_else(|| {
-            err(
-                line,
-                "currency",
-                "empty, and the source has no default currency".into(),
-            )
-        })?,
+        Some(code) => Currency::parse(code)
+            .ok_or_else(|| err(line, "currency", format!("`{code}` is not a currency TikTok accepts")))?,
+        None => defaults
+            .currency
+            .ok_or_else(|| err(line, "currency", "empty, and the source has no default currency".into()))?,
     };
     let shop_id = non_empty(raw.shop_id.as_deref())
         .or(defaults.shop_id.as_deref())
-        .ok_or_else(|| {
-            err(
-                line,
-                "shop_id",
-                "empty, and the source has no default shop_id".into(),
-            )
-        })?
+        .ok_or_else(|| err(line, "shop_id", "empty, and the source has no default shop_id".into()))?
         .trim()
         .to_string();
-    let till_id = non_empty(raw.till_id.as_deref())
-        .or(defaults.till_id.as_deref())
-        .unwrap_or("")
-        .trim();
+    let till_id = non_empty(raw.till_id.as_deref()).or(defaults.till_id.as_deref()).unwrap_or("").trim();
 
     let mut contents = Vec::with_capacity(raw.items.len());
     for item in &raw.items {
         contents.push(build_content(item, defaults.decimal_separator)?);
     }
     let value = match non_empty(raw.value.as_deref()) {
-        Some(v) => parse_amount(v, defaults.decimal_separator)
-            .map_err(|e| err(line, "value", e.to_string()))?,
-        None if !contents.is_empty() => contents
-            .iter()
-            .map(|c| c.price * Decimal::from(c.quantity))
-            .sum(),
-        None => {
-            return Err(err(
-                line,
-                "value",
-                "empty, and the order has no priced items".into(),
-            ))
-        }
+        Some(v) => parse_amount(v, defaults.decimal_separator).map_err(|e| err(line, "value", e.to_string()))?,
+        None if !contents.is_empty() => contents.iter().map(|c| c.price * Decimal::from(c.quantity)).sum(),
+        None => return Err(err(line, "value", "empty, and the order has no priced items".into())),
     };
     if value.to_f64().is_none() {
         return Err(err(line, "value", "out of range".into()));
@@ -225,15 +189,9 @@ pub fn build(
 }
 
 fn build_content(item: &RawItem, decimal: char) -> Result<Content, BuildError> {
-    let err = |field: &'static str, reason: String| BuildError {
-        line: item.line,
-        field,
-        reason,
-    };
-    let content_id = non_empty(item.content_id.as_deref())
-        .ok_or_else(|| err("content_id", "empty".into()))?
-        .trim()
-        .to_string();
+    let err = |field: &'static str, reason: String| BuildError { line: item.line, field, reason };
+    let content_id =
+        non_empty(item.content_id.as_deref()).ok_or_else(|| err("content_id", "empty".into()))?.trim().to_string();
     let price = match non_empty(item.price.as_deref()) {
         Some(p) => parse_amount(p, decimal).map_err(|e| err("price", e.to_string()))?,
         None => return Err(err("price", "empty".into())),
@@ -244,9 +202,7 @@ fn build_content(item: &RawItem, decimal: char) -> Result<Content, BuildError> {
     };
     // TikTok wants an integer quantity. A fractional one (0.5 kg) becomes one unit priced at the line total.
     let (price, quantity) = if quantity.fract().is_zero() {
-        let q = quantity
-            .to_i64()
-            .ok_or_else(|| err("quantity", "out of range".into()))?;
+        let q = quantity.to_i64().ok_or_else(|| err("quantity", "out of range".into()))?;
         (price, q)
     } else {
         (price * quantity, 1)
@@ -266,13 +222,7 @@ fn build_content(item: &RawItem, decimal: char) -> Result<Content, BuildError> {
 
 fn build_user(raw: &RawOrder, defaults: &SourceDefaults, warnings: &mut Vec<Warning>) -> User {
     let mut user = User::default();
-    let mut warn = |field: &'static str, reason: String| {
-        warnings.push(Warning {
-            line: raw.line,
-            field,
-            reason,
-        })
-    };
+    let mut warn = |field: &'static str, reason: String| warnings.push(Warning { line: raw.line, field, reason });
     for email in &raw.emails {
         match pii::hash_email(email) {
             Ok(Some(h)) => push_unique(&mut user.email, h),
@@ -341,10 +291,7 @@ mod tests {
             event_time: "2024-01-08 08:52:50".into(),
             emails: vec![" ALICE_abc@gmail.com ".into()],
             phones: vec!["(+1)2133734253".into(), "not a phone".into()],
-            items: vec![
-                item(2, "1077218", "8.00", "2"),
-                item(3, "1197218", "30", "1"),
-            ],
+            items: vec![item(2, "1077218", "8.00", "2"), item(3, "1197218", "30", "1")],
             ..RawOrder::default()
         }
     }
@@ -357,14 +304,8 @@ mod tests {
         assert_eq!(event.event_id.as_str(), "s042:t1:000123");
         assert_eq!(event.value, Decimal::from_str("46").unwrap());
         assert_eq!(event.num_items(), 3);
-        assert_eq!(
-            event.user.email[0].as_str(),
-            "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
-        );
-        assert_eq!(
-            event.user.phone,
-            vec![pii::hash_phone("+12133734253", None).unwrap().unwrap()]
-        );
+        assert_eq!(event.user.email[0].as_str(), "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f");
+        assert_eq!(event.user.phone, vec![pii::hash_phone("+12133734253", None).unwrap().unwrap()]);
         assert_eq!(warnings.len(), 1);
         assert_eq!(warnings[0].field, "phone");
     }
@@ -378,17 +319,9 @@ mod tests {
             (Box::new(|o| o.event_time = "soon".into()), "event_time", 2),
             (Box::new(|o| o.currency = Some("XXX".into())), "currency", 2),
             (Box::new(|o| o.value = Some("lots".into())), "value", 2),
-            (
-                Box::new(|o| o.items[1].price = Some("$x".into())),
-                "price",
-                3,
-            ),
+            (Box::new(|o| o.items[1].price = Some("$x".into())), "price", 3),
             (Box::new(|o| o.items[1].content_id = None), "content_id", 3),
-            (
-                Box::new(|o| o.items[0].quantity = Some("two".into())),
-                "quantity",
-                2,
-            ),
+            (Box::new(|o| o.items[0].quantity = Some("two".into())), "quantity", 2),
         ];
         for (mutate, field, line) in cases {
             let mut o = order();
@@ -406,10 +339,7 @@ mod tests {
         let (event, _) = build(&o, &defaults()).unwrap();
         assert_eq!(event.value, Decimal::from_str("46.50").unwrap());
         assert_eq!(event.contents[0].quantity, 1);
-        assert_eq!(
-            event.contents[0].price,
-            Decimal::from_str("10.000").unwrap()
-        );
+        assert_eq!(event.contents[0].price, Decimal::from_str("10.000").unwrap());
     }
 
     #[test]

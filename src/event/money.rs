@@ -34,20 +34,15 @@ pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
         negative = !negative;
         s = rest;
     }
-    let thousands: &[char] = if decimal == ',' {
-        &['.', ' ', '\u{a0}', '\u{202f}', '\'']
-    } else {
-        &[',', ' ', '\u{a0}', '\u{202f}', '\'']
-    };
+    let thousands: &[char] =
+        if decimal == ',' { &['.', ' ', '\u{a0}', '\u{202f}', '\''] } else { &[',', ' ', '\u{a0}', '\u{202f}', '\''] };
     let (int_part, frac_part) = match s.split_once(decimal) {
         Some((i, f)) => (i, Some(f)),
         None => (s, None),
     };
     let groups: Vec<&str> = int_part.split(|c| thousands.contains(&c)).collect();
     let grouped_ok = groups.len() == 1
-        || (!groups[0].is_empty()
-            && groups[0].len() <= 3
-            && groups[1..].iter().all(|g| g.len() == 3));
+        || (!groups[0].is_empty() && groups[0].len() <= 3 && groups[1..].iter().all(|g| g.len() == 3));
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
     if !grouped_ok || !groups.iter().all(|g| digits(g)) || !frac_part.is_none_or(digits) {
         return Err(MoneyError::NotAnAmount);
@@ -80,11 +75,10 @@ fn strip_currency(s: &str) -> &str {
 
 /// ISO 4217 codes TikTok accepts (`tiktok-events-api.md`).
 pub const CURRENCIES: [&str; 62] = [
-    "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY", "COP",
-    "CRC", "CZK", "DKK", "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF", "IDR", "ILS",
-    "INR", "ISK", "JPY", "KES", "KHR", "KRW", "KWD", "KZT", "MAD", "MOP", "MXN", "MYR", "NGN",
-    "NIO", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RUB", "SAR",
-    "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VES", "VND", "ZAR",
+    "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CRC", "CZK", "DKK",
+    "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF", "IDR", "ILS", "INR", "ISK", "JPY", "KES", "KHR", "KRW",
+    "KWD", "KZT", "MAD", "MOP", "MXN", "MYR", "NGN", "NIO", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN", "PYG",
+    "QAR", "RON", "RUB", "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VES", "VND", "ZAR",
 ];
 
 /// A currency TikTok accepts. Built only through [`Currency::parse`].
@@ -94,10 +88,7 @@ pub struct Currency(&'static str);
 impl Currency {
     pub fn parse(raw: &str) -> Option<Currency> {
         let upper = raw.trim().to_ascii_uppercase();
-        CURRENCIES
-            .iter()
-            .find(|c| **c == upper)
-            .map(|c| Currency(c))
+        CURRENCIES.iter().find(|c| **c == upper).map(|c| Currency(c))
     }
 
     pub fn code(self) -> &'static str {
@@ -139,9 +130,7 @@ mod tests {
 
     #[test]
     fn not_amounts() {
-        for input in [
-            "", "abc", "1.2.3", "12,5x", "--5", ".", "1,2,3", "12,34.5", "1.5e3",
-        ] {
+        for input in ["", "abc", "1.2.3", "12,5x", "--5", ".", "1,2,3", "12,34.5", "1.5e3"] {
             assert!(parse_amount(input, '.').is_err(), "{input:?}");
         }
         assert!(parse_amount("1,2,3", ',').is_err());

@@ -57,10 +57,7 @@ impl NameTable {
     pub fn new(custom: &BTreeMap<String, String>) -> Result<NameTable, NameError> {
         let mut table = NameTable::default();
         for (from, to) in custom {
-            let target = standard(to).ok_or_else(|| NameError::BadTarget {
-                from: from.clone(),
-                to: to.clone(),
-            })?;
+            let target = standard(to).ok_or_else(|| NameError::BadTarget { from: from.clone(), to: to.clone() })?;
             table.custom.insert(from.trim().to_lowercase(), target);
         }
         Ok(table)
@@ -85,10 +82,7 @@ impl NameTable {
 /// The canonical spelling of a standard name, matched case-insensitively.
 pub fn standard(name: &str) -> Option<&'static str> {
     let name = name.trim();
-    STANDARD
-        .iter()
-        .copied()
-        .find(|s| s.eq_ignore_ascii_case(name))
+    STANDARD.iter().copied().find(|s| s.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -119,9 +113,6 @@ mod tests {
     #[test]
     fn a_custom_mapping_to_a_non_standard_name_is_a_config_error() {
         let custom = BTreeMap::from([("sale".to_string(), "Sold".to_string())]);
-        assert!(matches!(
-            NameTable::new(&custom),
-            Err(NameError::BadTarget { .. })
-        ));
+        assert!(matches!(NameTable::new(&custom), Err(NameError::BadTarget { .. })));
     }
 }

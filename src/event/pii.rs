@@ -83,10 +83,7 @@ pub fn hash_external_id(raw: &str) -> Option<HashedId> {
 /// taken as it is once its punctuation is removed. A national number (`030 1234567`) is made E.164
 /// with `region` (ISO 3166 alpha-2) and must be valid there, as libphonenumber decides. Anything
 /// else is an error: a number is never sent unnormalised.
-pub fn hash_phone(
-    raw: &str,
-    region: Option<phonenumber::country::Id>,
-) -> Result<Option<HashedId>, PiiError> {
+pub fn hash_phone(raw: &str, region: Option<phonenumber::country::Id>) -> Result<Option<HashedId>, PiiError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Ok(None);
@@ -98,10 +95,7 @@ pub fn hash_phone(
 }
 
 /// The E.164 form of a phone number, or why it has none. Public for tests and `preview`.
-pub fn normalise_phone(
-    raw: &str,
-    region: Option<phonenumber::country::Id>,
-) -> Result<String, PiiError> {
+pub fn normalise_phone(raw: &str, region: Option<phonenumber::country::Id>) -> Result<String, PiiError> {
     if let Some(e164) = explicit_international(raw) {
         return Ok(e164);
     }
@@ -130,11 +124,7 @@ fn explicit_international(raw: &str) -> Option<String> {
             _ => return None,
         }
     }
-    let digits = if plus {
-        digits
-    } else {
-        digits.strip_prefix("00")?.to_string()
-    };
+    let digits = if plus { digits } else { digits.strip_prefix("00")?.to_string() };
     let plausible = (8..=15).contains(&digits.len()) && !digits.starts_with('0');
     plausible.then(|| format!("+{digits}"))
 }
@@ -154,29 +144,16 @@ mod tests {
 
     #[test]
     fn reference_vectors() {
-        let cases = [(
-            " ALICE_abc@gmail.com ",
-            "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f",
-        )];
+        let cases = [(" ALICE_abc@gmail.com ", "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f")];
         for (input, expected) in cases {
             assert_eq!(hex(hash_email(input).unwrap()), expected, "email {input:?}");
         }
         let phones = [
-            (
-                "(+1)2133734253",
-                "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd",
-            ),
-            (
-                "+15555555555",
-                "910a625c4ba147b544e6bd2f267e130ae14c591b6ba9c25cb8573322dedbebd0",
-            ),
+            ("(+1)2133734253", "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd"),
+            ("+15555555555", "910a625c4ba147b544e6bd2f267e130ae14c591b6ba9c25cb8573322dedbebd0"),
         ];
         for (input, expected) in phones {
-            assert_eq!(
-                hex(hash_phone(input, None).unwrap()),
-                expected,
-                "phone {input:?}"
-            );
+            assert_eq!(hex(hash_phone(input, None).unwrap()), expected, "phone {input:?}");
         }
         assert_eq!(
             hex(hash_external_id("user_123")),
@@ -211,11 +188,7 @@ mod tests {
         ];
         for (input, region, expected) in cases {
             let got = normalise_phone(input, *region).map_err(|_| ());
-            assert_eq!(
-                got.as_deref(),
-                expected.as_deref(),
-                "phone {input:?} region {region:?}"
-            );
+            assert_eq!(got.as_deref(), expected.as_deref(), "phone {input:?} region {region:?}");
         }
     }
 
@@ -224,10 +197,7 @@ mod tests {
         assert_eq!(hash_email("   ").unwrap(), None);
         assert_eq!(hash_email("no-at-sign"), Err(PiiError::NotAnEmail));
         assert_eq!(hash_email("a b@example.com"), Err(PiiError::NotAnEmail));
-        assert_eq!(
-            hash_email("A@Example.com").unwrap(),
-            hash_email("a@example.com").unwrap()
-        );
+        assert_eq!(hash_email("A@Example.com").unwrap(), hash_email("a@example.com").unwrap());
     }
 
     #[test]

@@ -30,10 +30,7 @@ pub fn parse_event_time(raw: &str, tz: &TimeZone, formats: &[String]) -> Result<
     if s.bytes().all(|b| b.is_ascii_digit()) {
         return match s.len() {
             10 => s.parse().map_err(|_| TimeError::BadEpoch(s.to_string())),
-            13 => s
-                .parse::<i64>()
-                .map(|ms| ms / 1000)
-                .map_err(|_| TimeError::BadEpoch(s.to_string())),
+            13 => s.parse::<i64>().map(|ms| ms / 1000).map_err(|_| TimeError::BadEpoch(s.to_string())),
             _ => Err(TimeError::BadEpoch(s.to_string())),
         };
     }
@@ -57,11 +54,7 @@ pub fn parse_event_time(raw: &str, tz: &TimeZone, formats: &[String]) -> Result<
             return local_to_unix(dt, tz, s);
         }
     }
-    let hint = if formats.is_empty() {
-        String::new()
-    } else {
-        format!(" or {}", formats.join(", "))
-    };
+    let hint = if formats.is_empty() { String::new() } else { format!(" or {}", formats.join(", ")) };
     Err(TimeError::Unrecognised(hint))
 }
 
@@ -117,11 +110,7 @@ mod tests {
             ("14.03.2025, 15:42", &berlin, 1741963320),
         ];
         for (input, tz, expected) in cases {
-            assert_eq!(
-                parse_event_time(input, tz, &formats),
-                Ok(*expected),
-                "{input}"
-            );
+            assert_eq!(parse_event_time(input, tz, &formats), Ok(*expected), "{input}");
         }
     }
 
@@ -133,14 +122,7 @@ mod tests {
 
     #[test]
     fn rejected_forms() {
-        for input in [
-            "",
-            "  ",
-            "12345",
-            "yesterday",
-            "2025-13-40 10:00:00",
-            "174198133012345",
-        ] {
+        for input in ["", "  ", "12345", "yesterday", "2025-13-40 10:00:00", "174198133012345"] {
             assert!(parse_event_time(input, &ny(), &[]).is_err(), "{input:?}");
         }
     }
@@ -148,15 +130,9 @@ mod tests {
     #[test]
     fn dst_gap_and_fold_resolve_compatibly() {
         // 2025-03-09 02:30 does not exist in New York; compatible picks 03:30 EDT (07:30 UTC).
-        assert_eq!(
-            parse_event_time("2025-03-09 02:30:00", &ny(), &[]),
-            Ok(1741505400)
-        );
+        assert_eq!(parse_event_time("2025-03-09 02:30:00", &ny(), &[]), Ok(1741505400));
         // 2025-11-02 01:30 happens twice; compatible picks the first (EDT).
-        assert_eq!(
-            parse_event_time("2025-11-02 01:30:00", &ny(), &[]),
-            Ok(1762061400)
-        );
+        assert_eq!(parse_event_time("2025-11-02 01:30:00", &ny(), &[]), Ok(1762061400));
     }
 
     #[test]
@@ -165,9 +141,6 @@ mod tests {
         assert_eq!(age(1000 * day, 1000 * day, 28 * day, 3600), Age::Fresh);
         assert_eq!(age(971 * day, 1000 * day, 28 * day, 3600), Age::Expired);
         assert_eq!(age(972 * day, 1000 * day, 28 * day, 3600), Age::Fresh);
-        assert_eq!(
-            age(1000 * day + 3601, 1000 * day, 28 * day, 3600),
-            Age::Future
-        );
+        assert_eq!(age(1000 * day + 3601, 1000 * day, 28 * day, 3600), Age::Future);
     }
 }

@@ -92,9 +92,7 @@ pub(super) fn read(
     for (i, raw) in record.iter().enumerate() {
         let name = String::from_utf8_lossy(raw).trim().to_ascii_lowercase();
         match COLUMNS.iter().position(|c| *c == name) {
-            Some(k) if columns[k].is_some() => {
-                return Err(unreadable(format!("column `{name}` appears twice")))
-            }
+            Some(k) if columns[k].is_some() => return Err(unreadable(format!("column `{name}` appears twice"))),
             Some(k) => columns[k] = Some(i),
             None => summary.ignored_columns.push(name),
         }
@@ -121,11 +119,7 @@ pub(super) fn read(
             }
         }
         let line = record.position().map_or(0, |p| p.line());
-        if record.len() == 1
-            && record
-                .get(0)
-                .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
-        {
+        if record.len() == 1 && record.get(0).is_some_and(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue;
         }
         let row = match decode_row(&record, &columns, width, line) {
@@ -141,11 +135,7 @@ pub(super) fn read(
                             return Ok(summary);
                         }
                         group = Some(Group {
-                            order: RawOrder {
-                                line,
-                                order_id: id,
-                                ..RawOrder::default()
-                            },
+                            order: RawOrder { line, order_id: id, ..RawOrder::default() },
                             bad: Some(reject),
                         });
                     }
@@ -158,19 +148,13 @@ pub(super) fn read(
                 continue;
             }
         };
-        let same = group
-            .as_ref()
-            .is_some_and(|g| g.order.order_id == row.order_id);
+        let same = group.as_ref().is_some_and(|g| g.order.order_id == row.order_id);
         if !same {
             if flush(&mut group, sink).is_break() {
                 return Ok(summary);
             }
             group = Some(Group {
-                order: RawOrder {
-                    line,
-                    order_id: row.order_id.clone(),
-                    ..RawOrder::default()
-                },
+                order: RawOrder { line, order_id: row.order_id.clone(), ..RawOrder::default() },
                 bad: None,
             });
         }
@@ -181,10 +165,7 @@ pub(super) fn read(
     Ok(summary)
 }
 
-fn flush(
-    group: &mut Option<Group>,
-    sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
-) -> ControlFlow<()> {
+fn flush(group: &mut Option<Group>, sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>) -> ControlFlow<()> {
     let Some(g) = group.take() else {
         return ControlFlow::Continue(());
     };
@@ -231,34 +212,21 @@ fn decode_row(
     }
     let order_id = values[0].as_ref().map(|s| s.trim().to_string());
     if record.len() != width {
-        let reject = Reject {
-            line,
-            field: None,
-            reason: format!("row has {} fields, header has {width}", record.len()),
-        };
+        let reject =
+            Reject { line, field: None, reason: format!("row has {} fields, header has {width}", record.len()) };
         return Err((order_id, reject));
     }
     if let Some(reject) = first_error {
         return Err((order_id, reject));
     }
     let Some(order_id) = order_id else {
-        return Err((
-            None,
-            Reject {
-                line,
-                field: Some("order_id".into()),
-                reason: "empty".into(),
-            },
-        ));
+        return Err((None, Reject { line, field: Some("order_id".into()), reason: "empty".into() }));
     };
     Ok(Row { order_id, values })
 }
 
 fn merge(order: &mut RawOrder, row: Row, line: u64) {
-    let mut item = RawItem {
-        line,
-        ..RawItem::default()
-    };
+    let mut item = RawItem { line, ..RawItem::default() };
     let mut has_item = false;
     for (col, value) in COLS.iter().zip(row.values) {
         let Some(value) = value else { continue };
@@ -297,10 +265,7 @@ fn csv_error(e: csv::Error) -> FormatError {
     let line = e.position().map_or(0, |p| p.line());
     match e.into_kind() {
         csv::ErrorKind::Io(io) => FormatError::Io(io),
-        other => FormatError::Unreadable {
-            line,
-            reason: format!("{other:?}"),
-        },
+        other => FormatError::Unreadable { line, reason: format!("{other:?}") },
     }
 }
 
@@ -311,42 +276,22 @@ mod tests {
 
     fn parse(text: &str) -> Vec<Parsed> {
         let mut out = Vec::new();
-        read_any(
-            Format::NativeCsv,
-            text.as_bytes(),
-            &ReadOptions::default(),
-            &mut |p| {
-                out.push(p);
-                ControlFlow::Continue(())
-            },
-        )
+        read_any(Format::NativeCsv, text.as_bytes(), &ReadOptions::default(), &mut |p| {
+            out.push(p);
+            ControlFlow::Continue(())
+        })
         .unwrap();
         out
     }
 
     fn orders(parsed: &[Parsed]) -> Vec<&RawOrder> {
-        parsed
-            .iter()
-            .filter_map(|p| {
-                if let Parsed::Order(o) = p {
-                    Some(o.as_ref())
-                } else {
-                    None
-                }
-            })
-            .collect()
+        parsed.iter().filter_map(|p| if let Parsed::Order(o) = p { Some(o.as_ref()) } else { None }).collect()
     }
 
     fn rejects(parsed: &[Parsed]) -> Vec<(u64, String)> {
         parsed
             .iter()
-            .filter_map(|p| {
-                if let Parsed::Reject(r) = p {
-                    Some((r.line, r.reason.clone()))
-                } else {
-                    None
-                }
-            })
+            .filter_map(|p| if let Parsed::Reject(r) = p { Some((r.line, r.reason.clone())) } else { None })
             .collect()
     }
 
@@ -398,15 +343,10 @@ mod tests {
         bytes.extend_from_slice(&[0xE9]);
         bytes.extend_from_slice(b",1.00\n");
         let mut out = Vec::new();
-        read_any(
-            Format::NativeCsv,
-            &bytes[..],
-            &ReadOptions::default(),
-            &mut |p| {
-                out.push(p);
-                ControlFlow::Continue(())
-            },
-        )
+        read_any(Format::NativeCsv, &bytes[..], &ReadOptions::default(), &mut |p| {
+            out.push(p);
+            ControlFlow::Continue(())
+        })
         .unwrap();
         match &out[0] {
             Parsed::Reject(r) => assert_eq!(r.field.as_deref(), Some("content_name")),
@@ -416,21 +356,13 @@ mod tests {
 
     #[test]
     fn missing_required_columns_make_the_file_unreadable() {
-        let err = read_any(
-            Format::NativeCsv,
-            &b"id,time\n1,2\n"[..],
-            &ReadOptions::default(),
-            &mut |_| ControlFlow::Continue(()),
-        )
+        let err = read_any(Format::NativeCsv, &b"id,time\n1,2\n"[..], &ReadOptions::default(), &mut |_| {
+            ControlFlow::Continue(())
+        })
         .unwrap_err();
         assert!(err.to_string().contains("order_id"), "{err}");
-        let err = read_any(
-            Format::NativeCsv,
-            &b""[..],
-            &ReadOptions::default(),
-            &mut |_| ControlFlow::Continue(()),
-        )
-        .unwrap_err();
+        let err = read_any(Format::NativeCsv, &b""[..], &ReadOptions::default(), &mut |_| ControlFlow::Continue(()))
+            .unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
     }
 

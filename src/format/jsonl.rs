@@ -29,14 +29,7 @@ const ORDER_KEYS: [&str; 13] = [
     "items",
     "contents",
 ];
-const ITEM_KEYS: [&str; 6] = [
-    "content_id",
-    "content_name",
-    "content_category",
-    "brand",
-    "price",
-    "quantity",
-];
+const ITEM_KEYS: [&str; 6] = ["content_id", "content_name", "content_category", "brand", "price", "quantity"];
 
 pub(super) fn read(
     mut input: impl BufRead,
@@ -52,11 +45,7 @@ pub(super) fn read(
             break;
         }
         let parsed = if !complete {
-            reject(
-                line,
-                None,
-                format!("line longer than {MAX_LINE_BYTES} bytes"),
-            )
+            reject(line, None, format!("line longer than {MAX_LINE_BYTES} bytes"))
         } else {
             match std::str::from_utf8(&buf) {
                 Err(_) => reject(line, None, "not valid UTF-8".into()),
@@ -73,11 +62,7 @@ pub(super) fn read(
 
 /// Read up to and including the next `\n` into `buf`, keeping at most `cap` bytes. Returns the bytes
 /// consumed and whether the whole line fitted.
-fn read_line_capped(
-    input: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-    cap: usize,
-) -> std::io::Result<(usize, bool)> {
+fn read_line_capped(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<(usize, bool)> {
     let mut consumed = 0;
     let mut fits = true;
     loop {
@@ -105,29 +90,17 @@ fn read_line_capped(
 }
 
 fn reject(line: u64, field: Option<&str>, reason: String) -> Parsed {
-    Parsed::Reject(Reject {
-        line,
-        field: field.map(str::to_string),
-        reason,
-    })
+    Parsed::Reject(Reject { line, field: field.map(str::to_string), reason })
 }
 
 fn parse_line(text: &str, line: u64) -> Result<Parsed, Reject> {
-    let bad = |field: Option<&str>, reason: String| Reject {
-        line,
-        field: field.map(str::to_string),
-        reason,
-    };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
+    let bad = |field: Option<&str>, reason: String| Reject { line, field: field.map(str::to_string), reason };
+    let value: Value = serde_json::from_str(text).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(bad(None, "not a JSON object".into()));
     };
     if let Some(unknown) = map.keys().find(|k| !ORDER_KEYS.contains(&k.as_str())) {
-        return Err(bad(
-            Some(unknown),
-            format!("unknown field (known: {})", ORDER_KEYS.join(", ")),
-        ));
+        return Err(bad(Some(unknown), format!("unknown field (known: {})", ORDER_KEYS.join(", "))));
     }
     let get = |key: &str| scalar(&map, key).map_err(|reason| bad(Some(key), reason));
     let get_list = |key: &str| list(&map, key).map_err(|reason| bad(Some(key), reason));
@@ -148,11 +121,7 @@ fn parse_line(text: &str, line: u64) -> Result<Parsed, Reject> {
         consent: None,
         items: Vec::new(),
     };
-    let items_key = if map.contains_key("items") {
-        "items"
-    } else {
-        "contents"
-    };
+    let items_key = if map.contains_key("items") { "items" } else { "contents" };
     match map.get(items_key) {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
@@ -162,14 +131,9 @@ fn parse_line(text: &str, line: u64) -> Result<Parsed, Reject> {
                     return Err(bad(Some(&path), "not an object".into()));
                 };
                 if let Some(unknown) = item.keys().find(|k| !ITEM_KEYS.contains(&k.as_str())) {
-                    return Err(bad(
-                        Some(&format!("{path}.{unknown}")),
-                        "unknown field".into(),
-                    ));
+                    return Err(bad(Some(&format!("{path}.{unknown}")), "unknown field".into()));
                 }
-                let field = |key: &str| {
-                    scalar(item, key).map_err(|reason| bad(Some(&format!("{path}.{key}")), reason))
-                };
+                let field = |key: &str| scalar(item, key).map_err(|reason| bad(Some(&format!("{path}.{key}")), reason));
                 order.items.push(RawItem {
                     line,
                     content_id: field("content_id")?,
@@ -216,15 +180,10 @@ mod tests {
 
     fn parse(text: &str) -> Vec<Parsed> {
         let mut out = Vec::new();
-        read_any(
-            Format::Jsonl,
-            text.as_bytes(),
-            &ReadOptions::default(),
-            &mut |p| {
-                out.push(p);
-                ControlFlow::Continue(())
-            },
-        )
+        read_any(Format::Jsonl, text.as_bytes(), &ReadOptions::default(), &mut |p| {
+            out.push(p);
+            ControlFlow::Continue(())
+        })
         .unwrap();
         out
     }
@@ -237,16 +196,12 @@ mod tests {
 "#;
         let parsed = parse(text);
         assert_eq!(parsed.len(), 2);
-        let Parsed::Order(a) = &parsed[0] else {
-            panic!()
-        };
+        let Parsed::Order(a) = &parsed[0] else { panic!() };
         assert_eq!(a.emails.len(), 2);
         assert_eq!(a.value.as_deref(), Some("49.68"));
         assert_eq!(a.items[0].price.as_deref(), Some("8.0"));
         assert_eq!(a.items[0].quantity.as_deref(), Some("2"));
-        let Parsed::Order(b) = &parsed[1] else {
-            panic!()
-        };
+        let Parsed::Order(b) = &parsed[1] else { panic!() };
         assert_eq!((b.order_id.as_str(), b.line), ("42", 3));
     }
 
@@ -278,15 +233,9 @@ mod tests {
         input.extend_from_slice(b"\nnext\n");
         let mut reader = std::io::BufReader::with_capacity(16, &input[..]);
         let mut buf = Vec::new();
-        assert_eq!(
-            read_line_capped(&mut reader, &mut buf, 50).unwrap(),
-            (101, false)
-        );
+        assert_eq!(read_line_capped(&mut reader, &mut buf, 50).unwrap(), (101, false));
         buf.clear();
-        assert_eq!(
-            read_line_capped(&mut reader, &mut buf, 50).unwrap(),
-            (5, true)
-        );
+        assert_eq!(read_line_capped(&mut reader, &mut buf, 50).unwrap(), (5, true));
         assert_eq!(buf, b"next\n");
     }
 }

@@ -29,18 +29,14 @@ pub enum Format {
 
 impl Format {
     /// Every format, as named in the config.
-    pub const ALL: &'static [(&'static str, Format)] =
-        &[("native-csv", Format::NativeCsv), ("jsonl", Format::Jsonl)];
+    pub const ALL: &'static [(&'static str, Format)] = &[("native-csv", Format::NativeCsv), ("jsonl", Format::Jsonl)];
 
     pub fn from_name(name: &str) -> Option<Format> {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
     }
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, f)| *f == self)
-            .map_or("?", |(n, _)| n)
+        Self::ALL.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
     }
 
     /// Whether a file with this name is one this format reads. Formats split over several files
@@ -201,10 +197,7 @@ pub(crate) fn open_csv<R: BufRead>(
 ) -> std::io::Result<csv::Reader<std::io::Chain<std::io::Cursor<Vec<u8>>, R>>> {
     let mut input = input;
     let mut first_line = Vec::new();
-    input
-        .by_ref()
-        .take(1024 * 1024)
-        .read_until(b'\n', &mut first_line)?;
+    input.by_ref().take(1024 * 1024).read_until(b'\n', &mut first_line)?;
     let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&first_line));
     Ok(csv::ReaderBuilder::new()
         .delimiter(delimiter)

@@ -19,30 +19,50 @@ pub const DEAD: i64 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("queue {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("queue {0} does not exist (has the agent run yet?)")]
     Missing(PathBuf),
     #[error("queue {path} has schema version {found}, newer than this agent knows ({known}); upgrade the agent")]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    TooNew { path: PathBuf, found: i64, known: i64 },
 }
 
 pub type Result<T> = std::result::Result<T, QueueError>;
 
+impl QueueError {
+    /// The database hit its size cap (`max_page_count`) or the disk is full.
+    pub fn is_full(&self) -> bool {
+        match self {
+            QueueError::Sqlite { source, .. } => source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            QueueError::Io { source, .. } => source.raw_os_error() == Some(28),
+            _ => false,
+        }
+    }
+}
+
 pub struct Queue {
     conn: Connection,
     path: PathBuf,
+}
+
+/// What [`Queue::open_checked`] did about a damaged queue.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub moved_to: PathBuf,
+    pub salvaged: usize,
+    pub reason: String,
+}
+
+type SalvagedValues = (String, String, i64, String, i64, i64, i64, Option<i64>, Option<String>, Option<String>, String);
+
+struct SalvagedRow {
+    id: i64,
+    values: SalvagedValues,
+}
+
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
 }
 
 /// An event ready to be queued.
@@ -165,33 +185,149 @@ impl Queue {
     /// Open (creating if needed, mode 0600) and migrate.
     pub fn open(path: &Path) -> Result<Queue> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| QueueError::Io { path: dir.to_path_buf(), source })?;
         }
-        create_private(path).map_err(|source| QueueError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let conn = Connection::open(path).map_err(|source| QueueError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut queue = Queue {
-            conn,
-            path: path.to_path_buf(),
-        };
+        create_private(path).map_err(|source| QueueError::Io { path: path.to_path_buf(), source })?;
+        let conn = Connection::open(path).map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut queue = Queue { conn, path: path.to_path_buf() };
         queue.configure()?;
         let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
         if found > schema::VERSION {
-            return Err(QueueError::TooNew {
-                path: path.to_path_buf(),
-                found,
-                known: schema::VERSION,
-            });
+            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
         }
         Ok(queue)
+    }
+
+    /// Open the queue for the service, recovering from damage. A file SQLite cannot use (not a
+    /// database, a damaged page, a broken schema, as `PRAGMA quick_check` or the open itself tells)
+    /// is moved aside with its `-wal` and `-shm` files; a fresh queue takes its place, and every
+    /// event that can still be read from the damaged copy is carried over (so delivered ids stay
+    /// known and queued events are not lost). Export files not yet archived are simply ingested
+    /// again. Other errors (permissions, I/O) are returned: moving a healthy queue aside would lose
+    /// more than it saves.
+    pub fn open_checked(path: &Path) -> Result<(Queue, Option<Recovery>)> {
+        let damage = match Queue::open(path) {
+            Ok(queue) => match queue.quick_check() {
+                Ok(()) => return Ok((queue, None)),
+                Err(reason) => reason,
+            },
+            Err(QueueError::Sqlite { source, .. }) if is_damage(&source) => source.to_string(),
+            Err(e) => return Err(e),
+        };
+        let stamp = jiff::Timestamp::now().as_second();
+        let moved_to = path.with_file_name(format!(
+            "{}.damaged-{stamp}",
+            path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+        ));
+        for suffix in ["", "-wal", "-shm"] {
+            let mut from = path.as_os_str().to_owned();
+            from.push(suffix);
+            let mut to = moved_to.as_os_str().to_owned();
+            to.push(suffix);
+            if Path::new(&from).exists() {
+                std::fs::rename(&from, &to).map_err(|source| QueueError::Io { path: PathBuf::from(&from), source })?;
+            }
+        }
+        let mut queue = Queue::open(path)?;
+        let salvaged = queue.salvage_from(&moved_to);
+        let recovery = Recovery { moved_to, salvaged, reason: damage };
+        queue.set_state(
+            "recovered",
+            Some(&format!(
+                "the queue was damaged ({}) and was moved aside to {}; {} events were carried over; unarchived export files are ingested again",
+                recovery.reason,
+                recovery.moved_to.display(),
+                recovery.salvaged
+            )),
+        )?;
+        Ok((queue, Some(recovery)))
+    }
+
+    fn quick_check(&self) -> std::result::Result<(), String> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
+        let rows: Vec<String> =
+            stmt.query_map([], |r| r.get::<_, String>(0)).and_then(|rows| rows.collect()).map_err(|e| e.to_string())?;
+        match rows.as_slice() {
+            [ok] if ok == "ok" => Ok(()),
+            problems => {
+                Err(format!("quick_check: {}", problems.iter().take(3).cloned().collect::<Vec<_>>().join("; ")))
+            }
+        }
+    }
+
+    /// Copy every readable event of a damaged database into this one, skipping over what cannot be
+    /// read. Returns how many were carried over.
+    fn salvage_from(&mut self, damaged: &Path) -> usize {
+        let Ok(old) = Connection::open_with_flags(damaged, OpenFlags::SQLITE_OPEN_READ_ONLY) else { return 0 };
+        let Ok(max_id) = old.query_row("SELECT MAX(id) FROM events", [], |r| r.get::<_, i64>(0)) else { return 0 };
+        let mut failures = 0;
+        let Ok(tx) = self.conn.transaction() else { return 0 };
+        let mut carried = 0;
+        let mut cursor = 0i64;
+        while cursor < max_id {
+            let chunk: rusqlite::Result<Vec<SalvagedRow>> = old
+                .prepare(
+                    "SELECT id, event_name, event_id, event_time, order_id, state, attempts, queued_at, sent_at,
+                            dead_reason, dead_message, COALESCE((SELECT json FROM payloads p WHERE p.id = events.id), '')
+                     FROM events WHERE id > ?1 ORDER BY id LIMIT 500",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([cursor], |r| {
+                        Ok(SalvagedRow {
+                            id: r.get(0)?,
+                            values: (
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                                r.get(6)?,
+                                r.get(7)?,
+                                r.get(8)?,
+                                r.get(9)?,
+                                r.get(10)?,
+                                r.get(11)?,
+                            ),
+                        })
+                    })?
+                    .collect()
+                });
+            match chunk {
+                Ok(rows) if rows.is_empty() => break,
+                Ok(rows) => {
+                    cursor = rows.last().map_or(cursor + 500, |r| r.id);
+                    for row in rows {
+                        let v = &row.values;
+                        let inserted = tx.execute(
+                            "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, state, attempts, queued_at,
+                                sent_at, dead_reason, dead_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                            params![v.0, v.1, v.2, v.3, v.4, v.5, v.6, v.7, v.8, v.9],
+                        );
+                        if inserted.unwrap_or(0) == 1 {
+                            carried += 1;
+                            if !v.10.is_empty() {
+                                let _ = tx.execute(
+                                    "INSERT INTO payloads (id, json) VALUES (?1, ?2)",
+                                    params![tx.last_insert_rowid(), v.10],
+                                );
+                            }
+                        }
+                    }
+                }
+                // A damaged stretch: step over it, but give up on a file that is damaged throughout.
+                Err(_) => {
+                    cursor += 500;
+                    failures += 1;
+                    if failures > 1000 {
+                        break;
+                    }
+                }
+            }
+        }
+        if tx.commit().is_err() {
+            return 0;
+        }
+        carried
     }
 
     /// Open an existing queue for reading (status, watch, dead-letter list).
@@ -199,26 +335,14 @@ impl Queue {
         if !path.exists() {
             return Err(QueueError::Missing(path.to_path_buf()));
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| QueueError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut queue = Queue {
-            conn,
-            path: path.to_path_buf(),
-        };
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut queue = Queue { conn, path: path.to_path_buf() };
         queue.configure()?;
         let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
         if found > schema::VERSION {
-            return Err(QueueError::TooNew {
-                path: path.to_path_buf(),
-                found,
-                known: schema::VERSION,
-            });
+            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
         }
         Ok(queue)
     }
@@ -230,7 +354,8 @@ impl Queue {
     fn configure(&mut self) -> Result<()> {
         self.conn
             .execute_batch(
-                "PRAGMA journal_mode = WAL;
+                "PRAGMA auto_vacuum = INCREMENTAL;
+                 PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = 10000;
@@ -241,10 +366,7 @@ impl Queue {
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> QueueError {
-        QueueError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        QueueError::Sqlite { path: self.path.clone(), source }
     }
 
     /// Give the page cache back to the allocator (after big scans, when idle).
@@ -267,19 +389,10 @@ impl Queue {
     }
 
     /// Start ingesting a file: everything added through the returned [`Ingest`] commits at once.
-    pub fn begin_ingest(
-        &mut self,
-        content_hash: &str,
-        path: &Path,
-        source: &str,
-        now: i64,
-    ) -> Result<Ingest<'_>> {
+    pub fn begin_ingest(&mut self, content_hash: &str, path: &Path, source: &str, now: i64) -> Result<Ingest<'_>> {
         let path_text = path.display().to_string();
         let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite {
-            path: qpath.clone(),
-            source,
-        };
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
             "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, 'ingesting', ?4)",
@@ -287,34 +400,18 @@ impl Queue {
         )
         .map_err(err)?;
         let file_id = tx.last_insert_rowid();
-        Ok(Ingest {
-            tx,
-            file_id,
-            path: path_text,
-            now,
-            queue_path: qpath,
-            counts: IngestCounts::default(),
-        })
+        Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
     }
 
     pub fn mark_disposed(&self, file_id: i64, how: &str) -> Result<()> {
         self.conn
-            .execute(
-                "UPDATE files SET disposed = ?2 WHERE id = ?1",
-                params![file_id, how],
-            )
+            .execute("UPDATE files SET disposed = ?2 WHERE id = ?1", params![file_id, how])
             .map(drop)
             .map_err(|e| self.sqlite(e))
     }
 
     /// Record a file that could not be read at all (kept for `status`; not a "done" record).
-    pub fn record_unreadable(
-        &self,
-        path: &Path,
-        source: &str,
-        reason: &str,
-        now: i64,
-    ) -> Result<()> {
+    pub fn record_unreadable(&self, path: &Path, source: &str, reason: &str, now: i64) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (NULL, ?1, 0, NULL, ?2, ?3)",
@@ -327,15 +424,10 @@ impl Queue {
     pub fn recent_files(&self, limit: usize) -> Result<Vec<FileRecord>> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} FROM files ORDER BY id DESC LIMIT ?1"
-            ))
+            .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files ORDER BY id DESC LIMIT ?1"))
             .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([limit as i64], file_record)
-            .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sqlite(e))
+        let rows = stmt.query_map([limit as i64], file_record).map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
     // ---- sending -----------------------------------------------------------------------------
@@ -344,29 +436,67 @@ impl Queue {
     pub fn pending_batch(&self, limit: usize) -> Result<Vec<Queued>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, event_id, event_time, payload FROM events WHERE state = 0 ORDER BY id LIMIT ?1")
+            .prepare_cached(
+                "SELECT e.id, e.event_id, e.event_time, p.json FROM events e JOIN payloads p ON p.id = e.id
+                 WHERE e.state = 0 ORDER BY e.id LIMIT ?1",
+            )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([limit as i64], |r| {
-                Ok(Queued {
-                    id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    event_time: r.get(2)?,
-                    payload: r.get(3)?,
-                })
+                Ok(Queued { id: r.get(0)?, event_id: r.get(1)?, event_time: r.get(2)?, payload: r.get(3)? })
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>()
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    pub fn pending_count(&self) -> Result<i64> {
+        self.conn.query_row("SELECT COUNT(*) FROM events WHERE state = 0", [], |r| r.get(0)).map_err(|e| self.sqlite(e))
+    }
+
+    /// Bytes the database's pages in use hold (free pages not counted; the WAL is bounded
+    /// separately by checkpoints and `journal_size_limit`).
+    pub fn used_bytes(&self) -> u64 {
+        let pages: i64 = self
+            .conn
+            .query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap_or(4096);
+        (pages.max(0) * page_size) as u64
+    }
+
+    /// Refuse to grow the database file past `bytes` (SQLite answers "database or disk is full",
+    /// and the transaction that hit it rolls back).
+    pub fn set_size_limit(&self, bytes: u64) -> Result<()> {
+        let page_size: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| self.sqlite(e))?;
+        let pages = (bytes / page_size.max(512)).max(1);
+        self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(|e| self.sqlite(e))
+    }
+
+    /// Drop the JSON of events sent before `cutoff`: only their ids are still needed (to recognise
+    /// re-exports). Returns how many.
+    pub fn clear_sent_payloads(&self, cutoff: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE state = 1 AND sent_at < ?1)",
+                [cutoff],
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Return free pages to the file system and bound the WAL (after a backlog drained).
+    pub fn give_back_space(&self) -> Result<()> {
+        self.conn
+            .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(|e| self.sqlite(e))
     }
 
     pub fn has_pending(&self) -> Result<bool> {
         self.conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE state = 0)",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT EXISTS (SELECT 1 FROM events WHERE state = 0)", [], |r| r.get(0))
             .map_err(|e| self.sqlite(e))
     }
 
@@ -380,10 +510,7 @@ impl Queue {
         state: &[(&str, Option<String>)],
     ) -> Result<()> {
         let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite {
-            path: qpath.clone(),
-            source,
-        };
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let sql = match disposition {
@@ -399,9 +526,7 @@ impl Queue {
             for id in ids {
                 match disposition {
                     Disposition::Sent { at } => stmt.execute(params![id, at]),
-                    Disposition::Dead { reason, message } => {
-                        stmt.execute(params![id, reason, message])
-                    }
+                    Disposition::Dead { reason, message } => stmt.execute(params![id, reason, message]),
                     Disposition::StillPending => stmt.execute(params![id]),
                 }
                 .map_err(err)?;
@@ -409,7 +534,16 @@ impl Queue {
             tx.execute(
                 "INSERT INTO send_log (at, events, http_status, code, class, message, request_id, test_event_code)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![log.at, log.events, log.http_status, log.code, log.class, log.message, log.request_id, log.test_event_code],
+                params![
+                    log.at,
+                    log.events,
+                    log.http_status,
+                    log.code,
+                    log.class,
+                    log.message,
+                    log.request_id,
+                    log.test_event_code
+                ],
             )
             .map_err(err)?;
             for (key, value) in state {
@@ -428,31 +562,22 @@ impl Queue {
 
     /// Count one more delivery attempt for these events.
     pub fn mark_attempted(&mut self, ids: &[i64]) -> Result<()> {
-        self.update_each(
-            ids,
-            "UPDATE events SET attempts = attempts + 1 WHERE id = ?1",
-            |_| 0,
-        )
+        self.update_each(ids, "UPDATE events SET attempts = attempts + 1 WHERE id = ?1", |_| 0)
     }
 
     pub fn mark_sent(&mut self, ids: &[i64], now: i64) -> Result<()> {
-        self.update_each(
-            ids,
-            "UPDATE events SET state = 1, sent_at = ?2 WHERE id = ?1 AND state = 0",
-            |_| now,
-        )
+        self.update_each(ids, "UPDATE events SET state = 1, sent_at = ?2 WHERE id = ?1 AND state = 0", |_| now)
     }
 
     pub fn mark_dead(&mut self, ids: &[i64], reason: &str, message: &str) -> Result<()> {
         let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite {
-            path: qpath.clone(),
-            source,
-        };
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut stmt = tx
-                .prepare_cached("UPDATE events SET state = 2, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = 0")
+                .prepare_cached(
+                    "UPDATE events SET state = 2, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = 0",
+                )
                 .map_err(err)?;
             for id in ids {
                 stmt.execute(params![id, reason, message]).map_err(err)?;
@@ -463,10 +588,7 @@ impl Queue {
 
     fn update_each(&mut self, ids: &[i64], sql: &str, extra: impl Fn(i64) -> i64) -> Result<()> {
         let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite {
-            path: qpath.clone(),
-            source,
-        };
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut stmt = tx.prepare_cached(sql).map_err(err)?;
@@ -499,16 +621,10 @@ impl Queue {
     pub fn prune(&self, sent_cutoff: i64, log_keep: i64) -> Result<usize> {
         let n = self
             .conn
-            .execute(
-                "DELETE FROM events WHERE state = 1 AND event_time < ?1 AND sent_at < ?1",
-                [sent_cutoff],
-            )
+            .execute("DELETE FROM events WHERE state = 1 AND event_time < ?1 AND sent_at < ?1", [sent_cutoff])
             .map_err(|e| self.sqlite(e))?;
         self.conn
-            .execute(
-                "DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1",
-                [log_keep],
-            )
+            .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])
             .map_err(|e| self.sqlite(e))?;
         Ok(n)
     }
@@ -556,8 +672,7 @@ impl Queue {
                 })
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
     /// Events queued after `after_id` (any state), for `watch`.
@@ -565,22 +680,17 @@ impl Queue {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT e.id, e.state, f.path, e.payload FROM events e LEFT JOIN files f ON f.id = e.file_id
+                "SELECT e.id, e.state, f.path, COALESCE(p.json, '(sent; its JSON is no longer kept)') FROM events e
+                 LEFT JOIN files f ON f.id = e.file_id LEFT JOIN payloads p ON p.id = e.id
                  WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![after_id, limit as i64], |r| {
-                Ok(TapEvent {
-                    id: r.get(0)?,
-                    state: r.get(1)?,
-                    file: r.get(2)?,
-                    payload: r.get(3)?,
-                })
+                Ok(TapEvent { id: r.get(0)?, state: r.get(1)?, file: r.get(2)?, payload: r.get(3)? })
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
     pub fn max_ids(&self) -> Result<(i64, i64)> {
@@ -607,15 +717,10 @@ impl Queue {
     }
 
     pub fn state(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT key, value FROM agent_state ORDER BY key")
-            .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sqlite(e))
+        let mut stmt =
+            self.conn.prepare_cached("SELECT key, value FROM agent_state ORDER BY key").map_err(|e| self.sqlite(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
     // ---- status and dead letters -------------------------------------------------------------
@@ -626,9 +731,8 @@ impl Queue {
             .conn
             .prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")
             .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.sqlite(e))?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.sqlite(e))?;
         for row in rows {
             let (state, n) = row.map_err(|e| self.sqlite(e))?;
             match state {
@@ -637,26 +741,19 @@ impl Queue {
                 _ => counts.dead += n,
             }
         }
-        (
-            counts.oldest_pending_queued_at,
-            counts.oldest_pending_event_time,
-        ) = self
+        (counts.oldest_pending_queued_at, counts.oldest_pending_event_time) = self
             .conn
-            .query_row(
-                "SELECT queued_at, event_time FROM events WHERE state = 0 ORDER BY id LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT queued_at, event_time FROM events WHERE state = 0 ORDER BY id LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
             .map_err(|e| self.sqlite(e))?
             .map_or((None, None), |(a, b)| (Some(a), Some(b)));
         (counts.files, counts.rejects) = self
             .conn
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM rejects)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM rejects)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(|e| self.sqlite(e))?;
         Ok(counts)
     }
@@ -682,16 +779,13 @@ impl Queue {
                 })
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
     pub fn recent_rejects(&self, limit: usize) -> Result<Vec<RejectRecord>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT id, path, line, field, reason, at FROM rejects ORDER BY id DESC LIMIT ?1",
-            )
+            .prepare_cached("SELECT id, path, line, field, reason, at FROM rejects ORDER BY id DESC LIMIT ?1")
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([limit as i64], |r| {
@@ -705,13 +799,15 @@ impl Queue {
                 })
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sqlite(e))
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
     /// Put dead events back in the queue (attempts reset). Returns how many.
     pub fn requeue(&self, filter: &DeadFilter) -> Result<usize> {
-        self.dead_update("UPDATE events SET state = 0, attempts = 0, dead_reason = NULL, dead_message = NULL WHERE state = 2", filter)
+        self.dead_update(
+            "UPDATE events SET state = 0, attempts = 0, dead_reason = NULL, dead_message = NULL WHERE state = 2",
+            filter,
+        )
     }
 
     /// Delete dead events for good. Returns how many.
@@ -722,16 +818,11 @@ impl Queue {
     fn dead_update(&self, base: &str, filter: &DeadFilter) -> Result<usize> {
         match filter {
             DeadFilter::All => self.conn.execute(base, []),
-            DeadFilter::Reason(reason) => self
-                .conn
-                .execute(&format!("{base} AND dead_reason = ?1"), [reason]),
+            DeadFilter::Reason(reason) => self.conn.execute(&format!("{base} AND dead_reason = ?1"), [reason]),
             DeadFilter::Ids(ids) => {
                 let mut n = 0;
                 for id in ids {
-                    n += self
-                        .conn
-                        .execute(&format!("{base} AND id = ?1"), [id])
-                        .map_err(|e| self.sqlite(e))?;
+                    n += self.conn.execute(&format!("{base} AND id = ?1"), [id]).map_err(|e| self.sqlite(e))?;
                 }
                 Ok(n)
             }
@@ -786,24 +877,17 @@ impl Ingest<'_> {
     }
 
     fn err(&self, source: rusqlite::Error) -> QueueError {
-        QueueError::Sqlite {
-            path: self.queue_path.clone(),
-            source,
-        }
+        QueueError::Sqlite { path: self.queue_path.clone(), source }
     }
 
     pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<Added> {
-        let state = if e.dead_reason.is_some() {
-            DEAD
-        } else {
-            PENDING
-        };
+        let state = if e.dead_reason.is_some() { DEAD } else { PENDING };
         let inserted = {
             let mut stmt = self
                 .tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, payload, dead_reason, dead_message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, dead_reason, dead_message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(|err| self.err(err))?;
             stmt.execute(params![
@@ -814,14 +898,17 @@ impl Ingest<'_> {
                 self.file_id,
                 state,
                 self.now,
-                e.payload,
                 e.dead_reason,
-                e.dead_reason
-                    .map(|_| "not sent: outside the window TikTok accepts")
+                e.dead_reason.map(|_| "not sent: outside the window TikTok accepts")
             ])
             .map_err(|err| self.err(err))?
         };
         if inserted == 1 {
+            let id = self.tx.last_insert_rowid();
+            self.tx
+                .prepare_cached("INSERT INTO payloads (id, json) VALUES (?1, ?2)")
+                .and_then(|mut stmt| stmt.execute(params![id, e.payload]))
+                .map_err(|err| self.err(err))?;
             self.counts.events += 1;
             if state == DEAD {
                 self.counts.dead += 1;
@@ -831,10 +918,7 @@ impl Ingest<'_> {
         let existing_file: Option<i64> = self
             .tx
             .prepare_cached("SELECT file_id FROM events WHERE event_name = ?1 AND event_id = ?2")
-            .and_then(|mut s| {
-                s.query_row(params![e.event_name, e.event_id], |r| r.get(0))
-                    .optional()
-            })
+            .and_then(|mut s| s.query_row(params![e.event_name, e.event_id], |r| r.get(0)).optional())
             .map_err(|err| self.err(err))?
             .flatten();
         if existing_file == Some(self.file_id) {
@@ -849,18 +933,13 @@ impl Ingest<'_> {
         self.counts.rejects += 1;
         let mut stmt = self
             .tx
-            .prepare_cached("INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .prepare_cached(
+                "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
             .map_err(|err| self.err(err))?;
-        stmt.execute(params![
-            self.file_id,
-            self.path,
-            line as i64,
-            field,
-            reason,
-            self.now
-        ])
-        .map(drop)
-        .map_err(|err| self.err(err))
+        stmt.execute(params![self.file_id, self.path, line as i64, field, reason, self.now])
+            .map(drop)
+            .map_err(|err| self.err(err))
     }
 
     /// Count a transaction the reader decided not to send (refund, void, training...).
@@ -886,9 +965,7 @@ impl Ingest<'_> {
             )
             .map_err(|err| QueueError::Sqlite { path: self.queue_path.clone(), source: err })?;
         let path = self.queue_path.clone();
-        self.tx
-            .commit()
-            .map_err(|source| QueueError::Sqlite { path, source })?;
+        self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
         Ok(c)
     }
 }

@@ -32,11 +32,14 @@ CREATE TABLE events (
     sent_at INTEGER,
     dead_reason TEXT,
     dead_message TEXT,
-    payload TEXT NOT NULL,
     UNIQUE (event_name, event_id)
 );
 CREATE INDEX events_by_state ON events (state, id);
 CREATE INDEX events_by_state_time ON events (state, event_time);
+CREATE INDEX events_sent_at ON events (sent_at) WHERE state = 1;
+-- The wire JSON of each event, apart from the small rows above: dropped once the event is sent,
+-- which frees whole pages (a re-export still finds the event id in `events`).
+CREATE TABLE payloads (id INTEGER PRIMARY KEY REFERENCES events(id) ON DELETE CASCADE, json TEXT NOT NULL);
 CREATE TABLE rejects (
     id INTEGER PRIMARY KEY,
     file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,

@@ -11,11 +11,7 @@ mod tempdir {
     pub struct Dir(std::path::PathBuf);
     impl Dir {
         pub fn new() -> Dir {
-            let p = std::env::temp_dir().join(format!(
-                "oea-q-{}-{}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
+            let p = std::env::temp_dir().join(format!("oea-q-{}-{}", std::process::id(), fastrand::u64(..)));
             std::fs::create_dir_all(&p).unwrap();
             Dir(p)
         }
@@ -31,31 +27,17 @@ mod tempdir {
 }
 
 fn event<'a>(id: &'a str, time: i64) -> NewEvent<'a> {
-    NewEvent {
-        event_name: "Purchase",
-        event_id: id,
-        event_time: time,
-        order_id: id,
-        payload: "{}",
-        dead_reason: None,
-    }
+    NewEvent { event_name: "Purchase", event_id: id, event_time: time, order_id: id, payload: "{}", dead_reason: None }
 }
 
 #[test]
 fn an_ingest_commits_events_rejects_and_the_file_record_together() {
     let (_dir, mut q) = temp_queue();
-    let mut ingest = q
-        .begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100)
-        .unwrap();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
     assert_eq!(ingest.add_event(&event("e1", 10)).unwrap(), Added::Queued);
     assert_eq!(ingest.add_event(&event("e2", 11)).unwrap(), Added::Queued);
-    assert_eq!(
-        ingest.add_event(&event("e1", 10)).unwrap(),
-        Added::RepeatedInFile
-    );
-    ingest
-        .add_reject(7, Some("price"), "not an amount")
-        .unwrap();
+    assert_eq!(ingest.add_event(&event("e1", 10)).unwrap(), Added::RepeatedInFile);
+    ingest.add_reject(7, Some("price"), "not an amount").unwrap();
     let counts = ingest.commit().unwrap();
     assert_eq!((counts.events, counts.rejects), (2, 1));
     let file = q.file_by_hash("h1").unwrap().unwrap();
@@ -68,9 +50,7 @@ fn an_ingest_commits_events_rejects_and_the_file_record_together() {
 fn an_ingest_dropped_without_commit_leaves_nothing() {
     let (_dir, mut q) = temp_queue();
     {
-        let mut ingest = q
-            .begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100)
-            .unwrap();
+        let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
         ingest.add_event(&event("e1", 10)).unwrap();
     }
     assert!(q.file_by_hash("h1").unwrap().is_none());
@@ -100,21 +80,14 @@ fn states_expiry_requeue_and_purge() {
     }
     ingest.commit().unwrap();
     let batch = q.pending_batch(10).unwrap();
-    assert_eq!(
-        batch.iter().map(|e| e.event_time).collect::<Vec<_>>(),
-        vec![100, 200, 300, 400]
-    );
+    assert_eq!(batch.iter().map(|e| e.event_time).collect::<Vec<_>>(), vec![100, 200, 300, 400]);
     assert_eq!(q.expire_older_than(150).unwrap(), 1);
     q.mark_sent(&[batch[1].id], 5).unwrap();
-    q.mark_dead(&[batch[2].id], "invalid", "data.0: bad")
-        .unwrap();
+    q.mark_dead(&[batch[2].id], "invalid", "data.0: bad").unwrap();
     let c = q.counts().unwrap();
     assert_eq!((c.pending, c.sent, c.dead), (1, 1, 2));
     let dead = q.dead_events(10).unwrap();
-    assert_eq!(
-        dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(),
-        vec!["expired", "invalid"]
-    );
+    assert_eq!(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), vec!["expired", "invalid"]);
     assert_eq!(q.requeue(&DeadFilter::Reason("invalid".into())).unwrap(), 1);
     assert_eq!(q.purge(&DeadFilter::All).unwrap(), 1);
     let c = q.counts().unwrap();
@@ -126,10 +99,7 @@ fn states_expiry_requeue_and_purge() {
 fn the_queue_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, _q) = temp_queue();
-    let mode = std::fs::metadata(dir.path().join("q.sqlite"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(dir.path().join("q.sqlite")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -145,8 +115,5 @@ fn reopening_keeps_everything() {
     }
     let q = Queue::open_existing(&path).unwrap();
     assert_eq!(q.counts().unwrap().pending, 1);
-    assert!(matches!(
-        Queue::open_existing(&dir.path().join("nope")),
-        Err(QueueError::Missing(_))
-    ));
+    assert!(matches!(Queue::open_existing(&dir.path().join("nope")), Err(QueueError::Missing(_))));
 }

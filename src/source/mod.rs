@@ -20,20 +20,13 @@ pub fn is_candidate(source: &SourceConfig, path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    if name.starts_with('.')
-        || TEMP_SUFFIXES
-            .iter()
-            .any(|s| name.to_ascii_lowercase().ends_with(s))
-    {
+    if name.starts_with('.') || TEMP_SUFFIXES.iter().any(|s| name.to_ascii_lowercase().ends_with(s)) {
         return false;
     }
     if path.parent() != Some(source.path.as_path()) {
         return false;
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     ext.is_some_and(|e| source.extensions.contains(&e))
 }
 
@@ -73,39 +66,16 @@ impl Settle {
     pub fn observe(&mut self, path: &Path, size: u64, mtime: Option<SystemTime>, now_ms: u64) {
         match self.files.get_mut(path) {
             Some(seen) if seen.size == size && seen.mtime == mtime => {}
-            Some(seen) => {
-                *seen = Seen {
-                    size,
-                    mtime,
-                    since_ms: now_ms,
-                    renamed_in: false,
-                }
-            }
+            Some(seen) => *seen = Seen { size, mtime, since_ms: now_ms, renamed_in: false },
             None => {
-                self.files.insert(
-                    path.to_path_buf(),
-                    Seen {
-                        size,
-                        mtime,
-                        since_ms: now_ms,
-                        renamed_in: false,
-                    },
-                );
+                self.files.insert(path.to_path_buf(), Seen { size, mtime, since_ms: now_ms, renamed_in: false });
             }
         }
     }
 
     /// The file was renamed into the folder: writers that do that have finished writing.
     pub fn renamed_in(&mut self, path: &Path, size: u64, mtime: Option<SystemTime>, now_ms: u64) {
-        self.files.insert(
-            path.to_path_buf(),
-            Seen {
-                size,
-                mtime,
-                since_ms: now_ms,
-                renamed_in: true,
-            },
-        );
+        self.files.insert(path.to_path_buf(), Seen { size, mtime, since_ms: now_ms, renamed_in: true });
     }
 
     pub fn forget(&mut self, path: &Path) {
@@ -128,16 +98,7 @@ impl Settle {
     /// When the next file becomes complete if nothing changes.
     pub fn next_due_ms(&self, settle: Duration) -> Option<u64> {
         let settle_ms = settle.as_millis() as u64;
-        self.files
-            .values()
-            .map(|s| {
-                if s.renamed_in {
-                    s.since_ms
-                } else {
-                    s.since_ms + settle_ms
-                }
-            })
-            .min()
+        self.files.values().map(|s| if s.renamed_in { s.since_ms } else { s.since_ms + settle_ms }).min()
     }
 
     pub fn len(&self) -> usize {
@@ -158,29 +119,20 @@ pub struct DisposeError {
 }
 
 /// Archive, delete or keep a file whose events are committed. Returns what was done.
-pub fn dispose(
-    source: &SourceConfig,
-    path: &Path,
-    content_hash: &str,
-) -> Result<String, DisposeError> {
+pub fn dispose(source: &SourceConfig, path: &Path, content_hash: &str) -> Result<String, DisposeError> {
     match source.after_ingest {
         AfterIngest::Keep => Ok("kept".into()),
         AfterIngest::Delete => {
-            std::fs::remove_file(path).map_err(|e| DisposeError {
-                path: path.into(),
-                action: "delete",
-                source: e,
-            })?;
+            std::fs::remove_file(path).map_err(|e| DisposeError { path: path.into(), action: "delete", source: e })?;
             sync_dir(path.parent());
             Ok("deleted".into())
         }
         AfterIngest::Archive => {
-            let target =
-                move_aside(path, &source.archive_dir, content_hash).map_err(|e| DisposeError {
-                    path: path.into(),
-                    action: "archive",
-                    source: e,
-                })?;
+            let target = move_aside(path, &source.archive_dir, content_hash).map_err(|e| DisposeError {
+                path: path.into(),
+                action: "archive",
+                source: e,
+            })?;
             Ok(format!("archived to {}", target.display()))
         }
     }

@@ -41,11 +41,7 @@ impl Watcher {
                 }
             }
         })?;
-        Ok(Watcher {
-            inner,
-            watched: HashSet::new(),
-            overflow,
-        })
+        Ok(Watcher { inner, watched: HashSet::new(), overflow })
     }
 
     /// Watch `dir` if it is not watched yet. Called on every rescan, so a folder that appears late
@@ -73,19 +69,12 @@ impl Watcher {
 /// What one notify event means for us.
 pub fn signals_of(event: &notify::Event) -> Vec<FsSignal> {
     match &event.kind {
-        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event
-            .paths
-            .iter()
-            .cloned()
-            .map(FsSignal::RenamedIn)
-            .collect(),
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event
-            .paths
-            .get(1)
-            .cloned()
-            .map(FsSignal::RenamedIn)
-            .into_iter()
-            .collect(),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+            event.paths.iter().cloned().map(FsSignal::RenamedIn).collect()
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            event.paths.get(1).cloned().map(FsSignal::RenamedIn).into_iter().collect()
+        }
         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Access(_) => {
             event.paths.iter().cloned().map(FsSignal::Changed).collect()
         }
@@ -110,26 +99,14 @@ mod tests {
     #[test]
     fn notify_events_become_signals() {
         let cases = vec![
+            (ev(EventKind::Create(CreateKind::File), &["/a"]), vec![FsSignal::Changed("/a".into())]),
+            (ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/a"]), vec![FsSignal::RenamedIn("/a".into())]),
             (
-                ev(EventKind::Create(CreateKind::File), &["/a"]),
-                vec![FsSignal::Changed("/a".into())],
-            ),
-            (
-                ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/a"]),
+                ev(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["/tmp/x", "/a"]),
                 vec![FsSignal::RenamedIn("/a".into())],
             ),
             (
-                ev(
-                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-                    &["/tmp/x", "/a"],
-                ),
-                vec![FsSignal::RenamedIn("/a".into())],
-            ),
-            (
-                ev(
-                    EventKind::Access(AccessKind::Close(AccessMode::Write)),
-                    &["/a"],
-                ),
+                ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/a"]),
                 vec![FsSignal::Changed("/a".into())],
             ),
             (ev(EventKind::Other, &[]), vec![FsSignal::Rescan]),

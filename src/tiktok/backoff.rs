@@ -15,9 +15,7 @@ pub fn delay(policy: Policy, failures: u32, retry_after: Option<Duration>, unit:
     let exp = failures.saturating_sub(1).min(30);
     let ceiling = policy.base.saturating_mul(1u32 << exp).min(policy.cap);
     let jittered = ceiling.mul_f64(unit.clamp(0.0, 1.0));
-    let floor = retry_after
-        .unwrap_or(Duration::ZERO)
-        .min(Duration::from_secs(3600));
+    let floor = retry_after.unwrap_or(Duration::ZERO).min(Duration::from_secs(3600));
     jittered.max(floor).max(Duration::from_millis(100))
 }
 
@@ -25,10 +23,7 @@ pub fn delay(policy: Policy, failures: u32, retry_after: Option<Duration>, unit:
 mod tests {
     use super::*;
 
-    const P: Policy = Policy {
-        base: Duration::from_secs(1),
-        cap: Duration::from_secs(300),
-    };
+    const P: Policy = Policy { base: Duration::from_secs(1), cap: Duration::from_secs(300) };
 
     #[test]
     fn grows_exponentially_up_to_the_cap() {
@@ -36,10 +31,7 @@ mod tests {
         for (failures, ceiling) in cases {
             let ceiling = Duration::from_secs(ceiling);
             let d = delay(P, failures, None, 0.999_999);
-            assert!(
-                d <= ceiling && d > ceiling.mul_f64(0.99),
-                "{failures}: {d:?}"
-            );
+            assert!(d <= ceiling && d > ceiling.mul_f64(0.99), "{failures}: {d:?}");
         }
     }
 
@@ -51,13 +43,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_a_floor_capped_at_an_hour() {
-        assert_eq!(
-            delay(P, 1, Some(Duration::from_secs(30)), 0.5),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            delay(P, 1, Some(Duration::from_secs(99_999)), 0.5),
-            Duration::from_secs(3600)
-        );
+        assert_eq!(delay(P, 1, Some(Duration::from_secs(30)), 0.5), Duration::from_secs(30));
+        assert_eq!(delay(P, 1, Some(Duration::from_secs(99_999)), 0.5), Duration::from_secs(3600));
     }
 }

@@ -6,27 +6,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Code 0, or 20001 (partial success, logged).
-    Delivered {
-        partial: bool,
-        request_id: Option<String>,
-        message: String,
-    },
+    Delivered { partial: bool, request_id: Option<String>, message: String },
     /// The batch was refused for what is in it; splitting it finds the bad event(s).
-    Rejected {
-        kind: RejectKind,
-        code: i64,
-        index: Option<usize>,
-        message: String,
-        request_id: Option<String>,
-    },
+    Rejected { kind: RejectKind, code: i64, index: Option<usize>, message: String, request_id: Option<String> },
     /// Token or permission problem: pause sending, keep everything queued.
     Auth { code: Option<i64>, message: String },
     /// Try the same events again later.
-    Retry {
-        code: Option<i64>,
-        reason: String,
-        retry_after: Option<Duration>,
-    },
+    Retry { code: Option<i64>, reason: String, retry_after: Option<Duration> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,18 +45,11 @@ struct Envelope {
 pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
     let retry_after = retry_after.and_then(parse_retry_after);
     if status == 408 || status == 429 || status >= 500 {
-        return Outcome::Retry {
-            code: None,
-            reason: format!("http {status}"),
-            retry_after,
-        };
+        return Outcome::Retry { code: None, reason: format!("http {status}"), retry_after };
     }
     let Ok(envelope) = serde_json::from_str::<Envelope>(body) else {
         return match status {
-            401 | 403 => Outcome::Auth {
-                code: None,
-                message: format!("http {status}"),
-            },
+            401 | 403 => Outcome::Auth { code: None, message: format!("http {status}") },
             413 => Outcome::Rejected {
                 kind: RejectKind::TooLarge,
                 code: 0,
@@ -85,11 +64,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
             },
         };
     };
-    let Envelope {
-        code,
-        message,
-        request_id,
-    } = envelope;
+    let Envelope { code, message, request_id } = envelope;
     let rejected = |kind| Outcome::Rejected {
         kind,
         code,
@@ -98,49 +73,29 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
         request_id: request_id.clone(),
     };
     match code {
-        0 => Outcome::Delivered {
-            partial: false,
-            request_id,
-            message,
-        },
-        20001 => Outcome::Delivered {
-            partial: true,
-            request_id,
-            message,
-        },
+        0 => Outcome::Delivered { partial: false, request_id, message },
+        20001 => Outcome::Delivered { partial: true, request_id, message },
         40000 | 40002 | 40700 => rejected(RejectKind::Invalid),
         40061 => rejected(RejectKind::TooLarge),
         40062 => rejected(RejectKind::PiiNotHashed),
-        40001 | 40003 | 40102 | 40104 | 40105 | 40300 | 40301 | 41000 => Outcome::Auth {
-            code: Some(code),
-            message,
-        },
-        40100 | 40132 | 61000 => Outcome::Retry {
-            code: Some(code),
-            reason: format!("throttled: {message}"),
-            retry_after,
-        },
-        50000 | 50002 | 60001 | 51000..=52999 => Outcome::Retry {
-            code: Some(code),
-            reason: format!("server error: {message}"),
-            retry_after,
-        },
+        40001 | 40003 | 40102 | 40104 | 40105 | 40300 | 40301 | 41000 => Outcome::Auth { code: Some(code), message },
+        40100 | 40132 | 61000 => {
+            Outcome::Retry { code: Some(code), reason: format!("throttled: {message}"), retry_after }
+        }
+        50000 | 50002 | 60001 | 51000..=52999 => {
+            Outcome::Retry { code: Some(code), reason: format!("server error: {message}"), retry_after }
+        }
         // An unknown code keeps the events queued: never drop what we do not understand.
-        _ => Outcome::Retry {
-            code: Some(code),
-            reason: format!("unknown response code {code}: {message}"),
-            retry_after,
-        },
+        _ => {
+            Outcome::Retry { code: Some(code), reason: format!("unknown response code {code}: {message}"), retry_after }
+        }
     }
 }
 
 /// `data.12.properties...` in a message names the 13th event of the batch.
 pub fn event_index(message: &str) -> Option<usize> {
     let start = message.find("data.")? + 5;
-    let digits: String = message[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = message[start..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
@@ -178,19 +133,9 @@ mod tests {
         match o {
             Outcome::Delivered { partial: false, .. } => C::Delivered,
             Outcome::Delivered { partial: true, .. } => C::Partial,
-            Outcome::Rejected {
-                kind: RejectKind::Invalid,
-                index,
-                ..
-            } => C::Invalid(index),
-            Outcome::Rejected {
-                kind: RejectKind::TooLarge,
-                ..
-            } => C::TooLarge,
-            Outcome::Rejected {
-                kind: RejectKind::PiiNotHashed,
-                ..
-            } => C::Pii,
+            Outcome::Rejected { kind: RejectKind::Invalid, index, .. } => C::Invalid(index),
+            Outcome::Rejected { kind: RejectKind::TooLarge, .. } => C::TooLarge,
+            Outcome::Rejected { kind: RejectKind::PiiNotHashed, .. } => C::Pii,
             Outcome::Auth { .. } => C::Auth,
             Outcome::Retry { .. } => C::Retry,
         }
@@ -201,30 +146,15 @@ mod tests {
         let cases: Vec<(u16, String, C)> = vec![
             (200, envelope(0, "OK"), C::Delivered),
             (200, envelope(20001, "partial"), C::Partial),
-            (
-                200,
-                envelope(
-                    40002,
-                    "data.3.properties.contents.0.content_id: Not a valid string",
-                ),
-                C::Invalid(Some(3)),
-            ),
-            (
-                200,
-                envelope(40000, "Invalid value for event_source"),
-                C::Invalid(None),
-            ),
+            (200, envelope(40002, "data.3.properties.contents.0.content_id: Not a valid string"), C::Invalid(Some(3))),
+            (200, envelope(40000, "Invalid value for event_source"), C::Invalid(None)),
             (200, envelope(40700, "bad"), C::Invalid(None)),
             (200, envelope(40061, "too large"), C::TooLarge),
             (200, envelope(40062, "pii"), C::Pii),
             (200, envelope(40001, "no permission"), C::Auth),
             (200, envelope(40105, "token invalid"), C::Auth),
             (200, envelope(41000, "blocked"), C::Auth),
-            (
-                200,
-                envelope(40100, "Too many requests. Please retry in some time."),
-                C::Retry,
-            ),
+            (200, envelope(40100, "Too many requests. Please retry in some time."), C::Retry),
             (200, envelope(40132, "throttled"), C::Retry),
             (200, envelope(61000, "throttled"), C::Retry),
             (200, envelope(50000, "server"), C::Retry),
@@ -240,31 +170,18 @@ mod tests {
             (403, "nope".into(), C::Auth),
             (413, "too big".into(), C::TooLarge),
             (404, "not found".into(), C::Retry),
-            (
-                400,
-                envelope(40002, "data.0.event_time: bad"),
-                C::Invalid(Some(0)),
-            ),
+            (400, envelope(40002, "data.0.event_time: bad"), C::Invalid(Some(0))),
         ];
         for (status, body, expected) in cases {
-            assert_eq!(
-                class(classify(status, None, &body)),
-                expected,
-                "{status} {body}"
-            );
+            assert_eq!(class(classify(status, None, &body)), expected, "{status} {body}");
         }
     }
 
     #[test]
     fn retry_after_is_read() {
         let o = classify(429, Some("7"), "");
-        assert!(
-            matches!(o, Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(7))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
+        assert!(matches!(o, Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
     }
 

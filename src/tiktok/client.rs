@@ -13,6 +13,22 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// An explicit proxy URL; `None` uses `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` from the environment.
     pub proxy: Option<String>,
+    /// Extra CA certificates (PEM). When set, the trusted roots are the system bundle plus these,
+    /// instead of the built-in Mozilla roots (for TLS-inspecting proxies).
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+/// The system's CA file on Debian/Ubuntu and on RHEL-like systems.
+const SYSTEM_CA_FILES: [&str; 2] = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
+
+/// Every certificate in PEM text.
+fn certificates(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What the server answered.
@@ -27,13 +43,11 @@ pub struct Reply {
 pub enum ClientError {
     #[error("invalid proxy `{0}`")]
     Proxy(String),
+    #[error("ca bundle {path}: {reason}")]
+    CaBundle { path: String, reason: String },
     /// The request did not get an answer: connection refused or reset, DNS, TLS, timeout.
     #[error("{url}: {reason}")]
-    Transport {
-        url: String,
-        reason: String,
-        connect: bool,
-    },
+    Transport { url: String, reason: String, connect: bool },
 }
 
 pub struct Client {
@@ -47,7 +61,25 @@ impl Client {
             Some(p) => Some(ureq::Proxy::new(p).map_err(|_| ClientError::Proxy(p.clone()))?),
             None => ureq::Proxy::try_from_env(),
         };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &config.ca_bundle {
+            let shown = path.display().to_string();
+            let pem = std::fs::read(path)
+                .map_err(|e| ClientError::CaBundle { path: shown.clone(), reason: e.to_string() })?;
+            let extra = certificates(&pem);
+            if extra.is_empty() {
+                return Err(ClientError::CaBundle { path: shown, reason: "no PEM certificate in it".into() });
+            }
+            let mut roots: Vec<_> = SYSTEM_CA_FILES
+                .iter()
+                .filter_map(|f| std::fs::read(f).ok())
+                .flat_map(|pem| certificates(&pem))
+                .collect();
+            roots.extend(extra);
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .proxy(proxy)
             .timeout_connect(Some(config.connect_timeout))
@@ -55,10 +87,7 @@ impl Client {
             .user_agent(concat!("offline-events-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(Client {
-            agent,
-            url: track_url(&config.api_base),
-        })
+        Ok(Client { agent, url: track_url(&config.api_base) })
     }
 
     pub fn url(&self) -> &str {
@@ -68,15 +97,9 @@ impl Client {
     /// POST one body. Any answer, whatever its status, is `Ok`.
     pub fn post(&self, token: &str, body: &str) -> Result<Reply, ClientError> {
         let transport = |e: ureq::Error| {
-            let connect = matches!(
-                e,
-                ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_)
-            ) || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
-            ClientError::Transport {
-                url: self.url.clone(),
-                reason: e.to_string(),
-                connect,
-            }
+            let connect = matches!(e, ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_))
+                || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
+            ClientError::Transport { url: self.url.clone(), reason: e.to_string(), connect }
         };
         let response = self
             .agent
@@ -86,22 +109,9 @@ impl Client {
             .send(body)
             .map_err(transport)?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = response
-            .into_body()
-            .with_config()
-            .limit(1024 * 1024)
-            .read_to_string()
-            .map_err(transport)?;
-        Ok(Reply {
-            status,
-            retry_after,
-            body,
-        })
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = response.into_body().with_config().limit(1024 * 1024).read_to_string().map_err(transport)?;
+        Ok(Reply { status, retry_after, body })
     }
 }
 
@@ -115,14 +125,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_ca_bundle_without_certificates_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("oea-ca-{}", std::process::id()));
+        std::fs::write(&dir, "not a certificate").unwrap();
+        let config = ClientConfig {
+            api_base: "https://example.com".into(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            proxy: None,
+            ca_bundle: Some(dir.clone()),
+        };
+        let err = Client::new(&config).err().expect("an error");
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
     fn urls() {
         assert_eq!(
             track_url("https://business-api.tiktok.com"),
             "https://business-api.tiktok.com/open_api/v1.3/event/track/"
         );
-        assert_eq!(
-            track_url("http://127.0.0.1:9/"),
-            "http://127.0.0.1:9/open_api/v1.3/event/track/"
-        );
+        assert_eq!(track_url("http://127.0.0.1:9/"), "http://127.0.0.1:9/open_api/v1.3/event/track/");
     }
 }

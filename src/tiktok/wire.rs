@@ -173,8 +173,7 @@ mod tests {
         };
         let data = event_json(&event);
         let body: serde_json::Value =
-            serde_json::from_str(&batch_body("7181537436256731137", None, [data.as_str()]))
-                .unwrap();
+            serde_json::from_str(&batch_body("7181537436256731137", None, [data.as_str()])).unwrap();
         assert_eq!(
             body,
             json!({"event_source":"offline","event_source_id":"7181537436256731137",
@@ -190,8 +189,7 @@ mod tests {
 
     #[test]
     fn test_event_code_is_top_level() {
-        let body: serde_json::Value =
-            serde_json::from_str(&batch_body("1", Some("TEST\"1"), ["{}", "{}"])).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&batch_body("1", Some("TEST\"1"), ["{}", "{}"])).unwrap();
         assert_eq!(body["test_event_code"], "TEST\"1");
         assert_eq!(body["data"].as_array().unwrap().len(), 2);
     }

@@ -7,34 +7,15 @@ fn check_config_prints_effective_settings_with_the_token_redacted() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let agent = Agent::new(&fake.base_url(), Opts::default());
     let out = agent.cmd_ok(&["check-config"]);
-    assert!(
-        out.contains("<redacted>") && out.trim_end().ends_with("ok"),
-        "{out}"
-    );
-    assert!(
-        out.contains("time zone UTC, currency USD, shop s042"),
-        "{out}"
-    );
+    assert!(out.contains("<redacted>") && out.trim_end().ends_with("ok"), "{out}");
+    assert!(out.contains("time zone UTC, currency USD, shop s042"), "{out}");
 
-    let inline = Agent::new(
-        &fake.base_url(),
-        Opts {
-            top: format!("access_token = \"{TOKEN}\""),
-            ..Opts::default()
-        },
-    );
+    let inline = Agent::new(&fake.base_url(), Opts { top: format!("access_token = \"{TOKEN}\""), ..Opts::default() });
     let text = std::fs::read_to_string(&inline.config).unwrap();
-    let text = text
-        .lines()
-        .filter(|l| !l.starts_with("access_token_file"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = text.lines().filter(|l| !l.starts_with("access_token_file")).collect::<Vec<_>>().join("\n");
     std::fs::write(&inline.config, text).unwrap();
     let out = inline.cmd_ok(&["check-config"]);
-    assert!(
-        out.contains("warning: the access token is written in the config file"),
-        "{out}"
-    );
+    assert!(out.contains("warning: the access token is written in the config file"), "{out}");
 }
 
 #[test]
@@ -46,28 +27,14 @@ fn a_bad_config_exits_78_naming_key_and_line() {
         "event_source_id = \"7181537436256731137\"\naccess_token_env = \"X\"\nqueue_path = \"q\"\n\n[[source]]\npath = \"in\"\nformat = \"native-csv\"\ntime_zone = \"Europe/Atlantis\"\ncurrency = \"XYZ\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin()).arg("--config").arg(&config).arg("check-config").output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 8: `source[0].time_zone`"), "{err}");
     assert!(err.contains("line 9: `source[0].currency`"), "{err}");
 
-    std::fs::write(
-        &config,
-        "event_source_id = \"7181537436256731137\"\ncolour = 1\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("status")
-        .output()
-        .unwrap();
+    std::fs::write(&config, "event_source_id = \"7181537436256731137\"\ncolour = 1\n").unwrap();
+    let out = std::process::Command::new(bin()).arg("--config").arg(&config).arg("status").output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: `colour`"));
 }
@@ -77,26 +44,14 @@ fn a_dry_run_prints_the_exact_requests_sends_nothing_and_leaves_files_alone() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let agent = Agent::new(&fake.base_url(), Opts::default());
     let t = now() - 60;
-    agent.drop_file(
-        "d.csv",
-        &format!(
-            "order_id,event_time,email,value\nD1,{t},{},1.00\n",
-            RAW_EMAIL.trim()
-        ),
-    );
+    agent.drop_file("d.csv", &format!("order_id,event_time,email,value\nD1,{t},{},1.00\n", RAW_EMAIL.trim()));
     let out = agent.cmd_ok(&["run", "--once", "--dry-run"]);
     let body: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(body["event_source"], "offline");
     assert_eq!(body["data"][0]["user"]["email"][0], EMAIL_HASH);
     assert!(fake.requests().is_empty());
-    assert!(
-        agent.inbox.join("d.csv").exists(),
-        "a dry run never archives"
-    );
-    assert!(
-        !agent.queue.exists(),
-        "a dry run never touches the real queue"
-    );
+    assert!(agent.inbox.join("d.csv").exists(), "a dry run never archives");
+    assert!(!agent.queue.exists(), "a dry run never touches the real queue");
     // The real run afterwards still sends it.
     agent.cmd_ok(&["run", "--once"]);
     assert_eq!(fake.unique_ids().len(), 1);
@@ -125,18 +80,13 @@ fn dead_letters_can_be_requeued_and_purged() {
     agent.drop_file("z.csv", &csv_orders("Z", 4, 1));
     agent.cmd_ok(&["run", "--once"]);
     assert_eq!(agent.counts(), (0, 2, 2));
-    let list: serde_json::Value =
-        serde_json::from_str(&agent.cmd_ok(&["dead-letter", "list", "--json"])).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&agent.cmd_ok(&["dead-letter", "list", "--json"])).unwrap();
     let first = list["dead_events"][0]["id"].as_i64().unwrap().to_string();
     fake.reject_event_ids(&[]);
-    assert!(agent
-        .cmd_ok(&["dead-letter", "requeue", &first])
-        .contains("requeued 1"));
+    assert!(agent.cmd_ok(&["dead-letter", "requeue", &first]).contains("requeued 1"));
     agent.cmd_ok(&["flush"]);
     assert_eq!(agent.counts(), (0, 3, 1));
-    assert!(agent
-        .cmd_ok(&["dead-letter", "purge", "--all"])
-        .contains("purged 1"));
+    assert!(agent.cmd_ok(&["dead-letter", "purge", "--all"]).contains("purged 1"));
     assert_eq!(agent.counts(), (0, 3, 0));
     assert_eq!(fake.unique_ids().len(), 3);
 }

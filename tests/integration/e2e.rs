@@ -20,16 +20,9 @@ fn dropped_files_become_exact_events_at_tiktok() {
         t2 = t + 60
     );
     agent.drop_file("sales.csv", &csv);
-    assert!(
-        fake.wait_for_unique(2, T),
-        "events not delivered:\n{}",
-        daemon.log_text()
-    );
+    assert!(fake.wait_for_unique(2, T), "events not delivered:\n{}", daemon.log_text());
     let accepted = fake.accepted();
-    let first = accepted
-        .iter()
-        .find(|e| e["event_id"] == "s042:t1:000123")
-        .unwrap();
+    let first = accepted.iter().find(|e| e["event_id"] == "s042:t1:000123").unwrap();
     assert_eq!(
         first,
         &json!({"event":"Purchase","event_time":t,"event_id":"s042:t1:000123",
@@ -38,44 +31,26 @@ fn dropped_files_become_exact_events_at_tiktok() {
                                       {"content_id":"1197218","content_name":"dress","price":30.0,"quantity":1}],
               "content_type":"product","currency":"USD","value":46.0,"order_id":"000123","shop_id":"s042","num_items":3}})
     );
-    let second = accepted
-        .iter()
-        .find(|e| e["event_id"] == "s042:t1:000124")
-        .unwrap();
+    let second = accepted.iter().find(|e| e["event_id"] == "s042:t1:000124").unwrap();
     assert_eq!(second["user"], json!({"external_id":[EXTERNAL_HASH]}));
     assert_eq!(second["properties"]["value"], json!(19.99));
     assert_eq!(fake.violations(), Vec::<String>::new());
 
     // The file is archived after its commit, and no raw PII was written anywhere.
-    assert!(wait_until(T, || agent
-        .inbox
-        .join("archive/sales.csv")
-        .exists()));
+    assert!(wait_until(T, || agent.inbox.join("archive/sales.csv").exists()));
     assert!(!agent.inbox.join("sales.csv").exists());
     wait_until(T, || agent.counts() == (0, 2, 0));
     daemon.terminate();
     let on_disk = all_file_text(&agent.dir.path().join("state"));
-    assert!(
-        !on_disk.to_lowercase().contains("alice_abc"),
-        "raw email in the queue files"
-    );
-    assert!(
-        !on_disk.contains("2133734253"),
-        "raw phone in the queue files"
-    );
+    assert!(!on_disk.to_lowercase().contains("alice_abc"), "raw email in the queue files");
+    assert!(!on_disk.contains("2133734253"), "raw phone in the queue files");
     assert!(on_disk.contains(EMAIL_HASH));
 }
 
 #[test]
 fn jsonl_orders_are_delivered() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
-    let agent = Agent::new(
-        &fake.base_url(),
-        Opts {
-            source: "format = \"jsonl\"".into(),
-            ..Opts::default()
-        },
-    );
+    let agent = Agent::new(&fake.base_url(), Opts { source: "format = \"jsonl\"".into(), ..Opts::default() });
     let t = now() - 300;
     let line = format!(
         r#"{{"order_id":"J1","event_time":{t},"email":["{}"],"phone":"(213) 373-4253","currency":"EUR","items":[{{"content_id":"A","price":"2.50","quantity":4}}]}}"#,
@@ -107,18 +82,9 @@ fn a_malformed_row_is_reported_with_file_and_line_and_the_rest_is_delivered() {
     assert!(stderr.contains("day.csv:3: field `price`"), "{stderr}");
     assert!(stderr.contains("day.csv:4: field `event_time`"), "{stderr}");
     assert!(stderr.contains("day.csv:5:"), "{stderr}");
-    assert_eq!(
-        fake.unique_ids(),
-        ["s042:t1:A1", "s042:t1:A5"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    );
+    assert_eq!(fake.unique_ids(), ["s042:t1:A1", "s042:t1:A5"].iter().map(|s| s.to_string()).collect());
     let list = agent.cmd_ok(&["dead-letter", "list"]);
-    assert!(
-        list.contains("day.csv:3: field `price`: order `A2` not taken: not an amount"),
-        "{list}"
-    );
+    assert!(list.contains("day.csv:3: field `price`: order `A2` not taken: not an amount"), "{list}");
     assert!(list.contains("rejected rows: 3"), "{list}");
     let status = agent.status();
     assert_eq!(status["counts"]["rejects"], 3);
@@ -127,13 +93,7 @@ fn a_malformed_row_is_reported_with_file_and_line_and_the_rest_is_delivered() {
 #[test]
 fn a_re_export_and_a_copy_under_another_name_are_not_sent_twice() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
-    let agent = Agent::new(
-        &fake.base_url(),
-        Opts {
-            source: "after_ingest = \"keep\"".into(),
-            ..Opts::default()
-        },
-    );
+    let agent = Agent::new(&fake.base_url(), Opts { source: "after_ingest = \"keep\"".into(), ..Opts::default() });
     let csv = csv_orders("R", 5, 2);
     agent.drop_file("a.csv", &csv);
     agent.cmd_ok(&["run", "--once"]);
@@ -146,10 +106,7 @@ fn a_re_export_and_a_copy_under_another_name_are_not_sent_twice() {
     assert_eq!(fake.accepted_ids().len(), 6, "{:?}", fake.accepted_ids());
     assert_eq!(fake.unique_ids(), ids("R", 6));
     let files = agent.status()["recent_files"].as_array().unwrap().len();
-    assert_eq!(
-        files, 2,
-        "the copy is recognised by content, not ingested again"
-    );
+    assert_eq!(files, 2, "the copy is recognised by content, not ingested again");
 }
 
 #[test]
@@ -176,56 +133,26 @@ fn events_older_than_the_window_are_never_sent() {
     let agent = Agent::new(&fake.base_url(), Opts::default());
     let old = now() - 40 * 86_400;
     let fresh = now() - 60;
-    agent.drop_file(
-        "mix.csv",
-        &format!("order_id,event_time,value\nOLD,{old},5.00\nNEW,{fresh},6.00\n"),
-    );
+    agent.drop_file("mix.csv", &format!("order_id,event_time,value\nOLD,{old},5.00\nNEW,{fresh},6.00\n"));
     agent.cmd_ok(&["run", "--once"]);
-    assert_eq!(
-        fake.unique_ids(),
-        ["s042:t1:NEW".to_string()].into_iter().collect()
-    );
+    assert_eq!(fake.unique_ids(), ["s042:t1:NEW".to_string()].into_iter().collect());
     let list = agent.cmd_ok(&["dead-letter", "list"]);
-    assert!(
-        list.contains("s042:t1:OLD") && list.contains("[expired]"),
-        "{list}"
-    );
-    assert!(fake
-        .requests()
-        .iter()
-        .all(|r| !r.event_ids.contains(&"s042:t1:OLD".to_string())));
+    assert!(list.contains("s042:t1:OLD") && list.contains("[expired]"), "{list}");
+    assert!(fake.requests().iter().all(|r| !r.event_ids.contains(&"s042:t1:OLD".to_string())));
 }
 
 #[test]
 fn a_test_event_code_makes_live_events_test_events_and_watch_shows_the_flow() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
-    let agent = Agent::new(
-        &fake.base_url(),
-        Opts {
-            top: "test_event_code = \"TEST4242\"".into(),
-            ..Opts::default()
-        },
-    );
+    let agent = Agent::new(&fake.base_url(), Opts { top: "test_event_code = \"TEST4242\"".into(), ..Opts::default() });
     let t = now() - 30;
-    agent.drop_file(
-        "w.csv",
-        &format!(
-            "order_id,event_time,email,value\nW1,{t},{},9.99\n",
-            RAW_EMAIL.trim()
-        ),
-    );
+    agent.drop_file("w.csv", &format!("order_id,event_time,email,value\nW1,{t},{},9.99\n", RAW_EMAIL.trim()));
     agent.cmd_ok(&["run", "--once"]);
     let requests = fake.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].test_event_code.as_deref(), Some("TEST4242"));
     let watch = agent.cmd_ok(&["watch", "--history", "--exit-after-secs", "0"]);
-    assert!(
-        watch.contains("captured") && watch.contains("s042:t1:W1") && watch.contains(EMAIL_HASH),
-        "{watch}"
-    );
-    assert!(
-        watch.contains("delivered 1 events -> http 200 code 0"),
-        "{watch}"
-    );
+    assert!(watch.contains("captured") && watch.contains("s042:t1:W1") && watch.contains(EMAIL_HASH), "{watch}");
+    assert!(watch.contains("delivered 1 events -> http 200 code 0"), "{watch}");
     assert!(watch.contains("test_event_code TEST4242"), "{watch}");
 }

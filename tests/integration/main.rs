@@ -7,3 +7,4 @@ mod support;
 mod cli;
 mod e2e;
 mod resilience;
+mod service;

@@ -20,16 +20,9 @@ fn an_outage_queues_events_and_recovery_delivers_them_all() {
         daemon.log_text()
     );
     let status = agent.cmd_ok(&["status"]);
-    assert!(
-        status.contains("RETRYING") && status.contains("40 queued"),
-        "{status}"
-    );
+    assert!(status.contains("RETRYING") && status.contains("40 queued"), "{status}");
     fake.set_down(false);
-    assert!(
-        fake.wait_for_unique(40, T),
-        "not delivered after recovery:\n{}",
-        daemon.log_text()
-    );
+    assert!(fake.wait_for_unique(40, T), "not delivered after recovery:\n{}", daemon.log_text());
     let mut expected = ids("O", 30);
     expected.extend(ids("Q", 10));
     assert_eq!(fake.unique_ids(), expected);
@@ -47,64 +40,36 @@ fn after_a_refused_connection_the_backlog_drains_without_waiting_out_a_long_back
                 // A first backoff of up to 60 s: only the reachability probe can make delivery quick.
     let agent = Agent::new(
         &format!("http://127.0.0.1:{port}"),
-        Opts {
-            sender: "backoff_base_ms = 60000\nbackoff_max_secs = 300".into(),
-            ..Opts::default()
-        },
+        Opts { sender: "backoff_base_ms = 60000\nbackoff_max_secs = 300".into(), ..Opts::default() },
     );
     let daemon = agent.spawn();
     agent.drop_file("a.csv", &csv_orders("D", 5, 1));
-    assert!(
-        wait_until(T, || daemon.log_text().contains("delivery failed")),
-        "{}",
-        daemon.log_text()
-    );
+    assert!(wait_until(T, || daemon.log_text().contains("delivery failed")), "{}", daemon.log_text());
     let fake = FakeTikTok::start_on(TOKEN, SOURCE_ID, port);
     assert!(
         fake.wait_for_unique(5, Duration::from_secs(15)),
         "backlog not drained soon after recovery:\n{}",
         daemon.log_text()
     );
-    assert!(
-        daemon.log_text().contains("reachable again"),
-        "{}",
-        daemon.log_text()
-    );
+    assert!(daemon.log_text().contains("reachable again"), "{}", daemon.log_text());
 }
 
 #[test]
 fn throttling_server_errors_gateway_pages_resets_and_hangs_are_retried() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
-    fake.push_fault(Fault::Code(
-        40100,
-        "Too many requests. Please retry in some time.".into(),
-    ));
+    fake.push_fault(Fault::Code(40100, "Too many requests. Please retry in some time.".into()));
     fake.push_fault(Fault::Code(50002, "server error".into()));
     fake.push_fault(Fault::Html502);
     fake.push_fault(Fault::Reset);
     fake.push_fault(Fault::Http(503, String::new()));
     fake.push_fault(Fault::HttpRetryAfter(429, 1));
     fake.push_fault(Fault::Hang(Duration::from_secs(8)));
-    let agent = Agent::new(
-        &fake.base_url(),
-        Opts {
-            sender: "request_timeout_secs = 2".into(),
-            ..Opts::default()
-        },
-    );
+    let agent = Agent::new(&fake.base_url(), Opts { sender: "request_timeout_secs = 2".into(), ..Opts::default() });
     agent.drop_file("f.csv", &csv_orders("F", 12, 1));
     let out = agent.cmd(&["flush", "--timeout-secs", "1"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "nothing was queued yet, so flush is a no-op"
-    );
+    assert_eq!(out.status.code(), Some(0), "nothing was queued yet, so flush is a no-op");
     let out = agent.cmd(&["run", "--once", "--timeout-secs", "60"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(fake.unique_ids(), ids("F", 12));
     assert!(fake.requests().len() >= 8);
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
@@ -121,23 +86,15 @@ fn a_bad_token_pauses_sending_keeps_everything_queued_and_a_fixed_token_resumes(
     agent.set_token("tok-WRONG-000");
     let daemon = agent.spawn();
     agent.drop_file("a.csv", &csv_orders("K", 8, 1));
-    assert!(
-        wait_until(T, || agent.counts().0 == 8
-            && agent.status()["paused"].is_string()),
-        "{}",
-        daemon.log_text()
-    );
+    assert!(wait_until(T, || agent.counts().0 == 8 && agent.status()["paused"].is_string()), "{}", daemon.log_text());
     let status = agent.cmd_ok(&["status"]);
-    assert!(
-        status.contains("PAUSED") && status.contains("8 queued"),
-        "{status}"
-    );
+    assert!(status.contains("PAUSED") && status.contains("8 queued"), "{status}");
     assert_eq!(agent.counts(), (8, 0, 0));
     assert!(fake.unique_ids().is_empty());
     agent.set_token(TOKEN);
     assert!(fake.wait_for_unique(8, T), "{}", daemon.log_text());
     assert!(wait_until(T, || agent.status()["paused"].is_null()));
-    assert!(daemon.log_text().contains("sending resumed"));
+    assert!(wait_until(T, || daemon.log_text().contains("sending resumed")), "{}", daemon.log_text());
 }
 
 #[test]
@@ -171,13 +128,7 @@ fn flush_fails_loudly_when_tiktok_cannot_be_reached() {
 fn crash_loop(rounds: usize, orders: usize, delay_ms: u64) {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     fake.set_response_delay(Duration::from_millis(delay_ms));
-    let agent = Agent::new(
-        &fake.base_url(),
-        Opts {
-            sender: "batch_size = 50".into(),
-            ..Opts::default()
-        },
-    );
+    let agent = Agent::new(&fake.base_url(), Opts { sender: "batch_size = 50".into(), ..Opts::default() });
     agent.drop_file("big-1.csv", &csv_orders("X", orders, 3));
     agent.drop_file("big-2.csv", &csv_orders("Y", orders / 2, 1));
     let mut expected = ids("X", orders);
@@ -195,11 +146,7 @@ fn crash_loop(rounds: usize, orders: usize, delay_ms: u64) {
         }
     }
     let daemon = agent.spawn();
-    assert!(
-        fake.wait_for_unique(expected.len(), Duration::from_secs(90)),
-        "not all delivered:\n{}",
-        daemon.log_text()
-    );
+    assert!(fake.wait_for_unique(expected.len(), Duration::from_secs(90)), "not all delivered:\n{}", daemon.log_text());
     assert_eq!(fake.unique_ids(), expected);
     // Every delivery, duplicates included, carried an id from the expected set.
     assert!(fake.accepted_ids().iter().all(|id| expected.contains(id)));
@@ -209,9 +156,6 @@ fn crash_loop(rounds: usize, orders: usize, delay_ms: u64) {
 
 #[test]
 fn sigkill_during_ingest_and_sending_loses_nothing() {
-    let rounds = std::env::var("CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+    let rounds = std::env::var("CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
     crash_loop(rounds, 3000, 40);
 }

@@ -40,24 +40,9 @@ const MAX_ISSUES_KEPT: usize = 20;
 const TOP_KEYS: &[&str] = &["event_source", "event_source_id", "test_event_code", "data"];
 const EVENT_KEYS: &[&str] = &["event", "event_time", "event_id", "user", "properties"];
 const USER_KEYS: &[&str] = &["email", "phone", "external_id"];
-const PROPERTY_KEYS: &[&str] = &[
-    "contents",
-    "content_type",
-    "currency",
-    "value",
-    "order_id",
-    "shop_id",
-    "num_items",
-    "description",
-];
-const CONTENT_KEYS: &[&str] = &[
-    "content_id",
-    "content_name",
-    "content_category",
-    "brand",
-    "price",
-    "quantity",
-];
+const PROPERTY_KEYS: &[&str] =
+    &["contents", "content_type", "currency", "value", "order_id", "shop_id", "num_items", "description"];
+const CONTENT_KEYS: &[&str] = &["content_id", "content_name", "content_category", "brand", "price", "quantity"];
 
 /// Standard event names (web, offline and CRM share one list).
 pub const STANDARD_EVENTS: &[&str] = &[
@@ -82,20 +67,14 @@ pub const STANDARD_EVENTS: &[&str] = &[
 ];
 
 /// Legacy names TikTok still accepts.
-pub const LEGACY_EVENTS: &[&str] = &[
-    "CompletePayment",
-    "SubmitForm",
-    "ClickButton",
-    "PlaceAnOrder",
-];
+pub const LEGACY_EVENTS: &[&str] = &["CompletePayment", "SubmitForm", "ClickButton", "PlaceAnOrder"];
 
 /// TikTok's list of 62 supported currencies.
 pub const CURRENCIES: &[&str] = &[
-    "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY", "COP",
-    "CRC", "CZK", "DKK", "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF", "IDR", "ILS",
-    "INR", "ISK", "JPY", "KES", "KHR", "KRW", "KWD", "KZT", "MAD", "MOP", "MXN", "MYR", "NGN",
-    "NIO", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RUB", "SAR",
-    "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VES", "VND", "ZAR",
+    "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CRC", "CZK", "DKK",
+    "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF", "IDR", "ILS", "INR", "ISK", "JPY", "KES", "KHR", "KRW",
+    "KWD", "KZT", "MAD", "MOP", "MXN", "MYR", "NGN", "NIO", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN", "PYG",
+    "QAR", "RON", "RUB", "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VES", "VND", "ZAR",
 ];
 
 /// A way to misbehave for one request (queued with [`FakeTikTok::push_fault`]) or for every
@@ -195,9 +174,7 @@ impl Shared {
     }
 
     fn record(&self, status: u16, code: Option<i64>, summary: &Summary) {
-        lock(&self.state)
-            .requests
-            .push(summary.record(status, code));
+        lock(&self.state).requests.push(summary.record(status, code));
         self.changed.notify_all();
     }
 }
@@ -221,9 +198,7 @@ impl FakeTikTok {
     /// port an agent is already configured for, after an outage.
     pub fn start_on(token: &str, event_source_id: &str, port: u16) -> FakeTikTok {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("fake TikTok: bind 127.0.0.1");
-        let addr = listener
-            .local_addr()
-            .expect("fake TikTok: local address of the listener");
+        let addr = listener.local_addr().expect("fake TikTok: local address of the listener");
         let shared = Arc::new(Shared {
             event_source_id: event_source_id.to_string(),
             port: addr.port(),
@@ -252,11 +227,7 @@ impl FakeTikTok {
             .name("fake-tiktok-accept".to_string())
             .spawn(move || accept_loop(listener, for_thread))
             .expect("fake TikTok: spawn the accept thread");
-        FakeTikTok {
-            shared,
-            addr,
-            accept_thread: Some(accept_thread),
-        }
+        FakeTikTok { shared, addr, accept_thread: Some(accept_thread) }
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -305,10 +276,7 @@ impl FakeTikTok {
     /// Every accepted event object, in order, duplicates included.
     pub fn accepted(&self) -> Vec<Value> {
         let st = lock(&self.shared.state);
-        st.accepted
-            .iter()
-            .map(|text| serde_json::from_str(text).unwrap_or(Value::Null))
-            .collect()
+        st.accepted.iter().map(|text| serde_json::from_str(text).unwrap_or(Value::Null)).collect()
     }
 
     /// The event_id of every accepted event, in order, duplicates included.
@@ -396,15 +364,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             return;
         }
         let for_conn = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name("fake-tiktok-conn".to_string())
-            .spawn(move || {
-                let _forget = ConnGuard {
-                    shared: &for_conn,
-                    id,
-                };
-                serve_connection(&for_conn, stream);
-            });
+        let spawned = thread::Builder::new().name("fake-tiktok-conn".to_string()).spawn(move || {
+            let _forget = ConnGuard { shared: &for_conn, id };
+            serve_connection(&for_conn, stream);
+        });
         if spawned.is_err() {
             if let Some(conn) = lock(&shared.conns).remove(&id) {
                 let _ = conn.shutdown(Shutdown::Both);
@@ -437,10 +400,7 @@ struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -462,11 +422,7 @@ fn read_line(reader: &mut BufReader<TcpStream>, buf: &mut Vec<u8>) -> io::Result
     buf.clear();
     let n = reader.by_ref().take(MAX_LINE).read_until(b'\n', buf)?;
     if buf.last() != Some(&b'\n') {
-        return Ok(if n as u64 >= MAX_LINE {
-            Line::TooLong
-        } else {
-            Line::Eof
-        });
+        return Ok(if n as u64 >= MAX_LINE { Line::TooLong } else { Line::Eof });
     }
     buf.pop();
     if buf.last() == Some(&b'\r') {
@@ -495,10 +451,7 @@ fn read_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Re
     };
     let parts: Vec<&str> = request_line.split(' ').collect();
     if parts.len() != 3 || parts[0].is_empty() || parts[1].is_empty() {
-        return ReadOutcome::Bad(
-            400,
-            format!("malformed request line {:?}", cut(&request_line)),
-        );
+        return ReadOutcome::Bad(400, format!("malformed request line {:?}", cut(&request_line)));
     }
     let (method, target, version) = (parts[0], parts[1], parts[2]);
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
@@ -530,10 +483,7 @@ fn read_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Re
     if let Some((_, te)) = headers.iter().find(|(k, _)| k == "transfer-encoding") {
         return ReadOutcome::Bad(
             400,
-            format!(
-                "Transfer-Encoding {:?} is not supported: send a Content-Length body",
-                cut(te)
-            ),
+            format!("Transfer-Encoding {:?} is not supported: send a Content-Length body", cut(te)),
         );
     }
     let mut length: Option<usize> = None;
@@ -551,23 +501,14 @@ fn read_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Re
         return ReadOutcome::Bad(413, format!("body of {length} bytes is too large"));
     }
 
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_ascii_lowercase());
     if header("expect").is_some_and(|e| e == "100-continue")
         && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
     {
         return ReadOutcome::Closed;
     }
     let connection = header("connection").unwrap_or_default();
-    let close = if version == "HTTP/1.0" {
-        !connection.contains("keep-alive")
-    } else {
-        connection.contains("close")
-    };
+    let close = if version == "HTTP/1.0" { !connection.contains("keep-alive") } else { connection.contains("close") };
 
     let mut body = Vec::with_capacity(length);
     match reader.by_ref().take(length as u64).read_to_end(&mut body) {
@@ -575,13 +516,7 @@ fn read_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Re
         // The client went away in the middle of the body.
         _ => return ReadOutcome::Closed,
     }
-    ReadOutcome::Request(Request {
-        method: method.to_string(),
-        target: target.to_string(),
-        headers,
-        body,
-        close,
-    })
+    ReadOutcome::Request(Request { method: method.to_string(), target: target.to_string(), headers, body, close })
 }
 
 fn reason(status: u16) -> &'static str {
@@ -632,9 +567,7 @@ fn write_response(
 }
 
 fn envelope(code: i64, message: &str, request_id: &str) -> Vec<u8> {
-    json!({"code": code, "message": message, "request_id": request_id, "data": {}})
-        .to_string()
-        .into_bytes()
+    json!({"code": code, "message": message, "request_id": request_id, "data": {}}).to_string().into_bytes()
 }
 
 fn serve_connection(shared: &Shared, stream: TcpStream) {
@@ -650,19 +583,11 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
                 let n = shared.next_request.fetch_add(1, Ordering::Relaxed) + 1;
                 {
                     let mut st = lock(&shared.state);
-                    st.violations
-                        .push(format!("request #{n}: bad HTTP ({status}): {message}"));
+                    st.violations.push(format!("request #{n}: bad HTTP ({status}): {message}"));
                     st.requests.push(Summary::default().record(status, None));
                 }
                 shared.changed.notify_all();
-                let _ = write_response(
-                    &mut writer,
-                    status,
-                    "text/plain",
-                    message.as_bytes(),
-                    &[],
-                    true,
-                );
+                let _ = write_response(&mut writer, status, "text/plain", message.as_bytes(), &[], true);
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
@@ -690,17 +615,11 @@ impl Summary {
         let Some(obj) = body.and_then(Value::as_object) else {
             return s;
         };
-        s.test_event_code = obj
-            .get("test_event_code")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        s.test_event_code = obj.get("test_event_code").and_then(Value::as_str).map(str::to_string);
         if let Some(data) = obj.get("data").and_then(Value::as_array) {
             s.events = data.len();
-            s.event_ids = data
-                .iter()
-                .filter_map(|e| e.get("event_id").and_then(Value::as_str))
-                .map(str::to_string)
-                .collect();
+            s.event_ids =
+                data.iter().filter_map(|e| e.get("event_id").and_then(Value::as_str)).map(str::to_string).collect();
         }
         s
     }
@@ -723,11 +642,7 @@ fn handle_request(shared: &Shared, writer: &mut TcpStream, req: Request) -> bool
     let summary = Summary::of(parsed.as_ref().ok());
     let (fault, token) = {
         let mut st = lock(&shared.state);
-        let fault = if st.down {
-            Some(Fault::Reset)
-        } else {
-            st.faults.pop_front().or_else(|| st.persistent.clone())
-        };
+        let fault = if st.down { Some(Fault::Reset) } else { st.faults.pop_front().or_else(|| st.persistent.clone()) };
         (fault, st.token.clone())
     };
     match fault {
@@ -736,14 +651,7 @@ fn handle_request(shared: &Shared, writer: &mut TcpStream, req: Request) -> bool
     }
 }
 
-fn apply_fault(
-    shared: &Shared,
-    writer: &mut TcpStream,
-    fault: Fault,
-    summary: &Summary,
-    n: u64,
-    close: bool,
-) -> bool {
+fn apply_fault(shared: &Shared, writer: &mut TcpStream, fault: Fault, summary: &Summary, n: u64, close: bool) -> bool {
     let request_id = shared.request_id(n);
     let written = match fault {
         Fault::Code(code, message) => {
@@ -752,26 +660,13 @@ fn apply_fault(
             write_response(writer, 200, "application/json", &body, &[], close)
         }
         Fault::Http(status, body) => {
-            let code = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("code").and_then(Value::as_i64));
+            let code = serde_json::from_str::<Value>(&body).ok().and_then(|v| v.get("code").and_then(Value::as_i64));
             shared.record(status, code, summary);
-            write_response(
-                writer,
-                status,
-                "application/json",
-                body.as_bytes(),
-                &[],
-                close,
-            )
+            write_response(writer, status, "application/json", body.as_bytes(), &[], close)
         }
         Fault::HttpRetryAfter(status, secs) => {
             shared.record(status, Some(40100), summary);
-            let body = envelope(
-                40100,
-                "Too many requests. Please retry in some time.",
-                &request_id,
-            );
+            let body = envelope(40100, "Too many requests. Please retry in some time.", &request_id);
             let extra = [("Retry-After", secs.to_string())];
             write_response(writer, status, "application/json", &body, &extra, close)
         }
@@ -829,10 +724,7 @@ fn handle_normally(
             Some(t) if t != token => Outcome::Error(40105, "Access token is invalid".to_string()),
             Some(_) => {
                 let content_type = req.header("content-type").unwrap_or("");
-                if !content_type
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-                {
+                if !content_type.to_ascii_lowercase().starts_with("application/json") {
                     issues.add(
                         40002,
                         "Content-Type",
@@ -840,9 +732,7 @@ fn handle_normally(
                     );
                 }
                 match &parsed {
-                    Ok(body) => {
-                        validate_body(body, &shared.event_source_id, unix_now(), &mut issues)
-                    }
+                    Ok(body) => validate_body(body, &shared.event_source_id, unix_now(), &mut issues),
                     Err(e) => issues.add(40002, "body", format!("not valid JSON ({e})")),
                 }
                 match issues.list.first() {
@@ -868,15 +758,11 @@ fn handle_normally(
         let st = &mut *guard;
         let outcome = match outcome {
             Outcome::Accept => {
-                let refused = summary
-                    .event_ids
-                    .iter()
-                    .position(|id| st.rejected_ids.contains(id));
+                let refused = summary.event_ids.iter().position(|id| st.rejected_ids.contains(id));
                 match refused {
-                    Some(i) => Outcome::Error(
-                        40002,
-                        format!("data.{i}.properties.contents.0.content_id: Not a valid string"),
-                    ),
+                    Some(i) => {
+                        Outcome::Error(40002, format!("data.{i}.properties.contents.0.content_id: Not a valid string"))
+                    }
                     None => {
                         for id in &summary.event_ids {
                             if !st.unique.contains(id) {
@@ -915,14 +801,7 @@ fn handle_normally(
     }
     let request_id = shared.request_id(n);
     let written = match outcome {
-        Outcome::NotFound => write_response(
-            writer,
-            404,
-            "text/plain",
-            b"404 page not found",
-            &[],
-            req.close,
-        ),
+        Outcome::NotFound => write_response(writer, 404, "text/plain", b"404 page not found", &[], req.close),
         Outcome::Error(code, message) => {
             let body = envelope(code, &message, &request_id);
             write_response(writer, 200, "application/json", &body, &[], req.close)
@@ -936,10 +815,7 @@ fn handle_normally(
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Shortens text for messages, on a char boundary.
@@ -985,12 +861,7 @@ impl Issues {
     fn push(&mut self, code: i64, path: String, msg: String, got: Option<String>) {
         self.total += 1;
         if self.list.len() < MAX_ISSUES_KEPT {
-            self.list.push(Issue {
-                code,
-                path,
-                msg,
-                got,
-            });
+            self.list.push(Issue { code, path, msg, got });
         }
     }
 
@@ -1003,24 +874,11 @@ impl Issues {
     }
 }
 
-fn check_keys(
-    obj: &serde_json::Map<String, Value>,
-    allowed: &[&str],
-    path: &str,
-    issues: &mut Issues,
-) {
+fn check_keys(obj: &serde_json::Map<String, Value>, allowed: &[&str], path: &str, issues: &mut Issues) {
     for key in obj.keys() {
         if !allowed.contains(&key.as_str()) {
-            let full = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            issues.add(
-                40002,
-                full,
-                format!("unknown field (allowed: {})", allowed.join(", ")),
-            );
+            let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            issues.add(40002, full, format!("unknown field (allowed: {})", allowed.join(", ")));
         }
     }
 }
@@ -1050,9 +908,7 @@ fn check_number(obj: &serde_json::Map<String, Value>, key: &str, path: &str, iss
 }
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn validate_body(body: &Value, event_source_id: &str, now: i64, issues: &mut Issues) {
@@ -1090,12 +946,7 @@ fn validate_body(body: &Value, event_source_id: &str, now: i64, issues: &mut Iss
     match obj.get("test_event_code") {
         None => {}
         Some(Value::String(s)) if !s.is_empty() => {}
-        Some(v) => issues.add_got(
-            40002,
-            "test_event_code",
-            "must be a non-empty string when present",
-            v,
-        ),
+        Some(v) => issues.add_got(40002, "test_event_code", "must be a non-empty string when present", v),
     }
 
     match obj.get("data") {
@@ -1107,10 +958,7 @@ fn validate_body(body: &Value, event_source_id: &str, now: i64, issues: &mut Iss
                 issues.add(
                     40000,
                     "data",
-                    format!(
-                        "too many events: at most {MAX_EVENTS} per request (got {})",
-                        events.len()
-                    ),
+                    format!("too many events: at most {MAX_EVENTS} per request (got {})", events.len()),
                 );
             } else {
                 for (i, event) in events.iter().enumerate() {
@@ -1133,8 +981,7 @@ fn validate_event(i: usize, event: &Value, now: i64, issues: &mut Issues) {
     match obj.get("event") {
         None => issues.add(40002, format!("{path}.event"), "required"),
         Some(Value::String(name))
-            if STANDARD_EVENTS.contains(&name.as_str())
-                || LEGACY_EVENTS.contains(&name.as_str()) => {}
+            if STANDARD_EVENTS.contains(&name.as_str()) || LEGACY_EVENTS.contains(&name.as_str()) => {}
         Some(v @ Value::String(_)) => issues.add_got(
             40002,
             format!("{path}.event"),
@@ -1149,12 +996,7 @@ fn validate_event(i: usize, event: &Value, now: i64, issues: &mut Issues) {
         Some(v) => {
             if let Some(t) = v.as_i64() {
                 if t <= 1_000_000_000 || t >= 100_000_000_000 {
-                    issues.add_got(
-                        40002,
-                        format!("{path}.event_time"),
-                        "must be unix seconds",
-                        v,
-                    );
+                    issues.add_got(40002, format!("{path}.event_time"), "must be unix seconds", v);
                 } else if t < now - MAX_AGE_SECS {
                     issues.add_got(
                         40002,
@@ -1163,27 +1005,12 @@ fn validate_event(i: usize, event: &Value, now: i64, issues: &mut Issues) {
                         v,
                     );
                 } else if t > now + MAX_FUTURE_SECS {
-                    issues.add_got(
-                        40002,
-                        format!("{path}.event_time"),
-                        "more than 10 minutes in the future",
-                        v,
-                    );
+                    issues.add_got(40002, format!("{path}.event_time"), "more than 10 minutes in the future", v);
                 }
             } else if v.is_u64() {
-                issues.add_got(
-                    40002,
-                    format!("{path}.event_time"),
-                    "must be unix seconds",
-                    v,
-                );
+                issues.add_got(40002, format!("{path}.event_time"), "must be unix seconds", v);
             } else {
-                issues.add_got(
-                    40002,
-                    format!("{path}.event_time"),
-                    "must be an integer (unix seconds)",
-                    v,
-                );
+                issues.add_got(40002, format!("{path}.event_time"), "must be an integer (unix seconds)", v);
             }
         }
     }
@@ -1191,9 +1018,7 @@ fn validate_event(i: usize, event: &Value, now: i64, issues: &mut Issues) {
     match obj.get("event_id") {
         None => issues.add(40002, format!("{path}.event_id"), "required"),
         Some(Value::String(s)) if !s.is_empty() => {}
-        Some(v @ Value::String(_)) => {
-            issues.add_got(40002, format!("{path}.event_id"), "must not be empty", v)
-        }
+        Some(v @ Value::String(_)) => issues.add_got(40002, format!("{path}.event_id"), "must not be empty", v),
         Some(v) => issues.add_got(40002, format!("{path}.event_id"), "Not a valid string", v),
     }
 
@@ -1225,57 +1050,33 @@ fn validate_user(event_path: &str, user: &serde_json::Map<String, Value>, issues
                 for (j, v) in values.iter().enumerate() {
                     match v {
                         Value::String(s) if is_sha256_hex(s) => {}
-                        Value::String(_) => {
-                            issues.add_got(40062, format!("{path}.{key}.{j}"), NOT_HASHED, v)
-                        }
-                        _ => issues.add_got(
-                            40002,
-                            format!("{path}.{key}.{j}"),
-                            "Not a valid string",
-                            v,
-                        ),
+                        Value::String(_) => issues.add_got(40062, format!("{path}.{key}.{j}"), NOT_HASHED, v),
+                        _ => issues.add_got(40002, format!("{path}.{key}.{j}"), "Not a valid string", v),
                     }
                 }
             }
-            Some(v) => issues.add_got(
-                40002,
-                format!("{path}.{key}"),
-                "must be a string or an array of strings",
-                v,
-            ),
+            Some(v) => issues.add_got(40002, format!("{path}.{key}"), "must be a string or an array of strings", v),
         }
     }
 }
 
-fn validate_properties(
-    event_path: &str,
-    props: &serde_json::Map<String, Value>,
-    issues: &mut Issues,
-) {
+fn validate_properties(event_path: &str, props: &serde_json::Map<String, Value>, issues: &mut Issues) {
     let path = format!("{event_path}.properties");
     check_keys(props, PROPERTY_KEYS, &path, issues);
 
     match props.get("currency") {
         None => {}
         Some(Value::String(c)) if CURRENCIES.contains(&c.as_str()) => {}
-        Some(v @ Value::String(_)) => issues.add_got(
-            40002,
-            format!("{path}.currency"),
-            "not one of TikTok's 62 supported currencies",
-            v,
-        ),
+        Some(v @ Value::String(_)) => {
+            issues.add_got(40002, format!("{path}.currency"), "not one of TikTok's 62 supported currencies", v)
+        }
         Some(v) => issues.add_got(40002, format!("{path}.currency"), "Not a valid string", v),
     }
     check_number(props, "value", &path, issues);
     match props.get("content_type") {
         None => {}
         Some(Value::String(t)) if t == "product" || t == "product_group" => {}
-        Some(v) => issues.add_got(
-            40002,
-            format!("{path}.content_type"),
-            "must be \"product\" or \"product_group\"",
-            v,
-        ),
+        Some(v) => issues.add_got(40002, format!("{path}.content_type"), "must be \"product\" or \"product_group\"", v),
     }
     check_string(props, "order_id", &path, issues);
     check_string(props, "shop_id", &path, issues);
@@ -1293,11 +1094,9 @@ fn validate_properties(
                 };
                 check_keys(item_obj, CONTENT_KEYS, &item_path, issues);
                 match item_obj.get("content_id") {
-                    Some(Value::String(s)) if s.is_empty() => issues.add(
-                        40002,
-                        format!("{item_path}.content_id"),
-                        "Not a valid string (empty)",
-                    ),
+                    Some(Value::String(s)) if s.is_empty() => {
+                        issues.add(40002, format!("{item_path}.content_id"), "Not a valid string (empty)")
+                    }
                     _ => check_string(item_obj, "content_id", &item_path, issues),
                 }
                 check_string(item_obj, "content_name", &item_path, issues);

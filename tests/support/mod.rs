@@ -26,10 +26,7 @@ pub fn bin() -> &'static str {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// Quick retries for tests; a test's own `[sender]` lines replace these.
@@ -87,12 +84,14 @@ impl Agent {
         set_mode(&self.token_file, 0o600);
     }
 
+    /// Replace the extra config lines and rewrite the file.
+    pub fn set_opts(&mut self, opts: Opts) {
+        self.opts = opts;
+        self.write_config();
+    }
+
     pub fn write_config(&self) {
-        let Opts {
-            top,
-            sender,
-            source,
-        } = &self.opts;
+        let Opts { top, sender, source } = &self.opts;
         let text = format!(
             r#"event_source_id = "{SOURCE_ID}"
 access_token_file = "{token}"
@@ -126,11 +125,7 @@ rescan_secs = 1
             api = self.api_base,
             queue = self.queue.display(),
             inbox = self.inbox.display(),
-            format = if source.contains("format =") {
-                ""
-            } else {
-                "format = \"native-csv\""
-            },
+            format = if source.contains("format =") { "" } else { "format = \"native-csv\"" },
         );
         std::fs::write(&self.config, text).unwrap();
     }
@@ -162,24 +157,21 @@ rescan_secs = 1
 
     /// Start `run` in the background, its log going to a file in the temp folder.
     pub fn spawn(&self) -> Daemon {
-        let log = self
-            .dir
-            .path()
-            .join(format!("daemon-{}.log", fastrand_u32()));
+        self.spawn_with_env(&[])
+    }
+
+    pub fn spawn_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        let log = self.dir.path().join(format!("daemon-{}.log", fastrand_u32()));
         let child = Command::new(bin())
             .arg("--config")
             .arg(&self.config)
             .arg("run")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(File::create(&log).unwrap()))
-            .stderr(Stdio::from(
-                File::options().append(true).open(&log).unwrap(),
-            ))
+            .stderr(Stdio::from(File::options().append(true).open(&log).unwrap()))
             .spawn()
             .unwrap();
-        Daemon {
-            child: Some(child),
-            log,
-        }
+        Daemon { child: Some(child), log }
     }
 
     /// Put a file into the source folder the way a careful POS does: write, then rename into place.
@@ -203,11 +195,7 @@ rescan_secs = 1
         }
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let c = &s["counts"];
-        (
-            c["pending"].as_i64().unwrap(),
-            c["sent"].as_i64().unwrap(),
-            c["dead"].as_i64().unwrap(),
-        )
+        (c["pending"].as_i64().unwrap(), c["sent"].as_i64().unwrap(), c["dead"].as_i64().unwrap())
     }
 }
 
@@ -230,23 +218,21 @@ impl Daemon {
     pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
         let mut c = self.child.take().expect("running");
         let started = Instant::now();
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .unwrap();
+        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = c.try_wait().unwrap() {
                 assert_no_leak(&self.log_text());
                 return (status, started.elapsed());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "daemon did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
     }
 
     pub fn log_text(&self) -> String {
@@ -281,31 +267,20 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn assert_no_leak(text: &str) {
     assert!(!text.contains(TOKEN), "the access token leaked:\n{text}");
     let lower = text.to_lowercase();
-    assert!(
-        !lower.contains(RAW_EMAIL.trim().to_lowercase().as_str()),
-        "a raw email leaked:\n{text}"
-    );
-    assert!(
-        !text.contains("2133734253"),
-        "a raw phone number leaked:\n{text}"
-    );
+    assert!(!lower.contains(RAW_EMAIL.trim().to_lowercase().as_str()), "a raw email leaked:\n{text}");
+    assert!(!text.contains("2133734253"), "a raw phone number leaked:\n{text}");
 }
 
 /// Native CSV with `orders` orders of `items` lines each, ids `{prefix}{n}`, recent times.
 pub fn csv_orders(prefix: &str, orders: usize, items: usize) -> String {
     let base = now() - 3600;
-    let mut out =
-        String::from("order_id,event_time,email,content_id,content_name,price,quantity\n");
+    let mut out = String::from("order_id,event_time,email,content_id,content_name,price,quantity\n");
     for o in 0..orders {
         for i in 0..items {
-            let email = if i == 0 {
-                format!("c{o}@example.com")
-            } else {
-                String::new()
-            };
+            let email = if i == 0 { format!("c{o}@example.com") } else { String::new() };
             out.push_str(&format!(
                 "{prefix}{o},{},{email},SKU-{i},item {i},{}.50,{}\n",
-                base + o as i64,
+                base - (o % 3000) as i64,
                 1 + i,
                 1 + i % 3
             ));
@@ -315,9 +290,7 @@ pub fn csv_orders(prefix: &str, orders: usize, items: usize) -> String {
 }
 
 pub fn ids(prefix: &str, orders: usize) -> std::collections::BTreeSet<String> {
-    (0..orders)
-        .map(|o| format!("s042:t1:{prefix}{o}"))
-        .collect()
+    (0..orders).map(|o| format!("s042:t1:{prefix}{o}")).collect()
 }
 
 pub fn set_mode(path: &Path, mode: u32) {
@@ -326,10 +299,7 @@ pub fn set_mode(path: &Path, mode: u32) {
 }
 
 fn fastrand_u32() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
 }
 
 /// Text of every file under `dir` (for "no raw PII on disk" checks), binary files included lossily.

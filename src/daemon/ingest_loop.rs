@@ -1,0 +1,252 @@
+//! The ingest loop: file-system signals and rescans feed the settle decision; complete files are
+//! ingested on the blocking pool; the sender is woken when new events are committed.
+
+use super::{blocking, process_file, FileResult, Health, LogLimiter, Part, Verdict};
+use crate::config::Config;
+use crate::ingest;
+use crate::queue::Queue;
+use crate::source::watch::{FsSignal, Watcher};
+use crate::source::{self, Settle};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch, Notify};
+
+type Stamp = (u64, Option<SystemTime>);
+
+struct Watched {
+    settle: Settle,
+    /// Files looked at and left alone (already ingested and kept, unreadable): skipped until they change.
+    handled: HashMap<PathBuf, Stamp>,
+    next_rescan: Instant,
+    folder_ok: bool,
+}
+
+pub(super) async fn ingest_loop(
+    config: Arc<Config>,
+    mut queue: Queue,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    health: Arc<Health>,
+) {
+    let mut limiter = LogLimiter::new(Duration::from_secs(600));
+    let mut hold_until: Option<Instant> = None;
+    let (tx, mut rx) = mpsc::channel(4096);
+    let mut watcher = match Watcher::new(tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("file watching unavailable ({e}); relying on periodic rescans");
+            None
+        }
+    };
+    let start = Instant::now();
+    let ms = move || start.elapsed().as_millis() as u64;
+    let mut watched: Vec<Watched> = config
+        .sources
+        .iter()
+        .map(|_| Watched {
+            settle: Settle::default(),
+            handled: HashMap::new(),
+            next_rescan: Instant::now(),
+            folder_ok: true,
+        })
+        .collect();
+    let dispose = !config.dry_run;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let overflow = watcher.as_ref().is_some_and(Watcher::take_overflow);
+        for (i, src) in config.sources.iter().enumerate() {
+            let w = &mut watched[i];
+            if !overflow && Instant::now() < w.next_rescan {
+                continue;
+            }
+            w.next_rescan = Instant::now() + src.rescan;
+            if let Some(watcher) = watcher.as_mut() {
+                let _ = watcher.ensure(&src.path);
+            }
+            let s = src.clone();
+            let ((), listing) = blocking((), move |_| source::scan(&s)).await;
+            match listing {
+                Ok(files) => {
+                    if !w.folder_ok {
+                        tracing::info!("source {}: folder {} is back", src.name, src.path.display());
+                        w.folder_ok = true;
+                    }
+                    let now = ms();
+                    w.handled.retain(|p, _| files.iter().any(|(f, _, _)| f == p));
+                    for (path, size, mtime) in files {
+                        if w.handled.get(&path) != Some(&(size, mtime)) {
+                            w.settle.observe(&path, size, mtime, now);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if w.folder_ok {
+                        tracing::error!(
+                            "source {}: cannot list {}: {e} (will keep trying)",
+                            src.name,
+                            src.path.display()
+                        );
+                        w.folder_ok = false;
+                    }
+                }
+            }
+        }
+
+        let any_ready =
+            config.sources.iter().enumerate().any(|(i, s)| !watched[i].settle.ready(ms(), s.settle).is_empty());
+        let in_hold = hold_until.is_some_and(|t| Instant::now() < t);
+        let held = in_hold
+            || any_ready && {
+                let used = queue.used_bytes();
+                let full = used > config.max_queue_bytes / 10 * 9;
+                if full {
+                    let why = format!(
+                        "queue full ({} of {} MB): new files wait in their folders until sending frees space",
+                        used / 1_048_576,
+                        config.max_queue_bytes / 1_048_576
+                    );
+                    match limiter.check("queue full", Instant::now()) {
+                        Verdict::Log => tracing::warn!("{why}"),
+                        Verdict::LogWithCount(n) => tracing::warn!("{why} (still; {n} checks since the last message)"),
+                        Verdict::Quiet => {}
+                    }
+                    let _ = queue.set_state("ingest_held", Some(&why));
+                    health.set_ingest_held(Some(why));
+                    hold_until = Some(Instant::now() + Duration::from_secs(5));
+                } else if health.ingest_held().is_some() {
+                    tracing::info!("queue has room again; taking files");
+                    let _ = queue.set_state("ingest_held", None);
+                    health.set_ingest_held(None);
+                    limiter.reset("queue full");
+                }
+                full
+            };
+        let mut work = Vec::new();
+        if !held {
+            for (i, src) in config.sources.iter().enumerate() {
+                for path in watched[i].settle.ready(ms(), src.settle) {
+                    watched[i].settle.forget(&path);
+                    work.push((i, path));
+                }
+            }
+        }
+        if !work.is_empty() {
+            let cfg = config.clone();
+            let h = health.clone();
+            health.begin(Part::Ingest);
+            let (q, results) = blocking(queue, move |q| {
+                work.into_iter()
+                    .map(|(i, path)| {
+                        h.progress(Part::Ingest);
+                        let result = process_file(q, &cfg, &cfg.sources[i], &path, dispose);
+                        let stamp = std::fs::metadata(&path).ok().map(|m| ingest::stamp(&m));
+                        (i, path, result, stamp)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            health.end(Part::Ingest);
+            queue = q;
+            let mut new_events = false;
+            for (i, path, result, stamp) in results {
+                match (result, stamp) {
+                    (FileResult::Committed { events }, stamp) => {
+                        new_events |= events > 0;
+                        if let Some(stamp) = stamp {
+                            watched[i].handled.insert(path, stamp);
+                        }
+                    }
+                    (FileResult::Done, Some(stamp)) => {
+                        watched[i].handled.insert(path, stamp);
+                    }
+                    (FileResult::Retry, Some((size, mtime))) => watched[i].settle.observe(&path, size, mtime, ms()),
+                    (FileResult::QueueFull, Some((size, mtime))) => {
+                        watched[i].settle.observe(&path, size, mtime, ms());
+                        let why =
+                            "queue full: a file did not fit; new files wait in their folders until sending frees space";
+                        let _ = queue.set_state("ingest_held", Some(why));
+                        health.set_ingest_held(Some(why.to_string()));
+                        hold_until = Some(Instant::now() + Duration::from_secs(5));
+                    }
+                    (_, None) => {}
+                }
+            }
+            if new_events {
+                wake.notify_one();
+            }
+            queue.release_memory();
+            continue;
+        }
+
+        let now = ms();
+        let next_settle = config
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| watched[i].settle.next_due_ms(s.settle))
+            .min()
+            .map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now)));
+        let next_rescan =
+            watched.iter().map(|w| w.next_rescan).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        let deadline = next_settle.map_or(next_rescan, |s| s.min(next_rescan));
+        let deadline = match hold_until {
+            Some(t) if held => deadline.max(t),
+            _ => deadline,
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            signal = rx.recv() => {
+                let mut pending = signal.into_iter().collect::<Vec<_>>();
+                while let Ok(more) = rx.try_recv() {
+                    pending.push(more);
+                }
+                for signal in pending {
+                    apply_signal(&config, &mut watched, signal, ms());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+}
+
+fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_ms: u64) {
+    let (path, renamed) = match signal {
+        FsSignal::Rescan => {
+            for w in watched.iter_mut() {
+                w.next_rescan = Instant::now();
+            }
+            return;
+        }
+        FsSignal::Changed(p) => (p, false),
+        FsSignal::RenamedIn(p) => (p, true),
+    };
+    let Some(i) = config.sources.iter().position(|s| path.parent() == Some(s.path.as_path())) else {
+        return;
+    };
+    let src = &config.sources[i];
+    let w = &mut watched[i];
+    if !source::is_candidate(src, &path) {
+        return;
+    }
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => {
+            let (size, mtime) = ingest::stamp(&meta);
+            if w.handled.get(&path) == Some(&(size, mtime)) {
+                return;
+            }
+            if renamed {
+                w.settle.renamed_in(&path, size, mtime, now_ms);
+            } else {
+                w.settle.observe(&path, size, mtime, now_ms);
+            }
+        }
+        _ => {
+            w.settle.forget(&path);
+            w.handled.remove(&path);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The send loop: step the sender on the blocking pool, and wait as each step says: for new events,
+//! out a backoff (cut short when the API is reachable again), or out a pause on a token problem.
+
+use super::{blocking, Health, LogLimiter, Part, Verdict};
+use crate::config::Config;
+use crate::sender::{Sender, Step};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+pub(super) async fn send_loop(
+    config: Arc<Config>,
+    mut sender: Sender,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    health: Arc<Health>,
+) {
+    const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+    let mut next_maintenance = Instant::now();
+    let mut paused_logged = false;
+    let mut limiter = LogLimiter::new(Duration::from_secs(600));
+    // After a shared power or network outage a whole fleet starts at once: spread the first send.
+    if sender.queue().has_pending().unwrap_or(false) {
+        let jitter = config.sender.recovery_jitter.mul_f64(fastrand::f64());
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(jitter) => {}
+        }
+    }
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if Instant::now() >= next_maintenance {
+            let retention = config.sender.sent_retention;
+            health.begin(Part::Send);
+            let (s, r) = blocking(sender, move |s| s.maintain(crate::now(), retention)).await;
+            health.end(Part::Send);
+            sender = s;
+            if let Err(e) = r {
+                tracing::error!("queue maintenance failed: {e}");
+            }
+            next_maintenance = Instant::now() + MAINTENANCE_EVERY;
+        }
+        health.begin(Part::Send);
+        let (s, step) = blocking(sender, |s| s.step(crate::now())).await;
+        health.end(Part::Send);
+        sender = s;
+        let wait = match step {
+            Ok(Step::Progress { sent, dead }) => {
+                limiter.reset("delivery failed");
+                if health.ingest_held().is_some() {
+                    let (s, r) = blocking(sender, |s| s.free_space()).await;
+                    sender = s;
+                    if let Err(e) = r {
+                        tracing::error!("cannot free queue space: {e}");
+                    }
+                }
+                if paused_logged {
+                    tracing::info!("sending resumed");
+                    paused_logged = false;
+                }
+                tracing::info!(
+                    "delivered {sent} events{}",
+                    if dead > 0 { format!(", {dead} dead-lettered") } else { String::new() }
+                );
+                continue;
+            }
+            Ok(Step::Idle) => {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until(next_maintenance.into()) => {}
+                }
+                continue;
+            }
+            Ok(Step::Retry { delay, connect_failure, reason }) => {
+                match limiter.check("delivery failed", Instant::now()) {
+                    Verdict::Log => tracing::warn!(
+                        "delivery failed: {reason}; events stay queued, next try in {:.1}s (repeats are summarised every 10 minutes)",
+                        delay.as_secs_f64()
+                    ),
+                    Verdict::LogWithCount(n) => tracing::warn!(
+                        "delivery still failing: {reason}; {n} more failed tries in the last 10 minutes; events stay queued"
+                    ),
+                    Verdict::Quiet => {}
+                }
+                let probe = connect_failure.then(|| first_hop(&config)).flatten();
+                (delay, probe)
+            }
+            Ok(Step::Paused { retry, reason }) => {
+                if !paused_logged {
+                    tracing::error!("{reason}");
+                    paused_logged = true;
+                }
+                (retry, None)
+            }
+            Err(e) => {
+                match limiter.check("sender error", Instant::now()) {
+                    Verdict::Quiet => {}
+                    _ => tracing::error!("sender: {e}; retrying in 5s"),
+                }
+                (Duration::from_secs(5), None)
+            }
+        };
+        let (delay, probe) = wait;
+        let recovered = async {
+            match probe {
+                Some(addr) => {
+                    wait_until_reachable(&addr, config.sender.recovery_probe, config.sender.recovery_jitter).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(delay) => {}
+            _ = recovered => tracing::info!("{} is reachable again; sending now", config.api_base),
+        }
+    }
+}
+
+/// `host:port` the client connects to first: the proxy if one is set, else the API host.
+fn first_hop(config: &Config) -> Option<String> {
+    let proxy = config.proxy.clone().or_else(|| {
+        ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    });
+    let url = proxy.as_deref().unwrap_or(&config.api_base);
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next()?.rsplit('@').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        && !authority.ends_with(']');
+    if has_port {
+        Some(authority.to_string())
+    } else {
+        Some(format!("{authority}:{}", if scheme == "https" { 443 } else { 80 }))
+    }
+}
+
+/// Return once a TCP connection to `addr` succeeds, plus a random jitter so that a fleet of tills
+/// recovering from one outage does not send in lockstep.
+async fn wait_until_reachable(addr: &str, every: Duration, jitter: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let attempt = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await;
+        if matches!(attempt, Ok(Ok(_))) {
+            tokio::time::sleep(jitter.mul_f64(fastrand::f64())).await;
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_hop_of_urls() {
+        let mut config = crate::config::parse(
+            "event_source_id = \"7181537436256731137\"\ndry_run = true\nqueue_path = \"/tmp/q\"\n",
+            &crate::config::Context::default(),
+        )
+        .unwrap();
+        let cases = [
+            ("https://business-api.tiktok.com", "business-api.tiktok.com:443"),
+            ("http://127.0.0.1:8080/", "127.0.0.1:8080"),
+            ("http://localhost", "localhost:80"),
+        ];
+        for (base, expected) in cases {
+            config.api_base = base.into();
+            config.proxy = None;
+            assert_eq!(first_hop(&config).as_deref(), Some(expected));
+        }
+        config.proxy = Some("http://user:pw@proxy.example:3128".into());
+        assert_eq!(first_hop(&config).as_deref(), Some("proxy.example:3128"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Running as a service: sd_notify, watchdog, reload, bounded disk, damaged queues.
+
+use crate::support::*;
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+/// A fake systemd notify socket collecting (time, message) pairs.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    seen: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &std::path::Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => {
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        let mut seen = sink.lock().unwrap();
+                        for line in text.lines() {
+                            seen.push((Instant::now(), line.to_string()));
+                        }
+                        if Arc::strong_count(&sink) == 1 {
+                            return;
+                        }
+                    }
+                    Err(_) if Arc::strong_count(&sink) == 1 => return,
+                    Err(_) => {}
+                }
+            }
+        });
+        NotifySocket { path, seen }
+    }
+
+    fn messages(&self) -> Vec<(Instant, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn first(&self, prefix: &str) -> Option<usize> {
+        self.messages().iter().position(|(_, m)| m.starts_with(prefix))
+    }
+
+    fn watchdog_times(&self, after: Instant) -> Vec<Instant> {
+        self.messages().into_iter().filter(|(t, m)| m == "WATCHDOG=1" && *t >= after).map(|(t, _)| t).collect()
+    }
+}
+
+fn largest_gap(times: &[Instant]) -> Duration {
+    times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+}
+
+#[test]
+fn sd_notify_ready_status_watchdog_stopping_in_order_and_no_watchdog_while_stuck() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    fake.set_down(true);
+    let metrics = "metrics.prom";
+    let agent = Agent::new(
+        &fake.base_url(),
+        Opts {
+            top: format!("metrics_textfile = \"{metrics}\""),
+            sender: "request_timeout_secs = 1".into(),
+            ..Opts::default()
+        },
+    );
+    let notify = NotifySocket::bind(agent.dir.path());
+    let mut daemon =
+        agent.spawn_with_env(&[("NOTIFY_SOCKET", notify.path.to_str().unwrap()), ("WATCHDOG_USEC", "1000000")]);
+    assert!(wait_until(T, || notify.first("WATCHDOG=1").is_some()), "{:?}\n{}", notify.messages(), daemon.log_text());
+    let ready = notify.first("READY=1").expect("READY");
+    assert!(ready < notify.first("WATCHDOG=1").unwrap());
+    agent.drop_file("a.csv", &csv_orders("N", 3, 1));
+    assert!(
+        wait_until(T, || notify.messages().iter().any(|(_, m)| m.starts_with("STATUS=3 events queued"))),
+        "{:?}",
+        notify.messages()
+    );
+    let prom = agent.dir.path().join(metrics);
+    assert!(wait_until(T, || std::fs::read_to_string(&prom)
+        .unwrap_or_default()
+        .contains("offline_events_agent_events_pending 3")));
+
+    // Healthy: pings at about a third of the watchdog interval.
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let healthy = notify.watchdog_times(t0);
+    assert!(healthy.len() >= 5 && largest_gap(&healthy) < Duration::from_millis(900), "{healthy:?}");
+
+    // Stuck: another process holds the queue's write lock, so the sender cannot record its attempts.
+    let lock = rusqlite::Connection::open(&agent.queue).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE; INSERT INTO agent_state (key, value) VALUES ('lock', 'held');").unwrap();
+    let t1 = Instant::now();
+    std::thread::sleep(Duration::from_secs(12));
+    let stuck = notify.watchdog_times(t1);
+    assert!(largest_gap(&stuck) >= Duration::from_secs(3), "watchdog kept pinging while stuck: {stuck:?}");
+    assert!(daemon.log_text().contains("not pinging the watchdog"), "{}", daemon.log_text());
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    fake.set_down(false);
+    assert!(fake.wait_for_unique(3, T), "{}", daemon.log_text());
+    let t2 = Instant::now();
+    assert!(wait_until(T, || notify.watchdog_times(t2).len() >= 3), "watchdog did not resume");
+
+    let (status, took) = daemon.terminate();
+    assert!(status.success());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let stopping = notify.first("STOPPING=1").expect("STOPPING");
+    assert!(stopping > ready);
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_the_new_is_invalid() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let mut agent = Agent::new(&fake.base_url(), Opts::default());
+    let daemon = agent.spawn();
+    agent.drop_file("a.csv", &csv_orders("H", 2, 1));
+    assert!(fake.wait_for_unique(2, T));
+    assert_eq!(fake.requests()[0].test_event_code, None);
+
+    agent.set_opts(Opts { top: "test_event_code = \"RELOADED1\"".into(), ..Opts::default() });
+    daemon.signal("HUP");
+    assert!(wait_until(T, || daemon.log_text().contains("config reloaded")), "{}", daemon.log_text());
+    agent.drop_file("b.csv", &csv_orders("J", 2, 1));
+    assert!(fake.wait_for_unique(4, T), "{}", daemon.log_text());
+    assert_eq!(fake.requests().last().unwrap().test_event_code.as_deref(), Some("RELOADED1"));
+
+    let good = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(&agent.config, format!("{good}\nthis is not toml = = =\n")).unwrap();
+    daemon.signal("HUP");
+    assert!(wait_until(T, || daemon.log_text().contains("config reload failed")), "{}", daemon.log_text());
+    agent.drop_file("c.csv", &csv_orders("L", 2, 1));
+    assert!(fake.wait_for_unique(6, T), "the old config must keep working:\n{}", daemon.log_text());
+    assert_eq!(fake.requests().last().unwrap().test_event_code.as_deref(), Some("RELOADED1"));
+}
+
+#[test]
+fn a_full_queue_holds_files_back_keeps_sending_and_takes_them_once_there_is_room() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    fake.set_down(true);
+    let agent = Agent::new(&fake.base_url(), Opts { top: "max_queue_mb = 16".into(), ..Opts::default() });
+    let daemon = agent.spawn();
+    agent.drop_file("a.csv", &csv_orders("A", 16_000, 2));
+    assert!(wait_until(T, || agent.counts().0 == 16_000), "{}", daemon.log_text());
+    agent.drop_file("b.csv", &csv_orders("B", 16_000, 2));
+    assert!(wait_until(T, || agent.status()["ingest_held"].is_string()), "{}", daemon.log_text());
+    assert!(agent.inbox.join("b.csv").exists(), "a held file waits in its folder");
+    let text = agent.cmd_ok(&["status"]);
+    assert!(text.contains("INGEST HELD"), "{text}");
+    fake.set_down(false);
+    let mut expected = ids("A", 16_000);
+    expected.extend(ids("B", 16_000));
+    assert!(fake.wait_for_unique(expected.len(), Duration::from_secs(90)), "{}", daemon.log_text());
+    assert_eq!(fake.unique_ids(), expected);
+    assert!(wait_until(T, || !agent.inbox.join("b.csv").exists()));
+    assert!(wait_until(T, || agent.status()["ingest_held"].is_null()));
+}
+
+/// Queue events with TikTok down, damage the queue file, start the service: it must start, say so,
+/// and deliver every event (salvaged, or re-ingested from the kept export file).
+fn damaged_queue_recovers(damage: impl Fn(&std::path::Path), expect_recovery: bool) {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    fake.set_down(true);
+    let agent = Agent::new(&fake.base_url(), Opts { source: "after_ingest = \"keep\"".into(), ..Opts::default() });
+    agent.drop_file("a.csv", &csv_orders("C", 400, 2));
+    let out = agent.cmd(&["run", "--once", "--timeout-secs", "1"]);
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(agent.counts(), (400, 0, 0));
+    damage(&agent.queue);
+    fake.set_down(false);
+    let daemon = agent.spawn();
+    assert!(fake.wait_for_unique(400, T), "{}", daemon.log_text());
+    assert_eq!(fake.unique_ids(), ids("C", 400));
+    if expect_recovery {
+        assert!(daemon.log_text().contains("was damaged"), "{}", daemon.log_text());
+        let status = agent.cmd_ok(&["status"]);
+        assert!(status.contains("QUEUE RECOVERED"), "{status}");
+        let moved = std::fs::read_dir(agent.queue.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".damaged-"));
+        assert!(moved, "the damaged queue is kept aside for inspection");
+    }
+}
+
+fn overwrite(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn a_queue_with_a_garbage_header_is_moved_aside() {
+    damaged_queue_recovers(|q| overwrite(q, 0, &[0xA5; 100]), true);
+}
+
+#[test]
+fn a_queue_with_zeroed_pages_is_moved_aside() {
+    damaged_queue_recovers(
+        |q| {
+            let len = std::fs::metadata(q).unwrap().len();
+            overwrite(q, len / 2 / 4096 * 4096, &vec![0u8; 4096 * 3]);
+        },
+        true,
+    );
+}
+
+#[test]
+fn a_truncated_queue_is_moved_aside() {
+    damaged_queue_recovers(
+        |q| {
+            let f = std::fs::OpenOptions::new().write(true).open(q).unwrap();
+            let len = f.metadata().unwrap().len();
+            f.set_len(len / 3).unwrap();
+        },
+        true,
+    );
+}
+
+#[test]
+fn a_garbage_or_missing_wal_does_not_stop_the_agent() {
+    damaged_queue_recovers(
+        |q| {
+            let mut wal = q.as_os_str().to_owned();
+            wal.push("-wal");
+            std::fs::write(&wal, vec![0x5Au8; 10_000]).unwrap();
+        },
+        false,
+    );
+    damaged_queue_recovers(
+        |q| {
+            let mut wal = q.as_os_str().to_owned();
+            wal.push("-wal");
+            let _ = std::fs::remove_file(&wal);
+        },
+        false,
+    );
+}

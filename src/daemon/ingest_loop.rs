@@ -154,12 +154,13 @@ pub(super) async fn ingest_loop(
             let mut new_events = false;
             for (i, path, result, stamp) in results {
                 match (result, stamp) {
-                    (FileResult::Committed { events }, stamp) => {
+                    (FileResult::Committed { events, disposed }, stamp) => {
                         new_events |= events > 0;
-                        if let Some(stamp) = stamp {
+                        if let (Some(stamp), true) = (stamp, disposed) {
                             watched[i].handled.insert(path, stamp);
                         }
                     }
+                    (FileResult::DisposeFailed, _) => {}
                     (FileResult::Done, Some(stamp)) => {
                         watched[i].handled.insert(path, stamp);
                     }

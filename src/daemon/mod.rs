@@ -37,8 +37,10 @@ pub fn age_policy(config: &Config, now: i64) -> AgePolicy {
 /// What became of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileResult {
-    /// New events were committed.
-    Committed { events: i64 },
+    /// New events were committed; `disposed` is false when archiving or deleting it failed.
+    Committed { events: i64, disposed: bool },
+    /// Already ingested, but archiving or deleting it failed: the next rescan tries again.
+    DisposeFailed,
     /// Nothing new (already ingested, or unreadable and set aside). Do not look again unless it changes.
     Done,
     /// Look again later (it changed while being read, or a transient error).
@@ -60,15 +62,13 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
                 counts.rejects,
                 counts.warnings
             );
-            if dispose {
-                dispose_file(queue, src, path, file_id);
-            }
-            FileResult::Committed { events: counts.events - counts.dead }
+            let disposed = !dispose || dispose_file(queue, src, path, file_id);
+            FileResult::Committed { events: counts.events - counts.dead, disposed }
         }
         Ok(Outcome::AlreadyIngested(record)) => {
             tracing::info!("{shown}: same content as {} (already ingested), nothing queued", record.path);
-            if dispose {
-                dispose_file(queue, src, path, record.id);
+            if dispose && !dispose_file(queue, src, path, record.id) {
+                return FileResult::DisposeFailed;
             }
             FileResult::Done
         }
@@ -103,14 +103,20 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
     }
 }
 
-fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64) {
+/// Archive or delete a committed file. False when that failed (disk full, permissions): the file
+/// stays, and the next rescan tries again (its content is known, so nothing is queued twice).
+fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64) -> bool {
     let hash = ingest::content_hash(path).unwrap_or_default();
     match source::dispose(src, path, &hash) {
         Ok(how) => {
             tracing::debug!("{}: {how}", path.display());
             let _ = queue.mark_disposed(file_id, &how);
+            true
         }
-        Err(e) => tracing::error!("{e} (its events are safely queued; the file stays where it is)"),
+        Err(e) => {
+            tracing::error!("{e} (its events are safely queued; the file stays where it is and is tried again)");
+            false
+        }
     }
 }
 

@@ -156,3 +156,22 @@ fn a_test_event_code_makes_live_events_test_events_and_watch_shows_the_flow() {
     assert!(watch.contains("delivered 1 events -> http 200 code 0"), "{watch}");
     assert!(watch.contains("test_event_code TEST4242"), "{watch}");
 }
+
+#[test]
+fn a_file_that_cannot_be_archived_stays_and_is_archived_once_possible() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let blocker_dir = tempfile::tempdir().unwrap();
+    let blocker = blocker_dir.path().join("not-a-folder");
+    std::fs::write(&blocker, "a file where the archive folder should be").unwrap();
+    let archive = blocker.join("archive");
+    let agent = Agent::new(&fake.base_url(), Opts { source: format!("archive_dir = \"{}\"", archive.display()), ..Opts::default() });
+    let daemon = agent.spawn();
+    agent.drop_file("a.csv", &csv_orders("V", 3, 1));
+    assert!(fake.wait_for_unique(3, T), "{}", daemon.log_text());
+    assert!(wait_until(T, || daemon.log_text().contains("is tried again")), "{}", daemon.log_text());
+    assert!(agent.inbox.join("a.csv").exists());
+    std::fs::remove_file(&blocker).unwrap();
+    assert!(wait_until(T, || archive.join("a.csv").exists()), "{}", daemon.log_text());
+    assert!(!agent.inbox.join("a.csv").exists());
+    assert_eq!(fake.accepted_ids().len(), 3, "nothing was queued or sent twice");
+}

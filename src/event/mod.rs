@@ -142,7 +142,15 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
         .event_names
         .resolve(raw.event.as_deref().unwrap_or(""))
         .map_err(|e| err(line, "event", e.to_string()))?;
-    let event_time = time::parse_event_time(&raw.event_time, &defaults.time_zone, &defaults.time_formats)
+    let file_zone = match non_empty(raw.time_zone.as_deref()) {
+        Some(name) => Some(
+            TimeZone::get(name.trim())
+                .map_err(|_| err(line, "time_zone", format!("`{}` is not an IANA time zone", name.trim())))?,
+        ),
+        None => None,
+    };
+    let zone = file_zone.as_ref().unwrap_or(&defaults.time_zone);
+    let event_time = time::parse_event_time(&raw.event_time, zone, &defaults.time_formats)
         .map_err(|e| err(line, "event_time", e.to_string()))?;
     let currency = match non_empty(raw.currency.as_deref()) {
         Some(code) => Currency::parse(code)
@@ -340,6 +348,20 @@ mod tests {
         assert_eq!(event.value, Decimal::from_str("46.50").unwrap());
         assert_eq!(event.contents[0].quantity, 1);
         assert_eq!(event.contents[0].price, Decimal::from_str("10.000").unwrap());
+    }
+
+    #[test]
+    fn a_zone_named_by_the_file_wins_over_the_source() {
+        let mut o = order();
+        o.time_zone = Some("America/Los_Angeles".into());
+        let (event, _) = build(&o, &defaults()).unwrap();
+        assert_eq!(event.event_time, 1704721970 + 3 * 3600);
+        // An offset in the time itself still wins over both.
+        o.event_time = "2024-01-08T08:52:50-05:00".into();
+        assert_eq!(build(&o, &defaults()).unwrap().0.event_time, 1704721970);
+        o.time_zone = Some("Pacific Time".into());
+        let e = build(&o, &defaults()).unwrap_err();
+        assert_eq!((e.field, e.line), ("time_zone", 2), "{e}");
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! Input is decoded to UTF-8 before any reader sees it: a UTF-8 BOM is dropped, UTF-16 (with BOM)
 //! and the configured or detected legacy encoding (Windows-1252) are transcoded.
 
+mod columns;
 mod csv_native;
 mod jsonl;
+mod shopify;
+mod square;
 
 use crate::event::RawOrder;
 use std::io::{BufRead, BufReader, Read};
@@ -25,11 +28,23 @@ pub enum Format {
     NativeCsv,
     /// JSON Lines: one order per line with nested items.
     Jsonl,
+    /// Shopify Admin orders export (`orders_export.csv`).
+    ShopifyOrders,
+    /// Square Dashboard Transactions CSV, also after a round trip through Excel.
+    SquareTransactions,
+    /// Square Dashboard Item Details CSV.
+    SquareItems,
 }
 
 impl Format {
     /// Every format, as named in the config.
-    pub const ALL: &'static [(&'static str, Format)] = &[("native-csv", Format::NativeCsv), ("jsonl", Format::Jsonl)];
+    pub const ALL: &'static [(&'static str, Format)] = &[
+        ("native-csv", Format::NativeCsv),
+        ("jsonl", Format::Jsonl),
+        ("shopify-orders", Format::ShopifyOrders),
+        ("square-transactions", Format::SquareTransactions),
+        ("square-items", Format::SquareItems),
+    ];
 
     pub fn from_name(name: &str) -> Option<Format> {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
@@ -47,12 +62,24 @@ impl Format {
 
     /// Date/time formats tried when the source does not set `time_formats`.
     pub fn default_time_formats(self) -> &'static [&'static str] {
-        &[]
+        match self {
+            // Shopify writes `2025-03-14 15:42:10 -0400`, which is always understood.
+            Format::NativeCsv | Format::Jsonl | Format::ShopifyOrders => &[],
+            // `Date` + `Time`: `2025-03-14 15:42:10` is always understood; 2017 files wrote
+            // `11/15/2017`.
+            Format::SquareTransactions | Format::SquareItems => &["%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M"],
+        }
     }
 
     /// Decimal separator used when the source does not set one.
     pub fn default_decimal_separator(self) -> char {
-        '.'
+        match self {
+            Format::NativeCsv
+            | Format::Jsonl
+            | Format::ShopifyOrders
+            | Format::SquareTransactions
+            | Format::SquareItems => '.',
+        }
     }
 
     /// File name endings picked up by default.
@@ -60,6 +87,7 @@ impl Format {
         match self {
             Format::NativeCsv => &["csv", "txt"],
             Format::Jsonl => &["jsonl", "ndjson", "json"],
+            Format::ShopifyOrders | Format::SquareTransactions | Format::SquareItems => &["csv"],
         }
     }
 }
@@ -168,6 +196,9 @@ pub fn read(
     match format {
         Format::NativeCsv => csv_native::read(input, options, sink),
         Format::Jsonl => jsonl::read(input, sink),
+        Format::ShopifyOrders => shopify::read(input, options, sink),
+        Format::SquareTransactions => square::read_transactions(input, options, sink),
+        Format::SquareItems => square::read_items(input, options, sink),
     }
 }
 
@@ -190,11 +221,8 @@ pub fn detect_delimiter(header: &[u8]) -> u8 {
 
 /// A CSV reader over `input` with the given delimiter, or the one detected from the header line.
 /// Rows may have any number of fields (readers check counts themselves, to name the line); the
-/// header is the first record.
-pub(crate) fn open_csv<R: BufRead>(
-    input: R,
-    delimiter: Option<u8>,
-) -> std::io::Result<csv::Reader<std::io::Chain<std::io::Cursor<Vec<u8>>, R>>> {
+/// header is the first record. CRLF line ends are read as LF, so that record line numbers are right.
+pub(crate) fn open_csv<R: BufRead>(input: R, delimiter: Option<u8>) -> std::io::Result<CsvReader<R>> {
     let mut input = input;
     let mut first_line = Vec::new();
     input.by_ref().take(1024 * 1024).read_until(b'\n', &mut first_line)?;
@@ -203,5 +231,87 @@ pub(crate) fn open_csv<R: BufRead>(
         .delimiter(delimiter)
         .flexible(true)
         .has_headers(false)
-        .from_reader(std::io::Cursor::new(first_line).chain(input)))
+        .from_reader(CrlfToLf { inner: std::io::Cursor::new(first_line).chain(input), held_cr: false }))
+}
+
+/// The CSV reader [`open_csv`] returns: the header line read for sniffing, then the rest.
+pub(crate) type CsvReader<R> = csv::Reader<CrlfToLf<std::io::Chain<std::io::Cursor<Vec<u8>>, R>>>;
+
+/// Drops the `\r` of every `\r\n` (a lone `\r` stays). The csv crate counts a record that follows
+/// a CRLF as starting on the line before (BurntSushi/rust-csv#395), which would shift every line
+/// number a reject names in a Windows file.
+pub(crate) struct CrlfToLf<R> {
+    inner: R,
+    /// The last byte of the previous chunk was `\r`; the next chunk says whether it ends a line.
+    held_cr: bool,
+}
+
+impl<R: BufRead> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                let lone_cr = std::mem::take(&mut self.held_cr);
+                if lone_cr {
+                    out[0] = b'\r';
+                }
+                return Ok(usize::from(lone_cr));
+            }
+            let mut n = 0;
+            if std::mem::take(&mut self.held_cr) && buf[0] != b'\n' {
+                out[0] = b'\r';
+                n = 1;
+            }
+            let mut used = 0;
+            while used < buf.len() && n < out.len() {
+                let byte = buf[used];
+                used += 1;
+                if byte == b'\r' {
+                    match buf.get(used) {
+                        Some(b'\n') => continue,
+                        Some(_) => {}
+                        None => {
+                            self.held_cr = true;
+                            continue;
+                        }
+                    }
+                }
+                out[n] = byte;
+                n += 1;
+            }
+            self.inner.consume(used);
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_becomes_lf_also_across_chunk_boundaries() {
+        let input = b"a,b\r\n1,\"x\r\ny\"\r\n\r\n2,lone\rcr\r\n3,end\r";
+        let expected = b"a,b\n1,\"x\ny\"\n\n2,lone\rcr\n3,end\r";
+        for capacity in [1, 2, 3, 64] {
+            let mut adapter = CrlfToLf { inner: BufReader::with_capacity(capacity, &input[..]), held_cr: false };
+            let mut out = Vec::new();
+            adapter.read_to_end(&mut out).unwrap();
+            assert_eq!(out, expected, "capacity {capacity}");
+        }
+    }
+
+    #[test]
+    fn records_after_crlf_report_their_own_line() {
+        for text in ["h\r\n1\r\n\"2\r\nx\"\r\n3\r\n", "h\n1\n\"2\nx\"\n3\n"] {
+            let mut reader = open_csv(text.as_bytes(), None).unwrap();
+            let lines: Vec<u64> = reader.byte_records().map(|r| r.unwrap().position().unwrap().line()).collect();
+            assert_eq!(lines, [1, 2, 3, 5], "{text:?}");
+        }
+    }
 }

@@ -164,7 +164,10 @@ fn a_file_that_cannot_be_archived_stays_and_is_archived_once_possible() {
     let blocker = blocker_dir.path().join("not-a-folder");
     std::fs::write(&blocker, "a file where the archive folder should be").unwrap();
     let archive = blocker.join("archive");
-    let agent = Agent::new(&fake.base_url(), Opts { source: format!("archive_dir = \"{}\"", archive.display()), ..Opts::default() });
+    let agent = Agent::new(
+        &fake.base_url(),
+        Opts { source: format!("archive_dir = \"{}\"", archive.display()), ..Opts::default() },
+    );
     let daemon = agent.spawn();
     agent.drop_file("a.csv", &csv_orders("V", 3, 1));
     assert!(fake.wait_for_unique(3, T), "{}", daemon.log_text());

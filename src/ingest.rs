@@ -143,6 +143,7 @@ pub fn ingest_file(
         delimiter: source.delimiter,
         encoding,
         path: Some(path.to_path_buf()),
+        decimal_separator: Some(source.defaults.decimal_separator),
         policy: source.policy.clone(),
     };
     let read = format::read(source.format, file, &options, &mut |parsed| {
@@ -226,6 +227,9 @@ pub fn ingest_file(
         Ok(summary) => {
             if !summary.ignored_columns.is_empty() {
                 tracing::info!("{shown}: columns ignored: {}", summary.ignored_columns.join(", "));
+            }
+            for note in &summary.notes {
+                tracing::warn!("{shown}: {note}");
             }
         }
         Err(format::FormatError::Io(e)) => return Err(io(e)),

@@ -70,6 +70,7 @@ impl Header {
                 .filter(|n| !n.is_empty() && !known.iter().any(|k| k.eq_ignore_ascii_case(n)))
                 .cloned()
                 .collect(),
+            ..Summary::default()
         }
     }
 

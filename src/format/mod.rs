@@ -2,19 +2,28 @@
 //! streaming: it never holds more than one order in memory.
 //!
 //! Readers are pure over `std::io::Read`: no database, no logging, and no file system except a
-//! profile's companion file next to the one being read (Toast's CheckDetails). A problem with a row
-//! becomes a `Reject` naming the line and field, and reading goes on; a sale that must not be sent
-//! (refund, void, training...) becomes a `Skip` with its reason; only a file that cannot be read at
-//! all (no header, missing required columns, I/O error) is a [`FormatError`].
+//! profile's companion file next to the one being read (Toast's CheckDetails, Loyverse's receipts;
+//! found and opened by `companion`) or, for SumUp, a first pass over the file being read to index
+//! its refund rows. A problem with a row becomes a `Reject` naming the line and field, and reading
+//! goes on; a sale that must not be sent (refund, void, training...) becomes a `Skip` with its
+//! reason; only a file that cannot be read at all (no header, missing required columns, I/O error)
+//! is a [`FormatError`].
 //!
 //! Input is decoded to UTF-8 before any reader sees it: a UTF-8 BOM is dropped, UTF-16 (with BOM)
 //! and the configured or detected legacy encoding (Windows-1252) are transcoded.
 
 mod columns;
+mod companion;
 mod csv_native;
 mod jsonl;
+mod loyverse;
+#[cfg(test)]
+mod profile_tests;
 mod shopify;
 mod square;
+mod sumup;
+mod table;
+mod toast;
 
 use crate::event::RawOrder;
 use std::io::{BufRead, BufReader, Read};
@@ -34,6 +43,12 @@ pub enum Format {
     SquareTransactions,
     /// Square Dashboard Item Details CSV.
     SquareItems,
+    /// Loyverse back-office receipts export: `receipts-by-item*.csv`, joined with `receipts*.csv`.
+    Loyverse,
+    /// Toast nightly data export: `ItemSelectionDetails*.csv`, joined with `CheckDetails*.csv`.
+    Toast,
+    /// SumUp sales report (German UI headers).
+    Sumup,
 }
 
 impl Format {
@@ -44,6 +59,9 @@ impl Format {
         ("shopify-orders", Format::ShopifyOrders),
         ("square-transactions", Format::SquareTransactions),
         ("square-items", Format::SquareItems),
+        ("loyverse", Format::Loyverse),
+        ("toast", Format::Toast),
+        ("sumup", Format::Sumup),
     ];
 
     pub fn from_name(name: &str) -> Option<Format> {
@@ -56,8 +74,17 @@ impl Format {
 
     /// Whether a file with this name is one this format reads. Formats split over several files
     /// read one of them and take the others as companions.
-    pub fn reads_file(self, _file_name: &str) -> bool {
-        true
+    pub fn reads_file(self, file_name: &str) -> bool {
+        match self {
+            Format::Loyverse => loyverse::reads_file(file_name),
+            Format::Toast => toast::reads_file(file_name),
+            Format::NativeCsv
+            | Format::Jsonl
+            | Format::ShopifyOrders
+            | Format::SquareTransactions
+            | Format::SquareItems
+            | Format::Sumup => true,
+        }
     }
 
     /// Date/time formats tried when the source does not set `time_formats`.
@@ -68,6 +95,11 @@ impl Format {
             // `Date` + `Time`: `2025-03-14 15:42:10` is always understood; 2017 files wrote
             // `11/15/2017`.
             Format::SquareTransactions | Format::SquareItems => &["%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M"],
+            // Day first, as Philippine and most non-US accounts write it; a US account that exports
+            // `7/28/26 1:33 PM` must set `time_formats`, never have its dates guessed.
+            Format::Loyverse => &["%d/%m/%Y %H:%M"],
+            Format::Toast => &["%m/%d/%y %I:%M %p"],
+            Format::Sumup => &["%d.%m.%Y, %H:%M"],
         }
     }
 
@@ -78,7 +110,10 @@ impl Format {
             | Format::Jsonl
             | Format::ShopifyOrders
             | Format::SquareTransactions
-            | Format::SquareItems => '.',
+            | Format::SquareItems
+            | Format::Loyverse
+            | Format::Toast
+            | Format::Sumup => '.',
         }
     }
 
@@ -87,7 +122,12 @@ impl Format {
         match self {
             Format::NativeCsv => &["csv", "txt"],
             Format::Jsonl => &["jsonl", "ndjson", "json"],
-            Format::ShopifyOrders | Format::SquareTransactions | Format::SquareItems => &["csv"],
+            Format::ShopifyOrders
+            | Format::SquareTransactions
+            | Format::SquareItems
+            | Format::Loyverse
+            | Format::Toast
+            | Format::Sumup => &["csv"],
         }
     }
 }
@@ -102,6 +142,9 @@ pub struct ReadOptions {
     pub encoding: Option<&'static encoding_rs::Encoding>,
     /// The file being read, for profiles that join a companion file from the same folder.
     pub path: Option<std::path::PathBuf>,
+    /// Decimal separator of amounts (the source's); `None`: the format's default. Profiles that
+    /// compute a value parse with it and write their result with it.
+    pub decimal_separator: Option<char>,
     /// What counts as a sale.
     pub policy: Policy,
 }
@@ -167,6 +210,9 @@ pub struct Reject {
 pub struct Summary {
     /// Header columns the format does not know (ignored).
     pub ignored_columns: Vec<String>,
+    /// Things about the file as a whole worth telling the operator (a companion file missing, so
+    /// orders went without customer data).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,21 +231,34 @@ pub fn read(
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
-        .encoding(options.encoding)
-        .bom_override(true)
-        .strip_bom(true)
-        .utf8_passthru(true)
-        .build(input);
-    let mut input = BufReader::with_capacity(64 * 1024, decoded);
-    skip_utf8_bom(&mut input)?;
+    let input = decode(input, options.encoding)?;
     match format {
         Format::NativeCsv => csv_native::read(input, options, sink),
         Format::Jsonl => jsonl::read(input, sink),
         Format::ShopifyOrders => shopify::read(input, options, sink),
         Format::SquareTransactions => square::read_transactions(input, options, sink),
         Format::SquareItems => square::read_items(input, options, sink),
+        Format::Loyverse => loyverse::read(input, options, sink),
+        Format::Toast => toast::read(input, options, sink),
+        Format::Sumup => sumup::read(input, options, sink),
     }
+}
+
+/// `input` as UTF-8: a UTF-8 BOM dropped, UTF-16 (with BOM) or the given legacy encoding transcoded.
+/// Every file a reader sees (the one being read, and a companion) goes through here.
+pub(crate) fn decode(
+    input: impl Read,
+    encoding: Option<&'static encoding_rs::Encoding>,
+) -> std::io::Result<impl BufRead> {
+    let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
+        .encoding(encoding)
+        .bom_override(true)
+        .strip_bom(true)
+        .utf8_passthru(true)
+        .build(input);
+    let mut input = BufReader::with_capacity(64 * 1024, decoded);
+    skip_utf8_bom(&mut input)?;
+    Ok(input)
 }
 
 fn skip_utf8_bom(input: &mut impl BufRead) -> std::io::Result<()> {

@@ -27,7 +27,7 @@ pub fn is_candidate(source: &SourceConfig, path: &Path) -> bool {
         return false;
     }
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    ext.is_some_and(|e| source.extensions.contains(&e))
+    ext.is_some_and(|e| source.extensions.contains(&e)) && source.format.reads_file(name)
 }
 
 /// Candidate files of a source, with their size and mtime. A missing folder is an error for the

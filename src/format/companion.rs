@@ -1,0 +1,127 @@
+//! The companion file of an export split over two files: Toast's `CheckDetails` next to its
+//! `ItemSelectionDetails`, Loyverse's `receipts` next to its `receipts-by-item`.
+//!
+//! This module finds the companion in the folder of the file being read and opens it decoded the
+//! same way; what to load from it belongs to the profile. Apart from SumUp's refund pass over its
+//! own file, this is the only place where a reader touches the file system, and it only reads.
+
+use super::table::Table;
+use super::{decode, FormatError, ReadOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// How a profile names its companion.
+pub(super) struct Kind<'a> {
+    /// What the operator calls the companion (`CheckDetails`), for notes.
+    pub what: &'a str,
+    /// The part of the primary file's name that, replaced by `companion`, names the companion of
+    /// the same export (`ItemSelectionDetails` → `CheckDetails`). Compared ignoring ASCII case.
+    pub primary: &'a str,
+    pub companion: &'a str,
+    /// Whether a (lower-cased) file name is a companion of any export.
+    pub matches: fn(&str) -> bool,
+}
+
+/// The companion of the file being read: the file named like it with `kind.primary` replaced by
+/// `kind.companion`, or else the only companion in the folder. `Err` says why there is none.
+pub(super) fn find(options: &ReadOptions, kind: &Kind) -> std::io::Result<Result<PathBuf, String>> {
+    let Some((folder, name)) = options.path.as_deref().and_then(split) else {
+        return Ok(Err(format!("the file's path is not known, so no {} file was joined", kind.what)));
+    };
+    let own = name.to_ascii_lowercase();
+    let named_alike = own.replacen(&kind.primary.to_ascii_lowercase(), &kind.companion.to_ascii_lowercase(), 1);
+    let mut candidates = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let Some(candidate) = entry.file_name().to_str().map(str::to_ascii_lowercase) else {
+            continue;
+        };
+        if candidate == own || !(kind.matches)(&candidate) || !entry.file_type()?.is_file() {
+            continue;
+        }
+        if candidate == named_alike {
+            return Ok(Ok(entry.path()));
+        }
+        candidates.push(entry.path());
+    }
+    match candidates.len() {
+        1 => Ok(Ok(candidates.remove(0))),
+        0 => Ok(Err(format!("no {} file next to {name}", kind.what))),
+        n => Ok(Err(format!("{n} {} files next to {name} and none of them named like it", kind.what))),
+    }
+}
+
+/// Open a file of the same export (a companion, or the file being read for a second pass) as a
+/// table, decoded and delimited as the source says.
+pub(super) fn open(path: &Path, options: &ReadOptions) -> Result<Table<impl Read>, FormatError> {
+    let file = std::fs::File::open(path)?;
+    let input = decode(file, options.encoding)?;
+    Table::open(input, options.delimiter)
+}
+
+/// A file's name as shown in notes.
+pub(super) fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
+}
+
+fn split(path: &Path) -> Option<(&Path, &str)> {
+    Some((path.parent()?, path.file_name()?.to_str()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHECKS: Kind = Kind {
+        what: "CheckDetails",
+        primary: "ItemSelectionDetails",
+        companion: "CheckDetails",
+        matches: |name| name.contains("checkdetails"),
+    };
+
+    fn found(files: &[&str], reading: &str) -> Result<String, String> {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::write(dir.path().join(f), "a\n").unwrap();
+        }
+        let options = ReadOptions { path: Some(dir.path().join(reading)), ..ReadOptions::default() };
+        find(&options, &CHECKS).unwrap().map(|p| file_name(&p))
+    }
+
+    #[test]
+    fn the_companion_named_alike_wins_then_the_only_one() {
+        let cases: &[(&[&str], &str, Result<&str, &str>)] = &[
+            (
+                &["a-ItemSelectionDetails.csv", "a-CheckDetails.csv", "b-CheckDetails.csv"],
+                "a-ItemSelectionDetails.csv",
+                Ok("a-CheckDetails.csv"),
+            ),
+            (&["ItemSelectionDetails.csv", "checkdetails.csv"], "ItemSelectionDetails.csv", Ok("checkdetails.csv")),
+            (
+                &["x-ItemSelectionDetails.csv", "CheckDetails-old.csv"],
+                "x-ItemSelectionDetails.csv",
+                Ok("CheckDetails-old.csv"),
+            ),
+            (
+                &["x-ItemSelectionDetails.csv", "OrderDetails.csv"],
+                "x-ItemSelectionDetails.csv",
+                Err("no CheckDetails file next to x-ItemSelectionDetails.csv"),
+            ),
+            (
+                &["x-ItemSelectionDetails.csv", "a-CheckDetails.csv", "b-CheckDetails.csv"],
+                "x-ItemSelectionDetails.csv",
+                Err("2 CheckDetails files next to x-ItemSelectionDetails.csv and none of them named like it"),
+            ),
+        ];
+        for (files, reading, expected) in cases {
+            let expected = expected.map(str::to_string).map_err(str::to_string);
+            assert_eq!(found(files, reading), expected, "{files:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_path_there_is_no_companion() {
+        let err = find(&ReadOptions::default(), &CHECKS).unwrap().unwrap_err();
+        assert!(err.contains("path is not known"), "{err}");
+    }
+}

@@ -10,7 +10,7 @@
 use crate::event::money::Currency;
 use crate::event::name::NameTable;
 use crate::event::{pii, SourceDefaults};
-use crate::format::{DateOnly, Format, PartialRefunds, Policy};
+use crate::format::{ConsentPolicy, DateOnly, Format, PartialRefunds, Policy};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -84,6 +84,7 @@ pub struct RawSource {
     pub archive_dir: Option<PathBuf>,
     pub settle_secs: Option<u64>,
     pub rescan_secs: Option<u64>,
+    pub network_poll_secs: Option<u64>,
     pub encoding: Option<Spanned<String>>,
     #[serde(default)]
     pub skip_staff: bool,
@@ -91,6 +92,7 @@ pub struct RawSource {
     pub in_store_only: bool,
     pub partial_refunds: Option<Spanned<String>>,
     pub date_only: Option<Spanned<String>>,
+    pub consent: Option<Spanned<String>>,
 }
 
 /// Where the access token comes from.
@@ -162,6 +164,8 @@ pub struct SourceConfig {
     pub archive_dir: PathBuf,
     pub settle: Duration,
     pub rescan: Duration,
+    /// Rescan interval for a folder on a network file system (inotify sees nothing there).
+    pub network_poll: Duration,
     /// A configured legacy encoding; `None` means UTF-8/UTF-16, with Windows-1252 as the fallback
     /// for files that are not valid UTF-8.
     pub encoding: Option<&'static encoding_rs::Encoding>,
@@ -514,6 +518,14 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 DateOnly::Reject
             }
         };
+        let consent = match src.consent.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+            None | Some(("strip", _)) => ConsentPolicy::Strip,
+            Some(("skip", _)) => ConsentPolicy::Skip,
+            Some((other, span)) => {
+                error(&key("consent"), Some(span), format!("`{other}` is not one of strip, skip"));
+                ConsentPolicy::Strip
+            }
+        };
         let path = resolve(src.path.get_ref());
         let archive_dir = src.archive_dir.as_ref().map_or_else(
             || path.join("archive"),
@@ -559,8 +571,15 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             archive_dir,
             settle: Duration::from_secs(src.settle_secs.unwrap_or(2)),
             rescan: Duration::from_secs(src.rescan_secs.unwrap_or(30).max(1)),
+            network_poll: Duration::from_secs(src.network_poll_secs.unwrap_or(10).max(1)),
             encoding,
-            policy: Policy { skip_staff: src.skip_staff, in_store_only: src.in_store_only, partial_refunds, date_only },
+            policy: Policy {
+                skip_staff: src.skip_staff,
+                in_store_only: src.in_store_only,
+                partial_refunds,
+                date_only,
+                consent,
+            },
         });
     }
 

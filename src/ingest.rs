@@ -7,7 +7,8 @@
 
 use crate::config::SourceConfig;
 use crate::event::{self, time::Age};
-use crate::format::{self, Parsed, ReadOptions};
+use crate::event::{Event, Warning};
+use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
 use crate::queue::{Added, FileRecord, IngestCounts, NewEvent, Queue, QueueError};
 use crate::tiktok::wire;
 use sha2::{Digest, Sha256};
@@ -112,6 +113,82 @@ impl Utf8Check {
     }
 }
 
+/// One thing found in a file, after normalisation: the pure half of an ingest, shared by the
+/// queue ingest and `preview`.
+pub enum Found<'a> {
+    Event { event: &'a Event, line: u64, dead_reason: Option<&'static str>, warnings: &'a [Warning] },
+    Reject { line: u64, field: Option<&'a str>, reason: String },
+    Skip(&'a Skip),
+}
+
+/// Read `path` as `source` says and hand each event, rejected row or skipped sale to `sink`.
+/// `utf8` says whether the content is valid UTF-8 (from [`scan_content`]); when it is not and no
+/// encoding is configured, the file is read as Windows-1252.
+pub fn read_file(
+    source: &SourceConfig,
+    path: &Path,
+    utf8: bool,
+    ages: AgePolicy,
+    sink: &mut dyn FnMut(Found<'_>) -> ControlFlow<()>,
+) -> Result<Summary, FormatError> {
+    let file = std::fs::File::open(path)?;
+    let encoding = match (source.encoding, utf8) {
+        (Some(configured), _) => Some(configured),
+        (None, true) => None,
+        (None, false) => {
+            tracing::info!("{}: not valid UTF-8; reading it as Windows-1252", path.display());
+            Some(encoding_rs::WINDOWS_1252)
+        }
+    };
+    let options = ReadOptions {
+        delimiter: source.delimiter,
+        encoding,
+        path: Some(path.to_path_buf()),
+        decimal_separator: Some(source.defaults.decimal_separator),
+        policy: source.policy.clone(),
+    };
+    format::read(source.format, file, &options, &mut |parsed| match parsed {
+        Parsed::Skip(skip) => sink(Found::Skip(&skip)),
+        Parsed::Reject(r) => sink(Found::Reject { line: r.line, field: r.field.as_deref(), reason: r.reason }),
+        Parsed::Order(raw) => match event::build(&raw, &source.defaults) {
+            Err(e) => sink(Found::Reject {
+                line: e.line,
+                field: Some(e.field),
+                reason: format!("order `{}` not taken: {}", raw.order_id, e.reason),
+            }),
+            Ok((mut ev, mut warnings)) => {
+                if raw.consent == Some(false) && !ev.user.is_empty() {
+                    match source.policy.consent {
+                        ConsentPolicy::Skip => {
+                            let skip = Skip {
+                                line: raw.line,
+                                order_id: raw.order_id.clone(),
+                                reason: "the customer gave no consent (consent = \"skip\")".into(),
+                            };
+                            return sink(Found::Skip(&skip));
+                        }
+                        ConsentPolicy::Strip => {
+                            ev.user = event::User::default();
+                            warnings.push(Warning {
+                                line: raw.line,
+                                field: "consent",
+                                reason: "no consent: customer identifiers removed, the sale is sent without them"
+                                    .into(),
+                            });
+                        }
+                    }
+                }
+                let dead_reason = match event::time::age(ev.event_time, ages.now, ages.window_secs, ages.future_secs) {
+                    Age::Fresh => None,
+                    Age::Expired => Some("expired"),
+                    Age::Future => Some("future"),
+                };
+                sink(Found::Event { event: &ev, line: raw.line, dead_reason, warnings: &warnings })
+            }
+        },
+    })
+}
+
 /// Ingest one file of `source`.
 pub fn ingest_file(
     queue: &mut Queue,
@@ -127,90 +204,50 @@ pub fn ingest_file(
             return Ok(Outcome::AlreadyIngested(record));
         }
     }
-    let file = std::fs::File::open(path).map_err(io)?;
     let shown = path.display().to_string();
     let mut ingest = queue.begin_ingest(&hash, path, &source.name, ages.now)?;
     let mut failure: Option<QueueError> = None;
-    let encoding = match (source.encoding, utf8) {
-        (Some(configured), _) => Some(configured),
-        (None, true) => None,
-        (None, false) => {
-            tracing::info!("{shown}: not valid UTF-8; reading it as Windows-1252");
-            Some(encoding_rs::WINDOWS_1252)
-        }
-    };
-    let options = ReadOptions {
-        delimiter: source.delimiter,
-        encoding,
-        path: Some(path.to_path_buf()),
-        decimal_separator: Some(source.defaults.decimal_separator),
-        policy: source.policy.clone(),
-    };
-    let read = format::read(source.format, file, &options, &mut |parsed| {
-        let result = match parsed {
-            Parsed::Skip(skip) => {
+    let read = read_file(source, path, utf8, ages, &mut |found| {
+        let result = match found {
+            Found::Skip(skip) => {
                 tracing::info!("{shown}:{}: order `{}` not sent: {}", skip.line, skip.order_id, skip.reason);
                 ingest.add_skip();
                 Ok(())
             }
-            Parsed::Reject(r) => {
+            Found::Reject { line, field, reason } => {
                 tracing::warn!(
-                    "{shown}:{}: {}{}",
-                    r.line,
-                    r.field.as_deref().map(|f| format!("field `{f}`: ")).unwrap_or_default(),
-                    r.reason
+                    "{shown}:{line}: {}{reason}",
+                    field.map(|f| format!("field `{f}`: ")).unwrap_or_default()
                 );
-                ingest.add_reject(r.line, r.field.as_deref(), &r.reason)
+                ingest.add_reject(line, field, &reason)
             }
-            Parsed::Order(raw) => match event::build(&raw, &source.defaults) {
-                Err(e) => {
-                    tracing::warn!(
-                        "{shown}:{}: field `{}`: {} (order `{}` not taken)",
-                        e.line,
-                        e.field,
-                        e.reason,
-                        raw.order_id
-                    );
-                    ingest.add_reject(
-                        e.line,
-                        Some(e.field),
-                        &format!("order `{}` not taken: {}", raw.order_id, e.reason),
-                    )
+            Found::Event { event: ev, line, dead_reason, warnings } => {
+                for w in warnings {
+                    tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
                 }
-                Ok((ev, warnings)) => {
-                    for w in &warnings {
-                        tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
+                ingest.add_warnings(warnings.len());
+                let payload = wire::event_json(ev);
+                let added = ingest.add_event(&NewEvent {
+                    event_name: ev.event,
+                    event_id: ev.event_id.as_str(),
+                    event_time: ev.event_time,
+                    order_id: &ev.order_id,
+                    payload: &payload,
+                    dead_reason,
+                });
+                match added {
+                    Ok(Added::RepeatedInFile) => {
+                        let reason = format!(
+                            "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
+                            ev.order_id
+                        );
+                        tracing::warn!("{shown}:{line}: field `order_id`: {reason}");
+                        ingest.add_reject(line, Some("order_id"), &reason)
                     }
-                    ingest.add_warnings(warnings.len());
-                    let dead_reason =
-                        match event::time::age(ev.event_time, ages.now, ages.window_secs, ages.future_secs) {
-                            Age::Fresh => None,
-                            Age::Expired => Some("expired"),
-                            Age::Future => Some("future"),
-                        };
-                    let payload = wire::event_json(&ev);
-                    let added = ingest.add_event(&NewEvent {
-                        event_name: ev.event,
-                        event_id: ev.event_id.as_str(),
-                        event_time: ev.event_time,
-                        order_id: &ev.order_id,
-                        payload: &payload,
-                        dead_reason,
-                    });
-                    match added {
-                        Ok(Added::RepeatedInFile) => {
-                            let reason = format!(
-                                "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
-                                ev.order_id
-                            );
-                            tracing::warn!("{shown}:{}: field `order_id`: {reason}", raw.line);
-                            ingest.add_reject(raw.line, Some("order_id"), &reason)
-                        }
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(e),
-                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
                 }
-            },
+            }
         };
         match result {
             Ok(()) => ControlFlow::Continue(()),

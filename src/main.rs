@@ -60,6 +60,18 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show what the agent would make of files (events with PII hashed, skipped sales, rejected rows)
+    /// without queueing or sending anything.
+    Preview {
+        /// Use this source's settings; default as for `import`.
+        #[arg(long)]
+        source: Option<String>,
+        /// Print each event's JSON as it would be sent.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Send what is queued now and exit; non-zero when something could not be delivered.
     Flush {
         /// How long to keep retrying transient failures.
@@ -197,6 +209,7 @@ fn execute(
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { source, files } => import(&config, source.as_deref(), &files),
+        Command::Preview { source, json, files } => preview(&config, source.as_deref(), json, &files),
         Command::Flush { timeout_secs } => {
             let queue = Queue::open(&config.queue_path)?;
             let mut sender = Sender::new(queue, &config, Settings::from_config(&config))?;
@@ -230,30 +243,110 @@ fn flush_exit(report: &sender::FlushReport) -> ExitCode {
     }
 }
 
+/// The source whose settings apply to `path`: the one named, the one whose folder holds it, or the
+/// only one.
+fn source_for<'c>(
+    config: &'c Config,
+    name: Option<&str>,
+    path: &std::path::Path,
+) -> anyhow::Result<&'c config::SourceConfig> {
+    match name {
+        Some(name) => config
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no source named `{name}` in the config")),
+        None => match daemon::source_of(config, path) {
+            Some(s) => Ok(s),
+            None if config.sources.len() == 1 => Ok(&config.sources[0]),
+            None => anyhow::bail!(
+                "{}: not in a source folder; say which source's settings to use with --source",
+                path.display()
+            ),
+        },
+    }
+}
+
 fn import(config: &Config, source: Option<&str>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut queue = Queue::open(&config.queue_path)?;
     let mut failed = false;
     for file in files {
         let path = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
-        let src = match source {
-            Some(name) => config
-                .sources
-                .iter()
-                .find(|s| s.name == name)
-                .with_context(|| format!("no source named `{name}` in the config"))?,
-            None => match daemon::source_of(config, &path) {
-                Some(s) => s,
-                None if config.sources.len() == 1 => &config.sources[0],
-                None => anyhow::bail!(
-                    "{}: not in a source folder; say which source's settings to use with --source",
-                    path.display()
-                ),
-            },
-        };
+        let src = source_for(config, source, &path)?;
         let result = daemon::process_file(&mut queue, config, src, &path, false);
-        failed |= result == daemon::FileResult::Retry;
+        failed |= matches!(result, daemon::FileResult::Retry | daemon::FileResult::QueueFull);
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use offline_events_agent::ingest::{self, Found};
+    let mut unreadable = false;
+    for file in files {
+        let path = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
+        let src = source_for(config, source, &path)?;
+        let (_, utf8) = ingest::scan_content(&path).with_context(|| format!("{}", path.display()))?;
+        let shown = path.display().to_string();
+        let (mut events, mut skipped, mut rejected) = (0, 0, 0);
+        let ages = daemon::age_policy(config, offline_events_agent::now());
+        let read = ingest::read_file(src, &path, utf8, ages, &mut |found| {
+            match found {
+                Found::Event { event, line, dead_reason, warnings } => {
+                    events += 1;
+                    let user = [
+                        ("email", event.user.email.len()),
+                        ("phone", event.user.phone.len()),
+                        ("external_id", event.user.external_id.len()),
+                    ]
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(k, n)| format!("{k}×{n}"))
+                    .collect::<Vec<_>>();
+                    println!(
+                        "{shown}:{line}: {} {} at {} value {} {}, {} lines / {} units, customer: {}{}",
+                        event.event,
+                        event.event_id.as_str(),
+                        status::timestamp(event.event_time),
+                        event.value,
+                        event.currency.code(),
+                        event.contents.len(),
+                        event.num_items(),
+                        if user.is_empty() { "none".to_string() } else { user.join(", ") },
+                        dead_reason.map(|r| format!(" [NOT SENT: {r}]")).unwrap_or_default(),
+                    );
+                    for w in warnings {
+                        println!("{shown}:{}:   warning: field `{}`: {}", w.line, w.field, w.reason);
+                    }
+                    if json {
+                        println!("  {}", wire::event_json(event));
+                    }
+                }
+                Found::Skip(skip) => {
+                    skipped += 1;
+                    println!("{shown}:{}: skipped order `{}`: {}", skip.line, skip.order_id, skip.reason);
+                }
+                Found::Reject { line, field, reason } => {
+                    rejected += 1;
+                    println!(
+                        "{shown}:{line}: rejected: {}{reason}",
+                        field.map(|f| format!("field `{f}`: ")).unwrap_or_default()
+                    );
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        match read {
+            Ok(_) => println!(
+                "{shown}: {events} events, {skipped} skipped, {rejected} rejected (format {})",
+                src.format.name()
+            ),
+            Err(e) => {
+                unreadable = true;
+                println!("{shown}: cannot be read as {}: {e}", src.format.name());
+            }
+        }
+    }
+    Ok(if unreadable { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {

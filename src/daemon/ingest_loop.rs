@@ -21,6 +21,8 @@ struct Watched {
     handled: HashMap<PathBuf, Stamp>,
     next_rescan: Instant,
     folder_ok: bool,
+    /// The network file system type the folder is on, when it is on one (polled, not watched).
+    network: Option<String>,
 }
 
 pub(super) async fn ingest_loop(
@@ -50,6 +52,7 @@ pub(super) async fn ingest_loop(
             handled: HashMap::new(),
             next_rescan: Instant::now(),
             folder_ok: true,
+            network: None,
         })
         .collect();
     let dispose = !config.dry_run;
@@ -68,7 +71,29 @@ pub(super) async fn ingest_loop(
                 let _ = watcher.ensure(&src.path);
             }
             let s = src.clone();
-            let ((), listing) = blocking((), move |_| source::scan(&s)).await;
+            let ((), (listing, fstype)) = blocking((), move |_| {
+                let fstype = std::fs::read_to_string("/proc/self/mountinfo")
+                    .ok()
+                    .and_then(|m| source::filesystem_of(&m, &s.path));
+                (source::scan(&s), fstype)
+            })
+            .await;
+            let network = fstype.filter(|f| source::is_network_fs(f));
+            if network != w.network {
+                match &network {
+                    Some(fs) => tracing::info!(
+                        "source {}: {} is on a network file system ({fs}); file events are not reliable there, polling every {:?}",
+                        src.name,
+                        src.path.display(),
+                        src.network_poll
+                    ),
+                    None => tracing::info!("source {}: {} is on a local file system", src.name, src.path.display()),
+                }
+                w.network = network;
+            }
+            if w.network.is_some() {
+                w.next_rescan = Instant::now() + src.network_poll;
+            }
             match listing {
                 Ok(files) => {
                     if !w.folder_ok {

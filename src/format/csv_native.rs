@@ -9,7 +9,7 @@ use std::io::BufRead;
 use std::ops::ControlFlow;
 
 /// Column names of the native format.
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 18] = [
     "order_id",
     "event_time",
     "event",
@@ -27,6 +27,7 @@ pub const COLUMNS: [&str; 17] = [
     "brand",
     "price",
     "quantity",
+    "consent",
 ];
 
 #[derive(Clone, Copy)]
@@ -48,9 +49,10 @@ enum Col {
     Brand,
     Price,
     Quantity,
+    Consent,
 }
 
-const COLS: [Col; 17] = [
+const COLS: [Col; 18] = [
     Col::OrderId,
     Col::EventTime,
     Col::Event,
@@ -68,6 +70,7 @@ const COLS: [Col; 17] = [
     Col::Brand,
     Col::Price,
     Col::Quantity,
+    Col::Consent,
 ];
 
 /// The order being assembled from consecutive rows, and whether one of its rows was bad.
@@ -87,7 +90,7 @@ pub(super) fn read(
     if !reader.read_byte_record(&mut record).map_err(csv_error)? {
         return Err(unreadable("empty file: no header".into()));
     }
-    let mut columns: [Option<usize>; 17] = [None; 17];
+    let mut columns: [Option<usize>; 18] = [None; 18];
     let mut summary = Summary::default();
     for (i, raw) in record.iter().enumerate() {
         let name = String::from_utf8_lossy(raw).trim().to_ascii_lowercase();
@@ -107,6 +110,7 @@ pub(super) fn read(
         }
     }
     let width = record.len();
+    let consent_column = columns[17].is_some();
 
     let mut group: Option<Group> = None;
     loop {
@@ -131,7 +135,7 @@ pub(super) fn read(
                         g.bad.get_or_insert(reject);
                     }
                     (_, Some(id)) => {
-                        if flush(&mut group, sink).is_break() {
+                        if flush(&mut group, consent_column, sink).is_break() {
                             return Ok(summary);
                         }
                         group = Some(Group {
@@ -150,7 +154,7 @@ pub(super) fn read(
         };
         let same = group.as_ref().is_some_and(|g| g.order.order_id == row.order_id);
         if !same {
-            if flush(&mut group, sink).is_break() {
+            if flush(&mut group, consent_column, sink).is_break() {
                 return Ok(summary);
             }
             group = Some(Group {
@@ -161,14 +165,21 @@ pub(super) fn read(
         let g = group.as_mut().expect("group was just set");
         merge(&mut g.order, row, line);
     }
-    let _ = flush(&mut group, sink);
+    let _ = flush(&mut group, consent_column, sink);
     Ok(summary)
 }
 
-fn flush(group: &mut Option<Group>, sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>) -> ControlFlow<()> {
-    let Some(g) = group.take() else {
+fn flush(
+    group: &mut Option<Group>,
+    consent_column: bool,
+    sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let Some(mut g) = group.take() else {
         return ControlFlow::Continue(());
     };
+    if consent_column && g.order.consent.is_none() {
+        g.order.consent = Some(false);
+    }
     let parsed = match g.bad {
         None => Parsed::Order(Box::new(g.order)),
         Some(mut reject) => {
@@ -182,16 +193,16 @@ fn flush(group: &mut Option<Group>, sink: &mut dyn FnMut(Parsed) -> ControlFlow<
 /// One decoded row: every known column's text (None when absent or empty).
 struct Row {
     order_id: String,
-    values: [Option<String>; 17],
+    values: [Option<String>; 18],
 }
 
 fn decode_row(
     record: &csv::ByteRecord,
-    columns: &[Option<usize>; 17],
+    columns: &[Option<usize>; 18],
     width: usize,
     line: u64,
 ) -> Result<Row, (Option<String>, Reject)> {
-    let mut values: [Option<String>; 17] = Default::default();
+    let mut values: [Option<String>; 18] = Default::default();
     let mut first_error: Option<Reject> = None;
     for (k, col) in columns.iter().enumerate() {
         let Some(i) = col else { continue };
@@ -254,6 +265,13 @@ fn merge(order: &mut RawOrder, row: Row, line: u64) {
             Col::Brand => item.brand = Some(value),
             Col::Price => (item.price, has_item) = (Some(value), true),
             Col::Quantity => (item.quantity, has_item) = (Some(value), true),
+            // Order-level, from the first row that has it (a file with a consent column but no
+            // value for an order means no consent: see `flush`).
+            Col::Consent => {
+                if order.consent.is_none() {
+                    order.consent = Some(super::consent_given(&value));
+                }
+            }
         }
     }
     if has_item {

@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 /// A line longer than this is rejected without being held in memory.
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 
-const ORDER_KEYS: [&str; 13] = [
+const ORDER_KEYS: [&str; 14] = [
     "order_id",
     "event_time",
     "event",
@@ -28,6 +28,7 @@ const ORDER_KEYS: [&str; 13] = [
     "description",
     "items",
     "contents",
+    "consent",
 ];
 const ITEM_KEYS: [&str; 6] = ["content_id", "content_name", "content_category", "brand", "price", "quantity"];
 
@@ -118,7 +119,13 @@ fn parse_line(text: &str, line: u64) -> Result<Parsed, Reject> {
         till_id: get("till_id")?,
         description: get("description")?,
         time_zone: None,
-        consent: None,
+        consent: match map.get("consent") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::Null) => Some(false),
+            Some(Value::String(s)) => Some(super::consent_given(s)),
+            Some(_) => return Err(bad(Some("consent"), "must be true/false or a yes/no string".into())),
+        },
         items: Vec::new(),
     };
     let items_key = if map.contains_key("items") { "items" } else { "contents" };

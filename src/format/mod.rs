@@ -160,6 +160,17 @@ pub struct Policy {
     pub partial_refunds: PartialRefunds,
     /// What to do with a row that has a date but no time of day.
     pub date_only: DateOnly,
+    /// What to do with a sale whose customer gave no consent (files with a consent field).
+    pub consent: ConsentPolicy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConsentPolicy {
+    /// Send the sale without any customer identifier.
+    #[default]
+    Strip,
+    /// Do not send the sale at all.
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -373,4 +384,13 @@ mod tests {
             assert_eq!(lines, [1, 2, 3, 5], "{text:?}");
         }
     }
+}
+
+/// Whether a consent cell says yes. Strict: anything that is not a clear yes (empty, "no",
+/// unknown text) counts as no consent.
+pub fn consent_given(cell: &str) -> bool {
+    matches!(
+        cell.trim().to_ascii_lowercase().as_str(),
+        "yes" | "y" | "true" | "1" | "ja" | "j" | "oui" | "si" | "sí" | "granted" | "opt-in" | "optin" | "x"
+    )
 }

@@ -46,6 +46,50 @@ pub fn scan(source: &SourceConfig) -> std::io::Result<Vec<(PathBuf, u64, Option<
     Ok(found)
 }
 
+/// The file system type of the mount holding `path`, from `/proc/self/mountinfo` text (the longest
+/// mount point that is a prefix of the path wins).
+pub fn filesystem_of(mountinfo: &str, path: &Path) -> Option<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let mount_point = unescape_mount(fields.get(4)?);
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let fstype = fields.get(dash + 1)?;
+            path.starts_with(&mount_point).then(|| (mount_point.len(), fstype.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, fstype)| fstype)
+}
+
+/// Mount points in mountinfo escape spaces and the like as `\040`.
+fn unescape_mount(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&code, 8) {
+                Ok(b) => out.push(b as char),
+                Err(_) => {
+                    out.push('\\');
+                    out.push_str(&code);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// File systems where inotify sees nothing of changes made by other machines: poll them.
+pub fn is_network_fs(fstype: &str) -> bool {
+    const NETWORK: [&str; 12] =
+        ["nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs", "9p", "davfs", "fuse.sshfs"];
+    NETWORK.contains(&fstype) || fstype.starts_with("fuse.rclone")
+}
+
 /// The settle decision: a file is complete when it was renamed into place, or when its size and
 /// mtime have not changed for the settle time. Times are milliseconds on any monotonic clock.
 #[derive(Debug, Default)]
@@ -181,6 +225,27 @@ mod tests {
     use super::*;
 
     const SETTLE: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn network_file_systems_are_recognised_from_mountinfo() {
+        let mountinfo = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:40 / /srv/pos rw,relatime shared:20 - nfs4 server:/exports/pos rw,vers=4.2
+41 40 0:41 / /srv/pos/local rw - tmpfs tmpfs rw
+42 22 0:42 / /mnt/shop\\040share rw - cifs //nas/shop rw
+";
+        let cases = [
+            ("/srv/pos/export", Some("nfs4"), true),
+            ("/srv/pos/local/x", Some("tmpfs"), false),
+            ("/var/lib/x", Some("ext4"), false),
+            ("/mnt/shop share/in", Some("cifs"), true),
+        ];
+        for (path, fstype, network) in cases {
+            let found = filesystem_of(mountinfo, Path::new(path));
+            assert_eq!(found.as_deref(), fstype, "{path}");
+            assert_eq!(found.as_deref().is_some_and(is_network_fs), network, "{path}");
+        }
+    }
 
     #[test]
     fn a_file_is_ready_once_unchanged_for_the_settle_time() {

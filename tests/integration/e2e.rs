@@ -178,3 +178,45 @@ fn a_file_that_cannot_be_archived_stays_and_is_archived_once_possible() {
     assert!(!agent.inbox.join("a.csv").exists());
     assert_eq!(fake.accepted_ids().len(), 3, "nothing was queued or sent twice");
 }
+
+#[test]
+fn without_consent_identifiers_are_removed_or_the_sale_is_not_sent() {
+    let t = now() - 60;
+    let email = RAW_EMAIL.trim();
+    let csv = format!(
+        "order_id,event_time,email,value,consent\nC1,{t},{email},1.00,yes\nC2,{t},{email},2.00,no\nC3,{t},{email},3.00,\nC4,{t},,4.00,no\n"
+    );
+    for (policy, expected) in [("strip", vec!["C1", "C2", "C3", "C4"]), ("skip", vec!["C1", "C4"])] {
+        let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+        let agent = Agent::new(&fake.base_url(), Opts { source: format!("consent = \"{policy}\""), ..Opts::default() });
+        agent.drop_file("consent.csv", &csv);
+        agent.cmd_ok(&["run", "--once"]);
+        let got: std::collections::BTreeSet<String> = fake.unique_ids();
+        let want = expected.iter().map(|id| format!("s042:t1:{id}")).collect();
+        assert_eq!(got, want, "policy {policy}");
+        for e in fake.accepted() {
+            let has_user = e.get("user").is_some();
+            assert_eq!(has_user, e["event_id"] == "s042:t1:C1", "policy {policy}: {e}");
+        }
+    }
+}
+
+#[test]
+fn preview_shows_events_skips_and_rejects_without_queueing() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(
+        &fake.base_url(),
+        Opts {
+            top: "attribution_window_days = 36500".into(),
+            source: "format = \"shopify-orders\"".into(),
+            ..Opts::default()
+        },
+    );
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pos-exports/shopify-orders_export.csv");
+    let out = agent.cmd_ok(&["preview", "--json", sample]);
+    assert!(out.contains("5 events, 2 skipped, 0 rejected"), "{out}");
+    assert!(out.contains("skipped order `#1004`"), "{out}");
+    assert!(out.contains("\"event_id\":\"s042:t1:%231001\""), "{out}");
+    assert!(!agent.queue.exists(), "preview never touches the queue");
+    assert!(fake.requests().is_empty());
+}

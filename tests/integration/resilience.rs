@@ -159,3 +159,19 @@ fn sigkill_during_ingest_and_sending_loses_nothing() {
     let rounds = std::env::var("CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
     crash_loop(rounds, 3000, 40);
 }
+
+#[test]
+fn a_source_folder_that_vanishes_and_comes_back_is_picked_up_again() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    let daemon = agent.spawn();
+    agent.drop_file("a.csv", &csv_orders("M", 2, 1));
+    assert!(fake.wait_for_unique(2, T), "{}", daemon.log_text());
+    let away = agent.dir.path().join("unmounted");
+    std::fs::rename(&agent.inbox, &away).unwrap();
+    assert!(wait_until(T, || daemon.log_text().contains("cannot list")), "{}", daemon.log_text());
+    std::fs::rename(&away, &agent.inbox).unwrap();
+    assert!(wait_until(T, || daemon.log_text().contains("is back")), "{}", daemon.log_text());
+    agent.drop_file("b.csv", &csv_orders("W", 2, 1));
+    assert!(fake.wait_for_unique(4, T), "a file in the remounted folder was not picked up:\n{}", daemon.log_text());
+}

@@ -360,6 +360,15 @@ impl<R: BufRead> Read for CrlfToLf<R> {
     }
 }
 
+/// Whether a consent cell says yes. Strict: anything that is not a clear yes (empty, "no",
+/// unknown text) counts as no consent.
+pub fn consent_given(cell: &str) -> bool {
+    matches!(
+        cell.trim().to_ascii_lowercase().as_str(),
+        "yes" | "y" | "true" | "1" | "ja" | "j" | "oui" | "si" | "sí" | "granted" | "opt-in" | "optin" | "x"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,13 +393,4 @@ mod tests {
             assert_eq!(lines, [1, 2, 3, 5], "{text:?}");
         }
     }
-}
-
-/// Whether a consent cell says yes. Strict: anything that is not a clear yes (empty, "no",
-/// unknown text) counts as no consent.
-pub fn consent_given(cell: &str) -> bool {
-    matches!(
-        cell.trim().to_ascii_lowercase().as_str(),
-        "yes" | "y" | "true" | "1" | "ja" | "j" | "oui" | "si" | "sí" | "granted" | "opt-in" | "optin" | "x"
-    )
 }

@@ -383,13 +383,7 @@ fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let token = config::load_token(config.token.as_ref())?;
-    let http = client::Client::new(&client::ClientConfig {
-        api_base: config.api_base.clone(),
-        connect_timeout: config.sender.connect_timeout,
-        request_timeout: config.sender.request_timeout,
-        proxy: config.proxy.clone(),
-        ca_bundle: config.ca_bundle.clone(),
-    })?;
+    let http = client::Client::new(&sender::client_config(config))?;
     println!("sending test Purchase {} to {} with test_event_code {code}", ev.event_id.as_str(), http.url());
     let reply = http.post(token.expose(), &body)?;
     let outcome = classify::classify(reply.status, reply.retry_after.as_deref(), &reply.body);

@@ -82,15 +82,20 @@ pub struct Sender {
     written: u64,
 }
 
+/// The HTTP client's settings from the config.
+pub fn client_config(config: &Config) -> ClientConfig {
+    ClientConfig {
+        api_base: config.api_base.clone(),
+        connect_timeout: config.sender.connect_timeout,
+        request_timeout: config.sender.request_timeout,
+        proxy: config.proxy.clone(),
+        ca_bundle: config.ca_bundle.clone(),
+    }
+}
+
 impl Sender {
     pub fn new(queue: Queue, config: &Config, settings: Settings) -> Result<Sender, SendError> {
-        let client = Client::new(&ClientConfig {
-            api_base: config.api_base.clone(),
-            connect_timeout: config.sender.connect_timeout,
-            request_timeout: config.sender.request_timeout,
-            proxy: config.proxy.clone(),
-            ca_bundle: config.ca_bundle.clone(),
-        })?;
+        let client = Client::new(&client_config(config))?;
         Ok(Sender { queue, client, token: config.token.clone(), settings, failures: 0, written: 0 })
     }
 

@@ -2,12 +2,12 @@
 //! streaming: it never holds more than one order in memory.
 //!
 //! Readers are pure over `std::io::Read`: no database, no logging, and no file system except a
-//! profile's companion file next to the one being read (Toast's CheckDetails, Loyverse's receipts;
-//! found and opened by `companion`) or, for SumUp, a first pass over the file being read to index
-//! its refund rows. A problem with a row becomes a `Reject` naming the line and field, and reading
-//! goes on; a sale that must not be sent (refund, void, training...) becomes a `Skip` with its
-//! reason; only a file that cannot be read at all (no header, missing required columns, I/O error)
-//! is a [`FormatError`].
+//! profile's companion file next to the one being read (Toast's CheckDetails, Loyverse's receipts,
+//! DSFinV-K's lines; found and opened by `companion`) or, for SumUp, a first pass over the file
+//! being read to index its refund rows. A problem with a row becomes a `Reject` naming the line and
+//! field, and reading goes on; a sale that must not be sent (refund, void, training...) becomes a
+//! `Skip` with its reason; only a file that cannot be read at all (no header, missing required
+//! columns, I/O error) is a [`FormatError`].
 //!
 //! Input is decoded to UTF-8 before any reader sees it: a UTF-8 BOM is dropped, UTF-16 (with BOM)
 //! and the configured or detected legacy encoding (Windows-1252) are transcoded.
@@ -15,8 +15,10 @@
 mod columns;
 mod companion;
 mod csv_native;
+mod dsfinvk;
 mod jsonl;
 mod loyverse;
+mod poslog;
 #[cfg(test)]
 mod profile_tests;
 mod shopify;
@@ -49,6 +51,10 @@ pub enum Format {
     Toast,
     /// SumUp sales report (German UI headers).
     Sumup,
+    /// DSFinV-K (Germany): `transactions.csv` receipts joined with their `lines.csv`.
+    Dsfinvk,
+    /// NRF-ARTS POSLog XML, 2.x batches and 6.0 one-per-file.
+    ArtsPoslog,
 }
 
 impl Format {
@@ -62,6 +68,8 @@ impl Format {
         ("loyverse", Format::Loyverse),
         ("toast", Format::Toast),
         ("sumup", Format::Sumup),
+        ("dsfinvk", Format::Dsfinvk),
+        ("arts-poslog", Format::ArtsPoslog),
     ];
 
     pub fn from_name(name: &str) -> Option<Format> {
@@ -78,12 +86,14 @@ impl Format {
         match self {
             Format::Loyverse => loyverse::reads_file(file_name),
             Format::Toast => toast::reads_file(file_name),
+            Format::Dsfinvk => dsfinvk::reads_file(file_name),
             Format::NativeCsv
             | Format::Jsonl
             | Format::ShopifyOrders
             | Format::SquareTransactions
             | Format::SquareItems
-            | Format::Sumup => true,
+            | Format::Sumup
+            | Format::ArtsPoslog => true,
         }
     }
 
@@ -100,6 +110,8 @@ impl Format {
             Format::Loyverse => &["%d/%m/%Y %H:%M"],
             Format::Toast => &["%m/%d/%y %I:%M %p"],
             Format::Sumup => &["%d.%m.%Y, %H:%M"],
+            // ISO 8601 (`2025-03-14T15:42:10`, `...Z`, `...+01:00`), which is always understood.
+            Format::Dsfinvk | Format::ArtsPoslog => &[],
         }
     }
 
@@ -113,7 +125,9 @@ impl Format {
             | Format::SquareItems
             | Format::Loyverse
             | Format::Toast
-            | Format::Sumup => '.',
+            | Format::Sumup
+            | Format::ArtsPoslog => '.',
+            Format::Dsfinvk => ',',
         }
     }
 
@@ -127,7 +141,9 @@ impl Format {
             | Format::SquareItems
             | Format::Loyverse
             | Format::Toast
-            | Format::Sumup => &["csv"],
+            | Format::Sumup
+            | Format::Dsfinvk => &["csv"],
+            Format::ArtsPoslog => &["xml"],
         }
     }
 }
@@ -252,6 +268,8 @@ pub fn read(
         Format::Loyverse => loyverse::read(input, options, sink),
         Format::Toast => toast::read(input, options, sink),
         Format::Sumup => sumup::read(input, options, sink),
+        Format::Dsfinvk => dsfinvk::read(input, options, sink),
+        Format::ArtsPoslog => poslog::read(input, options, sink),
     }
 }
 

@@ -19,8 +19,12 @@ fn an_outage_queues_events_and_recovery_delivers_them_all() {
         agent.cmd_ok(&["status"]),
         daemon.log_text()
     );
-    let status = agent.cmd_ok(&["status"]);
-    assert!(status.contains("RETRYING") && status.contains("40 queued"), "{status}");
+    // The first failed try after the last file may not be recorded yet: wait for it.
+    let retrying = || {
+        let status = agent.cmd_ok(&["status"]);
+        status.contains("RETRYING") && status.contains("40 queued")
+    };
+    assert!(wait_until(T, retrying), "{}", agent.cmd_ok(&["status"]));
     fake.set_down(false);
     assert!(fake.wait_for_unique(40, T), "not delivered after recovery:\n{}", daemon.log_text());
     let mut expected = ids("O", 30);

@@ -1,0 +1,1269 @@
+//! NRF-ARTS POSLog XML: the retail industry's transaction log, both the 2.x batch (many
+//! `Transaction`s in one `POSLog`, one file per store and business day) and 6.0 one-per-file
+//! exports.
+//!
+//! The file is read with quick-xml's streaming pull parser over the decoded input, so a batch
+//! with thousands of transactions is never held in memory: only the transaction being read is.
+//! Elements and attributes are matched by local name, so the ARTS namespace and vendor prefixes
+//! (`acs:`, `fu:`, `X:`) make no difference; anything this module does not know is ignored at
+//! any depth.
+//!
+//! What one `Transaction` becomes:
+//! - **Order id**: `{store}-{workstation}-{business day}-{sequence}`, from `RetailStoreID` (or
+//!   `BusinessUnit/UnitID`), `WorkstationID`, `BusinessDayDate` and `SequenceNumber`, e.g.
+//!   `42-3-2025-03-14-161`. The business day is part of it because many tills restart their
+//!   sequence numbers; a part the file lacks is left empty (`42-3-161` without a business day).
+//!   Every part comes from the transaction itself, so a re-export yields the same id.
+//! - **Time**: `EndDateTime` (completion), else `ReceiptDateTime`, else `BeginDateTime`. A time
+//!   with an offset or `Z` is exact; one without is local time in the source's zone. POSLog 6.0
+//!   writers put local time in `ReceiptDateTime` and UTC in `EndDateTime`, which is why
+//!   `EndDateTime` comes first.
+//! - **Value**: `Total[@TotalType='TransactionGrandAmount']`; a sale without it is rejected.
+//!   **Currency**: `CurrencyCode`, else that total's `CurrencyCode`/`Currency` attribute, else
+//!   the first other amount's `Currency` attribute (`XXX` is "no currency" and ignored), else the
+//!   source's.
+//! - **Contents**: the `Sale` line items, by `ItemID` (else `POSIdentity/POSItemID`), with
+//!   `Description` (else `ItemID/@Name`), `ActualSalesUnitPrice` (else `RegularSalesUnitPrice`)
+//!   and `Quantity` (1 when absent). Lines are netted per item and unit price, so a voided line
+//!   written as an extra negative `LineItem VoidFlag="true"` (NCR) cancels its original; a
+//!   `VoidFlag="true"` line with a positive quantity is itself the voided line and counts for
+//!   nothing. Items whose net quantity is not positive, and lines with no item id or no unit
+//!   price, are left out of the contents (the value still comes from the total).
+//! - **Customer**: `Customer/CustomerID`, `LoyaltyAccount/CustomerID`,
+//!   `LoyaltyAccount/LoyaltyCard/PrimaryAccountNumber` and vendor `LoyaltyID`s become external
+//!   ids. POSLog carries no email or phone worth sending.
+//!
+//! Not a sale (a `Skip` with the reason): a transaction without `RetailTransaction`
+//! (`ControlTransaction` sign-on/off, tender control...), `TrainingModeFlag`, `CancelFlag`, a
+//! `TransactionStatus` of voided, cancelled or suspended, a return (a `Return` line item, a line
+//! in `SalesMode` `RETOUR`, a `Tender TypeCode="Refund"`, or a negative grand total; an exchange
+//! mixing return and sale is skipped too), and a zero grand total.
+//!
+//! A transaction with a bad value becomes a `Reject` naming the element (never its value) at the
+//! line where its `Transaction` element starts (or, for a bad line item, where that starts), and
+//! reading goes on. Malformed XML stops the read: transactions already delivered
+//! stand, the one being read (or the rest of the file) becomes a `Reject`, and the read ends
+//! without error. A file in which no transaction was read before the XML broke, or that has no
+//! POSLog element at all, is unreadable.
+//!
+//! XML numbers always use `.` as the decimal point. The amounts handed on (value, unit prices,
+//! netted quantities) are written with the source's decimal separator, as `event::build` reads
+//! them.
+
+use super::table::amount_text;
+use super::{Format, FormatError, Parsed, ReadOptions, Reject, Skip, Summary};
+use crate::event::money::parse_amount;
+use crate::event::{RawItem, RawOrder};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::{Decoder, Reader, XmlVersion};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::ops::ControlFlow;
+
+/// Text of one element longer than this taints its transaction instead of being held.
+const MAX_TEXT: usize = 4096;
+
+pub(super) fn read(
+    input: impl BufRead,
+    options: &ReadOptions,
+    sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
+) -> Result<Summary, FormatError> {
+    let decimal = options.decimal_separator.unwrap_or(Format::ArtsPoslog.default_decimal_separator());
+    let mut reader = Reader::from_reader(LineCounter { inner: input, newlines: 0 });
+    // Text is not trimmed per event: `A &amp; B` arrives as three events. Values are trimmed
+    // when their element closes.
+    reader.config_mut().expand_empty_elements = true;
+    let mut buf = Vec::new();
+    let mut outside = Outside::default();
+    let mut txn: Option<Txn> = None;
+    loop {
+        buf.clear();
+        let event = reader.read_event_into(&mut buf);
+        let line = 1 + reader.get_ref().newlines;
+        let decoder = reader.decoder();
+        let event = match event {
+            Ok(event) => event,
+            Err(quick_xml::Error::Io(e)) => return Err(FormatError::Io(std::io::Error::new(e.kind(), e.to_string()))),
+            Err(e) => return broken(&outside, txn, line, &e.to_string(), sink),
+        };
+        match event {
+            Event::Start(e) => {
+                // The line of the `<`: the reader stands just past the `>`.
+                let line = line - count_newlines(&e);
+                match txn.as_mut() {
+                    Some(t) => t.open(&e, line, decoder),
+                    None if e.local_name().as_ref() == b"Transaction" => {
+                        outside.root.get_or_insert_with(|| "Transaction".into());
+                        let mut t = Txn::new(line);
+                        t.open(&e, line, decoder);
+                        txn = Some(t);
+                    }
+                    None => outside.open(&e),
+                }
+            }
+            Event::End(_) => match txn.as_mut().map(Txn::close) {
+                Some(true) => {
+                    outside.transactions += 1;
+                    if let Some(done) = txn.take() {
+                        if sink(done.finish(decimal)).is_break() {
+                            return Ok(Summary::default());
+                        }
+                    }
+                }
+                Some(false) => {}
+                None => outside.depth = outside.depth.saturating_sub(1),
+            },
+            Event::Text(e) => {
+                if let Some(t) = txn.as_mut().filter(|t| t.wants_text()) {
+                    match e.decode() {
+                        Ok(text) => t.text(&text),
+                        Err(err) => t.taint(line, None, format!("text is not valid UTF-8: {err}")),
+                    }
+                }
+            }
+            Event::CData(e) => {
+                if let Some(t) = txn.as_mut().filter(|t| t.wants_text()) {
+                    match e.decode() {
+                        Ok(text) => t.text(&text),
+                        Err(err) => t.taint(line, None, format!("text is not valid UTF-8: {err}")),
+                    }
+                }
+            }
+            Event::GeneralRef(e) => {
+                if let Some(t) = txn.as_mut().filter(|t| t.wants_text()) {
+                    let resolved = match e.resolve_char_ref() {
+                        Ok(Some(c)) => Some(c.to_string()),
+                        Ok(None) => e
+                            .decode()
+                            .ok()
+                            .and_then(|name| quick_xml::escape::resolve_predefined_entity(&name).map(str::to_string)),
+                        Err(_) => None,
+                    };
+                    match resolved {
+                        Some(text) => t.text(&text),
+                        None => t.taint(line, None, "unknown entity reference".into()),
+                    }
+                }
+            }
+            Event::Eof => break,
+            // Empty elements arrive as Start and End (`expand_empty_elements`).
+            Event::Empty(_) | Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+        }
+    }
+    let line = 1 + reader.get_ref().newlines;
+    if txn.is_some() {
+        let error = "the file ends inside a transaction (truncated?)";
+        return broken(&outside, txn, line, error, sink);
+    }
+    match (&outside.root, outside.transactions) {
+        (None, _) => Err(FormatError::Unreadable { line, reason: "not a POSLog file: no XML element found".into() }),
+        (Some(root), 0) if root != "POSLog" => Err(FormatError::Unreadable {
+            line: 1,
+            reason: format!("not a POSLog file: root element `{root}` holds no Transaction"),
+        }),
+        _ if outside.depth > 0 => {
+            let _ = sink(Parsed::Reject(Reject {
+                line,
+                field: None,
+                reason: "the file ends before its closing tags (truncated?); later transactions may be missing".into(),
+            }));
+            Ok(Summary::default())
+        }
+        _ => Ok(Summary::default()),
+    }
+}
+
+/// Malformed or truncated XML at `line`. Once a transaction was delivered, the one being read (or
+/// the rest of the file) becomes a reject and the read ends; before that, the file is unreadable.
+fn broken(
+    outside: &Outside,
+    txn: Option<Txn>,
+    line: u64,
+    error: &str,
+    sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
+) -> Result<Summary, FormatError> {
+    if outside.transactions == 0 {
+        return Err(FormatError::Unreadable { line, reason: format!("malformed xml: {error}") });
+    }
+    let reason = format!("malformed xml near line {line}: {error}; the rest of the file is not read");
+    let _ = sink(match txn {
+        Some(t) => t.reject_all(&reason),
+        None => Parsed::Reject(Reject { line, field: None, reason }),
+    });
+    Ok(Summary::default())
+}
+
+/// What is known about the document outside any transaction.
+#[derive(Default)]
+struct Outside {
+    root: Option<String>,
+    depth: usize,
+    transactions: u64,
+}
+
+impl Outside {
+    fn open(&mut self, e: &BytesStart) {
+        if self.root.is_none() {
+            self.root = Some(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+        }
+        self.depth += 1;
+    }
+}
+
+/// The elements this module reads. Everything else is [`Tag::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Transaction,
+    RetailTransaction,
+    ControlTransaction,
+    OtherTransaction,
+    RetailStoreId,
+    BusinessUnit,
+    UnitId,
+    WorkstationId,
+    SequenceNumber,
+    BusinessDayDate,
+    Date,
+    BeginDateTime,
+    EndDateTime,
+    ReceiptDateTime,
+    CurrencyCode,
+    LineItem,
+    Sale,
+    Return,
+    Tender,
+    ItemId,
+    PosIdentity,
+    PosItemId,
+    Description,
+    RegularSalesUnitPrice,
+    ActualSalesUnitPrice,
+    Quantity,
+    SalesMode,
+    Total,
+    Customer,
+    CustomerId,
+    LoyaltyAccount,
+    LoyaltyCard,
+    PrimaryAccountNumber,
+    LoyaltyId,
+    TransactionLink,
+    Other,
+}
+
+fn tag(local: &[u8]) -> Tag {
+    match local {
+        b"Transaction" => Tag::Transaction,
+        b"RetailTransaction" => Tag::RetailTransaction,
+        b"ControlTransaction" => Tag::ControlTransaction,
+        b"RetailStoreID" => Tag::RetailStoreId,
+        b"BusinessUnit" => Tag::BusinessUnit,
+        b"UnitID" => Tag::UnitId,
+        b"WorkstationID" => Tag::WorkstationId,
+        b"SequenceNumber" => Tag::SequenceNumber,
+        b"BusinessDayDate" => Tag::BusinessDayDate,
+        b"Date" => Tag::Date,
+        b"BeginDateTime" => Tag::BeginDateTime,
+        b"EndDateTime" => Tag::EndDateTime,
+        b"ReceiptDateTime" => Tag::ReceiptDateTime,
+        b"CurrencyCode" => Tag::CurrencyCode,
+        b"LineItem" => Tag::LineItem,
+        b"Sale" => Tag::Sale,
+        b"Return" => Tag::Return,
+        b"Tender" => Tag::Tender,
+        b"ItemID" => Tag::ItemId,
+        b"POSIdentity" => Tag::PosIdentity,
+        b"POSItemID" => Tag::PosItemId,
+        b"Description" => Tag::Description,
+        b"RegularSalesUnitPrice" => Tag::RegularSalesUnitPrice,
+        b"ActualSalesUnitPrice" => Tag::ActualSalesUnitPrice,
+        b"Quantity" => Tag::Quantity,
+        b"SalesMode" => Tag::SalesMode,
+        b"Total" => Tag::Total,
+        b"Customer" => Tag::Customer,
+        b"CustomerID" => Tag::CustomerId,
+        b"LoyaltyAccount" => Tag::LoyaltyAccount,
+        b"LoyaltyCard" => Tag::LoyaltyCard,
+        b"PrimaryAccountNumber" => Tag::PrimaryAccountNumber,
+        b"LoyaltyID" => Tag::LoyaltyId,
+        b"TransactionLink" => Tag::TransactionLink,
+        other if other.ends_with(b"Transaction") => Tag::OtherTransaction,
+        _ => Tag::Other,
+    }
+}
+
+/// What the text of an element is, given where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Store,
+    BusinessUnit,
+    UnitId,
+    Workstation,
+    Sequence,
+    BusinessDay,
+    Begin,
+    End,
+    Receipt,
+    Currency,
+    GrandTotal,
+    ExternalId,
+    ItemId,
+    PosItemId,
+    Description,
+    RegularPrice,
+    ActualPrice,
+    Quantity,
+    SalesMode,
+}
+
+impl Field {
+    /// The element name used in reject messages.
+    fn element(self) -> &'static str {
+        match self {
+            Field::Store => "RetailStoreID",
+            Field::BusinessUnit => "BusinessUnit",
+            Field::UnitId => "UnitID",
+            Field::Workstation => "WorkstationID",
+            Field::Sequence => "SequenceNumber",
+            Field::BusinessDay => "BusinessDayDate",
+            Field::Begin => "BeginDateTime",
+            Field::End => "EndDateTime",
+            Field::Receipt => "ReceiptDateTime",
+            Field::Currency => "CurrencyCode",
+            Field::GrandTotal => "Total",
+            Field::ExternalId => "CustomerID",
+            Field::ItemId => "ItemID",
+            Field::PosItemId => "POSItemID",
+            Field::Description => "Description",
+            Field::RegularPrice => "RegularSalesUnitPrice",
+            Field::ActualPrice => "ActualSalesUnitPrice",
+            Field::Quantity => "Quantity",
+            Field::SalesMode => "SalesMode",
+        }
+    }
+}
+
+/// The field an element's text fills, from its path inside the `Transaction` (pure).
+fn role(path: &[Tag]) -> Option<Field> {
+    use Tag::*;
+    let field = match path {
+        [Transaction, RetailStoreId] => Field::Store,
+        [Transaction, BusinessUnit] => Field::BusinessUnit,
+        [Transaction, BusinessUnit, UnitId] => Field::UnitId,
+        [Transaction, WorkstationId] => Field::Workstation,
+        [Transaction, SequenceNumber] => Field::Sequence,
+        [Transaction, BusinessDayDate] | [Transaction, BusinessDayDate, Date] => Field::BusinessDay,
+        [Transaction, BeginDateTime] => Field::Begin,
+        [Transaction, EndDateTime] => Field::End,
+        [Transaction, ReceiptDateTime] | [Transaction, RetailTransaction, ReceiptDateTime] => Field::Receipt,
+        [Transaction, CurrencyCode] => Field::Currency,
+        [Transaction, RetailTransaction, Total] => Field::GrandTotal,
+        [Transaction, RetailTransaction, Customer, CustomerId]
+        | [Transaction, RetailTransaction, LoyaltyAccount, CustomerId]
+        | [Transaction, RetailTransaction, LoyaltyAccount, LoyaltyCard, PrimaryAccountNumber] => Field::ExternalId,
+        [Transaction, RetailTransaction, between @ .., LoyaltyId] if !between.contains(&TransactionLink) => {
+            Field::ExternalId
+        }
+        [Transaction, RetailTransaction, LineItem, Sale | Return, leaf] => match leaf {
+            ItemId => Field::ItemId,
+            Description => Field::Description,
+            RegularSalesUnitPrice => Field::RegularPrice,
+            ActualSalesUnitPrice => Field::ActualPrice,
+            Quantity => Field::Quantity,
+            SalesMode => Field::SalesMode,
+            _ => return None,
+        },
+        [Transaction, RetailTransaction, LineItem, Sale | Return, PosIdentity, PosItemId] => Field::PosItemId,
+        _ => return None,
+    };
+    Some(field)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum Kind {
+    #[default]
+    Missing,
+    Retail,
+    Control,
+    Other(String),
+}
+
+/// One open element inside the transaction.
+struct Frame {
+    tag: Tag,
+    field: Option<Field>,
+    line: u64,
+    text: String,
+}
+
+/// A `Sale` or `Return` line item as read.
+#[derive(Debug, Default)]
+struct LineAcc {
+    line: u64,
+    void: bool,
+    /// A `Sale` (not a `Return` or another kind of line).
+    is_sale: bool,
+    item_id: Option<String>,
+    pos_item_id: Option<String>,
+    description: Option<String>,
+    name_attr: Option<String>,
+    regular_price: Option<String>,
+    actual_price: Option<String>,
+    quantity: Option<String>,
+}
+
+/// A problem that rejects the transaction: line, element, reason.
+type Problem = (u64, Option<&'static str>, String);
+
+/// The transaction being read.
+#[derive(Default)]
+struct Txn {
+    line: u64,
+    /// The open elements from `Transaction` inward, and their tags (the path [`role`] reads).
+    path: Vec<Frame>,
+    tags: Vec<Tag>,
+    kind: Kind,
+    training: bool,
+    cancelled: bool,
+    status: Option<String>,
+    store: Option<String>,
+    business_unit: Option<String>,
+    unit_id: Option<String>,
+    workstation: Option<String>,
+    sequence: Option<String>,
+    business_day: Option<String>,
+    begin: Option<String>,
+    end: Option<String>,
+    receipt: Option<String>,
+    currency_code: Option<String>,
+    total_currency: Option<String>,
+    amount_currency: Option<String>,
+    grand_total: Option<String>,
+    external_ids: Vec<String>,
+    current: Option<LineAcc>,
+    sales: Vec<LineAcc>,
+    return_line: bool,
+    retour: bool,
+    refund_tender: bool,
+    problem: Option<Problem>,
+}
+
+impl Txn {
+    fn new(line: u64) -> Txn {
+        Txn { line, ..Txn::default() }
+    }
+
+    fn taint(&mut self, line: u64, field: Option<&'static str>, reason: String) {
+        self.problem.get_or_insert((line, field, reason));
+    }
+
+    fn open(&mut self, e: &BytesStart, line: u64, decoder: Decoder) {
+        let tag = tag(e.local_name().as_ref());
+        let depth = self.tags.len();
+        let parent = self.tags.last().copied();
+        self.tags.push(tag);
+        let mut field = role(&self.tags);
+        let attrs = match Attrs::of(e, decoder) {
+            Ok(attrs) => attrs,
+            Err(reason) => {
+                self.taint(line, None, reason);
+                Attrs::default()
+            }
+        };
+        match (depth, tag) {
+            (0, Tag::Transaction) => {
+                self.training |= attrs.flag("TrainingModeFlag");
+                self.cancelled |= attrs.flag("CancelFlag");
+            }
+            (1, Tag::RetailTransaction) => {
+                self.kind = Kind::Retail;
+                self.training |= attrs.flag("TrainingModeFlag");
+                self.cancelled |= attrs.flag("CancelFlag");
+                self.status = attrs.get("TransactionStatus").map(str::to_string);
+            }
+            (1, Tag::ControlTransaction) if self.kind == Kind::Missing => self.kind = Kind::Control,
+            (1, Tag::OtherTransaction) if self.kind == Kind::Missing => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                self.kind = Kind::Other(name);
+            }
+            (2, Tag::LineItem) if parent == Some(Tag::RetailTransaction) => {
+                self.current = Some(LineAcc { line, void: attrs.flag("VoidFlag"), ..LineAcc::default() });
+            }
+            (3, Tag::Sale | Tag::Return) if parent == Some(Tag::LineItem) => {
+                if tag == Tag::Return {
+                    self.return_line = true;
+                }
+                if let Some(current) = self.current.as_mut() {
+                    current.is_sale |= tag == Tag::Sale;
+                    current.void |= attrs.flag("VoidFlag");
+                }
+            }
+            (3, Tag::Tender)
+                if parent == Some(Tag::LineItem)
+                    && attrs.get("TypeCode").is_some_and(|t| t.eq_ignore_ascii_case("Refund")) =>
+            {
+                self.refund_tender = true;
+            }
+            (2, Tag::Total) if parent == Some(Tag::RetailTransaction) => {
+                let grand = attrs.get("TotalType").is_some_and(|t| t == "TransactionGrandAmount");
+                if grand && self.grand_total.is_none() {
+                    self.total_currency =
+                        attrs.get("CurrencyCode").or_else(|| attrs.get("Currency")).map(str::to_string);
+                } else {
+                    field = None;
+                }
+            }
+            (4, Tag::ItemId) if matches!(parent, Some(Tag::Sale | Tag::Return)) => {
+                if let Some(current) = self.current.as_mut() {
+                    current.name_attr = attrs.get("Name").map(str::to_string);
+                }
+            }
+            _ => {}
+        }
+        if self.amount_currency.is_none() && self.kind == Kind::Retail {
+            if let Some(c) = attrs.get("Currency").filter(|c| !c.eq_ignore_ascii_case("XXX")) {
+                self.amount_currency = Some(c.to_string());
+            }
+        }
+        self.path.push(Frame { tag, field, line, text: String::new() });
+    }
+
+    /// Whether the innermost open element is one whose text is read.
+    fn wants_text(&self) -> bool {
+        self.path.last().is_some_and(|f| f.field.is_some())
+    }
+
+    fn text(&mut self, text: &str) {
+        let Some(frame) = self.path.last_mut() else {
+            return;
+        };
+        let Some(field) = frame.field else {
+            return;
+        };
+        if frame.text.len() + text.len() > MAX_TEXT {
+            let line = frame.line;
+            frame.field = None;
+            let reason = format!("longer than {MAX_TEXT} bytes");
+            self.taint(line, Some(field.element()), reason);
+            return;
+        }
+        frame.text.push_str(text);
+    }
+
+    /// Close the innermost element; true when it was the `Transaction` itself.
+    fn close(&mut self) -> bool {
+        let Some(frame) = self.path.pop() else {
+            return true;
+        };
+        if let Some(field) = frame.field {
+            let value = frame.text.trim();
+            if !value.is_empty() {
+                self.set(field, value.to_string());
+            }
+        }
+        self.tags.pop();
+        if frame.tag == Tag::LineItem && self.tags == [Tag::Transaction, Tag::RetailTransaction] {
+            if let Some(line) = self.current.take().filter(|l| l.is_sale) {
+                self.sales.push(line);
+            }
+        }
+        self.path.is_empty()
+    }
+
+    fn set(&mut self, field: Field, value: String) {
+        let first = |slot: &mut Option<String>| {
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
+        };
+        match field {
+            Field::Store => first(&mut self.store),
+            Field::BusinessUnit => first(&mut self.business_unit),
+            Field::UnitId => first(&mut self.unit_id),
+            Field::Workstation => first(&mut self.workstation),
+            Field::Sequence => first(&mut self.sequence),
+            Field::BusinessDay => first(&mut self.business_day),
+            Field::Begin => first(&mut self.begin),
+            Field::End => first(&mut self.end),
+            Field::Receipt => first(&mut self.receipt),
+            Field::Currency => first(&mut self.currency_code),
+            Field::GrandTotal => first(&mut self.grand_total),
+            Field::ExternalId => {
+                if !self.external_ids.contains(&value) {
+                    self.external_ids.push(value);
+                }
+            }
+            Field::SalesMode => {
+                if value.eq_ignore_ascii_case("RETOUR") {
+                    self.retour = true;
+                }
+            }
+            Field::ItemId
+            | Field::PosItemId
+            | Field::Description
+            | Field::RegularPrice
+            | Field::ActualPrice
+            | Field::Quantity => {
+                let Some(line) = self.current.as_mut() else {
+                    return;
+                };
+                let slot = match field {
+                    Field::ItemId => &mut line.item_id,
+                    Field::PosItemId => &mut line.pos_item_id,
+                    Field::Description => &mut line.description,
+                    Field::RegularPrice => &mut line.regular_price,
+                    Field::ActualPrice => &mut line.actual_price,
+                    _ => &mut line.quantity,
+                };
+                first(slot);
+            }
+        }
+    }
+
+    fn order_id(&self) -> String {
+        let store = self.unit_id.as_deref().or(self.business_unit.as_deref()).or(self.store.as_deref()).unwrap_or("");
+        let mut id = format!("{store}-{}", self.workstation.as_deref().unwrap_or(""));
+        if let Some(day) = &self.business_day {
+            id.push('-');
+            id.push_str(day);
+        }
+        id.push('-');
+        id.push_str(self.sequence.as_deref().unwrap_or(""));
+        id
+    }
+
+    /// Reject the whole transaction with `reason` (used when the XML breaks inside it).
+    fn reject_all(self, reason: &str) -> Parsed {
+        Parsed::Reject(Reject {
+            line: self.line,
+            field: None,
+            reason: format!("transaction `{}` not taken: {reason}", self.order_id()),
+        })
+    }
+
+    /// What the complete transaction is: an order, a skip or a reject (pure).
+    fn finish(self, decimal: char) -> Parsed {
+        let order_id = self.order_id();
+        let line = self.line;
+        let skip = |reason: String| Parsed::Skip(Skip { line, order_id: order_id.clone(), reason });
+        let reject = |at: u64, field: Option<&str>, reason: String| {
+            Parsed::Reject(Reject {
+                line: at,
+                field: field.map(str::to_string),
+                reason: format!("transaction `{order_id}` not taken: {reason}"),
+            })
+        };
+        if let Some((at, field, reason)) = &self.problem {
+            return reject(*at, *field, reason.clone());
+        }
+        match &self.kind {
+            Kind::Retail => {}
+            Kind::Control => return skip("control transaction (sign-on, sign-off or no-sale), not a sale".into()),
+            Kind::Other(name) => return skip(format!("`{name}` is not a sale")),
+            Kind::Missing => return skip("no RetailTransaction, not a sale".into()),
+        }
+        if self.training {
+            return skip("training transaction (TrainingModeFlag)".into());
+        }
+        if self.cancelled {
+            return skip("cancelled transaction (CancelFlag)".into());
+        }
+        if let Some(status) = self.status.as_deref().filter(|s| not_completed(s)) {
+            return skip(format!("TransactionStatus `{status}`"));
+        }
+        if self.sequence.is_none() {
+            return reject(line, Some("SequenceNumber"), "missing".into());
+        }
+        let total = self.grand_total.as_deref().map(|raw| (raw, parse_amount(raw, '.')));
+        let mut markers = Vec::new();
+        if self.return_line {
+            markers.push("a Return line item");
+        }
+        if self.retour {
+            markers.push("SalesMode RETOUR");
+        }
+        if self.refund_tender {
+            markers.push("Tender TypeCode=\"Refund\"");
+        }
+        if matches!(total, Some((_, Ok(v))) if v.is_sign_negative() && !v.is_zero()) {
+            markers.push("negative TransactionGrandAmount");
+        }
+        if !markers.is_empty() {
+            return skip(format!("return: {}", markers.join(", ")));
+        }
+        let total = match total {
+            None => return reject(line, Some("Total"), "no Total with TotalType=\"TransactionGrandAmount\"".into()),
+            Some((_, Err(e))) => {
+                return reject(line, Some("Total"), e.to_string());
+            }
+            Some((_, Ok(v))) => v,
+        };
+        if total.is_zero() {
+            return skip("zero total".into());
+        }
+        let Some(event_time) = self.end.clone().or_else(|| self.receipt.clone()).or_else(|| self.begin.clone()) else {
+            return reject(line, Some("EndDateTime"), "missing".into());
+        };
+        let items = match net_items(&self.sales, decimal) {
+            Ok(items) => items,
+            Err((at, field, reason)) => return reject(at, Some(field), reason),
+        };
+        let currency = self.currency_code.or(self.total_currency).or(self.amount_currency);
+        Parsed::Order(Box::new(RawOrder {
+            line,
+            order_id,
+            event_time,
+            external_ids: self.external_ids,
+            currency,
+            value: Some(amount_text(total, decimal)),
+            items,
+            ..RawOrder::default()
+        }))
+    }
+}
+
+/// A `TransactionStatus` that means the sale did not complete.
+fn not_completed(status: &str) -> bool {
+    let s = status.trim().to_ascii_lowercase();
+    ["void", "cancel", "suspend"].iter().any(|word| s.contains(word))
+}
+
+/// Net the sale lines per item and unit price (pure). A voided line with a negative quantity
+/// cancels its original; one with a positive quantity is the voided line itself and is dropped.
+fn net_items(sales: &[LineAcc], decimal: char) -> Result<Vec<RawItem>, (u64, &'static str, String)> {
+    struct Net {
+        item: RawItem,
+        quantity: Decimal,
+    }
+    let mut nets: Vec<Net> = Vec::new();
+    let mut index: HashMap<(String, Decimal), usize> = HashMap::new();
+    for line in sales {
+        let quantity = match line.quantity.as_deref() {
+            Some(q) => parse_amount(q, '.').map_err(|e| (line.line, "Quantity", e.to_string()))?,
+            None => Decimal::ONE,
+        };
+        if line.void && quantity.is_sign_positive() {
+            continue;
+        }
+        let (price_field, price) = match (&line.actual_price, &line.regular_price) {
+            (Some(p), _) => ("ActualSalesUnitPrice", p),
+            (None, Some(p)) => ("RegularSalesUnitPrice", p),
+            (None, None) => continue,
+        };
+        let price_value = parse_amount(price, '.').map_err(|e| (line.line, price_field, e.to_string()))?;
+        let Some(content_id) = line.item_id.clone().or_else(|| line.pos_item_id.clone()) else {
+            continue;
+        };
+        let key = (content_id.clone(), price_value.normalize());
+        match index.get(&key) {
+            Some(&i) => nets[i].quantity += quantity,
+            None => {
+                index.insert(key, nets.len());
+                nets.push(Net {
+                    item: RawItem {
+                        line: line.line,
+                        content_id: Some(content_id),
+                        content_name: line.description.clone().or_else(|| line.name_attr.clone()),
+                        price: Some(amount_text(price_value, decimal)),
+                        ..RawItem::default()
+                    },
+                    quantity,
+                });
+            }
+        }
+    }
+    Ok(nets
+        .into_iter()
+        .filter(|n| n.quantity > Decimal::ZERO)
+        .map(|n| RawItem { quantity: Some(amount_text(n.quantity, decimal)), ..n.item })
+        .collect())
+}
+
+/// The attributes of one start tag, by local name, decoded.
+#[derive(Default)]
+struct Attrs(Vec<(String, String)>);
+
+impl Attrs {
+    fn of(e: &BytesStart, decoder: Decoder) -> Result<Attrs, String> {
+        let mut out = Vec::new();
+        for attr in e.attributes() {
+            let attr = attr.map_err(|err| format!("malformed attribute: {err}"))?;
+            let value = attr
+                .decoded_and_normalized_value(XmlVersion::Implicit1_0, decoder)
+                .map_err(|err| format!("malformed attribute value: {err}"))?;
+            let name = String::from_utf8_lossy(attr.key.local_name().as_ref()).into_owned();
+            out.push((name, value.trim().to_string()));
+        }
+        Ok(Attrs(out))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// An XML boolean attribute: `true` or `1`.
+    fn flag(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    }
+}
+
+fn count_newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|b| **b == b'\n').count() as u64
+}
+
+/// Counts the line breaks the XML reader has consumed, so the line of an element can be told
+/// from the reader's position without keeping the file.
+struct LineCounter<R> {
+    inner: R,
+    newlines: u64,
+}
+
+impl<R: BufRead> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.newlines += count_newlines(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for LineCounter<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if amt > 0 {
+            // The bytes being consumed are already buffered, so this does no I/O.
+            if let Ok(buf) = self.inner.fill_buf() {
+                self.newlines += count_newlines(&buf[..amt.min(buf.len())]);
+            }
+        }
+        self.inner.consume(amt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::money::Currency;
+    use crate::event::name::NameTable;
+    use crate::event::{build, pii, Event, SourceDefaults};
+    use crate::format::profile_tests::{assert_purchases, assert_skips, fixture, run, Outcome, Purchase, Source};
+    use crate::format::{read as read_any, Policy};
+
+    /// The README's sources for the POSLog samples.
+    const NEW_YORK: Source = Source {
+        format: Format::ArtsPoslog,
+        time_zone: "America/New_York",
+        currency: "USD",
+        phone_region: None,
+        time_formats: None,
+    };
+    const BERLIN: Source = Source {
+        format: Format::ArtsPoslog,
+        time_zone: "Europe/Berlin",
+        currency: "EUR",
+        phone_region: None,
+        time_formats: None,
+    };
+
+    fn text(name: &str) -> String {
+        std::fs::read_to_string(fixture(name)).unwrap()
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Vec<Parsed>, FormatError> {
+        let mut out = Vec::new();
+        read_any(Format::ArtsPoslog, bytes, &ReadOptions::default(), &mut |p| {
+            out.push(p);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    fn orders(parsed: &[Parsed]) -> Vec<&RawOrder> {
+        parsed
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Order(o) => Some(o.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn skips(parsed: &[Parsed]) -> Vec<&Skip> {
+        parsed
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Skip(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rejects(parsed: &[Parsed]) -> Vec<&Reject> {
+        parsed
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Reject(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Content id, unit price (normalised) and quantity of each line of an event.
+    fn contents(event: &Event) -> Vec<(String, String, i64)> {
+        event.contents.iter().map(|c| (c.content_id.clone(), c.price.normalize().to_string(), c.quantity)).collect()
+    }
+
+    fn external_ids(ids: &[&str]) -> Vec<pii::HashedId> {
+        ids.iter().filter_map(|id| pii::hash_external_id(id)).collect()
+    }
+
+    /// The Berlin source's defaults as `event::build` gets them, with `decimal` as separator.
+    fn berlin(decimal: char) -> SourceDefaults {
+        SourceDefaults {
+            time_zone: jiff::tz::TimeZone::get(BERLIN.time_zone).unwrap(),
+            time_formats: Vec::new(),
+            currency: Currency::parse(BERLIN.currency),
+            shop_id: Some("s1".into()),
+            till_id: None,
+            decimal_separator: decimal,
+            phone_region: None,
+            event_names: NameTable::default(),
+        }
+    }
+
+    fn purchase(order_id: &'static str, event_time: i64, value: &'static str, lines: usize, units: i64) -> Purchase {
+        Purchase { order_id, event_time, value, lines, units, email: false, phone: false, external_id: false }
+    }
+
+    #[test]
+    fn batch_sample_gives_the_readme_purchases_and_skips() {
+        let outcome = run(&NEW_YORK, &fixture("arts-poslog-sale.xml"), Policy::default());
+        assert_purchases(
+            &outcome,
+            &[
+                Purchase { external_id: true, ..purchase("42-3-2025-03-14-161", 1741981330, "49.68", 2, 3) },
+                purchase("42-3-2025-03-14-162", 1741982731, "5.40", 1, 1),
+            ],
+        );
+        assert_skips(
+            &outcome,
+            &[
+                ("42-3-2025-03-14-160", 8, "control transaction"),
+                ("42-3-2025-03-14-163", 151, "training transaction (TrainingModeFlag)"),
+                ("42-3-2025-03-14-164", 179, "cancelled transaction (CancelFlag)"),
+                ("42-3-2025-03-14-165", 203, "return: a Return line item"),
+            ],
+        );
+        for marker in ["Tender TypeCode=\"Refund\"", "negative TransactionGrandAmount"] {
+            assert!(outcome.skips[3].reason.contains(marker), "{}", outcome.skips[3].reason);
+        }
+        let [sale, pin] = &outcome.events[..] else { panic!("two purchases") };
+        // The tote and its void line net to nothing and are dropped.
+        assert_eq!(
+            contents(sale),
+            [("SOCK-NVY-M".to_string(), "8".to_string(), 2), ("DRS-LIN-SND-S".to_string(), "30".to_string(), 1)]
+        );
+        assert_eq!(sale.user.external_id, external_ids(&["C-000042", "4000012345"]));
+        assert_eq!(contents(pin), [("PIN-ENM-FRN".to_string(), "5".to_string(), 1)]);
+        assert!(outcome.events.iter().all(|e| e.currency.code() == "USD"));
+    }
+
+    #[test]
+    fn v6_sale_uses_the_utc_end_time_not_the_local_receipt_time() {
+        let outcome = run(&BERLIN, &fixture("arts-poslog-v6-sale.xml"), Policy::default());
+        assert_purchases(
+            &outcome,
+            &[Purchase { external_id: true, ..purchase("100-10001-2025-03-14-3601", 1741963330, "105.93", 2, 3) }],
+        );
+        assert_skips(&outcome, &[]);
+        let sale = &outcome.events[0];
+        assert_ne!(sale.event_time, 1741966930, "local ReceiptDateTime read as UTC");
+        assert_eq!(
+            contents(sale),
+            [
+                ("4006381000112".to_string(), "79.95".to_string(), 1),
+                ("4006381000228".to_string(), "12.99".to_string(), 2)
+            ]
+        );
+        assert_eq!(sale.contents[0].content_name.as_deref(), Some("Merino Cardigan, M, NAVY, 410"));
+        assert_eq!(sale.user.external_id, external_ids(&["22000417", "T220004179"]));
+        assert_eq!(sale.currency.code(), "EUR");
+    }
+
+    #[test]
+    fn v6_return_is_skipped_and_makes_no_purchase() {
+        let outcome = run(&BERLIN, &fixture("arts-poslog-v6-return.xml"), Policy::default());
+        assert_purchases(&outcome, &[]);
+        assert_skips(&outcome, &[("100-10001-2025-03-15-3644", 6, "return: SalesMode RETOUR")]);
+        assert!(outcome.skips[0].reason.contains("Refund"), "{}", outcome.skips[0].reason);
+    }
+
+    #[test]
+    fn the_files_currency_wins_over_the_sources() {
+        let euro_source = Source { currency: "EUR", ..NEW_YORK };
+        let outcome: Outcome = run(&euro_source, &fixture("arts-poslog-sale.xml"), Policy::default());
+        assert!(outcome.events.iter().all(|e| e.currency.code() == "USD"));
+        let parsed = parse(text("arts-poslog-v6-sale.xml").as_bytes()).unwrap();
+        assert_eq!(orders(&parsed)[0].currency.as_deref(), Some("EUR"), "from the total's CurrencyCode");
+        let without = text("arts-poslog-v6-sale.xml").replace(" CurrencyCode=\"EUR\"", "");
+        let parsed = parse(without.as_bytes()).unwrap();
+        assert_eq!(orders(&parsed)[0].currency.as_deref(), Some("EUR"), "from the amounts' Currency");
+    }
+
+    #[test]
+    fn the_format_is_registered() {
+        assert_eq!(Format::from_name("arts-poslog"), Some(Format::ArtsPoslog));
+        assert_eq!(Format::ArtsPoslog.name(), "arts-poslog");
+        assert_eq!(serde_json::to_value(Format::ArtsPoslog).unwrap(), "arts-poslog");
+        assert_eq!(Format::ArtsPoslog.default_extensions(), ["xml"]);
+        assert_eq!(Format::ArtsPoslog.default_decimal_separator(), '.');
+        assert!(Format::ArtsPoslog.reads_file("POSLog_0042_20250314.xml"));
+    }
+
+    #[test]
+    fn amounts_are_handed_on_with_the_source_separator() {
+        let options = ReadOptions { decimal_separator: Some(','), ..ReadOptions::default() };
+        let mut got = Vec::new();
+        read_any(Format::ArtsPoslog, text("arts-poslog-v6-sale.xml").as_bytes(), &options, &mut |p| {
+            got.push(p);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let order = orders(&got)[0];
+        assert_eq!(order.value.as_deref(), Some("105,93"));
+        assert_eq!(order.items[0].price.as_deref(), Some("79,95"));
+        let mut defaults = berlin(',');
+        let (event, _) = build(order, &defaults).unwrap();
+        assert_eq!(event.value.normalize().to_string(), "105.93");
+        defaults.decimal_separator = '.';
+        assert!(build(order, &defaults).is_err(), "written for `,`, not `.`");
+    }
+
+    /// The batch sample without its control transaction: 161, 162, 163, ... .
+    fn batch_without_control() -> String {
+        let text = text("arts-poslog-sale.xml");
+        let first = text.find("<Transaction ").unwrap();
+        let second = first + 1 + text[first + 1..].find("<Transaction ").unwrap();
+        format!("{}{}", &text[..first], &text[second..])
+    }
+
+    #[test]
+    fn a_file_cut_anywhere_in_the_second_transaction_keeps_the_first() {
+        let text = batch_without_control();
+        let first = text.find("<Transaction ").unwrap();
+        let second = first + 1 + text[first + 1..].find("<Transaction ").unwrap();
+        let second_end = second + text[second..].find("</Transaction>").unwrap();
+        for cut in second..second_end {
+            let parsed = parse(&text.as_bytes()[..cut]).unwrap_or_else(|e| panic!("{cut}: {e}"));
+            let ids: Vec<_> = orders(&parsed).iter().map(|o| o.order_id.clone()).collect();
+            assert_eq!(ids, vec!["42-3-2025-03-14-161"], "cut at {cut}");
+            let r = rejects(&parsed);
+            assert_eq!(r.len(), 1, "cut at {cut}: {parsed:?}");
+            assert!(r[0].reason.contains("truncated") || r[0].reason.contains("malformed xml"), "{}", r[0].reason);
+        }
+        // Cut in the middle of its sale lines: the reject names the transaction and where it starts.
+        let cut = second + text[second..].find("<Sale").unwrap() + 3;
+        let parsed = parse(&text.as_bytes()[..cut]).unwrap();
+        let r = rejects(&parsed);
+        let second_line = 1 + text[..second].matches('\n').count() as u64;
+        assert_eq!(r[0].line, second_line);
+        assert!(r[0].reason.contains("`42-3-2025-03-14-162`"), "{}", r[0].reason);
+    }
+
+    #[test]
+    fn malformed_xml_after_good_transactions_rejects_the_rest() {
+        let text =
+            batch_without_control().replace("<SequenceNumber>163</SequenceNumber>", "<SequenceNumber>163</Sequence>");
+        let parsed = parse(text.as_bytes()).unwrap();
+        let ids: Vec<_> = orders(&parsed).iter().map(|o| o.order_id.clone()).collect();
+        assert_eq!(ids, vec!["42-3-2025-03-14-161", "42-3-2025-03-14-162"]);
+        let r = rejects(&parsed);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].reason.contains("malformed xml near line"), "{}", r[0].reason);
+        assert!(skips(&parsed).is_empty(), "nothing after the break is read");
+    }
+
+    #[test]
+    fn unreadable_files() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let noise: Vec<u8> = (0..4096).map(|_| rng.u8(..)).collect();
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("empty", Vec::new(), "no XML element"),
+            ("blank", b"  \n\n".to_vec(), "no XML element"),
+            ("text", b"Z_KASSE_ID;Z_NR\n1;2\n".to_vec(), "no XML element"),
+            ("other xml", b"<?xml version=\"1.0\"?><Orders><Order/></Orders>".to_vec(), "root element `Orders`"),
+            ("garbage", b"\x01\x02<<<\xff\xfe>>>&&&<a <b".to_vec(), ""),
+            ("noise", noise, ""),
+            (
+                "broken first",
+                b"<POSLog><Transaction><SequenceNumber>1</Seq></Transaction></POSLog>".to_vec(),
+                "malformed xml",
+            ),
+        ];
+        for (name, bytes, words) in cases {
+            match parse(&bytes) {
+                Err(FormatError::Unreadable { reason, .. }) => {
+                    assert!(reason.contains(words), "{name}: {reason}")
+                }
+                Err(FormatError::Io(e)) => panic!("{name}: i/o error {e}"),
+                Ok(parsed) => {
+                    assert!(orders(&parsed).is_empty(), "{name}: {parsed:?}");
+                    assert!(words.is_empty(), "{name}: read as {parsed:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_transaction_may_be_the_root() {
+        let text = text("arts-poslog-v6-sale.xml");
+        let start = text.find("<Transaction>").unwrap();
+        let end = text.find("</POSLog>").unwrap();
+        let parsed = parse(&text.as_bytes()[start..end]).unwrap();
+        assert_eq!(orders(&parsed)[0].order_id, "100-10001-2025-03-14-3601");
+        assert_eq!(orders(&parsed)[0].line, 1);
+    }
+
+    #[test]
+    fn an_empty_batch_is_fine() {
+        let parsed =
+            parse(b"<?xml version=\"1.0\"?>\n<POSLog xmlns=\"http://www.nrf-arts.org/IXRetail/namespace/\"/>").unwrap();
+        assert!(parsed.is_empty());
+    }
+
+    #[test]
+    fn unknown_and_deeply_nested_elements_are_ignored() {
+        let depth = 2000;
+        let mut deep = String::new();
+        for _ in 0..depth {
+            deep.push_str("<fu:Nest a=\"1\">");
+        }
+        deep.push_str("<ItemID>BOGUS</ItemID><Total TotalType=\"TransactionGrandAmount\">999</Total><CustomerID>X-1</CustomerID><SequenceNumber>9</SequenceNumber>&amp;");
+        for _ in 0..depth {
+            deep.push_str("</fu:Nest>");
+        }
+        let original = text("arts-poslog-v6-sale.xml");
+        let text = original
+            .replace("<RetailTransaction>", &format!("<RetailTransaction>{deep}"))
+            .replace(
+                "<Sale>",
+                "<Sale><X:Unknown><ItemID>NOPE</ItemID><Quantity>7</Quantity></X:Unknown>",
+            )
+            .replace(
+                "<Transaction>",
+                "<X:Extension><Transaction><SequenceNumber>1</SequenceNumber></Transaction></X:Extension><Transaction><fu:Blob>&lt;receipt&gt;&#65;&unknown;</fu:Blob>",
+            );
+        assert!(text.contains("fu:Nest"));
+        let parsed = parse(text.as_bytes()).unwrap();
+        let want = parse(original.as_bytes()).unwrap();
+        // Lines move (the nesting is inserted on one line); nothing else may change.
+        let without_lines = |o: &RawOrder| RawOrder {
+            line: 0,
+            items: o.items.iter().map(|i| RawItem { line: 0, ..i.clone() }).collect(),
+            ..o.clone()
+        };
+        let got: Vec<_> = orders(&parsed).into_iter().map(without_lines).collect();
+        let want: Vec<_> = orders(&want).into_iter().map(without_lines).collect();
+        assert_eq!(got, want);
+        assert!(rejects(&parsed).is_empty(), "{parsed:?}");
+        assert_eq!(skips(&parsed).len(), 1, "the extension's transaction is read as one");
+    }
+
+    #[test]
+    fn entities_in_text_are_resolved() {
+        let text = text("arts-poslog-sale.xml").replace("CREW SOCKS NAVY M", "SOCKS &amp; MORE &#x41;");
+        let parsed = parse(text.as_bytes()).unwrap();
+        assert_eq!(orders(&parsed)[0].items[0].content_name.as_deref(), Some("SOCKS & MORE A"));
+    }
+
+    #[test]
+    fn bad_values_reject_the_transaction_and_the_rest_flows() {
+        let text = text("arts-poslog-sale.xml")
+            .replace(
+                "<Total TotalType=\"TransactionGrandAmount\">49.68</Total>",
+                "<Total TotalType=\"TransactionGrandAmount\">49,6x</Total>",
+            )
+            .replace("<Quantity>1</Quantity>\n        </Sale>\n      </LineItem>\n      <LineItem>\n        <SequenceNumber>2</SequenceNumber>\n        <Tax", "<Quantity>one</Quantity>\n        </Sale>\n      </LineItem>\n      <LineItem>\n        <SequenceNumber>2</SequenceNumber>\n        <Tax");
+        let parsed = parse(text.as_bytes()).unwrap();
+        assert!(orders(&parsed).is_empty());
+        let r: Vec<_> = rejects(&parsed).iter().map(|r| (r.line, r.field.clone(), r.reason.clone())).collect();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!((r[0].0, r[0].1.as_deref()), (24, Some("Total")));
+        assert!(r[0].2.contains("`42-3-2025-03-14-161`"), "{}", r[0].2);
+        assert_eq!(r[1].1.as_deref(), Some("Quantity"));
+        assert_eq!(r[1].0, 129, "the line item's line");
+        assert_eq!(skips(&parsed).len(), 4);
+    }
+
+    #[test]
+    fn missing_essentials_reject() {
+        let base = text("arts-poslog-v6-sale.xml");
+        let cases: &[(&str, &str, &str)] = &[
+            ("<SequenceNumber>3601</SequenceNumber>", "", "SequenceNumber"),
+            ("<Total TotalType=\"TransactionGrandAmount\" CurrencyCode=\"EUR\">105.930</Total>", "", "Total"),
+        ];
+        for (from, to, field) in cases {
+            let parsed = parse(base.replace(from, to).as_bytes()).unwrap();
+            let r = rejects(&parsed);
+            assert_eq!(r.len(), 1, "{field}: {parsed:?}");
+            assert_eq!(r[0].field.as_deref(), Some(*field));
+            assert_eq!(r[0].line, 6);
+        }
+        // Without EndDateTime the local ReceiptDateTime is next, read in the source's zone.
+        let text = base.replace("<EndDateTime>2025-03-14T14:42:10.327Z</EndDateTime>", "");
+        let parsed = parse(text.as_bytes()).unwrap();
+        let (event, _) = build(orders(&parsed)[0], &berlin('.')).unwrap();
+        assert_eq!(event.event_time, 1741963330);
+    }
+
+    #[test]
+    fn void_lines_net_out_either_way() {
+        // NCR: an extra negative VoidFlag line (the sample); Xstore-style: the voided line itself
+        // carries VoidFlag with its positive quantity and there is no reversal.
+        let xstore = text("arts-poslog-sale.xml").replace(
+            "<LineItem VoidFlag=\"true\" EntryMethod=\"Keyed\">\n        <SequenceNumber>4</SequenceNumber>",
+            "<LineItem VoidFlag=\"false\" EntryMethod=\"Keyed\">\n        <SequenceNumber>4</SequenceNumber>",
+        );
+        let xstore = xstore
+            .replacen(
+                "<LineItem EntryMethod=\"Scanned\">\n        <SequenceNumber>3</SequenceNumber>",
+                "<LineItem VoidFlag=\"true\" EntryMethod=\"Scanned\">\n        <SequenceNumber>3</SequenceNumber>",
+                1,
+            )
+            .replace("<ExtendedAmount>-18.00</ExtendedAmount>", "<ExtendedAmount>18.00</ExtendedAmount>")
+            .replace("<Quantity>-1</Quantity>", "<Quantity>1</Quantity>");
+        for text in [text("arts-poslog-sale.xml"), xstore] {
+            let parsed = parse(text.as_bytes()).unwrap();
+            let ids: Vec<_> = orders(&parsed)[0]
+                .items
+                .iter()
+                .map(|i| (i.content_id.clone().unwrap(), i.quantity.clone().unwrap()))
+                .collect();
+            let tote = ids.iter().filter(|(id, _)| id == "TOTE-CNV-NAT").count();
+            assert!(tote <= 1, "{ids:?}");
+            assert_eq!(ids[0], ("SOCK-NVY-M".to_string(), "2".to_string()));
+        }
+    }
+
+    #[test]
+    fn roles_follow_the_path() {
+        use Tag::*;
+        let cases: &[(&[Tag], Option<Field>)] = &[
+            (&[Transaction, SequenceNumber], Some(Field::Sequence)),
+            (&[Transaction, RetailTransaction, LineItem, SequenceNumber], None),
+            (&[Transaction, RetailTransaction, LineItem, Sale, TransactionLink, SequenceNumber], None),
+            (&[Transaction, BusinessUnit, UnitId], Some(Field::UnitId)),
+            (&[Transaction, RetailTransaction, LineItem, Sale, ItemId], Some(Field::ItemId)),
+            (&[Transaction, RetailTransaction, LineItem, Sale, Other, ItemId], None),
+            (&[Transaction, RetailTransaction, Other, LoyaltyId], Some(Field::ExternalId)),
+            (&[Transaction, RetailTransaction, LineItem, Sale, TransactionLink, LoyaltyId], None),
+            (&[Transaction, ControlTransaction, Total], None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(role(path), *want, "{path:?}");
+        }
+    }
+}

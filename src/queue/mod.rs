@@ -208,7 +208,10 @@ impl Queue {
     pub fn open_checked(path: &Path) -> Result<(Queue, Option<Recovery>)> {
         let damage = match Queue::open(path) {
             Ok(queue) => match queue.quick_check() {
-                Ok(()) => return Ok((queue, None)),
+                Ok(()) => {
+                    queue.release_memory();
+                    return Ok((queue, None));
+                }
                 Err(reason) => reason,
             },
             Err(QueueError::Sqlite { source, .. }) if is_damage(&source) => source.to_string(),
@@ -243,8 +246,13 @@ impl Queue {
         Ok((queue, Some(recovery)))
     }
 
+    /// `PRAGMA quick_check` on a connection of its own with a small page cache, closed at once, so
+    /// that reading every page once does not leave the service's connections with a full cache.
     fn quick_check(&self) -> std::result::Result<(), String> {
-        let mut stmt = self.conn.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
+        let check =
+            Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+        check.execute_batch("PRAGMA cache_size = 64;").map_err(|e| e.to_string())?;
+        let mut stmt = check.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
         let rows: Vec<String> =
             stmt.query_map([], |r| r.get::<_, String>(0)).and_then(|rows| rows.collect()).map_err(|e| e.to_string())?;
         match rows.as_slice() {

@@ -4,12 +4,15 @@
 //! This module decides nothing about *when* a file is complete (that is [`crate::source`]) and
 //! never moves or deletes files: the caller disposes of a file only after [`ingest_file`] reports
 //! a durable commit.
+//!
+//! [`read`] (any `io::Read` through a reader and `event::build`) and [`add_found`] (one thing found
+//! into an ingest) are shared with [`crate::append`], which reads a growing file part by part.
 
 use crate::config::SourceConfig;
 use crate::event::{self, time::Age};
 use crate::event::{Event, Warning};
 use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
-use crate::queue::{Added, FileRecord, IngestCounts, NewEvent, Queue, QueueError};
+use crate::queue::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Queue, QueueError};
 use crate::tiktok::wire;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -46,7 +49,10 @@ pub enum IngestError {
 }
 
 /// Size and modification time: what tells us a file changed under us.
-pub fn stamp(meta: &std::fs::Metadata) -> (u64, Option<SystemTime>) {
+pub type Stamp = (u64, Option<SystemTime>);
+
+/// The [`Stamp`] of a file.
+pub fn stamp(meta: &std::fs::Metadata) -> Stamp {
     (meta.len(), meta.modified().ok())
 }
 
@@ -83,14 +89,14 @@ pub fn scan_content(path: &Path) -> std::io::Result<(String, bool)> {
 
 /// Streaming UTF-8 validation across chunk boundaries.
 #[derive(Default)]
-struct Utf8Check {
+pub(crate) struct Utf8Check {
     carry: Vec<u8>,
     invalid: bool,
     utf16: bool,
 }
 
 impl Utf8Check {
-    fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         if self.invalid || self.utf16 {
             return;
         }
@@ -108,7 +114,8 @@ impl Utf8Check {
         }
     }
 
-    fn finish(&self) -> bool {
+    /// Whether everything fed so far is valid UTF-8 and ends on a character boundary.
+    pub(crate) fn finish(&self) -> bool {
         !self.invalid && self.carry.is_empty()
     }
 }
@@ -131,7 +138,21 @@ pub fn read_file(
     ages: AgePolicy,
     sink: &mut dyn FnMut(Found<'_>) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let file = std::fs::File::open(path)?;
+    read(source, std::fs::File::open(path)?, path, utf8, ages, sink)
+}
+
+/// Read `input`, the content of `path` (or part of it: append mode), as `source` says and hand
+/// each event, rejected row or skipped sale to `sink`, with the line numbers the reader counts in
+/// `input`. `utf8` as for [`read_file`]; `path` names the file in messages and lets a profile find
+/// its companion file.
+pub fn read(
+    source: &SourceConfig,
+    input: impl Read,
+    path: &Path,
+    utf8: bool,
+    ages: AgePolicy,
+    sink: &mut dyn FnMut(Found<'_>) -> ControlFlow<()>,
+) -> Result<Summary, FormatError> {
     let encoding = match (source.encoding, utf8) {
         (Some(configured), _) => Some(configured),
         (None, true) => None,
@@ -147,7 +168,7 @@ pub fn read_file(
         decimal_separator: Some(source.defaults.decimal_separator),
         policy: source.policy.clone(),
     };
-    format::read(source.format, file, &options, &mut |parsed| match parsed {
+    format::read(source.format, input, &options, &mut |parsed| match parsed {
         Parsed::Skip(skip) => sink(Found::Skip(&skip)),
         Parsed::Reject(r) => sink(Found::Reject { line: r.line, field: r.field.as_deref(), reason: r.reason }),
         Parsed::Order(raw) => match event::build(&raw, &source.defaults) {
@@ -207,54 +228,11 @@ pub fn ingest_file(
     let shown = path.display().to_string();
     let mut ingest = queue.begin_ingest(&hash, path, &source.name, ages.now)?;
     let mut failure: Option<QueueError> = None;
-    let read = read_file(source, path, utf8, ages, &mut |found| {
-        let result = match found {
-            Found::Skip(skip) => {
-                tracing::info!("{shown}:{}: order `{}` not sent: {}", skip.line, skip.order_id, skip.reason);
-                ingest.add_skip();
-                Ok(())
-            }
-            Found::Reject { line, field, reason } => {
-                tracing::warn!(
-                    "{shown}:{line}: {}{reason}",
-                    field.map(|f| format!("field `{f}`: ")).unwrap_or_default()
-                );
-                ingest.add_reject(line, field, &reason)
-            }
-            Found::Event { event: ev, line, dead_reason, warnings } => {
-                for w in warnings {
-                    tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
-                }
-                ingest.add_warnings(warnings.len());
-                let payload = wire::event_json(ev);
-                let added = ingest.add_event(&NewEvent {
-                    event_name: ev.event,
-                    event_id: ev.event_id.as_str(),
-                    event_time: ev.event_time,
-                    order_id: &ev.order_id,
-                    payload: &payload,
-                    dead_reason,
-                });
-                match added {
-                    Ok(Added::RepeatedInFile) => {
-                        let reason = format!(
-                            "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
-                            ev.order_id
-                        );
-                        tracing::warn!("{shown}:{line}: field `order_id`: {reason}");
-                        ingest.add_reject(line, Some("order_id"), &reason)
-                    }
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        match result {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
-                failure = Some(e);
-                ControlFlow::Break(())
-            }
+    let read = read_file(source, path, utf8, ages, &mut |found| match add_found(&mut ingest, &shown, found) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
         }
     });
     if let Some(e) = failure {
@@ -279,6 +257,50 @@ pub fn ingest_file(
     let file_id = ingest.file_id();
     let counts = ingest.commit()?;
     Ok(Outcome::Ingested { file_id, counts })
+}
+
+/// Record one thing found in `shown` in an ingest (logging it as it goes): an event queued (or
+/// counted as a duplicate; a repeat of an order earlier in the same file becomes a rejected row),
+/// a rejected row, a skipped sale.
+pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Result<(), QueueError> {
+    match found {
+        Found::Skip(skip) => {
+            tracing::info!("{shown}:{}: order `{}` not sent: {}", skip.line, skip.order_id, skip.reason);
+            ingest.add_skip();
+            Ok(())
+        }
+        Found::Reject { line, field, reason } => {
+            tracing::warn!("{shown}:{line}: {}{reason}", field.map(|f| format!("field `{f}`: ")).unwrap_or_default());
+            ingest.add_reject(line, field, &reason)
+        }
+        Found::Event { event: ev, line, dead_reason, warnings } => {
+            for w in warnings {
+                tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
+            }
+            ingest.add_warnings(warnings.len());
+            let payload = wire::event_json(ev);
+            let added = ingest.add_event(&NewEvent {
+                event_name: ev.event,
+                event_id: ev.event_id.as_str(),
+                event_time: ev.event_time,
+                order_id: &ev.order_id,
+                payload: &payload,
+                dead_reason,
+            });
+            match added {
+                Ok(Added::RepeatedInFile) => {
+                    let reason = format!(
+                        "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
+                        ev.order_id
+                    );
+                    tracing::warn!("{shown}:{line}: field `order_id`: {reason}");
+                    ingest.add_reject(line, Some("order_id"), &reason)
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,30 @@ pub struct Counts {
     pub rejects: i64,
 }
 
+/// How far a file read in append mode has been turned into events (see `crate::append`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Position {
+    /// Bytes from the start of the file whose events (rejects, skips) are committed.
+    pub offset: u64,
+    /// Physical lines (LF) before `offset`.
+    pub lines: u64,
+    /// SHA-256 (hex) of the first min(`offset`, 4096) bytes.
+    pub fingerprint: String,
+    pub inode: u64,
+}
+
+/// A stored [`Position`] with the file it belongs to, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PositionRecord {
+    pub source: String,
+    pub path: String,
+    #[serde(flatten)]
+    pub position: Position,
+    /// The `files` row its events are recorded under.
+    pub file_id: Option<i64>,
+    pub updated_at: i64,
+}
+
 /// What one delivery attempt did to its events.
 #[derive(Debug, Clone, Copy)]
 pub enum Disposition<'a> {
@@ -411,6 +435,79 @@ impl Queue {
         Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
     }
 
+    /// The committed position of a file read in append mode, and the `files` row its events are
+    /// recorded under.
+    pub fn position(&self, source: &str, path: &Path) -> Result<Option<(Position, Option<i64>)>> {
+        self.conn
+            .query_row(
+                "SELECT byte_offset, lines, fingerprint, inode, file_id FROM positions WHERE source = ?1 AND path = ?2",
+                params![source, path.display().to_string()],
+                |r| {
+                    let position = Position {
+                        offset: r.get::<_, i64>(0)? as u64,
+                        lines: r.get::<_, i64>(1)? as u64,
+                        fingerprint: r.get(2)?,
+                        inode: r.get::<_, i64>(3)? as u64,
+                    };
+                    Ok((position, r.get(4)?))
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The positions of files read in append mode, most recently moved first.
+    pub fn positions(&self, limit: usize) -> Result<Vec<PositionRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT source, path, byte_offset, lines, fingerprint, inode, file_id, updated_at FROM positions
+                 ORDER BY updated_at DESC, path LIMIT ?1",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(PositionRecord {
+                    source: r.get(0)?,
+                    path: r.get(1)?,
+                    position: Position {
+                        offset: r.get::<_, i64>(2)? as u64,
+                        lines: r.get::<_, i64>(3)? as u64,
+                        fingerprint: r.get(4)?,
+                        inode: r.get::<_, i64>(5)? as u64,
+                    },
+                    file_id: r.get(6)?,
+                    updated_at: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Start reading the next part of a file in append mode: everything added through the returned
+    /// [`Ingest`] commits at once with the new position ([`Ingest::commit_at`]). The events are
+    /// recorded under the `files` row `file_id` (the file read so far), or under a new one (state
+    /// `append`, content hash `append:<id>`) when `None`: a file read from its start again.
+    pub fn begin_append(&mut self, file_id: Option<i64>, path: &Path, source: &str, now: i64) -> Result<Ingest<'_>> {
+        let path_text = path.display().to_string();
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        let file_id = match file_id {
+            Some(id) => id,
+            None => {
+                tx.execute(
+                    "INSERT INTO files (content_hash, path, source, state, ingested_at)
+                     VALUES ('append:' || (SELECT COALESCE(MAX(id), 0) + 1 FROM files), ?1, ?2, 'append', ?3)",
+                    params![path_text, source, now],
+                )
+                .map_err(err)?;
+                tx.last_insert_rowid()
+            }
+        };
+        Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
+    }
+
     pub fn mark_disposed(&self, file_id: i64, how: &str) -> Result<()> {
         self.conn
             .execute("UPDATE files SET disposed = ?2 WHERE id = ?1", params![file_id, how])
@@ -423,6 +520,19 @@ impl Queue {
         self.conn
             .execute(
                 "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (NULL, ?1, 0, NULL, ?2, ?3)",
+                params![path.display().to_string(), format!("file not readable ({source}): {reason}"), now],
+            )
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// [`Queue::record_unreadable`], unless the same reason is recorded for the path already (a
+    /// file in append mode stays in place and is looked at again on every change).
+    pub fn record_unreadable_once(&self, path: &Path, source: &str, reason: &str, now: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO rejects (file_id, path, line, field, reason, at) SELECT NULL, ?1, 0, NULL, ?2, ?3
+                 WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE path = ?1 AND line = 0 AND reason = ?2)",
                 params![path.display().to_string(), format!("file not readable ({source}): {reason}"), now],
             )
             .map(drop)
@@ -972,6 +1082,42 @@ impl Ingest<'_> {
                 params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped],
             )
             .map_err(|err| QueueError::Sqlite { path: self.queue_path.clone(), source: err })?;
+        let path = self.queue_path.clone();
+        self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
+        Ok(c)
+    }
+
+    /// Commit durably, together with the new read position of this file of `source` (append
+    /// mode): the position moves past exactly what this transaction recorded, or not at all.
+    pub fn commit_at(self, source: &str, position: &Position) -> Result<IngestCounts> {
+        let c = self.counts;
+        let err = |source| QueueError::Sqlite { path: self.queue_path.clone(), source };
+        self.tx
+            .execute(
+                "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
+                   warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7 WHERE id = ?1",
+                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped, self.now],
+            )
+            .map_err(err)?;
+        self.tx
+            .execute(
+                "INSERT INTO positions (source, path, byte_offset, lines, fingerprint, inode, file_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (source, path) DO UPDATE SET byte_offset = excluded.byte_offset, lines = excluded.lines,
+                   fingerprint = excluded.fingerprint, inode = excluded.inode, file_id = excluded.file_id,
+                   updated_at = excluded.updated_at",
+                params![
+                    source,
+                    self.path,
+                    position.offset as i64,
+                    position.lines as i64,
+                    position.fingerprint,
+                    position.inode as i64,
+                    self.file_id,
+                    self.now
+                ],
+            )
+            .map_err(err)?;
         let path = self.queue_path.clone();
         self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
         Ok(c)

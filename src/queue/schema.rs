@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -63,6 +63,26 @@ CREATE TABLE send_log (
 CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
+/// Append mode: how far each growing file has been turned into events. A row changes only in the
+/// transaction that commits the events, rejects and skips read from the part it moves past.
+const V2: &str = "
+CREATE TABLE positions (
+    source TEXT NOT NULL,
+    path TEXT NOT NULL,
+    -- Bytes from the start of the file that have been turned into events.
+    byte_offset INTEGER NOT NULL,
+    -- Physical lines (LF) before byte_offset.
+    lines INTEGER NOT NULL,
+    -- SHA-256 (hex) of the first min(byte_offset, 4096) bytes: tells a replaced file.
+    fingerprint TEXT NOT NULL,
+    inode INTEGER NOT NULL,
+    -- The `files` row this file's events are recorded under (a new one after a restart).
+    file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (source, path)
+);
+";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -73,6 +93,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     let tx = conn.transaction()?;
     if found < 1 {
         tx.execute_batch(V1)?;
+    }
+    if found < 2 {
+        tx.execute_batch(V2)?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     tx.commit()?;

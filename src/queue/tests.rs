@@ -117,3 +117,42 @@ fn reopening_keeps_everything() {
     assert_eq!(q.counts().unwrap().pending, 1);
     assert!(matches!(Queue::open_existing(&dir.path().join("nope")), Err(QueueError::Missing(_))));
 }
+
+#[test]
+fn an_append_part_commits_with_its_position_or_not_at_all() {
+    let (_dir, mut q) = temp_queue();
+    let path = Path::new("/pos/day.csv");
+    let at = |offset| Position { offset, lines: offset / 10, fingerprint: format!("f{offset}"), inode: 7 };
+    {
+        let mut ingest = q.begin_append(None, path, "till", 100).unwrap();
+        ingest.add_event(&event("e1", 10)).unwrap();
+    }
+    assert!(q.position("till", path).unwrap().is_none(), "rolled back: no position");
+    assert_eq!(q.counts().unwrap().pending, 0);
+    assert_eq!(q.counts().unwrap().files, 0, "nor a file record");
+
+    let mut ingest = q.begin_append(None, path, "till", 100).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    ingest.commit_at("till", &at(120)).unwrap();
+    let (position, file_id) = q.position("till", path).unwrap().unwrap();
+    assert_eq!(position, at(120));
+
+    // The next part of the same file: its record adds up, and an order seen before is a repeat.
+    let mut ingest = q.begin_append(file_id, path, "till", 101).unwrap();
+    assert_eq!(ingest.add_event(&event("e2", 11)).unwrap(), Added::Queued);
+    assert_eq!(ingest.add_event(&event("e1", 10)).unwrap(), Added::RepeatedInFile);
+    ingest.commit_at("till", &at(300)).unwrap();
+    assert_eq!(q.position("till", path).unwrap().unwrap(), (at(300), file_id));
+    let file = &q.recent_files(10).unwrap()[0];
+    assert_eq!((file.state.as_str(), file.events, file.content_hash.starts_with("append:")), ("append", 2, true));
+
+    // Read again from the start (truncated): a new record, and what was queued is a duplicate.
+    let mut ingest = q.begin_append(None, path, "till", 102).unwrap();
+    assert_eq!(ingest.add_event(&event("e1", 10)).unwrap(), Added::Duplicate);
+    ingest.commit_at("till", &at(40)).unwrap();
+    let (position, new_id) = q.position("till", path).unwrap().unwrap();
+    assert_eq!(position, at(40));
+    assert_ne!(new_id, file_id);
+    assert_eq!(q.positions(10).unwrap().len(), 1);
+    assert_eq!(q.counts().unwrap().pending, 2);
+}

@@ -117,6 +117,18 @@ impl Settle {
         }
     }
 
+    /// Record what a scan or a file event saw of a file that is read as it grows (append mode):
+    /// the settle time runs from the first change not looked at yet, so a file written to without
+    /// a pause is still looked at once every settle time.
+    pub fn observe_growing(&mut self, path: &Path, size: u64, mtime: Option<SystemTime>, now_ms: u64) {
+        match self.files.get_mut(path) {
+            Some(seen) => (seen.size, seen.mtime) = (size, mtime),
+            None => {
+                self.files.insert(path.to_path_buf(), Seen { size, mtime, since_ms: now_ms, renamed_in: false });
+            }
+        }
+    }
+
     /// The file was renamed into the folder: writers that do that have finished writing.
     pub fn renamed_in(&mut self, path: &Path, size: u64, mtime: Option<SystemTime>, now_ms: u64) {
         self.files.insert(path.to_path_buf(), Seen { size, mtime, since_ms: now_ms, renamed_in: true });
@@ -271,6 +283,20 @@ mod tests {
         // Written to again after the rename: back to settling.
         s.observe(p, 11, None, 200);
         assert!(s.ready(300, SETTLE).is_empty());
+    }
+
+    #[test]
+    fn a_growing_file_is_looked_at_every_settle_time_even_while_it_keeps_growing() {
+        let p = Path::new("/pos/day.csv");
+        let mut s = Settle::default();
+        s.observe_growing(p, 10, None, 0);
+        s.observe_growing(p, 20, None, 1000);
+        s.observe_growing(p, 30, None, 1900);
+        assert!(s.ready(1999, SETTLE).is_empty());
+        assert_eq!(s.ready(2000, SETTLE), vec![p.to_path_buf()]);
+        s.forget(p); // looked at
+        s.observe_growing(p, 40, None, 2100);
+        assert_eq!(s.next_due_ms(SETTLE), Some(4100));
     }
 
     #[test]

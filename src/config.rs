@@ -93,6 +93,8 @@ pub struct RawSource {
     pub partial_refunds: Option<Spanned<String>>,
     pub date_only: Option<Spanned<String>>,
     pub consent: Option<Spanned<String>>,
+    pub append: Option<Spanned<bool>>,
+    pub append_idle_secs: Option<Spanned<u64>>,
 }
 
 /// Where the access token comes from.
@@ -170,6 +172,11 @@ pub struct SourceConfig {
     /// for files that are not valid UTF-8.
     pub encoding: Option<&'static encoding_rs::Encoding>,
     pub policy: Policy,
+    /// Append mode: each file is one growing file (a day file), read part by part as it grows and
+    /// never archived, deleted or quarantined (see `crate::append`).
+    pub append: bool,
+    /// In append mode, how long a file must be unchanged before its last record is taken too.
+    pub append_idle: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -544,6 +551,40 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             .into_iter()
             .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
             .collect();
+        let append = src.append.as_ref().is_some_and(|a| *a.get_ref());
+        if let Some(a) = src.append.as_ref().filter(|a| *a.get_ref()) {
+            if !matches!(format, Format::NativeCsv | Format::Jsonl) {
+                error(
+                    &key("append"),
+                    Some(a.span()),
+                    format!(
+                        "append mode reads native-csv and jsonl files only, not `{}` (exports that are written whole need no append mode)",
+                        format.name()
+                    ),
+                );
+            }
+            if let Some(after) = src.after_ingest.as_ref().filter(|v| v.get_ref() != "keep") {
+                error(
+                    &key("after_ingest"),
+                    Some(after.span()),
+                    "a file in append mode is still being written, so it is never archived or deleted; remove after_ingest (or set \"keep\")".into(),
+                );
+            }
+            if encoding.is_some_and(|e| e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE) {
+                error(
+                    &key("encoding"),
+                    src.encoding.as_ref().map(|e| e.span()),
+                    "append mode reads UTF-8 or single-byte encodings, not UTF-16".into(),
+                );
+            }
+        }
+        if let Some(idle) = &src.append_idle_secs {
+            if !append {
+                error(&key("append_idle_secs"), Some(idle.span()), "only means something with append = true".into());
+            } else if *idle.get_ref() == 0 {
+                error(&key("append_idle_secs"), Some(idle.span()), "must be at least 1".into());
+            }
+        }
         if sources.iter().any(|s: &SourceConfig| s.name == name) {
             error(&key("name"), None, format!("source name `{name}` is used twice"));
         }
@@ -580,6 +621,8 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 date_only,
                 consent,
             },
+            append,
+            append_idle: Duration::from_secs(src.append_idle_secs.as_ref().map_or(300, |s| *s.get_ref()).max(1)),
         });
     }
 
@@ -750,7 +793,7 @@ pub fn describe(config: &Config) -> String {
         let d = &src.defaults;
         let _ = writeln!(
             out,
-            "source {:<9}= {} ({:?}, .{}), time zone {}, currency {}, shop {}, till {}, after ingest {:?}, settle {:?}, rescan {:?}",
+            "source {:<9}= {} ({:?}, .{}), time zone {}, currency {}, shop {}, till {}, {}, settle {:?}, rescan {:?}",
             src.name,
             src.path.display(),
             src.format,
@@ -759,7 +802,11 @@ pub fn describe(config: &Config) -> String {
             d.currency.map_or("from file", |c| c.code()),
             d.shop_id.as_deref().unwrap_or("from file"),
             d.till_id.as_deref().unwrap_or("none"),
-            src.after_ingest,
+            if src.append {
+                format!("append mode (files never moved; last record taken after {:?} idle)", src.append_idle)
+            } else {
+                format!("after ingest {:?}", src.after_ingest)
+            },
             src.settle,
             src.rescan,
         );
@@ -859,6 +906,27 @@ shop_id = "s042"
         assert!(!inline.warnings.is_empty());
         assert!(!format!("{inline:?}").contains("s3cr3t"));
         assert!(!describe(&inline).contains("s3cr3t"));
+    }
+
+    #[test]
+    fn append_mode_is_for_growing_line_files_that_stay_in_place() {
+        let append =
+            |extra: &str| MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\n{extra}"));
+        let c = parse(&append("append = true"), &ctx()).unwrap();
+        assert!(c.sources[0].append);
+        assert_eq!(c.sources[0].append_idle, Duration::from_secs(300));
+        assert!(describe(&c).contains("append mode"));
+        let c = parse(&append("append = true\nappend_idle_secs = 2\nafter_ingest = \"keep\""), &ctx()).unwrap();
+        assert_eq!(c.sources[0].append_idle, Duration::from_secs(2));
+        assert!(!parse(MINIMAL, &ctx()).unwrap().sources[0].append);
+        assert_eq!(
+            errors(&append("append = true\nafter_ingest = \"archive\""))[0],
+            ("source[0].after_ingest".into(), Some(9))
+        );
+        assert_eq!(errors(&append("append_idle_secs = 5"))[0].0, "source[0].append_idle_secs");
+        assert_eq!(errors(&append("append = true\nencoding = \"utf-16le\""))[0].0, "source[0].encoding");
+        let poslog = MINIMAL.replace("\"native-csv\"", "\"arts-poslog\"\nappend = true");
+        assert_eq!(errors(&poslog)[0], ("source[0].append".into(), Some(8)));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! The pipeline, one way: [`source`] (find complete files) → [`format`] (read rows into raw orders)
 //! → [`event`] (normalise, hash, derive ids; pure) → [`queue`] (SQLite, the only durable state) →
 //! [`tiktok`] (wire format, classification, HTTP) → [`sender`] and [`daemon`] (orchestration).
+//! A growing day file (append mode) goes through [`append`] instead of [`ingest`]'s whole-file path.
 //! See ARCHITECTURE.md.
 
+pub mod append;
 pub mod config;
 pub mod daemon;
 pub mod event;

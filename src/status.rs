@@ -2,7 +2,7 @@
 //! Read-only; it never prints the token or any raw identifier (the queue holds none).
 
 use crate::config::Config;
-use crate::queue::{Counts, FileRecord, Queue, QueueError, RejectRecord};
+use crate::queue::{Counts, FileRecord, PositionRecord, Queue, QueueError, RejectRecord};
 use crate::source;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -27,6 +27,16 @@ pub struct Report {
     pub files_waiting: BTreeMap<String, usize>,
     pub recent_files: Vec<FileRecord>,
     pub recent_rejects: Vec<RejectRecord>,
+    /// Files read in append mode: how far each has been turned into events.
+    pub append_files: Vec<AppendFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppendFile {
+    #[serde(flatten)]
+    pub record: PositionRecord,
+    /// The file's size now (`None` when it is gone): bytes past the offset are still to be taken.
+    pub size: Option<u64>,
 }
 
 pub fn gather(config: &Config) -> Result<Report, QueueError> {
@@ -39,8 +49,18 @@ pub fn gather(config: &Config) -> Result<Report, QueueError> {
     for d in queue.dead_events(100_000)? {
         *dead_by_reason.entry(d.reason).or_insert(0) += 1;
     }
-    let files_waiting =
-        config.sources.iter().map(|s| (s.name.clone(), source::scan(s).map_or(0, |f| f.len()))).collect();
+    // Files in append mode never wait: they are read as they grow.
+    let files_waiting = config
+        .sources
+        .iter()
+        .filter(|s| !s.append)
+        .map(|s| (s.name.clone(), source::scan(s).map_or(0, |f| f.len())))
+        .collect();
+    let append_files = queue
+        .positions(20)?
+        .into_iter()
+        .map(|record| AppendFile { size: std::fs::metadata(&record.path).ok().map(|m| m.len()), record })
+        .collect();
     Ok(Report {
         queue_path: config.queue_path.display().to_string(),
         dry_run: config.dry_run,
@@ -58,6 +78,7 @@ pub fn gather(config: &Config) -> Result<Report, QueueError> {
         files_waiting,
         recent_files: queue.recent_files(10)?,
         recent_rejects: queue.recent_rejects(10)?,
+        append_files,
     })
 }
 
@@ -130,7 +151,31 @@ pub fn render(r: &Report) -> String {
                 f.events,
                 f.duplicates,
                 f.rejects,
-                f.disposed.as_deref().map(|d| format!(", {d}")).unwrap_or_default()
+                match (f.state.as_str(), f.disposed.as_deref()) {
+                    ("append", _) => ", append mode (stays in place)".to_string(),
+                    (_, Some(d)) => format!(", {d}"),
+                    (_, None) => String::new(),
+                }
+            );
+        }
+    }
+    if !r.append_files.is_empty() {
+        let _ = writeln!(out, "append files:");
+        for f in &r.append_files {
+            let p = &f.record.position;
+            let size = match f.size {
+                Some(size) if size > p.offset => format!("of {size} ({} not taken yet)", size - p.offset),
+                Some(size) => format!("of {size}"),
+                None => "(the file is gone)".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} [{}] read to byte {} {size}, {} lines",
+                timestamp(f.record.updated_at),
+                f.record.path,
+                f.record.source,
+                p.offset,
+                p.lines
             );
         }
     }

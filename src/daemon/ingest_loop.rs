@@ -1,5 +1,7 @@
 //! The ingest loop: file-system signals and rescans feed the settle decision; complete files are
-//! ingested on the blocking pool; the sender is woken when new events are committed.
+//! ingested on the blocking pool; the sender is woken when new events are committed. A file of an
+//! append-mode source is read on every time it settles after a change, and once more when it has
+//! been idle long enough for its held-back last record to be taken.
 
 use super::{blocking, process_file, FileResult, Health, LogLimiter, Part, Verdict};
 use crate::config::Config;
@@ -23,6 +25,16 @@ struct Watched {
     folder_ok: bool,
     /// The network file system type the folder is on, when it is on one (polled, not watched).
     network: Option<String>,
+    /// Append-mode files that hold back a record: when to look again if they do not change
+    /// before (once they have been idle for `append_idle_secs`).
+    idle_looks: HashMap<PathBuf, Instant>,
+}
+
+impl Watched {
+    /// Append-mode files due for their idle look now.
+    fn idle_due(&self, now: Instant) -> Vec<PathBuf> {
+        self.idle_looks.iter().filter(|(_, due)| **due <= now).map(|(p, _)| p.clone()).collect()
+    }
 }
 
 pub(super) async fn ingest_loop(
@@ -53,6 +65,7 @@ pub(super) async fn ingest_loop(
             next_rescan: Instant::now(),
             folder_ok: true,
             network: None,
+            idle_looks: HashMap::new(),
         })
         .collect();
     let dispose = !config.dry_run;
@@ -102,8 +115,14 @@ pub(super) async fn ingest_loop(
                     }
                     let now = ms();
                     w.handled.retain(|p, _| files.iter().any(|(f, _, _)| f == p));
+                    w.idle_looks.retain(|p, _| files.iter().any(|(f, _, _)| f == p));
                     for (path, size, mtime) in files {
-                        if w.handled.get(&path) != Some(&(size, mtime)) {
+                        if w.handled.get(&path) == Some(&(size, mtime)) {
+                            continue;
+                        }
+                        if src.append {
+                            w.settle.observe_growing(&path, size, mtime, now);
+                        } else {
                             w.settle.observe(&path, size, mtime, now);
                         }
                     }
@@ -121,8 +140,9 @@ pub(super) async fn ingest_loop(
             }
         }
 
-        let any_ready =
-            config.sources.iter().enumerate().any(|(i, s)| !watched[i].settle.ready(ms(), s.settle).is_empty());
+        let any_ready = config.sources.iter().enumerate().any(|(i, s)| {
+            !watched[i].settle.ready(ms(), s.settle).is_empty() || !watched[i].idle_due(Instant::now()).is_empty()
+        });
         let in_hold = hold_until.is_some_and(|t| Instant::now() < t);
         let held = in_hold
             || any_ready && {
@@ -155,6 +175,11 @@ pub(super) async fn ingest_loop(
             for (i, src) in config.sources.iter().enumerate() {
                 for path in watched[i].settle.ready(ms(), src.settle) {
                     watched[i].settle.forget(&path);
+                    watched[i].idle_looks.remove(&path);
+                    work.push((i, path));
+                }
+                for path in watched[i].idle_due(Instant::now()) {
+                    watched[i].idle_looks.remove(&path);
                     work.push((i, path));
                 }
             }
@@ -184,6 +209,21 @@ pub(super) async fn ingest_loop(
                         if let (Some(stamp), true) = (stamp, disposed) {
                             watched[i].handled.insert(path, stamp);
                         }
+                    }
+                    (FileResult::Appended { events, stamp, idle_at }, _) => {
+                        new_events |= events > 0;
+                        match idle_at {
+                            Some(at) => {
+                                // A little after the file turns idle, so that the look finds it idle.
+                                let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                                let due = Instant::now() + wait + Duration::from_millis(100);
+                                watched[i].idle_looks.insert(path.clone(), due);
+                            }
+                            None => {
+                                watched[i].idle_looks.remove(&path);
+                            }
+                        }
+                        watched[i].handled.insert(path, stamp);
                     }
                     (FileResult::DisposeFailed, _) => {}
                     (FileResult::Done, Some(stamp)) => {
@@ -218,7 +258,8 @@ pub(super) async fn ingest_loop(
             .map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now)));
         let next_rescan =
             watched.iter().map(|w| w.next_rescan).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
-        let deadline = next_settle.map_or(next_rescan, |s| s.min(next_rescan));
+        let next_idle_look = watched.iter().filter_map(|w| w.idle_looks.values().min().copied()).min();
+        let deadline = [next_settle, next_idle_look].into_iter().flatten().fold(next_rescan, Instant::min);
         let deadline = match hold_until {
             Some(t) if held => deadline.max(t),
             _ => deadline,
@@ -266,6 +307,8 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
             }
             if renamed {
                 w.settle.renamed_in(&path, size, mtime, now_ms);
+            } else if src.append {
+                w.settle.observe_growing(&path, size, mtime, now_ms);
             } else {
                 w.settle.observe(&path, size, mtime, now_ms);
             }
@@ -273,6 +316,7 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
         _ => {
             w.settle.forget(&path);
             w.handled.remove(&path);
+            w.idle_looks.remove(&path);
         }
     }
 }

@@ -5,15 +5,16 @@
 //! [`crate::sender`]. Blocking work (SQLite, file reads, HTTP) runs on tokio's blocking pool; this
 //! module's async tasks only wait.
 
+use crate::append::{self, AppendOutcome};
 use crate::config::{self, Config, Overrides, SourceConfig};
 use crate::ingest::{self, AgePolicy, Outcome};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{IngestCounts, Queue, QueueError};
 use crate::sender::{self, SendError, Sender, Settings};
 use crate::source;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +48,18 @@ pub enum FileResult {
     Retry,
     /// The queue has no room for it (size cap or disk full): hold files back until sending frees space.
     QueueFull,
+    /// A file in append mode was read on from its position (`events` new ones committed with the
+    /// new position). `stamp` is the file as it was read: look again when it changes. `idle_at`:
+    /// the file holds back a record, so look again at this time (when it will have been idle for
+    /// `append_idle_secs`) if it does not change before.
+    Appended { events: i64, stamp: ingest::Stamp, idle_at: Option<SystemTime> },
 }
 
 /// Ingest one complete file and dispose of it as configured. Blocking.
 pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path, dispose: bool) -> FileResult {
+    if src.append {
+        return process_append(queue, config, src, path);
+    }
     let shown = path.display();
     match ingest::ingest_file(queue, src, path, age_policy(config, crate::now())) {
         Ok(Outcome::Ingested { file_id, counts }) => {
@@ -84,19 +93,65 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
             }
             FileResult::Done
         }
-        Err(ingest::IngestError::Io { path: p, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) => failed(path, e),
+    }
+}
+
+/// Read on in a file of an append-mode source: never archived, deleted or quarantined.
+fn process_append(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path) -> FileResult {
+    let shown = path.display();
+    match append::ingest_append(queue, src, path, age_policy(config, crate::now()), SystemTime::now()) {
+        Ok(AppendOutcome::Read { counts, position, size, held, stamp }) => {
+            let offset = position.offset;
+            if counts != IngestCounts::default() {
+                tracing::info!(
+                    "{shown}: {} events queued ({} dead on arrival), {} duplicates of earlier exports, {} rows rejected, {} identifiers dropped; read to byte {offset} of {size}",
+                    counts.events - counts.dead,
+                    counts.dead,
+                    counts.duplicates,
+                    counts.rejects,
+                    counts.warnings
+                );
+            }
+            if held {
+                tracing::debug!(
+                    "{shown}: bytes {offset}..{size} wait for more to be written or for the file to be idle for {:?}",
+                    src.append_idle
+                );
+            }
+            let idle_at = stamp.1.filter(|_| held).map(|mtime| mtime + src.append_idle);
+            FileResult::Appended { events: counts.events - counts.dead, stamp, idle_at }
+        }
+        Ok(AppendOutcome::Changed) => {
+            tracing::info!("{shown}: shrank or was rewritten while being read; will read it again once it settles");
+            FileResult::Retry
+        }
+        Ok(AppendOutcome::Unreadable(reason)) => {
+            tracing::error!("{shown}: cannot be read as {:?}: {reason} (append mode: it stays in place)", src.format);
+            let _ = queue.record_unreadable_once(path, &src.name, &reason, crate::now());
+            FileResult::Done
+        }
+        Err(e) => failed(path, e),
+    }
+}
+
+/// What an ingest error means for the file.
+fn failed(path: &Path, e: ingest::IngestError) -> FileResult {
+    let shown = path.display();
+    match e {
+        ingest::IngestError::Io { path: p, source } if source.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!("{p}: gone before it could be read");
             FileResult::Done
         }
-        Err(ingest::IngestError::Io { path: p, source }) => {
+        ingest::IngestError::Io { path: p, source } => {
             tracing::error!("{p}: {source}");
             FileResult::Done
         }
-        Err(ingest::IngestError::Queue(e)) if e.is_full() => {
+        ingest::IngestError::Queue(e) if e.is_full() => {
             tracing::warn!("{shown}: not ingested: the queue is full ({e}); it waits in its folder");
             FileResult::QueueFull
         }
-        Err(ingest::IngestError::Queue(e)) => {
+        ingest::IngestError::Queue(e) => {
             tracing::error!("{shown}: not ingested, will retry: {e}");
             FileResult::Retry
         }

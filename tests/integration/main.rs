@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod append;
 mod cli;
 mod e2e;
 mod resilience;

@@ -41,10 +41,12 @@ fn after_a_refused_connection_the_backlog_drains_without_waiting_out_a_long_back
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let port = fake.port();
     drop(fake); // connection refused from now on
-                // A first backoff of up to 60 s: only the reachability probe can make delivery quick.
+                // Backoffs drawn from up to 10 minutes (full jitter: 97.5 % of them are longer than the 15 s
+                // allowed below), so quick delivery needs the reachability probe. A short draw delivers through
+                // the ordinary retry, which is why the probe's log line is not asserted.
     let agent = Agent::new(
         &format!("http://127.0.0.1:{port}"),
-        Opts { sender: "backoff_base_ms = 60000\nbackoff_max_secs = 300".into(), ..Opts::default() },
+        Opts { sender: "backoff_base_ms = 600000\nbackoff_max_secs = 600".into(), ..Opts::default() },
     );
     let daemon = agent.spawn();
     agent.drop_file("a.csv", &csv_orders("D", 5, 1));
@@ -55,7 +57,6 @@ fn after_a_refused_connection_the_backlog_drains_without_waiting_out_a_long_back
         "backlog not drained soon after recovery:\n{}",
         daemon.log_text()
     );
-    assert!(daemon.log_text().contains("reachable again"), "{}", daemon.log_text());
 }
 
 #[test]

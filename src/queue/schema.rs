@@ -90,7 +90,13 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found >= VERSION {
         return Ok(found);
     }
-    let tx = conn.transaction()?;
+    // Another process (the service and a `status` started at the same moment) may be migrating
+    // too: take the write lock first, then look again.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found >= VERSION {
+        return Ok(found);
+    }
     if found < 1 {
         tx.execute_batch(V1)?;
     }

@@ -156,3 +156,20 @@ fn an_append_part_commits_with_its_position_or_not_at_all() {
     assert_eq!(q.positions(10).unwrap().len(), 1);
     assert_eq!(q.counts().unwrap().pending, 2);
 }
+
+#[test]
+fn two_openers_racing_on_a_new_queue_both_succeed() {
+    for _ in 0..20 {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("q.sqlite");
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || Queue::open(&p).map(drop))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+    }
+}

@@ -580,7 +580,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         }
         if let Some(idle) = &src.append_idle_secs {
             if !append {
-                error(&key("append_idle_secs"), Some(idle.span()), "only means something with append = true".into());
+                warnings.push(format!("{}: has no effect without append = true", key("append_idle_secs")));
             } else if *idle.get_ref() == 0 {
                 error(&key("append_idle_secs"), Some(idle.span()), "must be at least 1".into());
             }
@@ -923,7 +923,12 @@ shop_id = "s042"
             errors(&append("append = true\nafter_ingest = \"archive\""))[0],
             ("source[0].after_ingest".into(), Some(9))
         );
-        assert_eq!(errors(&append("append_idle_secs = 5"))[0].0, "source[0].append_idle_secs");
+        let idle_alone = parse(&append("append_idle_secs = 5"), &ctx()).unwrap();
+        assert!(
+            idle_alone.warnings.iter().any(|w| w.contains("source[0].append_idle_secs")),
+            "{:?}",
+            idle_alone.warnings
+        );
         assert_eq!(errors(&append("append = true\nencoding = \"utf-16le\""))[0].0, "source[0].encoding");
         let poslog = MINIMAL.replace("\"native-csv\"", "\"arts-poslog\"\nappend = true");
         assert_eq!(errors(&poslog)[0], ("source[0].append".into(), Some(8)));

@@ -5,7 +5,7 @@
 //! same way; what to load from it belongs to the profile. Apart from SumUp's refund pass over its
 //! own file, this is the only place where a reader touches the file system, and it only reads.
 
-use super::table::Table;
+use super::csv_table::Table;
 use super::{decode, FormatError, ReadOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -43,7 +43,7 @@
 //! configured otherwise).
 
 use super::companion::{self, Kind};
-use super::table::{amount, amount_text, order_not_taken, Row, Table};
+use super::csv_table::{amount_text, order_not_taken, Check, Row, Table};
 use super::{Format, FormatError, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
 use crate::event::{RawItem, RawOrder};
 use rust_decimal::Decimal;
@@ -139,16 +139,16 @@ pub(super) fn read(
     }
     let mut pairing = Pairing::new(reversals(&lines.receipts));
     let mut out: Vec<Parsed> = Vec::new();
-    while let Some(next) = table.next_row(bon_id)? {
+    while let Some(next) = table.next_row()? {
         match next {
-            Ok(row) => match receipt_key(&table, &row, &columns.key) {
+            Ok(row) => match receipt_key(&row, &columns.key) {
                 Ok(key) => {
-                    let verdict = judge(&table, &row, &key, &columns, &lines, decimal, &options.policy);
+                    let verdict = judge(&row, &key, &columns, &lines, decimal, &options.policy);
                     pairing.receipt(key, row.line, verdict, &mut out);
                 }
                 Err(reject) => out.push(Parsed::Reject(reject)),
             },
-            Err(bad) => out.push(Parsed::Reject(bad.reject)),
+            Err(reject) => out.push(Parsed::Reject(reject)),
         }
         if flush(&mut out, sink).is_break() {
             return Ok(summary);
@@ -190,9 +190,9 @@ impl Key {
 }
 
 /// The key of a row; every part must be there.
-fn receipt_key<R: Read>(table: &Table<R>, row: &Row, at: &[usize; 4]) -> Result<Key, Reject> {
+fn receipt_key(row: &Row, at: &[usize; 4]) -> Result<Key, Reject> {
     if let Some(&empty) = at.iter().find(|&&i| row.get(i).is_empty()) {
-        return Err(Reject { line: row.line, field: Some(table.name(empty).to_string()), reason: "empty".into() });
+        return Err(row.reject(Some(empty), "empty"));
     }
     let [kasse, erstellung, z_nr, bon_id] = at.map(|i| row.get(i).to_string());
     Ok(Key { kasse, erstellung, z_nr, bon_id })
@@ -209,24 +209,14 @@ enum Verdict {
 }
 
 /// Decide one receipt row (pure).
-fn judge<R: Read>(
-    table: &Table<R>,
-    row: &Row,
-    key: &Key,
-    columns: &Columns,
-    lines: &Lines,
-    decimal: char,
-    policy: &Policy,
-) -> Verdict {
-    let reject = |at: usize, reason: &str| {
-        Verdict::Reject(Reject { line: row.line, field: Some(table.name(at).to_string()), reason: reason.into() })
-    };
+fn judge(row: &Row, key: &Key, columns: &Columns, lines: &Lines, decimal: char, policy: &Policy) -> Verdict {
+    let reject = |at: usize, reason: &str| Verdict::Reject(row.reject(Some(at), reason));
     let storno = match row.get(columns.storno) {
         "1" => true,
         "0" | "" => false,
         _ => return reject(columns.storno, "not 0 or 1"),
     };
-    let total = match amount(table, row, columns.brutto, decimal) {
+    let total = match row.amount(columns.brutto, decimal) {
         Ok(total) => total,
         Err(e) => return Verdict::Reject(e),
     };
@@ -462,7 +452,7 @@ fn read_lines<R: Read>(mut table: Table<R>, name: String, decimal: char) -> Resu
         ["ART_NR", "GTIN", "ARTIKELTEXT", "WARENGR", "GV_TYP"].map(|c| table.optional(c));
     let mut lines = Lines { name: name.clone(), receipts: HashMap::new(), bad_bon_ids: HashMap::new(), keyless: 0 };
     let mut rows = 0usize;
-    while let Some(next) = table.next_row(bon_id)? {
+    while let Some(row) = table.next_record()? {
         rows += 1;
         if rows > MAX_LINES {
             return Err(FormatError::Unreadable {
@@ -470,19 +460,16 @@ fn read_lines<R: Read>(mut table: Table<R>, name: String, decimal: char) -> Resu
                 reason: format!("more than {MAX_LINES} lines; export fewer closings at a time"),
             });
         }
-        let row = match next {
-            Ok(row) => row,
-            Err(bad) => {
-                match bad.key {
-                    Some(bon_id) => {
-                        lines.bad_bon_ids.entry(bon_id).or_insert(bad.reject);
-                    }
-                    None => lines.keyless += 1,
+        if let Err(reject) = row.check(Check::EveryCell) {
+            match row.key(bon_id) {
+                Ok(bon_id) => {
+                    lines.bad_bon_ids.entry(bon_id).or_insert(reject);
                 }
-                continue;
+                Err(_) => lines.keyless += 1,
             }
-        };
-        let key = match receipt_key(&table, &row, &key_at) {
+            continue;
+        }
+        let key = match receipt_key(&row, &key_at) {
             Ok(key) => key,
             Err(reject) if !row.get(bon_id).is_empty() => {
                 lines.bad_bon_ids.entry(row.get(bon_id).to_string()).or_insert(reject);
@@ -498,8 +485,7 @@ fn read_lines<R: Read>(mut table: Table<R>, name: String, decimal: char) -> Resu
         if receipt.problem.is_some() {
             continue;
         }
-        let parsed = amount(&table, &row, menge, decimal)
-            .and_then(|quantity| Ok((quantity, amount(&table, &row, stk_br, decimal)?)));
+        let parsed = row.amount(menge, decimal).and_then(|quantity| Ok((quantity, row.amount(stk_br, decimal)?)));
         match parsed {
             Ok((quantity, price)) => {
                 let cell = |at: Option<usize>| row.opt(at).map(str::to_string);

@@ -183,16 +183,10 @@ fn list(map: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{read as read_any, Format, ReadOptions};
+    use crate::format::Format;
 
     fn parse(text: &str) -> Vec<Parsed> {
-        let mut out = Vec::new();
-        read_any(Format::Jsonl, text.as_bytes(), &ReadOptions::default(), &mut |p| {
-            out.push(p);
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-        out
+        crate::format::profile_tests::parse(Format::Jsonl, text.as_bytes()).unwrap()
     }
 
     #[test]

@@ -25,12 +25,12 @@
 //! email or a phone (`+63 917 555 0134`); see [`contacts`].
 
 use super::companion::{self, Kind};
-use super::table::{amount, amount_text, order_not_taken, read_orders, unit_price, Row, Table};
+use super::csv_table::{amount_text, order_not_taken, read_orders, Check, Row, Table};
 use super::{Format, FormatError, Parsed, ReadOptions, Reject, Skip, Summary};
 use crate::event::{RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::ops::ControlFlow;
 
 /// The `receipts-by-item` header (23 columns; some accounts have no `Dining option`).
@@ -137,14 +137,15 @@ pub(super) fn read(
     let mut computed = 0usize;
     read_orders(
         &mut table,
-        number,
-        |order_id, line| Receipt {
-            order: RawOrder { line, order_id, ..RawOrder::default() },
+        Check::EveryCell,
+        |row| row.key(number),
+        |order_id, row| Receipt {
+            order: RawOrder { line: row.line, order_id, ..RawOrder::default() },
             lines_total: Decimal::ZERO,
             not_sale: None,
             contacts: None,
         },
-        |receipt, table, row| add_line(receipt, table, row, &columns, decimal),
+        |receipt, row| add_line(receipt, row, &columns, decimal),
         |receipt, bad| {
             let totals = receipts.as_ref().map(|r| r.get(&receipt.order.order_id));
             let parsed = finish(receipt, bad, totals.flatten(), decimal);
@@ -164,13 +165,7 @@ pub(super) fn read(
 }
 
 /// Take one by-item row into its receipt.
-fn add_line<R: Read>(
-    receipt: &mut Receipt,
-    table: &Table<R>,
-    row: &Row,
-    columns: &Columns,
-    decimal: char,
-) -> Result<(), Reject> {
+fn add_line(receipt: &mut Receipt, row: &Row, columns: &Columns, decimal: char) -> Result<(), Reject> {
     if receipt.order.event_time.is_empty() {
         receipt.order.event_time = row.get(columns.date).to_string();
     }
@@ -179,11 +174,7 @@ fn add_line<R: Read>(
     }
     let kind = row.get(columns.kind);
     if kind.is_empty() {
-        return Err(Reject {
-            line: row.line,
-            field: Some(table.name(columns.kind).to_string()),
-            reason: "empty".into(),
-        });
+        return Err(row.reject(Some(columns.kind), "empty"));
     }
     if receipt.not_sale.is_none() {
         receipt.not_sale = not_a_sale(kind, row.opt(columns.status));
@@ -192,13 +183,10 @@ fn add_line<R: Read>(
         // Amounts of a receipt that is not sent do not matter.
         return Ok(());
     }
-    let quantity = amount(table, row, columns.quantity, decimal)?;
-    let net = amount(table, row, columns.net, decimal)?;
-    let taxes = match columns.taxes {
-        Some(at) if !row.get(at).is_empty() => amount(table, row, at, decimal)?,
-        _ => Decimal::ZERO,
-    };
-    let price = unit_price(table, row, columns.quantity, net, quantity)?;
+    let quantity = row.amount(columns.quantity, decimal)?;
+    let net = row.amount(columns.net, decimal)?;
+    let taxes = row.amount_or_zero(columns.taxes, decimal)?;
+    let price = row.unit_price(columns.quantity, net, quantity)?;
     receipt.lines_total += net + taxes;
     let name = row.get(columns.item);
     let content_name = match row.opt(columns.variant) {
@@ -304,15 +292,15 @@ fn load_receipts(
     let contacts = table.optional("Customer contacts");
     let mut receipts = HashMap::new();
     let mut unread: Option<(usize, Reject)> = None;
-    while let Some(next) = table.next_row(number)? {
+    while let Some(next) = table.next_row()? {
         let row = match next {
             Ok(row) => row,
-            Err(bad) => {
-                unread.get_or_insert((0, bad.reject)).0 += 1;
+            Err(reject) => {
+                unread.get_or_insert((0, reject)).0 += 1;
                 continue;
             }
         };
-        let total = match amount(&table, &row, total, decimal) {
+        let total = match row.amount(total, decimal) {
             Ok(total) => Some(total),
             Err(reject) => {
                 unread.get_or_insert((0, reject)).0 += 1;

@@ -12,9 +12,9 @@
 //! Input is decoded to UTF-8 before any reader sees it: a UTF-8 BOM is dropped, UTF-16 (with BOM)
 //! and the configured or detected legacy encoding (Windows-1252) are transcoded.
 
-mod columns;
 mod companion;
 mod csv_native;
+mod csv_table;
 mod dsfinvk;
 mod jsonl;
 mod loyverse;
@@ -24,7 +24,6 @@ mod profile_tests;
 mod shopify;
 mod square;
 mod sumup;
-mod table;
 mod toast;
 
 use crate::event::RawOrder;
@@ -298,86 +297,6 @@ fn skip_utf8_bom(input: &mut impl BufRead) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Pick the delimiter that occurs most often in the header line (`,` `;` tab `|`).
-pub fn detect_delimiter(header: &[u8]) -> u8 {
-    let line = header.split(|b| *b == b'\n').next().unwrap_or(&[]);
-    [b',', b';', b'\t', b'|']
-        .into_iter()
-        .max_by_key(|d| (line.iter().filter(|b| *b == d).count(), *d == b','))
-        .unwrap_or(b',')
-}
-
-/// A CSV reader over `input` with the given delimiter, or the one detected from the header line.
-/// Rows may have any number of fields (readers check counts themselves, to name the line); the
-/// header is the first record. CRLF line ends are read as LF, so that record line numbers are right.
-pub(crate) fn open_csv<R: BufRead>(input: R, delimiter: Option<u8>) -> std::io::Result<CsvReader<R>> {
-    let mut input = input;
-    let mut first_line = Vec::new();
-    input.by_ref().take(1024 * 1024).read_until(b'\n', &mut first_line)?;
-    let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&first_line));
-    Ok(csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(true)
-        .has_headers(false)
-        .from_reader(CrlfToLf { inner: std::io::Cursor::new(first_line).chain(input), held_cr: false }))
-}
-
-/// The CSV reader [`open_csv`] returns: the header line read for sniffing, then the rest.
-pub(crate) type CsvReader<R> = csv::Reader<CrlfToLf<std::io::Chain<std::io::Cursor<Vec<u8>>, R>>>;
-
-/// Drops the `\r` of every `\r\n` (a lone `\r` stays). The csv crate counts a record that follows
-/// a CRLF as starting on the line before (BurntSushi/rust-csv#395), which would shift every line
-/// number a reject names in a Windows file.
-pub(crate) struct CrlfToLf<R> {
-    inner: R,
-    /// The last byte of the previous chunk was `\r`; the next chunk says whether it ends a line.
-    held_cr: bool,
-}
-
-impl<R: BufRead> Read for CrlfToLf<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            let buf = self.inner.fill_buf()?;
-            if buf.is_empty() {
-                let lone_cr = std::mem::take(&mut self.held_cr);
-                if lone_cr {
-                    out[0] = b'\r';
-                }
-                return Ok(usize::from(lone_cr));
-            }
-            let mut n = 0;
-            if std::mem::take(&mut self.held_cr) && buf[0] != b'\n' {
-                out[0] = b'\r';
-                n = 1;
-            }
-            let mut used = 0;
-            while used < buf.len() && n < out.len() {
-                let byte = buf[used];
-                used += 1;
-                if byte == b'\r' {
-                    match buf.get(used) {
-                        Some(b'\n') => continue,
-                        Some(_) => {}
-                        None => {
-                            self.held_cr = true;
-                            continue;
-                        }
-                    }
-                }
-                out[n] = byte;
-                n += 1;
-            }
-            self.inner.consume(used);
-            if n > 0 {
-                return Ok(n);
-            }
-        }
-    }
-}
-
 /// Whether a consent cell says yes. Strict: anything that is not a clear yes (empty, "no",
 /// unknown text) counts as no consent.
 pub fn consent_given(cell: &str) -> bool {
@@ -385,30 +304,4 @@ pub fn consent_given(cell: &str) -> bool {
         cell.trim().to_ascii_lowercase().as_str(),
         "yes" | "y" | "true" | "1" | "ja" | "j" | "oui" | "si" | "sí" | "granted" | "opt-in" | "optin" | "x"
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crlf_becomes_lf_also_across_chunk_boundaries() {
-        let input = b"a,b\r\n1,\"x\r\ny\"\r\n\r\n2,lone\rcr\r\n3,end\r";
-        let expected = b"a,b\n1,\"x\ny\"\n\n2,lone\rcr\n3,end\r";
-        for capacity in [1, 2, 3, 64] {
-            let mut adapter = CrlfToLf { inner: BufReader::with_capacity(capacity, &input[..]), held_cr: false };
-            let mut out = Vec::new();
-            adapter.read_to_end(&mut out).unwrap();
-            assert_eq!(out, expected, "capacity {capacity}");
-        }
-    }
-
-    #[test]
-    fn records_after_crlf_report_their_own_line() {
-        for text in ["h\r\n1\r\n\"2\r\nx\"\r\n3\r\n", "h\n1\n\"2\nx\"\n3\n"] {
-            let mut reader = open_csv(text.as_bytes(), None).unwrap();
-            let lines: Vec<u64> = reader.byte_records().map(|r| r.unwrap().position().unwrap().line()).collect();
-            assert_eq!(lines, [1, 2, 3, 5], "{text:?}");
-        }
-    }
 }

@@ -50,7 +50,7 @@
 //! netted quantities) are written with the source's decimal separator, as `event::build` reads
 //! them.
 
-use super::table::amount_text;
+use super::csv_table::amount_text;
 use super::{Format, FormatError, Parsed, ReadOptions, Reject, Skip, Summary};
 use crate::event::money::parse_amount;
 use crate::event::{RawItem, RawOrder};
@@ -849,7 +849,9 @@ mod tests {
     use crate::event::money::Currency;
     use crate::event::name::NameTable;
     use crate::event::{build, pii, Event, SourceDefaults};
-    use crate::format::profile_tests::{assert_purchases, assert_skips, fixture, run, Outcome, Purchase, Source};
+    use crate::format::profile_tests::{
+        assert_purchases, assert_skips, fixture, orders, rejects, run, skips, Outcome, Purchase, Source,
+    };
     use crate::format::{read as read_any, Policy};
 
     /// The README's sources for the POSLog samples.
@@ -873,42 +875,7 @@ mod tests {
     }
 
     fn parse(bytes: &[u8]) -> Result<Vec<Parsed>, FormatError> {
-        let mut out = Vec::new();
-        read_any(Format::ArtsPoslog, bytes, &ReadOptions::default(), &mut |p| {
-            out.push(p);
-            ControlFlow::Continue(())
-        })?;
-        Ok(out)
-    }
-
-    fn orders(parsed: &[Parsed]) -> Vec<&RawOrder> {
-        parsed
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Order(o) => Some(o.as_ref()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn skips(parsed: &[Parsed]) -> Vec<&Skip> {
-        parsed
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Skip(s) => Some(s),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn rejects(parsed: &[Parsed]) -> Vec<&Reject> {
-        parsed
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Reject(r) => Some(r),
-                _ => None,
-            })
-            .collect()
+        crate::format::profile_tests::parse(Format::ArtsPoslog, bytes)
     }
 
     /// Content id, unit price (normalised) and quantity of each line of an event.

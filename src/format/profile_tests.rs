@@ -1,11 +1,12 @@
-//! The harness the profile tests share: read a sample export (or a variant of it written next to
-//! copies of its companions), build every order with the source settings the samples' README gives,
-//! and compare the outcome with the README's tables of expected purchases and skips.
+//! The harness the reader tests share: read a sample export (or a variant of it, written next to
+//! copies of its companions when it has any), build every order with the source settings the
+//! samples' README gives, and compare the outcome with the README's tables of expected purchases
+//! and skips.
 
-use super::{read, Format, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
+use super::{read, Format, FormatError, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
 use crate::event::money::Currency;
 use crate::event::name::NameTable;
-use crate::event::{build, pii, BuildError, Event, SourceDefaults};
+use crate::event::{build, pii, BuildError, Event, RawOrder, SourceDefaults};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,55 @@ impl Source {
     }
 }
 
+/// What a file turned into, one entry per order or reject, in file order.
+#[derive(Debug)]
+pub enum Got {
+    Purchase(Box<Event>),
+    /// An order `event::build` refused, by its id.
+    Unbuilt(String, BuildError),
+    Skip {
+        line: u64,
+        order_id: String,
+        reason: String,
+    },
+    Reject {
+        line: u64,
+        field: Option<String>,
+        reason: String,
+    },
+}
+
+impl Got {
+    /// One line that says what a README table row says: for a purchase its time, value,
+    /// lines / units and how many emails, phones and external ids survived hashing; for a
+    /// skip its line and reason; for a reject (by the reader or by `event::build`) its line and
+    /// field.
+    pub fn outline(&self) -> String {
+        match self {
+            Got::Purchase(e) => format!(
+                "purchase {} at {} value {} lines {}/{} email {} phone {} external {}",
+                e.order_id,
+                e.event_time,
+                e.value,
+                e.contents.len(),
+                e.num_items(),
+                e.user.email.len(),
+                e.user.phone.len(),
+                e.user.external_id.len()
+            ),
+            Got::Unbuilt(_, e) => format!("reject line {} field {}", e.line, e.field),
+            Got::Skip { line, order_id, reason } => format!("skip {order_id} line {line}: {reason}"),
+            Got::Reject { line, field, .. } => {
+                format!("reject line {line} field {}", field.as_deref().unwrap_or("-"))
+            }
+        }
+    }
+}
+
+pub fn outlines(got: &[Got]) -> Vec<String> {
+    got.iter().map(Got::outline).collect()
+}
+
 /// Everything one read produced, orders already built into events.
 #[derive(Debug)]
 pub struct Outcome {
@@ -63,30 +113,66 @@ pub fn run(source: &Source, path: &Path, policy: Policy) -> Outcome {
 }
 
 pub fn run_with(source: &Source, input: impl std::io::Read, options: &ReadOptions) -> Outcome {
+    let (got, summary) = read_all(source, input, options);
+    let mut outcome =
+        Outcome { events: Vec::new(), build_errors: Vec::new(), rejects: Vec::new(), skips: Vec::new(), summary };
+    for got in got {
+        match got {
+            Got::Purchase(event) => outcome.events.push(*event),
+            Got::Unbuilt(order_id, e) => outcome.build_errors.push((order_id, e)),
+            Got::Skip { line, order_id, reason } => outcome.skips.push(Skip { line, order_id, reason }),
+            Got::Reject { line, field, reason } => outcome.rejects.push(Reject { line, field, reason }),
+        }
+    }
+    outcome
+}
+
+/// Read `input` as the source's format (decoding as the agent does) and build each order into an
+/// event, which must come without warnings: everything the file turned into, in file order.
+pub fn read_all(source: &Source, input: impl std::io::Read, options: &ReadOptions) -> (Vec<Got>, Summary) {
     let defaults = source.defaults();
-    let mut outcome = Outcome {
-        events: Vec::new(),
-        build_errors: Vec::new(),
-        rejects: Vec::new(),
-        skips: Vec::new(),
-        summary: Summary::default(),
-    };
-    outcome.summary = read(source.format, input, options, &mut |parsed| {
-        match parsed {
+    let mut got = Vec::new();
+    let summary = read(source.format, input, options, &mut |parsed| {
+        got.push(match parsed {
             Parsed::Order(raw) => match build(&raw, &defaults) {
                 Ok((event, warnings)) => {
                     assert!(warnings.is_empty(), "{}: {warnings:?}", raw.order_id);
-                    outcome.events.push(event);
+                    Got::Purchase(Box::new(event))
                 }
-                Err(e) => outcome.build_errors.push((raw.order_id.clone(), e)),
+                Err(e) => Got::Unbuilt(raw.order_id.clone(), e),
             },
-            Parsed::Reject(r) => outcome.rejects.push(r),
-            Parsed::Skip(s) => outcome.skips.push(s),
-        }
+            Parsed::Skip(s) => Got::Skip { line: s.line, order_id: s.order_id, reason: s.reason },
+            Parsed::Reject(r) => Got::Reject { line: r.line, field: r.field, reason: r.reason },
+        });
         ControlFlow::Continue(())
     })
-    .unwrap();
-    outcome
+    .expect("the file is readable");
+    (got, summary)
+}
+
+/// What a reader makes of `bytes` with the default options, in file order.
+pub fn parse(format: Format, bytes: &[u8]) -> Result<Vec<Parsed>, FormatError> {
+    let mut out = Vec::new();
+    read(format, bytes, &ReadOptions::default(), &mut |parsed| {
+        out.push(parsed);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// The orders among what a reader found.
+pub fn orders(parsed: &[Parsed]) -> Vec<&RawOrder> {
+    parsed.iter().filter_map(|p| if let Parsed::Order(o) = p { Some(o.as_ref()) } else { None }).collect()
+}
+
+/// The skips among what a reader found.
+pub fn skips(parsed: &[Parsed]) -> Vec<&Skip> {
+    parsed.iter().filter_map(|p| if let Parsed::Skip(s) = p { Some(s) } else { None }).collect()
+}
+
+/// The rejects among what a reader found.
+pub fn rejects(parsed: &[Parsed]) -> Vec<&Reject> {
+    parsed.iter().filter_map(|p| if let Parsed::Reject(r) = p { Some(r) } else { None }).collect()
 }
 
 /// One row of a README table of purchases.
@@ -171,48 +257,99 @@ pub const EXTRA_COLUMN: &str = "Loyalty Tier";
 
 /// The sample `name` rewritten with `changes` (LF, no BOM unless asked).
 pub fn variant(name: &str, changes: &[Change]) -> Vec<u8> {
-    let text = std::fs::read_to_string(fixture(name)).unwrap();
-    let text = text.trim_start_matches('\u{feff}');
-    let mut rows: Vec<Vec<String>> = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(text.as_bytes())
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect();
     let (mut crlf, mut bom) = (false, false);
+    let mut sample = Sample::fixture(name);
     for change in changes {
-        let at = |rows: &Vec<Vec<String>>, column: &str| rows[0].iter().position(|h| h == column).unwrap();
-        match *change {
-            Change::Reverse => rows.iter_mut().for_each(|r| r.reverse()),
-            Change::ExtraColumn => {
-                for (i, row) in rows.iter_mut().enumerate() {
-                    let cell = if i == 0 { EXTRA_COLUMN } else { "gold" };
-                    row.insert(1, cell.to_string());
-                }
+        sample = match *change {
+            Change::Reverse => sample.reversed(),
+            Change::ExtraColumn => sample.insert_column(1, EXTRA_COLUMN, "gold"),
+            Change::Drop(column) => sample.without(column),
+            Change::Crlf => {
+                crlf = true;
+                sample
             }
-            Change::Drop(column) => {
-                let i = at(&rows, column);
-                rows.iter_mut().for_each(|r| {
-                    r.remove(i);
-                });
+            Change::Bom => {
+                bom = true;
+                sample
             }
-            Change::Crlf => crlf = true,
-            Change::Bom => bom = true,
-            Change::Cell { line, column, value } => {
-                let i = at(&rows, column);
-                rows[line - 1][i] = value.to_string();
-            }
-        }
+            Change::Cell { line, column, value } => sample.set(line - 2, column, value),
+        };
     }
     let mut out = if bom { b"\xEF\xBB\xBF".to_vec() } else { vec![] };
-    let mut writer = csv::WriterBuilder::new()
-        .terminator(if crlf { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') })
-        .from_writer(&mut out);
-    for row in &rows {
-        writer.write_record(row).unwrap();
-    }
-    drop(writer);
+    out.extend(sample.to_csv(crlf));
     out
+}
+
+/// A CSV file as a table of text, to rewrite into the variants real exports take (columns
+/// reordered, added or dropped, cells changed, CRLF).
+pub struct Sample {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Sample {
+    pub fn parse(text: &str) -> Sample {
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+        let mut records = reader.records().map(|r| r.expect("fixture is valid CSV").iter().map(String::from).collect());
+        let header = records.next().expect("fixture has a header");
+        Sample { header, rows: records.collect() }
+    }
+
+    /// The sample file `name`, without its BOM.
+    pub fn fixture(name: &str) -> Sample {
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        Sample::parse(text.trim_start_matches('\u{feff}'))
+    }
+
+    fn position(&self, name: &str) -> usize {
+        self.header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"))
+    }
+
+    /// Columns in reverse order.
+    pub fn reversed(mut self) -> Sample {
+        self.header.reverse();
+        self.rows.iter_mut().for_each(|r| r.reverse());
+        self
+    }
+
+    /// An extra column at the front, with the same value on every row.
+    pub fn with_column(self, name: &str, value: &str) -> Sample {
+        self.insert_column(0, name, value)
+    }
+
+    /// An extra column at position `at`, with the same value on every row.
+    pub fn insert_column(mut self, at: usize, name: &str, value: &str) -> Sample {
+        self.header.insert(at, name.into());
+        self.rows.iter_mut().for_each(|r| r.insert(at, value.into()));
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Sample {
+        let i = self.position(name);
+        self.header.remove(i);
+        self.rows.iter_mut().for_each(|r| {
+            r.remove(i);
+        });
+        self
+    }
+
+    /// Set one cell; `row` counts data rows from 0.
+    pub fn set(mut self, row: usize, name: &str, value: &str) -> Sample {
+        let i = self.position(name);
+        self.rows[row][i] = value.into();
+        self
+    }
+
+    pub fn to_csv(&self, crlf: bool) -> Vec<u8> {
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(if crlf { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') })
+            .from_writer(Vec::new());
+        writer.write_record(&self.header).expect("in memory");
+        for row in &self.rows {
+            writer.write_record(row).expect("in memory");
+        }
+        writer.into_inner().expect("in memory")
+    }
 }
 
 /// Write `bytes` as `name` into a fresh folder holding copies of the samples `companions`; the

@@ -22,7 +22,7 @@
 //! - **Ids**: the order id is `Name`. The store comes from the source's `shop_id`: `Location` is a
 //!   display name, not an id.
 
-use super::columns::{csv_error, Col, Header, Row};
+use super::csv_table::{order_not_taken, read_orders, Check, Conventions, Row, Table};
 use super::{FormatError, Parsed, PartialRefunds, Policy, ReadOptions, Reject, Skip, Summary};
 use crate::event::{RawItem, RawOrder};
 use rust_decimal::Decimal;
@@ -119,31 +119,31 @@ const KNOWN: [&str; 79] = [
 
 /// Where the columns this profile reads are in the file.
 struct Cols {
-    name: Col,
-    financial_status: Col,
-    total: Col,
-    created_at: Col,
-    paid_at: Option<Col>,
-    cancelled_at: Option<Col>,
-    refunded_amount: Option<Col>,
-    currency: Option<Col>,
-    source: Option<Col>,
-    discount_code: Option<Col>,
-    tags: Option<Col>,
-    email: Option<Col>,
-    phones: [Option<Col>; 3],
-    lineitem_name: Option<Col>,
-    lineitem_sku: Option<Col>,
-    lineitem_price: Option<Col>,
-    lineitem_quantity: Option<Col>,
-    vendor: Option<Col>,
+    name: usize,
+    financial_status: usize,
+    total: usize,
+    created_at: usize,
+    paid_at: Option<usize>,
+    cancelled_at: Option<usize>,
+    refunded_amount: Option<usize>,
+    currency: Option<usize>,
+    source: Option<usize>,
+    discount_code: Option<usize>,
+    tags: Option<usize>,
+    email: Option<usize>,
+    phones: [Option<usize>; 3],
+    lineitem_name: Option<usize>,
+    lineitem_sku: Option<usize>,
+    lineitem_price: Option<usize>,
+    lineitem_quantity: Option<usize>,
+    vendor: Option<usize>,
 }
 
 impl Cols {
-    fn find(header: &Header, policy: &Policy) -> Result<Cols, FormatError> {
+    fn find<R>(table: &Table<R>, policy: &Policy) -> Result<Cols, FormatError> {
         let [name, financial_status, total, created_at] =
-            header.required(FORMAT, ["Name", "Financial Status", "Total", "Created at"])?;
-        let source = header.optional("Source");
+            table.required_in(FORMAT, ["Name", "Financial Status", "Total", "Created at"])?;
+        let source = table.optional("Source");
         if policy.in_store_only && source.is_none() {
             return Err(FormatError::Unreadable {
                 line: 1,
@@ -157,25 +157,25 @@ impl Cols {
             financial_status,
             total,
             created_at,
-            paid_at: header.optional("Paid at"),
-            cancelled_at: header.optional("Cancelled at"),
-            refunded_amount: header.optional("Refunded Amount"),
-            currency: header.optional("Currency"),
+            paid_at: table.optional("Paid at"),
+            cancelled_at: table.optional("Cancelled at"),
+            refunded_amount: table.optional("Refunded Amount"),
+            currency: table.optional("Currency"),
             source,
-            discount_code: header.optional("Discount Code"),
-            tags: header.optional("Tags"),
-            email: header.optional("Email"),
-            phones: ["Phone", "Billing Phone", "Shipping Phone"].map(|n| header.optional(n)),
-            lineitem_name: header.optional("Lineitem name"),
-            lineitem_sku: header.optional("Lineitem sku"),
-            lineitem_price: header.optional("Lineitem price"),
-            lineitem_quantity: header.optional("Lineitem quantity"),
-            vendor: header.optional("Vendor"),
+            discount_code: table.optional("Discount Code"),
+            tags: table.optional("Tags"),
+            email: table.optional("Email"),
+            phones: ["Phone", "Billing Phone", "Shipping Phone"].map(|n| table.optional(n)),
+            lineitem_name: table.optional("Lineitem name"),
+            lineitem_sku: table.optional("Lineitem sku"),
+            lineitem_price: table.optional("Lineitem price"),
+            lineitem_quantity: table.optional("Lineitem quantity"),
+            vendor: table.optional("Vendor"),
         })
     }
 }
 
-/// The order being read: its `Name`, its first line, and what it has become so far.
+/// The order being read: its `Name`, its first line, and what its first row made of it.
 struct Group {
     key: String,
     line: u64,
@@ -189,83 +189,54 @@ enum State {
 }
 
 impl Group {
-    /// A bad row spoils an order that would have been sent; a skipped order stays skipped.
-    fn taint(&mut self, reject: Reject) {
-        if let State::Send(_) = self.state {
-            self.state = State::Bad(reject);
+    fn start(key: String, row: &Row, cols: &Cols, policy: &Policy) -> Group {
+        let state = row.check_width().and_then(|()| first_row(row, cols, policy, &key)).unwrap_or_else(State::Bad);
+        Group { key, line: row.line, state }
+    }
+
+    /// Every row of a sale (its first included) adds its line item, and a bad one spoils the sale;
+    /// the rows of an order that is skipped or already bad are not read.
+    fn add(&mut self, row: &Row, cols: &Cols) -> Result<(), Reject> {
+        match &mut self.state {
+            State::Send(order) => row.check_width().and_then(|()| add_item(order, row, cols)),
+            State::Skip(_) | State::Bad(_) => Ok(()),
         }
     }
 
-    fn into_parsed(self) -> Parsed {
-        match self.state {
-            State::Send(order) => Parsed::Order(order),
-            State::Skip(reason) => Parsed::Skip(Skip { line: self.line, order_id: self.key, reason }),
-            State::Bad(mut reject) => {
-                reject.reason = format!("order `{}` not taken: {}", self.key, reject.reason);
-                Parsed::Reject(reject)
+    fn finish(self, bad: Option<Reject>) -> Parsed {
+        match (self.state, bad) {
+            (State::Skip(reason), _) => Parsed::Skip(Skip { line: self.line, order_id: self.key, reason }),
+            (State::Bad(reject), _) | (State::Send(_), Some(reject)) => {
+                Parsed::Reject(order_not_taken(&self.key, reject))
             }
+            (State::Send(order), None) => Parsed::Order(order),
         }
     }
 }
 
 pub(super) fn read(
-    mut input: impl BufRead,
+    input: impl BufRead,
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let mut reader = super::open_csv(&mut input, options.delimiter)?;
-    let header = Header::read(&mut reader)?;
-    let cols = Cols::find(&header, &options.policy)?;
-    let summary = header.summary(&KNOWN);
-    let mut record = csv::ByteRecord::new();
-    let mut group: Option<Group> = None;
-    while reader.read_byte_record(&mut record).map_err(csv_error)? {
-        let row = header.row(&record);
-        if row.is_blank() {
-            continue;
-        }
-        let key = match row.text(cols.name) {
-            Ok("") => Err(row.reject(Some(cols.name), "empty")),
-            other => other,
-        };
-        let key = match key {
-            Ok(key) => key,
-            Err(reject) => {
-                // Which order the row belongs to is unknown: it stands alone.
-                if sink(Parsed::Reject(reject)).is_break() {
-                    return Ok(summary);
-                }
-                continue;
-            }
-        };
-        let width = row.check_width(header.width());
-        match &mut group {
-            Some(g) if g.key == key => {
-                if let State::Send(order) = &mut g.state {
-                    if let Err(reject) = width.and_then(|()| add_item(order, &row, &cols)) {
-                        g.taint(reject);
-                    }
-                }
-            }
-            _ => {
-                if let Some(done) = group.take() {
-                    if sink(done.into_parsed()).is_break() {
-                        return Ok(summary);
-                    }
-                }
-                let state =
-                    width.and_then(|()| first_row(&row, &cols, &options.policy, key)).unwrap_or_else(State::Bad);
-                group = Some(Group { key: key.to_string(), line: row.line, state });
-            }
-        }
-    }
-    if let Some(done) = group {
-        let _ = sink(done.into_parsed());
-    }
+    let mut table = Table::open_as(input, options.delimiter, Conventions::DRIFTING)?;
+    let cols = Cols::find(&table, &options.policy)?;
+    let summary = Summary { ignored_columns: table.unknown_columns(&KNOWN), ..Summary::default() };
+    read_orders(
+        &mut table,
+        // The order's key is read first; the field count and each cell are checked as they are read.
+        Check::Nothing,
+        |row| row.key(cols.name),
+        |key, row| Group::start(key, row, &cols, &options.policy),
+        |group, row| group.add(row, &cols),
+        Group::finish,
+        sink,
+    )?;
     Ok(summary)
 }
 
-/// An order's first row: whether it is a sale, and if so the order with its first item.
+/// An order's first row: whether it is a sale, and if so the order (its items are added by
+/// [`Group::add`]).
 fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State, Reject> {
     if let Some(reason) = not_a_sale(row, cols, policy)? {
         return Ok(State::Skip(reason));
@@ -282,7 +253,7 @@ fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State
         };
         return Ok(State::Skip(format!("nothing to send ({what} is {value})")));
     }
-    let event_time = match row.opt(cols.paid_at)? {
+    let event_time = match row.text_opt(cols.paid_at)? {
         Some(paid) => paid,
         None => match row.text(cols.created_at)? {
             "" => return Err(row.reject(Some(cols.created_at), "empty, and so is `Paid at`")),
@@ -291,23 +262,22 @@ fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State
     };
     let mut phones: Vec<String> = Vec::new();
     for col in cols.phones {
-        if let Some(phone) = row.opt(col)? {
+        if let Some(phone) = row.text_opt(col)? {
             if !phones.iter().any(|p| p == phone) {
                 phones.push(phone.to_string());
             }
         }
     }
-    let mut order = RawOrder {
+    let order = RawOrder {
         line: row.line,
         order_id: key.to_string(),
         event_time: event_time.to_string(),
-        emails: row.opt(cols.email)?.map(String::from).into_iter().collect(),
+        emails: row.text_opt(cols.email)?.map(String::from).into_iter().collect(),
         phones,
-        currency: row.opt(cols.currency)?.map(String::from),
+        currency: row.text_opt(cols.currency)?.map(String::from),
         value: Some(value.to_string()),
         ..RawOrder::default()
     };
-    add_item(&mut order, row, cols)?;
     Ok(State::Send(Box::new(order)))
 }
 
@@ -323,7 +293,7 @@ fn not_a_sale(row: &Row, cols: &Cols, policy: &Policy) -> Result<Option<String>,
     if reason.is_some() {
         return Ok(reason);
     }
-    if row.opt(cols.cancelled_at)?.is_some() {
+    if row.text_opt(cols.cancelled_at)?.is_some() {
         return Ok(Some("cancelled (Cancelled at is set)".into()));
     }
     if policy.in_store_only {
@@ -345,17 +315,17 @@ fn not_a_sale(row: &Row, cols: &Cols, policy: &Policy) -> Result<Option<String>,
 
 /// The row's line item, if it has one. Prices and quantities are checked by `event::build`.
 fn add_item(order: &mut RawOrder, row: &Row, cols: &Cols) -> Result<(), Reject> {
-    let name = row.opt(cols.lineitem_name)?;
-    let Some(content_id) = row.opt(cols.lineitem_sku)?.or(name) else {
+    let name = row.text_opt(cols.lineitem_name)?;
+    let Some(content_id) = row.text_opt(cols.lineitem_sku)?.or(name) else {
         return Ok(());
     };
     order.items.push(RawItem {
         line: row.line,
         content_id: Some(content_id.to_string()),
         content_name: name.map(String::from),
-        brand: row.opt(cols.vendor)?.map(String::from),
-        price: row.opt(cols.lineitem_price)?.map(String::from),
-        quantity: row.opt(cols.lineitem_quantity)?.map(String::from),
+        brand: row.text_opt(cols.vendor)?.map(String::from),
+        price: row.text_opt(cols.lineitem_price)?.map(String::from),
+        quantity: row.text_opt(cols.lineitem_quantity)?.map(String::from),
         ..RawItem::default()
     });
     Ok(())
@@ -363,11 +333,9 @@ fn add_item(order: &mut RawOrder, row: &Row, cols: &Cols) -> Result<(), Reject> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::columns::testing::{outlines, run, Got, Table};
+    use super::super::profile_tests::{outlines, read_all, Got, Sample, Source};
     use crate::event::id::EventId;
     use crate::event::money::Currency;
-    use crate::event::name::NameTable;
-    use crate::event::{pii, SourceDefaults};
     use crate::format::{read as read_any, Format, PartialRefunds, Policy, ReadOptions};
     use rust_decimal::Decimal;
     use std::ops::ControlFlow;
@@ -378,25 +346,20 @@ mod tests {
 
     /// The README's source settings: the zone and the currency are in the file, so the source's
     /// own zone (UTC) and currency (none) must not matter.
-    fn defaults() -> SourceDefaults {
-        SourceDefaults {
-            time_zone: jiff::tz::TimeZone::UTC,
-            time_formats: Vec::new(),
-            currency: None,
-            shop_id: Some("s1".into()),
-            till_id: None,
-            decimal_separator: Format::ShopifyOrders.default_decimal_separator(),
-            phone_region: pii::parse_region("US"),
-            event_names: NameTable::default(),
-        }
-    }
+    const SOURCE: Source = Source {
+        format: Format::ShopifyOrders,
+        time_zone: "UTC",
+        currency: "",
+        phone_region: Some("US"),
+        time_formats: None,
+    };
 
     fn options(policy: Policy) -> ReadOptions {
         ReadOptions { policy, ..ReadOptions::default() }
     }
 
     fn check(bytes: &[u8], policy: Policy) -> Vec<Got> {
-        run(Format::ShopifyOrders, bytes, &options(policy), &defaults()).0
+        read_all(&SOURCE, bytes, &options(policy)).0
     }
 
     /// The README table for `shopify-orders_export.csv`, with the default policy (send gross,
@@ -492,9 +455,9 @@ mod tests {
 
     #[test]
     fn variants_of_the_export_read_the_same() {
-        type Variant = (&'static str, Box<dyn Fn(Table) -> Table>, bool);
+        type Variant = (&'static str, Box<dyn Fn(Sample) -> Sample>, bool);
         let variants: Vec<Variant> = vec![
-            ("columns reversed", Box::new(Table::reversed), false),
+            ("columns reversed", Box::new(Sample::reversed), false),
             ("unknown column", Box::new(|t| t.with_column("Loyalty Tier", "gold")), false),
             ("crlf", Box::new(|t| t), true),
             (
@@ -502,14 +465,14 @@ mod tests {
                 Box::new(|t| {
                     ["Payment References", "Next Payment Due At", "Payment Terms Name"]
                         .into_iter()
-                        .fold(t, Table::without)
+                        .fold(t, Sample::without)
                 }),
                 true,
             ),
         ];
         for (name, variant, crlf) in variants {
-            let bytes = variant(Table::parse(FIXTURE)).to_csv(crlf);
-            let (got, summary) = run(Format::ShopifyOrders, &bytes, &ReadOptions::default(), &defaults());
+            let bytes = variant(Sample::parse(FIXTURE)).to_csv(crlf);
+            let (got, summary) = read_all(&SOURCE, &bytes[..], &ReadOptions::default());
             assert_eq!(outlines(&got), README, "{name}");
             let expected_ignored: &[&str] = match name {
                 "unknown column" => &["Loyalty Tier"],
@@ -523,21 +486,21 @@ mod tests {
     fn missing_optional_columns_fall_back() {
         // Without `Phone`, the Billing Phone still counts; without `Lineitem sku`, the name is
         // the content id.
-        let bytes = Table::parse(FIXTURE).without("Phone").without("Lineitem sku").to_csv(false);
+        let bytes = Sample::parse(FIXTURE).without("Phone").without("Lineitem sku").to_csv(false);
         let got = check(&bytes, Policy::default());
         assert_eq!(outlines(&got), README);
         let Got::Purchase(first) = &got[0] else { panic!("{got:?}") };
         assert_eq!(first.contents[0].content_id, "Crew Socks - Navy / M");
 
         // Without `Paid at`, `Created at` (two seconds earlier in #1001) is the time.
-        let bytes = Table::parse(FIXTURE).without("Paid at").to_csv(false);
+        let bytes = Sample::parse(FIXTURE).without("Paid at").to_csv(false);
         let got = check(&bytes, Policy::default());
         assert_eq!(got[0].outline(), "purchase #1001 at 1741981328 value 49.68 lines 2/3 email 1 phone 1 external 0");
     }
 
     #[test]
     fn a_bad_cell_rejects_its_order_and_the_rest_is_delivered() {
-        let bytes = Table::parse(FIXTURE).set(2, "Total", "19.4.4").to_csv(false);
+        let bytes = Sample::parse(FIXTURE).set(2, "Total", "19.4.4").to_csv(false);
         let got = check(&bytes, Policy::default());
         let expected = readme_with(&[(1, "reject line 4 field Total")]);
         assert_eq!(outlines(&got), expected);
@@ -545,7 +508,7 @@ mod tests {
         assert_eq!(reason, "order `#1002` not taken: not an amount: `19.4.4`");
 
         // A bad price on a continuation row rejects the whole order, naming that row.
-        let bytes = Table::parse(FIXTURE).set(1, "Lineitem price", "thirty").to_csv(false);
+        let bytes = Sample::parse(FIXTURE).set(1, "Lineitem price", "thirty").to_csv(false);
         let got = check(&bytes, Policy::default());
         assert_eq!(got[0].outline(), "reject line 3 field price");
         assert_eq!(outlines(&got)[1..], README[1..]);
@@ -563,12 +526,12 @@ mod tests {
     fn a_file_without_the_essential_columns_is_unreadable() {
         let cases: [(Vec<u8>, Policy, &str); 3] = [
             (
-                Table::parse(FIXTURE).without("Name").without("Total").to_csv(false),
+                Sample::parse(FIXTURE).without("Name").without("Total").to_csv(false),
                 Policy::default(),
                 "missing columns `Name`, `Total`",
             ),
             (
-                Table::parse(FIXTURE).without("Source").to_csv(false),
+                Sample::parse(FIXTURE).without("Source").to_csv(false),
                 Policy { in_store_only: true, ..Policy::default() },
                 "missing column `Source`",
             ),

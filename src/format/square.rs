@@ -32,9 +32,8 @@
 //! - **Ids**: the order id is `Transaction ID`. `Location` is a display name, so the store comes
 //!   from the source's `shop_id`. No currency column: it comes from the source.
 
-use super::columns::{csv_error, Col, Header, Row};
-use super::Summary;
-use super::{DateOnly, FormatError, Parsed, PartialRefunds, Policy, ReadOptions, Reject, Skip};
+use super::csv_table::{order_not_taken, read_orders, Check, Conventions, Row, Table};
+use super::{DateOnly, FormatError, Parsed, PartialRefunds, Policy, ReadOptions, Reject, Skip, Summary};
 use crate::event::{RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::io::BufRead;
@@ -306,112 +305,102 @@ fn iana_zone(display: &str) -> Option<&'static str> {
 /// Which of the two files is being read, and where its amount columns are.
 enum Amounts {
     Transactions {
-        total_collected: Col,
-        tip: Option<Col>,
-        gift_card_sales: Option<Col>,
-        partial_refunds: Option<Col>,
-        discount_name: Option<Col>,
-        transaction_status: Option<Col>,
+        total_collected: usize,
+        tip: Option<usize>,
+        gift_card_sales: Option<usize>,
+        partial_refunds: Option<usize>,
+        discount_name: Option<usize>,
+        transaction_status: Option<usize>,
     },
     Items {
-        item: Col,
-        qty: Col,
-        gross_sales: Col,
-        net_sales: Col,
-        tax: Option<Col>,
-        sku: Option<Col>,
-        token: Option<Col>,
-        category: Option<Col>,
+        item: usize,
+        qty: usize,
+        gross_sales: usize,
+        net_sales: usize,
+        tax: Option<usize>,
+        sku: Option<usize>,
+        token: Option<usize>,
+        category: Option<usize>,
     },
 }
 
 /// Where the columns this profile reads are in the file.
 struct Cols {
-    date: Col,
-    transaction_id: Col,
-    time: Option<Col>,
-    time_zone: Option<Col>,
-    event_type: Option<Col>,
-    customer_ids: [Option<Col>; 2],
+    date: usize,
+    transaction_id: usize,
+    time: Option<usize>,
+    time_zone: Option<usize>,
+    event_type: Option<usize>,
+    customer_ids: [Option<usize>; 2],
     amounts: Amounts,
 }
 
 impl Cols {
-    fn common(header: &Header, format: &str) -> Result<(Col, Col), FormatError> {
-        let [date, transaction_id] = header.required(format, ["Date", "Transaction ID"])?;
-        Ok((date, transaction_id))
-    }
-
-    fn new(header: &Header, date: Col, transaction_id: Col, amounts: Amounts) -> Cols {
-        Cols {
+    fn new<R>(table: &Table<R>, export: &str, amounts: Amounts) -> Result<Cols, FormatError> {
+        let [date, transaction_id] = table.required_in(export, ["Date", "Transaction ID"])?;
+        Ok(Cols {
             date,
             transaction_id,
-            time: header.optional("Time"),
-            time_zone: header.optional("Time Zone"),
-            event_type: header.optional("Event Type"),
-            customer_ids: ["Customer ID", "Customer Reference ID"].map(|n| header.optional(n)),
+            time: table.optional("Time"),
+            time_zone: table.optional("Time Zone"),
+            event_type: table.optional("Event Type"),
+            customer_ids: ["Customer ID", "Customer Reference ID"].map(|n| table.optional(n)),
             amounts,
-        }
+        })
     }
 }
 
 /// Read a Square Transactions CSV.
 pub(super) fn read_transactions(
-    mut input: impl BufRead,
+    input: impl BufRead,
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let mut reader = super::open_csv(&mut input, options.delimiter)?;
-    let header = Header::read(&mut reader)?;
-    let format = "Square transactions export";
-    let [total_collected] = header.required(format, ["Total Collected"])?;
-    let (date, transaction_id) = Cols::common(&header, format)?;
+    let mut table = Table::open_as(input, options.delimiter, Conventions::DRIFTING)?;
+    let export = "Square transactions export";
+    let [total_collected] = table.required_in(export, ["Total Collected"])?;
     let amounts = Amounts::Transactions {
         total_collected,
-        tip: header.optional("Tip"),
-        gift_card_sales: header.optional("Gift Card Sales"),
-        partial_refunds: header.optional("Partial Refunds"),
-        discount_name: header.optional("Discount Name"),
-        transaction_status: header.optional("Transaction Status"),
+        tip: table.optional("Tip"),
+        gift_card_sales: table.optional("Gift Card Sales"),
+        partial_refunds: table.optional("Partial Refunds"),
+        discount_name: table.optional("Discount Name"),
+        transaction_status: table.optional("Transaction Status"),
     };
-    let cols = Cols::new(&header, date, transaction_id, amounts);
-    let summary = header.summary(&TRANSACTION_COLUMNS);
-    read_rows(&mut reader, &header, &cols, &options.policy, sink)?;
+    let cols = Cols::new(&table, export, amounts)?;
+    let summary = Summary { ignored_columns: table.unknown_columns(&TRANSACTION_COLUMNS), ..Summary::default() };
+    read_rows(&mut table, &cols, &options.policy, sink)?;
     Ok(summary)
 }
 
 /// Read a Square Item Details CSV.
 pub(super) fn read_items(
-    mut input: impl BufRead,
+    input: impl BufRead,
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let mut reader = super::open_csv(&mut input, options.delimiter)?;
-    let header = Header::read(&mut reader)?;
-    let format = "Square item details export";
-    let [item, qty, gross_sales, net_sales] = header.required(format, ["Item", "Qty", "Gross Sales", "Net Sales"])?;
-    let (date, transaction_id) = Cols::common(&header, format)?;
+    let mut table = Table::open_as(input, options.delimiter, Conventions::DRIFTING)?;
+    let export = "Square item details export";
+    let [item, qty, gross_sales, net_sales] = table.required_in(export, ["Item", "Qty", "Gross Sales", "Net Sales"])?;
     let amounts = Amounts::Items {
         item,
         qty,
         gross_sales,
         net_sales,
-        tax: header.optional("Tax"),
-        sku: header.optional("SKU"),
-        token: header.optional("Token"),
-        category: header.optional("Category"),
+        tax: table.optional("Tax"),
+        sku: table.optional("SKU"),
+        token: table.optional("Token"),
+        category: table.optional("Category"),
     };
-    let cols = Cols::new(&header, date, transaction_id, amounts);
-    let summary = header.summary(&ITEM_COLUMNS);
-    read_rows(&mut reader, &header, &cols, &options.policy, sink)?;
+    let cols = Cols::new(&table, export, amounts)?;
+    let summary = Summary { ignored_columns: table.unknown_columns(&ITEM_COLUMNS), ..Summary::default() };
+    read_rows(&mut table, &cols, &options.policy, sink)?;
     Ok(summary)
 }
 
-/// The transaction being read: its id, whether its rows are payments, its first line, and what it
-/// has become so far.
+/// The transaction being read: its id, its first line, and what its first row made of it.
 struct Group {
     key: String,
-    payment: bool,
     line: u64,
     state: State,
 }
@@ -427,94 +416,74 @@ enum State {
 }
 
 impl Group {
-    /// A bad row spoils a sale; a skipped transaction stays skipped.
-    fn taint(&mut self, reject: Reject) {
-        if let State::Send { .. } = self.state {
-            self.state = State::Bad(reject);
+    fn start(key: String, row: &Row, cols: &Cols, policy: &Policy) -> Group {
+        let state = match row_kind(row, cols) {
+            Err(reject) => State::Bad(reject),
+            Ok(Some(reason)) => State::Skip(reason),
+            Ok(None) => first_row(row, cols, policy, &key).unwrap_or_else(State::Bad),
+        };
+        Group { key, line: row.line, state }
+    }
+
+    /// Every payment row of a sale (its first included) adds its value and item, and a bad one
+    /// spoils the sale; the rows of a transaction that is skipped or already bad are not read.
+    fn add(&mut self, row: &Row, cols: &Cols, policy: &Policy) -> Result<(), Reject> {
+        match &mut self.state {
+            State::Send { order, value } => row_kind(row, cols).and_then(|_| add_row(order, value, row, cols, policy)),
+            State::Skip(_) | State::Bad(_) => Ok(()),
         }
     }
 
-    fn into_parsed(self, amounts: &Amounts) -> Parsed {
+    fn finish(self, bad: Option<Reject>, amounts: &Amounts) -> Parsed {
         let skip = |reason| Parsed::Skip(Skip { line: self.line, order_id: self.key.clone(), reason });
-        match self.state {
-            State::Send { value, .. } if value <= Decimal::ZERO => {
+        match (self.state, bad) {
+            (State::Skip(reason), _) => skip(reason),
+            (State::Bad(reject), _) | (State::Send { .. }, Some(reject)) => {
+                Parsed::Reject(order_not_taken(&self.key, reject))
+            }
+            (State::Send { value, .. }, None) if value <= Decimal::ZERO => {
                 let what = match amounts {
                     Amounts::Transactions { .. } => "Total Collected less tips and gift card sales",
                     Amounts::Items { .. } => "Net Sales plus Tax",
                 };
                 skip(format!("nothing to send ({what} is {value})"))
             }
-            State::Send { mut order, value } => {
+            (State::Send { mut order, value }, None) => {
                 order.value = Some(value.to_string());
                 Parsed::Order(order)
-            }
-            State::Skip(reason) => skip(reason),
-            State::Bad(mut reject) => {
-                reject.reason = format!("order `{}` not taken: {}", self.key, reject.reason);
-                Parsed::Reject(reject)
             }
         }
     }
 }
 
+/// Read the rows as transactions: consecutive rows with the same `Transaction ID` that are all
+/// payments, or all not, form one.
 fn read_rows<R: std::io::Read>(
-    reader: &mut csv::Reader<R>,
-    header: &Header,
+    table: &mut Table<R>,
     cols: &Cols,
     policy: &Policy,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<(), FormatError> {
-    let mut record = csv::ByteRecord::new();
-    let mut group: Option<Group> = None;
-    while reader.read_byte_record(&mut record).map_err(csv_error)? {
-        let row = header.row(&record);
-        if row.is_blank() {
-            continue;
-        }
-        let key = match row.text(cols.transaction_id) {
-            Ok("") => Err(row.reject(Some(cols.transaction_id), "empty")),
-            other => other,
-        };
-        let key = match key {
-            Ok(key) => key,
-            Err(reject) => {
-                // Which transaction the row belongs to is unknown: it stands alone.
-                if sink(Parsed::Reject(reject)).is_break() {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        let kind = row.check_width(header.width()).and_then(|()| not_a_payment(&row, cols));
-        // A row that cannot be read counts as a payment: it may well have been one.
-        let payment = !matches!(kind, Ok(Some(_)));
-        match &mut group {
-            Some(g) if g.key == key && g.payment == payment => {
-                if let State::Send { order, value } = &mut g.state {
-                    if let Err(reject) = kind.and_then(|_| add_row(order, value, &row, cols, policy)) {
-                        g.taint(reject);
-                    }
-                }
-            }
-            _ => {
-                if let Some(done) = group.take() {
-                    if sink(done.into_parsed(&cols.amounts)).is_break() {
-                        return Ok(());
-                    }
-                }
-                let state = match kind {
-                    Err(reject) => State::Bad(reject),
-                    Ok(Some(reason)) => State::Skip(reason),
-                    Ok(None) => first_row(&row, cols, policy, key).unwrap_or_else(State::Bad),
-                };
-                group = Some(Group { key: key.to_string(), payment, line: row.line, state });
-            }
-        }
-    }
-    if let Some(done) = group {
-        let _ = sink(done.into_parsed(&cols.amounts));
-    }
-    Ok(())
+    read_orders(
+        table,
+        // The transaction's key is read first; the field count and each cell are checked as they
+        // are read.
+        Check::Nothing,
+        |row| {
+            // A row that cannot be read counts as a payment: it may well have been one.
+            let payment = !matches!(row_kind(row, cols), Ok(Some(_)));
+            Ok((row.key(cols.transaction_id)?, payment))
+        },
+        |(key, _), row| Group::start(key, row, cols, policy),
+        |group, row| group.add(row, cols, policy),
+        |group, bad| group.finish(bad, &cols.amounts),
+        sink,
+    )
+}
+
+/// Whether a row can be read and is a payment (`None`), or why it is not one.
+fn row_kind(row: &Row, cols: &Cols) -> Result<Option<String>, Reject> {
+    row.check_width().and_then(|()| not_a_payment(row, cols))
 }
 
 /// Why a row is not (part of) a payment, or `None` when it is one.
@@ -537,8 +506,8 @@ fn not_a_payment(row: &Row, cols: &Cols) -> Result<Option<String>, Reject> {
     Ok((row.amount(col, DECIMAL)? < Decimal::ZERO).then(|| format!("refund (negative {name})")))
 }
 
-/// A transaction's first payment row: whether it is a sale to send, and if so the order with this
-/// row's value and item.
+/// A transaction's first payment row: whether it is a sale to send, and if so the order (its rows'
+/// values and items are added by [`Group::add`]).
 fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State, Reject> {
     if let Amounts::Transactions { discount_name, transaction_status, .. } = cols.amounts {
         let status = row.text(transaction_status)?;
@@ -552,11 +521,11 @@ fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State
     }
     let mut external_ids = Vec::new();
     for col in cols.customer_ids {
-        if let Some(id) = row.opt(col)? {
+        if let Some(id) = row.text_opt(col)? {
             external_ids.push(id.to_string());
         }
     }
-    let mut order = RawOrder {
+    let order = RawOrder {
         line: row.line,
         order_id: key.to_string(),
         event_time: event_time(row, cols, policy.date_only)?,
@@ -564,9 +533,7 @@ fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State
         external_ids,
         ..RawOrder::default()
     };
-    let mut value = Decimal::ZERO;
-    add_row(&mut order, &mut value, row, cols, policy)?;
-    Ok(State::Send { order: Box::new(order), value })
+    Ok(State::Send { order: Box::new(order), value: Decimal::ZERO })
 }
 
 /// Add a payment row's value (and, in the Item Details file, its item) to the order.
@@ -587,8 +554,8 @@ fn add_row(order: &mut RawOrder, value: &mut Decimal, row: &Row, cols: &Cols, po
             *value += row.amount(net_sales, DECIMAL)? + row.amount_or_zero(tax, DECIMAL)?;
             let quantity = row.amount(qty, DECIMAL)?;
             let gross = row.amount(gross_sales, DECIMAL)?;
-            let name = row.opt(item)?;
-            let content_id = row.opt(sku)?.or(row.opt(token)?).or(name);
+            let name = row.text_opt(item)?;
+            let content_id = row.text_opt(sku)?.or(row.text_opt(token)?).or(name);
             // A row without any identity or quantity adds to the value but is no content.
             let (Some(content_id), Some(price)) = (content_id, gross.checked_div(quantity)) else {
                 return Ok(());
@@ -597,7 +564,7 @@ fn add_row(order: &mut RawOrder, value: &mut Decimal, row: &Row, cols: &Cols, po
                 line: row.line,
                 content_id: Some(content_id.to_string()),
                 content_name: name.map(String::from),
-                content_category: row.opt(category)?.filter(|c| !c.eq_ignore_ascii_case("none")).map(String::from),
+                content_category: row.text_opt(category)?.filter(|c| !c.eq_ignore_ascii_case("none")).map(String::from),
                 price: Some(price.round_dp(4).normalize().to_string()),
                 quantity: Some(quantity.normalize().to_string()),
                 ..RawItem::default()
@@ -614,7 +581,7 @@ fn event_time(row: &Row, cols: &Cols, date_only: DateOnly) -> Result<String, Rej
     if date.is_empty() {
         return Err(row.reject(Some(cols.date), "empty"));
     }
-    if let Some(time) = row.opt(cols.time)? {
+    if let Some(time) = row.text_opt(cols.time)? {
         return Ok(format!("{date} {time}"));
     }
     match date_only {
@@ -637,7 +604,7 @@ fn noon(date: &str) -> Option<String> {
 
 /// The IANA zone the row's `Time Zone` names, `None` when it is empty (the source's zone applies).
 fn time_zone(row: &Row, cols: &Cols) -> Result<Option<String>, Reject> {
-    let Some(name) = row.opt(cols.time_zone)? else {
+    let Some(name) = row.text_opt(cols.time_zone)? else {
         return Ok(None);
     };
     if name.contains('/') {
@@ -652,11 +619,8 @@ fn time_zone(row: &Row, cols: &Cols) -> Result<Option<String>, Reject> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::columns::testing::{outlines, run, Got, Table};
+    use super::super::profile_tests::{outlines, read_all, Got, Sample, Source};
     use super::TIME_ZONES;
-    use crate::event::money::Currency;
-    use crate::event::name::NameTable;
-    use crate::event::{pii, SourceDefaults};
     use crate::format::{read as read_any, DateOnly, Format, Parsed, PartialRefunds, Policy, ReadOptions};
     use rust_decimal::Decimal;
     use std::ops::ControlFlow;
@@ -673,22 +637,13 @@ mod tests {
 
     /// The README's source settings: America/New_York, USD (not in the file), shop `s1`, US
     /// phones, and the format's default time formats.
-    fn defaults(format: Format) -> SourceDefaults {
-        SourceDefaults {
-            time_zone: jiff::tz::TimeZone::get("America/New_York").unwrap(),
-            time_formats: format.default_time_formats().iter().map(|f| f.to_string()).collect(),
-            currency: Currency::parse("USD"),
-            shop_id: Some("s1".into()),
-            till_id: None,
-            decimal_separator: format.default_decimal_separator(),
-            phone_region: pii::parse_region("US"),
-            event_names: NameTable::default(),
-        }
+    fn source(format: Format) -> Source {
+        Source { format, time_zone: "America/New_York", currency: "USD", phone_region: Some("US"), time_formats: None }
     }
 
     fn check(format: Format, bytes: &[u8], policy: Policy) -> Vec<Got> {
         let options = ReadOptions { policy, ..ReadOptions::default() };
-        run(format, bytes, &options, &defaults(format)).0
+        read_all(&source(format), bytes, &options).0
     }
 
     const Q7B: &str = "Q7bT2nWd9LpR3sVx8KcY1mZeFgHaJ";
@@ -752,11 +707,11 @@ mod tests {
         assert_eq!(third.contents[0].content_category, None);
 
         // Without a SKU the variation token is the content id, without either the item name.
-        let bytes = Table::parse(ITEMS).set(0, "SKU", "").to_csv(false);
+        let bytes = Sample::parse(ITEMS).set(0, "SKU", "").to_csv(false);
         let got = check(Format::SquareItems, &bytes, Policy::default());
         let Got::Purchase(first) = &got[0] else { panic!("{got:?}") };
         assert_eq!(first.contents[0].content_id, "Y36H4C6V4YFFYACSEXAMPLE1");
-        let bytes = Table::parse(ITEMS).without("SKU").without("Token").to_csv(false);
+        let bytes = Sample::parse(ITEMS).without("SKU").without("Token").to_csv(false);
         let got = check(Format::SquareItems, &bytes, Policy::default());
         let Got::Purchase(first) = &got[0] else { panic!("{got:?}") };
         assert_eq!(first.contents[0].content_id, "Speckled Mug");
@@ -794,7 +749,7 @@ mod tests {
         // The item file has no discount names: the staff sale cannot be told apart there.
         assert_eq!(outlines(&check(Format::SquareItems, ITEMS.as_bytes(), staff)), ITEMS_README);
 
-        let bytes = Table::parse(TRANSACTIONS).set(0, "Partial Refunds", "-$2.00").to_csv(false);
+        let bytes = Sample::parse(TRANSACTIONS).set(0, "Partial Refunds", "-$2.00").to_csv(false);
         let net = Policy { partial_refunds: PartialRefunds::Net, ..Policy::default() };
         assert_eq!(
             check(Format::SquareTransactions, &bytes, net)[0].outline(),
@@ -805,7 +760,7 @@ mod tests {
 
     #[test]
     fn tips_and_gift_card_sales_are_not_merchandise() {
-        let bytes = Table::parse(TRANSACTIONS)
+        let bytes = Sample::parse(TRANSACTIONS)
             // A $5 tip on the first sale.
             .set(0, "Tip", "$5.00")
             .set(0, "Total Collected", "$54.68")
@@ -833,7 +788,7 @@ mod tests {
     fn the_excel_resaved_file_has_dates_without_times() {
         let read = |policy: Policy, encoding| {
             let options = ReadOptions { encoding, policy, ..ReadOptions::default() };
-            run(Format::SquareTransactions, EXCEL, &options, &defaults(Format::SquareTransactions)).0
+            read_all(&source(Format::SquareTransactions), EXCEL, &options).0
         };
         let cp1252 = Some(encoding_rs::WINDOWS_1252);
         let refund = "skip F1qW4eR7tY0uI3oP6aS9dF2gH5 line 4: refund (Event Type = Refund)";
@@ -886,10 +841,10 @@ mod tests {
 
     #[test]
     fn variants_of_the_exports_read_the_same() {
-        type Variant = (&'static str, Box<dyn Fn(Table) -> Table>, bool);
+        type Variant = (&'static str, Box<dyn Fn(Sample) -> Sample>, bool);
         let variants = || -> Vec<Variant> {
             vec![
-                ("columns reversed", Box::new(Table::reversed), false),
+                ("columns reversed", Box::new(Sample::reversed), false),
                 ("unknown column", Box::new(|t| t.with_column("Loyalty Tier", "gold")), false),
                 ("crlf", Box::new(|t| t), true),
                 (
@@ -905,8 +860,8 @@ mod tests {
         ];
         for (format, text, expected) in files {
             for (name, variant, crlf) in variants() {
-                let bytes = variant(Table::parse(text)).to_csv(crlf);
-                let (got, summary) = run(format, &bytes, &ReadOptions::default(), &defaults(format));
+                let bytes = variant(Sample::parse(text)).to_csv(crlf);
+                let (got, summary) = read_all(&source(format), &bytes[..], &ReadOptions::default());
                 assert_eq!(outlines(&got), expected, "{format:?} {name}");
                 let expected_ignored: &[&str] = match name {
                     "unknown column" => &["Loyalty Tier"],
@@ -920,7 +875,7 @@ mod tests {
     #[test]
     fn missing_optional_columns_fall_back() {
         // No `Customer Reference ID`: one external id left. No `Time Zone`: the source's zone.
-        let bytes = Table::parse(TRANSACTIONS).without("Customer Reference ID").without("Time Zone").to_csv(false);
+        let bytes = Sample::parse(TRANSACTIONS).without("Customer Reference ID").without("Time Zone").to_csv(false);
         let got = check(Format::SquareTransactions, &bytes, Policy::default());
         assert_eq!(
             outlines(&got),
@@ -928,7 +883,7 @@ mod tests {
         );
         // No `Event Type` (older files): a refund is told by its negative amount.
         for (format, text, line) in [(Format::SquareTransactions, TRANSACTIONS, 5), (Format::SquareItems, ITEMS, 6)] {
-            let bytes = Table::parse(text).without("Event Type").to_csv(false);
+            let bytes = Sample::parse(text).without("Event Type").to_csv(false);
             let got = check(format, &bytes, Policy::default());
             let column = match format {
                 Format::SquareTransactions => "Total Collected",
@@ -950,7 +905,7 @@ mod tests {
             ("Mars Standard Time", None),
         ];
         for (zone, expected) in cases {
-            let bytes = Table::parse(TRANSACTIONS).set(0, "Time Zone", zone).to_csv(false);
+            let bytes = Sample::parse(TRANSACTIONS).set(0, "Time Zone", zone).to_csv(false);
             let got = check(Format::SquareTransactions, &bytes, Policy::default());
             match (&got[0], expected) {
                 (Got::Purchase(e), Some(t)) => assert_eq!(e.event_time, t, "{zone}"),
@@ -985,19 +940,19 @@ mod tests {
 
     #[test]
     fn a_bad_cell_rejects_its_transaction_and_the_rest_is_delivered() {
-        let bytes = Table::parse(TRANSACTIONS).set(1, "Total Collected", "$19,44").to_csv(false);
+        let bytes = Sample::parse(TRANSACTIONS).set(1, "Total Collected", "$19,44").to_csv(false);
         let got = check(Format::SquareTransactions, &bytes, Policy::default());
         assert_eq!(outlines(&got), with(&TRANSACTIONS_README, &[(1, "reject line 3 field Total Collected")]));
         let Got::Reject { reason, .. } = &got[1] else { panic!("{got:?}") };
         assert_eq!(reason, "order `K2mV8xRt5NcW1qLz7PdS4hYbJfGeU` not taken: not an amount: `$19,44`");
 
         // In the item file a bad second row spoils its whole transaction, naming that row.
-        let bytes = Table::parse(ITEMS).set(1, "Net Sales", "ten").to_csv(false);
+        let bytes = Sample::parse(ITEMS).set(1, "Net Sales", "ten").to_csv(false);
         let got = check(Format::SquareItems, &bytes, Policy::default());
         assert_eq!(outlines(&got), with(&ITEMS_README, &[(0, "reject line 3 field Net Sales")]));
 
         // A row without its transaction id stands alone (and is told before the open order).
-        let bytes = Table::parse(ITEMS).set(2, "Transaction ID", "").to_csv(false);
+        let bytes = Sample::parse(ITEMS).set(2, "Transaction ID", "").to_csv(false);
         let got = check(Format::SquareItems, &bytes, Policy::default());
         assert_eq!(
             outlines(&got),
@@ -1010,12 +965,12 @@ mod tests {
         let cases: [(Format, Vec<u8>, &str); 3] = [
             (
                 Format::SquareTransactions,
-                Table::parse(TRANSACTIONS).without("Total Collected").to_csv(false),
+                Sample::parse(TRANSACTIONS).without("Total Collected").to_csv(false),
                 "missing column `Total Collected`",
             ),
             (
                 Format::SquareItems,
-                Table::parse(ITEMS).without("Transaction ID").without("Qty").to_csv(false),
+                Sample::parse(ITEMS).without("Transaction ID").without("Qty").to_csv(false),
                 "missing column `Qty`",
             ),
             (

@@ -22,12 +22,12 @@
 //! nothing to act on.
 
 use super::companion;
-use super::table::{amount, amount_text, order_not_taken, read_orders, unit_price, Row, Table};
+use super::csv_table::{amount_text, order_not_taken, read_orders, Check, Row, Table};
 use super::{Format, FormatError, Parsed, PartialRefunds, Policy, ReadOptions, Reject, Skip, Summary};
 use crate::event::{RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::ops::ControlFlow;
 
 /// The sales report header, German UI (16 columns).
@@ -125,16 +125,17 @@ pub(super) fn read(
     };
     read_orders(
         &mut table,
-        number,
-        |order_id, line| Transaction {
-            order: RawOrder { line, order_id, ..RawOrder::default() },
+        Check::EveryCell,
+        |row| row.key(number),
+        |order_id, row| Transaction {
+            order: RawOrder { line: row.line, order_id, ..RawOrder::default() },
             value: Decimal::ZERO,
             sales: 0,
             refund_rows: 0,
             refunded_here: Decimal::ZERO,
             other: None,
         },
-        |tx, table, row| add_row(tx, table, row, &columns, decimal, refunds.is_none()),
+        |tx, row| add_row(tx, row, &columns, decimal, refunds.is_none()),
         |tx, bad| {
             let refunded = match &refunds {
                 Some(index) => index.get(&tx.order.order_id).cloned().unwrap_or(Ok(Decimal::ZERO)),
@@ -148,9 +149,8 @@ pub(super) fn read(
 }
 
 /// Take one row into its transaction; refund rows are summed here only when there is no index.
-fn add_row<R: Read>(
+fn add_row(
     tx: &mut Transaction,
-    table: &Table<R>,
     row: &Row,
     columns: &Columns,
     decimal: char,
@@ -161,7 +161,7 @@ fn add_row<R: Read>(
         Kind::Refund => {
             tx.refund_rows += 1;
             if net_refunds_here {
-                tx.refunded_here -= amount(table, row, columns.gross, decimal)?.abs();
+                tx.refunded_here -= row.amount(columns.gross, decimal)?.abs();
             }
             return Ok(());
         }
@@ -177,9 +177,9 @@ fn add_row<R: Read>(
     if tx.order.currency.is_none() {
         tx.order.currency = row.opt(columns.currency).map(str::to_string);
     }
-    let quantity = amount(table, row, columns.quantity, decimal)?;
-    let gross = amount(table, row, columns.gross, decimal)?;
-    let price = unit_price(table, row, columns.quantity, gross, quantity)?;
+    let quantity = row.amount(columns.quantity, decimal)?;
+    let gross = row.amount(columns.gross, decimal)?;
+    let price = row.unit_price(columns.quantity, gross, quantity)?;
     tx.value += gross;
     let description = row.get(columns.description);
     tx.order.items.push(RawItem {
@@ -239,13 +239,13 @@ fn index_refunds(path: &std::path::Path, options: &ReadOptions, decimal: char) -
     let mut table = companion::open(path, options)?;
     let [number, _, kind_at, _, _, gross] = table.required(REQUIRED)?;
     let mut refunds = Refunds::new();
-    while let Some(next) = table.next_row(number)? {
+    while let Some(next) = table.next_row()? {
         // Bad records are the streaming pass's to report.
         let Ok(row) = next else { continue };
         if kind(row.get(kind_at)) != Kind::Refund || row.get(number).is_empty() {
             continue;
         }
-        let refund = amount(&table, &row, gross, decimal).map(|a| -a.abs());
+        let refund = row.amount(gross, decimal).map(|a| -a.abs());
         let entry = refunds.entry(row.get(number).to_string()).or_insert(Ok(Decimal::ZERO));
         *entry = match (entry.clone(), refund) {
             (Err(first), _) => Err(first),

@@ -24,12 +24,12 @@
 //! Without it, orders are sent without customer data and the summary says so.
 
 use super::companion::{self, Kind};
-use super::table::{amount, amount_text, order_not_taken, read_orders, unit_price, Row, Table};
+use super::csv_table::{self, amount_text, order_not_taken, read_orders, Row, Table};
 use super::{Format, FormatError, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
 use crate::event::{RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::ops::ControlFlow;
 
 /// The `ItemSelectionDetails` header (32 columns).
@@ -152,13 +152,14 @@ pub(super) fn read(
     let mut unmatched = 0usize;
     read_orders(
         &mut table,
-        order_id,
-        |order_id, line| Order {
-            order: RawOrder { line, order_id, ..RawOrder::default() },
+        csv_table::Check::EveryCell,
+        |row| row.key(order_id),
+        |order_id, row| Order {
+            order: RawOrder { line: row.line, order_id, ..RawOrder::default() },
             value: Decimal::ZERO,
             checks: Vec::new(),
         },
-        |order, table, row| add_line(order, table, row, &columns, decimal),
+        |order, row| add_line(order, row, &columns, decimal),
         |order, bad| {
             let customers = checks.as_ref().map(|details| {
                 let found: Vec<&Check> = order.checks.iter().filter_map(|c| details.checks.get(c)).collect();
@@ -178,13 +179,7 @@ pub(super) fn read(
 }
 
 /// Take one item-selection row into its order.
-fn add_line<R: Read>(
-    order: &mut Order,
-    table: &Table<R>,
-    row: &Row,
-    columns: &Columns,
-    decimal: char,
-) -> Result<(), Reject> {
+fn add_line(order: &mut Order, row: &Row, columns: &Columns, decimal: char) -> Result<(), Reject> {
     if order.order.event_time.is_empty() {
         order.order.event_time = row.get(columns.date).to_string();
     }
@@ -193,15 +188,15 @@ fn add_line<R: Read>(
             order.checks.push(check.to_string());
         }
     }
-    let void = flag(table, row, Some(columns.void))?;
-    let deferred = flag(table, row, columns.deferred)?;
+    let void = flag(row, Some(columns.void))?;
+    let deferred = flag(row, columns.deferred)?;
     if void || deferred {
         return Ok(());
     }
-    let net = amount(table, row, columns.net, decimal)?;
-    let tax = amount(table, row, columns.tax, decimal)?;
-    let quantity = amount(table, row, columns.quantity, decimal)?;
-    let price = unit_price(table, row, columns.quantity, net, quantity)?;
+    let net = row.amount(columns.net, decimal)?;
+    let tax = row.amount(columns.tax, decimal)?;
+    let quantity = row.amount(columns.quantity, decimal)?;
+    let price = row.unit_price(columns.quantity, net, quantity)?;
     order.value += net + tax;
     let item_id = row.get(columns.item_id);
     order.order.items.push(RawItem {
@@ -217,16 +212,12 @@ fn add_line<R: Read>(
 }
 
 /// A `true`/`false` column (blank or absent: false).
-fn flag<R: Read>(table: &Table<R>, row: &Row, at: Option<usize>) -> Result<bool, Reject> {
+fn flag(row: &Row, at: Option<usize>) -> Result<bool, Reject> {
     match row.opt(at) {
         None => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-        Some(_) => Err(Reject {
-            line: row.line,
-            field: at.map(|at| table.name(at).to_string()),
-            reason: "neither true nor false".into(),
-        }),
+        Some(_) => Err(row.reject(at, "neither true nor false")),
     }
 }
 
@@ -295,11 +286,11 @@ fn load_checks(options: &ReadOptions, notes: &mut Vec<String>) -> Result<Option<
     let discount_reason = table.optional("Reason of Discount");
     let mut checks = HashMap::new();
     let mut unread: Option<(usize, Reject)> = None;
-    while let Some(next) = table.next_row(check)? {
+    while let Some(next) = table.next_row()? {
         let row = match next {
             Ok(row) => row,
-            Err(bad) => {
-                unread.get_or_insert((0, bad.reject)).0 += 1;
+            Err(reject) => {
+                unread.get_or_insert((0, reject)).0 += 1;
                 continue;
             }
         };

@@ -1,0 +1,539 @@
+//! A CSV export read as a table, for every CSV reader (the native format and the POS profiles): the
+//! header mapped to the columns a reader asks for, each following record given its exact line, cells
+//! read as checked text and amounts, and runs of consecutive records read as orders
+//! ([`read_orders`]).
+//!
+//! It decides nothing about sales: which rows form an order, and what is sent, belongs to the reader.
+//! A reject names a column and a line; it quotes a cell only where a reader's [`Conventions`] ask for
+//! it (a Shopify or Square amount), never an identifier.
+
+use super::{FormatError, Parsed, Reject};
+use crate::event::money::parse_amount;
+use rust_decimal::Decimal;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Chain, Cursor, Read};
+use std::ops::ControlFlow;
+use std::rc::Rc;
+
+/// The CSV parser over an input whose line ends are counted: the header line read for sniffing the
+/// delimiter, then the rest.
+type Csv<R> = csv::Reader<Chain<Cursor<Vec<u8>>, BufReader<LineEnds<R>>>>;
+
+/// How a reader's header names are matched and its rejects worded, where readers differ.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Conventions {
+    pub names: Names,
+    /// A reject for a cell that is not an amount quotes the cell (amounts are never identifiers).
+    pub quote_bad_amounts: bool,
+}
+
+impl Conventions {
+    /// Shopify's and Square's exports, whose headers drift between years: names in any case, and a
+    /// bad amount quoted in its reject.
+    pub const DRIFTING: Conventions = Conventions { names: Names::AnyCase, quote_bad_amounts: true };
+}
+
+/// How header names are kept and matched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Names {
+    /// As the file spells them (trimmed), matched exactly.
+    #[default]
+    Exact,
+    /// As the file spells them (trimmed), matched whatever their ASCII case.
+    AnyCase,
+    /// Lower-cased as they are read, so that rejects and ignored columns name them so; matched
+    /// whatever their ASCII case.
+    Lowercased,
+}
+
+/// The header, shared by the table and its rows so that a row can name its columns.
+struct Header {
+    names: Vec<String>,
+    conventions: Conventions,
+}
+
+/// A CSV file whose header has been read.
+pub(super) struct Table<R> {
+    reader: Csv<R>,
+    header: Rc<Header>,
+    record: csv::ByteRecord,
+}
+
+/// One non-blank record and the line it starts on. Its cells are checked as they are read, unless
+/// [`Table::next_row`] (or [`Row::check`]) checked them all first.
+pub(super) struct Row {
+    pub line: u64,
+    record: csv::ByteRecord,
+    header: Rc<Header>,
+}
+
+/// What a record must pass before it counts as a row.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Check<'a> {
+    /// Nothing: the reader checks the field count itself, and each cell as it reads it.
+    Nothing,
+    /// As many fields as the header, and these cells UTF-8, checked in this order.
+    Cells(&'a [usize]),
+    /// As many fields as the header, and every cell UTF-8.
+    EveryCell,
+}
+
+impl<R: Read> Table<R> {
+    /// Open `input` and read the header (the first record); a file without one is unreadable.
+    /// Header names are matched exactly.
+    pub fn open(input: R, delimiter: Option<u8>) -> Result<Self, FormatError> {
+        Self::open_as(input, delimiter, Conventions::default())
+    }
+
+    /// [`Table::open`] with a reader's own conventions.
+    pub fn open_as(input: R, delimiter: Option<u8>, conventions: Conventions) -> Result<Self, FormatError> {
+        // Line numbers come from `LineEnds`, which counts the original bytes, so the parser must see
+        // them unchanged (CRLF included).
+        let mut input = BufReader::new(LineEnds { inner: input, offset: 0, ends: VecDeque::new(), lines_before: 0 });
+        let mut first_line = Vec::new();
+        input.by_ref().take(1024 * 1024).read_until(b'\n', &mut first_line)?;
+        let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&first_line));
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(Cursor::new(first_line).chain(input));
+        let mut record = csv::ByteRecord::new();
+        if !reader.read_byte_record(&mut record).map_err(csv_error)? {
+            return Err(FormatError::Unreadable { line: 1, reason: "empty file: no header".into() });
+        }
+        let names = record
+            .iter()
+            .map(|name| {
+                let name = String::from_utf8_lossy(name).trim().to_string();
+                match conventions.names {
+                    Names::Lowercased => name.to_ascii_lowercase(),
+                    Names::Exact | Names::AnyCase => name,
+                }
+            })
+            .collect();
+        Ok(Table { reader, header: Rc::new(Header { names, conventions }), record })
+    }
+
+    /// The next non-blank record, unchecked, or `None` at the end.
+    pub fn next_record(&mut self) -> Result<Option<Row>, FormatError> {
+        loop {
+            if !self.reader.read_byte_record(&mut self.record).map_err(csv_error)? {
+                return Ok(None);
+            }
+            let blank =
+                self.record.len() == 1 && self.record.get(0).is_some_and(|f| f.iter().all(u8::is_ascii_whitespace));
+            if !blank {
+                break;
+            }
+        }
+        let start = self.record.position().map_or(0, |p| p.byte());
+        let line = self.reader.get_mut().get_mut().1.get_mut().line_of(start);
+        Ok(Some(Row { line, record: std::mem::take(&mut self.record), header: Rc::clone(&self.header) }))
+    }
+
+    /// The next non-blank record checked as a whole ([`Check::EveryCell`]), or the reject that says
+    /// why it cannot be read; `None` at the end.
+    pub fn next_row(&mut self) -> Result<Option<Result<Row, Reject>>, FormatError> {
+        Ok(self.next_record()?.map(|row| row.check(Check::EveryCell).map(|()| row)))
+    }
+}
+
+impl<R> Table<R> {
+    /// The positions of columns a reader cannot do without; the file is unreadable when any is
+    /// missing, and the error names every missing one.
+    pub fn required<const N: usize>(&self, names: [&str; N]) -> Result<[usize; N], FormatError> {
+        self.find_all(names, "missing required column")
+    }
+
+    /// [`Table::required`], saying which export the file is not.
+    pub fn required_in<const N: usize>(&self, export: &str, names: [&str; N]) -> Result<[usize; N], FormatError> {
+        self.find_all(names, &format!("not a {export} file: missing column"))
+    }
+
+    fn find_all<const N: usize>(&self, names: [&str; N], missing_column: &str) -> Result<[usize; N], FormatError> {
+        let found = names.map(|name| self.optional(name));
+        let missing: Vec<String> =
+            names.iter().zip(&found).filter(|(_, at)| at.is_none()).map(|(name, _)| format!("`{name}`")).collect();
+        if !missing.is_empty() {
+            return Err(FormatError::Unreadable {
+                line: 1,
+                reason: format!(
+                    "{missing_column}{} {} (header has: {})",
+                    if missing.len() == 1 { "" } else { "s" },
+                    missing.join(", "),
+                    self.header.names.join(",")
+                ),
+            });
+        }
+        Ok(found.map(|at| at.unwrap_or_default()))
+    }
+
+    /// The position of a column the reader can do without (the first of that name).
+    pub fn optional(&self, name: &str) -> Option<usize> {
+        self.header.names.iter().position(|h| self.header.matches(h, name))
+    }
+
+    /// The header's names, in file order.
+    pub fn names(&self) -> &[String] {
+        &self.header.names
+    }
+
+    /// Header columns that are not among the format's `known` ones (ignored).
+    pub fn unknown_columns(&self, known: &[&str]) -> Vec<String> {
+        let names = &self.header.names;
+        names.iter().filter(|h| !h.is_empty() && !known.iter().any(|k| self.header.matches(h, k))).cloned().collect()
+    }
+}
+
+impl Header {
+    fn matches(&self, name: &str, asked: &str) -> bool {
+        match self.conventions.names {
+            Names::Exact => name == asked,
+            Names::AnyCase | Names::Lowercased => name.eq_ignore_ascii_case(asked),
+        }
+    }
+}
+
+impl Row {
+    /// Whether the record passes `check`, or the reject naming its line and the first problem.
+    pub fn check(&self, check: Check) -> Result<(), Reject> {
+        match check {
+            Check::Nothing => Ok(()),
+            Check::Cells(cells) => {
+                self.check_width()?;
+                cells.iter().try_for_each(|&at| self.cell(at).map(drop))
+            }
+            Check::EveryCell => {
+                self.check_width()?;
+                (0..self.record.len()).try_for_each(|at| self.cell(at).map(drop))
+            }
+        }
+    }
+
+    /// A record whose field count differs from the header's cannot be trusted: its cells may have
+    /// slipped into the wrong columns.
+    pub fn check_width(&self) -> Result<(), Reject> {
+        let width = self.header.names.len();
+        if self.record.len() == width {
+            return Ok(());
+        }
+        Err(self.reject(None, format!("row has {} fields, header has {width}", self.record.len())))
+    }
+
+    /// The header's name of column `at`.
+    pub fn name(&self, at: usize) -> &str {
+        self.header.names.get(at).map_or("", String::as_str)
+    }
+
+    /// A reject for this row's line, naming column `at` (when given).
+    pub fn reject(&self, at: Option<usize>, reason: impl Into<String>) -> Reject {
+        Reject { line: self.line, field: at.map(|at| self.name(at).to_string()), reason: reason.into() }
+    }
+
+    /// The text of column `at` as written (untrimmed); empty when the record has no such field.
+    pub fn cell(&self, at: usize) -> Result<&str, Reject> {
+        let bytes = self.record.get(at).unwrap_or_default();
+        std::str::from_utf8(bytes).map_err(|_| self.reject(Some(at), "not valid UTF-8"))
+    }
+
+    /// The trimmed text of a column; empty when the column is absent from the file or the cell is.
+    pub fn text(&self, at: impl Into<Option<usize>>) -> Result<&str, Reject> {
+        match at.into() {
+            Some(at) => self.cell(at).map(str::trim),
+            None => Ok(""),
+        }
+    }
+
+    /// The trimmed text of a column, `None` when it is empty or the column is absent.
+    pub fn text_opt(&self, at: impl Into<Option<usize>>) -> Result<Option<&str>, Reject> {
+        self.text(at).map(|text| Some(text).filter(|text| !text.is_empty()))
+    }
+
+    /// The trimmed text of column `at` of a checked row; empty when the column is blank.
+    pub fn get(&self, at: usize) -> &str {
+        self.text(at).unwrap_or_default()
+    }
+
+    /// The trimmed text of an optional column of a checked row, `None` when the column is absent or
+    /// blank.
+    pub fn opt(&self, at: Option<usize>) -> Option<&str> {
+        self.text_opt(at).ok().flatten()
+    }
+
+    /// The order key in column `at`: its trimmed text, which must not be empty.
+    pub fn key(&self, at: usize) -> Result<String, Reject> {
+        match self.text(at)? {
+            "" => Err(self.reject(Some(at), "empty")),
+            key => Ok(key.to_string()),
+        }
+    }
+
+    /// The amount in column `at`, or the reject naming the column and line.
+    pub fn amount(&self, at: usize, decimal: char) -> Result<Decimal, Reject> {
+        let text = self.text(at)?;
+        parse_amount(text, decimal).map_err(|e| {
+            if self.header.conventions.quote_bad_amounts && !text.is_empty() {
+                self.reject(Some(at), format!("{e}: `{text}`"))
+            } else {
+                self.reject(Some(at), e.to_string())
+            }
+        })
+    }
+
+    /// An amount that counts as zero when the cell is empty or the column is absent.
+    pub fn amount_or_zero(&self, at: impl Into<Option<usize>>, decimal: char) -> Result<Decimal, Reject> {
+        match at.into() {
+            Some(at) if !self.text(at)?.is_empty() => self.amount(at, decimal),
+            _ => Ok(Decimal::ZERO),
+        }
+    }
+
+    /// A unit price from a line total, or the reject naming the quantity column when there is none.
+    pub fn unit_price(&self, quantity_at: usize, total: Decimal, quantity: Decimal) -> Result<Decimal, Reject> {
+        total.checked_div(quantity).ok_or_else(|| self.reject(Some(quantity_at), "zero, so the line has no unit price"))
+    }
+}
+
+/// Pick the delimiter that occurs most often in the header line (`,` `;` tab `|`).
+fn detect_delimiter(header: &[u8]) -> u8 {
+    let line = header.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    [b',', b';', b'\t', b'|']
+        .into_iter()
+        .max_by_key(|d| (line.iter().filter(|b| *b == d).count(), *d == b','))
+        .unwrap_or(b',')
+}
+
+/// The line ends (`\r`, `\n`) the CSV parser has been given, so that a record's line can be told
+/// exactly: the parser's own count runs one behind after a CRLF line end or a blank line
+/// (BurntSushi/rust-csv#395). Holds only the line ends read ahead of the current record.
+struct LineEnds<R> {
+    inner: R,
+    /// Bytes read so far.
+    offset: u64,
+    /// Offsets of the `\r` and `\n` bytes not yet passed.
+    ends: VecDeque<(u64, u8)>,
+    /// `\n` bytes passed.
+    lines_before: u64,
+}
+
+impl<R> LineEnds<R> {
+    /// The line of the record whose parse began at byte `start`: the parser begins right after the
+    /// previous record's terminator, so line ends (the `\n` of a CRLF, blank lines) may come first.
+    fn line_of(&mut self, start: u64) -> u64 {
+        let mut at = start;
+        while let Some(&(offset, byte)) = self.ends.front() {
+            if offset > at {
+                break;
+            }
+            if offset == at {
+                at += 1;
+            }
+            if byte == b'\n' {
+                self.lines_before += 1;
+            }
+            self.ends.pop_front();
+        }
+        self.lines_before + 1
+    }
+}
+
+impl<R: Read> Read for LineEnds<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, byte) in buf[..n].iter().enumerate() {
+            if matches!(byte, b'\r' | b'\n') {
+                self.ends.push_back((self.offset + i as u64, *byte));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Read the rest of `table` as orders: each run of consecutive records with the same `key` is one
+/// order, begun by `start` (with its key and first row), fed row by row to `add`, and turned by
+/// `finish` into what `sink` gets. A record is first held to `check`; the first problem of a run (a
+/// record that fails it, or a reject from `add`) goes to `finish` with it. A record without a key
+/// is rejected alone, for the problem `check` found or else the one `key` did. Only one order is
+/// held at a time. Stops early when `sink` breaks.
+pub(super) fn read_orders<R: Read, K: Clone + PartialEq, G>(
+    table: &mut Table<R>,
+    check: Check,
+    mut key: impl FnMut(&Row) -> Result<K, Reject>,
+    mut start: impl FnMut(K, &Row) -> G,
+    mut add: impl FnMut(&mut G, &Row) -> Result<(), Reject>,
+    mut finish: impl FnMut(G, Option<Reject>) -> Parsed,
+    sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
+) -> Result<(), FormatError> {
+    let mut current: Option<(K, G, Option<Reject>)> = None;
+    while let Some(row) = table.next_record()? {
+        let checked = row.check(check);
+        let id = match key(&row) {
+            Ok(id) => id,
+            Err(reject) => {
+                if sink(Parsed::Reject(checked.err().unwrap_or(reject))).is_break() {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        if current.as_ref().is_some_and(|(current_id, ..)| *current_id != id) {
+            if let Some((_, group, bad)) = current.take() {
+                if sink(finish(group, bad)).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        let (_, group, bad) = current.get_or_insert_with(|| (id.clone(), start(id, &row), None));
+        if let Err(reject) = checked.and_then(|()| add(group, &row)) {
+            bad.get_or_insert(reject);
+        }
+    }
+    if let Some((_, group, bad)) = current {
+        let _ = sink(finish(group, bad));
+    }
+    Ok(())
+}
+
+/// `value` written the way the source writes amounts, for `event::build` to read back exactly.
+pub(super) fn amount_text(value: Decimal, decimal: char) -> String {
+    let text = value.normalize().to_string();
+    if decimal == '.' {
+        text
+    } else {
+        text.replace('.', &decimal.to_string())
+    }
+}
+
+/// A row's or order's `Reject` restated as the reason its order was not taken.
+pub(super) fn order_not_taken(order_id: &str, mut reject: Reject) -> Reject {
+    reject.reason = format!("order `{order_id}` not taken: {}", reject.reason);
+    reject
+}
+
+/// A CSV error: I/O stays I/O, anything else makes the file unreadable from that line on.
+fn csv_error(e: csv::Error) -> FormatError {
+    let line = e.position().map_or(0, |p| p.line());
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => FormatError::Io(io),
+        other => FormatError::Unreadable { line, reason: format!("{other:?}") },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn table(text: &str) -> Table<&[u8]> {
+        Table::open(text.as_bytes(), None).unwrap()
+    }
+
+    #[test]
+    fn columns_are_found_by_name_and_missing_ones_are_all_named() {
+        let t = table("B,A,C\n");
+        assert_eq!(t.required(["A", "C"]).unwrap(), [1, 2]);
+        assert_eq!(t.optional("B"), Some(0));
+        assert_eq!(t.optional("D"), None);
+        let err = t.required(["A", "D", "E"]).unwrap_err().to_string();
+        assert!(err.contains("`D`, `E`"), "{err}");
+        assert_eq!(t.unknown_columns(&["A", "B"]), vec!["C".to_string()]);
+    }
+
+    #[test]
+    fn bad_records_name_line_field_and_key() {
+        let mut bytes = b"key,name\nK1,ok\n\nK2\nK3,Caf".to_vec();
+        bytes.extend_from_slice(&[0xE9, b'\n']);
+        let mut t = Table::open(&bytes[..], None).unwrap();
+        let row = t.next_row().unwrap().unwrap().ok().unwrap();
+        assert_eq!((row.line, row.get(1)), (2, "ok"));
+        let short = t.next_record().unwrap().unwrap();
+        let Err(reject) = short.check(Check::EveryCell) else { panic!("a short row is bad") };
+        assert_eq!((short.key(0).ok().as_deref(), reject.line), (Some("K2"), 4));
+        let utf8 = t.next_record().unwrap().unwrap();
+        let Err(reject) = utf8.check(Check::EveryCell) else { panic!("invalid UTF-8 is bad") };
+        assert_eq!(utf8.key(0).ok().as_deref(), Some("K3"));
+        assert_eq!(reject.field.as_deref(), Some("name"));
+        assert!(t.next_row().unwrap().is_none());
+    }
+
+    #[test]
+    fn records_get_their_lines_whatever_the_line_ends() {
+        let cases: &[(&str, &[u64])] = &[
+            ("h\nA\nB\nC\n", &[2, 3, 4]),
+            ("h\r\nA\r\nB\r\nC\r\n", &[2, 3, 4]),
+            ("h\r\nA\r\nB", &[2, 3]),
+            ("h\n\nA\n\n\nB\n", &[3, 6]),
+            ("h\r\n\r\nA\r\nB\r\n\r\n", &[3, 4]),
+            ("h\n\"A\nx\"\nB", &[2, 4]),
+            ("h\r\n\"A\r\n\r\nx\"\r\nB\r\n", &[2, 5]),
+            ("h\r\n1\r\n\"2\r\nx\"\r\n3\r\n", &[2, 3, 5]),
+            ("h\n1\n\"2\nx\"\n3\n", &[2, 3, 5]),
+        ];
+        for (text, lines) in cases {
+            for chunk in [1, 2, 3, 64] {
+                let mut t = Table::open(Trickle { bytes: text.as_bytes(), chunk }, None).unwrap();
+                let mut got = Vec::new();
+                while let Some(row) = t.next_row().unwrap() {
+                    got.push(row.ok().unwrap().line);
+                }
+                assert_eq!(got, *lines, "{text:?} read {chunk} byte(s) at a time");
+            }
+        }
+    }
+
+    /// An input that hands out at most `chunk` bytes a read, so that a CRLF may be split.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        chunk: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.chunk.min(out.len()).min(self.bytes.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn conventions_decide_name_matching_and_amount_rejects() {
+        let text = "Total,Note\n1.4.4,x\n";
+        let mut exact = Table::open(text.as_bytes(), None).unwrap();
+        assert_eq!((exact.optional("total"), exact.optional("Total")), (None, Some(0)));
+        let row = exact.next_row().unwrap().unwrap().ok().unwrap();
+        assert_eq!(row.amount(0, '.').unwrap_err().reason, "not an amount");
+
+        let mut drifting = Table::open_as(text.as_bytes(), None, Conventions::DRIFTING).unwrap();
+        assert_eq!(drifting.optional("TOTAL"), Some(0));
+        assert_eq!(drifting.unknown_columns(&["total"]), ["Note"]);
+        let err = drifting.required_in("Shop export", ["total", "Name"]).unwrap_err().to_string();
+        assert!(err.contains("not a Shop export file: missing column `Name`"), "{err}");
+        let row = drifting.next_row().unwrap().unwrap().ok().unwrap();
+        let reject = row.amount(0, '.').unwrap_err();
+        assert_eq!((reject.field.as_deref(), reject.reason.as_str()), (Some("Total"), "not an amount: `1.4.4`"));
+
+        let lowercased = Conventions { names: Names::Lowercased, ..Conventions::default() };
+        let table = Table::open_as(text.as_bytes(), None, lowercased).unwrap();
+        assert_eq!((table.names(), table.optional("TOTAL")), (&["total".to_string(), "note".to_string()][..], Some(0)));
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(detect_delimiter(b"a,b,c\n1;2"), b',');
+        assert_eq!(detect_delimiter(b"a;b;c"), b';');
+        assert_eq!(detect_delimiter(b"a\tb"), b'\t');
+        assert_eq!(detect_delimiter(b"single"), b',');
+    }
+
+    #[test]
+    fn computed_amounts_are_written_with_the_source_separator() {
+        let d = |s| Decimal::from_str(s).unwrap();
+        assert_eq!(amount_text(d("36.38000000"), '.'), "36.38");
+        assert_eq!(amount_text(d("460.00"), '.'), "460");
+        assert_eq!(amount_text(d("-2.40"), ','), "-2,4");
+        assert_eq!(parse_amount(&amount_text(d("1249.5"), ','), ','), Ok(d("1249.5")));
+    }
+}

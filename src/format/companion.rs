@@ -1,12 +1,13 @@
 //! The companion file of an export split over two files: Toast's `CheckDetails` next to its
 //! `ItemSelectionDetails`, Loyverse's `receipts` next to its `receipts-by-item`.
 //!
-//! This module finds the companion in the folder of the file being read and opens it decoded the
-//! same way; what to load from it belongs to the profile. Apart from SumUp's refund pass over its
-//! own file, this is the only place where a reader touches the file system, and it only reads.
+//! This module finds the companion in the folder of the file being read, opens it decoded the same
+//! way and finds the columns the profile cannot do without, with a note when it cannot; what to
+//! load from it belongs to the profile. Apart from SumUp's refund pass over its own file, this is
+//! the only place where a reader touches the file system, and it only reads.
 
 use super::csv_table::Table;
-use super::{decode, FormatError, ReadOptions};
+use super::{decode, FormatError, ReadOptions, Reject};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,54 @@ pub(super) fn open(path: &Path, options: &ReadOptions) -> Result<Table<impl Read
     let file = std::fs::File::open(path)?;
     let input = decode(file, options.encoding)?;
     Table::open(input, options.delimiter)
+}
+
+/// The companion of the file being read, opened, and the positions of the columns `required` of
+/// it: its name (for notes), its table and those columns. `None` when there is none to join, with a
+/// note saying why and what follows (`without`); only an I/O error fails the read.
+pub(super) fn join<const N: usize>(
+    options: &ReadOptions,
+    kind: &Kind,
+    required: [&str; N],
+    without: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<(String, Table<impl Read>, [usize; N])>, FormatError> {
+    let path = match find(options, kind)? {
+        Ok(path) => path,
+        Err(why) => {
+            notes.push(format!("{why}: {without}"));
+            return Ok(None);
+        }
+    };
+    let shown = file_name(&path);
+    let opened = open(&path, options).and_then(|table| {
+        let columns = table.required(required)?;
+        Ok((table, columns))
+    });
+    match opened {
+        Ok((table, columns)) => Ok(Some((shown, table, columns))),
+        Err(FormatError::Io(e)) => Err(FormatError::Io(e)),
+        Err(e) => {
+            notes.push(format!("{shown} not joined ({e}): {without}"));
+            Ok(None)
+        }
+    }
+}
+
+/// The rows of a companion that could not be read: how many, and the first one's reject.
+#[derive(Default)]
+pub(super) struct Unread(Option<(usize, Reject)>);
+
+impl Unread {
+    /// `read`'s value, or `None` with its reject counted.
+    pub fn count<T>(&mut self, read: Result<T, Reject>) -> Option<T> {
+        read.map_err(|reject| self.0.get_or_insert((0, reject)).0 += 1).ok()
+    }
+
+    /// How many rows were not read and the first one's reject, if any was not.
+    pub fn first(self) -> Option<(usize, Reject)> {
+        self.0
+    }
 }
 
 /// A file's name as shown in notes.

@@ -167,12 +167,8 @@ fn merge(order: &mut RawOrder, row: &Row, columns: &[Option<usize>; 18]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::profile_tests::{orders, rejects};
-    use crate::format::{read as read_any, Format};
-
-    fn parse(text: &str) -> Vec<Parsed> {
-        crate::format::profile_tests::parse(Format::NativeCsv, text.as_bytes()).unwrap()
-    }
+    use crate::format::profile_tests::{orders, parse, rejects};
+    use crate::format::Format;
 
     #[test]
     fn consecutive_rows_group_into_one_order() {
@@ -180,7 +176,7 @@ mod tests {
                     A1,2025-03-14 15:42:10,a@example.com,SOCK,8.00,2\n\
                     A1,,,DRESS,30.00,1\n\
                     A2,2025-03-14 16:00:00,,PIN,5.00,1\n";
-        let parsed = parse(text);
+        let parsed = parse(Format::NativeCsv, text).unwrap();
         let o = orders(&parsed);
         assert_eq!(o.len(), 2);
         assert_eq!(o[0].order_id, "A1");
@@ -194,7 +190,7 @@ mod tests {
     #[test]
     fn semicolons_are_detected_and_crlf_is_fine() {
         let text = "order_id;event_time;value\r\nB1;1741981330;10,50\r\n";
-        let parsed = parse(text);
+        let parsed = parse(Format::NativeCsv, text).unwrap();
         assert_eq!(orders(&parsed)[0].value.as_deref(), Some("10,50"));
     }
 
@@ -206,7 +202,7 @@ mod tests {
                     A2,1741981330,Z,2.00\n\
                     ,1741981330,W,3.00\n\
                     A3,1741981330,V,4.00\n";
-        let parsed = parse(text);
+        let parsed = parse(Format::NativeCsv, text).unwrap();
         let ids: Vec<_> = orders(&parsed).iter().map(|o| o.order_id.clone()).collect();
         assert_eq!(ids, vec!["A2", "A3"]);
         let r = rejects(&parsed);
@@ -217,11 +213,19 @@ mod tests {
     }
 
     #[test]
+    fn rows_keep_their_own_lines_after_blank_lines_and_crlf() {
+        let text = "order_id,event_time,content_id,price\r\n\r\nA1,1741981330,X,1.00\r\n\r\n\r\nA2,1741981330,Y\r\n";
+        let parsed = parse(Format::NativeCsv, text).unwrap();
+        assert_eq!(orders(&parsed)[0].line, 3);
+        assert_eq!(rejects(&parsed)[0].line, 6);
+    }
+
+    #[test]
     fn invalid_utf8_names_the_field() {
         let mut bytes = b"order_id,event_time,content_name,price\nA1,1741981330,Caf".to_vec();
         bytes.extend_from_slice(&[0xE9]);
         bytes.extend_from_slice(b",1.00\n");
-        let out = crate::format::profile_tests::parse(Format::NativeCsv, &bytes).unwrap();
+        let out = parse(Format::NativeCsv, &bytes).unwrap();
         match &out[0] {
             Parsed::Reject(r) => assert_eq!(r.field.as_deref(), Some("content_name")),
             other => panic!("{other:?}"),
@@ -230,13 +234,9 @@ mod tests {
 
     #[test]
     fn missing_required_columns_make_the_file_unreadable() {
-        let err = read_any(Format::NativeCsv, &b"id,time\n1,2\n"[..], &ReadOptions::default(), &mut |_| {
-            ControlFlow::Continue(())
-        })
-        .unwrap_err();
+        let err = parse(Format::NativeCsv, "id,time\n1,2\n").unwrap_err();
         assert!(err.to_string().contains("order_id"), "{err}");
-        let err = read_any(Format::NativeCsv, &b""[..], &ReadOptions::default(), &mut |_| ControlFlow::Continue(()))
-            .unwrap_err();
+        let err = parse(Format::NativeCsv, "").unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
     }
 }

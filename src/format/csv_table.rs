@@ -352,11 +352,11 @@ impl<R: Read> Read for LineEnds<R> {
 }
 
 /// Read the rest of `table` as orders: each run of consecutive records with the same `key` is one
-/// order, begun by `start` (with its key and first row), fed row by row to `add`, and turned by
-/// `finish` into what `sink` gets. A record is first held to `check`; the first problem of a run (a
-/// record that fails it, or a reject from `add`) goes to `finish` with it. A record without a key
-/// is rejected alone, for the problem `check` found or else the one `key` did. Only one order is
-/// held at a time. Stops early when `sink` breaks.
+/// order, begun by `start` (with its key and first record, which may have failed `check`), fed row
+/// by row to `add` (only records that pass `check`), and turned by `finish` into what `sink` gets.
+/// The first problem of a run (a record that fails `check`, or a reject from `add`) goes to `finish`
+/// with it. A record without a key is rejected alone, for the problem `check` found or else the one
+/// `key` did. Only one order is held at a time. Stops early when `sink` breaks.
 pub(super) fn read_orders<R: Read, K: Clone + PartialEq, G>(
     table: &mut Table<R>,
     check: Check,

@@ -183,11 +183,8 @@ fn list(map: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::profile_tests::parse;
     use crate::format::Format;
-
-    fn parse(text: &str) -> Vec<Parsed> {
-        crate::format::profile_tests::parse(Format::Jsonl, text.as_bytes()).unwrap()
-    }
 
     #[test]
     fn orders_with_nested_items() {
@@ -195,7 +192,7 @@ mod tests {
 
 {"order_id":42,"event_time":"2025-03-14T15:42:10Z","contents":[]}
 "#;
-        let parsed = parse(text);
+        let parsed = parse(Format::Jsonl, text).unwrap();
         assert_eq!(parsed.len(), 2);
         let Parsed::Order(a) = &parsed[0] else { panic!() };
         assert_eq!(a.emails.len(), 2);
@@ -209,7 +206,8 @@ mod tests {
     #[test]
     fn bad_lines_are_rejected_with_line_and_field() {
         let text = "{\"order_id\":\"A1\"}\nnot json\n{\"order_id\":\"A2\",\"event_time\":1,\"emial\":\"x\"}\n{\"order_id\":\"A3\",\"event_time\":1,\"items\":[{\"price\":{}}]}\n";
-        let fields: Vec<_> = parse(text)
+        let fields: Vec<_> = parse(Format::Jsonl, text)
+            .unwrap()
             .into_iter()
             .map(|p| match p {
                 Parsed::Reject(r) => (r.line, r.field),

@@ -24,7 +24,7 @@
 //! `Quantity` (after the line's discount). Customer: `Customer contacts` is free text holding an
 //! email or a phone (`+63 917 555 0134`); see [`contacts`].
 
-use super::companion::{self, Kind};
+use super::companion::{self, Kind, Unread};
 use super::csv_table::{amount_text, order_not_taken, read_orders, Check, Row, Table};
 use super::{Format, FormatError, Parsed, ReadOptions, Reject, Skip, Summary};
 use crate::event::{RawItem, RawOrder};
@@ -264,49 +264,20 @@ fn load_receipts(
     decimal: char,
     notes: &mut Vec<String>,
 ) -> Result<Option<HashMap<String, Totals>>, FormatError> {
-    let path = match companion::find(options, &RECEIPTS)? {
-        Ok(path) => path,
-        Err(why) => {
-            notes.push(format!("{why}: receipt values are the sums of their lines"));
-            return Ok(None);
-        }
-    };
-    let shown = companion::file_name(&path);
-    let mut table = match companion::open(&path, options) {
-        Ok(table) => table,
-        Err(FormatError::Io(e)) => return Err(FormatError::Io(e)),
-        Err(e) => {
-            notes.push(format!("{shown} not joined ({e}): receipt values are the sums of their lines"));
-            return Ok(None);
-        }
-    };
-    let [number, total] = match table.required(["Receipt number", "Total collected"]) {
-        Ok(found) => found,
-        Err(e) => {
-            notes.push(format!("{shown} not joined ({e}): receipt values are the sums of their lines"));
-            return Ok(None);
-        }
+    let without = "receipt values are the sums of their lines";
+    let required = ["Receipt number", "Total collected"];
+    let Some((shown, mut table, [number, total])) = companion::join(options, &RECEIPTS, required, without, notes)?
+    else {
+        return Ok(None);
     };
     let kind = table.optional("Receipt type");
     let status = table.optional("Status");
     let contacts = table.optional("Customer contacts");
     let mut receipts = HashMap::new();
-    let mut unread: Option<(usize, Reject)> = None;
+    let mut unread = Unread::default();
     while let Some(next) = table.next_row()? {
-        let row = match next {
-            Ok(row) => row,
-            Err(reject) => {
-                unread.get_or_insert((0, reject)).0 += 1;
-                continue;
-            }
-        };
-        let total = match row.amount(total, decimal) {
-            Ok(total) => Some(total),
-            Err(reject) => {
-                unread.get_or_insert((0, reject)).0 += 1;
-                None
-            }
-        };
+        let Some(row) = unread.count(next) else { continue };
+        let total = unread.count(row.amount(total, decimal));
         let totals = Totals {
             total,
             not_sale: not_a_sale(row.opt(kind).unwrap_or("Sale"), row.opt(status)),
@@ -314,7 +285,7 @@ fn load_receipts(
         };
         receipts.entry(row.get(number).to_string()).or_insert(totals);
     }
-    if let Some((count, first)) = unread {
+    if let Some((count, first)) = unread.first() {
         notes.push(format!(
             "{shown}: {count} row(s) not read (first: line {}{}: {}); those receipts' values are the sums of their lines",
             first.line,
@@ -328,7 +299,8 @@ fn load_receipts(
 #[cfg(test)]
 mod tests {
     use super::super::profile_tests::{
-        assert_purchases, assert_skips, fixture, folder_with, run, variant, Change, Purchase, Source, EXTRA_COLUMN,
+        assert_only_rejected, assert_purchases, assert_skips, assert_variants_read_alike, fixture, folder_with, parse,
+        run, variant, Change, Purchase, Source,
     };
     use super::super::Policy;
     use super::*;
@@ -445,19 +417,7 @@ mod tests {
             ("BOM and CRLF", &[Change::Bom, Change::Crlf]),
             ("no BOM", &[]),
         ];
-        for (name, changes) in cases {
-            let bytes = variant(BY_ITEM, changes);
-            let (_dir, path) = folder_with(BY_ITEM, &bytes, &[RECEIPTS_FILE]);
-            let outcome = run(&SOURCE, &path, Policy::default());
-            assert_purchases(&outcome, &PURCHASES);
-            assert_skips(&outcome, &SKIPS);
-            let extra = matches!(changes, [Change::ExtraColumn]);
-            assert_eq!(
-                outcome.summary.ignored_columns,
-                if extra { vec![EXTRA_COLUMN.to_string()] } else { vec![] },
-                "{name}"
-            );
-        }
+        assert_variants_read_alike(&SOURCE, BY_ITEM, &[RECEIPTS_FILE], cases, &PURCHASES, &SKIPS);
     }
 
     #[test]
@@ -487,23 +447,13 @@ mod tests {
         let bytes = variant(BY_ITEM, &[Change::Cell { line: 5, column: "Net sales", value: "1G2.00" }]);
         let (_dir, path) = folder_with(BY_ITEM, &bytes, &[RECEIPTS_FILE]);
         let outcome = run(&SOURCE, &path, Policy::default());
-        assert_eq!(outcome.rejects.len(), 1);
-        let reject = &outcome.rejects[0];
-        assert_eq!((reject.line, reject.field.as_deref()), (5, Some("Net sales")));
-        assert!(reject.reason.contains("order `1-1003`"), "{reject:?}");
-        let ids: Vec<_> = outcome.events.iter().map(|e| e.order_id.as_str()).collect();
-        assert_eq!(ids, vec!["1-1001", "1-1002"]);
-        assert_skips(&outcome, &SKIPS);
+        assert_only_rejected(&outcome, (5, "Net sales"), "1-1003", &["1-1001", "1-1002"], &SKIPS);
     }
 
     #[test]
     fn a_file_without_essential_columns_is_unreadable() {
         let bytes = variant(BY_ITEM, &[Change::Drop("Receipt number"), Change::Drop("Quantity")]);
-        let err = super::super::read(Format::Loyverse, &bytes[..], &ReadOptions::default(), &mut |_| {
-            ControlFlow::Continue(())
-        })
-        .unwrap_err()
-        .to_string();
+        let err = parse(Format::Loyverse, &bytes).unwrap_err().to_string();
         assert!(err.contains("`Receipt number`, `Quantity`"), "{err}");
     }
 

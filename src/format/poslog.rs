@@ -874,7 +874,7 @@ mod tests {
         std::fs::read_to_string(fixture(name)).unwrap()
     }
 
-    fn parse(bytes: &[u8]) -> Result<Vec<Parsed>, FormatError> {
+    fn parse(bytes: impl AsRef<[u8]>) -> Result<Vec<Parsed>, FormatError> {
         crate::format::profile_tests::parse(Format::ArtsPoslog, bytes)
     }
 

@@ -42,7 +42,7 @@ impl Source {
     }
 }
 
-/// What a file turned into, one entry per order or reject, in file order.
+/// What a file turned into, one entry per order, skip or reject, in file order.
 #[derive(Debug)]
 pub enum Got {
     Purchase(Box<Event>),
@@ -151,9 +151,9 @@ pub fn read_all(source: &Source, input: impl std::io::Read, options: &ReadOption
 }
 
 /// What a reader makes of `bytes` with the default options, in file order.
-pub fn parse(format: Format, bytes: &[u8]) -> Result<Vec<Parsed>, FormatError> {
+pub fn parse(format: Format, bytes: impl AsRef<[u8]>) -> Result<Vec<Parsed>, FormatError> {
     let mut out = Vec::new();
-    read(format, bytes, &ReadOptions::default(), &mut |parsed| {
+    read(format, bytes.as_ref(), &ReadOptions::default(), &mut |parsed| {
         out.push(parsed);
         ControlFlow::Continue(())
     })?;
@@ -234,6 +234,24 @@ pub fn assert_skips(outcome: &Outcome, expected: &[(&str, u64, &str)]) {
     for (skip, (_, _, phrase)) in outcome.skips.iter().zip(expected) {
         assert!(skip.reason.contains(phrase), "{skip:?} should say {phrase:?}");
     }
+}
+
+/// One bad row (at `line`, in `field`) rejected its order `order_id`, and only that order: the
+/// others were delivered (`delivered`, by id, in file order) and the skips are `skips`.
+pub fn assert_only_rejected(
+    outcome: &Outcome,
+    (line, field): (u64, &str),
+    order_id: &str,
+    delivered: &[&str],
+    skips: &[(&str, u64, &str)],
+) {
+    assert_eq!(outcome.rejects.len(), 1);
+    let reject = &outcome.rejects[0];
+    assert_eq!((reject.line, reject.field.as_deref()), (line, Some(field)));
+    assert!(reject.reason.contains(&format!("order `{order_id}`")), "{reject:?}");
+    let ids: Vec<_> = outcome.events.iter().map(|e| e.order_id.as_str()).collect();
+    assert_eq!(ids, delivered);
+    assert_skips(outcome, skips);
 }
 
 /// A change to a sample, for the generated variants.
@@ -349,6 +367,31 @@ impl Sample {
             writer.write_record(row).expect("in memory");
         }
         writer.into_inner().expect("in memory")
+    }
+}
+
+/// Each variant of the sample `name` (`cases`: its name and changes), read next to copies of the
+/// samples `companions`, gives the sample's purchases and skips, and ignores only the extra column.
+pub fn assert_variants_read_alike(
+    source: &Source,
+    name: &str,
+    companions: &[&str],
+    cases: &[(&str, &[Change])],
+    purchases: &[Purchase],
+    skips: &[(&str, u64, &str)],
+) {
+    for (case, changes) in cases {
+        let bytes = variant(name, changes);
+        let (_dir, path) = folder_with(name, &bytes, companions);
+        let outcome = run(source, &path, Policy::default());
+        assert_purchases(&outcome, purchases);
+        assert_skips(&outcome, skips);
+        let extra = matches!(changes, [Change::ExtraColumn]);
+        assert_eq!(
+            outcome.summary.ignored_columns,
+            if extra { vec![EXTRA_COLUMN.to_string()] } else { vec![] },
+            "{case}"
+        );
     }
 }
 

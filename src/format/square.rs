@@ -356,21 +356,18 @@ pub(super) fn read_transactions(
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let mut table = Table::open_as(input, options.delimiter, Conventions::DRIFTING)?;
     let export = "Square transactions export";
-    let [total_collected] = table.required_in(export, ["Total Collected"])?;
-    let amounts = Amounts::Transactions {
-        total_collected,
-        tip: table.optional("Tip"),
-        gift_card_sales: table.optional("Gift Card Sales"),
-        partial_refunds: table.optional("Partial Refunds"),
-        discount_name: table.optional("Discount Name"),
-        transaction_status: table.optional("Transaction Status"),
-    };
-    let cols = Cols::new(&table, export, amounts)?;
-    let summary = Summary { ignored_columns: table.unknown_columns(&TRANSACTION_COLUMNS), ..Summary::default() };
-    read_rows(&mut table, &cols, &options.policy, sink)?;
-    Ok(summary)
+    read(input, options, sink, export, &TRANSACTION_COLUMNS, |table| {
+        let [total_collected] = table.required_in(export, ["Total Collected"])?;
+        Ok(Amounts::Transactions {
+            total_collected,
+            tip: table.optional("Tip"),
+            gift_card_sales: table.optional("Gift Card Sales"),
+            partial_refunds: table.optional("Partial Refunds"),
+            discount_name: table.optional("Discount Name"),
+            transaction_status: table.optional("Transaction Status"),
+        })
+    })
 }
 
 /// Read a Square Item Details CSV.
@@ -379,22 +376,54 @@ pub(super) fn read_items(
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let mut table = Table::open_as(input, options.delimiter, Conventions::DRIFTING)?;
     let export = "Square item details export";
-    let [item, qty, gross_sales, net_sales] = table.required_in(export, ["Item", "Qty", "Gross Sales", "Net Sales"])?;
-    let amounts = Amounts::Items {
-        item,
-        qty,
-        gross_sales,
-        net_sales,
-        tax: table.optional("Tax"),
-        sku: table.optional("SKU"),
-        token: table.optional("Token"),
-        category: table.optional("Category"),
-    };
+    read(input, options, sink, export, &ITEM_COLUMNS, |table| {
+        let [item, qty, gross_sales, net_sales] =
+            table.required_in(export, ["Item", "Qty", "Gross Sales", "Net Sales"])?;
+        Ok(Amounts::Items {
+            item,
+            qty,
+            gross_sales,
+            net_sales,
+            tax: table.optional("Tax"),
+            sku: table.optional("SKU"),
+            token: table.optional("Token"),
+            category: table.optional("Category"),
+        })
+    })
+}
+
+/// Read either file (`export`, whose header names `known` columns and whose amount columns
+/// `amounts` finds) as transactions: consecutive rows with the same `Transaction ID` that are all
+/// payments, or all not, form one.
+fn read<R: BufRead>(
+    input: R,
+    options: &ReadOptions,
+    sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
+    export: &str,
+    known: &[&str],
+    amounts: impl FnOnce(&Table<R>) -> Result<Amounts, FormatError>,
+) -> Result<Summary, FormatError> {
+    let mut table = Table::open_as(input, options.delimiter, Conventions::DRIFTING)?;
+    let amounts = amounts(&table)?;
     let cols = Cols::new(&table, export, amounts)?;
-    let summary = Summary { ignored_columns: table.unknown_columns(&ITEM_COLUMNS), ..Summary::default() };
-    read_rows(&mut table, &cols, &options.policy, sink)?;
+    let summary = Summary { ignored_columns: table.unknown_columns(known), ..Summary::default() };
+    let policy = &options.policy;
+    read_orders(
+        &mut table,
+        // The transaction's key is read first; the field count and each cell are checked as they
+        // are read.
+        Check::Nothing,
+        |row| {
+            // A row that cannot be read counts as a payment: it may well have been one.
+            let payment = !matches!(row_kind(row, &cols), Ok(Some(_)));
+            Ok((row.key(cols.transaction_id)?, payment))
+        },
+        |(key, _), row| Group::start(key, row, &cols, policy),
+        |group, row| group.add(row, &cols, policy),
+        |group, bad| group.finish(bad, &cols.amounts),
+        sink,
+    )?;
     Ok(summary)
 }
 
@@ -454,31 +483,6 @@ impl Group {
             }
         }
     }
-}
-
-/// Read the rows as transactions: consecutive rows with the same `Transaction ID` that are all
-/// payments, or all not, form one.
-fn read_rows<R: std::io::Read>(
-    table: &mut Table<R>,
-    cols: &Cols,
-    policy: &Policy,
-    sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
-) -> Result<(), FormatError> {
-    read_orders(
-        table,
-        // The transaction's key is read first; the field count and each cell are checked as they
-        // are read.
-        Check::Nothing,
-        |row| {
-            // A row that cannot be read counts as a payment: it may well have been one.
-            let payment = !matches!(row_kind(row, cols), Ok(Some(_)));
-            Ok((row.key(cols.transaction_id)?, payment))
-        },
-        |(key, _), row| Group::start(key, row, cols, policy),
-        |group, row| group.add(row, cols, policy),
-        |group, bad| group.finish(bad, &cols.amounts),
-        sink,
-    )
 }
 
 /// Whether a row can be read and is a payment (`None`), or why it is not one.
@@ -619,7 +623,7 @@ fn time_zone(row: &Row, cols: &Cols) -> Result<Option<String>, Reject> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::profile_tests::{outlines, read_all, Got, Sample, Source};
+    use super::super::profile_tests::{outlines, parse, read_all, Got, Sample, Source};
     use super::TIME_ZONES;
     use crate::format::{read as read_any, DateOnly, Format, Parsed, PartialRefunds, Policy, ReadOptions};
     use rust_decimal::Decimal;
@@ -981,8 +985,7 @@ mod tests {
             ),
         ];
         for (format, bytes, message) in cases {
-            let err =
-                read_any(format, &bytes[..], &ReadOptions::default(), &mut |_| ControlFlow::Continue(())).unwrap_err();
+            let err = parse(format, &bytes).unwrap_err();
             assert!(err.to_string().contains(message), "{err}");
         }
     }

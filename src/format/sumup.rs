@@ -259,8 +259,8 @@ fn index_refunds(path: &std::path::Path, options: &ReadOptions, decimal: char) -
 #[cfg(test)]
 mod tests {
     use super::super::profile_tests::{
-        assert_purchases, assert_skips, fixture, folder_with, run, run_with, variant, Change, Purchase, Source,
-        EXTRA_COLUMN,
+        assert_only_rejected, assert_purchases, assert_skips, assert_variants_read_alike, fixture, folder_with, parse,
+        run, run_with, variant, Change, Purchase, Source,
     };
     use super::*;
 
@@ -380,19 +380,7 @@ mod tests {
             ("CRLF", &[Change::Crlf]),
             ("BOM", &[Change::Bom]),
         ];
-        for (name, changes) in cases {
-            let bytes = variant(REPORT, changes);
-            let (_dir, path) = folder_with(REPORT, &bytes, &[]);
-            let outcome = run(&SOURCE, &path, Policy::default());
-            assert_purchases(&outcome, &PURCHASES);
-            assert_skips(&outcome, &SKIPS);
-            let extra = matches!(changes, [Change::ExtraColumn]);
-            assert_eq!(
-                outcome.summary.ignored_columns,
-                if extra { vec![EXTRA_COLUMN.to_string()] } else { vec![] },
-                "{name}"
-            );
-        }
+        assert_variants_read_alike(&SOURCE, REPORT, &[], cases, &PURCHASES, &SKIPS);
     }
 
     #[test]
@@ -400,13 +388,7 @@ mod tests {
         let bytes = variant(REPORT, &[Change::Cell { line: 5, column: "Preis (brutto)", value: "4,05,1" }]);
         let (_dir, path) = folder_with(REPORT, &bytes, &[]);
         let outcome = run(&SOURCE, &path, Policy::default());
-        assert_eq!(outcome.rejects.len(), 1);
-        let reject = &outcome.rejects[0];
-        assert_eq!((reject.line, reject.field.as_deref()), (5, Some("Preis (brutto)")));
-        assert!(reject.reason.contains("order `TDXK4P2S7C`"), "{reject:?}");
-        let ids: Vec<_> = outcome.events.iter().map(|e| e.order_id.as_str()).collect();
-        assert_eq!(ids, vec!["TDXK4P2Q9A"]);
-        assert_skips(&outcome, &SKIPS);
+        assert_only_rejected(&outcome, (5, "Preis (brutto)"), "TDXK4P2S7C", &["TDXK4P2Q9A"], &SKIPS);
     }
 
     #[test]
@@ -428,10 +410,7 @@ mod tests {
     #[test]
     fn a_report_without_essential_columns_is_unreadable() {
         let bytes = variant(REPORT, &[Change::Drop("Transaktionsnummer")]);
-        let err =
-            super::super::read(Format::Sumup, &bytes[..], &ReadOptions::default(), &mut |_| ControlFlow::Continue(()))
-                .unwrap_err()
-                .to_string();
+        let err = parse(Format::Sumup, &bytes).unwrap_err().to_string();
         assert!(err.contains("missing required column `Transaktionsnummer`"), "{err}");
     }
 }

@@ -23,7 +23,7 @@
 //! alike (`x-ItemSelectionDetails.csv` → `x-CheckDetails.csv`), else the only one in the folder.
 //! Without it, orders are sent without customer data and the summary says so.
 
-use super::companion::{self, Kind};
+use super::companion::{self, Kind, Unread};
 use super::csv_table::{self, amount_text, order_not_taken, read_orders, Row, Table};
 use super::{Format, FormatError, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
 use crate::event::{RawItem, RawOrder};
@@ -260,40 +260,18 @@ fn is_staff(reason: &str) -> bool {
 /// uses; `None` (with a note) when there is none to join.
 fn load_checks(options: &ReadOptions, notes: &mut Vec<String>) -> Result<Option<CheckDetails>, FormatError> {
     let without = "orders are sent without customer data";
-    let path = match companion::find(options, &CHECK_DETAILS)? {
-        Ok(path) => path,
-        Err(why) => {
-            notes.push(format!("{why}: {without}"));
-            return Ok(None);
-        }
-    };
-    let shown = companion::file_name(&path);
-    let opened = companion::open(&path, options).and_then(|table| {
-        let [check] = table.required(["Check Id"])?;
-        Ok((table, check))
-    });
-    let (mut table, check) = match opened {
-        Ok(opened) => opened,
-        Err(FormatError::Io(e)) => return Err(FormatError::Io(e)),
-        Err(e) => {
-            notes.push(format!("{shown} not joined ({e}): {without}"));
-            return Ok(None);
-        }
+    let Some((shown, mut table, [check])) = companion::join(options, &CHECK_DETAILS, ["Check Id"], without, notes)?
+    else {
+        return Ok(None);
     };
     let email = table.optional("Customer Email");
     let phone = table.optional("Customer Phone");
     let customer_id = table.optional("Customer Id");
     let discount_reason = table.optional("Reason of Discount");
     let mut checks = HashMap::new();
-    let mut unread: Option<(usize, Reject)> = None;
+    let mut unread = Unread::default();
     while let Some(next) = table.next_row()? {
-        let row = match next {
-            Ok(row) => row,
-            Err(reject) => {
-                unread.get_or_insert((0, reject)).0 += 1;
-                continue;
-            }
-        };
+        let Some(row) = unread.count(next) else { continue };
         if row.get(check).is_empty() {
             continue;
         }
@@ -305,7 +283,7 @@ fn load_checks(options: &ReadOptions, notes: &mut Vec<String>) -> Result<Option<
         };
         checks.entry(row.get(check).to_string()).or_insert(found);
     }
-    if let Some((count, first)) = unread {
+    if let Some((count, first)) = unread.first() {
         notes.push(format!(
             "{shown}: {count} row(s) not read (first: line {}: {}); {without} for their checks",
             first.line, first.reason
@@ -317,7 +295,8 @@ fn load_checks(options: &ReadOptions, notes: &mut Vec<String>) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::super::profile_tests::{
-        assert_purchases, assert_skips, fixture, folder_with, run, variant, Change, Purchase, Source, EXTRA_COLUMN,
+        assert_only_rejected, assert_purchases, assert_skips, assert_variants_read_alike, fixture, folder_with, parse,
+        run, variant, Change, Purchase, Source,
     };
     use super::*;
 
@@ -422,19 +401,7 @@ mod tests {
             ("CRLF", &[Change::Crlf]),
             ("BOM", &[Change::Bom]),
         ];
-        for (name, changes) in cases {
-            let bytes = variant(ITEMS, changes);
-            let (_dir, path) = folder_with(ITEMS, &bytes, &[CHECKS_FILE]);
-            let outcome = run(&SOURCE, &path, Policy::default());
-            assert_purchases(&outcome, &PURCHASES);
-            assert_skips(&outcome, &SKIPS);
-            let extra = matches!(changes, [Change::ExtraColumn]);
-            assert_eq!(
-                outcome.summary.ignored_columns,
-                if extra { vec![EXTRA_COLUMN.to_string()] } else { vec![] },
-                "{name}"
-            );
-        }
+        assert_variants_read_alike(&SOURCE, ITEMS, &[CHECKS_FILE], cases, &PURCHASES, &SKIPS);
     }
 
     #[test]
@@ -452,13 +419,7 @@ mod tests {
         let bytes = variant(ITEMS, &[Change::Cell { line: 3, column: "Tax", value: "1,26,0" }]);
         let (_dir, path) = folder_with(ITEMS, &bytes, &[CHECKS_FILE]);
         let outcome = run(&SOURCE, &path, Policy::default());
-        assert_eq!(outcome.rejects.len(), 1);
-        let reject = &outcome.rejects[0];
-        assert_eq!((reject.line, reject.field.as_deref()), (3, Some("Tax")));
-        assert!(reject.reason.contains("order `1300000020250314001`"), "{reject:?}");
-        let ids: Vec<_> = outcome.events.iter().map(|e| e.order_id.as_str()).collect();
-        assert_eq!(ids, vec!["1300000020250314002"]);
-        assert_skips(&outcome, &SKIPS);
+        assert_only_rejected(&outcome, (3, "Tax"), "1300000020250314001", &["1300000020250314002"], &SKIPS);
     }
 
     #[test]
@@ -479,10 +440,7 @@ mod tests {
     #[test]
     fn a_file_without_essential_columns_is_unreadable() {
         let bytes = variant(ITEMS, &[Change::Drop("Void?")]);
-        let err =
-            super::super::read(Format::Toast, &bytes[..], &ReadOptions::default(), &mut |_| ControlFlow::Continue(()))
-                .unwrap_err()
-                .to_string();
+        let err = parse(Format::Toast, &bytes).unwrap_err().to_string();
         assert!(err.contains("missing required column `Void?`"), "{err}");
     }
 }

@@ -95,6 +95,8 @@ pub struct RawSource {
     pub consent: Option<Spanned<String>>,
     pub append: Option<Spanned<bool>>,
     pub append_idle_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
 }
 
 /// Where the access token comes from.
@@ -168,6 +170,8 @@ pub struct SourceConfig {
     pub rescan: Duration,
     /// Rescan interval for a folder on a network file system (inotify sees nothing there).
     pub network_poll: Duration,
+    /// Native CSV: our field name → the export's column name.
+    pub columns: BTreeMap<String, String>,
     /// A configured legacy encoding; `None` means UTF-8/UTF-16, with Windows-1252 as the fallback
     /// for files that are not valid UTF-8.
     pub encoding: Option<&'static encoding_rs::Encoding>,
@@ -533,6 +537,18 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 ConsentPolicy::Strip
             }
         };
+        for field in src.columns.keys() {
+            if !crate::format::NATIVE_COLUMNS.contains(&field.as_str()) {
+                error(
+                    &key(&format!("columns.{field}")),
+                    None,
+                    format!("`{field}` is not a field (fields: {})", crate::format::NATIVE_COLUMNS.join(", ")),
+                );
+            }
+        }
+        if !src.columns.is_empty() && format != Format::NativeCsv {
+            error(&key("columns"), None, "column mappings apply to format = \"native-csv\" only".into());
+        }
         let path = resolve(src.path.get_ref());
         let archive_dir = src.archive_dir.as_ref().map_or_else(
             || path.join("archive"),
@@ -612,6 +628,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             archive_dir,
             settle: Duration::from_secs(src.settle_secs.unwrap_or(2)),
             rescan: Duration::from_secs(src.rescan_secs.unwrap_or(30).max(1)),
+            columns: src.columns.clone(),
             network_poll: Duration::from_secs(src.network_poll_secs.unwrap_or(10).max(1)),
             encoding,
             policy: Policy {

@@ -167,6 +167,7 @@ pub fn read(
         path: Some(path.to_path_buf()),
         decimal_separator: Some(source.defaults.decimal_separator),
         policy: source.policy.clone(),
+        columns: source.columns.clone(),
     };
     format::read(source.format, input, &options, &mut |parsed| match parsed {
         Parsed::Skip(skip) => sink(Found::Skip(&skip)),

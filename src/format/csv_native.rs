@@ -79,15 +79,18 @@ pub(super) fn read(
 ) -> Result<Summary, FormatError> {
     let conventions = Conventions { names: Names::Lowercased, ..Conventions::default() };
     let mut table = Table::open_as(input, options.delimiter, conventions)?;
+    // Our field name → the column that holds it in this export (itself unless mapped).
+    let column_of = |field: &str| options.columns.get(field).map_or(field.to_string(), |c| c.trim().to_lowercase());
+    let export_names: Vec<String> = COLUMNS.iter().map(|f| column_of(f)).collect();
     let names = table.names();
-    let known = |name: &String| COLUMNS.contains(&name.as_str());
+    let known = |name: &String| export_names.contains(name);
     if let Some((_, twice)) = names.iter().enumerate().find(|(i, name)| known(name) && names[..*i].contains(name)) {
         return Err(FormatError::Unreadable { line: 1, reason: format!("column `{twice}` appears twice") });
     }
     let summary =
         Summary { ignored_columns: names.iter().filter(|n| !known(n)).cloned().collect(), ..Summary::default() };
-    let [order_id, _] = table.required(["order_id", "event_time"])?;
-    let columns = COLUMNS.map(|name| table.optional(name));
+    let [order_id, _] = table.required([export_names[0].as_str(), export_names[1].as_str()])?;
+    let columns: [Option<usize>; 18] = std::array::from_fn(|i| table.optional(&export_names[i]));
     // Only the columns this format reads must be UTF-8, the first bad one (in `COLUMNS` order) named.
     let cells: Vec<usize> = columns.iter().flatten().copied().collect();
     let consent_column = columns[17].is_some();

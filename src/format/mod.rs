@@ -14,6 +14,7 @@
 
 mod companion;
 mod csv_native;
+pub use csv_native::COLUMNS as NATIVE_COLUMNS;
 mod csv_table;
 mod dsfinvk;
 mod jsonl;
@@ -162,6 +163,9 @@ pub struct ReadOptions {
     pub decimal_separator: Option<char>,
     /// What counts as a sale.
     pub policy: Policy,
+    /// For the native CSV: which export column holds each of our fields (`order_id` →
+    /// `Bon-Nr`), for exports whose headers are not our field names.
+    pub columns: std::collections::BTreeMap<String, String>,
 }
 
 /// What a profile sends and what it skips, where the source may choose.

@@ -220,3 +220,36 @@ fn preview_shows_events_skips_and_rejects_without_queueing() {
     assert!(!agent.queue.exists(), "preview never touches the queue");
     assert!(fake.requests().is_empty());
 }
+
+#[test]
+fn any_csv_export_can_be_described_in_config() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let source = r#"decimal_separator = ","
+time_formats = ["%d.%m.%Y %H:%M"]
+[source.columns]
+order_id = "Bon-Nr"
+event_time = "Datum"
+content_id = "Artikel"
+price = "Einzelpreis"
+quantity = "Menge"
+email = "E-Mail"
+"#;
+    let agent = Agent::new(&fake.base_url(), Opts { source: source.into(), ..Opts::default() });
+    let when = jiff::Timestamp::from_second(now() - 7200).unwrap().to_zoned(jiff::tz::TimeZone::UTC);
+    let date = when.strftime("%d.%m.%Y %H:%M").to_string();
+    let csv = format!(
+        "Bon-Nr;Datum;Artikel;Einzelpreis;Menge;E-Mail;Kassierer\n\
+         4711;{date};Kaffee;\"1.234,50\";2;{};Jana\n\
+         4711;{date};Kuchen;2,90;1;;Jana\n",
+        RAW_EMAIL.trim()
+    );
+    agent.drop_file("kasse.csv", &csv);
+    agent.cmd_ok(&["run", "--once"]);
+    let e = &fake.accepted()[0];
+    assert_eq!(e["event_id"], "s042:t1:4711");
+    assert_eq!(e["event_time"], when.timestamp().as_second() / 60 * 60);
+    assert_eq!(e["properties"]["value"], serde_json::json!(2471.9));
+    assert_eq!(e["properties"]["contents"][0]["price"], serde_json::json!(1234.5));
+    assert_eq!(e["user"]["email"][0], EMAIL_HASH);
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}

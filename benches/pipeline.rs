@@ -176,6 +176,8 @@ fn orchestrate() {
     );
     // At rest the WAL is bounded: a maintenance pass truncates it.
     assert!(flush[4] <= 64.0 * 1024.0 * 1024.0, "WAL not bounded after maintenance: {} bytes", flush[4]);
+    // Space drained is given back: the sent events' JSON is dropped and the file shrinks.
+    assert!(flush[5] < queue_mb * 1e6 / 2.0, "queue file did not shrink after maintenance: {} bytes", flush[5]);
     drop(fake);
 
     idle(dir.path());

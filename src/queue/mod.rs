@@ -607,9 +607,12 @@ impl Queue {
 
     /// Return free pages to the file system and bound the WAL (after a backlog drained).
     pub fn give_back_space(&self) -> Result<()> {
-        self.conn
-            .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
-            .map_err(|e| self.sqlite(e))
+        // `incremental_vacuum` frees one page per step: step it to the end.
+        let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum").map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.sqlite(e))?;
+        while rows.next().map_err(|e| self.sqlite(e))?.is_some() {}
+        drop(rows);
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(|e| self.sqlite(e))
     }
 
     pub fn has_pending(&self) -> Result<bool> {

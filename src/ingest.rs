@@ -61,8 +61,9 @@ pub fn content_hash(path: &Path) -> std::io::Result<String> {
     scan_content(path).map(|(hash, _)| hash)
 }
 
-/// SHA-256 of a file's content and whether the content is valid UTF-8 (or starts with a UTF-16
-/// BOM, which the readers decode), in one streamed pass.
+/// SHA-256 of a file's content and whether to read it as UTF-8, in one streamed pass: yes when it
+/// is valid UTF-8, starts with a UTF-16 BOM (which the readers decode), or has valid non-ASCII
+/// UTF-8 beside invalid bytes (see [`Utf8Check::read_as_utf8`]).
 pub fn scan_content(path: &Path) -> std::io::Result<(String, bool)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -84,7 +85,7 @@ pub fn scan_content(path: &Path) -> std::io::Result<(String, bool)> {
         utf8.feed(&buf[..n]);
     }
     let hash = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((hash, utf8.utf16 || utf8.finish()))
+    Ok((hash, utf8.utf16 || utf8.read_as_utf8()))
 }
 
 /// Streaming UTF-8 validation across chunk boundaries.
@@ -92,31 +93,60 @@ pub fn scan_content(path: &Path) -> std::io::Result<(String, bool)> {
 pub(crate) struct Utf8Check {
     carry: Vec<u8>,
     invalid: bool,
+    /// Valid UTF-8 beyond ASCII was seen.
+    non_ascii: bool,
     utf16: bool,
 }
 
 impl Utf8Check {
     pub(crate) fn feed(&mut self, chunk: &[u8]) {
-        if self.invalid || self.utf16 {
+        if self.utf16 || (self.invalid && self.non_ascii) {
             return;
         }
         let joined;
-        let bytes = if self.carry.is_empty() {
+        let mut rest = if self.carry.is_empty() {
             chunk
         } else {
             joined = [self.carry.as_slice(), chunk].concat();
             &joined
         };
-        match std::str::from_utf8(bytes) {
-            Ok(_) => self.carry.clear(),
-            Err(e) if e.error_len().is_none() => self.carry = bytes[e.valid_up_to()..].to_vec(),
-            Err(_) => self.invalid = true,
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    self.non_ascii |= !valid.is_ascii();
+                    self.carry.clear();
+                    return;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    self.non_ascii |= !valid.is_ascii();
+                    match e.error_len() {
+                        // An incomplete sequence at the end: the next chunk may complete it.
+                        None => {
+                            self.carry = after.to_vec();
+                            return;
+                        }
+                        Some(len) => {
+                            self.invalid = true;
+                            rest = &after[len..];
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Whether everything fed so far is valid UTF-8 and ends on a character boundary.
     pub(crate) fn finish(&self) -> bool {
         !self.invalid && self.carry.is_empty()
+    }
+
+    /// Whether to read the content as UTF-8: it is valid, or it is UTF-8 damaged in places (valid
+    /// non-ASCII UTF-8 beside the invalid bytes), whose readers reject the rows with invalid bytes
+    /// naming the field. Only content with nothing but ASCII beside its invalid bytes is taken for
+    /// a legacy encoding, which would turn the accents of a UTF-8 file into mojibake.
+    pub(crate) fn read_as_utf8(&self) -> bool {
+        self.finish() || self.non_ascii
     }
 }
 
@@ -323,5 +353,22 @@ mod tests {
         let mut truncated = Utf8Check::default();
         truncated.feed(&"ë".as_bytes()[..1]);
         assert!(!truncated.finish());
+    }
+
+    #[test]
+    fn utf8_damaged_in_places_is_still_read_as_utf8() {
+        // Windows-1252 through and through: transcoded.
+        let mut legacy = Utf8Check::default();
+        legacy.feed(b"Zo\xEB \xD8rsted\nCaf\xE9\n");
+        assert!(!legacy.read_as_utf8());
+        // UTF-8 with one bad byte, before or after the accents: read as UTF-8, the bad row rejected.
+        for text in [&b"Zo\xC3\xAB\ncaf\xFF\n"[..], b"caf\xFF\nZo\xC3\xAB\n"] {
+            for split in 0..text.len() {
+                let mut check = Utf8Check::default();
+                check.feed(&text[..split]);
+                check.feed(&text[split..]);
+                assert!(check.read_as_utf8() && !check.finish(), "{text:?} split at {split}");
+            }
+        }
     }
 }

@@ -93,7 +93,7 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
             }
             FileResult::Done
         }
-        Err(e) => failed(path, e),
+        Err(e) => failed(queue, src, path, e),
     }
 }
 
@@ -131,12 +131,12 @@ fn process_append(queue: &mut Queue, config: &Config, src: &SourceConfig, path: 
             let _ = queue.record_unreadable_once(path, &src.name, &reason, crate::now());
             FileResult::Done
         }
-        Err(e) => failed(path, e),
+        Err(e) => failed(queue, src, path, e),
     }
 }
 
 /// What an ingest error means for the file.
-fn failed(path: &Path, e: ingest::IngestError) -> FileResult {
+fn failed(queue: &Queue, src: &SourceConfig, path: &Path, e: ingest::IngestError) -> FileResult {
     let shown = path.display();
     match e {
         ingest::IngestError::Io { path: p, source } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -144,7 +144,10 @@ fn failed(path: &Path, e: ingest::IngestError) -> FileResult {
             FileResult::Done
         }
         ingest::IngestError::Io { path: p, source } => {
+            // Not readable (permissions, an I/O error): say so where `status` and `dead-letter list`
+            // show it, not only in the log. The file stays where it is.
             tracing::error!("{p}: {source}");
+            let _ = queue.record_unreadable_once(path, &src.name, &source.to_string(), crate::now());
             FileResult::Done
         }
         ingest::IngestError::Queue(e) if e.is_full() => {

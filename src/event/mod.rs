@@ -8,6 +8,8 @@ pub mod id;
 pub mod money;
 pub mod name;
 pub mod pii;
+#[cfg(test)]
+mod props;
 pub mod time;
 
 use id::EventId;
@@ -134,6 +136,7 @@ pub struct Warning {
 pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Warning>), BuildError> {
     let err = |line: u64, field: &'static str, reason: String| BuildError { line, field, reason };
     let line = raw.line;
+    no_nul_bytes(raw)?;
     let order_id = raw.order_id.trim();
     if order_id.is_empty() {
         return Err(err(line, "order_id", "empty".into()));
@@ -172,7 +175,10 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
     }
     let value = match non_empty(raw.value.as_deref()) {
         Some(v) => parse_amount(v, defaults.decimal_separator).map_err(|e| err(line, "value", e.to_string()))?,
-        None if !contents.is_empty() => contents.iter().map(|c| c.price * Decimal::from(c.quantity)).sum(),
+        None if !contents.is_empty() => contents
+            .iter()
+            .try_fold(Decimal::ZERO, |sum, c| sum.checked_add(c.price.checked_mul(Decimal::from(c.quantity))?))
+            .ok_or_else(|| err(line, "value", "out of range (the sum of the items)".into()))?,
         None => return Err(err(line, "value", "empty, and the order has no priced items".into())),
     };
     if value.to_f64().is_none() {
@@ -208,12 +214,16 @@ fn build_content(item: &RawItem, decimal: char) -> Result<Content, BuildError> {
         Some(q) => parse_amount(q, decimal).map_err(|e| err("quantity", e.to_string()))?,
         None => Decimal::ONE,
     };
+    if quantity.is_sign_negative() && !quantity.is_zero() {
+        // A return or void line: the order is not the purchase it looks like.
+        return Err(err("quantity", "negative (a returned or voided line), so this is not a plain sale".into()));
+    }
     // TikTok wants an integer quantity. A fractional one (0.5 kg) becomes one unit priced at the line total.
     let (price, quantity) = if quantity.fract().is_zero() {
         let q = quantity.to_i64().ok_or_else(|| err("quantity", "out of range".into()))?;
         (price, q)
     } else {
-        (price * quantity, 1)
+        (price.checked_mul(quantity).ok_or_else(|| err("quantity", "out of range".into()))?, 1)
     };
     if price.to_f64().is_none() {
         return Err(err("price", "out of range".into()));
@@ -226,6 +236,49 @@ fn build_content(item: &RawItem, decimal: char) -> Result<Content, BuildError> {
         price,
         quantity,
     })
+}
+
+/// A NUL byte is never part of the text of a real export: the file is damaged there, so the order
+/// is not taken (rather than sending, or hashing, text with NULs in it).
+fn no_nul_bytes(raw: &RawOrder) -> Result<(), BuildError> {
+    let nul = |line: u64, field: &'static str| BuildError {
+        line,
+        field,
+        reason: "contains a NUL byte (the file is damaged there)".into(),
+    };
+    let has_nul = |text: Option<&String>| text.is_some_and(|t| t.contains('\0'));
+    let order = [
+        ("order_id", Some(&raw.order_id)),
+        ("event", raw.event.as_ref()),
+        ("event_time", Some(&raw.event_time)),
+        ("currency", raw.currency.as_ref()),
+        ("value", raw.value.as_ref()),
+        ("shop_id", raw.shop_id.as_ref()),
+        ("till_id", raw.till_id.as_ref()),
+        ("description", raw.description.as_ref()),
+        ("time_zone", raw.time_zone.as_ref()),
+    ];
+    if let Some((field, _)) = order.iter().find(|(_, text)| has_nul(*text)) {
+        return Err(nul(raw.line, field));
+    }
+    let identifiers = [("email", &raw.emails), ("phone", &raw.phones), ("external_id", &raw.external_ids)];
+    if let Some((field, _)) = identifiers.iter().find(|(_, list)| list.iter().any(|t| has_nul(Some(t)))) {
+        return Err(nul(raw.line, field));
+    }
+    for item in &raw.items {
+        let fields = [
+            ("content_id", item.content_id.as_ref()),
+            ("content_name", item.content_name.as_ref()),
+            ("content_category", item.content_category.as_ref()),
+            ("brand", item.brand.as_ref()),
+            ("price", item.price.as_ref()),
+            ("quantity", item.quantity.as_ref()),
+        ];
+        if let Some((field, _)) = fields.iter().find(|(_, text)| has_nul(*text)) {
+            return Err(nul(item.line, field));
+        }
+    }
+    Ok(())
 }
 
 fn build_user(raw: &RawOrder, defaults: &SourceDefaults, warnings: &mut Vec<Warning>) -> User {
@@ -330,6 +383,10 @@ mod tests {
             (Box::new(|o| o.items[1].price = Some("$x".into())), "price", 3),
             (Box::new(|o| o.items[1].content_id = None), "content_id", 3),
             (Box::new(|o| o.items[0].quantity = Some("two".into())), "quantity", 2),
+            (Box::new(|o| o.items[1].quantity = Some("-1".into())), "quantity", 3),
+            (Box::new(|o| o.items[1].content_name = Some("so\0cks".into())), "content_name", 3),
+            (Box::new(|o| o.emails[0].push('\0')), "email", 2),
+            (Box::new(|o| o.items[0].price = Some("1".repeat(16))), "price", 2),
         ];
         for (mutate, field, line) in cases {
             let mut o = order();

@@ -9,13 +9,20 @@ pub enum MoneyError {
     Empty,
     #[error("not an amount")]
     NotAnAmount,
+    #[error("out of range (10^15 or more)")]
+    OutOfRange,
 }
+
+/// Amounts (and quantities) must be smaller than this in magnitude: far above any sale, and small
+/// enough that a price times a quantity, or a sum of them, is exact and cannot overflow.
+const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 
 /// Parse an amount written with `decimal` as the decimal separator (`.` or `,`).
 ///
 /// Accepts a sign (`-1.44`), accounting parentheses (`(32.41)`), currency symbols or codes before or
 /// after the number (`$1,240.92 `, `-$0.95`, `12,50 €`, `EUR 3.00`), and thousands separators
-/// (`,`/`'`/space for a `.` decimal; `.`/space for a `,` decimal).
+/// (`,`/`'`/space for a `.` decimal; `.`/space for a `,` decimal). Magnitudes of 10^15 or more are
+/// [`MoneyError::OutOfRange`].
 pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
     let mut s = raw.trim();
     if s.is_empty() {
@@ -56,6 +63,9 @@ pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
         return Err(MoneyError::NotAnAmount);
     }
     let value = Decimal::from_str(&plain).map_err(|_| MoneyError::NotAnAmount)?;
+    if value >= Decimal::from(MAX_AMOUNT) {
+        return Err(MoneyError::OutOfRange);
+    }
     Ok(if negative { -value } else { value })
 }
 
@@ -134,6 +144,14 @@ mod tests {
             assert!(parse_amount(input, '.').is_err(), "{input:?}");
         }
         assert!(parse_amount("1,2,3", ',').is_err());
+    }
+
+    #[test]
+    fn amounts_of_a_quadrillion_or_more_are_out_of_range() {
+        assert_eq!(parse_amount("999,999,999,999,999.9999", '.'), Ok(d("999999999999999.9999")));
+        for input in ["1000000000000000", "-1000000000000000.00", "79228162514264337593543950335"] {
+            assert_eq!(parse_amount(input, '.'), Err(MoneyError::OutOfRange), "{input}");
+        }
     }
 
     #[test]

@@ -81,8 +81,8 @@ pub fn hash_external_id(raw: &str) -> Option<HashedId> {
 ///
 /// A number written with its country code (`+1 415-555-0142`, `(+1)2133734253`, `0049 30 1234567`) is
 /// taken as it is once its punctuation is removed. A national number (`030 1234567`) is made E.164
-/// with `region` (ISO 3166 alpha-2) and must be valid there, as libphonenumber decides. Anything
-/// else is an error: a number is never sent unnormalised.
+/// with `region` (ISO 3166 alpha-2) and must be valid there, as libphonenumber decides. Either way
+/// the result has 8 to 15 digits. Anything else is an error: a number is never sent unnormalised.
 pub fn hash_phone(raw: &str, region: Option<phonenumber::country::Id>) -> Result<Option<HashedId>, PiiError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
@@ -107,7 +107,13 @@ pub fn normalise_phone(raw: &str, region: Option<phonenumber::country::Id>) -> R
     if !phonenumber::is_valid(&number) {
         return Err(invalid());
     }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+    // The same plausibility as a number written with its country code: 8 to 15 digits (a few
+    // regions have valid numbers shorter than that, such as Luxembourg's `3000` → `+3523000`).
+    match e164.strip_prefix('+') {
+        Some(digits) if (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(e164),
+        _ => Err(invalid()),
+    }
 }
 
 /// A number that carries its own country code: a leading `+` (possibly inside brackets) or the
@@ -185,6 +191,8 @@ mod tests {
             ("12", de, Err(())),
             ("call me", us, Err(())),
             ("+0 123", None, Err(())),
+            ("3000", parse_region("LU"), Err(())),
+            ("+352 3000", None, Err(())),
         ];
         for (input, region, expected) in cases {
             let got = normalise_phone(input, *region).map_err(|_| ());

@@ -7,7 +7,8 @@
 //! A reject names a column and a line; it quotes a cell only where a reader's [`Conventions`] ask for
 //! it (a Shopify or Square amount), never an identifier.
 
-use super::{FormatError, Parsed, Reject};
+use super::record_cap::RecordCap;
+use super::{FormatError, Parsed, Reject, MAX_RECORD_BYTES};
 use crate::event::money::parse_amount;
 use rust_decimal::Decimal;
 use std::collections::VecDeque;
@@ -16,8 +17,8 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 /// The CSV parser over an input whose line ends are counted: the header line read for sniffing the
-/// delimiter, then the rest.
-type Csv<R> = csv::Reader<Chain<Cursor<Vec<u8>>, BufReader<LineEnds<R>>>>;
+/// delimiter, then the rest, each record capped at [`MAX_RECORD_BYTES`].
+type Csv<R> = csv::Reader<RecordCap<Chain<Cursor<Vec<u8>>, BufReader<LineEnds<R>>>>>;
 
 /// How a reader's header names are matched and its rejects worded, where readers differ.
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,8 +80,8 @@ pub(super) enum Check<'a> {
 }
 
 impl<R: Read> Table<R> {
-    /// Open `input` and read the header (the first record); a file without one is unreadable.
-    /// Header names are matched exactly.
+    /// Open `input` and read the header (the first record); a file without one is unreadable, and
+    /// so is one from a record over [`MAX_RECORD_BYTES`] on. Header names are matched exactly.
     pub fn open(input: R, delimiter: Option<u8>) -> Result<Self, FormatError> {
         Self::open_as(input, delimiter, Conventions::default())
     }
@@ -91,13 +92,13 @@ impl<R: Read> Table<R> {
         // them unchanged (CRLF included).
         let mut input = BufReader::new(LineEnds { inner: input, offset: 0, ends: VecDeque::new(), lines_before: 0 });
         let mut first_line = Vec::new();
-        input.by_ref().take(1024 * 1024).read_until(b'\n', &mut first_line)?;
+        input.by_ref().take(MAX_RECORD_BYTES as u64).read_until(b'\n', &mut first_line)?;
         let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&first_line));
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .flexible(true)
             .has_headers(false)
-            .from_reader(Cursor::new(first_line).chain(input));
+            .from_reader(RecordCap::new(Cursor::new(first_line).chain(input), delimiter, MAX_RECORD_BYTES));
         let mut record = csv::ByteRecord::new();
         if !reader.read_byte_record(&mut record).map_err(csv_error)? {
             return Err(FormatError::Unreadable { line: 1, reason: "empty file: no header".into() });
@@ -128,7 +129,7 @@ impl<R: Read> Table<R> {
             }
         }
         let start = self.record.position().map_or(0, |p| p.byte());
-        let line = self.reader.get_mut().get_mut().1.get_mut().line_of(start);
+        let line = self.reader.get_mut().get_mut().get_mut().1.get_mut().line_of(start);
         Ok(Some(Row { line, record: std::mem::take(&mut self.record), header: Rc::clone(&self.header) }))
     }
 
@@ -162,7 +163,7 @@ impl<R> Table<R> {
                     "{missing_column}{} {} (header has: {})",
                     if missing.len() == 1 { "" } else { "s" },
                     missing.join(", "),
-                    self.header.names.join(",")
+                    header_shown(&self.header.names)
                 ),
             });
         }
@@ -218,7 +219,7 @@ impl Row {
         if self.record.len() == width {
             return Ok(());
         }
-        Err(self.reject(None, format!("row has {} fields, header has {width}", self.record.len())))
+        Err(self.reject(None, width_mismatch(&self.record, width)))
     }
 
     /// The header's name of column `at`.
@@ -261,8 +262,12 @@ impl Row {
         self.text_opt(at).ok().flatten()
     }
 
-    /// The order key in column `at`: its trimmed text, which must not be empty.
+    /// The order key in column `at`: its trimmed text, which must not be empty. A record of NUL
+    /// bytes only (padding) has none: it belongs to no order.
     pub fn key(&self, at: usize) -> Result<String, Reject> {
+        if is_nul_padding(&self.record) {
+            return Err(self.reject(None, NUL_PADDING));
+        }
         match self.text(at)? {
             "" => Err(self.reject(Some(at), "empty")),
             key => Ok(key.to_string()),
@@ -293,6 +298,48 @@ impl Row {
     pub fn unit_price(&self, quantity_at: usize, total: Decimal, quantity: Decimal) -> Result<Decimal, Reject> {
         total.checked_div(quantity).ok_or_else(|| self.reject(Some(quantity_at), "zero, so the line has no unit price"))
     }
+}
+
+/// Why a record whose field count differs from the header's cannot be read, in words an operator
+/// can act on: a record of NUL bytes only is padding, and one that runs over several lines
+/// probably has a quote that is never closed (everything up to the next quote became one field).
+fn width_mismatch(record: &csv::ByteRecord, width: usize) -> String {
+    if is_nul_padding(record) {
+        return NUL_PADDING.into();
+    }
+    let lines = record.as_slice().iter().filter(|b| **b == b'\n').count();
+    let mut reason = format!("row has {} fields, header has {width}", record.len());
+    if lines > 0 {
+        reason.push_str(&format!(" (it runs over {} lines: a quote that is never closed?)", lines + 1));
+    }
+    reason
+}
+
+/// Whether a record is nothing but NUL bytes: the padding of a file that was preallocated, or
+/// whose writer stopped before filling it.
+fn is_nul_padding(record: &csv::ByteRecord) -> bool {
+    !record.as_slice().is_empty() && record.as_slice().iter().all(|b| *b == 0)
+}
+
+const NUL_PADDING: &str = "only NUL bytes where a row should be (the file is padded, or was not completely written)";
+
+/// A header as a message shows it: the names joined with commas, control characters escaped, cut
+/// after 200 characters (the "header" of a file that is not CSV at all is noise).
+fn header_shown(names: &[String]) -> String {
+    const SHOWN: usize = 200;
+    let joined = names.join(",");
+    let mut shown = String::new();
+    for c in joined.chars().take(SHOWN) {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    if joined.chars().nth(SHOWN).is_some() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// Pick the delimiter that occurs most often in the header line (`,` `;` tab `|`).
@@ -416,7 +463,7 @@ pub(super) fn order_not_taken(order_id: &str, mut reject: Reject) -> Reject {
 fn csv_error(e: csv::Error) -> FormatError {
     let line = e.position().map_or(0, |p| p.line());
     match e.into_kind() {
-        csv::ErrorKind::Io(io) => FormatError::Io(io),
+        csv::ErrorKind::Io(io) => io.into(),
         other => FormatError::Unreadable { line, reason: format!("{other:?}") },
     }
 }
@@ -535,5 +582,41 @@ mod tests {
         assert_eq!(amount_text(d("460.00"), '.'), "460");
         assert_eq!(amount_text(d("-2.40"), ','), "-2,4");
         assert_eq!(parse_amount(&amount_text(d("1249.5"), ','), ','), Ok(d("1249.5")));
+    }
+
+    #[test]
+    fn a_record_over_the_cap_makes_the_file_unreadable_from_its_line() {
+        let mut text = b"key,name\nK1,ok\nK2,".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 1));
+        let mut t = Table::open(&text[..], None).unwrap();
+        assert!(t.next_row().unwrap().unwrap().is_ok());
+        match t.next_row() {
+            Err(FormatError::Unreadable { line: 3, reason }) => assert!(reason.contains("longer than"), "{reason}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("read a record over the cap"),
+        }
+        let header = vec![b'h'; MAX_RECORD_BYTES + 1];
+        assert!(matches!(Table::open(&header[..], None), Err(FormatError::Unreadable { line: 1, .. })));
+    }
+
+    #[test]
+    fn rejects_say_what_probably_happened() {
+        let record = |fields: &[&[u8]]| csv::ByteRecord::from(fields.to_vec());
+        assert_eq!(width_mismatch(&record(&[b"a", b"b"]), 3), "row has 2 fields, header has 3");
+        let unclosed = width_mismatch(&record(&[b"a", b"b\nc\nd"]), 3);
+        assert!(unclosed.ends_with("(it runs over 3 lines: a quote that is never closed?)"), "{unclosed}");
+        assert_eq!(width_mismatch(&record(&[b"\0\0\0"]), 3), NUL_PADDING);
+        let mut t = Table::open(&b"key,name\n\0\0\0\0"[..], None).unwrap();
+        let padding = t.next_record().unwrap().unwrap();
+        assert_eq!(padding.key(0).unwrap_err().reason, NUL_PADDING);
+    }
+
+    #[test]
+    fn headers_in_messages_are_short_and_printable() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(header_shown(&names(&["a", "b\u{1b}[31m", "c\0"])), "a,b\\u{1b}[31m,c\\u{0}");
+        let long = header_shown(&names(&[&"x".repeat(500)]));
+        assert_eq!(long.chars().count(), 201);
+        assert!(long.ends_with('…'));
     }
 }

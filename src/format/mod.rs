@@ -22,12 +22,16 @@ mod loyverse;
 mod poslog;
 #[cfg(test)]
 mod profile_tests;
+#[cfg(test)]
+mod props;
+mod record_cap;
 mod shopify;
 mod square;
 mod sumup;
 mod toast;
 
 use crate::event::RawOrder;
+use record_cap::RecordTooLong;
 use std::io::{BufRead, BufReader, Read};
 use std::ops::ControlFlow;
 
@@ -248,10 +252,24 @@ pub struct Summary {
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     #[error("read error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("line {line}: {reason}")]
     Unreadable { line: u64, reason: String },
 }
+
+impl From<std::io::Error> for FormatError {
+    /// A CSV record over [`MAX_RECORD_BYTES`] (or of more than 4096 fields) surfaces from below the
+    /// parser as a read error; it makes the file unreadable from the record's line, it is not an
+    /// I/O failure.
+    fn from(e: std::io::Error) -> Self {
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<RecordTooLong>()) {
+            Some(too_long) => FormatError::Unreadable { line: too_long.line(), reason: too_long.to_string() },
+            None => FormatError::Io(e),
+        }
+    }
+}
+
+pub use record_cap::MAX_RECORD_BYTES;
 
 /// Read a whole file, handing each order or reject to `sink`. `sink` may stop the read early by
 /// returning `ControlFlow::Break`.

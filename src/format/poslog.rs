@@ -64,13 +64,17 @@ use std::ops::ControlFlow;
 /// Text of one element longer than this taints its transaction instead of being held.
 const MAX_TEXT: usize = 4096;
 
+/// The most bytes the XML parser may see without a `<` or `>`: it holds one whole text node or tag
+/// before it hands it on, so a 50 MB text node would be held whole.
+const MAX_WITHOUT_MARKUP: u64 = 1024 * 1024;
+
 pub(super) fn read(
     input: impl BufRead,
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
     let decimal = options.decimal_separator.unwrap_or(Format::ArtsPoslog.default_decimal_separator());
-    let mut reader = Reader::from_reader(LineCounter { inner: input, newlines: 0 });
+    let mut reader = Reader::from_reader(LineCounter { inner: input, newlines: 0, since_markup: 0 });
     // Text is not trimmed per event: `A &amp; B` arrives as three events. Values are trimmed
     // when their element closes.
     reader.config_mut().expand_empty_elements = true;
@@ -84,7 +88,10 @@ pub(super) fn read(
         let decoder = reader.decoder();
         let event = match event {
             Ok(event) => event,
-            Err(quick_xml::Error::Io(e)) => return Err(FormatError::Io(std::io::Error::new(e.kind(), e.to_string()))),
+            Err(quick_xml::Error::Io(e)) => match e.get_ref().and_then(|inner| inner.downcast_ref::<NoMarkup>()) {
+                Some(no_markup) => return broken(&outside, txn, line, &no_markup.to_string(), sink),
+                None => return Err(FormatError::Io(std::io::Error::new(e.kind(), e.to_string()))),
+            },
             Err(e) => return broken(&outside, txn, line, &e.to_string(), sink),
         };
         match event {
@@ -114,6 +121,19 @@ pub(super) fn read(
                 Some(false) => {}
                 None => outside.depth = outside.depth.saturating_sub(1),
             },
+            Event::Text(e) if txn.is_none() && outside.root.is_some() && outside.depth == 0 => {
+                // After the root element: anything but white space was appended to the file.
+                let first = e.iter().position(|b| !b.is_ascii_whitespace());
+                if let (Some(first), false) = (first, outside.trailing_reported) {
+                    outside.trailing_reported = true;
+                    // The reader stands past the text; its first visible byte is on this line.
+                    let line = line - count_newlines(&e[first..]);
+                    let reason = "text after the end of the document (appended to the file?) is not read";
+                    if sink(Parsed::Reject(Reject { line, field: None, reason: reason.into() })).is_break() {
+                        return Ok(Summary::default());
+                    }
+                }
+            }
             Event::Text(e) => {
                 if let Some(t) = txn.as_mut().filter(|t| t.wants_text()) {
                     match e.decode() {
@@ -200,6 +220,8 @@ struct Outside {
     root: Option<String>,
     depth: usize,
     transactions: u64,
+    /// Text after the root element was rejected (once per file).
+    trailing_reported: bool,
 }
 
 impl Outside {
@@ -813,11 +835,19 @@ fn count_newlines(bytes: &[u8]) -> u64 {
 }
 
 /// Counts the line breaks the XML reader has consumed, so the line of an element can be told
-/// from the reader's position without keeping the file.
+/// from the reader's position without keeping the file; and fails the read with [`NoMarkup`] once
+/// [`MAX_WITHOUT_MARKUP`] bytes pass without a `<` or `>`, so the parser never holds more.
 struct LineCounter<R> {
     inner: R,
     newlines: u64,
+    /// Bytes consumed since the last `<` or `>`.
+    since_markup: u64,
 }
+
+/// What [`LineCounter`] fails a read with.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {MAX_WITHOUT_MARKUP} bytes without a `<` or `>` (not XML, or a text node too long to read)")]
+struct NoMarkup;
 
 impl<R: BufRead> Read for LineCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -829,6 +859,9 @@ impl<R: BufRead> Read for LineCounter<R> {
 
 impl<R: BufRead> BufRead for LineCounter<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.since_markup > MAX_WITHOUT_MARKUP {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, NoMarkup));
+        }
         self.inner.fill_buf()
     }
 
@@ -836,7 +869,12 @@ impl<R: BufRead> BufRead for LineCounter<R> {
         if amt > 0 {
             // The bytes being consumed are already buffered, so this does no I/O.
             if let Ok(buf) = self.inner.fill_buf() {
-                self.newlines += count_newlines(&buf[..amt.min(buf.len())]);
+                let consumed = &buf[..amt.min(buf.len())];
+                self.newlines += count_newlines(consumed);
+                self.since_markup = match consumed.iter().rposition(|b| matches!(b, b'<' | b'>')) {
+                    Some(at) => (consumed.len() - at - 1) as u64,
+                    None => self.since_markup + consumed.len() as u64,
+                };
             }
         }
         self.inner.consume(amt);

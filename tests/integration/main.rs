@@ -5,6 +5,7 @@
 mod support;
 
 mod append;
+mod bad_input;
 mod cli;
 mod e2e;
 mod resilience;

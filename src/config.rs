@@ -493,15 +493,12 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             }
             None => phone_region,
         };
-        let after_ingest = match src.after_ingest.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
-            None | Some(("archive", _)) => AfterIngest::Archive,
-            Some(("delete", _)) => AfterIngest::Delete,
-            Some(("keep", _)) => AfterIngest::Keep,
-            Some((other, span)) => {
-                error(&key("after_ingest"), Some(span), format!("`{other}` is not one of archive, delete, keep"));
-                AfterIngest::Keep
-            }
-        };
+        let after_ingest = choice(
+            src.after_ingest.as_ref(),
+            &[("archive", AfterIngest::Archive), ("delete", AfterIngest::Delete), ("keep", AfterIngest::Keep)],
+            &key("after_ingest"),
+            &mut error,
+        );
         let encoding = src.encoding.as_ref().and_then(|e| {
             let found = encoding_rs::Encoding::for_label(e.get_ref().trim().as_bytes());
             if found.is_none() {
@@ -513,30 +510,24 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             }
             found
         });
-        let partial_refunds = match src.partial_refunds.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
-            None | Some(("gross", _)) => PartialRefunds::Gross,
-            Some(("net", _)) => PartialRefunds::Net,
-            Some((other, span)) => {
-                error(&key("partial_refunds"), Some(span), format!("`{other}` is not one of gross, net"));
-                PartialRefunds::Gross
-            }
-        };
-        let date_only = match src.date_only.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
-            None | Some(("reject", _)) => DateOnly::Reject,
-            Some(("noon", _)) => DateOnly::Noon,
-            Some((other, span)) => {
-                error(&key("date_only"), Some(span), format!("`{other}` is not one of reject, noon"));
-                DateOnly::Reject
-            }
-        };
-        let consent = match src.consent.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
-            None | Some(("strip", _)) => ConsentPolicy::Strip,
-            Some(("skip", _)) => ConsentPolicy::Skip,
-            Some((other, span)) => {
-                error(&key("consent"), Some(span), format!("`{other}` is not one of strip, skip"));
-                ConsentPolicy::Strip
-            }
-        };
+        let partial_refunds = choice(
+            src.partial_refunds.as_ref(),
+            &[("gross", PartialRefunds::Gross), ("net", PartialRefunds::Net)],
+            &key("partial_refunds"),
+            &mut error,
+        );
+        let date_only = choice(
+            src.date_only.as_ref(),
+            &[("reject", DateOnly::Reject), ("noon", DateOnly::Noon)],
+            &key("date_only"),
+            &mut error,
+        );
+        let consent = choice(
+            src.consent.as_ref(),
+            &[("strip", ConsentPolicy::Strip), ("skip", ConsentPolicy::Skip)],
+            &key("consent"),
+            &mut error,
+        );
         for field in src.columns.keys() {
             if !crate::format::NATIVE_COLUMNS.contains(&field.as_str()) {
                 error(
@@ -687,6 +678,25 @@ impl Overrides {
         if self.dry_run && !config.dry_run {
             config.dry_run = true;
             config.queue_path = dry_run_queue(&config.queue_path);
+        }
+    }
+}
+
+/// A key that takes one of a fixed set of words: its value, the first choice when it is absent,
+/// and an error naming the key, its line and the choices when it is none of them.
+fn choice<T: Copy>(
+    value: Option<&Spanned<String>>,
+    choices: &[(&str, T)],
+    key: &str,
+    error: &mut impl FnMut(&str, Option<std::ops::Range<usize>>, String),
+) -> T {
+    let Some(value) = value else { return choices[0].1 };
+    match choices.iter().find(|(word, _)| *word == value.get_ref().as_str()) {
+        Some((_, chosen)) => *chosen,
+        None => {
+            let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+            error(key, Some(value.span()), format!("`{}` is not one of {}", value.get_ref(), words.join(", ")));
+            choices[0].1
         }
     }
 }

@@ -164,8 +164,8 @@ fn failed(queue: &Queue, src: &SourceConfig, path: &Path, e: ingest::IngestError
 /// Archive or delete a committed file. False when that failed (disk full, permissions): the file
 /// stays, and the next rescan tries again (its content is known, so nothing is queued twice).
 fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64) -> bool {
-    let hash = ingest::content_hash(path).unwrap_or_default();
-    match source::dispose(src, path, &hash) {
+    // The content hash names a file only when its name is taken in the archive: read it only then.
+    match source::dispose(src, path, || ingest::content_hash(path).unwrap_or_default()) {
         Ok(how) => {
             tracing::debug!("{}: {how}", path.display());
             let _ = queue.mark_disposed(file_id, &how);
@@ -180,8 +180,7 @@ fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64) ->
 
 fn quarantine(src: &SourceConfig, path: &Path, reason: &str) {
     let dir = src.path.join("quarantine");
-    let hash = ingest::content_hash(path).unwrap_or_default();
-    match source::move_aside(path, &dir, &hash) {
+    match source::move_aside(path, &dir, || ingest::content_hash(path).unwrap_or_default()) {
         Ok(target) => {
             let mut reason_path = target.clone().into_os_string();
             reason_path.push(".reason");

@@ -175,7 +175,7 @@ pub struct DisposeError {
 }
 
 /// Archive, delete or keep a file whose events are committed. Returns what was done.
-pub fn dispose(source: &SourceConfig, path: &Path, content_hash: &str) -> Result<String, DisposeError> {
+pub fn dispose(source: &SourceConfig, path: &Path, suffix: impl FnOnce() -> String) -> Result<String, DisposeError> {
     match source.after_ingest {
         AfterIngest::Keep => Ok("kept".into()),
         AfterIngest::Delete => {
@@ -184,7 +184,7 @@ pub fn dispose(source: &SourceConfig, path: &Path, content_hash: &str) -> Result
             Ok("deleted".into())
         }
         AfterIngest::Archive => {
-            let target = move_aside(path, &source.archive_dir, content_hash).map_err(|e| DisposeError {
+            let target = move_aside(path, &source.archive_dir, suffix).map_err(|e| DisposeError {
                 path: path.into(),
                 action: "archive",
                 source: e,
@@ -195,14 +195,16 @@ pub fn dispose(source: &SourceConfig, path: &Path, content_hash: &str) -> Result
 }
 
 /// Move a file into `dir` (created if needed), never overwriting: a name already there gets the
-/// content hash's first 12 characters added. Falls back to copy + fsync + remove across devices.
-pub fn move_aside(path: &Path, dir: &Path, content_hash: &str) -> std::io::Result<PathBuf> {
+/// first 12 characters of `suffix()` (the content hash, computed only then) added. Falls back to
+/// copy + fsync + remove across devices.
+pub fn move_aside(path: &Path, dir: &Path, suffix: impl FnOnce() -> String) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().unwrap_or_default();
     let mut target = dir.join(name);
     if target.exists() {
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-        let short = &content_hash[..content_hash.len().min(12)];
+        let hash = suffix();
+        let short = &hash[..hash.len().min(12)];
         let renamed = match path.extension() {
             Some(ext) => format!("{stem}.{short}.{}", ext.to_string_lossy()),
             None => format!("{stem}.{short}"),

@@ -95,6 +95,7 @@ pub struct RawSource {
     pub consent: Option<Spanned<String>>,
     pub append: Option<Spanned<bool>>,
     pub append_idle_secs: Option<Spanned<u64>>,
+    pub done_marker: Option<Spanned<String>>,
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
 }
@@ -181,6 +182,9 @@ pub struct SourceConfig {
     pub append: bool,
     /// In append mode, how long a file must be unchanged before its last record is taken too.
     pub append_idle: Duration,
+    /// The name of the file the POS writes beside an export once the export is complete
+    /// (`{name}.done`, `{stem}.ok`): when set, a file is taken only once its marker exists.
+    pub done_marker: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -551,7 +555,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 }
             },
         );
-        let extensions = src
+        let extensions: Vec<String> = src
             .extensions
             .clone()
             .unwrap_or_else(|| format.default_extensions().iter().map(|e| e.to_string()).collect())
@@ -592,6 +596,17 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 error(&key("append_idle_secs"), Some(idle.span()), "must be at least 1".into());
             }
         }
+        let done_marker = src.done_marker.as_ref().and_then(|m| match check_done_marker(m.get_ref(), &extensions) {
+            Ok(()) if append => {
+                error(&key("done_marker"), Some(m.span()), "a file in append mode is never done; remove done_marker".into());
+                None
+            }
+            Ok(()) => Some(m.get_ref().clone()),
+            Err(reason) => {
+                error(&key("done_marker"), Some(m.span()), reason);
+                None
+            }
+        });
         if sources.iter().any(|s: &SourceConfig| s.name == name) {
             error(&key("name"), None, format!("source name `{name}` is used twice"));
         }
@@ -631,6 +646,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             },
             append,
             append_idle: Duration::from_secs(src.append_idle_secs.as_ref().map_or(300, |s| *s.get_ref()).max(1)),
+            done_marker,
         });
     }
 
@@ -679,6 +695,26 @@ impl Overrides {
             config.dry_run = true;
             config.queue_path = dry_run_queue(&config.queue_path);
         }
+    }
+}
+
+/// A `done_marker` template names a file beside the export: it must hold `{name}` (the export's
+/// file name) or `{stem}` (its name without the last extension), no folder, and end in an extension
+/// the source does not read (else a marker would be read as an export).
+pub fn check_done_marker(template: &str, extensions: &[String]) -> Result<(), String> {
+    if !template.contains("{name}") && !template.contains("{stem}") {
+        return Err(format!("`{template}` must contain {{name}} or {{stem}} (e.g. \"{{name}}.done\")"));
+    }
+    if template.contains('/') || template.contains('\\') {
+        return Err(format!("`{template}` must be a file name in the same folder, without a path"));
+    }
+    let example = template.replace("{name}", "x.csv").replace("{stem}", "x");
+    match std::path::Path::new(&example).extension().and_then(|e| e.to_str()) {
+        Some(ext) if !extensions.contains(&ext.to_ascii_lowercase()) => Ok(()),
+        _ => Err(format!(
+            "`{template}` must end in an extension the source does not read (it reads .{}), e.g. \"{{name}}.done\"",
+            extensions.join(", .")
+        )),
     }
 }
 
@@ -832,7 +868,8 @@ pub fn describe(config: &Config) -> String {
             if src.append {
                 format!("append mode (files never moved; last record taken after {:?} idle)", src.append_idle)
             } else {
-                format!("after ingest {:?}", src.after_ingest)
+                let marker = src.done_marker.as_ref().map(|m| format!(", taken once `{m}` exists")).unwrap_or_default();
+                format!("after ingest {:?}{marker}", src.after_ingest)
             },
             src.settle,
             src.rescan,
@@ -933,6 +970,22 @@ shop_id = "s042"
         assert!(!inline.warnings.is_empty());
         assert!(!format!("{inline:?}").contains("s3cr3t"));
         assert!(!describe(&inline).contains("s3cr3t"));
+    }
+
+    #[test]
+    fn done_markers_must_name_a_file_beside_the_export_that_is_not_read_itself() {
+        let with = |m: &str| MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\ndone_marker = \"{m}\""));
+        for good in ["{name}.done", "{stem}.ok", "ready_{stem}.flag"] {
+            let c = parse(&with(good), &ctx()).unwrap();
+            assert_eq!(c.sources[0].done_marker.as_deref(), Some(good));
+            assert!(describe(&c).contains(&format!("taken once `{good}` exists")));
+        }
+        for bad in ["sales.done", "{name}", "{stem}", "{stem}.csv", "{stem}.TXT", "done/{name}", "{stem}"] {
+            assert_eq!(errors(&with(bad))[0], ("source[0].done_marker".into(), Some(8)), "{bad}");
+        }
+        let append = with("{name}.done").replace("done_marker", "append = true\ndone_marker");
+        assert_eq!(errors(&append)[0].0, "source[0].done_marker");
+        assert_eq!(parse(MINIMAL, &ctx()).unwrap().sources[0].done_marker, None);
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub(super) async fn ingest_loop(
                         }
                         if src.append {
                             w.settle.observe_growing(&path, size, mtime, now);
+                        } else if src.done_marker.is_some() {
+                            // Listed only once its marker exists: the POS says it is complete.
+                            w.settle.renamed_in(&path, size, mtime, now);
                         } else {
                             w.settle.observe(&path, size, mtime, now);
                         }
@@ -297,6 +300,10 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
     let src = &config.sources[i];
     let w = &mut watched[i];
     if !source::is_candidate(src, &path) {
+        if src.done_marker.is_some() {
+            // Perhaps a done marker: the next scan lists the file it marks.
+            w.next_rescan = Instant::now();
+        }
         return;
     }
     match std::fs::metadata(&path) {
@@ -305,7 +312,11 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
             if w.handled.get(&path) == Some(&(size, mtime)) {
                 return;
             }
-            if renamed {
+            if let Some(done) = source::marked_done(src, &path) {
+                if done {
+                    w.settle.renamed_in(&path, size, mtime, now_ms);
+                }
+            } else if renamed {
                 w.settle.renamed_in(&path, size, mtime, now_ms);
             } else if src.append {
                 w.settle.observe_growing(&path, size, mtime, now_ms);

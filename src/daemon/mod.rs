@@ -169,6 +169,9 @@ fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64) ->
         Ok(how) => {
             tracing::debug!("{}: {how}", path.display());
             let _ = queue.mark_disposed(file_id, &how);
+            if src.after_ingest != crate::config::AfterIngest::Keep {
+                drop_marker(src, path);
+            }
             true
         }
         Err(e) => {
@@ -186,8 +189,15 @@ fn quarantine(src: &SourceConfig, path: &Path, reason: &str) {
             reason_path.push(".reason");
             let _ = std::fs::write(&reason_path, format!("{reason}\n"));
             tracing::warn!("{}: moved to {}", path.display(), target.display());
+            drop_marker(src, path);
         }
         Err(e) => tracing::error!("{}: cannot move to quarantine {}: {e}", path.display(), dir.display()),
+    }
+}
+
+fn drop_marker(src: &SourceConfig, path: &Path) {
+    if let Err(e) = source::remove_marker(src, path) {
+        tracing::warn!("{}: cannot remove its done marker: {e}", path.display());
     }
 }
 

@@ -30,15 +30,40 @@ pub fn is_candidate(source: &SourceConfig, path: &Path) -> bool {
     ext.is_some_and(|e| source.extensions.contains(&e)) && source.format.reads_file(name)
 }
 
-/// Candidate files of a source, with their size and mtime. A missing folder is an error for the
-/// caller to report (it may be an unmounted share) and is tried again on the next scan.
+/// The done-marker file of `path` under `template`: `{name}` is the file's name, `{stem}` its name
+/// without the last extension (`sales.csv` → `{name}.done` = `sales.csv.done`, `{stem}.ok` = `sales.ok`).
+pub fn marker_of(template: &str, path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    path.with_file_name(template.replace("{name}", &name).replace("{stem}", &stem))
+}
+
+/// Whether a file of `source` is complete by its done marker: `None` when the source has no marker
+/// (completeness is decided by renames and settling instead).
+pub fn marked_done(source: &SourceConfig, path: &Path) -> Option<bool> {
+    source.done_marker.as_deref().map(|template| marker_of(template, path).is_file())
+}
+
+/// Remove a file's done marker once the file itself is archived, deleted or quarantined (a marker
+/// left behind would mark a later file of the same name as done before it is).
+pub fn remove_marker(source: &SourceConfig, path: &Path) -> std::io::Result<()> {
+    let Some(template) = source.done_marker.as_deref() else { return Ok(()) };
+    match std::fs::remove_file(marker_of(template, path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Candidate files of a source, with their size and mtime; with a done marker configured, only the
+/// files whose marker exists. A missing folder is an error for the caller to report (it may be an
+/// unmounted share) and is tried again on the next scan.
 pub fn scan(source: &SourceConfig) -> std::io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&source.path)? {
         let Ok(entry) = entry else { continue };
         let path = entry.path();
         let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_file() && is_candidate(source, &path) {
+        if meta.is_file() && is_candidate(source, &path) && marked_done(source, &path) != Some(false) {
             found.push((path, meta.len(), meta.modified().ok()));
         }
     }
@@ -239,6 +264,20 @@ mod tests {
     use super::*;
 
     const SETTLE: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn done_markers_are_named_from_the_file() {
+        let cases = [
+            ("{name}.done", "/pos/sales.csv", "/pos/sales.csv.done"),
+            ("{stem}.ok", "/pos/sales.csv", "/pos/sales.ok"),
+            ("{stem}.ok", "/pos/sales.2025-03-14.csv", "/pos/sales.2025-03-14.ok"),
+            ("ready_{stem}.flag", "/pos/z.xml", "/pos/ready_z.flag"),
+            ("{name}.rdy", "/pos/no-extension", "/pos/no-extension.rdy"),
+        ];
+        for (template, file, marker) in cases {
+            assert_eq!(marker_of(template, Path::new(file)), PathBuf::from(marker), "{template} {file}");
+        }
+    }
 
     #[test]
     fn network_file_systems_are_recognised_from_mountinfo() {

@@ -253,3 +253,27 @@ email = "E-Mail"
     assert_eq!(e["user"]["email"][0], EMAIL_HASH);
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
+
+#[test]
+fn with_a_done_marker_a_file_is_taken_only_once_its_marker_exists() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts { source: "done_marker = \"{stem}.ok\"".into(), ..Opts::default() });
+    // `run --once` leaves an unmarked file alone.
+    agent.drop_file("early.csv", &csv_orders("E", 2, 1));
+    agent.cmd_ok(&["run", "--once"]);
+    assert!(fake.accepted().is_empty() && agent.inbox.join("early.csv").exists());
+    std::fs::write(agent.inbox.join("early.ok"), "").unwrap();
+    agent.cmd_ok(&["run", "--once"]);
+    assert_eq!(fake.unique_ids(), ids("E", 2));
+    assert!(agent.inbox.join("archive/early.csv").exists());
+    assert!(!agent.inbox.join("early.ok").exists(), "the marker goes with its file");
+
+    // The daemon: a file that settled long ago is still not complete without its marker.
+    let daemon = agent.spawn();
+    agent.drop_file("late.csv", &csv_orders("L", 3, 1));
+    std::thread::sleep(Duration::from_secs(5)); // more than twice the settle time
+    assert_eq!(fake.unique_ids().len(), 2, "taken before its marker: {}", daemon.log_text());
+    std::fs::write(agent.inbox.join("late.ok"), "").unwrap();
+    assert!(fake.wait_for_unique(5, T), "{}", daemon.log_text());
+    assert!(wait_until(T, || !agent.inbox.join("late.ok").exists() && agent.inbox.join("archive/late.csv").exists()));
+}

@@ -598,7 +598,11 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         }
         let done_marker = src.done_marker.as_ref().and_then(|m| match check_done_marker(m.get_ref(), &extensions) {
             Ok(()) if append => {
-                error(&key("done_marker"), Some(m.span()), "a file in append mode is never done; remove done_marker".into());
+                error(
+                    &key("done_marker"),
+                    Some(m.span()),
+                    "a file in append mode is never done; remove done_marker".into(),
+                );
                 None
             }
             Ok(()) => Some(m.get_ref().clone()),
@@ -974,7 +978,9 @@ shop_id = "s042"
 
     #[test]
     fn done_markers_must_name_a_file_beside_the_export_that_is_not_read_itself() {
-        let with = |m: &str| MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\ndone_marker = \"{m}\""));
+        let with = |m: &str| {
+            MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\ndone_marker = \"{m}\""))
+        };
         for good in ["{name}.done", "{stem}.ok", "ready_{stem}.flag"] {
             let c = parse(&with(good), &ctx()).unwrap();
             assert_eq!(c.sources[0].done_marker.as_deref(), Some(good));

@@ -228,7 +228,8 @@ pub(super) async fn ingest_loop(
                         }
                         watched[i].handled.insert(path, stamp);
                     }
-                    (FileResult::DisposeFailed, _) => {}
+                    // Not in `handled`: the next rescan (or a chmod's event) looks at it again.
+                    (FileResult::DisposeFailed | FileResult::Blocked, _) => {}
                     (FileResult::Done, Some(stamp)) => {
                         watched[i].handled.insert(path, stamp);
                     }

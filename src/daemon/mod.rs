@@ -46,6 +46,9 @@ pub enum FileResult {
     Done,
     /// Look again later (it changed while being read, or a transient error).
     Retry,
+    /// It could not be opened or read (permissions, an I/O error): it stays in place and is tried
+    /// again when it changes (a chmod counts) and on every rescan.
+    Blocked,
     /// The queue has no room for it (size cap or disk full): hold files back until sending frees space.
     QueueFull,
     /// A file in append mode was read on from its position (`events` new ones committed with the
@@ -61,7 +64,13 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
         return process_append(queue, config, src, path);
     }
     let shown = path.display();
-    match ingest::ingest_file(queue, src, path, age_policy(config, crate::now())) {
+    let result = ingest::ingest_file(queue, src, path, age_policy(config, crate::now()));
+    if matches!(result, Ok(Outcome::Ingested { .. } | Outcome::AlreadyIngested(_)))
+        && queue.clear_blocked(path).unwrap_or(false)
+    {
+        tracing::info!("{shown}: readable now");
+    }
+    match result {
         Ok(Outcome::Ingested { file_id, counts }) => {
             tracing::info!(
                 "{shown}: {} events queued ({} dead on arrival), {} duplicates of earlier exports, {} rows rejected, {} identifiers dropped",
@@ -102,6 +111,9 @@ fn process_append(queue: &mut Queue, config: &Config, src: &SourceConfig, path: 
     let shown = path.display();
     match append::ingest_append(queue, src, path, age_policy(config, crate::now()), SystemTime::now()) {
         Ok(AppendOutcome::Read { counts, position, size, held, stamp }) => {
+            if queue.clear_blocked(path).unwrap_or(false) {
+                tracing::info!("{shown}: readable now");
+            }
             let offset = position.offset;
             if counts != IngestCounts::default() {
                 tracing::info!(
@@ -145,10 +157,13 @@ fn failed(queue: &Queue, src: &SourceConfig, path: &Path, e: ingest::IngestError
         }
         ingest::IngestError::Io { path: p, source } => {
             // Not readable (permissions, an I/O error): say so where `status` and `dead-letter list`
-            // show it, not only in the log. The file stays where it is.
-            tracing::error!("{p}: {source}");
-            let _ = queue.record_unreadable_once(path, &src.name, &source.to_string(), crate::now());
-            FileResult::Done
+            // show it, not only in the log. The file stays where it is and is tried again.
+            if queue.record_blocked(path, &src.name, &source.to_string(), crate::now()).unwrap_or(true) {
+                tracing::error!("{p}: {source} (it stays in place and is tried again on every rescan)");
+            } else {
+                tracing::debug!("{p}: {source} (still)");
+            }
+            FileResult::Blocked
         }
         ingest::IngestError::Queue(e) if e.is_full() => {
             tracing::warn!("{shown}: not ingested: the queue is full ({e}); it waits in its folder");

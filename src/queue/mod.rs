@@ -539,6 +539,31 @@ impl Queue {
             .map_err(|e| self.sqlite(e))
     }
 
+    /// A file that could not be opened or read (permissions, an I/O error) and stays where it is:
+    /// recorded once per path and reason (it is tried again on every scan). True when newly recorded.
+    pub fn record_blocked(&self, path: &Path, source: &str, reason: &str, now: i64) -> Result<bool> {
+        self.conn
+            .execute(
+                "INSERT INTO rejects (file_id, path, line, field, reason, at) SELECT NULL, ?1, 0, 'file', ?2, ?3
+                 WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE path = ?1 AND line = 0 AND field = 'file' AND reason = ?2)",
+                params![path.display().to_string(), format!("file not readable ({source}): {reason}"), now],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The file at `path` was read after all: forget that it could not be. True when it had been
+    /// recorded as blocked.
+    pub fn clear_blocked(&self, path: &Path) -> Result<bool> {
+        self.conn
+            .execute(
+                "DELETE FROM rejects WHERE path = ?1 AND line = 0 AND field = 'file' AND file_id IS NULL",
+                params![path.display().to_string()],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.sqlite(e))
+    }
+
     pub fn recent_files(&self, limit: usize) -> Result<Vec<FileRecord>> {
         let mut stmt = self
             .conn

@@ -1043,17 +1043,7 @@ fn a_file_without_read_permission_is_reported_and_the_rest_delivered() {
 /// `run --once` as user `nobody` (uid 65534) through `setpriv`, with the agent's folder given to
 /// it; Err says why that cannot be done here.
 fn run_once_as_nobody(agent: &Agent) -> Result<std::process::Output, String> {
-    let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(agent.dir.path()).status();
-    if !chown.is_ok_and(|s| s.success()) {
-        return Err("chown failed".into());
-    }
-    let probe = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "--version"])
-        .output()
-        .map_err(|e| format!("setpriv: {e}"))?;
-    if !probe.status.success() {
-        return Err(format!("setpriv cannot run the agent as nobody: {}", String::from_utf8_lossy(&probe.stderr)));
-    }
+    agent.give_to_nobody()?;
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "--config"])
         .arg(&agent.config)
@@ -1063,4 +1053,32 @@ fn run_once_as_nobody(agent: &Agent) -> Result<std::process::Output, String> {
         .unwrap();
     assert_no_leak(&String::from_utf8_lossy(&out.stderr));
     Ok(out)
+}
+
+#[test]
+fn a_file_made_readable_after_it_was_refused_is_taken_without_a_restart() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    if let Err(why) = agent.give_to_nobody() {
+        // Without another user, root reads a file of mode 000 and there is nothing to test.
+        assert!(why.contains("setpriv") || why.contains("chown"), "{why}");
+        eprintln!("SKIPPED a_file_made_readable_after: {why}");
+        return;
+    }
+    let daemon = agent.spawn_as_nobody();
+    let locked = agent.inbox.join("locked.csv");
+    let tmp = agent.dir.path().join("locked.tmp");
+    std::fs::write(&tmp, csv_orders("LATE", 2, 1)).unwrap();
+    set_mode(&tmp, 0o000);
+    std::fs::rename(&tmp, &locked).unwrap();
+    assert!(wait_until(T, || daemon.log_text().contains("locked.csv: Permission denied")), "{}", daemon.log_text());
+    assert!(fake.unique_ids().is_empty());
+    set_mode(&locked, 0o644);
+    assert!(fake.wait_for_unique(2, T), "not taken after chmod:\n{}", daemon.log_text());
+    assert_eq!(fake.unique_ids(), ids("LATE", 2));
+    assert!(wait_until(T, || agent.inbox.join("archive/locked.csv").exists()), "{}", daemon.log_text());
+    assert!(daemon.log_text().contains("readable now"), "{}", daemon.log_text());
+    // Once it was read, it is no longer listed as unreadable.
+    let listed = agent.cmd_ok(&["dead-letter", "list"]);
+    assert!(!listed.contains("Permission denied"), "{listed}");
 }

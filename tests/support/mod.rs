@@ -161,8 +161,37 @@ rescan_secs = 1
     }
 
     pub fn spawn_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.spawn_with(Command::new(bin()), env)
+    }
+
+    /// Start `run` as user `nobody` (after [`Agent::give_to_nobody`]), so that file modes bind
+    /// even when the tests run as root.
+    pub fn spawn_as_nobody(&self) -> Daemon {
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+        self.spawn_with(setpriv, &[])
+    }
+
+    /// Give the store's folder to user `nobody` (uid 65534) and check that the agent can run as it
+    /// through `setpriv`; Err says why that cannot be done here.
+    pub fn give_to_nobody(&self) -> Result<(), String> {
+        let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(self.dir.path()).status();
+        if !chown.is_ok_and(|s| s.success()) {
+            return Err("chown failed".into());
+        }
+        let probe = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "--version"])
+            .output()
+            .map_err(|e| format!("setpriv: {e}"))?;
+        if !probe.status.success() {
+            return Err(format!("setpriv cannot run the agent as nobody: {}", String::from_utf8_lossy(&probe.stderr)));
+        }
+        Ok(())
+    }
+
+    fn spawn_with(&self, mut command: Command, env: &[(&str, &str)]) -> Daemon {
         let log = self.dir.path().join(format!("daemon-{}.log", fastrand_u32()));
-        let child = Command::new(bin())
+        let child = command
             .arg("--config")
             .arg(&self.config)
             .arg("run")

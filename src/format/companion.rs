@@ -92,6 +92,25 @@ pub(super) fn join<const N: usize>(
     }
 }
 
+/// The next row of a companion table; `None` at its end, and also where the rest of it cannot be
+/// read (a record over the size cap, a quote never closed): then a note names the companion, the
+/// line and what follows (`without`) for the rest, and the file being read goes on. Only an I/O
+/// error fails the read.
+pub(super) fn next_row<R: Read>(
+    table: &mut Table<R>,
+    shown: &str,
+    without: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<Result<super::csv_table::Row, Reject>>, FormatError> {
+    match table.next_row() {
+        Err(FormatError::Unreadable { line, reason }) => {
+            notes.push(format!("{shown}: unreadable from line {line} on ({reason}): {without} for the rest"));
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
 /// The rows of a companion that could not be read: how many, and the first one's reject.
 #[derive(Default)]
 pub(super) struct Unread(Option<(usize, Reject)>);

@@ -275,7 +275,7 @@ fn load_receipts(
     let contacts = table.optional("Customer contacts");
     let mut receipts = HashMap::new();
     let mut unread = Unread::default();
-    while let Some(next) = table.next_row()? {
+    while let Some(next) = companion::next_row(&mut table, &shown, without, notes)? {
         let Some(row) = unread.count(next) else { continue };
         let total = unread.count(row.amount(total, decimal));
         let totals = Totals {
@@ -404,6 +404,22 @@ mod tests {
         assert!(reads_file(BY_ITEM));
         assert!(!reads_file("receipts-2025-03-14-2025-03-14.csv"));
         assert!(!reads_file(RECEIPTS_FILE));
+    }
+
+    #[test]
+    fn a_companion_unreadable_from_some_line_on_is_joined_up_to_it_and_named_in_a_note() {
+        let main = std::fs::read(fixture(BY_ITEM)).unwrap();
+        let mut companion = std::fs::read(fixture(RECEIPTS_FILE)).unwrap();
+        let lines = companion.iter().filter(|b| **b == b'\n').count();
+        companion.extend_from_slice(b"\"a quote never closed,");
+        companion.extend(std::iter::repeat_n(b'x', crate::format::MAX_RECORD_BYTES + 10));
+        let (dir, path) = folder_with(BY_ITEM, &main, &[]);
+        std::fs::write(dir.path().join(RECEIPTS_FILE), companion).unwrap();
+        let outcome = run(&SOURCE, &path, Policy::default());
+        assert_purchases(&outcome, &PURCHASES);
+        assert_skips(&outcome, &SKIPS);
+        let note = format!("{}: unreadable from line {} on", RECEIPTS_FILE, lines + 1);
+        assert!(outcome.summary.notes.iter().any(|n| n.contains(&note)), "{:?}", outcome.summary.notes);
     }
 
     #[test]

@@ -270,7 +270,7 @@ fn load_checks(options: &ReadOptions, notes: &mut Vec<String>) -> Result<Option<
     let discount_reason = table.optional("Reason of Discount");
     let mut checks = HashMap::new();
     let mut unread = Unread::default();
-    while let Some(next) = table.next_row()? {
+    while let Some(next) = companion::next_row(&mut table, &shown, without, notes)? {
         let Some(row) = unread.count(next) else { continue };
         if row.get(check).is_empty() {
             continue;
@@ -388,6 +388,22 @@ mod tests {
         assert_eq!(outcome.summary.notes.len(), 1, "{:?}", outcome.summary);
         assert!(outcome.summary.notes[0].contains("no CheckDetails file"));
         assert!(outcome.summary.notes[0].contains("without customer data"));
+    }
+
+    #[test]
+    fn a_companion_unreadable_from_some_line_on_is_joined_up_to_it_and_named_in_a_note() {
+        let main = std::fs::read(fixture(ITEMS)).unwrap();
+        let mut companion = std::fs::read(fixture(CHECKS_FILE)).unwrap();
+        let lines = companion.iter().filter(|b| **b == b'\n').count();
+        companion.extend_from_slice(b"\"a quote never closed,");
+        companion.extend(std::iter::repeat_n(b'x', crate::format::MAX_RECORD_BYTES + 10));
+        let (dir, path) = folder_with(ITEMS, &main, &[]);
+        std::fs::write(dir.path().join(CHECKS_FILE), companion).unwrap();
+        let outcome = run(&SOURCE, &path, Policy::default());
+        assert_purchases(&outcome, &PURCHASES);
+        assert_skips(&outcome, &SKIPS);
+        let note = format!("{}: unreadable from line {} on", CHECKS_FILE, lines + 1);
+        assert!(outcome.summary.notes.iter().any(|n| n.contains(&note)), "{:?}", outcome.summary.notes);
     }
 
     #[test]

@@ -532,17 +532,31 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             &key("consent"),
             &mut error,
         );
-        for field in src.columns.keys() {
-            if !crate::format::NATIVE_COLUMNS.contains(&field.as_str()) {
-                error(
-                    &key(&format!("columns.{field}")),
-                    None,
-                    format!("`{field}` is not a field (fields: {})", crate::format::NATIVE_COLUMNS.join(", ")),
-                );
+        let mut fields = crate::format::NATIVE_COLUMNS.to_vec();
+        match format {
+            Format::Jsonl => fields.push("items"),
+            Format::Json => fields.extend(crate::format::JSON_PATH_KEYS),
+            _ => {}
+        }
+        for (field, column) in &src.columns {
+            let at = key(&format!("columns.{field}"));
+            if !fields.contains(&field.as_str()) {
+                error(&at, None, format!("`{field}` is not a field (fields: {})", fields.join(", ")));
+            } else if matches!(format, Format::Jsonl | Format::Json) && !crate::format::valid_json_path(column) {
+                error(&at, None, format!("`{column}` is not a dotted path (e.g. \"customer.email\")"));
+            } else if column.trim().is_empty() {
+                error(&at, None, "must name a column".into());
             }
         }
-        if !src.columns.is_empty() && format != Format::NativeCsv {
-            error(&key("columns"), None, "column mappings apply to format = \"native-csv\" only".into());
+        if !src.columns.is_empty() && !matches!(format, Format::NativeCsv | Format::Jsonl | Format::Json) {
+            error(
+                &key("columns"),
+                None,
+                format!(
+                    "column mappings apply to format = \"native-csv\", \"jsonl\" or \"json\"; `{}` knows its columns",
+                    format.name()
+                ),
+            );
         }
         let path = resolve(src.path.get_ref());
         let archive_dir = src.archive_dir.as_ref().map_or_else(
@@ -974,6 +988,34 @@ shop_id = "s042"
         assert!(!inline.warnings.is_empty());
         assert!(!format!("{inline:?}").contains("s3cr3t"));
         assert!(!describe(&inline).contains("s3cr3t"));
+    }
+
+    #[test]
+    fn column_mappings_name_our_fields_and_json_paths() {
+        let with = |format: &str, columns: &str| {
+            MINIMAL.replace("format = \"native-csv\"", &format!("format = \"{format}\"\ncolumns = {{ {columns} }}"))
+        };
+        let good = [
+            ("native-csv", r#"order_id = "Bon-Nr", price = "Einzelpreis""#),
+            ("jsonl", r#"order_id = "receipt.no", items = "receipt.lines", price = "unit.amount""#),
+            ("json", r#"records = "data.orders", email = "customer.emails.0""#),
+        ];
+        for (format, columns) in good {
+            let c = parse(&with(format, columns), &ctx()).unwrap_or_else(|e| panic!("{format}: {e:?}"));
+            assert!(!c.sources[0].columns.is_empty());
+        }
+        let bad = [
+            ("native-csv", r#"items = "lines""#, "source[0].columns.items"),
+            ("native-csv", r#"price = " ""#, "source[0].columns.price"),
+            ("jsonl", r#"records = "data""#, "source[0].columns.records"),
+            ("jsonl", r#"emial = "e""#, "source[0].columns.emial"),
+            ("json", r#"email = "customer..email""#, "source[0].columns.email"),
+            ("json", r#"records = """#, "source[0].columns.records"),
+            ("shopify-orders", r#"order_id = "Name""#, "source[0].columns"),
+        ];
+        for (format, columns, key) in bad {
+            assert_eq!(errors(&with(format, columns))[0].0, key, "{format} {columns}");
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@ mod csv_native;
 pub use csv_native::COLUMNS as NATIVE_COLUMNS;
 mod csv_table;
 mod dsfinvk;
-mod jsonl;
+mod json;
+pub use json::{valid_path as valid_json_path, PATH_KEYS as JSON_PATH_KEYS};
 mod loyverse;
 mod poslog;
 #[cfg(test)]
@@ -41,8 +42,10 @@ use std::ops::ControlFlow;
 pub enum Format {
     /// The agent's own CSV: one row per line item, header names are our field names.
     NativeCsv,
-    /// JSON Lines: one order per line with nested items.
+    /// JSON Lines: one order (or line item) per line.
     Jsonl,
+    /// A JSON document: an array of orders (or line items), at the top or at a path.
+    Json,
     /// Shopify Admin orders export (`orders_export.csv`).
     ShopifyOrders,
     /// Square Dashboard Transactions CSV, also after a round trip through Excel.
@@ -66,6 +69,7 @@ impl Format {
     pub const ALL: &'static [(&'static str, Format)] = &[
         ("native-csv", Format::NativeCsv),
         ("jsonl", Format::Jsonl),
+        ("json", Format::Json),
         ("shopify-orders", Format::ShopifyOrders),
         ("square-transactions", Format::SquareTransactions),
         ("square-items", Format::SquareItems),
@@ -93,6 +97,7 @@ impl Format {
             Format::Dsfinvk => dsfinvk::reads_file(file_name),
             Format::NativeCsv
             | Format::Jsonl
+            | Format::Json
             | Format::ShopifyOrders
             | Format::SquareTransactions
             | Format::SquareItems
@@ -105,7 +110,7 @@ impl Format {
     pub fn default_time_formats(self) -> &'static [&'static str] {
         match self {
             // Shopify writes `2025-03-14 15:42:10 -0400`, which is always understood.
-            Format::NativeCsv | Format::Jsonl | Format::ShopifyOrders => &[],
+            Format::NativeCsv | Format::Jsonl | Format::Json | Format::ShopifyOrders => &[],
             // `Date` + `Time`: `2025-03-14 15:42:10` is always understood; 2017 files wrote
             // `11/15/2017`.
             Format::SquareTransactions | Format::SquareItems => &["%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M"],
@@ -124,6 +129,7 @@ impl Format {
         match self {
             Format::NativeCsv
             | Format::Jsonl
+            | Format::Json
             | Format::ShopifyOrders
             | Format::SquareTransactions
             | Format::SquareItems
@@ -140,6 +146,7 @@ impl Format {
         match self {
             Format::NativeCsv => &["csv", "txt"],
             Format::Jsonl => &["jsonl", "ndjson", "json"],
+            Format::Json => &["json"],
             Format::ShopifyOrders
             | Format::SquareTransactions
             | Format::SquareItems
@@ -167,8 +174,8 @@ pub struct ReadOptions {
     pub decimal_separator: Option<char>,
     /// What counts as a sale.
     pub policy: Policy,
-    /// For the native CSV: which export column holds each of our fields (`order_id` →
-    /// `Bon-Nr`), for exports whose headers are not our field names.
+    /// Which export column (native CSV) or dotted path (JSON) holds each of our fields
+    /// (`order_id` → `Bon-Nr`, `email` → `customer.email`), for exports not written in our names.
     pub columns: std::collections::BTreeMap<String, String>,
 }
 
@@ -282,7 +289,8 @@ pub fn read(
     let input = decode(input, options.encoding)?;
     match format {
         Format::NativeCsv => csv_native::read(input, options, sink),
-        Format::Jsonl => jsonl::read(input, sink),
+        Format::Jsonl => json::read_lines(input, options, sink),
+        Format::Json => json::read_document(input, options, sink),
         Format::ShopifyOrders => shopify::read(input, options, sink),
         Format::SquareTransactions => square::read_transactions(input, options, sink),
         Format::SquareItems => square::read_items(input, options, sink),

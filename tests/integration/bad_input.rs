@@ -254,6 +254,26 @@ fn corpus() -> Vec<Case> {
             parts().delivered(&["JT1"]).reject(2, None, "invalid JSON: EOF while parsing").done(),
         ),
         case(
+            "json-truncated-document.json",
+            "json",
+            parts().delivered(&["JD1", "JD2"]).reject(4, None, "invalid JSON").done(),
+        ),
+        case(
+            "json-record-not-an-object.json",
+            "json",
+            parts().delivered(&["JO1", "JO3"]).reject(3, None, "not a JSON object").done(),
+        ),
+        case("json-not-an-array.json", "json", Expect::Quarantined("the document is not an array of records")),
+        case(
+            "json-wrong-types.json",
+            "json",
+            parts()
+                .delivered(&["JY1", "JY4"])
+                .reject(3, Some("items"), "not an array")
+                .reject(5, Some("value"), "must be a string or a number")
+                .done(),
+        ),
+        case(
             "jsonl-wrong-types.jsonl",
             "jsonl",
             parts()
@@ -342,6 +362,14 @@ fn good_sample(format: &str) -> Option<Good> {
             };
             let body = [line("GJ0", now() - 900), line("GJ1", now() - 800), String::new()].join("\n");
             ("good.jsonl", text(body), vec!["GJ0", "GJ1"])
+        }
+        "json" => {
+            let record = |id: &str, t: i64| {
+                serde_json::json!({"order_id": id, "event_time": t, "email": format!("{id}@example.com"),
+                    "items": [{"content_id": "A", "price": "2.50", "quantity": 2}, {"content_id": "B", "price": 1}]})
+            };
+            let body = serde_json::to_string_pretty(&[record("GD0", now() - 900), record("GD1", now() - 800)]).unwrap();
+            ("good.json", text(body), vec!["GD0", "GD1"])
         }
         "shopify-orders" => {
             let t = |o| String::from_utf8(at(o, "%Y-%m-%d %H:%M:%S +0000")).unwrap();
@@ -883,7 +911,7 @@ fn a_50_mb_line_is_read_in_bounded_memory() {
     let widest = format!("order_id,event_time,value{}\n", ",".repeat(999_000));
     // Per format: files, and for each the words its quarantine reason or rejected row must hold.
     type Files = Vec<(&'static str, Vec<u8>, &'static str)>;
-    let cases: [(&str, Files, &[&str]); 3] = [
+    let cases: [(&str, Files, &[&str]); 4] = [
         (
             "native-csv",
             vec![
@@ -904,6 +932,15 @@ fn a_50_mb_line_is_read_in_bounded_memory() {
                 "one-line.jsonl",
                 after(br#"{"order_id":"BIG","description":""#.to_vec(), b'z'),
                 "line longer than 4194304 bytes",
+            )],
+            &[],
+        ),
+        (
+            "json",
+            vec![(
+                "one-record.json",
+                after(br#"[{"order_id":"BIG","description":""#.to_vec(), b'z'),
+                "record longer than 4194304 bytes",
             )],
             &[],
         ),

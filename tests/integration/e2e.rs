@@ -277,3 +277,46 @@ fn with_a_done_marker_a_file_is_taken_only_once_its_marker_exists() {
     assert!(fake.wait_for_unique(5, T), "{}", daemon.log_text());
     assert!(wait_until(T, || !agent.inbox.join("late.ok").exists() && agent.inbox.join("archive/late.csv").exists()));
 }
+
+#[test]
+fn any_json_export_can_be_described_in_config() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let source = r#"format = "json"
+[source.columns]
+records = "data.receipts"
+order_id = "number"
+event_time = "closed_at"
+email = "customer.contact.email"
+items = "lines"
+content_id = "article.sku"
+content_name = "article.name"
+price = "unit_price"
+quantity = "qty"
+"#;
+    let agent = Agent::new(&fake.base_url(), Opts { source: source.into(), ..Opts::default() });
+    let t = now() - 900;
+    let doc = json!({
+        "export": {"till": 3, "version": "2.1"},
+        "data": {"receipts": [
+            {"number": "R-100", "closed_at": t, "customer": {"contact": {"email": RAW_EMAIL.trim()}, "name": "Alice"},
+             "lines": [{"article": {"sku": "SOCK", "name": "socks"}, "unit_price": "8.00", "qty": 2},
+                       {"article": {"sku": "HAT", "name": "hat"}, "unit_price": 19.99, "qty": 1}]},
+            {"number": "R-101", "closed_at": "yesterday-ish", "lines": []},
+            {"number": "R-102", "closed_at": t + 60, "lines": [{"article": {"sku": "PIN"}, "unit_price": 5, "qty": 1}]}
+        ]}
+    });
+    agent.drop_file("export.json", &serde_json::to_string_pretty(&doc).unwrap());
+    agent.cmd_ok(&["run", "--once"]);
+    assert_eq!(fake.unique_ids(), ["s042:t1:R-100", "s042:t1:R-102"].map(String::from).into_iter().collect());
+    let e = fake.accepted().into_iter().find(|e| e["event_id"] == "s042:t1:R-100").unwrap();
+    assert_eq!(e["event_time"], t);
+    assert_eq!(e["user"]["email"], json!([EMAIL_HASH]));
+    assert_eq!(e["properties"]["value"], json!(35.99));
+    assert_eq!(e["properties"]["contents"][1]["content_id"], "HAT");
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+    // The bad receipt is recorded with the line it starts on in the pretty-printed file.
+    let listed = agent.cmd_ok(&["dead-letter", "list"]);
+    let pretty = serde_json::to_string_pretty(&doc).unwrap();
+    let starts = pretty.lines().position(|l| l.contains("yesterday-ish")).unwrap(); // 0-based: the `{` above
+    assert!(listed.contains(&format!("export.json:{starts}")) && listed.contains("event_time"), "{listed}");
+}

@@ -64,6 +64,15 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
         return process_append(queue, config, src, path);
     }
     let shown = path.display();
+    let companion = src.format.companion_of(path);
+    if let Some(c) = &companion {
+        // The POS may still be writing the other half of the export.
+        let age = std::fs::metadata(c).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|age| age < src.settle) {
+            tracing::debug!("{shown}: waits for {} to settle", c.display());
+            return FileResult::Retry;
+        }
+    }
     let result = ingest::ingest_file(queue, src, path, age_policy(config, crate::now()));
     if matches!(result, Ok(Outcome::Ingested { .. } | Outcome::AlreadyIngested(_)))
         && queue.clear_blocked(path).unwrap_or(false)
@@ -81,12 +90,18 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
                 counts.warnings
             );
             let disposed = !dispose || dispose_file(queue, src, path, file_id);
+            if dispose && disposed {
+                dispose_companion(src, companion.as_deref());
+            }
             FileResult::Committed { events: counts.events - counts.dead, disposed }
         }
         Ok(Outcome::AlreadyIngested(record)) => {
             tracing::info!("{shown}: same content as {} (already ingested), nothing queued", record.path);
             if dispose && !dispose_file(queue, src, path, record.id) {
                 return FileResult::DisposeFailed;
+            }
+            if dispose {
+                dispose_companion(src, companion.as_deref());
             }
             FileResult::Done
         }
@@ -207,6 +222,16 @@ fn quarantine(src: &SourceConfig, path: &Path, reason: &str) {
             drop_marker(src, path);
         }
         Err(e) => tracing::error!("{}: cannot move to quarantine {}: {e}", path.display(), dir.display()),
+    }
+}
+
+/// Archive or delete the companion of a disposed file with it (it belongs to that export alone); a
+/// failure is logged and leaves it in place, where it does no harm.
+fn dispose_companion(src: &SourceConfig, companion: Option<&Path>) {
+    let Some(c) = companion else { return };
+    match source::dispose(src, c, || ingest::content_hash(c).unwrap_or_default()) {
+        Ok(how) => tracing::debug!("{}: {how} (companion)", c.display()),
+        Err(e) => tracing::warn!("{e} (the companion of a file that was taken; it stays)"),
     }
 }
 

@@ -30,7 +30,7 @@ pub(super) fn find(options: &ReadOptions, kind: &Kind) -> std::io::Result<Result
         return Ok(Err(format!("the file's path is not known, so no {} file was joined", kind.what)));
     };
     let own = name.to_ascii_lowercase();
-    let named_alike = own.replacen(&kind.primary.to_ascii_lowercase(), &kind.companion.to_ascii_lowercase(), 1);
+    let named_alike = alike(&own, kind);
     let mut candidates = Vec::new();
     for entry in std::fs::read_dir(folder)? {
         let entry = entry?;
@@ -50,6 +50,29 @@ pub(super) fn find(options: &ReadOptions, kind: &Kind) -> std::io::Result<Result
         0 => Ok(Err(format!("no {} file next to {name}", kind.what))),
         n => Ok(Err(format!("{n} {} files next to {name} and none of them named like it", kind.what))),
     }
+}
+
+/// The lower-cased name of the companion named like the (lower-cased) file `own`.
+fn alike(own: &str, kind: &Kind) -> String {
+    own.replacen(&kind.primary.to_ascii_lowercase(), &kind.companion.to_ascii_lowercase(), 1)
+}
+
+/// The companion named like the file at `path` (`ItemSelectionDetails.csv` →
+/// `CheckDetails.csv`, case aside), if there is one: the file that belongs to this export alone,
+/// so it is waited for and archived with it. A companion found only because it is the only one in
+/// the folder is not.
+pub(super) fn named_alike(path: &Path, kind: &Kind) -> Option<PathBuf> {
+    let (folder, name) = split(path)?;
+    let own = name.to_ascii_lowercase();
+    let want = alike(&own, kind);
+    if want == own {
+        return None;
+    }
+    std::fs::read_dir(folder)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.to_ascii_lowercase() == want) && p.is_file())
 }
 
 /// Open a file of the same export (a companion, or the file being read for a second pass) as a

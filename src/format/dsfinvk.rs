@@ -82,7 +82,7 @@ const RECEIPT_COLUMNS: [&str; 23] = [
     "BON_NOTIZ",
 ];
 
-const LINES: Kind = Kind {
+pub(super) const LINES: Kind = Kind {
     what: "DSFinV-K lines.csv",
     primary: "transactions",
     companion: "lines",

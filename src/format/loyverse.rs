@@ -61,7 +61,7 @@ const BY_ITEM_COLUMNS: [&str; 24] = [
     "Status",
 ];
 
-const RECEIPTS: Kind = Kind {
+pub(super) const RECEIPTS: Kind = Kind {
     what: "Loyverse receipts",
     primary: "receipts-by-item",
     companion: "receipts",

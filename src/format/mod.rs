@@ -106,6 +106,18 @@ impl Format {
         }
     }
 
+    /// The companion file that belongs to the export at `path` alone (named like it), for formats
+    /// split over two files: the file is taken once both have settled, and they are archived together.
+    pub fn companion_of(self, path: &std::path::Path) -> Option<std::path::PathBuf> {
+        let kind = match self {
+            Format::Loyverse => &loyverse::RECEIPTS,
+            Format::Toast => &toast::CHECK_DETAILS,
+            Format::Dsfinvk => &dsfinvk::LINES,
+            _ => return None,
+        };
+        companion::named_alike(path, kind)
+    }
+
     /// Date/time formats tried when the source does not set `time_formats`.
     pub fn default_time_formats(self) -> &'static [&'static str] {
         match self {

@@ -68,7 +68,7 @@ const ITEM_COLUMNS: [&str; 32] = [
     "Tab Name",
 ];
 
-const CHECK_DETAILS: Kind = Kind {
+pub(super) const CHECK_DETAILS: Kind = Kind {
     what: "CheckDetails",
     primary: "ItemSelectionDetails",
     companion: "CheckDetails",

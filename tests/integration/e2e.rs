@@ -320,3 +320,38 @@ quantity = "qty"
     let starts = pretty.lines().position(|l| l.contains("yesterday-ish")).unwrap(); // 0-based: the `{` above
     assert!(listed.contains(&format!("export.json:{starts}")) && listed.contains("event_time"), "{listed}");
 }
+
+#[test]
+fn a_split_export_waits_for_its_companion_and_is_archived_with_it() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts { source: "format = \"toast\"".into(), ..Opts::default() });
+    let daemon = agent.spawn();
+    let when = jiff::Timestamp::from_second(now() - 1800).unwrap().to_zoned(jiff::tz::TimeZone::UTC);
+    let date = when.strftime("%m/%d/%y %I:%M %p").to_string();
+    agent.drop_file(
+        "ItemSelectionDetails.csv",
+        &format!(
+            "Order Id,Order #,Order Date,Check Id,Item Id,Menu Item,Net Price,Qty,Tax,Void?\n\
+             T1,1,{date},C1,I1,Burger,18.00,1.0,1.26,false\n"
+        ),
+    );
+    // The POS is still writing CheckDetails (rows keep coming for 3 s): the export is not taken.
+    let checks = agent.inbox.join("CheckDetails.csv");
+    let mut text = String::from("Check Id,Customer Email\n");
+    for i in 0..10 {
+        text.push_str(&format!("C{},c{i}@example.com\n", i + 2));
+        std::fs::write(&checks, &text).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(fake.unique_ids().is_empty(), "taken while its companion was written:\n{}", daemon.log_text());
+    text.push_str(&format!("C1,{}\n", RAW_EMAIL.trim()));
+    std::fs::write(&checks, &text).unwrap();
+    assert!(fake.wait_for_unique(1, T), "{}", daemon.log_text());
+    assert_eq!(fake.accepted()[0]["user"]["email"], json!([EMAIL_HASH]), "joined with the finished companion");
+    assert!(
+        wait_until(T, || agent.inbox.join("archive/CheckDetails.csv").exists() && !checks.exists()),
+        "the companion is archived with its file:\n{}",
+        daemon.log_text()
+    );
+    assert!(agent.inbox.join("archive/ItemSelectionDetails.csv").exists());
+}

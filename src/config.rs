@@ -10,7 +10,7 @@
 use crate::event::money::Currency;
 use crate::event::name::NameTable;
 use crate::event::{pii, SourceDefaults};
-use crate::format::{ConsentPolicy, DateOnly, Format, PartialRefunds, Policy};
+use crate::format::{ConsentPolicy, DateOnly, Format, PartialRefunds, Policy, Quoting};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -79,6 +79,7 @@ pub struct RawSource {
     pub till_id: Option<String>,
     pub decimal_separator: Option<Spanned<String>>,
     pub delimiter: Option<Spanned<String>>,
+    pub quote: Option<Spanned<String>>,
     pub phone_region: Option<Spanned<String>>,
     pub after_ingest: Option<Spanned<String>>,
     pub archive_dir: Option<PathBuf>,
@@ -163,7 +164,8 @@ pub struct SourceConfig {
     pub path: PathBuf,
     pub format: Format,
     pub extensions: Vec<String>,
-    pub delimiter: Option<u8>,
+    /// CSV delimiter and quoting.
+    pub csv: crate::format::Dialect,
     pub defaults: SourceDefaults,
     pub after_ingest: AfterIngest,
     pub archive_dir: PathBuf,
@@ -483,6 +485,21 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
                 None
             }
         });
+        let quote = match src.quote.as_ref().map(|q| (q.get_ref().as_str(), q.span())) {
+            None => Quoting::Detect,
+            Some(("none", _)) => Quoting::Off,
+            Some((q, _)) if q.len() == 1 && q.is_ascii() && Some(q.as_bytes()[0]) != delimiter => {
+                Quoting::Char(q.as_bytes()[0])
+            }
+            Some((_, span)) => {
+                error(
+                    &key("quote"),
+                    Some(span),
+                    "must be one ASCII character other than the delimiter (e.g. \"'\"), or \"none\"".into(),
+                );
+                Quoting::Detect
+            }
+        };
         let source_region = match &src.phone_region {
             Some(r) => {
                 let region = pii::parse_region(r.get_ref());
@@ -633,7 +650,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
             path,
             format,
             extensions,
-            delimiter,
+            csv: crate::format::Dialect { delimiter, quote },
             defaults: SourceDefaults {
                 time_zone,
                 time_formats: if src.time_formats.is_empty() {
@@ -1015,6 +1032,19 @@ shop_id = "s042"
         ];
         for (format, columns, key) in bad {
             assert_eq!(errors(&with(format, columns))[0].0, key, "{format} {columns}");
+        }
+    }
+
+    #[test]
+    fn quoting_is_detected_or_set() {
+        let with =
+            |extra: &str| MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\n{extra}"));
+        let quote = |extra: &str| parse(&with(extra), &ctx()).unwrap().sources[0].csv.quote;
+        assert_eq!(quote(""), Quoting::Detect);
+        assert_eq!(quote("quote = \"'\""), Quoting::Char(b'\''));
+        assert_eq!(quote("quote = \"none\""), Quoting::Off);
+        for bad in ["quote = \"\"", "quote = \"ab\"", "quote = \";\"\ndelimiter = \";\"", "quote = \"é\""] {
+            assert_eq!(errors(&with(bad))[0], ("source[0].quote".into(), Some(8)), "{bad}");
         }
     }
 

@@ -192,7 +192,7 @@ pub fn read(
         }
     };
     let options = ReadOptions {
-        delimiter: source.delimiter,
+        csv: source.csv,
         encoding,
         path: Some(path.to_path_buf()),
         decimal_separator: Some(source.defaults.decimal_separator),

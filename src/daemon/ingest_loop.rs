@@ -195,7 +195,13 @@ pub(super) async fn ingest_loop(
                 work.into_iter()
                     .map(|(i, path)| {
                         h.progress(Part::Ingest);
-                        let result = process_file(q, &cfg, &cfg.sources[i], &path, dispose);
+                        let result = match super::companion_settling(&cfg.sources[i], &path) {
+                            Some(companion) => {
+                                tracing::debug!("{}: waits for {} to settle", path.display(), companion.display());
+                                FileResult::Retry
+                            }
+                            None => process_file(q, &cfg, &cfg.sources[i], &path, dispose),
+                        };
                         let stamp = std::fs::metadata(&path).ok().map(|m| ingest::stamp(&m));
                         (i, path, result, stamp)
                     })

@@ -65,14 +65,6 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
     }
     let shown = path.display();
     let companion = src.format.companion_of(path);
-    if let Some(c) = &companion {
-        // The POS may still be writing the other half of the export.
-        let age = std::fs::metadata(c).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
-        if age.is_some_and(|age| age < src.settle) {
-            tracing::debug!("{shown}: waits for {} to settle", c.display());
-            return FileResult::Retry;
-        }
-    }
     let result = ingest::ingest_file(queue, src, path, age_policy(config, crate::now()));
     if matches!(result, Ok(Outcome::Ingested { .. } | Outcome::AlreadyIngested(_)))
         && queue.clear_blocked(path).unwrap_or(false)
@@ -119,6 +111,15 @@ pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path
         }
         Err(e) => failed(queue, src, path, e),
     }
+}
+
+/// The companion of a split export that changed within the settle time: the POS may still be
+/// writing the other half of the export, so the file waits (the service only; `run --once` takes
+/// what is there).
+pub(crate) fn companion_settling(src: &SourceConfig, path: &Path) -> Option<PathBuf> {
+    let companion = src.format.companion_of(path)?;
+    let age = std::fs::metadata(&companion).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
+    (age < src.settle).then_some(companion)
 }
 
 /// Read on in a file of an append-mode source: never archived, deleted or quarantined.

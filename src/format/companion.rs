@@ -80,7 +80,7 @@ pub(super) fn named_alike(path: &Path, kind: &Kind) -> Option<PathBuf> {
 pub(super) fn open(path: &Path, options: &ReadOptions) -> Result<Table<impl Read>, FormatError> {
     let file = std::fs::File::open(path)?;
     let input = decode(file, options.encoding)?;
-    Table::open(input, options.delimiter)
+    Table::open(input, options.csv)
 }
 
 /// The companion of the file being read, opened, and the positions of the columns `required` of

@@ -78,7 +78,7 @@ pub(super) fn read(
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
     let conventions = Conventions { names: Names::Lowercased, ..Conventions::default() };
-    let mut table = Table::open_as(input, options.delimiter, conventions)?;
+    let mut table = Table::open_as(input, options.csv, conventions)?;
     // Our field name → the column that holds it in this export (itself unless mapped).
     let column_of = |field: &str| options.columns.get(field).map_or(field.to_string(), |c| c.trim().to_lowercase());
     let export_names: Vec<String> = COLUMNS.iter().map(|f| column_of(f)).collect();

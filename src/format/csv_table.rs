@@ -8,7 +8,7 @@
 //! it (a Shopify or Square amount), never an identifier.
 
 use super::record_cap::RecordCap;
-use super::{FormatError, Parsed, Reject, MAX_RECORD_BYTES};
+use super::{Dialect, FormatError, Parsed, Quoting, Reject, MAX_RECORD_BYTES};
 use crate::event::money::parse_amount;
 use rust_decimal::Decimal;
 use std::collections::VecDeque;
@@ -82,23 +82,30 @@ pub(super) enum Check<'a> {
 impl<R: Read> Table<R> {
     /// Open `input` and read the header (the first record); a file without one is unreadable, and
     /// so is one from a record over [`MAX_RECORD_BYTES`] on. Header names are matched exactly.
-    pub fn open(input: R, delimiter: Option<u8>) -> Result<Self, FormatError> {
-        Self::open_as(input, delimiter, Conventions::default())
+    pub fn open(input: R, dialect: Dialect) -> Result<Self, FormatError> {
+        Self::open_as(input, dialect, Conventions::default())
     }
 
     /// [`Table::open`] with a reader's own conventions.
-    pub fn open_as(input: R, delimiter: Option<u8>, conventions: Conventions) -> Result<Self, FormatError> {
+    pub fn open_as(input: R, dialect: Dialect, conventions: Conventions) -> Result<Self, FormatError> {
         // Line numbers come from `LineEnds`, which counts the original bytes, so the parser must see
         // them unchanged (CRLF included).
         let mut input = BufReader::new(LineEnds { inner: input, offset: 0, ends: VecDeque::new(), lines_before: 0 });
         let mut first_line = Vec::new();
         input.by_ref().take(MAX_RECORD_BYTES as u64).read_until(b'\n', &mut first_line)?;
-        let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&first_line));
+        let delimiter = dialect.delimiter.unwrap_or_else(|| detect_delimiter(&first_line));
+        let quote = match dialect.quote {
+            Quoting::Detect => Some(detect_quote(&first_line, delimiter)),
+            Quoting::Char(q) => Some(q),
+            Quoting::Off => None,
+        };
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
+            .quote(quote.unwrap_or(b'"'))
+            .quoting(quote.is_some())
             .flexible(true)
             .has_headers(false)
-            .from_reader(RecordCap::new(Cursor::new(first_line).chain(input), delimiter, MAX_RECORD_BYTES));
+            .from_reader(RecordCap::new(Cursor::new(first_line).chain(input), delimiter, quote, MAX_RECORD_BYTES));
         let mut record = csv::ByteRecord::new();
         if !reader.read_byte_record(&mut record).map_err(csv_error)? {
             return Err(FormatError::Unreadable { line: 1, reason: "empty file: no header".into() });
@@ -351,6 +358,22 @@ fn detect_delimiter(header: &[u8]) -> u8 {
         .unwrap_or(b',')
 }
 
+/// `'` when every name in the header line is wrapped in single quotes (and there is more than a
+/// lone `'`), else `"`. Exports that quote with `'` quote their header too.
+fn detect_quote(header: &[u8], delimiter: u8) -> u8 {
+    let line = header.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let single = |f: &[u8]| {
+        let f = f.trim_ascii();
+        f.len() >= 2 && f.starts_with(b"'") && f.ends_with(b"'")
+    };
+    if !line.is_empty() && line.split(|b| *b == delimiter).all(single) {
+        b'\''
+    } else {
+        b'"'
+    }
+}
+
 /// The line ends (`\r`, `\n`) the CSV parser has been given, so that a record's line can be told
 /// exactly: the parser's own count runs one behind after a CRLF line end or a blank line
 /// (BurntSushi/rust-csv#395). Holds only the line ends read ahead of the current record.
@@ -474,7 +497,7 @@ mod tests {
     use std::str::FromStr;
 
     fn table(text: &str) -> Table<&[u8]> {
-        Table::open(text.as_bytes(), None).unwrap()
+        Table::open(text.as_bytes(), Dialect::default()).unwrap()
     }
 
     #[test]
@@ -492,7 +515,7 @@ mod tests {
     fn bad_records_name_line_field_and_key() {
         let mut bytes = b"key,name\nK1,ok\n\nK2\nK3,Caf".to_vec();
         bytes.extend_from_slice(&[0xE9, b'\n']);
-        let mut t = Table::open(&bytes[..], None).unwrap();
+        let mut t = Table::open(&bytes[..], Dialect::default()).unwrap();
         let row = t.next_row().unwrap().unwrap().ok().unwrap();
         assert_eq!((row.line, row.get(1)), (2, "ok"));
         let short = t.next_record().unwrap().unwrap();
@@ -520,7 +543,7 @@ mod tests {
         ];
         for (text, lines) in cases {
             for chunk in [1, 2, 3, 64] {
-                let mut t = Table::open(Trickle { bytes: text.as_bytes(), chunk }, None).unwrap();
+                let mut t = Table::open(Trickle { bytes: text.as_bytes(), chunk }, Dialect::default()).unwrap();
                 let mut got = Vec::new();
                 while let Some(row) = t.next_row().unwrap() {
                     got.push(row.ok().unwrap().line);
@@ -548,12 +571,12 @@ mod tests {
     #[test]
     fn conventions_decide_name_matching_and_amount_rejects() {
         let text = "Total,Note\n1.4.4,x\n";
-        let mut exact = Table::open(text.as_bytes(), None).unwrap();
+        let mut exact = Table::open(text.as_bytes(), Dialect::default()).unwrap();
         assert_eq!((exact.optional("total"), exact.optional("Total")), (None, Some(0)));
         let row = exact.next_row().unwrap().unwrap().ok().unwrap();
         assert_eq!(row.amount(0, '.').unwrap_err().reason, "not an amount");
 
-        let mut drifting = Table::open_as(text.as_bytes(), None, Conventions::DRIFTING).unwrap();
+        let mut drifting = Table::open_as(text.as_bytes(), Dialect::default(), Conventions::DRIFTING).unwrap();
         assert_eq!(drifting.optional("TOTAL"), Some(0));
         assert_eq!(drifting.unknown_columns(&["total"]), ["Note"]);
         let err = drifting.required_in("Shop export", ["total", "Name"]).unwrap_err().to_string();
@@ -563,8 +586,37 @@ mod tests {
         assert_eq!((reject.field.as_deref(), reject.reason.as_str()), (Some("Total"), "not an amount: `1.4.4`"));
 
         let lowercased = Conventions { names: Names::Lowercased, ..Conventions::default() };
-        let table = Table::open_as(text.as_bytes(), None, lowercased).unwrap();
+        let table = Table::open_as(text.as_bytes(), Dialect::default(), lowercased).unwrap();
         assert_eq!((table.names(), table.optional("TOTAL")), (&["total".to_string(), "note".to_string()][..], Some(0)));
+    }
+
+    #[test]
+    fn quoting_is_detected_from_the_header_or_set() {
+        let detect = [
+            ("a,b,c", b'"'),
+            ("'a','b','c'\r\n", b'\''),
+            ("'a';'b'", b'\''),
+            ("'a',b", b'"'),
+            ("\"a\",\"b\"", b'"'),
+            ("'", b'"'),
+            ("", b'"'),
+        ];
+        for (header, quote) in detect {
+            let delimiter = detect_delimiter(header.as_bytes());
+            assert_eq!(detect_quote(header.as_bytes(), delimiter) as char, quote as char, "{header:?}");
+        }
+        let cells = |text: &str, quote: Quoting| -> Vec<String> {
+            let mut t = Table::open(text.as_bytes(), Dialect { delimiter: None, quote }).unwrap();
+            let row = t.next_row().unwrap().unwrap().unwrap();
+            (0..3).map(|i| row.get(i).to_string()).collect()
+        };
+        let single = "'id','name','price'\n'1','O''Brien, Pat','2,50'\n";
+        assert_eq!(cells(single, Quoting::Detect), ["1", "O'Brien, Pat", "2,50"]);
+        let inches = "id;name;price\n1;\"Big\" 27\" display;199\n";
+        assert_eq!(cells(inches, Quoting::Off), ["1", "\"Big\" 27\" display", "199"]);
+        assert_ne!(cells(inches, Quoting::Detect)[1], "\"Big\" 27\" display");
+        let set = "id|name|price\n1|#a|b#|3\n";
+        assert_eq!(cells(set, Quoting::Char(b'#')), ["1", "a|b", "3"]);
     }
 
     #[test]
@@ -588,7 +640,7 @@ mod tests {
     fn a_record_over_the_cap_makes_the_file_unreadable_from_its_line() {
         let mut text = b"key,name\nK1,ok\nK2,".to_vec();
         text.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 1));
-        let mut t = Table::open(&text[..], None).unwrap();
+        let mut t = Table::open(&text[..], Dialect::default()).unwrap();
         assert!(t.next_row().unwrap().unwrap().is_ok());
         match t.next_row() {
             Err(FormatError::Unreadable { line: 3, reason }) => assert!(reason.contains("longer than"), "{reason}"),
@@ -596,7 +648,7 @@ mod tests {
             Ok(_) => panic!("read a record over the cap"),
         }
         let header = vec![b'h'; MAX_RECORD_BYTES + 1];
-        assert!(matches!(Table::open(&header[..], None), Err(FormatError::Unreadable { line: 1, .. })));
+        assert!(matches!(Table::open(&header[..], Dialect::default()), Err(FormatError::Unreadable { line: 1, .. })));
     }
 
     #[test]
@@ -606,7 +658,7 @@ mod tests {
         let unclosed = width_mismatch(&record(&[b"a", b"b\nc\nd"]), 3);
         assert!(unclosed.ends_with("(it runs over 3 lines: a quote that is never closed?)"), "{unclosed}");
         assert_eq!(width_mismatch(&record(&[b"\0\0\0"]), 3), NUL_PADDING);
-        let mut t = Table::open(&b"key,name\n\0\0\0\0"[..], None).unwrap();
+        let mut t = Table::open(&b"key,name\n\0\0\0\0"[..], Dialect::default()).unwrap();
         let padding = t.next_record().unwrap().unwrap();
         assert_eq!(padding.key(0).unwrap_err().reason, NUL_PADDING);
     }

@@ -112,7 +112,7 @@ pub(super) fn read(
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
     let decimal = options.decimal_separator.unwrap_or(Format::Dsfinvk.default_decimal_separator());
-    let mut table = Table::open(input, options.delimiter)?;
+    let mut table = Table::open(input, options.csv)?;
     let [kasse, erstellung, z_nr, bon_id, typ, storno, ende, brutto] = table.required([
         "Z_KASSE_ID",
         "Z_ERSTELLUNG",

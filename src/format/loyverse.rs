@@ -112,7 +112,7 @@ pub(super) fn read(
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
     let decimal = options.decimal_separator.unwrap_or(Format::Loyverse.default_decimal_separator());
-    let mut table = Table::open(input, options.delimiter)?;
+    let mut table = Table::open(input, options.csv)?;
     let item_column = match (table.optional("Item"), table.optional("Item name")) {
         (None, Some(_)) => "Item name",
         _ => "Item",

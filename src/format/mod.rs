@@ -171,11 +171,31 @@ impl Format {
     }
 }
 
+/// How a CSV export separates and quotes its fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dialect {
+    /// `None`: detected from the header line.
+    pub delimiter: Option<u8>,
+    pub quote: Quoting,
+}
+
+/// How a CSV export quotes fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Quoting {
+    /// `"`, or `'` when every header name is wrapped in single quotes.
+    #[default]
+    Detect,
+    /// This quote character.
+    Char(u8),
+    /// No quoting at all: a quote is an ordinary character (exports that write `5" display`).
+    Off,
+}
+
 /// Per-source reading options.
 #[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
-    /// CSV delimiter; detected from the header line when `None`.
-    pub delimiter: Option<u8>,
+    /// CSV delimiter and quoting.
+    pub csv: Dialect,
     /// Legacy encoding of the file (configured, or detected because it is not valid UTF-8). `None`:
     /// UTF-8, or UTF-16 when the file starts with a UTF-16 BOM.
     pub encoding: Option<&'static encoding_rs::Encoding>,

@@ -59,10 +59,15 @@ pub(crate) struct RecordCap<R> {
 }
 
 impl<R> RecordCap<R> {
-    pub fn new(inner: R, delimiter: u8, limit: usize) -> Self {
+    /// `quote`: the quote character, `None` for no quoting (as the CSV reader above is set up).
+    pub fn new(inner: R, delimiter: u8, quote: Option<u8>, limit: usize) -> Self {
         RecordCap {
             inner,
-            parser: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            parser: csv_core::ReaderBuilder::new()
+                .delimiter(delimiter)
+                .quote(quote.unwrap_or(b'"'))
+                .quoting(quote.is_some())
+                .build(),
             limit,
             lines_before: 0,
             lines_inside: 0,
@@ -132,7 +137,7 @@ mod tests {
     /// Read `input` through a cap of `limit` bytes in chunks of `chunk`: Ok(all bytes) or the
     /// line of the over-long record.
     fn pass(input: &[u8], limit: usize, chunk: usize) -> Result<Vec<u8>, u64> {
-        let mut cap = RecordCap::new(io::BufReader::with_capacity(chunk, input), b',', limit);
+        let mut cap = RecordCap::new(io::BufReader::with_capacity(chunk, input), b',', Some(b'"'), limit);
         let mut out = Vec::new();
         match cap.read_to_end(&mut out) {
             Ok(_) => Ok(out),

@@ -219,7 +219,7 @@ pub(super) fn read(
     options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let mut table = Table::open_as(input, options.delimiter, Conventions::DRIFTING)?;
+    let mut table = Table::open_as(input, options.csv, Conventions::DRIFTING)?;
     let cols = Cols::find(&table, &options.policy)?;
     let summary = Summary { ignored_columns: table.unknown_columns(&KNOWN), ..Summary::default() };
     read_orders(

@@ -404,7 +404,7 @@ fn read<R: BufRead>(
     known: &[&str],
     amounts: impl FnOnce(&Table<R>) -> Result<Amounts, FormatError>,
 ) -> Result<Summary, FormatError> {
-    let mut table = Table::open_as(input, options.delimiter, Conventions::DRIFTING)?;
+    let mut table = Table::open_as(input, options.csv, Conventions::DRIFTING)?;
     let amounts = amounts(&table)?;
     let cols = Cols::new(&table, export, amounts)?;
     let summary = Summary { ignored_columns: table.unknown_columns(known), ..Summary::default() };

@@ -101,7 +101,7 @@ pub(super) fn read(
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
     let decimal = options.decimal_separator.unwrap_or(Format::Sumup.default_decimal_separator());
-    let mut table = Table::open(input, options.delimiter)?;
+    let mut table = Table::open(input, options.csv)?;
     let [number, date, kind, quantity, description, gross] = table.required(REQUIRED)?;
     let columns = Columns {
         date,

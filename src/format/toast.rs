@@ -125,7 +125,7 @@ pub(super) fn read(
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
     let decimal = options.decimal_separator.unwrap_or(Format::Toast.default_decimal_separator());
-    let mut table = Table::open(input, options.delimiter)?;
+    let mut table = Table::open(input, options.csv)?;
     let [order_id, date, item_id, net, quantity, tax, void] =
         table.required(["Order Id", "Order Date", "Item Id", "Net Price", "Qty", "Tax", "Void?"])?;
     let columns = Columns {

@@ -16,23 +16,33 @@
 //! `{Z_KASSE_ID}-{Z_NR}-{BON_ID}` (`KASSE-01-17-1001`), the same in every export of that closing.
 //! Time `BON_ENDE` (local, in the source's zone), value `UMS_BRUTTO`, `KUNDE_ID` as external id,
 //! contents from the `Umsatz` lines (`ART_NR`, else `GTIN`; `ARTIKELTEXT`, `WARENGR`, `STK_BR` per
-//! unit, `MENGE`), netted per article and unit price so that line voids (`P_STORNO`) cancel their
-//! originals. Lines without an article number or with a net quantity that is not positive are
-//! left out of the contents, never out of the value.
+//! unit, `MENGE`), netted per article and unit price. A line voided while the receipt was rung up
+//! is written in one of two ways (DSFinV-K 4.2.3), and both count for nothing: the voided line
+//! itself flagged `P_STORNO`=1 with no second line (such a line is left out, as it is out of
+//! `UMS_BRUTTO`), or an extra unflagged line with a negative `MENGE` that nets with its original.
+//! A line with a negative unit price counts as the positive price times the negated quantity
+//! (+1 at −2,40 is −1 at 2,40), so a void written that way nets too; no unit price is handed on
+//! negative. Lines without an article number, and articles whose net quantity is not positive
+//! (a void without its original, a negative-price line left over), are left out of the contents,
+//! never out of the value.
 //!
 //! **Not a sale** (a `Skip` with the reason): `BON_TYP` other than `Beleg` (`AVTraining`,
-//! `AVBelegabbruch`, `AVTransfer`, `AVBestellung`, `AVRechnung`, ...; `AVSachbezug`, and customers
-//! of `KUNDE_TYP` `Mitarbeiter`, only when the source skips staff sales), a negative or zero
-//! `UMS_BRUTTO` (a return), a cancellation receipt (`BON_STORNO`=1), and the receipt it cancels.
+//! `AVBelegabbruch`, `AVBelegstorno`, `AVTransfer`, `AVBestellung`, `AVRechnung`, ...;
+//! `AVSachbezug`, and customers of `KUNDE_TYP` `Mitarbeiter`, only when the source skips staff
+//! sales), a negative or zero `UMS_BRUTTO` (a return), a cancellation receipt (`BON_STORNO`=1, or
+//! a legacy `AVBelegstorno` with a negative `UMS_BRUTTO`), and the receipt it cancels. By the
+//! specification an `AVBelegstorno` is the cancelled receipt itself, flagged instead of reversed
+//! (registers without a TSE); one with a positive `UMS_BRUTTO` is skipped as such.
 //!
 //! **Which receipt a cancellation cancels.** Real exports link the two in `references.csv`, which
-//! this reader does not read; it applies this rule instead: a receipt *S* with `BON_STORNO`=1
-//! cancels the receipt *O* when (1) both belong to the same closing (`Z_KASSE_ID`, `Z_ERSTELLUNG`,
-//! `Z_NR`), (2) *O* comes before *S* in `lines.csv`, (3) *S*'s lines are exactly *O*'s with the
-//! signs reversed (same articles, quantities and unit prices after netting; *O* adds up to more
-//! than zero, *S* to less), and (4) *S*'s `UMS_BRUTTO` is exactly minus *O*'s. When several earlier
-//! receipts qualify, the latest one not yet cancelled is taken: a cancellation is rung right after
-//! the sale it corrects. The amount alone never cancels anything, and a return (a negative `Beleg`
+//! this reader does not read; it applies this rule instead: a receipt *S* with `BON_STORNO`=1 (or
+//! an `AVBelegstorno` with a negative `UMS_BRUTTO`, whatever its `BON_STORNO`) cancels the receipt
+//! *O* when (1) both belong to the same closing (`Z_KASSE_ID`, `Z_ERSTELLUNG`, `Z_NR`), (2) *O*
+//! comes before *S* in `lines.csv`, (3) *S*'s lines are exactly *O*'s with the signs reversed (same
+//! articles, quantities and unit prices after netting; *O* adds up to more than zero, *S* to
+//! less), and (4) *S*'s `UMS_BRUTTO` is exactly minus *O*'s. When several earlier receipts qualify,
+//! the latest one not yet cancelled is taken: a cancellation is rung right after the sale it
+//! corrects. The amount alone never cancels anything, and a return (a negative `Beleg`
 //! without `BON_STORNO`) does not undo its sale: the sale happened. Because *S* comes after *O*, a
 //! sale whose lines a later receipt reverses is held back until that receipt's row is read (rarely
 //! more than one at a time), then delivered or skipped.
@@ -202,8 +212,9 @@ fn receipt_key(row: &Row, at: &[usize; 4]) -> Result<Key, Reject> {
 #[derive(Debug, PartialEq)]
 enum Verdict {
     Order(Box<RawOrder>, Decimal),
-    /// A cancellation receipt (`BON_STORNO`=1) with its `UMS_BRUTTO`.
-    Storno(Decimal),
+    /// A cancellation receipt with its `UMS_BRUTTO` and what marks it (`BON_STORNO=1`, or
+    /// `BON_TYP AVBelegstorno`).
+    Storno(Decimal, &'static str),
     Skip(String),
     Reject(Reject),
 }
@@ -227,12 +238,14 @@ fn judge(row: &Row, key: &Key, columns: &Columns, lines: &Lines, decimal: char, 
         "avsachbezug" => return Verdict::Skip("staff benefit in kind (BON_TYP AVSachbezug)".into()),
         "avtraining" => return Verdict::Skip("training receipt (BON_TYP AVTraining)".into()),
         "avbelegabbruch" => return Verdict::Skip("aborted receipt (BON_TYP AVBelegabbruch)".into()),
+        "avbelegstorno" if total < Decimal::ZERO => return Verdict::Storno(total, "BON_TYP AVBelegstorno"),
+        "avbelegstorno" => return Verdict::Skip("cancelled receipt (BON_TYP AVBelegstorno)".into()),
         "" => return reject(columns.typ, "empty"),
         other if other.starts_with("av") => return Verdict::Skip(format!("BON_TYP `{typ}` is not a sale")),
         _ => return Verdict::Skip(format!("unknown BON_TYP `{typ}`, not taken as a sale")),
     }
     if storno {
-        return Verdict::Storno(total);
+        return Verdict::Storno(total, "BON_STORNO=1");
     }
     if total.is_zero() {
         return Verdict::Skip("zero total".into());
@@ -268,18 +281,30 @@ fn judge(row: &Row, key: &Key, columns: &Columns, lines: &Lines, decimal: char, 
     Verdict::Order(Box::new(order), total)
 }
 
+/// A line's quantity and unit price with the sign on the quantity: a negative unit price is the
+/// positive price times the negated quantity (the same amount), so that a void written as +1 at
+/// −2,40 nets with +1 at 2,40 (pure).
+fn signed(l: &Line) -> (Decimal, Decimal) {
+    if l.price < Decimal::ZERO {
+        (-l.quantity, -l.price)
+    } else {
+        (l.quantity, l.price)
+    }
+}
+
 /// The contents of a receipt: its `Umsatz` lines with an article number, netted per article and
-/// unit price (a line void or a repeated article nets with its original), those with a positive
-/// net quantity (pure).
+/// unit price (see [`signed`]; a line void or a repeated article nets with its original), those
+/// with a positive net quantity (pure). No unit price handed on is negative.
 fn net_items(lines: &[Line], line: u64, decimal: char) -> Vec<RawItem> {
     let mut items: Vec<(RawItem, Decimal, Decimal)> = Vec::new();
     for l in lines.iter().filter(|l| l.sale) {
         let Some(id) = &l.content_id else { continue };
+        let (l_quantity, l_price) = signed(l);
         let same = |(item, _, price): &&mut (RawItem, Decimal, Decimal)| {
-            item.content_id.as_ref() == Some(id) && *price == l.price
+            item.content_id.as_ref() == Some(id) && *price == l_price
         };
         match items.iter_mut().find(same) {
-            Some((_, quantity, _)) => *quantity += l.quantity,
+            Some((_, quantity, _)) => *quantity += l_quantity,
             None => items.push((
                 RawItem {
                     line,
@@ -288,8 +313,8 @@ fn net_items(lines: &[Line], line: u64, decimal: char) -> Vec<RawItem> {
                     content_category: l.category.clone(),
                     ..RawItem::default()
                 },
-                l.quantity,
-                l.price,
+                l_quantity,
+                l_price,
             )),
         }
     }
@@ -312,9 +337,9 @@ struct Pairing {
     reversed: HashSet<Key>,
     /// Sales waiting for the row of the receipt that reverses them.
     held: Vec<Held>,
-    /// Cancellations read before their original: the original's key, the cancellation's order id
-    /// and `UMS_BRUTTO`.
-    cancelled_ahead: HashMap<Key, (String, Decimal)>,
+    /// Cancellations read before their original: the original's key, the cancellation's order id,
+    /// `UMS_BRUTTO` and what marks it.
+    cancelled_ahead: HashMap<Key, (String, Decimal, &'static str)>,
 }
 
 /// A sale held back until the receipt that may cancel it is read.
@@ -335,24 +360,25 @@ impl Pairing {
         let order_id = key.order_id();
         let original = self.original_of.get(&key);
         let waiting = original.and_then(|o| self.held.iter().position(|h| &h.key == o)).map(|i| self.held.remove(i));
-        let cancelled = |by: &str| format!("cancelled by receipt `{by}` (BON_STORNO=1, reversed lines and amount)");
+        let cancelled =
+            |by: &str, mark: &str| format!("cancelled by receipt `{by}` ({mark}, reversed lines and amount)");
         match verdict {
-            Verdict::Storno(total) => {
+            Verdict::Storno(total, mark) => {
                 let reason = match (waiting, original) {
                     (Some(o), _) if o.total == -total => {
-                        out.push(skip(o.order.line, &o.order.order_id, cancelled(&order_id)));
-                        format!("cancellation receipt (BON_STORNO=1) of receipt `{}`", o.order.order_id)
+                        out.push(skip(o.order.line, &o.order.order_id, cancelled(&order_id, mark)));
+                        format!("cancellation receipt ({mark}) of receipt `{}`", o.order.order_id)
                     }
                     (Some(o), _) => {
                         out.push(Parsed::Order(o.order));
-                        "cancellation receipt (BON_STORNO=1); no receipt in this export has the opposite amount".into()
+                        format!("cancellation receipt ({mark}); no receipt in this export has the opposite amount")
                     }
                     (None, Some(o)) => {
-                        self.cancelled_ahead.insert(o.clone(), (order_id.clone(), total));
-                        "cancellation receipt (BON_STORNO=1)".into()
+                        self.cancelled_ahead.insert(o.clone(), (order_id.clone(), total, mark));
+                        format!("cancellation receipt ({mark})")
                     }
                     (None, None) => {
-                        "cancellation receipt (BON_STORNO=1); the receipt it cancels is not in this export".into()
+                        format!("cancellation receipt ({mark}); the receipt it cancels is not in this export")
                     }
                 };
                 out.push(skip(line, &order_id, reason));
@@ -360,7 +386,9 @@ impl Pairing {
             Verdict::Order(order, total) => {
                 out.extend(waiting.map(|h| Parsed::Order(h.order)));
                 match self.cancelled_ahead.remove(&key) {
-                    Some((by, by_total)) if by_total == -total => out.push(skip(line, &order_id, cancelled(&by))),
+                    Some((by, by_total, mark)) if by_total == -total => {
+                        out.push(skip(line, &order_id, cancelled(&by, mark)))
+                    }
                     _ if self.reversed.contains(&key) => self.held.push(Held { key, order, total }),
                     _ => out.push(Parsed::Order(order)),
                 }
@@ -448,8 +476,8 @@ fn read_lines<R: Read>(mut table: Table<R>, name: String, decimal: char) -> Resu
     let [kasse, erstellung, z_nr, bon_id, menge, stk_br] =
         table.required(["Z_KASSE_ID", "Z_ERSTELLUNG", "Z_NR", "BON_ID", "MENGE", "STK_BR"])?;
     let key_at = [kasse, erstellung, z_nr, bon_id];
-    let [art_nr, gtin, text, warengr, gv_typ] =
-        ["ART_NR", "GTIN", "ARTIKELTEXT", "WARENGR", "GV_TYP"].map(|c| table.optional(c));
+    let [art_nr, gtin, text, warengr, gv_typ, p_storno] =
+        ["ART_NR", "GTIN", "ARTIKELTEXT", "WARENGR", "GV_TYP", "P_STORNO"].map(|c| table.optional(c));
     let mut lines = Lines { name: name.clone(), receipts: HashMap::new(), bad_bon_ids: HashMap::new(), keyless: 0 };
     let mut rows = 0usize;
     while let Some(row) = table.next_record()? {
@@ -486,8 +514,15 @@ fn read_lines<R: Read>(mut table: Table<R>, name: String, decimal: char) -> Resu
             continue;
         }
         let parsed = row.amount(menge, decimal).and_then(|quantity| Ok((quantity, row.amount(stk_br, decimal)?)));
-        match parsed {
-            Ok((quantity, price)) => {
+        // `P_STORNO`=1: the line was voided as it was rung up, and is in no amount (DSFinV-K 4.2.3).
+        let voided = match row.opt(p_storno) {
+            None | Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(_) => Err(row.reject(p_storno, "not 0 or 1")),
+        };
+        match parsed.and_then(|parsed| Ok((parsed, voided?))) {
+            Ok((_, true)) => {}
+            Ok(((quantity, price), false)) => {
                 let cell = |at: Option<usize>| row.opt(at).map(str::to_string);
                 let kind = row.opt(gv_typ);
                 receipt.lines.push(Line {
@@ -514,10 +549,11 @@ fn signature(lines: &[Line]) -> Option<Signature> {
     let mut net: Vec<(String, Decimal, Decimal)> = Vec::new();
     for l in lines {
         let article = l.content_id.clone().or_else(|| l.name.clone()).unwrap_or_default();
-        let price = l.price.normalize();
+        let (l_quantity, price) = signed(l);
+        let price = price.normalize();
         match net.iter_mut().find(|(a, p, _)| *a == article && *p == price) {
-            Some((_, _, quantity)) => *quantity += l.quantity,
-            None => net.push((article, price, l.quantity)),
+            Some((_, _, quantity)) => *quantity += l_quantity,
+            None => net.push((article, price, l_quantity)),
         }
     }
     let mut sig: Signature = net
@@ -999,6 +1035,122 @@ mod tests {
         assert_eq!(ids(&outcome), ["KASSE-01-17-1001", "KASSE-01-17-1005"]);
         assert_eq!(outcome.skips.len(), 3);
         assert!(outcome.skips.iter().any(|s| s.reason.contains("cancelled by receipt `KASSE-01-17-1004`")));
+    }
+
+    #[test]
+    fn net_items_treat_a_negative_unit_price_as_a_negative_quantity() {
+        // Name, lines, expected contents (id, unit price, quantity) as handed on.
+        type Case = (&'static str, Vec<Line>, Vec<(&'static str, &'static str, &'static str)>);
+        let cases: Vec<Case> = vec![
+            ("plain", vec![line("E", "1", "2,40")], vec![("E", "2,4", "1")]),
+            ("repeated article", vec![line("E", "1", "2,40"), line("E", "2", "2,4")], vec![("E", "2,4", "3")]),
+            (
+                "void as negative quantity",
+                vec![line("E", "2", "2,40"), line("E", "-1", "2,40")],
+                vec![("E", "2,4", "1")],
+            ),
+            ("void as negative price", vec![line("E", "1", "2,40"), line("E", "1", "-2,40")], vec![]),
+            (
+                "negative price, one left",
+                vec![line("E", "2", "2,40"), line("E", "1", "-2,40")],
+                vec![("E", "2,4", "1")],
+            ),
+            ("negative price first", vec![line("E", "1", "-2,40"), line("E", "2", "2,40")], vec![("E", "2,4", "1")]),
+            ("both negative", vec![line("E", "1", "2,40"), line("E", "-1", "-2,40")], vec![("E", "2,4", "2")]),
+            ("only a negative price", vec![line("R", "1", "-0,50"), line("E", "1", "2,40")], vec![("E", "2,4", "1")]),
+            ("free article", vec![line("F", "1", "0,00")], vec![("F", "0", "1")]),
+        ];
+        for (name, lines, want) in cases {
+            let got: Vec<(String, String, String)> = net_items(&lines, 2, ',')
+                .into_iter()
+                .map(|i| (i.content_id.unwrap(), i.price.unwrap(), i.quantity.unwrap()))
+                .collect();
+            let want: Vec<(String, String, String)> =
+                want.iter().map(|(i, p, q)| (i.to_string(), p.to_string(), q.to_string())).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    /// The sample with `row` (cells of `lines.csv`) inserted after the companion's line `after`.
+    fn with_line(after: usize, row: &str) -> (String, String) {
+        variant(|rows| {
+            if rows[0][0] == "Z_KASSE_ID" && rows[0].iter().any(|c| c == "P_STORNO") {
+                rows.insert(after, row.split(';').map(str::to_string).collect());
+            }
+        })
+    }
+
+    #[test]
+    fn a_line_voided_with_p_storno_counts_for_nothing() {
+        // DSFinV-K 4.2.3: P_STORNO=1 marks the voided line itself; no reversing line follows.
+        let voided = |bon: &str, menge: &str| {
+            format!(
+                "KASSE-01;2025-03-14T22:05:00;17;{bon};9;;Cappuccino;T1;Umsatz;;1;1;;10021;;1;Heißgetränke;\
+                 {menge};1,000;Stück;3,80000"
+            )
+        };
+        // In a sale: the contents stay those of the README.
+        let (t, l) = with_line(2, &voided("1001", "1,000"));
+        assert_readme(&run_export(&t, &l, Policy::default()));
+        // In a cancelled sale: the cancellation still mirrors what was sold.
+        let (t, l) = with_line(3, &voided("1002", "1,000"));
+        assert_readme(&run_export(&t, &l, Policy::default()));
+        // The other way of voiding a line, a reversing line without the flag, nets with its original.
+        let reversal = voided("1001", "-1,000").replace(";1;1;;10021;", ";1;0;;10021;");
+        let (t, l) = with_line(2, &voided("1001", "1,000").replace(";1;1;;10021;", ";1;0;;10021;"));
+        let mut l: Vec<String> = l.split("\r\n").map(str::to_string).collect();
+        l.insert(3, reversal);
+        assert_readme(&run_export(&t, &l.join("\r\n"), Policy::default()));
+        // A flag other than 0 or 1 rejects its receipt.
+        let (t, l) = with_line(2, &voided("1001", "1,000").replace(";1;1;;10021;", ";1;x;;10021;"));
+        let outcome = run_export(&t, &l, Policy::default());
+        assert_eq!(ids(&outcome), ["KASSE-01-17-1005"]);
+        assert_eq!(outcome.rejects[0].field.as_deref(), Some("P_STORNO"), "{:?}", outcome.rejects);
+        assert!(outcome.rejects[0].reason.contains("x-lines.csv line 3"), "{}", outcome.rejects[0].reason);
+    }
+
+    #[test]
+    fn a_legacy_avbelegstorno_cancels_its_sale_like_bon_storno() {
+        let (t, l) = variant(|_| {});
+        let cases: &[(&str, &str, &[&str], &str)] = &[
+            (";1004;Beleg;;T1;1;", ";1004;AVBelegstorno;;T1;0;", &["KASSE-01-17-1001", "KASSE-01-17-1005"], ""),
+            (";1004;Beleg;;T1;1;", ";1004;AVBelegstorno;;T1;1;", &["KASSE-01-17-1001", "KASSE-01-17-1005"], ""),
+            // Not the opposite amount: nothing is cancelled, the legacy receipt is still skipped.
+            (
+                ";1004;Beleg;;T1;1;2025-03-14T16:20:00;2025-03-14T16:20:12;7;Jana;-2,40;",
+                ";1004;AVBelegstorno;;T1;0;2025-03-14T16:20:00;2025-03-14T16:20:12;7;Jana;-2,50;",
+                &["KASSE-01-17-1001", "KASSE-01-17-1002", "KASSE-01-17-1005"],
+                "BON_TYP AVBelegstorno",
+            ),
+            // The form of the specification: the cancelled receipt itself, flagged, not reversed.
+            (
+                ";1005;Beleg;;T1;0;",
+                ";1005;AVBelegstorno;;T1;1;",
+                &["KASSE-01-17-1001"],
+                "cancelled receipt (BON_TYP AVBelegstorno)",
+            ),
+        ];
+        for (from, to, want, reason) in cases {
+            let outcome = run_export(&t.replace(from, to), &l, Policy::default());
+            assert_eq!(ids(&outcome), *want, "{to}");
+            assert!(outcome.rejects.is_empty(), "{to}: {:?}", outcome.rejects);
+            assert!(outcome.skips.iter().any(|s| s.reason.contains(reason)), "{to}: {:?}", outcome.skips);
+        }
+        // The pair, with the legacy type: the sale names its cancellation, the cancellation its sale.
+        let outcome = run_export(&t.replace(";1004;Beleg;;T1;1;", ";1004;AVBelegstorno;;T1;0;"), &l, Policy::default());
+        let reasons: Vec<&str> = outcome.skips.iter().map(|s| s.reason.as_str()).collect();
+        assert_eq!(
+            reasons[1..],
+            [
+                "cancelled by receipt `KASSE-01-17-1004` (BON_TYP AVBelegstorno, reversed lines and amount)",
+                "cancellation receipt (BON_TYP AVBelegstorno) of receipt `KASSE-01-17-1002`",
+            ]
+        );
+        // Read before its sale, it cancels it all the same.
+        let mut r = rows("dsfinvk-transactions.csv");
+        r.swap(2, 4);
+        let swapped = join(&r).replace(";1004;Beleg;;T1;1;", ";1004;AVBelegstorno;;T1;0;");
+        assert_eq!(ids(&run_export(&swapped, &l, Policy::default())), ["KASSE-01-17-1001", "KASSE-01-17-1005"]);
     }
 
     #[test]

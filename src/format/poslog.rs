@@ -9,8 +9,9 @@
 //! any depth.
 //!
 //! What one `Transaction` becomes:
-//! - **Order id**: `{store}-{workstation}-{business day}-{sequence}`, from `RetailStoreID` (or
-//!   `BusinessUnit/UnitID`), `WorkstationID`, `BusinessDayDate` and `SequenceNumber`, e.g.
+//! - **Order id**: `{store}-{workstation}-{business day}-{sequence}`, from `RetailStoreID` (else
+//!   `BusinessUnit/UnitID`, else the text of `BusinessUnit`; `RetailStoreID` wins when a
+//!   transaction has both), `WorkstationID`, `BusinessDayDate` and `SequenceNumber`, e.g.
 //!   `42-3-2025-03-14-161`. The business day is part of it because many tills restart their
 //!   sequence numbers; a part the file lacks is left empty (`42-3-161` without a business day).
 //!   Every part comes from the transaction itself, so a re-export yields the same id.
@@ -20,15 +21,18 @@
 //!   `EndDateTime` comes first.
 //! - **Value**: `Total[@TotalType='TransactionGrandAmount']`; a sale without it is rejected.
 //!   **Currency**: `CurrencyCode`, else that total's `CurrencyCode`/`Currency` attribute, else
-//!   the first other amount's `Currency` attribute (`XXX` is "no currency" and ignored), else the
-//!   source's.
+//!   the first other amount's `Currency` attribute, else the source's. `XXX` ("no currency") and
+//!   an empty code are ignored wherever they are read, so the next in that order is taken.
 //! - **Contents**: the `Sale` line items, by `ItemID` (else `POSIdentity/POSItemID`), with
 //!   `Description` (else `ItemID/@Name`), `ActualSalesUnitPrice` (else `RegularSalesUnitPrice`)
-//!   and `Quantity` (1 when absent). Lines are netted per item and unit price, so a voided line
-//!   written as an extra negative `LineItem VoidFlag="true"` (NCR) cancels its original; a
-//!   `VoidFlag="true"` line with a positive quantity is itself the voided line and counts for
-//!   nothing. Items whose net quantity is not positive, and lines with no item id or no unit
-//!   price, are left out of the contents (the value still comes from the total).
+//!   and `Quantity` (1 when absent). A line with a negative unit price counts as the positive
+//!   price times the negated quantity (+1 at −2.40 is −1 at 2.40: the same amount), so no unit
+//!   price is handed on negative. Lines are then netted per item and unit price, so a voided line
+//!   written as an extra negative `LineItem VoidFlag="true"` (NCR; negative quantity or negative
+//!   price) cancels its original; a `VoidFlag="true"` line with a positive quantity (and price) is
+//!   itself the voided line and counts for nothing. Items whose net quantity is not positive (a
+//!   void or negative-price line left over), and lines with no item id or no unit price, are left
+//!   out of the contents (the value still comes from the total).
 //! - **Customer**: `Customer/CustomerID`, `LoyaltyAccount/CustomerID`,
 //!   `LoyaltyAccount/LoyaltyCard/PrimaryAccountNumber` and vendor `LoyaltyID`s become external
 //!   ids. POSLog carries no email or phone worth sending.
@@ -37,7 +41,9 @@
 //! (`ControlTransaction` sign-on/off, tender control...), `TrainingModeFlag`, `CancelFlag`, a
 //! `TransactionStatus` of voided, cancelled or suspended, a return (a `Return` line item, a line
 //! in `SalesMode` `RETOUR`, a `Tender TypeCode="Refund"`, or a negative grand total; an exchange
-//! mixing return and sale is skipped too), and a zero grand total.
+//! mixing return and sale is skipped too), and a zero grand total. A voided `Return` line makes
+//! no return: `Return` lines are netted per item and unit price like sale lines, and only an
+//! item with a non-voided `Return` line whose net quantity is not zero makes one.
 //!
 //! A transaction with a bad value becomes a `Reject` naming the element (never its value) at the
 //! line where its `Transaction` element starts (or, for a bad line item, where that starts), and
@@ -420,12 +426,14 @@ struct Frame {
 }
 
 /// A `Sale` or `Return` line item as read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct LineAcc {
     line: u64,
     void: bool,
     /// A `Sale` (not a `Return` or another kind of line).
     is_sale: bool,
+    /// A `Return`.
+    is_return: bool,
     item_id: Option<String>,
     pos_item_id: Option<String>,
     description: Option<String>,
@@ -465,7 +473,7 @@ struct Txn {
     external_ids: Vec<String>,
     current: Option<LineAcc>,
     sales: Vec<LineAcc>,
-    return_line: bool,
+    returns: Vec<LineAcc>,
     retour: bool,
     refund_tender: bool,
     problem: Option<Problem>,
@@ -513,11 +521,9 @@ impl Txn {
                 self.current = Some(LineAcc { line, void: attrs.flag("VoidFlag"), ..LineAcc::default() });
             }
             (3, Tag::Sale | Tag::Return) if parent == Some(Tag::LineItem) => {
-                if tag == Tag::Return {
-                    self.return_line = true;
-                }
                 if let Some(current) = self.current.as_mut() {
                     current.is_sale |= tag == Tag::Sale;
+                    current.is_return |= tag == Tag::Return;
                     current.void |= attrs.flag("VoidFlag");
                 }
             }
@@ -530,8 +536,9 @@ impl Txn {
             (2, Tag::Total) if parent == Some(Tag::RetailTransaction) => {
                 let grand = attrs.get("TotalType").is_some_and(|t| t == "TransactionGrandAmount");
                 if grand && self.grand_total.is_none() {
-                    self.total_currency =
-                        attrs.get("CurrencyCode").or_else(|| attrs.get("Currency")).map(str::to_string);
+                    self.total_currency = known_currency(attrs.get("CurrencyCode"))
+                        .or_else(|| known_currency(attrs.get("Currency")))
+                        .map(str::to_string);
                 } else {
                     field = None;
                 }
@@ -544,9 +551,7 @@ impl Txn {
             _ => {}
         }
         if self.amount_currency.is_none() && self.kind == Kind::Retail {
-            if let Some(c) = attrs.get("Currency").filter(|c| !c.eq_ignore_ascii_case("XXX")) {
-                self.amount_currency = Some(c.to_string());
-            }
+            self.amount_currency = known_currency(attrs.get("Currency")).map(str::to_string);
         }
         self.path.push(Frame { tag, field, line, text: String::new() });
     }
@@ -586,8 +591,13 @@ impl Txn {
         }
         self.tags.pop();
         if frame.tag == Tag::LineItem && self.tags == [Tag::Transaction, Tag::RetailTransaction] {
-            if let Some(line) = self.current.take().filter(|l| l.is_sale) {
-                self.sales.push(line);
+            if let Some(line) = self.current.take() {
+                if line.is_return {
+                    self.returns.push(line.clone());
+                }
+                if line.is_sale {
+                    self.sales.push(line);
+                }
             }
         }
         self.path.is_empty()
@@ -609,7 +619,11 @@ impl Txn {
             Field::Begin => first(&mut self.begin),
             Field::End => first(&mut self.end),
             Field::Receipt => first(&mut self.receipt),
-            Field::Currency => first(&mut self.currency_code),
+            Field::Currency => {
+                if known_currency(Some(&value)).is_some() {
+                    first(&mut self.currency_code)
+                }
+            }
             Field::GrandTotal => first(&mut self.grand_total),
             Field::ExternalId => {
                 if !self.external_ids.contains(&value) {
@@ -644,7 +658,7 @@ impl Txn {
     }
 
     fn order_id(&self) -> String {
-        let store = self.unit_id.as_deref().or(self.business_unit.as_deref()).or(self.store.as_deref()).unwrap_or("");
+        let store = self.store.as_deref().or(self.unit_id.as_deref()).or(self.business_unit.as_deref()).unwrap_or("");
         let mut id = format!("{store}-{}", self.workstation.as_deref().unwrap_or(""));
         if let Some(day) = &self.business_day {
             id.push('-');
@@ -699,7 +713,7 @@ impl Txn {
         }
         let total = self.grand_total.as_deref().map(|raw| (raw, parse_amount(raw, '.')));
         let mut markers = Vec::new();
-        if self.return_line {
+        if returned(&self.returns) {
             markers.push("a Return line item");
         }
         if self.retour {
@@ -751,8 +765,56 @@ fn not_completed(status: &str) -> bool {
     ["void", "cancel", "suspend"].iter().any(|word| s.contains(word))
 }
 
-/// Net the sale lines per item and unit price (pure). A voided line with a negative quantity
-/// cancels its original; one with a positive quantity is the voided line itself and is dropped.
+/// A currency code as read, unless it is empty or `XXX` (ISO 4217 for "no currency") (pure).
+fn known_currency(code: Option<&str>) -> Option<&str> {
+    code.filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("XXX"))
+}
+
+/// A line's quantity and unit price with the sign on the quantity: a negative unit price is the
+/// positive price times the negated quantity, the same amount (pure).
+fn signed(quantity: Decimal, price: Decimal) -> (Decimal, Decimal) {
+    if price < Decimal::ZERO {
+        (-quantity, -price)
+    } else {
+        (quantity, price)
+    }
+}
+
+/// Whether the `Return` lines return anything (pure): netted per item and unit price like sale
+/// lines (see [`net_items`]), an item with a non-voided line whose net quantity is not zero (a
+/// return may be written with a positive or a negative quantity). A voided line alone returns
+/// nothing; a line whose quantity or price cannot be read returns something unless voided.
+fn returned(lines: &[LineAcc]) -> bool {
+    /// Item and unit price.
+    type Key<'a> = (Option<&'a str>, Option<Decimal>);
+    // Net quantity, and whether a line that is not voided is among them.
+    let mut nets: HashMap<Key, (Decimal, bool)> = HashMap::new();
+    for line in lines {
+        let quantity = line.quantity.as_deref().map_or(Ok(Decimal::ONE), |q| parse_amount(q, '.'));
+        let price = line.actual_price.as_deref().or(line.regular_price.as_deref()).map(|p| parse_amount(p, '.'));
+        let (quantity, price) = match (quantity, price.transpose()) {
+            (Ok(q), Ok(Some(p))) => {
+                let (q, p) = signed(q, p);
+                (q, Some(p.normalize()))
+            }
+            (Ok(q), Ok(None)) => (q, None),
+            _ if line.void => continue,
+            _ => return true,
+        };
+        if line.void && quantity.is_sign_positive() {
+            continue;
+        }
+        let id = line.item_id.as_deref().or(line.pos_item_id.as_deref());
+        let net = nets.entry((id, price)).or_insert((Decimal::ZERO, false));
+        net.0 += quantity;
+        net.1 |= !line.void;
+    }
+    nets.values().any(|(quantity, returned)| *returned && !quantity.is_zero())
+}
+
+/// Net the sale lines per item and unit price (pure), with the sign of a negative unit price moved
+/// to the quantity (see [`signed`]). A voided line with a negative quantity cancels its original;
+/// one with a positive quantity is the voided line itself and is dropped.
 fn net_items(sales: &[LineAcc], decimal: char) -> Result<Vec<RawItem>, (u64, &'static str, String)> {
     struct Net {
         item: RawItem,
@@ -765,15 +827,16 @@ fn net_items(sales: &[LineAcc], decimal: char) -> Result<Vec<RawItem>, (u64, &'s
             Some(q) => parse_amount(q, '.').map_err(|e| (line.line, "Quantity", e.to_string()))?,
             None => Decimal::ONE,
         };
-        if line.void && quantity.is_sign_positive() {
-            continue;
-        }
         let (price_field, price) = match (&line.actual_price, &line.regular_price) {
             (Some(p), _) => ("ActualSalesUnitPrice", p),
             (None, Some(p)) => ("RegularSalesUnitPrice", p),
             (None, None) => continue,
         };
         let price_value = parse_amount(price, '.').map_err(|e| (line.line, price_field, e.to_string()))?;
+        let (quantity, price_value) = signed(quantity, price_value);
+        if line.void && quantity.is_sign_positive() {
+            continue;
+        }
         let Some(content_id) = line.item_id.clone().or_else(|| line.pos_item_id.clone()) else {
             continue;
         };
@@ -1250,6 +1313,160 @@ mod tests {
             let tote = ids.iter().filter(|(id, _)| id == "TOTE-CNV-NAT").count();
             assert!(tote <= 1, "{ids:?}");
             assert_eq!(ids[0], ("SOCK-NVY-M".to_string(), "2".to_string()));
+        }
+    }
+
+    fn sale_line(item: &str, quantity: &str, price: &str, void: bool) -> LineAcc {
+        LineAcc {
+            line: 1,
+            void,
+            is_sale: true,
+            item_id: Some(item.into()),
+            actual_price: Some(price.into()),
+            quantity: Some(quantity.into()),
+            ..LineAcc::default()
+        }
+    }
+
+    #[test]
+    fn net_items_treat_a_negative_unit_price_as_a_negative_quantity() {
+        // Name, lines, expected contents (id, unit price, quantity) as handed on.
+        type Case = (&'static str, Vec<LineAcc>, Vec<(&'static str, &'static str, &'static str)>);
+        let l = sale_line;
+        let cases: Vec<Case> = vec![
+            ("plain", vec![l("E", "1", "2.40", false)], vec![("E", "2.4", "1")]),
+            ("void as negative quantity", vec![l("E", "1", "2.40", false), l("E", "-1", "2.40", true)], vec![]),
+            ("void as negative price", vec![l("E", "1", "2.40", false), l("E", "1", "-2.40", true)], vec![]),
+            ("unflagged negative price", vec![l("E", "1", "2.40", false), l("E", "1", "-2.4", false)], vec![]),
+            (
+                "negative price, one left",
+                vec![l("E", "2", "2.40", false), l("E", "1", "-2.40", true)],
+                vec![("E", "2.4", "1")],
+            ),
+            (
+                "negative price first",
+                vec![l("E", "1", "-2.40", true), l("E", "2", "2.40", false)],
+                vec![("E", "2.4", "1")],
+            ),
+            (
+                "the voided line itself",
+                vec![l("E", "1", "2.40", false), l("E", "1", "2.40", true)],
+                vec![("E", "2.4", "1")],
+            ),
+            (
+                "only a negative price",
+                vec![l("R", "1", "-0.50", false), l("E", "1", "2.40", false)],
+                vec![("E", "2.4", "1")],
+            ),
+        ];
+        for (name, lines, want) in cases {
+            let got: Vec<(String, String, String)> = net_items(&lines, '.')
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.content_id.unwrap(), i.price.unwrap(), i.quantity.unwrap()))
+                .collect();
+            let want: Vec<(String, String, String)> =
+                want.iter().map(|(i, p, q)| (i.to_string(), p.to_string(), q.to_string())).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn retail_store_id_comes_first_in_the_order_id() {
+        let v6 = text("arts-poslog-v6-sale.xml");
+        let unit = "<BusinessUnit>\n         <UnitID Name=\"Harbor Mode Köln\">100</UnitID>\n      </BusinessUnit>";
+        assert!(v6.contains(unit));
+        let cases = [
+            ("BusinessUnit/UnitID only (the sample)", v6.clone(), "100-10001-2025-03-14-3601"),
+            ("both", v6.replace(unit, &format!("{unit}<RetailStoreID>7</RetailStoreID>")), "7-10001-2025-03-14-3601"),
+            (
+                "both, store last",
+                v6.replace(unit, &format!("<RetailStoreID>7</RetailStoreID>{unit}")),
+                "7-10001-2025-03-14-3601",
+            ),
+            ("RetailStoreID only", v6.replace(unit, "<RetailStoreID>7</RetailStoreID>"), "7-10001-2025-03-14-3601"),
+            ("BusinessUnit text", v6.replace(unit, "<BusinessUnit>55</BusinessUnit>"), "55-10001-2025-03-14-3601"),
+        ];
+        for (name, text, want) in cases {
+            let parsed = parse(text.as_bytes()).unwrap();
+            assert_eq!(orders(&parsed)[0].order_id, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn currency_xxx_is_no_currency_wherever_it_is_read() {
+        let v6 = text("arts-poslog-v6-sale.xml");
+        let batch = text("arts-poslog-sale.xml");
+        // Name, file, currency handed on (`None`: the source's).
+        let cases: Vec<(&str, String, Option<&str>)> = vec![
+            (
+                "Transaction/CurrencyCode",
+                batch.replace("<CurrencyCode>USD</CurrencyCode>", "<CurrencyCode>XXX</CurrencyCode>"),
+                None,
+            ),
+            ("lowercase", batch.replace("<CurrencyCode>USD</CurrencyCode>", "<CurrencyCode>xxx</CurrencyCode>"), None),
+            ("the total's CurrencyCode", v6.replace("CurrencyCode=\"EUR\"", "CurrencyCode=\"XXX\""), Some("EUR")),
+            (
+                "the total's Currency",
+                v6.replace(" CurrencyCode=\"EUR\">105.930", " Currency=\"XXX\">105.930"),
+                Some("EUR"),
+            ),
+            (
+                "every currency",
+                v6.replace("Currency=\"EUR\"", "Currency=\"XXX\"")
+                    .replace("CurrencyCode=\"EUR\"", "CurrencyCode=\"XXX\""),
+                None,
+            ),
+            (
+                "Transaction/CurrencyCode before the total's",
+                v6.replace("<WorkstationID>", "<CurrencyCode>XXX</CurrencyCode><WorkstationID>"),
+                Some("EUR"),
+            ),
+        ];
+        for (name, text, want) in cases {
+            let parsed = parse(text.as_bytes()).unwrap();
+            let order = orders(&parsed)[0];
+            assert_eq!(order.currency.as_deref(), want, "{name}");
+        }
+        // Built with a euro source, the batch without its currency is in euro, not rejected.
+        let text = batch.replace("<CurrencyCode>USD</CurrencyCode>", "<CurrencyCode>XXX</CurrencyCode>");
+        let parsed = parse(text.as_bytes()).unwrap();
+        let (event, _) = build(orders(&parsed)[0], &berlin('.')).unwrap();
+        assert_eq!(event.currency.code(), "EUR");
+    }
+
+    #[test]
+    fn a_voided_return_line_does_not_make_a_return() {
+        let v6 = text("arts-poslog-v6-sale.xml");
+        let return_line = |void: &str, quantity: &str| {
+            format!(
+                "<LineItem{void}><SequenceNumber>9</SequenceNumber><Return ItemType=\"Stock\"><ItemID>RET-1</ItemID>\
+                 <RegularSalesUnitPrice>5.00</RegularSalesUnitPrice><Quantity>{quantity}</Quantity></Return></LineItem>"
+            )
+        };
+        let with = |lines: &[String]| v6.replacen("<LineItem>", &format!("{}<LineItem>", lines.concat()), 1);
+        // Name, file, whether it is skipped as a return.
+        let cases: Vec<(&str, String, bool)> = vec![
+            ("no return", v6.clone(), false),
+            ("a return line", with(&[return_line("", "1")]), true),
+            ("a voided return line", with(&[return_line(" VoidFlag=\"true\"", "1")]), false),
+            ("the flag on Return", with(&[return_line("", "1").replace("<Return ", "<Return VoidFlag=\"1\" ")]), false),
+            (
+                "a return and its void line",
+                with(&[return_line("", "1"), return_line(" VoidFlag=\"true\"", "-1")]),
+                false,
+            ),
+            ("two returns, one voided", with(&[return_line("", "2"), return_line(" VoidFlag=\"true\"", "-1")]), true),
+            ("a void line alone", with(&[return_line(" VoidFlag=\"true\"", "-1")]), false),
+            ("a return written negative", with(&[return_line("", "-1")]), true),
+            ("a return without quantity", with(&[return_line("", "1").replace("<Quantity>1</Quantity>", "")]), true),
+        ];
+        for (name, text, is_return) in cases {
+            let parsed = parse(text.as_bytes()).unwrap();
+            assert!(rejects(&parsed).is_empty(), "{name}: {parsed:?}");
+            let skipped = skips(&parsed).iter().any(|s| s.reason.contains("a Return line item"));
+            assert_eq!(skipped, is_return, "{name}: {parsed:?}");
+            assert_eq!(orders(&parsed).len(), usize::from(!is_return), "{name}");
         }
     }
 

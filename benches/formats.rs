@@ -32,8 +32,14 @@ fn config_text(dir: &Path, format: &str) -> String {
          time_zone = \"America/New_York\"\ncurrency = \"USD\"\nshop_id = \"s042\"\nafter_ingest = \"keep\"\n",
         q = dir.join("queue.sqlite").display(),
         inbox = dir.join("inbox").display(),
-    )
+    ) + if format == "json" { JSON_COLUMNS } else { "" }
 }
+
+/// The mapping of `json_document`'s names onto ours.
+const JSON_COLUMNS: &str =
+    "[source.columns]\nrecords = \"data.orders\"\norder_id = \"number\"\nevent_time = \"closed_at\"\n\
+    email = \"customer.email\"\nitems = \"lines\"\ncontent_id = \"article.sku\"\ncontent_name = \"article.name\"\n\
+    price = \"unit_price\"\nquantity = \"qty\"\n";
 
 fn peak_rss_kb() -> u64 {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -114,6 +120,12 @@ fn orchestrate() {
     println!("generated POSLog batch: {transactions} transactions, {mb:.0} MB");
     run("arts-poslog", "arts-poslog", &dir, items, transactions);
 
+    let dir = fresh(root.path(), "json");
+    let records = json_document(&dir.join("inbox/export.json"), items / ITEMS_PER_ORDER, now);
+    let mb = std::fs::metadata(dir.join("inbox/export.json")).unwrap().len() as f64 / 1e6;
+    println!("generated JSON document: {records} orders with nested items, {mb:.0} MB");
+    run("json (mapped)", "json", &dir, items, records);
+
     let dir = fresh(root.path(), "small-files");
     let per_file = 5;
     for f in 0..files {
@@ -179,6 +191,29 @@ fn shopify(path: &Path, orders: usize, now: i64) -> usize {
 }
 
 /// A POSLog 6.0 batch of sale transactions, four sale lines each.
+/// A pretty-printed JSON document of orders under `data.orders`, in the export's own names (read
+/// through a `columns` mapping; see `config_text`).
+fn json_document(path: &Path, orders: usize, now: i64) -> usize {
+    let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(out, "{{\n  \"meta\": {{\"exported_by\": \"bench\"}},\n  \"data\": {{\"orders\": [").unwrap();
+    for o in 0..orders {
+        let lines: Vec<String> = (0..ITEMS_PER_ORDER)
+            .map(|i| format!("{{\"article\": {{\"sku\": \"SKU-{i}\", \"name\": \"Item {i}\"}}, \"unit_price\": \"{}.99\", \"qty\": {}}}", 10 + i, 1 + i % 2))
+            .collect();
+        let comma = if o + 1 < orders { "," } else { "" };
+        writeln!(
+            out,
+            "    {{\n      \"number\": \"J{o}\",\n      \"closed_at\": {},\n      \"customer\": {{\"email\": \"c{o}@example.com\"}},\n      \"lines\": [{}]\n    }}{comma}",
+            now - 3600 - (o as i64 % 80_000),
+            lines.join(", ")
+        )
+        .unwrap();
+    }
+    writeln!(out, "  ]}}\n}}").unwrap();
+    out.flush().unwrap();
+    orders
+}
+
 fn poslog(path: &Path, transactions: usize, now: i64) -> usize {
     let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
     writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#).unwrap();

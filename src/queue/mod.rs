@@ -555,6 +555,17 @@ impl Queue {
     /// The file at `path` was read after all: forget that it could not be. True when it had been
     /// recorded as blocked.
     pub fn clear_blocked(&self, path: &Path) -> Result<bool> {
+        // Looked up first (an index read): a DELETE would be a write transaction, and an fsync, per file.
+        let blocked: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM rejects WHERE path = ?1 AND line = 0 AND field = 'file' AND file_id IS NULL)",
+            )
+            .and_then(|mut s| s.query_row(params![path.display().to_string()], |r| r.get(0)))
+            .map_err(|e| self.sqlite(e))?;
+        if !blocked {
+            return Ok(false);
+        }
         self.conn
             .execute(
                 "DELETE FROM rejects WHERE path = ?1 AND line = 0 AND field = 'file' AND file_id IS NULL",

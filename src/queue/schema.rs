@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -83,6 +83,9 @@ CREATE TABLE positions (
 );
 ";
 
+/// Files that could not be read at all are recorded and looked up by path (line 0).
+const V3: &str = "CREATE INDEX rejects_whole_files ON rejects (path) WHERE line = 0;";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -103,7 +106,43 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found < 2 {
         tx.execute_batch(V2)?;
     }
+    if found < 3 {
+        tx.execute_batch(V3)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     tx.commit()?;
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects(conn: &Connection) -> Vec<String> {
+        let mut stmt =
+            conn.prepare("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn every_older_schema_migrates_to_the_same_current_one() {
+        let mut fresh = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut fresh).unwrap(), 0);
+        let want = objects(&fresh);
+        assert!(want.contains(&"rejects_whole_files".to_string()), "{want:?}");
+        // Databases left by earlier agents: the schema at each version, with a row to keep.
+        for (version, steps) in [(1, &[V1][..]), (2, &[V1, V2][..])] {
+            let mut old = Connection::open_in_memory().unwrap();
+            for step in steps {
+                old.execute_batch(step).unwrap();
+            }
+            old.execute_batch(&format!("PRAGMA user_version = {version};")).unwrap();
+            old.execute("INSERT INTO rejects (path, line, reason, at) VALUES ('/pos/a.csv', 0, 'x', 1)", []).unwrap();
+            assert_eq!(migrate(&mut old).unwrap(), version);
+            assert_eq!(objects(&old), want, "from version {version}");
+            let kept: i64 = old.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0)).unwrap();
+            assert_eq!(kept, 1);
+            assert_eq!(migrate(&mut old).unwrap(), VERSION, "a second open changes nothing");
+        }
+    }
 }

@@ -205,7 +205,8 @@ pub fn read(
         Parsed::Order(raw) => match event::build(&raw, &source.defaults) {
             Err(e) => sink(Found::Reject {
                 line: e.line,
-                field: Some(e.field),
+                // Named as the export names it when the source maps it (`Datum`, `closed_at`).
+                field: Some(source.columns.get(e.field).map_or(e.field, |c| c.trim())),
                 reason: format!("order `{}` not taken: {}", raw.order_id, e.reason),
             }),
             Ok((mut ev, mut warnings)) => {

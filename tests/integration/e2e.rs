@@ -318,7 +318,10 @@ quantity = "qty"
     let listed = agent.cmd_ok(&["dead-letter", "list"]);
     let pretty = serde_json::to_string_pretty(&doc).unwrap();
     let starts = pretty.lines().position(|l| l.contains("yesterday-ish")).unwrap(); // 0-based: the `{` above
-    assert!(listed.contains(&format!("export.json:{starts}")) && listed.contains("event_time"), "{listed}");
+    assert!(
+        listed.contains(&format!("export.json:{starts}")) && listed.contains("closed_at"),
+        "the export's name for the field: {listed}"
+    );
 }
 
 #[test]

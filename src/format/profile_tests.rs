@@ -17,6 +17,7 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// A source as the README configures it for one sample.
+#[derive(Debug, Clone, Copy)]
 pub struct Source {
     pub format: Format,
     pub time_zone: &'static str,
@@ -130,7 +131,11 @@ pub fn run_with(source: &Source, input: impl std::io::Read, options: &ReadOption
 /// Read `input` as the source's format (decoding as the agent does) and build each order into an
 /// event, which must come without warnings: everything the file turned into, in file order.
 pub fn read_all(source: &Source, input: impl std::io::Read, options: &ReadOptions) -> (Vec<Got>, Summary) {
-    let defaults = source.defaults();
+    let mut defaults = source.defaults();
+    // As the agent does: the source's decimal separator is the readers' and `event::build`'s.
+    if let Some(decimal) = options.decimal_separator {
+        defaults.decimal_separator = decimal;
+    }
     let mut got = Vec::new();
     let summary = read(source.format, input, options, &mut |parsed| {
         got.push(match parsed {
@@ -307,16 +312,27 @@ pub struct Sample {
 
 impl Sample {
     pub fn parse(text: &str) -> Sample {
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+        Sample::parse_with(text, b',')
+    }
+
+    pub fn parse_with(text: &str, delimiter: u8) -> Sample {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
         let mut records = reader.records().map(|r| r.expect("fixture is valid CSV").iter().map(String::from).collect());
         let header = records.next().expect("fixture has a header");
         Sample { header, rows: records.collect() }
     }
 
-    /// The sample file `name`, without its BOM.
+    /// The sample file `name`, without its BOM (`;`-separated samples read as such).
     pub fn fixture(name: &str) -> Sample {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
-        Sample::parse(text.trim_start_matches('\u{feff}'))
+        let text = text.trim_start_matches('\u{feff}');
+        let header = text.lines().next().unwrap_or_default();
+        let delimiter = if header.matches(';').count() > header.matches(',').count() { b';' } else { b',' };
+        Sample::parse_with(text, delimiter)
     }
 
     fn position(&self, name: &str) -> usize {
@@ -419,4 +435,275 @@ fn profiles_are_known_by_their_config_names() {
     }
     assert!(Format::Sumup.reads_file("sumup-sales-report-de.csv"));
     assert!(Format::NativeCsv.reads_file("CheckDetails.csv"));
+}
+
+/// The dialects a POS or a spreadsheet writes the same export in, applied to every file of it.
+#[derive(Debug, Clone, Copy)]
+enum Dialect {
+    Delimiter(u8),
+    Utf16Le,
+    Utf16Be,
+    /// Windows-1252, configured on the source.
+    Windows1252,
+    /// Decimal separator swapped (`1,240.92` ↔ `1.240,92`, `12,50` ↔ `12.50`), `;`-delimited, and
+    /// the source's `decimal_separator` set to match.
+    SwappedDecimals,
+}
+
+/// A cell that is only a number or an amount: digits with `.`/`,`, maybe a sign, a currency symbol,
+/// accounting parentheses, spaces around. Dates (`14.03.2025, 15:42`), phones and ids are not.
+fn is_amount(cell: &str) -> bool {
+    let core = cell.trim().trim_start_matches(['(', '-']).trim_end_matches(')').trim_start_matches(['$', '€', '£']);
+    let core = core.trim_end_matches([' ', '€']);
+    !core.is_empty()
+        && core.starts_with(|c: char| c.is_ascii_digit())
+        && core.chars().all(|c| c.is_ascii_digit() || c == '.' || c == ',')
+        && core.chars().filter(|c| *c == '.' || *c == ',').count() <= 3
+        && core.len() < 16
+}
+
+fn rewrite(bytes: &[u8], dialect: Dialect, decimal: char) -> Vec<u8> {
+    let text = std::str::from_utf8(bytes).unwrap();
+    let bom = text.starts_with('\u{feff}');
+    let text = text.trim_start_matches('\u{feff}');
+    let header = text.lines().next().unwrap_or_default();
+    let original = if header.matches(';').count() > header.matches(',').count() { b';' } else { b',' };
+    let mut sample = Sample::parse_with(text, original);
+    let mut delimiter = b',';
+    match dialect {
+        Dialect::Delimiter(d) => delimiter = d,
+        Dialect::SwappedDecimals => {
+            delimiter = b';';
+            let swap = |c: char| match c {
+                '.' => ',',
+                ',' => '.',
+                c => c,
+            };
+            for row in &mut sample.rows {
+                for cell in row.iter_mut().filter(|c| is_amount(c) && (c.contains(decimal) || c.contains(','))) {
+                    *cell = cell.chars().map(swap).collect();
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    writer.write_record(&sample.header).unwrap();
+    for row in &sample.rows {
+        writer.write_record(row).unwrap();
+    }
+    let csv_text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+    let text = if bom && !matches!(dialect, Dialect::Windows1252) { format!("\u{feff}{csv_text}") } else { csv_text };
+    match dialect {
+        Dialect::Utf16Le => {
+            let body = if text.starts_with('\u{feff}') { text } else { format!("\u{feff}{text}") };
+            body.encode_utf16().flat_map(u16::to_le_bytes).collect()
+        }
+        Dialect::Utf16Be => {
+            let body = if text.starts_with('\u{feff}') { text } else { format!("\u{feff}{text}") };
+            body.encode_utf16().flat_map(u16::to_be_bytes).collect()
+        }
+        Dialect::Windows1252 => {
+            let (bytes, _, lossy) = encoding_rs::WINDOWS_1252.encode(&text);
+            assert!(!lossy, "sample not representable in Windows-1252");
+            bytes.into_owned()
+        }
+        _ => text.into_bytes(),
+    }
+}
+
+/// Every CSV profile's sample (with its companion) reads the same, event for event, skip for skip,
+/// reject for reject, whichever dialect the export was written in: another delimiter, UTF-16 LE/BE
+/// with a BOM, Windows-1252, or decimal commas (points for DSFinV-K) with `;`.
+#[test]
+fn every_csv_profile_reads_the_same_in_every_dialect() {
+    let us = |format| Source {
+        format,
+        time_zone: "America/New_York",
+        currency: "USD",
+        phone_region: Some("US"),
+        time_formats: None,
+    };
+    let de = |format| Source {
+        format,
+        time_zone: "Europe/Berlin",
+        currency: "EUR",
+        phone_region: Some("DE"),
+        time_formats: None,
+    };
+    // (The Excel re-saved Square file is itself such a dialect, checked against its README table.)
+    let profiles: [(Source, &str, &[&str]); 7] = [
+        (Source { currency: "", time_zone: "UTC", ..us(Format::ShopifyOrders) }, "shopify-orders_export.csv", &[]),
+        (us(Format::SquareTransactions), "square-transactions.csv", &[]),
+        (us(Format::SquareItems), "square-items.csv", &[]),
+        (
+            Source { time_zone: "Asia/Manila", currency: "PHP", phone_region: Some("PH"), ..us(Format::Loyverse) },
+            "loyverse-receipts-by-item.csv",
+            &["loyverse-receipts.csv"],
+        ),
+        (us(Format::Toast), "toast-ItemSelectionDetails.csv", &["toast-CheckDetails.csv"]),
+        (Source { currency: "", ..de(Format::Sumup) }, "sumup-sales-report-de.csv", &[]),
+        (Source { phone_region: None, ..de(Format::Dsfinvk) }, "dsfinvk-transactions.csv", &["dsfinvk-lines.csv"]),
+    ];
+    let dialects = [
+        Dialect::Delimiter(b';'),
+        Dialect::Delimiter(b'\t'),
+        Dialect::Delimiter(b'|'),
+        Dialect::Utf16Le,
+        Dialect::Utf16Be,
+        Dialect::Windows1252,
+        Dialect::SwappedDecimals,
+    ];
+    let outline_of = |outcome: &Outcome| -> Vec<String> {
+        let mut lines: Vec<String> = outcome.events.iter().map(|e| format!("{e:?}")).collect();
+        lines.extend(outcome.build_errors.iter().map(|(id, e)| format!("unbuilt {id} {} {}", e.line, e.field)));
+        lines.extend(outcome.skips.iter().map(|s| format!("skip {} {} {}", s.order_id, s.line, s.reason)));
+        lines.extend(outcome.rejects.iter().map(|r| format!("reject {} {:?}", r.line, r.field)));
+        lines
+    };
+    let mut failures = Vec::new();
+    for (source, main, companions) in &profiles {
+        let decimal = source.format.default_decimal_separator();
+        let original = {
+            let (_dir, path) = folder_with(main, &std::fs::read(fixture(main)).unwrap(), companions);
+            outline_of(&run(source, &path, Policy::default()))
+        };
+        assert!(!original.is_empty(), "{main}");
+        for dialect in dialects {
+            let dir = tempfile::tempdir().unwrap();
+            for name in std::iter::once(main).chain(companions.iter()) {
+                let bytes = rewrite(&std::fs::read(fixture(name)).unwrap(), dialect, decimal);
+                std::fs::write(dir.path().join(name), bytes).unwrap();
+            }
+            let path = dir.path().join(main);
+            let options = ReadOptions {
+                path: Some(path.clone()),
+                decimal_separator: Some(match dialect {
+                    Dialect::SwappedDecimals if decimal == '.' => ',',
+                    Dialect::SwappedDecimals => '.',
+                    _ => decimal,
+                }),
+                encoding: matches!(dialect, Dialect::Windows1252).then_some(encoding_rs::WINDOWS_1252),
+                ..ReadOptions::default()
+            };
+            let got = outline_of(&run_with(source, std::fs::File::open(&path).unwrap(), &options));
+            if got != original {
+                let diff: Vec<_> = got.iter().zip(&original).filter(|(a, b)| a != b).take(2).collect();
+                failures.push(format!(
+                    "{main} as {dialect:?}: {} vs {} things; first differences {diff:#?}\ngot: {got:#?}",
+                    got.len(),
+                    original.len()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Local times on both sides of a DST change become the right instants in every profile that
+/// writes local times: 01:30 and 03:30 on the spring-forward day are one hour apart, 00:30 and
+/// 02:30 (03:30 in Europe) on the fall-back day three (four) hours.
+#[test]
+fn local_times_across_dst_changes_are_exact_in_every_profile() {
+    type Cells = &'static [(&'static str, &'static str)];
+    type Case = (Source, &'static str, &'static [&'static str], [(Cells, Cells, i64); 2]);
+    let us = |format| Source {
+        format,
+        time_zone: "America/New_York",
+        currency: "USD",
+        phone_region: Some("US"),
+        time_formats: None,
+    };
+    let de =
+        |format| Source { format, time_zone: "Europe/Berlin", currency: "EUR", phone_region: None, time_formats: None };
+    // Profile, sample, companions, (cells before, cells after, seconds between them) per change.
+    let cases: [Case; 6] = [
+        (
+            us(Format::SquareTransactions),
+            "square-transactions.csv",
+            &[],
+            [
+                (
+                    &[("Date", "2025-03-09"), ("Time", "01:30:00")],
+                    &[("Date", "2025-03-09"), ("Time", "03:30:00")],
+                    3600,
+                ),
+                (
+                    &[("Date", "2025-11-02"), ("Time", "00:30:00")],
+                    &[("Date", "2025-11-02"), ("Time", "02:30:00")],
+                    10800,
+                ),
+            ],
+        ),
+        (
+            us(Format::SquareItems),
+            "square-items.csv",
+            &[],
+            [
+                (
+                    &[("Date", "2025-03-09"), ("Time", "01:30:00")],
+                    &[("Date", "2025-03-09"), ("Time", "03:30:00")],
+                    3600,
+                ),
+                (
+                    &[("Date", "2025-11-02"), ("Time", "00:30:00")],
+                    &[("Date", "2025-11-02"), ("Time", "02:30:00")],
+                    10800,
+                ),
+            ],
+        ),
+        (
+            us(Format::Toast),
+            "toast-ItemSelectionDetails.csv",
+            &["toast-CheckDetails.csv"],
+            [
+                (&[("Order Date", "3/9/25 1:30 AM")], &[("Order Date", "3/9/25 3:30 AM")], 3600),
+                (&[("Order Date", "11/2/25 12:30 AM")], &[("Order Date", "11/2/25 2:30 AM")], 10800),
+            ],
+        ),
+        (
+            de(Format::Loyverse),
+            "loyverse-receipts-by-item.csv",
+            &["loyverse-receipts.csv"],
+            [
+                (&[("Date", "30/03/2025 01:30")], &[("Date", "30/03/2025 03:30")], 3600),
+                (&[("Date", "26/10/2025 00:30")], &[("Date", "26/10/2025 03:30")], 14400),
+            ],
+        ),
+        (
+            Source { currency: "", ..de(Format::Sumup) },
+            "sumup-sales-report-de.csv",
+            &[],
+            [
+                (&[("Datum", "30.03.2025, 01:30")], &[("Datum", "30.03.2025, 03:30")], 3600),
+                (&[("Datum", "26.10.2025, 00:30")], &[("Datum", "26.10.2025, 03:30")], 14400),
+            ],
+        ),
+        (
+            de(Format::Dsfinvk),
+            "dsfinvk-transactions.csv",
+            &["dsfinvk-lines.csv"],
+            [
+                (&[("BON_ENDE", "2025-03-30T01:30:00")], &[("BON_ENDE", "2025-03-30T03:30:00")], 3600),
+                (&[("BON_ENDE", "2025-10-26T00:30:00")], &[("BON_ENDE", "2025-10-26T03:30:00")], 14400),
+            ],
+        ),
+    ];
+    for (source, main, companions, changes) in &cases {
+        for (before, after, seconds) in changes {
+            let time_of = |cells: Cells| {
+                let changes: Vec<Change> =
+                    cells.iter().map(|(column, value)| Change::Cell { line: 2, column, value }).collect();
+                let (_dir, path) = folder_with(main, &variant(main, &changes), companions);
+                let outcome = run(source, &path, Policy::default());
+                let first = outcome.events.first().unwrap_or_else(|| panic!("{main} {cells:?}: {outcome:?}"));
+                first.event_time
+            };
+            assert_eq!(time_of(after) - time_of(before), *seconds, "{main}: {before:?} → {after:?}");
+        }
+    }
 }

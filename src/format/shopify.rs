@@ -31,7 +31,8 @@ use std::ops::ControlFlow;
 
 const FORMAT: &str = "Shopify orders export";
 
-/// Shopify writes amounts as plain `1400.00`.
+/// Shopify writes amounts as plain `1400.00` (a file re-saved by a spreadsheet in another locale
+/// is read with the source's `decimal_separator`).
 const DECIMAL: char = '.';
 
 /// The 79 columns of a 2025–2026 export; older exports have a subset.
@@ -137,10 +138,12 @@ struct Cols {
     lineitem_price: Option<usize>,
     lineitem_quantity: Option<usize>,
     vendor: Option<usize>,
+    /// The decimal separator of amounts: the source's, else Shopify's `.`.
+    decimal: char,
 }
 
 impl Cols {
-    fn find<R>(table: &Table<R>, policy: &Policy) -> Result<Cols, FormatError> {
+    fn find<R>(table: &Table<R>, policy: &Policy, decimal: char) -> Result<Cols, FormatError> {
         let [name, financial_status, total, created_at] =
             table.required_in(FORMAT, ["Name", "Financial Status", "Total", "Created at"])?;
         let source = table.optional("Source");
@@ -171,6 +174,7 @@ impl Cols {
             lineitem_price: table.optional("Lineitem price"),
             lineitem_quantity: table.optional("Lineitem quantity"),
             vendor: table.optional("Vendor"),
+            decimal,
         })
     }
 }
@@ -220,7 +224,7 @@ pub(super) fn read(
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
     let mut table = Table::open_as(input, options.csv, Conventions::DRIFTING)?;
-    let cols = Cols::find(&table, &options.policy)?;
+    let cols = Cols::find(&table, &options.policy, options.decimal_separator.unwrap_or(DECIMAL))?;
     let summary = Summary { ignored_columns: table.unknown_columns(&KNOWN), ..Summary::default() };
     read_orders(
         &mut table,
@@ -241,10 +245,10 @@ fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State
     if let Some(reason) = not_a_sale(row, cols, policy)? {
         return Ok(State::Skip(reason));
     }
-    let total = row.amount(cols.total, DECIMAL)?;
+    let total = row.amount(cols.total, cols.decimal)?;
     let value = match policy.partial_refunds {
         PartialRefunds::Gross => total,
-        PartialRefunds::Net => total - row.amount_or_zero(cols.refunded_amount, DECIMAL)?,
+        PartialRefunds::Net => total - row.amount_or_zero(cols.refunded_amount, cols.decimal)?,
     };
     if value <= Decimal::ZERO {
         let what = match policy.partial_refunds {
@@ -275,7 +279,7 @@ fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State
         emails: row.text_opt(cols.email)?.map(String::from).into_iter().collect(),
         phones,
         currency: row.text_opt(cols.currency)?.map(String::from),
-        value: Some(value.to_string()),
+        value: Some(value.to_string().replace('.', &cols.decimal.to_string())),
         ..RawOrder::default()
     };
     Ok(State::Send(Box::new(order)))

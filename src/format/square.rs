@@ -333,10 +333,12 @@ struct Cols {
     event_type: Option<usize>,
     customer_ids: [Option<usize>; 2],
     amounts: Amounts,
+    /// The decimal separator of amounts: the source's, else Square's `.`.
+    decimal: char,
 }
 
 impl Cols {
-    fn new<R>(table: &Table<R>, export: &str, amounts: Amounts) -> Result<Cols, FormatError> {
+    fn new<R>(table: &Table<R>, export: &str, amounts: Amounts, decimal: char) -> Result<Cols, FormatError> {
         let [date, transaction_id] = table.required_in(export, ["Date", "Transaction ID"])?;
         Ok(Cols {
             date,
@@ -346,6 +348,7 @@ impl Cols {
             event_type: table.optional("Event Type"),
             customer_ids: ["Customer ID", "Customer Reference ID"].map(|n| table.optional(n)),
             amounts,
+            decimal,
         })
     }
 }
@@ -406,7 +409,7 @@ fn read<R: BufRead>(
 ) -> Result<Summary, FormatError> {
     let mut table = Table::open_as(input, options.csv, Conventions::DRIFTING)?;
     let amounts = amounts(&table)?;
-    let cols = Cols::new(&table, export, amounts)?;
+    let cols = Cols::new(&table, export, amounts, options.decimal_separator.unwrap_or(DECIMAL))?;
     let summary = Summary { ignored_columns: table.unknown_columns(known), ..Summary::default() };
     let policy = &options.policy;
     read_orders(
@@ -421,7 +424,7 @@ fn read<R: BufRead>(
         },
         |(key, _), row| Group::start(key, row, &cols, policy),
         |group, row| group.add(row, &cols, policy),
-        |group, bad| group.finish(bad, &cols.amounts),
+        |group, bad| group.finish(bad, &cols),
         sink,
     )?;
     Ok(summary)
@@ -463,7 +466,8 @@ impl Group {
         }
     }
 
-    fn finish(self, bad: Option<Reject>, amounts: &Amounts) -> Parsed {
+    fn finish(self, bad: Option<Reject>, cols: &Cols) -> Parsed {
+        let amounts = &cols.amounts;
         let skip = |reason| Parsed::Skip(Skip { line: self.line, order_id: self.key.clone(), reason });
         match (self.state, bad) {
             (State::Skip(reason), _) => skip(reason),
@@ -478,7 +482,7 @@ impl Group {
                 skip(format!("nothing to send ({what} is {value})"))
             }
             (State::Send { mut order, value }, None) => {
-                order.value = Some(value.to_string());
+                order.value = Some(value.to_string().replace('.', &cols.decimal.to_string()));
                 Parsed::Order(order)
             }
         }
@@ -507,7 +511,7 @@ fn not_a_payment(row: &Row, cols: &Cols) -> Result<Option<String>, Reject> {
         Amounts::Transactions { total_collected, .. } => (total_collected, "Total Collected"),
         Amounts::Items { qty, .. } => (qty, "Qty"),
     };
-    Ok((row.amount(col, DECIMAL)? < Decimal::ZERO).then(|| format!("refund (negative {name})")))
+    Ok((row.amount(col, cols.decimal)? < Decimal::ZERO).then(|| format!("refund (negative {name})")))
 }
 
 /// A transaction's first payment row: whether it is a sale to send, and if so the order (its rows'
@@ -547,17 +551,17 @@ fn add_row(order: &mut RawOrder, value: &mut Decimal, row: &Row, cols: &Cols, po
             let refunded = match policy.partial_refunds {
                 PartialRefunds::Gross => Decimal::ZERO,
                 // Square writes refunds negative; the sign is not trusted.
-                PartialRefunds::Net => row.amount_or_zero(partial_refunds, DECIMAL)?.abs(),
+                PartialRefunds::Net => row.amount_or_zero(partial_refunds, cols.decimal)?.abs(),
             };
-            *value += row.amount(total_collected, DECIMAL)?
-                - row.amount_or_zero(tip, DECIMAL)?
-                - row.amount_or_zero(gift_card_sales, DECIMAL)?
+            *value += row.amount(total_collected, cols.decimal)?
+                - row.amount_or_zero(tip, cols.decimal)?
+                - row.amount_or_zero(gift_card_sales, cols.decimal)?
                 - refunded;
         }
         Amounts::Items { item, qty, gross_sales, net_sales, tax, sku, token, category } => {
-            *value += row.amount(net_sales, DECIMAL)? + row.amount_or_zero(tax, DECIMAL)?;
-            let quantity = row.amount(qty, DECIMAL)?;
-            let gross = row.amount(gross_sales, DECIMAL)?;
+            *value += row.amount(net_sales, cols.decimal)? + row.amount_or_zero(tax, cols.decimal)?;
+            let quantity = row.amount(qty, cols.decimal)?;
+            let gross = row.amount(gross_sales, cols.decimal)?;
             let name = row.text_opt(item)?;
             let content_id = row.text_opt(sku)?.or(row.text_opt(token)?).or(name);
             // A row without any identity or quantity adds to the value but is no content.

@@ -51,11 +51,13 @@ lintian --version
 
 step "cargo-deb $CARGO_DEB_VERSION, cargo-generate-rpm $CARGO_GENERATE_RPM_VERSION"
 # "cargo-deb 3.8.0" / "cargo-generate-rpm 0.21.1"; reinstalled only when absent or another version.
+# Built at opt-level 0 (their own per-crate overrides, e.g. cargo-deb's xz at 2, still apply):
+# installing both takes about 90 s instead of about 190 s, and packaging takes 5 s longer.
 installed_version() { "$1" --version 2>/dev/null | awk '{ print $2 }'; }
 [[ $(installed_version cargo-deb) == "$CARGO_DEB_VERSION" ]] \
-    || cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION"
+    || CARGO_PROFILE_RELEASE_OPT_LEVEL=0 cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION"
 [[ $(installed_version cargo-generate-rpm) == "$CARGO_GENERATE_RPM_VERSION" ]] \
-    || cargo install --locked --quiet "cargo-generate-rpm@$CARGO_GENERATE_RPM_VERSION"
+    || CARGO_PROFILE_RELEASE_OPT_LEVEL=0 cargo install --locked --quiet "cargo-generate-rpm@$CARGO_GENERATE_RPM_VERSION"
 
 step "release build"
 cargo build --release --locked

@@ -8,15 +8,39 @@ use offline_events_agent::format::{self, Format, Parsed, ReadOptions};
 use std::ops::ControlFlow;
 
 /// Read `data` as the format called `name`, building every order into an event. The last byte
-/// picks the options a source may set (legacy encoding, `;` delimiter, decimal comma), so one
-/// corpus covers them without changing what the reader sees.
+/// picks the options a source may set (legacy encoding, `;` delimiter, decimal comma, quoting, a
+/// JSON path mapping), so one corpus covers them without changing what the reader sees.
 pub fn read_as(name: &str, data: &[u8]) {
     let format = Format::from_name(name).unwrap_or_else(|| panic!("`{name}` is not in Format::ALL"));
     let flags = data.last().copied().unwrap_or(0);
     let decimal = if flags & 4 != 0 { ',' } else { format.default_decimal_separator() };
     let options = ReadOptions {
         encoding: (flags & 1 != 0).then_some(encoding_rs::WINDOWS_1252),
-        delimiter: (flags & 2 != 0).then_some(b';'),
+        csv: format::Dialect {
+            delimiter: (flags & 2 != 0).then_some(b';'),
+            quote: match flags >> 4 & 3 {
+                1 => format::Quoting::Off,
+                2 => format::Quoting::Char(b'\''),
+                _ => format::Quoting::Detect,
+            },
+        },
+        // JSON: records, fields and items found through dotted paths (the mapped reader).
+        columns: if flags & 64 != 0 && matches!(format, Format::Json | Format::Jsonl) {
+            [
+                ("records", "d.r"),
+                ("order_id", "o.id"),
+                ("event_time", "o.t"),
+                ("email", "c.e"),
+                ("items", "l"),
+                ("price", "p.v"),
+            ]
+            .into_iter()
+            .filter(|(k, _)| *k != "records" || format == Format::Json)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        } else {
+            Default::default()
+        },
         decimal_separator: Some(decimal),
         ..ReadOptions::default()
     };

@@ -13,6 +13,7 @@
 //!  "items":[{"content_id":"SOCK","price":8.0,"quantity":2}]}
 //! ```
 
+use super::csv_native::COLUMNS as FIELDS;
 use super::csv_table::order_not_taken;
 use super::{FormatError, Parsed, ReadOptions, Reject, Summary};
 use crate::event::{RawItem, RawOrder};
@@ -27,22 +28,8 @@ use std::rc::Rc;
 /// (JSON Lines) or ends the reading of the document, without being held in memory.
 pub const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
 
-/// Order-level fields.
-const ORDER_FIELDS: [&str; 12] = [
-    "order_id",
-    "event_time",
-    "event",
-    "email",
-    "phone",
-    "external_id",
-    "currency",
-    "value",
-    "shop_id",
-    "till_id",
-    "description",
-    "consent",
-];
-/// Line-item fields: in each element of `items`, or in the record itself when it is one line item.
+/// The fields are the native CSV's columns (`order_id` first); these of them are a line item's, in
+/// each element of `items` or in the record itself when it is one line item.
 const ITEM_FIELDS: [&str; 6] = ["content_id", "content_name", "content_category", "brand", "price", "quantity"];
 
 /// Keys of `columns` that are not fields: where the items are in a record, and (documents) where the
@@ -70,7 +57,7 @@ impl Paths {
         };
         Paths {
             strict: columns.is_empty(),
-            order: ORDER_FIELDS.iter().map(|f| (*f, path(f))).collect(),
+            order: FIELDS.iter().filter(|f| !ITEM_FIELDS.contains(f)).map(|f| (*f, path(f))).collect(),
             item: ITEM_FIELDS.iter().map(|f| (*f, path(f))).collect(),
             items: columns.get("items").map(|p| split_path(p)),
             records: columns.get("records").map(|p| split_path(p)).unwrap_or_default(),
@@ -313,9 +300,9 @@ fn record(value: &Value, line: u64, paths: &Paths) -> Record {
     let order_id = lookup(value, &paths.order[0].1).and_then(|v| text(v).ok().flatten());
     let bad = |field: &str, reason: String| (order_id.clone(), reject(line, Some(field), reason));
     if paths.strict {
-        let known = |k: &str| ORDER_FIELDS.contains(&k) || ITEM_FIELDS.contains(&k) || k == "items" || k == "contents";
+        let known = |k: &str| FIELDS.contains(&k) || k == "items" || k == "contents";
         if let Some(unknown) = map.keys().find(|k| !known(k)) {
-            let all = [&ORDER_FIELDS[..], &ITEM_FIELDS[..], &["items"]].concat().join(", ");
+            let all = [&FIELDS[..], &["items"]].concat().join(", ");
             return Err(bad(unknown, format!("unknown field (known: {all})")));
         }
     }

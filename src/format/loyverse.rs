@@ -299,8 +299,8 @@ fn load_receipts(
 #[cfg(test)]
 mod tests {
     use super::super::profile_tests::{
-        assert_only_rejected, assert_purchases, assert_skips, assert_variants_read_alike, fixture, folder_with, parse,
-        run, variant, Change, Purchase, Source,
+        assert_companion_unreadable_from_its_end_is_joined_up_to_it, assert_only_rejected, assert_purchases,
+        assert_skips, assert_variants_read_alike, fixture, folder_with, parse, run, variant, Change, Purchase, Source,
     };
     use super::super::Policy;
     use super::*;
@@ -408,18 +408,13 @@ mod tests {
 
     #[test]
     fn a_companion_unreadable_from_some_line_on_is_joined_up_to_it_and_named_in_a_note() {
-        let main = std::fs::read(fixture(BY_ITEM)).unwrap();
-        let mut companion = std::fs::read(fixture(RECEIPTS_FILE)).unwrap();
-        let lines = companion.iter().filter(|b| **b == b'\n').count();
-        companion.extend_from_slice(b"\"a quote never closed,");
-        companion.extend(std::iter::repeat_n(b'x', crate::format::MAX_RECORD_BYTES + 10));
-        let (dir, path) = folder_with(BY_ITEM, &main, &[]);
-        std::fs::write(dir.path().join(RECEIPTS_FILE), companion).unwrap();
-        let outcome = run(&SOURCE, &path, Policy::default());
-        assert_purchases(&outcome, &PURCHASES);
-        assert_skips(&outcome, &SKIPS);
-        let note = format!("{}: unreadable from line {} on", RECEIPTS_FILE, lines + 1);
-        assert!(outcome.summary.notes.iter().any(|n| n.contains(&note)), "{:?}", outcome.summary.notes);
+        assert_companion_unreadable_from_its_end_is_joined_up_to_it(
+            &SOURCE,
+            BY_ITEM,
+            RECEIPTS_FILE,
+            &PURCHASES,
+            &SKIPS,
+        );
     }
 
     #[test]

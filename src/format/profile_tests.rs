@@ -411,6 +411,29 @@ pub fn assert_variants_read_alike(
     }
 }
 
+/// The sample `main` read next to its companion sample with a record over the size cap (an
+/// unclosed quote) appended: the companion is joined up to that line, the sample's purchases and
+/// skips are unchanged, and a note names the companion and the line.
+pub fn assert_companion_unreadable_from_its_end_is_joined_up_to_it(
+    source: &Source,
+    main: &str,
+    companion_name: &str,
+    purchases: &[Purchase],
+    skips: &[(&str, u64, &str)],
+) {
+    let mut companion = std::fs::read(fixture(companion_name)).unwrap();
+    let lines = companion.iter().filter(|b| **b == b'\n').count();
+    companion.extend_from_slice(b"\"a quote never closed,");
+    companion.extend(std::iter::repeat_n(b'x', crate::format::MAX_RECORD_BYTES + 10));
+    let (dir, path) = folder_with(main, &std::fs::read(fixture(main)).unwrap(), &[]);
+    std::fs::write(dir.path().join(companion_name), companion).unwrap();
+    let outcome = run(source, &path, Policy::default());
+    assert_purchases(&outcome, purchases);
+    assert_skips(&outcome, skips);
+    let note = format!("{companion_name}: unreadable from line {} on", lines + 1);
+    assert!(outcome.summary.notes.iter().any(|n| n.contains(&note)), "{:?}", outcome.summary.notes);
+}
+
 /// Write `bytes` as `name` into a fresh folder holding copies of the samples `companions`; the
 /// folder lives as long as the returned guard.
 pub fn folder_with(name: &str, bytes: &[u8], companions: &[&str]) -> (tempfile::TempDir, PathBuf) {

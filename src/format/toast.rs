@@ -295,8 +295,8 @@ fn load_checks(options: &ReadOptions, notes: &mut Vec<String>) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::super::profile_tests::{
-        assert_only_rejected, assert_purchases, assert_skips, assert_variants_read_alike, fixture, folder_with, parse,
-        run, variant, Change, Purchase, Source,
+        assert_companion_unreadable_from_its_end_is_joined_up_to_it, assert_only_rejected, assert_purchases,
+        assert_skips, assert_variants_read_alike, fixture, folder_with, parse, run, variant, Change, Purchase, Source,
     };
     use super::*;
 
@@ -392,18 +392,7 @@ mod tests {
 
     #[test]
     fn a_companion_unreadable_from_some_line_on_is_joined_up_to_it_and_named_in_a_note() {
-        let main = std::fs::read(fixture(ITEMS)).unwrap();
-        let mut companion = std::fs::read(fixture(CHECKS_FILE)).unwrap();
-        let lines = companion.iter().filter(|b| **b == b'\n').count();
-        companion.extend_from_slice(b"\"a quote never closed,");
-        companion.extend(std::iter::repeat_n(b'x', crate::format::MAX_RECORD_BYTES + 10));
-        let (dir, path) = folder_with(ITEMS, &main, &[]);
-        std::fs::write(dir.path().join(CHECKS_FILE), companion).unwrap();
-        let outcome = run(&SOURCE, &path, Policy::default());
-        assert_purchases(&outcome, &PURCHASES);
-        assert_skips(&outcome, &SKIPS);
-        let note = format!("{}: unreadable from line {} on", CHECKS_FILE, lines + 1);
-        assert!(outcome.summary.notes.iter().any(|n| n.contains(&note)), "{:?}", outcome.summary.notes);
+        assert_companion_unreadable_from_its_end_is_joined_up_to_it(&SOURCE, ITEMS, CHECKS_FILE, &PURCHASES, &SKIPS);
     }
 
     #[test]

@@ -68,6 +68,15 @@ pub(super) fn named_alike(path: &Path, kind: &Kind) -> Option<PathBuf> {
     if want == own {
         return None;
     }
+    // As the POS spells it (`ItemSelectionDetails_x.csv` → `CheckDetails_x.csv`): one stat, no
+    // listing of a folder that may hold thousands of waiting exports.
+    if let Some(at) = own.find(&kind.primary.to_ascii_lowercase()) {
+        let spelt = format!("{}{}{}", &name[..at], kind.companion, &name[at + kind.primary.len()..]);
+        let path = folder.join(spelt);
+        if path.is_file() {
+            return Some(path);
+        }
+    }
     std::fs::read_dir(folder)
         .ok()?
         .flatten()

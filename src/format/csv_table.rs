@@ -350,7 +350,7 @@ fn header_shown(names: &[String]) -> String {
 }
 
 /// Pick the delimiter that occurs most often in the header line (`,` `;` tab `|`).
-fn detect_delimiter(header: &[u8]) -> u8 {
+pub(super) fn detect_delimiter(header: &[u8]) -> u8 {
     let line = header.split(|b| *b == b'\n').next().unwrap_or(&[]);
     [b',', b';', b'\t', b'|']
         .into_iter()

@@ -5,7 +5,7 @@
 //!     cargo bench --bench formats                      # full size
 //!     OEA_BENCH_ITEMS=40000 OEA_BENCH_FILES=500 cargo bench --bench formats   # quick form
 
-use offline_events_agent::{config, daemon, ingest, queue::Queue};
+use offline_events_agent::{config, intake, queue::Queue};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -62,9 +62,9 @@ fn phase_ingest() {
     let started = Instant::now();
     let mut events = 0;
     for file in &files {
-        let policy = daemon::age_policy(&config, offline_events_agent::now());
-        match ingest::ingest_file(&mut queue, &config.sources[0], file, policy).unwrap() {
-            ingest::Outcome::Ingested { counts, .. } => {
+        let policy = intake::age_policy(&config, offline_events_agent::now());
+        match intake::ingest::ingest_file(&mut queue, &config.sources[0], file, policy).unwrap() {
+            intake::ingest::Outcome::Ingested { counts, .. } => {
                 assert_eq!(counts.rejects, 0, "{}", file.display());
                 events += counts.events;
             }

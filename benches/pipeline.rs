@@ -10,7 +10,7 @@
 #[path = "../tests/support/fake_tiktok.rs"]
 mod fake_tiktok;
 
-use offline_events_agent::{config, daemon, ingest, queue::Queue, sender};
+use offline_events_agent::{config, intake, queue::Queue, sender};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,10 +63,10 @@ fn phase_ingest() {
     let file = dir.join("inbox/export.csv");
     let mut queue = Queue::open(&config.queue_path).unwrap();
     let started = Instant::now();
-    let policy = daemon::age_policy(&config, offline_events_agent::now());
-    let outcome = ingest::ingest_file(&mut queue, &config.sources[0], &file, policy).unwrap();
+    let policy = intake::age_policy(&config, offline_events_agent::now());
+    let outcome = intake::ingest::ingest_file(&mut queue, &config.sources[0], &file, policy).unwrap();
     let secs = started.elapsed().as_secs_f64();
-    let ingest::Outcome::Ingested { counts, .. } = outcome else { panic!("{outcome:?}") };
+    let intake::ingest::Outcome::Ingested { counts, .. } = outcome else { panic!("{outcome:?}") };
     println!("{} {secs:.3} {} {}", counts.events, peak_rss_kb(), wal_bytes(&config.queue_path));
 }
 

@@ -1,17 +1,19 @@
 //! offline-events-agent: point-of-sale exports in, TikTok offline events out.
 //!
-//! The pipeline, one way: [`source`] (find complete files) → [`format`] (read rows into raw orders)
-//! → [`event`] (normalise, hash, derive ids; pure) → [`queue`] (SQLite, the only durable state) →
-//! [`tiktok`] (wire format, classification, HTTP) → [`sender`] and [`daemon`] (orchestration).
-//! A growing day file (append mode) goes through [`append`] instead of [`ingest`]'s whole-file path.
+//! One export file goes one way, each module once: [`source`] (find complete files) → [`intake`]
+//! (the life of a file: take, commit, then archive/delete/quarantine) → [`format`] (read rows into
+//! raw orders) → [`event`] (normalise, hash, derive ids; pure) → [`queue`] (SQLite, the only durable
+//! state). Delivery: [`queue`] → [`sender`] → [`tiktok`] (wire format, classification, HTTP).
+//! Above them and never called back: [`daemon`] (the service's tasks, signals, sd_notify),
+//! [`commands`] (the one-shot commands), `status`/`tap` (reports) and `main.rs` (the command line).
 //! See ARCHITECTURE.md.
 
-pub mod append;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod format;
-pub mod ingest;
+pub mod intake;
 pub mod queue;
 pub mod sender;
 pub mod source;
@@ -22,4 +24,14 @@ pub mod tiktok;
 /// Unix seconds now.
 pub fn now() -> i64 {
     jiff::Timestamp::now().as_second()
+}
+
+/// Fault injection for the integration tests, in debug builds only: with
+/// `OFFLINE_EVENTS_AGENT_FAULT=<name>` in the environment, the point called `name` panics. Release
+/// builds compile it to nothing.
+#[inline]
+pub fn fault_point(name: &str) {
+    if cfg!(debug_assertions) && std::env::var("OFFLINE_EVENTS_AGENT_FAULT").is_ok_and(|v| v == name) {
+        panic!("fault injected at {name}");
+    }
 }

@@ -6,9 +6,9 @@ use clap::{Parser, Subcommand};
 use offline_events_agent::config::{self, Config};
 use offline_events_agent::event::{self, RawItem, RawOrder, SourceDefaults};
 use offline_events_agent::queue::{DeadFilter, Queue};
-use offline_events_agent::sender::{self, Sender, Settings};
+use offline_events_agent::sender;
 use offline_events_agent::tiktok::{classify, client, wire};
-use offline_events_agent::{daemon, status, tap};
+use offline_events_agent::{commands, daemon, status, tap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -196,7 +196,7 @@ fn execute(
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { once: true, timeout_secs, .. } => {
-            let report = daemon::run_once(&config, Duration::from_secs(timeout_secs))?;
+            let report = commands::run_once(&config, Duration::from_secs(timeout_secs))?;
             Ok(flush_exit(&report))
         }
         Command::Status { json } => {
@@ -211,9 +211,7 @@ fn execute(
         Command::Import { source, files } => import(&config, source.as_deref(), &files),
         Command::Preview { source, json, files } => preview(&config, source.as_deref(), json, &files),
         Command::Flush { timeout_secs } => {
-            let queue = Queue::open(&config.queue_path)?;
-            let mut sender = Sender::new(queue, &config, Settings::from_config(&config))?;
-            let report = sender::flush(&mut sender, Duration::from_secs(timeout_secs))?;
+            let report = commands::flush(&config, Duration::from_secs(timeout_secs))?;
             Ok(flush_exit(&report))
         }
         Command::SendTest { test_event_code } => send_test(&config, &test_event_code),
@@ -256,8 +254,8 @@ fn source_for<'c>(
             .iter()
             .find(|s| s.name == name)
             .with_context(|| format!("no source named `{name}` in the config")),
-        None => match daemon::source_of(config, path) {
-            Some(s) => Ok(s),
+        None => match offline_events_agent::source::owner(&config.sources, path) {
+            Some(i) => Ok(&config.sources[i]),
             None if config.sources.len() == 1 => Ok(&config.sources[0]),
             None => anyhow::bail!(
                 "{}: not in a source folder; say which source's settings to use with --source",
@@ -268,28 +266,24 @@ fn source_for<'c>(
 }
 
 fn import(config: &Config, source: Option<&str>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let mut queue = Queue::open(&config.queue_path)?;
-    let mut failed = false;
+    let mut chosen = Vec::new();
     for file in files {
         let path = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
-        let src = source_for(config, source, &path)?;
-        let result = daemon::process_file(&mut queue, config, src, &path, false);
-        failed |= matches!(result, daemon::FileResult::Retry | daemon::FileResult::QueueFull);
+        chosen.push((source_for(config, source, &path)?, path));
     }
+    let failed = commands::import(config, chosen)?;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    use offline_events_agent::ingest::{self, Found};
+    use offline_events_agent::intake::ingest::Found;
     let mut unreadable = false;
     for file in files {
         let path = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
         let src = source_for(config, source, &path)?;
-        let (_, utf8) = ingest::scan_content(&path).with_context(|| format!("{}", path.display()))?;
         let shown = path.display().to_string();
         let (mut events, mut skipped, mut rejected) = (0, 0, 0);
-        let ages = daemon::age_policy(config, offline_events_agent::now());
-        let read = ingest::read_file(src, &path, utf8, ages, &mut |found| {
+        let read = commands::preview(config, src, &path, &mut |found| {
             match found {
                 Found::Event { event, line, dead_reason, warnings } => {
                     events += 1;
@@ -334,7 +328,7 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
                 }
             }
             std::ops::ControlFlow::Continue(())
-        });
+        })?;
         match read {
             Ok(_) => println!(
                 "{shown}: {events} events, {skipped} skipped, {rejected} rejected (format {})",

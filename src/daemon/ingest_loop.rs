@@ -3,9 +3,9 @@
 //! append-mode source is read on every time it settles after a change, and once more when it has
 //! been idle long enough for its held-back last record to be taken.
 
-use super::{blocking, process_file, FileResult, Health, LogLimiter, Part, Verdict};
+use super::{blocking, Health, LogLimiter, Part, Verdict};
 use crate::config::Config;
-use crate::ingest;
+use crate::intake::{self, ingest, FileResult};
 use crate::queue::Queue;
 use crate::source::watch::{FsSignal, Watcher};
 use crate::source::{self, Settle};
@@ -188,6 +188,7 @@ pub(super) async fn ingest_loop(
             }
         }
         if !work.is_empty() {
+            crate::fault_point("ingest-loop");
             let cfg = config.clone();
             let h = health.clone();
             health.begin(Part::Ingest);
@@ -195,12 +196,12 @@ pub(super) async fn ingest_loop(
                 work.into_iter()
                     .map(|(i, path)| {
                         h.progress(Part::Ingest);
-                        let result = match super::companion_settling(&cfg.sources[i], &path) {
+                        let result = match intake::companion_settling(&cfg.sources[i], &path) {
                             Some(companion) => {
                                 tracing::debug!("{}: waits for {} to settle", path.display(), companion.display());
                                 FileResult::Retry
                             }
-                            None => process_file(q, &cfg, &cfg.sources[i], &path, dispose),
+                            None => intake::take(q, &cfg, &cfg.sources[i], &path, dispose),
                         };
                         let stamp = std::fs::metadata(&path).ok().map(|m| ingest::stamp(&m));
                         (i, path, result, stamp)
@@ -301,7 +302,7 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
         FsSignal::Changed(p) => (p, false),
         FsSignal::RenamedIn(p) => (p, true),
     };
-    let Some(i) = config.sources.iter().position(|s| path.parent() == Some(s.path.as_path())) else {
+    let Some(i) = source::owner(&config.sources, &path) else {
         return;
     };
     let src = &config.sources[i];

@@ -1,20 +1,18 @@
-//! The long-running service and the one-shot commands built from the same parts: watch the source
-//! folders, ingest complete files, send in the background, stop cleanly on SIGTERM/SIGINT.
+//! The long-running service: watch the source folders, take complete files, send in the
+//! background, stop cleanly on SIGTERM/SIGINT, re-read the config on SIGHUP, tell systemd.
 //!
-//! Orchestration only: decisions live in [`crate::source`], [`crate::ingest`] and
-//! [`crate::sender`]. Blocking work (SQLite, file reads, HTTP) runs on tokio's blocking pool; this
-//! module's async tasks only wait.
+//! Orchestration only: what becomes of a file is [`crate::intake`], delivery is [`crate::sender`].
+//! Blocking work (SQLite, file reads, HTTP) runs on tokio's blocking pool; this module's async tasks
+//! only wait. The supervisor watches both loops: if either ends or panics while the service runs,
+//! it stops pinging the watchdog and exits non-zero, so systemd restarts the whole service.
 
-use crate::append::{self, AppendOutcome};
-use crate::config::{self, Config, Overrides, SourceConfig};
-use crate::ingest::{self, AgePolicy, Outcome};
-use crate::queue::{IngestCounts, Queue, QueueError};
-use crate::sender::{self, SendError, Sender, Settings};
-use crate::source;
+use crate::config::{self, Config, Overrides};
+use crate::queue::{Queue, QueueError};
+use crate::sender::{SendError, Sender, Settings};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,243 +23,8 @@ pub enum DaemonError {
     Send(#[from] SendError),
     #[error("cannot start: {0}")]
     Runtime(#[from] std::io::Error),
-}
-
-pub fn age_policy(config: &Config, now: i64) -> AgePolicy {
-    AgePolicy {
-        now,
-        window_secs: config.attribution_window.as_secs() as i64,
-        future_secs: config.future_tolerance.as_secs() as i64,
-    }
-}
-
-/// What became of one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileResult {
-    /// New events were committed; `disposed` is false when archiving or deleting it failed.
-    Committed { events: i64, disposed: bool },
-    /// Already ingested, but archiving or deleting it failed: the next rescan tries again.
-    DisposeFailed,
-    /// Nothing new (already ingested, or unreadable and set aside). Do not look again unless it changes.
-    Done,
-    /// Look again later (it changed while being read, or a transient error).
-    Retry,
-    /// It could not be opened or read (permissions, an I/O error): it stays in place and is tried
-    /// again when it changes (a chmod counts) and on every rescan.
-    Blocked,
-    /// The queue has no room for it (size cap or disk full): hold files back until sending frees space.
-    QueueFull,
-    /// A file in append mode was read on from its position (`events` new ones committed with the
-    /// new position). `stamp` is the file as it was read: look again when it changes. `idle_at`:
-    /// the file holds back a record, so look again at this time (when it will have been idle for
-    /// `append_idle_secs`) if it does not change before.
-    Appended { events: i64, stamp: ingest::Stamp, idle_at: Option<SystemTime> },
-}
-
-/// Ingest one complete file and dispose of it as configured. Blocking.
-pub fn process_file(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path, dispose: bool) -> FileResult {
-    if src.append {
-        return process_append(queue, config, src, path);
-    }
-    let shown = path.display();
-    let companion = src.format.companion_of(path);
-    let result = ingest::ingest_file(queue, src, path, age_policy(config, crate::now()));
-    if matches!(result, Ok(Outcome::Ingested { .. } | Outcome::AlreadyIngested(_)))
-        && queue.clear_blocked(path).unwrap_or(false)
-    {
-        tracing::info!("{shown}: readable now");
-    }
-    match result {
-        Ok(Outcome::Ingested { file_id, counts }) => {
-            tracing::info!(
-                "{shown}: {} events queued ({} dead on arrival), {} duplicates of earlier exports, {} rows rejected, {} identifiers dropped",
-                counts.events - counts.dead,
-                counts.dead,
-                counts.duplicates,
-                counts.rejects,
-                counts.warnings
-            );
-            let disposed = !dispose || dispose_file(queue, src, path, file_id);
-            if dispose && disposed {
-                dispose_companion(src, companion.as_deref());
-            }
-            FileResult::Committed { events: counts.events - counts.dead, disposed }
-        }
-        Ok(Outcome::AlreadyIngested(record)) => {
-            tracing::info!("{shown}: same content as {} (already ingested), nothing queued", record.path);
-            if dispose && !dispose_file(queue, src, path, record.id) {
-                return FileResult::DisposeFailed;
-            }
-            if dispose {
-                dispose_companion(src, companion.as_deref());
-            }
-            FileResult::Done
-        }
-        Ok(Outcome::Changed) => {
-            tracing::info!("{shown}: changed while being read; will read it again once it settles");
-            FileResult::Retry
-        }
-        Ok(Outcome::Unreadable(reason)) => {
-            tracing::error!("{shown}: cannot be read as {:?}: {reason}", src.format);
-            let _ = queue.record_unreadable(path, &src.name, &reason, crate::now());
-            if dispose {
-                quarantine(src, path, &reason);
-            }
-            FileResult::Done
-        }
-        Err(e) => failed(queue, src, path, e),
-    }
-}
-
-/// The companion of a split export that changed within the settle time: the POS may still be
-/// writing the other half of the export, so the file waits (the service only; `run --once` takes
-/// what is there).
-pub(crate) fn companion_settling(src: &SourceConfig, path: &Path) -> Option<PathBuf> {
-    let companion = src.format.companion_of(path)?;
-    let age = std::fs::metadata(&companion).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
-    (age < src.settle).then_some(companion)
-}
-
-/// Read on in a file of an append-mode source: never archived, deleted or quarantined.
-fn process_append(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path) -> FileResult {
-    let shown = path.display();
-    match append::ingest_append(queue, src, path, age_policy(config, crate::now()), SystemTime::now()) {
-        Ok(AppendOutcome::Read { counts, position, size, held, stamp }) => {
-            if queue.clear_blocked(path).unwrap_or(false) {
-                tracing::info!("{shown}: readable now");
-            }
-            let offset = position.offset;
-            if counts != IngestCounts::default() {
-                tracing::info!(
-                    "{shown}: {} events queued ({} dead on arrival), {} duplicates of earlier exports, {} rows rejected, {} identifiers dropped; read to byte {offset} of {size}",
-                    counts.events - counts.dead,
-                    counts.dead,
-                    counts.duplicates,
-                    counts.rejects,
-                    counts.warnings
-                );
-            }
-            if held {
-                tracing::debug!(
-                    "{shown}: bytes {offset}..{size} wait for more to be written or for the file to be idle for {:?}",
-                    src.append_idle
-                );
-            }
-            let idle_at = stamp.1.filter(|_| held).map(|mtime| mtime + src.append_idle);
-            FileResult::Appended { events: counts.events - counts.dead, stamp, idle_at }
-        }
-        Ok(AppendOutcome::Changed) => {
-            tracing::info!("{shown}: shrank or was rewritten while being read; will read it again once it settles");
-            FileResult::Retry
-        }
-        Ok(AppendOutcome::Unreadable(reason)) => {
-            tracing::error!("{shown}: cannot be read as {:?}: {reason} (append mode: it stays in place)", src.format);
-            let _ = queue.record_unreadable_once(path, &src.name, &reason, crate::now());
-            FileResult::Done
-        }
-        Err(e) => failed(queue, src, path, e),
-    }
-}
-
-/// What an ingest error means for the file.
-fn failed(queue: &Queue, src: &SourceConfig, path: &Path, e: ingest::IngestError) -> FileResult {
-    let shown = path.display();
-    match e {
-        ingest::IngestError::Io { path: p, source } if source.kind() == std::io::ErrorKind::NotFound => {
-            tracing::info!("{p}: gone before it could be read");
-            FileResult::Done
-        }
-        ingest::IngestError::Io { path: p, source } => {
-            // Not readable (permissions, an I/O error): say so where `status` and `dead-letter list`
-            // show it, not only in the log. The file stays where it is and is tried again.
-            if queue.record_blocked(path, &src.name, &source.to_string(), crate::now()).unwrap_or(true) {
-                tracing::error!("{p}: {source} (it stays in place and is tried again on every rescan)");
-            } else {
-                tracing::debug!("{p}: {source} (still)");
-            }
-            FileResult::Blocked
-        }
-        ingest::IngestError::Queue(e) if e.is_full() => {
-            tracing::warn!("{shown}: not ingested: the queue is full ({e}); it waits in its folder");
-            FileResult::QueueFull
-        }
-        ingest::IngestError::Queue(e) => {
-            tracing::error!("{shown}: not ingested, will retry: {e}");
-            FileResult::Retry
-        }
-    }
-}
-
-/// Archive or delete a committed file. False when that failed (disk full, permissions): the file
-/// stays, and the next rescan tries again (its content is known, so nothing is queued twice).
-fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64) -> bool {
-    // The content hash names a file only when its name is taken in the archive: read it only then.
-    match source::dispose(src, path, || ingest::content_hash(path).unwrap_or_default()) {
-        Ok(how) => {
-            tracing::debug!("{}: {how}", path.display());
-            let _ = queue.mark_disposed(file_id, &how);
-            if src.after_ingest != crate::config::AfterIngest::Keep {
-                drop_marker(src, path);
-            }
-            true
-        }
-        Err(e) => {
-            tracing::error!("{e} (its events are safely queued; the file stays where it is and is tried again)");
-            false
-        }
-    }
-}
-
-fn quarantine(src: &SourceConfig, path: &Path, reason: &str) {
-    let dir = src.path.join("quarantine");
-    match source::move_aside(path, &dir, || ingest::content_hash(path).unwrap_or_default()) {
-        Ok(target) => {
-            let mut reason_path = target.clone().into_os_string();
-            reason_path.push(".reason");
-            let _ = std::fs::write(&reason_path, format!("{reason}\n"));
-            tracing::warn!("{}: moved to {}", path.display(), target.display());
-            drop_marker(src, path);
-        }
-        Err(e) => tracing::error!("{}: cannot move to quarantine {}: {e}", path.display(), dir.display()),
-    }
-}
-
-/// Archive or delete the companion of a disposed file with it (it belongs to that export alone); a
-/// failure is logged and leaves it in place, where it does no harm.
-fn dispose_companion(src: &SourceConfig, companion: Option<&Path>) {
-    let Some(c) = companion else { return };
-    match source::dispose(src, c, || ingest::content_hash(c).unwrap_or_default()) {
-        Ok(how) => tracing::debug!("{}: {how} (companion)", c.display()),
-        Err(e) => tracing::warn!("{e} (the companion of a file that was taken; it stays)"),
-    }
-}
-
-fn drop_marker(src: &SourceConfig, path: &Path) {
-    if let Err(e) = source::remove_marker(src, path) {
-        tracing::warn!("{}: cannot remove its done marker: {e}", path.display());
-    }
-}
-
-/// Which source a file belongs to: the one whose folder holds it.
-pub fn source_of<'c>(config: &'c Config, path: &Path) -> Option<&'c SourceConfig> {
-    config.sources.iter().find(|s| path.parent() == Some(s.path.as_path()))
-}
-
-/// `run --once`: ingest every complete file now, then flush. Returns the flush report.
-pub fn run_once(config: &Config, timeout: Duration) -> Result<sender::FlushReport, DaemonError> {
-    let mut queue = Queue::open(&config.queue_path)?;
-    for src in &config.sources {
-        match source::scan(src) {
-            Ok(files) => {
-                for (path, _, _) in files {
-                    process_file(&mut queue, config, src, &path, !config.dry_run);
-                }
-            }
-            Err(e) => tracing::error!("source {}: cannot list {}: {e}", src.name, src.path.display()),
-        }
-    }
-    let mut sender = Sender::new(Queue::open(&config.queue_path)?, config, Settings::from_config(config))?;
-    Ok(sender::flush(&mut sender, timeout)?)
+    #[error("the {part} part of the pipeline {how}; exiting so that the service is restarted")]
+    PartEnded { part: &'static str, how: String },
 }
 
 /// Run `f` on the blocking pool with `value`, and get `value` back.
@@ -350,6 +113,55 @@ impl Pipeline {
         };
         tokio::time::timeout(bound, both).await.is_ok()
     }
+
+    /// Wait until either loop ends. Neither should while the service runs (they return only when
+    /// told to stop): one that does has panicked or given up, and the service must not go on half
+    /// alive with the watchdog still fed.
+    async fn ended(&mut self) -> (Part, Result<(), tokio::task::JoinError>) {
+        first_to_end(&mut self.ingest, &mut self.send).await
+    }
+
+    /// After `part` ended on its own: stop the other one (up to `bound`) and say what happened.
+    async fn abandon(self, part: Part, result: Result<(), tokio::task::JoinError>, bound: Duration) -> DaemonError {
+        let _ = self.stop.send(true);
+        let other = match part {
+            Part::Ingest => self.send,
+            Part::Send => self.ingest,
+        };
+        if tokio::time::timeout(bound, other).await.is_err() {
+            tracing::warn!("the other part did not stop in time; its work is abandoned (events stay queued)");
+        }
+        part_ended(part, result)
+    }
+}
+
+/// The first of two tasks to end, and how it ended.
+async fn first_to_end(
+    ingest: &mut tokio::task::JoinHandle<()>,
+    send: &mut tokio::task::JoinHandle<()>,
+) -> (Part, Result<(), tokio::task::JoinError>) {
+    tokio::select! {
+        r = ingest => (Part::Ingest, r),
+        r = send => (Part::Send, r),
+    }
+}
+
+/// The error for a part that ended while the service was running.
+fn part_ended(part: Part, result: Result<(), tokio::task::JoinError>) -> DaemonError {
+    let how = match result {
+        Ok(()) => "ended unexpectedly".to_string(),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            format!("panicked ({message})")
+        }
+        Err(_) => "was cancelled".to_string(),
+    };
+    DaemonError::PartEnded { part: part.name(), how }
 }
 
 async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Result<(), DaemonError> {
@@ -368,6 +180,12 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            (part, result) = pipeline.ended() => {
+                let e = pipeline.abandon(part, result, Duration::from_secs(4)).await;
+                tracing::error!("{e}");
+                service::status(&e.to_string());
+                return Err(e);
+            }
             _ = hup.recv() => {
                 service::reloading();
                 match config::load(&config_path) {
@@ -469,6 +287,38 @@ impl Monitor {
         };
         if let Err(e) = service::write_metrics(path, &service::metrics_text(&snapshot)) {
             tracing::warn!("cannot write metrics to {}: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_part_that_ends_is_named_with_how_it_ended() {
+        let cases: [(bool, Part, &str); 2] = [
+            (true, Part::Ingest, "the ingest part of the pipeline panicked (boom at a file)"),
+            (false, Part::Send, "the send part of the pipeline ended unexpectedly"),
+        ];
+        for (ingest_panics, expected, message) in cases {
+            let mut ingest = tokio::spawn(async move {
+                if ingest_panics {
+                    panic!("boom at a file");
+                }
+                std::future::pending::<()>().await
+            });
+            let mut send = tokio::spawn(async move {
+                if ingest_panics {
+                    std::future::pending::<()>().await
+                }
+            });
+            let (part, result) = first_to_end(&mut ingest, &mut send).await;
+            assert_eq!(part, expected);
+            let e = part_ended(part, result).to_string();
+            assert!(e.starts_with(message), "{e}");
+            ingest.abort();
+            send.abort();
         }
     }
 }

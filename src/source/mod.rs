@@ -15,6 +15,12 @@ use std::time::{Duration, SystemTime};
 /// Name endings that mark a file still being written.
 const TEMP_SUFFIXES: [&str; 6] = [".tmp", ".part", ".partial", ".crdownload", ".swp", "~"];
 
+/// The source that owns `path`: the one whose folder holds it directly. The only place that
+/// answers "which source is this file for".
+pub fn owner(sources: &[SourceConfig], path: &Path) -> Option<usize> {
+    sources.iter().position(|s| path.parent() == Some(s.path.as_path()))
+}
+
 /// Whether `path` (a file directly in a source folder) is one this source should read.
 pub fn is_candidate(source: &SourceConfig, path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -238,8 +244,8 @@ pub fn move_aside(path: &Path, dir: &Path, suffix: impl FnOnce() -> String) -> s
     }
     match std::fs::rename(path, &target) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(18) => {
-            // EXDEV: archive folder on another file system.
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            // The archive folder is on another file system.
             std::fs::copy(path, &target)?;
             std::fs::File::open(&target)?.sync_all()?;
             std::fs::remove_file(path)?;

@@ -246,3 +246,24 @@ fn a_garbage_or_missing_wal_does_not_stop_the_agent() {
         false,
     );
 }
+
+#[test]
+fn a_pipeline_part_that_panics_stops_the_service_with_an_error_instead_of_running_half_alive() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    let notify = NotifySocket::bind(agent.dir.path());
+    let mut daemon = agent.spawn_with_env(&[
+        ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+        ("OFFLINE_EVENTS_AGENT_FAULT", "ingest-loop"),
+    ]);
+    assert!(wait_until(T, || notify.first("READY=1").is_some()), "{}", daemon.log_text());
+    // The ingest loop panics when it next has a file to take: outside any busy window.
+    agent.drop_file("orders.csv", &csv_orders("panic", 1, 1));
+    let status = daemon.wait_exit(Duration::from_secs(15));
+    let log = daemon.log_text();
+    let status = status.unwrap_or_else(|| panic!("the service kept running with its ingest part dead:\n{log}"));
+    assert!(!status.success(), "{status:?}\n{log}");
+    assert!(log.contains("the ingest part of the pipeline panicked (fault injected at ingest-loop)"), "{log}");
+    assert!(log.contains("exiting so that the service is restarted"), "{log}");
+}

@@ -259,6 +259,20 @@ impl Daemon {
         }
     }
 
+    /// Wait up to `timeout` for the daemon to exit on its own; its exit status, or None.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let c = self.child.as_mut().expect("running");
+        while Instant::now() < deadline {
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("running").id();
         Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();

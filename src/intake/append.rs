@@ -15,10 +15,10 @@
 //! any `io::Read`; [`ingest_append`] does the file I/O around them. This module never moves,
 //! deletes or writes an export file.
 
+use super::ingest::{self, add_found, AgePolicy, Found, IngestError, Utf8Check};
 use crate::config::SourceConfig;
 use crate::event::{Event, Warning};
 use crate::format::{self, Format, Skip};
-use crate::ingest::{self, add_found, AgePolicy, Found, IngestError, Utf8Check};
 use crate::queue::{IngestCounts, Position, Queue, QueueError};
 use sha2::{Digest, Sha256};
 use std::fs::File;

@@ -6,7 +6,7 @@
 //! a durable commit.
 //!
 //! [`read`] (any `io::Read` through a reader and `event::build`) and [`add_found`] (one thing found
-//! into an ingest) are shared with [`crate::append`], which reads a growing file part by part.
+//! into an ingest) are shared with [`super::append`], which reads a growing file part by part.
 
 use crate::config::SourceConfig;
 use crate::event::{self, time::Age};

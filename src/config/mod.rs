@@ -6,16 +6,25 @@
 //! The access token is never part of the config file's plain text unless the user insists
 //! (`access_token`, warned); it is loaded by [`load_token`] when needed and carried as a [`Token`],
 //! whose `Debug` and `Display` are redacted.
+//!
+//! Parts: `raw` (the serde structs), `validate` (top level and `[sender]`), `source` (each
+//! `[[source]]`), `defaults` (every default and bound), `token`, `describe` (`check-config`).
 
+pub mod defaults;
 mod describe;
 mod raw;
+mod source;
+#[cfg(test)]
+mod test_support;
 mod token;
 mod validate;
 
+pub use defaults::{cli_timeout, parse_cli_timeout, DEFAULT_API_BASE, MAX_CLI_TIMEOUT};
 pub use describe::describe;
 pub use raw::{RawConfig, RawSender, RawSource};
+pub use source::check_done_marker;
 pub use token::{load_token, Token, TokenError, TokenSource};
-pub use validate::{check_done_marker, validate};
+pub use validate::validate;
 
 use crate::event::SourceDefaults;
 use crate::format::{Format, Policy};
@@ -23,8 +32,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-pub const DEFAULT_API_BASE: &str = "https://business-api.tiktok.com";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterIngest {
@@ -207,28 +214,8 @@ pub fn dry_run_queue(path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::{ctx, errors, MINIMAL};
     use super::*;
-    use crate::format::Quoting;
-
-    fn ctx() -> Context {
-        Context {
-            config_dir: PathBuf::from("/etc/oea"),
-            state_directory: None,
-            user_data_dir: Some(PathBuf::from("/home/u/.local/share/oea")),
-        }
-    }
-
-    const MINIMAL: &str = r#"
-event_source_id = "7181537436256731137"
-access_token_file = "token"
-
-[[source]]
-path = "/srv/pos"
-format = "native-csv"
-time_zone = "America/New_York"
-currency = "USD"
-shop_id = "s042"
-"#;
 
     #[test]
     fn a_minimal_config_gets_defaults() {
@@ -250,10 +237,6 @@ shop_id = "s042"
         assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.sqlite"));
         let c = parse(&format!("dry_run = true\n{MINIMAL}"), &ctx).unwrap();
         assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.dry-run.sqlite"));
-    }
-
-    fn errors(text: &str) -> Vec<(String, Option<usize>)> {
-        parse(text, &ctx()).unwrap_err().into_iter().map(|e| (e.key, e.line)).collect()
     }
 
     #[test]
@@ -281,113 +264,5 @@ shop_id = "s042"
         let text = format!("{MINIMAL}\n[sender]\nbatch_size = 5000\n");
         let line = text.lines().count();
         assert_eq!(errors(&text)[0], ("sender.batch_size".to_string(), Some(line)));
-    }
-
-    #[test]
-    fn token_sources() {
-        let e = errors(&MINIMAL.replace("access_token_file = \"token\"", ""));
-        assert_eq!(e[0].0, "access_token_file");
-        let both =
-            MINIMAL.replace("access_token_file = \"token\"", "access_token_file = \"t\"\naccess_token_env = \"T\"");
-        assert_eq!(errors(&both)[0].0, "access_token_file");
-        let inline =
-            parse(&MINIMAL.replace("access_token_file = \"token\"", "access_token = \"s3cr3t\""), &ctx()).unwrap();
-        assert!(!inline.warnings.is_empty());
-        assert!(!format!("{inline:?}").contains("s3cr3t"));
-        assert!(!describe(&inline).contains("s3cr3t"));
-    }
-
-    #[test]
-    fn column_mappings_name_our_fields_and_json_paths() {
-        let with = |format: &str, columns: &str| {
-            MINIMAL.replace("format = \"native-csv\"", &format!("format = \"{format}\"\ncolumns = {{ {columns} }}"))
-        };
-        let good = [
-            ("native-csv", r#"order_id = "Bon-Nr", price = "Einzelpreis""#),
-            ("jsonl", r#"order_id = "receipt.no", items = "receipt.lines", price = "unit.amount""#),
-            ("json", r#"records = "data.orders", email = "customer.emails.0""#),
-        ];
-        for (format, columns) in good {
-            let c = parse(&with(format, columns), &ctx()).unwrap_or_else(|e| panic!("{format}: {e:?}"));
-            assert!(!c.sources[0].columns.is_empty());
-        }
-        let bad = [
-            ("native-csv", r#"items = "lines""#, "source[0].columns.items"),
-            ("native-csv", r#"price = " ""#, "source[0].columns.price"),
-            ("jsonl", r#"records = "data""#, "source[0].columns.records"),
-            ("jsonl", r#"emial = "e""#, "source[0].columns.emial"),
-            ("json", r#"email = "customer..email""#, "source[0].columns.email"),
-            ("json", r#"records = """#, "source[0].columns.records"),
-            ("shopify-orders", r#"order_id = "Name""#, "source[0].columns"),
-        ];
-        for (format, columns, key) in bad {
-            assert_eq!(errors(&with(format, columns))[0].0, key, "{format} {columns}");
-        }
-    }
-
-    #[test]
-    fn quoting_is_detected_or_set() {
-        let with =
-            |extra: &str| MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\n{extra}"));
-        let quote = |extra: &str| parse(&with(extra), &ctx()).unwrap().sources[0].csv.quote;
-        assert_eq!(quote(""), Quoting::Detect);
-        assert_eq!(quote("quote = \"'\""), Quoting::Char(b'\''));
-        assert_eq!(quote("quote = \"none\""), Quoting::Off);
-        for bad in ["quote = \"\"", "quote = \"ab\"", "quote = \";\"\ndelimiter = \";\"", "quote = \"é\""] {
-            assert_eq!(errors(&with(bad))[0], ("source[0].quote".into(), Some(8)), "{bad}");
-        }
-    }
-
-    #[test]
-    fn done_markers_must_name_a_file_beside_the_export_that_is_not_read_itself() {
-        let with = |m: &str| {
-            MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\ndone_marker = \"{m}\""))
-        };
-        for good in ["{name}.done", "{stem}.ok", "ready_{stem}.flag"] {
-            let c = parse(&with(good), &ctx()).unwrap();
-            assert_eq!(c.sources[0].done_marker.as_deref(), Some(good));
-            assert!(describe(&c).contains(&format!("taken once `{good}` exists")));
-        }
-        for bad in ["sales.done", "{name}", "{stem}", "{stem}.csv", "{stem}.TXT", "done/{name}", "{stem}"] {
-            assert_eq!(errors(&with(bad))[0], ("source[0].done_marker".into(), Some(8)), "{bad}");
-        }
-        let append = with("{name}.done").replace("done_marker", "append = true\ndone_marker");
-        assert_eq!(errors(&append)[0].0, "source[0].done_marker");
-        assert_eq!(parse(MINIMAL, &ctx()).unwrap().sources[0].done_marker, None);
-    }
-
-    #[test]
-    fn append_mode_is_for_growing_line_files_that_stay_in_place() {
-        let append =
-            |extra: &str| MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\n{extra}"));
-        let c = parse(&append("append = true"), &ctx()).unwrap();
-        assert!(c.sources[0].append);
-        assert_eq!(c.sources[0].append_idle, Duration::from_secs(300));
-        assert!(describe(&c).contains("append mode"));
-        let c = parse(&append("append = true\nappend_idle_secs = 2\nafter_ingest = \"keep\""), &ctx()).unwrap();
-        assert_eq!(c.sources[0].append_idle, Duration::from_secs(2));
-        assert!(!parse(MINIMAL, &ctx()).unwrap().sources[0].append);
-        assert_eq!(
-            errors(&append("append = true\nafter_ingest = \"archive\""))[0],
-            ("source[0].after_ingest".into(), Some(9))
-        );
-        let idle_alone = parse(&append("append_idle_secs = 5"), &ctx()).unwrap();
-        assert!(
-            idle_alone.warnings.iter().any(|w| w.contains("source[0].append_idle_secs")),
-            "{:?}",
-            idle_alone.warnings
-        );
-        assert_eq!(errors(&append("append = true\nencoding = \"utf-16le\""))[0].0, "source[0].encoding");
-        let poslog = MINIMAL.replace("\"native-csv\"", "\"arts-poslog\"\nappend = true");
-        assert_eq!(errors(&poslog)[0], ("source[0].append".into(), Some(8)));
-    }
-
-    #[test]
-    fn plain_http_is_only_quiet_on_loopback() {
-        let local = parse(&format!("api_base = \"http://127.0.0.1:8080\"\n{MINIMAL}"), &ctx()).unwrap();
-        assert!(local.warnings.is_empty());
-        let remote = parse(&format!("api_base = \"http://proxy.example\"\n{MINIMAL}"), &ctx()).unwrap();
-        assert_eq!(remote.warnings.len(), 1);
-        assert_eq!(errors(&format!("api_base = \"ftp://x\"\n{MINIMAL}"))[0].0, "api_base");
     }
 }

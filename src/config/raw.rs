@@ -24,7 +24,7 @@ pub struct RawConfig {
     pub dry_run_output: Option<PathBuf>,
     pub phone_region: Option<Spanned<String>>,
     pub attribution_window_days: Option<Spanned<u32>>,
-    pub future_tolerance_minutes: Option<u32>,
+    pub future_tolerance_minutes: Option<Spanned<u32>>,
     pub max_queue_mb: Option<Spanned<u64>>,
     pub metrics_textfile: Option<PathBuf>,
     pub ca_bundle: Option<PathBuf>,
@@ -41,14 +41,14 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawSender {
     pub batch_size: Option<Spanned<u32>>,
-    pub backoff_base_ms: Option<u64>,
-    pub backoff_max_secs: Option<u64>,
-    pub connect_timeout_secs: Option<u64>,
-    pub request_timeout_secs: Option<u64>,
-    pub auth_retry_secs: Option<u64>,
-    pub recovery_probe_secs: Option<u64>,
-    pub recovery_jitter_secs: Option<u64>,
-    pub sent_retention_days: Option<u32>,
+    pub backoff_base_ms: Option<Spanned<u64>>,
+    pub backoff_max_secs: Option<Spanned<u64>>,
+    pub connect_timeout_secs: Option<Spanned<u64>>,
+    pub request_timeout_secs: Option<Spanned<u64>>,
+    pub auth_retry_secs: Option<Spanned<u64>>,
+    pub recovery_probe_secs: Option<Spanned<u64>>,
+    pub recovery_jitter_secs: Option<Spanned<u64>>,
+    pub sent_retention_days: Option<Spanned<u32>>,
 }
 
 /// One `[[source]]`.
@@ -71,9 +71,9 @@ pub struct RawSource {
     pub phone_region: Option<Spanned<String>>,
     pub after_ingest: Option<Spanned<String>>,
     pub archive_dir: Option<PathBuf>,
-    pub settle_secs: Option<u64>,
-    pub rescan_secs: Option<u64>,
-    pub network_poll_secs: Option<u64>,
+    pub settle_secs: Option<Spanned<u64>>,
+    pub rescan_secs: Option<Spanned<u64>>,
+    pub network_poll_secs: Option<Spanned<u64>>,
     pub encoding: Option<Spanned<String>>,
     #[serde(default)]
     pub skip_staff: bool,

@@ -1,0 +1,115 @@
+//! Every default and every bound of the config file, in one place. Validation applies them; the
+//! README's tables quote the defaults, so a change here is a change there.
+//!
+//! Each duration key has a maximum: a larger value would overflow `Instant`/`SystemTime`
+//! arithmetic somewhere down the line (and panic), and no sane setting comes near it.
+
+use std::time::Duration;
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 86_400;
+const YEAR: u64 = 365 * DAY;
+/// A hundred years in days: the demo accepts any sample date with it.
+const CENTURY_DAYS: u64 = 36_500;
+
+/// A numeric key's default and the largest value it accepts, in the key's own unit (the suffix of
+/// its name: `_ms`, `_secs`, `_minutes`, `_days`, `_mb`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub default: u64,
+    pub max: u64,
+    /// The maximum in words, for the error message ("a day").
+    pub max_words: &'static str,
+}
+
+pub const DEFAULT_API_BASE: &str = "https://business-api.tiktok.com";
+
+/// `sender.batch_size`: events per request; TikTok refuses more than 1000.
+pub const DEFAULT_BATCH_SIZE: u32 = 1000;
+pub const MAX_BATCH_SIZE: u32 = 1000;
+
+/// TikTok matches offline events only within 28 days: a longer window is allowed, but warned.
+pub const TIKTOK_MATCH_WINDOW_DAYS: u64 = 28;
+pub const ATTRIBUTION_WINDOW_DAYS: Limit =
+    Limit { default: TIKTOK_MATCH_WINDOW_DAYS, max: CENTURY_DAYS, max_words: "100 years" };
+pub const FUTURE_TOLERANCE_MINUTES: Limit = Limit { default: 60, max: YEAR / 60, max_words: "a year" };
+
+/// `max_queue_mb`: at least 16 MB; at most 16 TiB (SQLite's own limit is near it).
+pub const MIN_QUEUE_MB: u64 = 16;
+pub const MAX_QUEUE_MB: Limit = Limit { default: 2048, max: 16 * 1024 * 1024, max_words: "16 TiB" };
+
+// `[sender]`.
+pub const BACKOFF_BASE_MS: Limit = Limit { default: 1000, max: HOUR * 1000, max_words: "an hour" };
+pub const BACKOFF_MAX_SECS: Limit = Limit { default: 300, max: DAY, max_words: "a day" };
+pub const CONNECT_TIMEOUT_SECS: Limit = Limit { default: 10, max: HOUR, max_words: "an hour" };
+pub const REQUEST_TIMEOUT_SECS: Limit = Limit { default: 30, max: HOUR, max_words: "an hour" };
+pub const AUTH_RETRY_SECS: Limit = Limit { default: 300, max: DAY, max_words: "a day" };
+pub const RECOVERY_PROBE_SECS: Limit = Limit { default: 5, max: HOUR, max_words: "an hour" };
+pub const RECOVERY_JITTER_SECS: Limit = Limit { default: 5, max: HOUR, max_words: "an hour" };
+pub const SENT_RETENTION_DAYS: Limit = Limit { default: 35, max: CENTURY_DAYS, max_words: "100 years" };
+
+// `[[source]]`.
+pub const SETTLE_SECS: Limit = Limit { default: 2, max: DAY, max_words: "a day" };
+pub const RESCAN_SECS: Limit = Limit { default: 30, max: DAY, max_words: "a day" };
+pub const NETWORK_POLL_SECS: Limit = Limit { default: 10, max: DAY, max_words: "a day" };
+pub const APPEND_IDLE_SECS: Limit = Limit { default: 300, max: DAY, max_words: "a day" };
+
+/// The longest `--timeout-secs` of `run --once` and `flush` that is taken as given: a year, which
+/// is "until done" in practice and still far from overflowing a deadline `Instant`.
+pub const MAX_CLI_TIMEOUT: Duration = Duration::from_secs(YEAR);
+
+/// A command-line `--timeout-secs` as a `Duration` that is safe to add to `Instant::now()`:
+/// anything above [`MAX_CLI_TIMEOUT`] waits that long.
+pub fn cli_timeout(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_CLI_TIMEOUT)
+}
+
+/// `--timeout-secs` checked rather than clamped, for clap's `value_parser`: a number of seconds up
+/// to [`MAX_CLI_TIMEOUT`].
+pub fn parse_cli_timeout(arg: &str) -> Result<Duration, String> {
+    let secs: u64 = arg.trim().parse().map_err(|_| format!("`{arg}` is not a number of seconds"))?;
+    if secs > MAX_CLI_TIMEOUT.as_secs() {
+        return Err(format!("must be at most {} (a year)", MAX_CLI_TIMEOUT.as_secs()));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cli_timeout_never_passes_a_year() {
+        assert_eq!(cli_timeout(20), Duration::from_secs(20));
+        assert_eq!(cli_timeout(u64::MAX), MAX_CLI_TIMEOUT);
+        assert!(std::time::Instant::now().checked_add(cli_timeout(u64::MAX)).is_some());
+        assert_eq!(parse_cli_timeout("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_cli_timeout("31536000"), Ok(MAX_CLI_TIMEOUT));
+        assert!(parse_cli_timeout("31536001").unwrap_err().contains("at most 31536000"));
+        assert!(parse_cli_timeout("-1").is_err());
+    }
+
+    #[test]
+    fn every_default_is_within_its_bound() {
+        let all = [
+            ATTRIBUTION_WINDOW_DAYS,
+            FUTURE_TOLERANCE_MINUTES,
+            MAX_QUEUE_MB,
+            BACKOFF_BASE_MS,
+            BACKOFF_MAX_SECS,
+            CONNECT_TIMEOUT_SECS,
+            REQUEST_TIMEOUT_SECS,
+            AUTH_RETRY_SECS,
+            RECOVERY_PROBE_SECS,
+            RECOVERY_JITTER_SECS,
+            SENT_RETENTION_DAYS,
+            SETTLE_SECS,
+            RESCAN_SECS,
+            NETWORK_POLL_SECS,
+            APPEND_IDLE_SECS,
+        ];
+        for limit in all {
+            assert!(limit.default <= limit.max, "{limit:?}");
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Configuration: the TOML file as written ([`RawConfig`], `deny_unknown_fields`), and the validated
+//! [`Config`] the rest of the program uses. [`validate`] is a pure function of the raw file and a
+//! [`Context`] (where the file is, what the environment says); it reports every problem at once,
+//! each naming its key and line.
+//!
+//! The access token is never part of the config file's plain text unless the user insists
+//! (`access_token`, warned); it is loaded by [`load_token`] when needed and carried as a [`Token`],
+//! whose `Debug` and `Display` are redacted.
+//!
+//! Parts: `raw` (the serde structs), `validate` (top level and `[sender]`), `source` (each
+//! `[[source]]`), `defaults` (every default and bound), `token`, `describe` (`check-config`).
+
+pub mod defaults;
+mod describe;
+mod raw;
+mod source;
+#[cfg(test)]
+mod test_support;
+mod token;
+mod validate;
+
+pub use defaults::{cli_timeout, parse_cli_timeout, DEFAULT_API_BASE, MAX_CLI_TIMEOUT};
+pub use describe::describe;
+pub use raw::{RawConfig, RawSender, RawSource};
+pub use source::check_done_marker;
+pub use token::{load_token, Token, TokenError, TokenSource};
+pub use validate::validate;
+
+use crate::event::SourceDefaults;
+use crate::format::{Format, Policy};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterIngest {
+    Archive,
+    Delete,
+    Keep,
+}
+
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub batch_size: usize,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub auth_retry: Duration,
+    pub recovery_probe: Duration,
+    pub recovery_jitter: Duration,
+    pub sent_retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub format: Format,
+    pub extensions: Vec<String>,
+    /// CSV delimiter and quoting.
+    pub csv: crate::format::Dialect,
+    pub defaults: SourceDefaults,
+    pub after_ingest: AfterIngest,
+    pub archive_dir: PathBuf,
+    pub settle: Duration,
+    pub rescan: Duration,
+    /// Rescan interval for a folder on a network file system (inotify sees nothing there).
+    pub network_poll: Duration,
+    /// Native CSV: our field name → the export's column name.
+    pub columns: BTreeMap<String, String>,
+    /// A configured legacy encoding; `None` means UTF-8/UTF-16, with Windows-1252 as the fallback
+    /// for files that are not valid UTF-8.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    pub policy: Policy,
+    /// Append mode: each file is one growing file (a day file), read part by part as it grows and
+    /// never archived, deleted or quarantined (see `crate::append`).
+    pub append: bool,
+    /// In append mode, how long a file must be unchanged before its last record is taken too.
+    pub append_idle: Duration,
+    /// The name of the file the POS writes beside an export once the export is complete
+    /// (`{name}.done`, `{stem}.ok`): when set, a file is taken only once its marker exists.
+    pub done_marker: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub event_source_id: String,
+    pub token: Option<TokenSource>,
+    pub api_base: String,
+    pub proxy: Option<String>,
+    pub queue_path: PathBuf,
+    pub test_event_code: Option<String>,
+    pub dry_run: bool,
+    pub dry_run_output: Option<PathBuf>,
+    pub attribution_window: Duration,
+    pub future_tolerance: Duration,
+    pub sender: SenderConfig,
+    pub sources: Vec<SourceConfig>,
+    /// Cap on the queue database's size; ingest holds files back (they wait in their folder) above
+    /// 90 % of it, and SQLite refuses to grow past it.
+    pub max_queue_bytes: u64,
+    /// Prometheus textfile for node_exporter's textfile collector (opt-in).
+    pub metrics_textfile: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted besides the built-in roots (TLS-inspecting proxies).
+    pub ca_bundle: Option<PathBuf>,
+    /// Things that are allowed but deserve a word in the log (an inline token, plain http).
+    pub warnings: Vec<String>,
+}
+
+/// What validation needs to know besides the file.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Directory of the config file: relative paths are resolved against it.
+    pub config_dir: PathBuf,
+    /// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`).
+    pub state_directory: Option<PathBuf>,
+    /// The per-user data directory from `directories`, used when not run as a service.
+    pub user_data_dir: Option<PathBuf>,
+}
+
+impl Context {
+    pub fn from_env(config_path: &Path) -> Context {
+        let config_dir = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config_dir = if config_dir.as_os_str().is_empty() { PathBuf::from(".") } else { config_dir };
+        Context {
+            config_dir,
+            state_directory: std::env::var_os("STATE_DIRECTORY")
+                .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or_default().to_string())),
+            user_data_dir: directories::ProjectDirs::from("", "", "offline-events-agent")
+                .map(|d| d.data_dir().to_path_buf()),
+        }
+    }
+}
+
+/// One problem with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: `{}`: {}", self.key, self.message),
+            None => write!(f, "`{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}:\n{}", errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: PathBuf, errors: Vec<ConfigError> },
+}
+
+/// Read, parse and validate a config file.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    parse(&text, &Context::from_env(path)).map_err(|errors| LoadError::Invalid { path: path.to_path_buf(), errors })
+}
+
+/// Parse and validate config text.
+pub fn parse(text: &str, ctx: &Context) -> Result<Config, Vec<ConfigError>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        let message = e.message().trim().to_string();
+        vec![ConfigError { key: key_of_parse_error(&message), line, message }]
+    })?;
+    validate(raw, text, ctx)
+}
+
+fn key_of_parse_error(message: &str) -> String {
+    message.split('`').nth(1).map(str::to_string).unwrap_or_else(|| "(file)".to_string())
+}
+
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Command-line settings that win over the config file, re-applied on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub test_event_code: Option<String>,
+    pub dry_run: bool,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(code) = &self.test_event_code {
+            config.test_event_code = Some(code.clone());
+        }
+        if self.dry_run && !config.dry_run {
+            config.dry_run = true;
+            config.queue_path = dry_run_queue(&config.queue_path);
+        }
+    }
+}
+
+/// A dry run never touches the real queue: `queue.sqlite` becomes `queue.dry-run.sqlite`.
+pub fn dry_run_queue(path: &Path) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "queue".into());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.dry-run.{}", ext.to_string_lossy()),
+        None => format!("{stem}.dry-run"),
+    };
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{ctx, errors, MINIMAL};
+    use super::*;
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let c = parse(MINIMAL, &ctx()).unwrap();
+        assert_eq!(c.token, Some(TokenSource::File(PathBuf::from("/etc/oea/token"))));
+        assert_eq!(c.queue_path, PathBuf::from("/home/u/.local/share/oea/queue.sqlite"));
+        assert_eq!(c.api_base, DEFAULT_API_BASE);
+        assert_eq!(c.sender.batch_size, 1000);
+        assert_eq!(c.sources[0].archive_dir, PathBuf::from("/srv/pos/archive"));
+        assert_eq!(c.sources[0].after_ingest, AfterIngest::Archive);
+        assert_eq!(c.attribution_window, Duration::from_secs(28 * 86_400));
+    }
+
+    #[test]
+    fn state_directory_wins_over_user_dirs_and_dry_run_uses_its_own_queue() {
+        let mut ctx = ctx();
+        ctx.state_directory = Some(PathBuf::from("/var/lib/oea"));
+        let c = parse(MINIMAL, &ctx).unwrap();
+        assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.sqlite"));
+        let c = parse(&format!("dry_run = true\n{MINIMAL}"), &ctx).unwrap();
+        assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.dry-run.sqlite"));
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let bad = MINIMAL
+            .replace("\"America/New_York\"", "\"Mars/Olympus\"")
+            .replace("\"USD\"", "\"XXX\"")
+            .replace("\"7181537436256731137\"", "\"abc\"");
+        assert_eq!(
+            errors(&bad),
+            vec![
+                ("event_source_id".to_string(), Some(2)),
+                ("source[0].time_zone".to_string(), Some(8)),
+                ("source[0].currency".to_string(), Some(9)),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors() {
+        let e = errors(&format!("colour = \"red\"\n{MINIMAL}"));
+        assert_eq!(e, vec![("colour".to_string(), Some(1))]);
+        let e = errors(&MINIMAL.replace("format = \"native-csv\"", "format = \"native-csv\"\nsettle = 3"));
+        assert_eq!(e[0].0, "settle");
+        let text = format!("{MINIMAL}\n[sender]\nbatch_size = 5000\n");
+        let line = text.lines().count();
+        assert_eq!(errors(&text)[0], ("sender.batch_size".to_string(), Some(line)));
+    }
+}

@@ -1,0 +1,531 @@
+//! One `[[source]]` table into a [`SourceConfig`], a small pure function per group of keys (format,
+//! time zone and money, CSV dialect, column mappings, what happens after ingest, append mode,
+//! done markers, timers). Problems go into [`Findings`] with the key as `source[i].key`.
+
+use super::defaults;
+use super::raw::RawSource;
+use super::validate::{bounded, choice, phone_region, resolve, Findings};
+use super::{AfterIngest, Context, SourceConfig};
+use crate::event::money::Currency;
+use crate::event::name::NameTable;
+use crate::event::SourceDefaults;
+use crate::format::{ConsentPolicy, DateOnly, Dialect, Format, PartialRefunds, Policy, Quoting};
+use jiff::tz::TimeZone;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+type Region = phonenumber::country::Id;
+
+/// Every `[[source]]`, in file order; two sources may not share a name.
+pub(super) fn sources(
+    raw: &[RawSource],
+    ctx: &Context,
+    phone_region: Option<Region>,
+    event_names: &NameTable,
+    f: &mut Findings,
+) -> Vec<SourceConfig> {
+    if raw.is_empty() {
+        f.warn("no [[source]] configured: only `import` of named files will queue events");
+    }
+    let mut sources: Vec<SourceConfig> = Vec::new();
+    for (i, src) in raw.iter().enumerate() {
+        let source = source(i, src, ctx, phone_region, event_names, f);
+        if sources.iter().any(|s| s.name == source.name) {
+            f.error(&format!("source[{i}].name"), None, format!("source name `{}` is used twice", source.name));
+        }
+        sources.push(source);
+    }
+    sources
+}
+
+/// The `i`-th `[[source]]`; `phone_region` and `event_names` are the top level's.
+fn source(
+    i: usize,
+    src: &RawSource,
+    ctx: &Context,
+    phone_region: Option<Region>,
+    event_names: &NameTable,
+    f: &mut Findings,
+) -> SourceConfig {
+    let key = |k: &str| format!("source[{i}].{k}");
+    let name = src.name.clone().unwrap_or_else(|| format!("source{}", i + 1));
+    let format = format(&key("format"), &src.format, f);
+    let time_zone = time_zone(&key("time_zone"), src.time_zone.as_ref(), f);
+    let currency = src.currency.as_ref().and_then(|c| currency(&key("currency"), c, f));
+    let decimal_separator = decimal_separator(&key("decimal_separator"), src.decimal_separator.as_ref(), format, f);
+    let delimiter = src.delimiter.as_ref().and_then(|d| delimiter(&key("delimiter"), d, f));
+    let quote = quote(&key("quote"), src.quote.as_ref(), delimiter, f);
+    let source_region = match &src.phone_region {
+        Some(r) => self::phone_region(&key("phone_region"), r, f),
+        None => phone_region,
+    };
+    let after_ingest = choice(
+        src.after_ingest.as_ref(),
+        &[("archive", AfterIngest::Archive), ("delete", AfterIngest::Delete), ("keep", AfterIngest::Keep)],
+        &key("after_ingest"),
+        f,
+    );
+    let encoding = src.encoding.as_ref().and_then(|e| encoding(&key("encoding"), e, f));
+    let policy = policy(src, &key, f);
+    check_columns(&key, &src.columns, format, f);
+    let path = resolve(ctx, src.path.get_ref());
+    let archive_dir = archive_dir(&path, src.archive_dir.as_deref());
+    let extensions = extensions(src.extensions.as_deref(), format);
+    let append = append(src, &key, format, encoding, f);
+    let done_marker =
+        src.done_marker.as_ref().and_then(|m| done_marker(&key("done_marker"), m, &extensions, append, f));
+    let settle = bounded(&key("settle_secs"), src.settle_secs.as_ref(), defaults::SETTLE_SECS, f);
+    let rescan = bounded(&key("rescan_secs"), src.rescan_secs.as_ref(), defaults::RESCAN_SECS, f);
+    let network_poll =
+        bounded(&key("network_poll_secs"), src.network_poll_secs.as_ref(), defaults::NETWORK_POLL_SECS, f);
+    let append_idle = bounded(&key("append_idle_secs"), src.append_idle_secs.as_ref(), defaults::APPEND_IDLE_SECS, f);
+    SourceConfig {
+        name,
+        path,
+        format,
+        extensions,
+        csv: Dialect { delimiter, quote },
+        defaults: SourceDefaults {
+            time_zone,
+            time_formats: if src.time_formats.is_empty() {
+                format.default_time_formats().iter().map(|f| f.to_string()).collect()
+            } else {
+                src.time_formats.clone()
+            },
+            currency,
+            shop_id: src.shop_id.clone().filter(|s| !s.trim().is_empty()),
+            till_id: src.till_id.clone().filter(|s| !s.trim().is_empty()),
+            decimal_separator,
+            phone_region: source_region,
+            event_names: event_names.clone(),
+        },
+        after_ingest,
+        archive_dir,
+        settle: Duration::from_secs(settle),
+        rescan: Duration::from_secs(rescan.max(1)),
+        columns: src.columns.clone(),
+        network_poll: Duration::from_secs(network_poll.max(1)),
+        encoding,
+        policy,
+        append,
+        append_idle: Duration::from_secs(append_idle.max(1)),
+        done_marker,
+    }
+}
+
+/// `format`: one of [`Format::ALL`]'s names.
+fn format(key: &str, raw: &Spanned<String>, f: &mut Findings) -> Format {
+    Format::from_name(raw.get_ref()).unwrap_or_else(|| {
+        let known: Vec<&str> = Format::ALL.iter().map(|(n, _)| *n).collect();
+        f.error(key, Some(raw.span()), format!("unknown format `{}` (known: {})", raw.get_ref(), known.join(", ")));
+        Format::NativeCsv
+    })
+}
+
+/// `time_zone`: an IANA name; the system's zone when absent.
+fn time_zone(key: &str, raw: Option<&Spanned<String>>, f: &mut Findings) -> TimeZone {
+    let Some(tz) = raw else { return TimeZone::system() };
+    TimeZone::get(tz.get_ref()).unwrap_or_else(|_| {
+        f.error(key, Some(tz.span()), format!("`{}` is not an IANA time zone (e.g. Europe/Berlin)", tz.get_ref()));
+        TimeZone::UTC
+    })
+}
+
+/// `currency`: one of TikTok's currency codes.
+fn currency(key: &str, raw: &Spanned<String>, f: &mut Findings) -> Option<Currency> {
+    let parsed = Currency::parse(raw.get_ref());
+    if parsed.is_none() {
+        f.error(key, Some(raw.span()), format!("`{}` is not one of TikTok's supported currencies", raw.get_ref()));
+    }
+    parsed
+}
+
+/// `decimal_separator`: `.` or `,`; the format's own when absent.
+fn decimal_separator(key: &str, raw: Option<&Spanned<String>>, format: Format, f: &mut Findings) -> char {
+    match raw.map(|d| (d.get_ref().as_str(), d.span())) {
+        None => format.default_decimal_separator(),
+        Some((".", _)) => '.',
+        Some((",", _)) => ',',
+        Some((_, span)) => {
+            f.error(key, Some(span), "must be \".\" or \",\"");
+            '.'
+        }
+    }
+}
+
+/// `delimiter`: one ASCII character other than `"`, or a tab.
+fn delimiter(key: &str, raw: &Spanned<String>, f: &mut Findings) -> Option<u8> {
+    match raw.get_ref().as_str() {
+        "\\t" | "\t" | "tab" => Some(b'\t'),
+        s if s.len() == 1 && s.is_ascii() && s != "\"" => Some(s.as_bytes()[0]),
+        _ => {
+            f.error(key, Some(raw.span()), "must be one ASCII character (or \"tab\")");
+            None
+        }
+    }
+}
+
+/// `quote`: one ASCII character other than the delimiter, or `none`; detected when absent.
+fn quote(key: &str, raw: Option<&Spanned<String>>, delimiter: Option<u8>, f: &mut Findings) -> Quoting {
+    match raw.map(|q| (q.get_ref().as_str(), q.span())) {
+        None => Quoting::Detect,
+        Some(("none", _)) => Quoting::Off,
+        Some((q, _)) if q.len() == 1 && q.is_ascii() && Some(q.as_bytes()[0]) != delimiter => {
+            Quoting::Char(q.as_bytes()[0])
+        }
+        Some((_, span)) => {
+            f.error(key, Some(span), "must be one ASCII character other than the delimiter (e.g. \"'\"), or \"none\"");
+            Quoting::Detect
+        }
+    }
+}
+
+/// `encoding`: a WHATWG encoding label.
+fn encoding(key: &str, raw: &Spanned<String>, f: &mut Findings) -> Option<&'static encoding_rs::Encoding> {
+    let found = encoding_rs::Encoding::for_label(raw.get_ref().trim().as_bytes());
+    if found.is_none() {
+        f.error(
+            key,
+            Some(raw.span()),
+            format!("`{}` is not an encoding label (e.g. utf-8, windows-1252, utf-16le)", raw.get_ref()),
+        );
+    }
+    found
+}
+
+/// Which sales are taken and how: staff, in-store, partial refunds, date-only times, consent.
+fn policy(src: &RawSource, key: &impl Fn(&str) -> String, f: &mut Findings) -> Policy {
+    let partial_refunds = choice(
+        src.partial_refunds.as_ref(),
+        &[("gross", PartialRefunds::Gross), ("net", PartialRefunds::Net)],
+        &key("partial_refunds"),
+        f,
+    );
+    let date_only =
+        choice(src.date_only.as_ref(), &[("reject", DateOnly::Reject), ("noon", DateOnly::Noon)], &key("date_only"), f);
+    let consent = choice(
+        src.consent.as_ref(),
+        &[("strip", ConsentPolicy::Strip), ("skip", ConsentPolicy::Skip)],
+        &key("consent"),
+        f,
+    );
+    Policy { skip_staff: src.skip_staff, in_store_only: src.in_store_only, partial_refunds, date_only, consent }
+}
+
+/// `columns`: each names one of our fields (JSON formats: as a dotted path); only the formats
+/// without fixed columns take mappings.
+fn check_columns(key: &impl Fn(&str) -> String, columns: &BTreeMap<String, String>, format: Format, f: &mut Findings) {
+    let mut fields = crate::format::NATIVE_COLUMNS.to_vec();
+    match format {
+        Format::Jsonl => fields.push("items"),
+        Format::Json => fields.extend(crate::format::JSON_PATH_KEYS),
+        _ => {}
+    }
+    for (field, column) in columns {
+        let at = key(&format!("columns.{field}"));
+        if !fields.contains(&field.as_str()) {
+            f.error(&at, None, format!("`{field}` is not a field (fields: {})", fields.join(", ")));
+        } else if matches!(format, Format::Jsonl | Format::Json) && !crate::format::valid_json_path(column) {
+            f.error(&at, None, format!("`{column}` is not a dotted path (e.g. \"customer.email\")"));
+        } else if column.trim().is_empty() {
+            f.error(&at, None, "must name a column");
+        }
+    }
+    if !columns.is_empty() && !matches!(format, Format::NativeCsv | Format::Jsonl | Format::Json) {
+        f.error(
+            &key("columns"),
+            None,
+            format!(
+                "column mappings apply to format = \"native-csv\", \"jsonl\" or \"json\"; `{}` knows its columns",
+                format.name()
+            ),
+        );
+    }
+}
+
+/// `archive_dir`, relative to the source's folder; `archive` in it when absent.
+fn archive_dir(path: &Path, raw: Option<&Path>) -> PathBuf {
+    match raw {
+        None => path.join("archive"),
+        Some(a) if a.is_absolute() => a.to_path_buf(),
+        Some(a) => path.join(a),
+    }
+}
+
+/// `extensions` without dots, lower case; the format's own when absent.
+fn extensions(raw: Option<&[String]>, format: Format) -> Vec<String> {
+    let given = raw.map(<[String]>::to_vec);
+    given
+        .unwrap_or_else(|| format.default_extensions().iter().map(|e| e.to_string()).collect())
+        .into_iter()
+        .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+        .collect()
+}
+
+/// `append`: only for line formats, with files kept in place and not UTF-16; `append_idle_secs`
+/// at least 1, and warned about without append mode.
+fn append(
+    src: &RawSource,
+    key: &impl Fn(&str) -> String,
+    format: Format,
+    encoding: Option<&'static encoding_rs::Encoding>,
+    f: &mut Findings,
+) -> bool {
+    let append = src.append.as_ref().is_some_and(|a| *a.get_ref());
+    if let Some(a) = src.append.as_ref().filter(|a| *a.get_ref()) {
+        if !matches!(format, Format::NativeCsv | Format::Jsonl) {
+            f.error(
+                &key("append"),
+                Some(a.span()),
+                format!(
+                    "append mode reads native-csv and jsonl files only, not `{}` (exports that are written whole need no append mode)",
+                    format.name()
+                ),
+            );
+        }
+        if let Some(after) = src.after_ingest.as_ref().filter(|v| v.get_ref() != "keep") {
+            f.error(
+                &key("after_ingest"),
+                Some(after.span()),
+                "a file in append mode is still being written, so it is never archived or deleted; remove after_ingest (or set \"keep\")",
+            );
+        }
+        if encoding.is_some_and(|e| e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE) {
+            f.error(
+                &key("encoding"),
+                src.encoding.as_ref().map(|e| e.span()),
+                "append mode reads UTF-8 or single-byte encodings, not UTF-16",
+            );
+        }
+    }
+    if let Some(idle) = &src.append_idle_secs {
+        if !append {
+            f.warn(format!("{}: has no effect without append = true", key("append_idle_secs")));
+        } else if *idle.get_ref() == 0 {
+            f.error(&key("append_idle_secs"), Some(idle.span()), "must be at least 1");
+        }
+    }
+    append
+}
+
+/// `done_marker`: a valid template ([`check_done_marker`]), and never with append mode.
+fn done_marker(
+    key: &str,
+    raw: &Spanned<String>,
+    extensions: &[String],
+    append: bool,
+    f: &mut Findings,
+) -> Option<String> {
+    match check_done_marker(raw.get_ref(), extensions) {
+        Ok(()) if append => {
+            f.error(key, Some(raw.span()), "a file in append mode is never done; remove done_marker");
+            None
+        }
+        Ok(()) => Some(raw.get_ref().clone()),
+        Err(reason) => {
+            f.error(key, Some(raw.span()), reason);
+            None
+        }
+    }
+}
+
+/// A `done_marker` template names a file beside the export: it must hold `{name}` (the export's
+/// file name) or `{stem}` (its name without the last extension), no folder, and end in an extension
+/// the source does not read (else a marker would be read as an export).
+pub fn check_done_marker(template: &str, extensions: &[String]) -> Result<(), String> {
+    if !template.contains("{name}") && !template.contains("{stem}") {
+        return Err(format!("`{template}` must contain {{name}} or {{stem}} (e.g. \"{{name}}.done\")"));
+    }
+    if template.contains('/') || template.contains('\\') {
+        return Err(format!("`{template}` must be a file name in the same folder, without a path"));
+    }
+    let example = template.replace("{name}", "x.csv").replace("{stem}", "x");
+    match std::path::Path::new(&example).extension().and_then(|e| e.to_str()) {
+        Some(ext) if !extensions.contains(&ext.to_ascii_lowercase()) => Ok(()),
+        _ => Err(format!(
+            "`{template}` must end in an extension the source does not read (it reads .{}), e.g. \"{{name}}.done\"",
+            extensions.join(", .")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{check_bound, ctx, errors, MINIMAL};
+    use crate::config::{describe, parse};
+
+    #[test]
+    fn column_mappings_name_our_fields_and_json_paths() {
+        let with = |format: &str, columns: &str| {
+            MINIMAL.replace("format = \"native-csv\"", &format!("format = \"{format}\"\ncolumns = {{ {columns} }}"))
+        };
+        let good = [
+            ("native-csv", r#"order_id = "Bon-Nr", price = "Einzelpreis""#),
+            ("jsonl", r#"order_id = "receipt.no", items = "receipt.lines", price = "unit.amount""#),
+            ("json", r#"records = "data.orders", email = "customer.emails.0""#),
+        ];
+        for (format, columns) in good {
+            let c = parse(&with(format, columns), &ctx()).unwrap_or_else(|e| panic!("{format}: {e:?}"));
+            assert!(!c.sources[0].columns.is_empty());
+        }
+        let bad = [
+            ("native-csv", r#"items = "lines""#, "source[0].columns.items"),
+            ("native-csv", r#"price = " ""#, "source[0].columns.price"),
+            ("jsonl", r#"records = "data""#, "source[0].columns.records"),
+            ("jsonl", r#"emial = "e""#, "source[0].columns.emial"),
+            ("json", r#"email = "customer..email""#, "source[0].columns.email"),
+            ("json", r#"records = """#, "source[0].columns.records"),
+            ("shopify-orders", r#"order_id = "Name""#, "source[0].columns"),
+        ];
+        for (format, columns, key) in bad {
+            assert_eq!(errors(&with(format, columns))[0].0, key, "{format} {columns}");
+        }
+    }
+
+    #[test]
+    fn quoting_is_detected_or_set() {
+        let with =
+            |extra: &str| MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\n{extra}"));
+        let quote = |extra: &str| parse(&with(extra), &ctx()).unwrap().sources[0].csv.quote;
+        assert_eq!(quote(""), Quoting::Detect);
+        assert_eq!(quote("quote = \"'\""), Quoting::Char(b'\''));
+        assert_eq!(quote("quote = \"none\""), Quoting::Off);
+        for bad in ["quote = \"\"", "quote = \"ab\"", "quote = \";\"\ndelimiter = \";\"", "quote = \"é\""] {
+            assert_eq!(errors(&with(bad))[0], ("source[0].quote".into(), Some(8)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn done_markers_must_name_a_file_beside_the_export_that_is_not_read_itself() {
+        let with = |m: &str| {
+            MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\ndone_marker = \"{m}\""))
+        };
+        for good in ["{name}.done", "{stem}.ok", "ready_{stem}.flag"] {
+            let c = parse(&with(good), &ctx()).unwrap();
+            assert_eq!(c.sources[0].done_marker.as_deref(), Some(good));
+            assert!(describe(&c).contains(&format!("taken once `{good}` exists")));
+        }
+        for bad in ["sales.done", "{name}", "{stem}", "{stem}.csv", "{stem}.TXT", "done/{name}", "{stem}"] {
+            assert_eq!(errors(&with(bad))[0], ("source[0].done_marker".into(), Some(8)), "{bad}");
+        }
+        let append = with("{name}.done").replace("done_marker", "append = true\ndone_marker");
+        assert_eq!(errors(&append)[0].0, "source[0].done_marker");
+        assert_eq!(parse(MINIMAL, &ctx()).unwrap().sources[0].done_marker, None);
+    }
+
+    #[test]
+    fn append_mode_is_for_growing_line_files_that_stay_in_place() {
+        let append =
+            |extra: &str| MINIMAL.replace("format = \"native-csv\"", &format!("format = \"native-csv\"\n{extra}"));
+        let c = parse(&append("append = true"), &ctx()).unwrap();
+        assert!(c.sources[0].append);
+        assert_eq!(c.sources[0].append_idle, Duration::from_secs(300));
+        assert!(describe(&c).contains("append mode"));
+        let c = parse(&append("append = true\nappend_idle_secs = 2\nafter_ingest = \"keep\""), &ctx()).unwrap();
+        assert_eq!(c.sources[0].append_idle, Duration::from_secs(2));
+        assert!(!parse(MINIMAL, &ctx()).unwrap().sources[0].append);
+        assert_eq!(
+            errors(&append("append = true\nafter_ingest = \"archive\""))[0],
+            ("source[0].after_ingest".into(), Some(9))
+        );
+        let idle_alone = parse(&append("append_idle_secs = 5"), &ctx()).unwrap();
+        assert!(
+            idle_alone.warnings.iter().any(|w| w.contains("source[0].append_idle_secs")),
+            "{:?}",
+            idle_alone.warnings
+        );
+        assert_eq!(errors(&append("append = true\nencoding = \"utf-16le\""))[0].0, "source[0].encoding");
+        let poslog = MINIMAL.replace("\"native-csv\"", "\"arts-poslog\"\nappend = true");
+        assert_eq!(errors(&poslog)[0], ("source[0].append".into(), Some(8)));
+    }
+
+    #[test]
+    fn every_source_duration_has_a_maximum() {
+        let keys = [
+            ("settle_secs", defaults::SETTLE_SECS),
+            ("rescan_secs", defaults::RESCAN_SECS),
+            ("network_poll_secs", defaults::NETWORK_POLL_SECS),
+            ("append_idle_secs", defaults::APPEND_IDLE_SECS),
+        ];
+        for (key, limit) in keys {
+            let with = |n: u64| {
+                MINIMAL
+                    .replace("format = \"native-csv\"", &format!("format = \"native-csv\"\nappend = true\n{key} = {n}"))
+            };
+            check_bound(&format!("source[0].{key}"), limit, 9, with);
+        }
+    }
+
+    #[test]
+    fn source_timers_default_and_never_go_below_a_second() {
+        let s = &parse(MINIMAL, &ctx()).unwrap().sources[0];
+        assert_eq!(
+            (s.settle, s.rescan, s.network_poll),
+            (Duration::from_secs(2), Duration::from_secs(30), Duration::from_secs(10))
+        );
+        let zero = "settle_secs = 0\nrescan_secs = 0\nnetwork_poll_secs = 0";
+        let s = &parse(&MINIMAL.replace("shop_id", &format!("{zero}\nshop_id")), &ctx()).unwrap().sources[0];
+        assert_eq!(
+            (s.settle, s.rescan, s.network_poll),
+            (Duration::ZERO, Duration::from_secs(1), Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn delimiters_are_one_ascii_character_or_a_tab() {
+        let cases = [
+            (";", Some(b';')),
+            ("tab", Some(b'\t')),
+            ("\\t", Some(b'\t')),
+            ("\t", Some(b'\t')),
+            ("\"", None),
+            (";;", None),
+            ("é", None),
+        ];
+        for (written, expected) in cases {
+            let mut f = Findings::new("x");
+            assert_eq!(delimiter("d", &Spanned::new(0..1, written.to_string()), &mut f), expected, "{written}");
+            assert_eq!(f.errors.is_empty(), expected.is_some(), "{written}");
+        }
+    }
+
+    #[test]
+    fn decimal_separators_are_a_point_or_a_comma_else_the_formats_own() {
+        let mut f = Findings::new("x");
+        let sep = |s: &str, f: &mut Findings| {
+            decimal_separator("k", Some(&Spanned::new(0..1, s.to_string())), Format::NativeCsv, f)
+        };
+        assert_eq!(sep(",", &mut f), ',');
+        assert_eq!(sep(".", &mut f), '.');
+        assert_eq!(
+            decimal_separator("k", None, Format::NativeCsv, &mut f),
+            Format::NativeCsv.default_decimal_separator()
+        );
+        assert!(f.errors.is_empty());
+        sep(";", &mut f);
+        assert_eq!(f.errors.len(), 1);
+    }
+
+    #[test]
+    fn extensions_lose_their_dot_and_case_and_archives_sit_in_the_source_folder() {
+        let given = ["CSV".to_string(), ".Txt".to_string()];
+        assert_eq!(extensions(Some(&given), Format::NativeCsv), ["csv", "txt"]);
+        assert_eq!(extensions(None, Format::NativeCsv), Format::NativeCsv.default_extensions());
+        let pos = Path::new("/srv/pos");
+        assert_eq!(archive_dir(pos, None), PathBuf::from("/srv/pos/archive"));
+        assert_eq!(archive_dir(pos, Some(Path::new("done"))), PathBuf::from("/srv/pos/done"));
+        assert_eq!(archive_dir(pos, Some(Path::new("/var/done"))), PathBuf::from("/var/done"));
+    }
+
+    #[test]
+    fn two_sources_may_not_share_a_name() {
+        let second = "[[source]]\npath = \"/srv/b\"\nformat = \"jsonl\"\n";
+        assert!(parse(&format!("{MINIMAL}\n{second}"), &ctx()).is_ok());
+        let named = MINIMAL.replace("[[source]]", "[[source]]\nname = \"till\"");
+        let twice = format!("{named}\n{}", second.replace("[[source]]", "[[source]]\nname = \"till\""));
+        assert_eq!(errors(&twice), vec![("source[1].name".to_string(), None)]);
+    }
+}

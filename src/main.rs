@@ -42,8 +42,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// With --once: how long to keep retrying transient failures before giving up.
-        #[arg(long, default_value_t = 60)]
-        timeout_secs: u64,
+        #[arg(long, default_value = "60", value_parser = config::parse_cli_timeout)]
+        timeout_secs: Duration,
     },
     /// Validate the config and print the effective settings (the token is never shown).
     CheckConfig,
@@ -75,8 +75,8 @@ enum Command {
     /// Send what is queued now and exit; non-zero when something could not be delivered.
     Flush {
         /// How long to keep retrying transient failures.
-        #[arg(long, default_value_t = 60)]
-        timeout_secs: u64,
+        #[arg(long, default_value = "60", value_parser = config::parse_cli_timeout)]
+        timeout_secs: Duration,
     },
     /// Send one test Purchase with a test_event_code, to check the token and event set.
     SendTest {
@@ -196,7 +196,7 @@ fn execute(
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { once: true, timeout_secs, .. } => {
-            let report = commands::run_once(&config, Duration::from_secs(timeout_secs))?;
+            let report = commands::run_once(&config, timeout_secs)?;
             Ok(flush_exit(&report))
         }
         Command::Status { json } => {
@@ -211,7 +211,7 @@ fn execute(
         Command::Import { source, files } => import(&config, source.as_deref(), &files),
         Command::Preview { source, json, files } => preview(&config, source.as_deref(), json, &files),
         Command::Flush { timeout_secs } => {
-            let report = commands::flush(&config, Duration::from_secs(timeout_secs))?;
+            let report = commands::flush(&config, timeout_secs)?;
             Ok(flush_exit(&report))
         }
         Command::SendTest { test_event_code } => send_test(&config, &test_event_code),

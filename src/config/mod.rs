@@ -19,7 +19,7 @@ mod test_support;
 mod token;
 mod validate;
 
-pub use defaults::{cli_timeout, parse_cli_timeout, DEFAULT_API_BASE, MAX_CLI_TIMEOUT};
+pub use defaults::{parse_cli_timeout, DEFAULT_API_BASE, MAX_CLI_TIMEOUT};
 pub use describe::describe;
 pub use raw::{RawConfig, RawSender, RawSource};
 pub use source::check_done_marker;

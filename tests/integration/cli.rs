@@ -99,3 +99,16 @@ fn status_without_a_queue_says_so() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+#[test]
+fn a_timeout_too_long_to_wait_is_refused_instead_of_overflowing() {
+    let agent = Agent::new("http://127.0.0.1:9", Opts::default());
+    for command in
+        [&["flush", "--timeout-secs", "18446744073709551615"][..], &["run", "--once", "--timeout-secs", "31536001"]]
+    {
+        let out = agent.cmd(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        assert!(stderr.contains("--timeout-secs") && stderr.contains("must be at most 31536000"), "{stderr}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Dead letters and rejected rows: listed, requeued, purged.
 
-use super::{Queue, Result};
+use super::{EventState, Queue, Result};
+use rusqlite::params;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,11 +39,11 @@ impl Queue {
             .conn
             .prepare_cached(
                 "SELECT id, event_id, order_id, event_time, dead_reason, dead_message, attempts
-                 FROM events WHERE state = 2 ORDER BY id LIMIT ?1",
+                 FROM events WHERE state = ?2 ORDER BY id LIMIT ?1",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([limit as i64], |r| {
+            .query_map(params![limit as i64, EventState::Dead], |r| {
                 Ok(DeadEvent {
                     id: r.get(0)?,
                     event_id: r.get(1)?,
@@ -79,15 +80,17 @@ impl Queue {
 
     /// Put dead events back in the queue (attempts reset). Returns how many.
     pub fn requeue(&self, filter: &DeadFilter) -> Result<usize> {
-        self.dead_update(
-            "UPDATE events SET state = 0, attempts = 0, dead_reason = NULL, dead_message = NULL WHERE state = 2",
-            filter,
-        )
+        let base = format!(
+            "UPDATE events SET state = {}, attempts = 0, dead_reason = NULL, dead_message = NULL WHERE state = {}",
+            EventState::Pending.code(),
+            EventState::Dead.code()
+        );
+        self.dead_update(&base, filter)
     }
 
     /// Delete dead events for good. Returns how many.
     pub fn purge(&self, filter: &DeadFilter) -> Result<usize> {
-        self.dead_update("DELETE FROM events WHERE state = 2", filter)
+        self.dead_update(&format!("DELETE FROM events WHERE state = {}", EventState::Dead.code()), filter)
     }
 
     fn dead_update(&self, base: &str, filter: &DeadFilter) -> Result<usize> {

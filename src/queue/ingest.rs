@@ -2,7 +2,7 @@
 //! parts of an append-mode file with their read position; file records, and files that could not
 //! be read.
 
-use super::{Queue, QueueError, Result, DEAD, PENDING};
+use super::{DeadReason, EventState, FileState, Queue, QueueError, Result};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ pub struct NewEvent<'a> {
     pub order_id: &'a str,
     pub payload: &'a str,
     /// `Some(reason)` queues it directly as dead (e.g. `expired`).
-    pub dead_reason: Option<&'a str>,
+    pub dead_reason: Option<DeadReason>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct FileRecord {
     pub content_hash: String,
     pub path: String,
     pub source: String,
-    pub state: String,
+    pub state: FileState,
     pub events: i64,
     pub duplicates: i64,
     pub rejects: i64,
@@ -88,8 +88,8 @@ impl Queue {
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
-            "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, 'ingesting', ?4)",
-            params![content_hash, path_text, source, now],
+            "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![content_hash, path_text, source, FileState::Ingesting, now],
         )
         .map_err(err)?;
         let file_id = tx.last_insert_rowid();
@@ -159,8 +159,8 @@ impl Queue {
             None => {
                 tx.execute(
                     "INSERT INTO files (content_hash, path, source, state, ingested_at)
-                     VALUES ('append:' || (SELECT COALESCE(MAX(id), 0) + 1 FROM files), ?1, ?2, 'append', ?3)",
-                    params![path_text, source, now],
+                     VALUES ('append:' || (SELECT COALESCE(MAX(id), 0) + 1 FROM files), ?1, ?2, ?3, ?4)",
+                    params![path_text, source, FileState::Append, now],
                 )
                 .map_err(err)?;
                 tx.last_insert_rowid()
@@ -296,7 +296,7 @@ impl Ingest<'_> {
     }
 
     pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<Added> {
-        let state = if e.dead_reason.is_some() { DEAD } else { PENDING };
+        let state = if e.dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
         let inserted = {
             let mut stmt = self
                 .tx
@@ -314,7 +314,7 @@ impl Ingest<'_> {
                 state,
                 self.now,
                 e.dead_reason,
-                e.dead_reason.map(|_| "not sent: outside the window TikTok accepts")
+                e.dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE)
             ])
             .map_err(|err| self.err(err))?
         };
@@ -325,7 +325,7 @@ impl Ingest<'_> {
                 .and_then(|mut stmt| stmt.execute(params![id, e.payload]))
                 .map_err(|err| self.err(err))?;
             self.counts.events += 1;
-            if state == DEAD {
+            if state == EventState::Dead {
                 self.counts.dead += 1;
             }
             return Ok(Added::Queued);
@@ -375,8 +375,8 @@ impl Ingest<'_> {
         let c = self.counts;
         self.tx
             .execute(
-                "UPDATE files SET state = 'ingested', events = ?2, duplicates = ?3, rejects = ?4, warnings = ?5, skipped = ?6 WHERE id = ?1",
-                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped],
+                "UPDATE files SET state = ?7, events = ?2, duplicates = ?3, rejects = ?4, warnings = ?5, skipped = ?6 WHERE id = ?1",
+                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped, FileState::Ingested],
             )
             .map_err(|err| QueueError::Sqlite { path: self.queue_path.clone(), source: err })?;
         let path = self.queue_path.clone();

@@ -6,25 +6,25 @@
 //! in WAL mode) before the caller is told, so a file may be archived once [`Ingest::commit`]
 //! returns.
 
+mod agent;
 mod dead;
 mod ingest;
 mod open;
 mod outbox;
 mod report;
 mod schema;
+mod state;
 
+pub use agent::AgentState;
 pub use dead::{DeadEvent, DeadFilter, RejectRecord};
 pub use ingest::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Position, PositionRecord};
 pub use open::Recovery;
 pub use outbox::{Disposition, Queued};
 pub use report::{Counts, SendLogEntry, TapEvent};
+pub use state::{DeadReason, EventState, FileState, SendClass};
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-
-pub const PENDING: i64 = 0;
-pub const SENT: i64 = 1;
-pub const DEAD: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

@@ -86,15 +86,13 @@ impl Queue {
         let mut queue = Queue::open(path)?;
         let salvaged = queue.salvage_from(&moved_to);
         let recovery = Recovery { moved_to, salvaged, reason: damage };
-        queue.set_state(
-            "recovered",
-            Some(&format!(
-                "the queue was damaged ({}) and was moved aside to {}; {} events were carried over; unarchived export files are ingested again",
-                recovery.reason,
-                recovery.moved_to.display(),
-                recovery.salvaged
-            )),
-        )?;
+        let note = format!(
+            "the queue was damaged ({}) and was moved aside to {}; {} events were carried over; unarchived export files are ingested again",
+            recovery.reason,
+            recovery.moved_to.display(),
+            recovery.salvaged
+        );
+        queue.update_agent_state(|s| s.recovered = Some(note))?;
         Ok((queue, Some(recovery)))
     }
 

@@ -1,7 +1,7 @@
 //! The outbox: pending batches, what one delivery attempt did to its events, expiry, pruning, and
 //! the space sent events' JSON takes.
 
-use super::{Queue, QueueError, Result, SendLogEntry};
+use super::{agent, AgentState, DeadReason, EventState, Queue, QueueError, Result, SendLogEntry};
 use rusqlite::params;
 
 /// A queued event as the sender sees it.
@@ -17,7 +17,7 @@ pub struct Queued {
 #[derive(Debug, Clone, Copy)]
 pub enum Disposition<'a> {
     Sent { at: i64 },
-    Dead { reason: &'a str, message: &'a str },
+    Dead { reason: DeadReason, message: &'a str },
     StillPending,
 }
 
@@ -28,11 +28,11 @@ impl Queue {
             .conn
             .prepare_cached(
                 "SELECT e.id, e.event_id, e.event_time, p.json FROM events e JOIN payloads p ON p.id = e.id
-                 WHERE e.state = 0 ORDER BY e.id LIMIT ?1",
+                 WHERE e.state = ?2 ORDER BY e.id LIMIT ?1",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([limit as i64], |r| {
+            .query_map(params![limit as i64, EventState::Pending], |r| {
                 Ok(Queued { id: r.get(0)?, event_id: r.get(1)?, event_time: r.get(2)?, payload: r.get(3)? })
             })
             .map_err(|e| self.sqlite(e))?;
@@ -40,7 +40,9 @@ impl Queue {
     }
 
     pub fn pending_count(&self) -> Result<i64> {
-        self.conn.query_row("SELECT COUNT(*) FROM events WHERE state = 0", [], |r| r.get(0)).map_err(|e| self.sqlite(e))
+        self.conn
+            .query_row("SELECT COUNT(*) FROM events WHERE state = ?1", [EventState::Pending], |r| r.get(0))
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Bytes the database's pages in use hold (free pages not counted; the WAL is bounded
@@ -71,8 +73,8 @@ impl Queue {
     pub fn clear_sent_payloads(&self, cutoff: i64) -> Result<usize> {
         self.conn
             .execute(
-                "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE state = 1 AND sent_at < ?1)",
-                [cutoff],
+                "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE state = ?2 AND sent_at < ?1)",
+                params![cutoff, EventState::Sent],
             )
             .map_err(|e| self.sqlite(e))
     }
@@ -89,18 +91,18 @@ impl Queue {
 
     pub fn has_pending(&self) -> Result<bool> {
         self.conn
-            .query_row("SELECT EXISTS (SELECT 1 FROM events WHERE state = 0)", [], |r| r.get(0))
+            .query_row("SELECT EXISTS (SELECT 1 FROM events WHERE state = ?1)", [EventState::Pending], |r| r.get(0))
             .map_err(|e| self.sqlite(e))
     }
 
     /// Record one delivery attempt of `ids` in a single transaction: the events' new state, the
-    /// send-log line and the agent-state keys for `status`.
+    /// send-log line and the agent state for `status`, as `change` leaves it.
     pub fn record_attempt(
         &mut self,
         ids: &[i64],
         disposition: Disposition<'_>,
         log: &SendLogEntry,
-        state: &[(&str, Option<String>)],
+        change: impl FnOnce(&mut AgentState),
     ) -> Result<()> {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
@@ -108,18 +110,20 @@ impl Queue {
         {
             let sql = match disposition {
                 Disposition::Sent { .. } => {
-                    "UPDATE events SET attempts = attempts + 1, state = 1, sent_at = ?2 WHERE id = ?1 AND state = 0"
+                    "UPDATE events SET attempts = attempts + 1, state = ?3, sent_at = ?2 WHERE id = ?1 AND state = ?4"
                 }
                 Disposition::Dead { .. } => {
-                    "UPDATE events SET attempts = attempts + 1, state = 2, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = 0"
+                    "UPDATE events SET attempts = attempts + 1, state = ?4, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = ?5"
                 }
                 Disposition::StillPending => "UPDATE events SET attempts = attempts + 1 WHERE id = ?1",
             };
             let mut stmt = tx.prepare_cached(sql).map_err(err)?;
             for id in ids {
                 match disposition {
-                    Disposition::Sent { at } => stmt.execute(params![id, at]),
-                    Disposition::Dead { reason, message } => stmt.execute(params![id, reason, message]),
+                    Disposition::Sent { at } => stmt.execute(params![id, at, EventState::Sent, EventState::Pending]),
+                    Disposition::Dead { reason, message } => {
+                        stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending])
+                    }
                     Disposition::StillPending => stmt.execute(params![id]),
                 }
                 .map_err(err)?;
@@ -139,16 +143,7 @@ impl Queue {
                 ],
             )
             .map_err(err)?;
-            for (key, value) in state {
-                match value {
-                    Some(v) => tx.execute(
-                        "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        params![key, v],
-                    ),
-                    None => tx.execute("DELETE FROM agent_state WHERE key = ?1", [key]),
-                }
-                .map_err(err)?;
-            }
+            agent::update(&tx, change).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -158,24 +153,28 @@ impl Queue {
     pub(crate) fn mark_sent(&mut self, ids: &[i64], now: i64) -> Result<()> {
         for id in ids {
             self.conn
-                .execute("UPDATE events SET state = 1, sent_at = ?2 WHERE id = ?1 AND state = 0", params![id, now])
+                .execute(
+                    "UPDATE events SET state = ?3, sent_at = ?2 WHERE id = ?1 AND state = ?4",
+                    params![id, now, EventState::Sent, EventState::Pending],
+                )
                 .map_err(|e| self.sqlite(e))?;
         }
         Ok(())
     }
 
-    pub fn mark_dead(&mut self, ids: &[i64], reason: &str, message: &str) -> Result<()> {
+    /// Dead-letter pending events without an attempt (expired before they were sent).
+    pub fn mark_dead(&mut self, ids: &[i64], reason: DeadReason, message: &str) -> Result<()> {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "UPDATE events SET state = 2, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = 0",
+                    "UPDATE events SET state = ?4, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = ?5",
                 )
                 .map_err(err)?;
             for id in ids {
-                stmt.execute(params![id, reason, message]).map_err(err)?;
+                stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending]).map_err(err)?;
             }
         }
         tx.commit().map_err(err)
@@ -185,10 +184,14 @@ impl Queue {
     pub fn expire_older_than(&self, cutoff: i64) -> Result<usize> {
         self.conn
             .execute(
-                "UPDATE events SET state = 2, dead_reason = 'expired',
-                   dead_message = 'older than the attribution window; never sent'
-                 WHERE state = 0 AND event_time < ?1",
-                [cutoff],
+                "UPDATE events SET state = ?2, dead_reason = ?3, dead_message = ?4 WHERE state = ?5 AND event_time < ?1",
+                params![
+                    cutoff,
+                    EventState::Dead,
+                    DeadReason::Expired,
+                    DeadReason::EXPIRED_MESSAGE,
+                    EventState::Pending
+                ],
             )
             .map_err(|e| self.sqlite(e))
     }
@@ -198,7 +201,10 @@ impl Queue {
     pub fn prune(&self, sent_cutoff: i64, log_keep: i64) -> Result<usize> {
         let n = self
             .conn
-            .execute("DELETE FROM events WHERE state = 1 AND event_time < ?1 AND sent_at < ?1", [sent_cutoff])
+            .execute(
+                "DELETE FROM events WHERE state = ?2 AND event_time < ?1 AND sent_at < ?1",
+                params![sent_cutoff, EventState::Sent],
+            )
             .map_err(|e| self.sqlite(e))?;
         self.conn
             .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])

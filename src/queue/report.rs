@@ -1,6 +1,6 @@
 //! What `status`, `watch` and the supervisor read: counts, the send log, new events, agent state.
 
-use super::{Queue, Result, PENDING, SENT};
+use super::{EventState, Queue, Result, SendClass};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -8,7 +8,7 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct TapEvent {
     pub id: i64,
-    pub state: i64,
+    pub state: EventState,
     pub file: Option<String>,
     pub payload: String,
 }
@@ -20,7 +20,7 @@ pub struct SendLogEntry {
     pub events: i64,
     pub http_status: Option<i64>,
     pub code: Option<i64>,
-    pub class: String,
+    pub class: SendClass,
     pub message: String,
     pub request_id: Option<String>,
     pub test_event_code: Option<String>,
@@ -76,7 +76,13 @@ impl Queue {
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![after_id, limit as i64], |r| {
-                Ok(TapEvent { id: r.get(0)?, state: r.get(1)?, file: r.get(2)?, payload: r.get(3)? })
+                Ok(TapEvent {
+                    id: r.get(0)?,
+                    // Any other value was shown as dead before the states had a type; it still is.
+                    state: EventState::from_code(r.get(1)?).unwrap_or(EventState::Dead),
+                    file: r.get(2)?,
+                    payload: r.get(3)?,
+                })
             })
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
@@ -92,26 +98,6 @@ impl Queue {
             .map_err(|e| self.sqlite(e))
     }
 
-    // ---- agent state (for status) ------------------------------------------------------------
-
-    pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<()> {
-        let result = match value {
-            Some(v) => self.conn.execute(
-                "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, v],
-            ),
-            None => self.conn.execute("DELETE FROM agent_state WHERE key = ?1", [key]),
-        };
-        result.map(drop).map_err(|e| self.sqlite(e))
-    }
-
-    pub fn state(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT key, value FROM agent_state ORDER BY key").map_err(|e| self.sqlite(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
-    }
-
     // ---- status and dead letters -------------------------------------------------------------
 
     pub fn counts(&self) -> Result<Counts> {
@@ -124,17 +110,19 @@ impl Queue {
             stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.sqlite(e))?;
         for row in rows {
             let (state, n) = row.map_err(|e| self.sqlite(e))?;
-            match state {
-                PENDING => counts.pending = n,
-                SENT => counts.sent = n,
-                _ => counts.dead += n,
+            match EventState::from_code(state) {
+                Some(EventState::Pending) => counts.pending = n,
+                Some(EventState::Sent) => counts.sent = n,
+                Some(EventState::Dead) | None => counts.dead += n,
             }
         }
         (counts.oldest_pending_queued_at, counts.oldest_pending_event_time) = self
             .conn
-            .query_row("SELECT queued_at, event_time FROM events WHERE state = 0 ORDER BY id LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT queued_at, event_time FROM events WHERE state = ?1 ORDER BY id LIMIT 1",
+                [EventState::Pending],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.sqlite(e))?
             .map_or((None, None), |(a, b)| (Some(a), Some(b)));

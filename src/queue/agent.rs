@@ -4,7 +4,7 @@
 //! [`Queue::record_attempt`], which write only the keys that changed.
 
 use super::{Queue, Result};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 /// Everything the agent keeps about its own health. `None` is an absent key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,7 +108,9 @@ impl Queue {
 
     /// Change the agent's state in one transaction: only the fields `change` modifies are written.
     pub fn update_agent_state(&self, change: impl FnOnce(&mut AgentState)) -> Result<()> {
-        let tx = self.conn.unchecked_transaction().map_err(|e| self.sqlite(e))?;
+        // Immediate: the write lock is taken (waiting out `busy_timeout`) before the read, so another
+        // connection's commit in between cannot fail the upgrade from reader to writer.
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(|e| self.sqlite(e))?;
         update(&tx, change).map_err(|e| self.sqlite(e))?;
         tx.commit().map_err(|e| self.sqlite(e))
     }

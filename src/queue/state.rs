@@ -150,7 +150,8 @@ pub enum SendClass {
     Delivered,
     /// TikTok's partial success (code 20001): the events count as sent.
     Partial,
-    /// Refused for what is in it; the reason a single event would be dead-lettered with.
+    /// Refused for what is in it; the reason a single event would be dead-lettered with (only
+    /// `Invalid`, `TooLarge` and `PiiNotHashed` are ever refusals).
     Rejected(DeadReason),
     Auth,
     Retry,

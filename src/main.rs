@@ -4,10 +4,9 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use offline_events_agent::config::{self, Config};
-use offline_events_agent::event::{self, RawItem, RawOrder, SourceDefaults};
 use offline_events_agent::queue::{DeadFilter, Queue};
 use offline_events_agent::sender;
-use offline_events_agent::tiktok::{classify, client, wire};
+use offline_events_agent::tiktok::wire;
 use offline_events_agent::{commands, daemon, status, tap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -344,53 +343,22 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
 }
 
 fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
-    let now = offline_events_agent::now();
-    let first = config.sources.first();
-    let defaults = SourceDefaults {
-        time_zone: jiff::tz::TimeZone::UTC,
-        time_formats: vec![],
-        currency: first.and_then(|s| s.defaults.currency).or_else(|| event::money::Currency::parse("USD")),
-        shop_id: Some(first.and_then(|s| s.defaults.shop_id.clone()).unwrap_or_else(|| "send-test".into())),
-        till_id: None,
-        decimal_separator: '.',
-        phone_region: None,
-        event_names: event::name::NameTable::default(),
-    };
-    let raw = RawOrder {
-        line: 1,
-        order_id: format!("send-test-{now}"),
-        event_time: now.to_string(),
-        items: vec![RawItem {
-            line: 1,
-            content_id: Some("send-test".into()),
-            content_name: Some("offline-events-agent test purchase".into()),
-            price: Some("1.00".into()),
-            quantity: Some("1".into()),
-            ..RawItem::default()
-        }],
-        ..RawOrder::default()
-    };
-    let (ev, _) = event::build(&raw, &defaults).context("building the test event")?;
-    let body = wire::batch_body(&config.event_source_id, Some(code), [wire::event_json(&ev).as_str()]);
-    if config.dry_run {
-        println!("{body}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let token = config::load_token(config.token.as_ref())?;
-    let http = client::Client::new(&sender::client_config(config))?;
-    println!("sending test Purchase {} to {} with test_event_code {code}", ev.event_id.as_str(), http.url());
-    let reply = http.post(token.expose(), &body)?;
-    let outcome = classify::classify(reply.status, reply.retry_after.as_deref(), &reply.body);
-    println!("http {}: {}", reply.status, reply.body.trim());
-    match outcome {
-        classify::Outcome::Delivered { .. } => {
-            println!("ok: open Events Manager > your offline event set > Test Events to see it");
-            Ok(ExitCode::SUCCESS)
+    let test = match sender::TestSend::prepare(config, code, offline_events_agent::now())? {
+        sender::TestSend::DryRun { body } => {
+            println!("{body}");
+            return Ok(ExitCode::SUCCESS);
         }
-        other => {
-            println!("not delivered: {other:?}");
-            Ok(ExitCode::from(EXIT_UNDELIVERED))
-        }
+        sender::TestSend::Ready(test) => test,
+    };
+    println!("sending test Purchase {} to {} with test_event_code {code}", test.event_id, test.endpoint());
+    let report = test.send()?;
+    println!("http {}: {}", report.status, report.body.trim());
+    if report.delivered() {
+        println!("ok: open Events Manager > your offline event set > Test Events to see it");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("not delivered: {:?}", report.outcome);
+        Ok(ExitCode::from(EXIT_UNDELIVERED))
     }
 }
 

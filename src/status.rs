@@ -2,7 +2,7 @@
 //! Read-only; it never prints the token or any raw identifier (the queue holds none).
 
 use crate::config::Config;
-use crate::queue::{Counts, FileRecord, PositionRecord, Queue, QueueError, RejectRecord};
+use crate::queue::{Counts, FileRecord, FileState, PositionRecord, Queue, QueueError, RejectRecord};
 use crate::source;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -43,8 +43,7 @@ pub fn gather(config: &Config) -> Result<Report, QueueError> {
     let queue = Queue::open_existing(&config.queue_path)?;
     let now = crate::now();
     let counts = queue.counts()?;
-    let state: BTreeMap<String, String> = queue.state()?.into_iter().collect();
-    let num = |k: &str| state.get(k).and_then(|v| v.parse().ok());
+    let state = queue.agent_state()?;
     let mut dead_by_reason = BTreeMap::new();
     for d in queue.dead_events(100_000)? {
         *dead_by_reason.entry(d.reason).or_insert(0) += 1;
@@ -67,13 +66,13 @@ pub fn gather(config: &Config) -> Result<Report, QueueError> {
         now,
         oldest_pending_age_secs: counts.oldest_pending_queued_at.map(|t| now - t),
         counts,
-        last_success_at: num("last_success_at"),
-        last_error: state.get("last_error").cloned(),
-        last_error_at: num("last_error_at"),
-        next_retry_at: num("next_retry_at"),
-        paused: state.get("paused").cloned(),
-        recovered: state.get("recovered").cloned(),
-        ingest_held: state.get("ingest_held").cloned(),
+        last_success_at: state.last_success_at,
+        last_error: state.last_error,
+        last_error_at: state.last_error_at,
+        next_retry_at: state.next_retry_at,
+        paused: state.paused,
+        recovered: state.recovered,
+        ingest_held: state.ingest_held,
         dead_by_reason,
         files_waiting,
         recent_files: queue.recent_files(10)?,
@@ -151,8 +150,8 @@ pub fn render(r: &Report) -> String {
                 f.events,
                 f.duplicates,
                 f.rejects,
-                match (f.state.as_str(), f.disposed.as_deref()) {
-                    ("append", _) => ", append mode (stays in place)".to_string(),
+                match (f.state, f.disposed.as_deref()) {
+                    (FileState::Append, _) => ", append mode (stays in place)".to_string(),
                     (_, Some(d)) => format!(", {d}"),
                     (_, None) => String::new(),
                 }

@@ -22,11 +22,7 @@ pub fn follow(queue: &Queue, options: &Options, out: &mut impl Write) -> Result<
     loop {
         for e in queue.events_after(last_event, 500)? {
             last_event = e.id;
-            let state = match e.state {
-                0 => "queued",
-                1 => "sent",
-                _ => "dead",
-            };
+            let state = e.state.label();
             let _ =
                 writeln!(out, "captured  #{} [{state}] from {}: {}", e.id, e.file.as_deref().unwrap_or("?"), e.payload);
         }

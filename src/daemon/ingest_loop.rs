@@ -162,12 +162,12 @@ pub(super) async fn ingest_loop(
                         Verdict::LogWithCount(n) => tracing::warn!("{why} (still; {n} checks since the last message)"),
                         Verdict::Quiet => {}
                     }
-                    let _ = queue.set_state("ingest_held", Some(&why));
+                    let _ = queue.update_agent_state(|s| s.ingest_held = Some(why.clone()));
                     health.set_ingest_held(Some(why));
                     hold_until = Some(Instant::now() + Duration::from_secs(5));
                 } else if health.ingest_held().is_some() {
                     tracing::info!("queue has room again; taking files");
-                    let _ = queue.set_state("ingest_held", None);
+                    let _ = queue.update_agent_state(|s| s.ingest_held = None);
                     health.set_ingest_held(None);
                     limiter.reset("queue full");
                 }
@@ -245,7 +245,7 @@ pub(super) async fn ingest_loop(
                         watched[i].settle.observe(&path, size, mtime, ms());
                         let why =
                             "queue full: a file did not fit; new files wait in their folders until sending frees space";
-                        let _ = queue.set_state("ingest_held", Some(why));
+                        let _ = queue.update_agent_state(|s| s.ingest_held = Some(why.to_string()));
                         health.set_ingest_held(Some(why.to_string()));
                         hold_until = Some(Instant::now() + Duration::from_secs(5));
                     }

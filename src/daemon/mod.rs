@@ -9,7 +9,6 @@
 use crate::config::{self, Config, Overrides};
 use crate::queue::{Queue, QueueError};
 use crate::sender::{SendError, Sender, Settings};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -250,15 +249,12 @@ impl Monitor {
 
     fn status_line(&self, _config: &Config, health: &Health) -> String {
         let pending = self.queue.pending_count().unwrap_or(-1);
-        let state: HashMap<String, String> = self.queue.state().unwrap_or_default().into_iter().collect();
-        let last = state
-            .get("last_success_at")
-            .and_then(|t| t.parse::<i64>().ok())
-            .map_or("never".to_string(), |t| format!("{}s ago", crate::now() - t));
+        let state = self.queue.agent_state().unwrap_or_default();
+        let last = state.last_success_at.map_or("never".to_string(), |t| format!("{}s ago", crate::now() - t));
         let mut line = format!("{pending} events queued, last delivery {last}");
-        if let Some(p) = state.get("paused") {
+        if let Some(p) = &state.paused {
             line.push_str(&format!("; PAUSED: {p}"));
-        } else if let Some(e) = state.get("last_error").filter(|_| state.contains_key("next_retry_at")) {
+        } else if let Some(e) = state.last_error.filter(|_| state.next_retry_at.is_some()) {
             line.push_str(&format!("; retrying: {e}"));
         }
         if let Some(held) = health.ingest_held() {
@@ -275,12 +271,12 @@ impl Monitor {
             return;
         }
         self.last_metrics = Some(Instant::now());
-        let state: HashMap<String, String> = self.queue.state().unwrap_or_default().into_iter().collect();
+        let state = self.queue.agent_state().unwrap_or_default();
         let snapshot = service::Snapshot {
             counts: self.queue.counts().unwrap_or_default(),
             now: crate::now(),
-            last_success_at: state.get("last_success_at").and_then(|t| t.parse().ok()),
-            paused: state.contains_key("paused"),
+            last_success_at: state.last_success_at,
+            paused: state.paused.is_some(),
             ingest_held: health.ingest_held().is_some(),
             healthy: !stuck,
             queue_bytes: self.queue.used_bytes(),

@@ -19,7 +19,7 @@ use super::ingest::{self, add_found, AgePolicy, Found, IngestError, Utf8Check};
 use crate::config::SourceConfig;
 use crate::event::{Event, Warning};
 use crate::format::{self, Format, Skip};
-use crate::queue::{IngestCounts, Position, Queue, QueueError};
+use crate::queue::{DeadReason, IngestCounts, Position, Queue, QueueError};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Cursor, Read, Seek, SeekFrom};
@@ -256,7 +256,7 @@ pub fn fingerprint(input: impl Read, offset: u64) -> std::io::Result<String> {
 /// One thing the reader found, owned, with its line in the file, so that it can wait in a
 /// [`HoldBack`].
 enum Item {
-    Event { event: Box<Event>, line: u64, dead_reason: Option<&'static str>, warnings: Vec<Warning> },
+    Event { event: Box<Event>, line: u64, dead_reason: Option<DeadReason>, warnings: Vec<Warning> },
     Reject { line: u64, field: Option<String>, reason: String },
     Skip(Skip),
 }

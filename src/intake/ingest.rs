@@ -12,7 +12,7 @@ use crate::config::SourceConfig;
 use crate::event::{self, time::Age};
 use crate::event::{Event, Warning};
 use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
-use crate::queue::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Queue, QueueError};
+use crate::queue::{Added, DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Queue, QueueError};
 use crate::tiktok::wire;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -153,7 +153,7 @@ impl Utf8Check {
 /// One thing found in a file, after normalisation: the pure half of an ingest, shared by the
 /// queue ingest and `preview`.
 pub enum Found<'a> {
-    Event { event: &'a Event, line: u64, dead_reason: Option<&'static str>, warnings: &'a [Warning] },
+    Event { event: &'a Event, line: u64, dead_reason: Option<DeadReason>, warnings: &'a [Warning] },
     Reject { line: u64, field: Option<&'a str>, reason: String },
     Skip(&'a Skip),
 }
@@ -233,8 +233,8 @@ pub fn read(
                 }
                 let dead_reason = match event::time::age(ev.event_time, ages.now, ages.window_secs, ages.future_secs) {
                     Age::Fresh => None,
-                    Age::Expired => Some("expired"),
-                    Age::Future => Some("future"),
+                    Age::Expired => Some(DeadReason::Expired),
+                    Age::Future => Some(DeadReason::Future),
                 };
                 sink(Found::Event { event: &ev, line: raw.line, dead_reason, warnings: &warnings })
             }
@@ -253,7 +253,7 @@ pub fn ingest_file(
     let before = stamp(&std::fs::metadata(path).map_err(io)?);
     let (hash, utf8) = scan_content(path).map_err(io)?;
     if let Some(record) = queue.file_by_hash(&hash)? {
-        if record.state == "ingested" {
+        if record.state == FileState::Ingested {
             return Ok(Outcome::AlreadyIngested(record));
         }
     }

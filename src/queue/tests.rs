@@ -83,7 +83,7 @@ fn states_expiry_requeue_and_purge() {
     assert_eq!(batch.iter().map(|e| e.event_time).collect::<Vec<_>>(), vec![100, 200, 300, 400]);
     assert_eq!(q.expire_older_than(150).unwrap(), 1);
     q.mark_sent(&[batch[1].id], 5).unwrap();
-    q.mark_dead(&[batch[2].id], "invalid", "data.0: bad").unwrap();
+    q.mark_dead(&[batch[2].id], DeadReason::Invalid, "data.0: bad").unwrap();
     let c = q.counts().unwrap();
     assert_eq!((c.pending, c.sent, c.dead), (1, 1, 2));
     let dead = q.dead_events(10).unwrap();
@@ -172,4 +172,89 @@ fn two_openers_racing_on_a_new_queue_both_succeed() {
             h.join().unwrap().unwrap();
         }
     }
+}
+
+#[test]
+fn agent_state_reads_what_the_typed_writers_wrote() {
+    let (_dir, mut q) = temp_queue();
+    assert_eq!(q.agent_state().unwrap(), AgentState::default());
+    let mut ingest = q.begin_ingest("h", Path::new("a"), "s", 1).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    ingest.add_event(&event("e2", 10)).unwrap();
+    ingest.commit().unwrap();
+    let ids: Vec<i64> = q.pending_batch(10).unwrap().iter().map(|e| e.id).collect();
+    q.update_agent_state(|s| s.ingest_held = Some("queue full".into())).unwrap();
+    let log = |class| SendLogEntry {
+        id: 0,
+        at: 50,
+        events: 1,
+        http_status: Some(503),
+        code: None,
+        class,
+        message: "http 503".into(),
+        request_id: None,
+        test_event_code: None,
+    };
+    q.record_attempt(&ids[..1], Disposition::StillPending, &log(SendClass::Retry), |s| {
+        s.last_error = Some("http 503".into());
+        s.last_error_at = Some(50);
+        s.next_retry_at = Some(60);
+        s.consecutive_failures = Some(1);
+    })
+    .unwrap();
+    let state = q.agent_state().unwrap();
+    assert_eq!(
+        state,
+        AgentState {
+            last_error: Some("http 503".into()),
+            last_error_at: Some(50),
+            next_retry_at: Some(60),
+            consecutive_failures: Some(1),
+            ingest_held: Some("queue full".into()),
+            ..AgentState::default()
+        }
+    );
+    q.record_attempt(&ids[..1], Disposition::Sent { at: 70 }, &log(SendClass::Delivered), |s| {
+        s.last_success_at = Some(70);
+        s.last_request_id = Some("r1".into());
+        s.next_retry_at = None;
+        s.consecutive_failures = None;
+    })
+    .unwrap();
+    q.record_attempt(
+        &ids[1..],
+        Disposition::Dead { reason: DeadReason::TooLarge, message: "tiktok code 40061: too large" },
+        &log(SendClass::Rejected(DeadReason::TooLarge)),
+        |_| {},
+    )
+    .unwrap();
+    q.update_agent_state(|s| s.ingest_held = None).unwrap();
+    let state = q.agent_state().unwrap();
+    assert_eq!(
+        state,
+        AgentState {
+            last_error: Some("http 503".into()),
+            last_error_at: Some(50),
+            last_success_at: Some(70),
+            last_request_id: Some("r1".into()),
+            ..AgentState::default()
+        }
+    );
+    let c = q.counts().unwrap();
+    assert_eq!((c.pending, c.sent, c.dead), (0, 1, 1));
+    assert_eq!(q.dead_events(10).unwrap()[0].reason, "too_large");
+    let classes: Vec<SendClass> = q.send_log_after(0, 10).unwrap().iter().map(|l| l.class).collect();
+    assert_eq!(classes, [SendClass::Retry, SendClass::Delivered, SendClass::Rejected(DeadReason::TooLarge)]);
+    // Stored as before the types: the same keys and text.
+    let keys: Vec<(String, String)> = q
+        .conn
+        .prepare("SELECT key, value FROM agent_state ORDER BY key")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let want =
+        [("last_error", "http 503"), ("last_error_at", "50"), ("last_request_id", "r1"), ("last_success_at", "70")];
+    assert_eq!(keys, want.map(|(k, v)| (k.to_string(), v.to_string())));
 }

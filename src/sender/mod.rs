@@ -3,16 +3,27 @@
 //! [`Sender::step`] does one round and reports what should happen next ([`Step`]); the caller owns
 //! the waiting (the daemon's timers, or `flush`'s deadline). Blocking: run it off the async runtime.
 //!
+//! The decisions are pure functions in [`plan`] (what an answer means for the part that was sent,
+//! which events have expired); this module only carries them out against the queue and the client.
+//! `send-test` posts one test Purchase outside the queue ([`send_test`]).
+//!
 //! Invariants: an event leaves `pending` only as `sent` (TikTok said delivered) or `dead` (expired,
 //! or refused on its own after its batch was split); token and transient errors never touch event
 //! states beyond the attempt count.
 
-use crate::config::{load_token, Config, TokenSource};
-use crate::queue::{Disposition, Queue, QueueError, Queued, SendLogEntry};
+pub mod plan;
+pub mod send_test;
+
+pub use send_test::{SendTestReport, TestPurchase, TestSend};
+
+use crate::config::{load_token, Config, TokenError, TokenSource};
+use crate::event::BuildError;
+use crate::queue::{DeadReason, Disposition, Queue, QueueError, Queued, SendClass, SendLogEntry};
 use crate::tiktok::backoff::{self, Policy};
-use crate::tiktok::classify::{classify, Outcome};
+use crate::tiktok::classify::classify;
 use crate::tiktok::client::{Client, ClientConfig, ClientError};
 use crate::tiktok::wire;
+use plan::{plan, Action, Plan, Reply};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +82,10 @@ pub enum SendError {
     Client(#[from] ClientError),
     #[error("dry run output {path}: {source}")]
     DryRunOutput { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("building the test event")]
+    TestEvent(#[source] BuildError),
 }
 
 pub struct Sender {
@@ -114,11 +129,10 @@ impl Sender {
             self.queue.release_memory();
             return Ok(Step::Idle);
         }
-        let cutoff = now - self.settings.window_secs;
-        let (expired, batch): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|e| e.event_time < cutoff);
+        let (expired, batch) = plan::partition_expired(batch, now, self.settings.window_secs);
         if !expired.is_empty() {
             let ids: Vec<i64> = expired.iter().map(|e| e.id).collect();
-            self.queue.mark_dead(&ids, "expired", "older than the attribution window; never sent")?;
+            self.queue.mark_dead(&ids, DeadReason::Expired, DeadReason::EXPIRED_MESSAGE)?;
             tracing::warn!(
                 "{} events older than the attribution window were dead-lettered as expired, not sent",
                 ids.len()
@@ -133,7 +147,7 @@ impl Sender {
                 Ok(t) => Some(t),
                 Err(e) => {
                     let reason = format!("access token: {e}");
-                    self.queue.set_state("paused", Some(&reason))?;
+                    self.queue.update_agent_state(|s| s.paused = Some(reason.clone()))?;
                     return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
                 }
             },
@@ -141,6 +155,8 @@ impl Sender {
         self.deliver(batch, token.as_ref().map(|t| t.expose()), now)
     }
 
+    /// Send `batch`, splitting a refused part until every event is sent or dead, or until a pause
+    /// or a transient failure stops the round. Each part's answer is decided by [`plan::plan`].
     fn deliver(&mut self, batch: Vec<Queued>, token: Option<&str>, now: i64) -> Result<Step, SendError> {
         let (mut sent, mut dead) = (0, 0);
         let mut parts = vec![batch];
@@ -151,119 +167,82 @@ impl Sender {
                 self.settings.test_event_code.as_deref(),
                 part.iter().map(|e| e.payload.as_str()),
             );
-            let mut log = SendLogEntry {
+            let (reply, http_status, connect_failure) = match (token, &self.settings.dry_run) {
+                (Some(token), None) => match self.client.post(token, &body) {
+                    Ok(reply) => {
+                        let outcome = classify(reply.status, reply.retry_after.as_deref(), &reply.body);
+                        (Reply::Answered(outcome), Some(i64::from(reply.status)), false)
+                    }
+                    Err(ClientError::Transport { reason, connect, .. }) => {
+                        (Reply::Unanswered { reason }, None, connect)
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                _ => {
+                    self.write_dry_run(&body)?;
+                    (Reply::DryRun, None, false)
+                }
+            };
+            let Plan { log, action } = plan(reply, part.len());
+            let log = SendLogEntry {
                 id: 0,
                 at: now,
                 events: ids.len() as i64,
-                http_status: None,
-                code: None,
-                class: String::new(),
-                message: String::new(),
-                request_id: None,
+                http_status,
+                code: log.code,
+                class: log.class,
+                message: log.message,
+                request_id: log.request_id,
                 test_event_code: self.settings.test_event_code.clone(),
             };
-            let (Some(token), None) = (token, &self.settings.dry_run) else {
-                self.write_dry_run(&body)?;
-                log.class = "dry_run".into();
-                log.message = "not sent (dry run)".into();
-                self.queue.record_attempt(&ids, Disposition::Sent { at: now }, &log, &[])?;
-                sent += ids.len();
-                continue;
-            };
-            let (outcome, connect_failure) = match self.client.post(token, &body) {
-                Ok(reply) => {
-                    log.http_status = Some(i64::from(reply.status));
-                    (classify(reply.status, reply.retry_after.as_deref(), &reply.body), false)
+            match action {
+                Action::Deliver { confirmed: false, .. } => {
+                    self.queue.record_attempt(&ids, Disposition::Sent { at: now }, &log, |_| {})?;
+                    sent += ids.len();
                 }
-                Err(ClientError::Transport { reason, connect, .. }) => {
-                    (Outcome::Retry { code: None, reason: format!("transport: {reason}"), retry_after: None }, connect)
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match outcome {
-                Outcome::Delivered { partial, request_id, message } => {
-                    if partial {
-                        tracing::warn!("tiktok reported partial success for {} events: {message}", ids.len());
+                Action::Deliver { confirmed: true, request_id } => {
+                    if log.class == SendClass::Partial {
+                        tracing::warn!("tiktok reported partial success for {} events: {}", ids.len(), log.message);
                     }
-                    log.code = Some(if partial { 20001 } else { 0 });
-                    log.class = if partial { "partial" } else { "delivered" }.into();
-                    log.message = message;
-                    log.request_id = request_id.clone();
-                    let state = [
-                        ("last_success_at", Some(now.to_string())),
-                        ("last_request_id", request_id),
-                        ("paused", None),
-                        ("next_retry_at", None),
-                        ("consecutive_failures", None),
-                    ];
-                    self.queue.record_attempt(&ids, Disposition::Sent { at: now }, &log, &state)?;
+                    self.queue.record_attempt(&ids, Disposition::Sent { at: now }, &log, |s| {
+                        s.last_success_at = Some(now);
+                        s.last_request_id = request_id;
+                        s.paused = None;
+                        s.next_retry_at = None;
+                        s.consecutive_failures = None;
+                    })?;
                     self.failures = 0;
                     sent += ids.len();
                 }
-                Outcome::Rejected { kind, code, index, message, request_id } => {
-                    log.code = Some(code);
-                    log.class = format!("rejected_{}", kind.as_str());
-                    log.message = message.clone();
-                    log.request_id = request_id.clone();
-                    if part.len() == 1 {
-                        let detail = format!(
-                            "tiktok code {code}: {message}{}",
-                            request_id.map(|r| format!(" (request {r})")).unwrap_or_default()
-                        );
-                        tracing::error!("event {} dead-lettered: {detail}", part[0].event_id);
-                        self.queue.record_attempt(
-                            &ids,
-                            Disposition::Dead { reason: kind.as_str(), message: &detail },
-                            &log,
-                            &[],
-                        )?;
-                        dead += 1;
-                        continue;
-                    }
-                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, &[])?;
-                    let mut part = part;
-                    match index.filter(|i| *i < part.len()) {
-                        Some(i) => {
-                            let suspect = part.remove(i);
-                            parts.push(part);
-                            parts.push(vec![suspect]);
-                        }
-                        None => {
-                            let second = part.split_off(part.len() / 2);
-                            parts.push(second);
-                            parts.push(part);
-                        }
-                    }
+                Action::DeadLetter { reason, message } => {
+                    tracing::error!("event {} dead-lettered: {message}", part[0].event_id);
+                    self.queue.record_attempt(&ids, Disposition::Dead { reason, message: &message }, &log, |_| {})?;
+                    dead += 1;
                 }
-                Outcome::Auth { code, message } => {
-                    log.code = code;
-                    log.class = "auth".into();
-                    log.message = message.clone();
-                    let reason = format!(
-                        "tiktok refused the access token or permission{}: {message}; sending is paused, events stay queued",
-                        code.map(|c| format!(" (code {c})")).unwrap_or_default()
-                    );
-                    let state = [
-                        ("paused", Some(reason.clone())),
-                        ("last_error", Some(reason.clone())),
-                        ("last_error_at", Some(now.to_string())),
-                    ];
-                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, &state)?;
+                Action::Split(how) => {
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    let (later, next) = plan::split(part, how);
+                    parts.push(later);
+                    parts.push(next);
+                }
+                Action::Pause { reason } => {
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |s| {
+                        s.paused = Some(reason.clone());
+                        s.last_error = Some(reason.clone());
+                        s.last_error_at = Some(now);
+                    })?;
                     return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
                 }
-                Outcome::Retry { code, reason, retry_after } => {
+                Action::Retry { reason, retry_after } => {
                     self.failures = self.failures.saturating_add(1);
                     let delay = backoff::delay(self.settings.backoff, self.failures, retry_after, fastrand::f64());
-                    log.code = code;
-                    log.class = "retry".into();
-                    log.message = reason.clone();
-                    let state = [
-                        ("last_error", Some(reason.clone())),
-                        ("last_error_at", Some(now.to_string())),
-                        ("next_retry_at", Some((now + delay.as_secs() as i64).to_string())),
-                        ("consecutive_failures", Some(self.failures.to_string())),
-                    ];
-                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, &state)?;
+                    let failures = self.failures;
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |s| {
+                        s.last_error = Some(reason.clone());
+                        s.last_error_at = Some(now);
+                        s.next_retry_at = Some(now + delay.as_secs() as i64);
+                        s.consecutive_failures = Some(failures);
+                    })?;
                     return Ok(Step::Retry { delay, connect_failure, reason });
                 }
             }

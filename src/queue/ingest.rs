@@ -1,0 +1,422 @@
+//! Ingest: one file's events, rejected rows and "done" record in one transaction ([`Ingest`]); the
+//! parts of an append-mode file with their read position; file records, and files that could not
+//! be read.
+
+use super::{DeadReason, EventState, FileState, Queue, QueueError, Result};
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// An event ready to be queued.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub event_name: &'a str,
+    pub event_id: &'a str,
+    pub event_time: i64,
+    pub order_id: &'a str,
+    pub payload: &'a str,
+    /// `Some(reason)` queues it directly as dead (e.g. `expired`).
+    pub dead_reason: Option<DeadReason>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Queued,
+    /// The same event was queued before, from another file (a re-export).
+    Duplicate,
+    /// The same event id appeared earlier in this very file (rows of one order not consecutive).
+    RepeatedInFile,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRecord {
+    pub id: i64,
+    pub content_hash: String,
+    pub path: String,
+    pub source: String,
+    pub state: FileState,
+    pub events: i64,
+    pub duplicates: i64,
+    pub rejects: i64,
+    pub warnings: i64,
+    pub ingested_at: i64,
+    pub disposed: Option<String>,
+    pub skipped: i64,
+}
+
+/// How far a file read in append mode has been turned into events (see `crate::append`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Position {
+    /// Bytes from the start of the file whose events (rejects, skips) are committed.
+    pub offset: u64,
+    /// Physical lines (LF) before `offset`.
+    pub lines: u64,
+    /// SHA-256 (hex) of the first min(`offset`, 4096) bytes.
+    pub fingerprint: String,
+    pub inode: u64,
+}
+
+/// A stored [`Position`] with the file it belongs to, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PositionRecord {
+    pub source: String,
+    pub path: String,
+    #[serde(flatten)]
+    pub position: Position,
+    /// The `files` row its events are recorded under.
+    pub file_id: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl Queue {
+    /// The record of a file already ingested, by content hash.
+    pub fn file_by_hash(&self, content_hash: &str) -> Result<Option<FileRecord>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE content_hash = ?1"),
+                [content_hash],
+                file_record,
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Start ingesting a file: everything added through the returned [`Ingest`] commits at once.
+    pub fn begin_ingest(&mut self, content_hash: &str, path: &Path, source: &str, now: i64) -> Result<Ingest<'_>> {
+        let path_text = path.display().to_string();
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![content_hash, path_text, source, FileState::Ingesting, now],
+        )
+        .map_err(err)?;
+        let file_id = tx.last_insert_rowid();
+        Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
+    }
+
+    /// The committed position of a file read in append mode, and the `files` row its events are
+    /// recorded under.
+    pub fn position(&self, source: &str, path: &Path) -> Result<Option<(Position, Option<i64>)>> {
+        self.conn
+            .query_row(
+                "SELECT byte_offset, lines, fingerprint, inode, file_id FROM positions WHERE source = ?1 AND path = ?2",
+                params![source, path.display().to_string()],
+                |r| {
+                    let position = Position {
+                        offset: r.get::<_, i64>(0)? as u64,
+                        lines: r.get::<_, i64>(1)? as u64,
+                        fingerprint: r.get(2)?,
+                        inode: r.get::<_, i64>(3)? as u64,
+                    };
+                    Ok((position, r.get(4)?))
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The positions of files read in append mode, most recently moved first.
+    pub fn positions(&self, limit: usize) -> Result<Vec<PositionRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT source, path, byte_offset, lines, fingerprint, inode, file_id, updated_at FROM positions
+                 ORDER BY updated_at DESC, path LIMIT ?1",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(PositionRecord {
+                    source: r.get(0)?,
+                    path: r.get(1)?,
+                    position: Position {
+                        offset: r.get::<_, i64>(2)? as u64,
+                        lines: r.get::<_, i64>(3)? as u64,
+                        fingerprint: r.get(4)?,
+                        inode: r.get::<_, i64>(5)? as u64,
+                    },
+                    file_id: r.get(6)?,
+                    updated_at: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Start reading the next part of a file in append mode: everything added through the returned
+    /// [`Ingest`] commits at once with the new position ([`Ingest::commit_at`]). The events are
+    /// recorded under the `files` row `file_id` (the file read so far), or under a new one (state
+    /// `append`, content hash `append:<id>`) when `None`: a file read from its start again.
+    pub fn begin_append(&mut self, file_id: Option<i64>, path: &Path, source: &str, now: i64) -> Result<Ingest<'_>> {
+        let path_text = path.display().to_string();
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        let file_id = match file_id {
+            Some(id) => id,
+            None => {
+                tx.execute(
+                    "INSERT INTO files (content_hash, path, source, state, ingested_at)
+                     VALUES ('append:' || (SELECT COALESCE(MAX(id), 0) + 1 FROM files), ?1, ?2, ?3, ?4)",
+                    params![path_text, source, FileState::Append, now],
+                )
+                .map_err(err)?;
+                tx.last_insert_rowid()
+            }
+        };
+        Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
+    }
+
+    pub fn mark_disposed(&self, file_id: i64, how: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE files SET disposed = ?2 WHERE id = ?1", params![file_id, how])
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Record a file that could not be read at all (kept for `status`; not a "done" record).
+    pub fn record_unreadable(&self, path: &Path, source: &str, reason: &str, now: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (NULL, ?1, 0, NULL, ?2, ?3)",
+                params![path.display().to_string(), format!("file not readable ({source}): {reason}"), now],
+            )
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// [`Queue::record_unreadable`], unless the same reason is recorded for the path already (a
+    /// file in append mode stays in place and is looked at again on every change).
+    pub fn record_unreadable_once(&self, path: &Path, source: &str, reason: &str, now: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO rejects (file_id, path, line, field, reason, at) SELECT NULL, ?1, 0, NULL, ?2, ?3
+                 WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE path = ?1 AND line = 0 AND reason = ?2)",
+                params![path.display().to_string(), format!("file not readable ({source}): {reason}"), now],
+            )
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// A file that could not be opened or read (permissions, an I/O error) and stays where it is:
+    /// recorded once per path and reason (it is tried again on every scan). True when newly recorded.
+    pub fn record_blocked(&self, path: &Path, source: &str, reason: &str, now: i64) -> Result<bool> {
+        self.conn
+            .execute(
+                "INSERT INTO rejects (file_id, path, line, field, reason, at) SELECT NULL, ?1, 0, 'file', ?2, ?3
+                 WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE path = ?1 AND line = 0 AND field = 'file' AND reason = ?2)",
+                params![path.display().to_string(), format!("file not readable ({source}): {reason}"), now],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The file at `path` was read after all: forget that it could not be. True when it had been
+    /// recorded as blocked.
+    pub fn clear_blocked(&self, path: &Path) -> Result<bool> {
+        // Looked up first (an index read): a DELETE would be a write transaction, and an fsync, per file.
+        let blocked: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM rejects WHERE path = ?1 AND line = 0 AND field = 'file' AND file_id IS NULL)",
+            )
+            .and_then(|mut s| s.query_row(params![path.display().to_string()], |r| r.get(0)))
+            .map_err(|e| self.sqlite(e))?;
+        if !blocked {
+            return Ok(false);
+        }
+        self.conn
+            .execute(
+                "DELETE FROM rejects WHERE path = ?1 AND line = 0 AND field = 'file' AND file_id IS NULL",
+                params![path.display().to_string()],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    pub fn recent_files(&self, limit: usize) -> Result<Vec<FileRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files ORDER BY id DESC LIMIT ?1"))
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt.query_map([limit as i64], file_record).map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+}
+
+const FILE_COLUMNS: &str =
+    "id, content_hash, path, source, state, events, duplicates, rejects, warnings, ingested_at, disposed, skipped";
+
+fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        id: r.get(0)?,
+        content_hash: r.get(1)?,
+        path: r.get(2)?,
+        source: r.get(3)?,
+        state: r.get(4)?,
+        events: r.get(5)?,
+        duplicates: r.get(6)?,
+        rejects: r.get(7)?,
+        warnings: r.get(8)?,
+        ingested_at: r.get(9)?,
+        disposed: r.get(10)?,
+        skipped: r.get(11)?,
+    })
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestCounts {
+    pub events: i64,
+    pub skipped: i64,
+    pub duplicates: i64,
+    pub rejects: i64,
+    pub warnings: i64,
+    pub dead: i64,
+}
+
+/// One file's ingest: a transaction. Dropped without [`Ingest::commit`], it rolls back.
+pub struct Ingest<'q> {
+    tx: Transaction<'q>,
+    file_id: i64,
+    path: String,
+    now: i64,
+    queue_path: PathBuf,
+    counts: IngestCounts,
+}
+
+impl Ingest<'_> {
+    pub fn file_id(&self) -> i64 {
+        self.file_id
+    }
+
+    fn err(&self, source: rusqlite::Error) -> QueueError {
+        QueueError::Sqlite { path: self.queue_path.clone(), source }
+    }
+
+    pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<Added> {
+        let state = if e.dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
+        let inserted = {
+            let mut stmt = self
+                .tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, dead_reason, dead_message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(|err| self.err(err))?;
+            stmt.execute(params![
+                e.event_name,
+                e.event_id,
+                e.event_time,
+                e.order_id,
+                self.file_id,
+                state,
+                self.now,
+                e.dead_reason,
+                e.dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE)
+            ])
+            .map_err(|err| self.err(err))?
+        };
+        if inserted == 1 {
+            let id = self.tx.last_insert_rowid();
+            self.tx
+                .prepare_cached("INSERT INTO payloads (id, json) VALUES (?1, ?2)")
+                .and_then(|mut stmt| stmt.execute(params![id, e.payload]))
+                .map_err(|err| self.err(err))?;
+            self.counts.events += 1;
+            if state == EventState::Dead {
+                self.counts.dead += 1;
+            }
+            return Ok(Added::Queued);
+        }
+        let existing_file: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT file_id FROM events WHERE event_name = ?1 AND event_id = ?2")
+            .and_then(|mut s| s.query_row(params![e.event_name, e.event_id], |r| r.get(0)).optional())
+            .map_err(|err| self.err(err))?
+            .flatten();
+        if existing_file == Some(self.file_id) {
+            Ok(Added::RepeatedInFile)
+        } else {
+            self.counts.duplicates += 1;
+            Ok(Added::Duplicate)
+        }
+    }
+
+    pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {
+        self.counts.rejects += 1;
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(|err| self.err(err))?;
+        stmt.execute(params![self.file_id, self.path, line as i64, field, reason, self.now])
+            .map(drop)
+            .map_err(|err| self.err(err))
+    }
+
+    /// Count a transaction the reader decided not to send (refund, void, training...).
+    pub fn add_skip(&mut self) {
+        self.counts.skipped += 1;
+    }
+
+    pub fn add_warnings(&mut self, n: usize) {
+        self.counts.warnings += n as i64;
+    }
+
+    pub fn counts(&self) -> IngestCounts {
+        self.counts
+    }
+
+    /// Commit durably. After this returns the file may be archived or deleted.
+    pub fn commit(self) -> Result<IngestCounts> {
+        let c = self.counts;
+        self.tx
+            .execute(
+                "UPDATE files SET state = ?7, events = ?2, duplicates = ?3, rejects = ?4, warnings = ?5, skipped = ?6 WHERE id = ?1",
+                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped, FileState::Ingested],
+            )
+            .map_err(|err| QueueError::Sqlite { path: self.queue_path.clone(), source: err })?;
+        let path = self.queue_path.clone();
+        self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
+        Ok(c)
+    }
+
+    /// Commit durably, together with the new read position of this file of `source` (append
+    /// mode): the position moves past exactly what this transaction recorded, or not at all.
+    pub fn commit_at(self, source: &str, position: &Position) -> Result<IngestCounts> {
+        let c = self.counts;
+        let err = |source| QueueError::Sqlite { path: self.queue_path.clone(), source };
+        self.tx
+            .execute(
+                "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
+                   warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7 WHERE id = ?1",
+                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped, self.now],
+            )
+            .map_err(err)?;
+        self.tx
+            .execute(
+                "INSERT INTO positions (source, path, byte_offset, lines, fingerprint, inode, file_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (source, path) DO UPDATE SET byte_offset = excluded.byte_offset, lines = excluded.lines,
+                   fingerprint = excluded.fingerprint, inode = excluded.inode, file_id = excluded.file_id,
+                   updated_at = excluded.updated_at",
+                params![
+                    source,
+                    self.path,
+                    position.offset as i64,
+                    position.lines as i64,
+                    position.fingerprint,
+                    position.inode as i64,
+                    self.file_id,
+                    self.now
+                ],
+            )
+            .map_err(err)?;
+        let path = self.queue_path.clone();
+        self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
+        Ok(c)
+    }
+}

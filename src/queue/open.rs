@@ -1,0 +1,253 @@
+//! Opening the queue: create (mode 0600), configure the connection, migrate; and, for the service,
+//! a damaged file moved aside and what can still be read of it salvaged into a fresh one.
+
+use super::{schema, Queue, QueueError, Result};
+use rusqlite::{params, Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+
+/// What [`Queue::open_checked`] did about a damaged queue.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub moved_to: PathBuf,
+    pub salvaged: usize,
+    pub reason: String,
+}
+
+/// One event read back from a damaged queue, with its JSON (empty when it was no longer kept).
+struct SalvagedRow {
+    id: i64,
+    event_name: String,
+    event_id: String,
+    event_time: i64,
+    order_id: String,
+    state: i64,
+    attempts: i64,
+    queued_at: i64,
+    sent_at: Option<i64>,
+    dead_reason: Option<String>,
+    dead_message: Option<String>,
+    payload: String,
+}
+
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}
+
+impl Queue {
+    /// Open (creating if needed, mode 0600) and migrate.
+    pub fn open(path: &Path) -> Result<Queue> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| QueueError::Io { path: dir.to_path_buf(), source })?;
+        }
+        create_private(path).map_err(|source| QueueError::Io { path: path.to_path_buf(), source })?;
+        let conn = Connection::open(path).map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut queue = Queue { conn, path: path.to_path_buf() };
+        queue.configure()?;
+        let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
+        if found > schema::VERSION {
+            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
+        }
+        Ok(queue)
+    }
+
+    /// Open the queue for the service, recovering from damage. A file SQLite cannot use (not a
+    /// database, a damaged page, a broken schema, as `PRAGMA quick_check` or the open itself tells)
+    /// is moved aside with its `-wal` and `-shm` files; a fresh queue takes its place, and every
+    /// event that can still be read from the damaged copy is carried over (so delivered ids stay
+    /// known and queued events are not lost). Export files not yet archived are simply ingested
+    /// again. Other errors (permissions, I/O) are returned: moving a healthy queue aside would lose
+    /// more than it saves.
+    pub fn open_checked(path: &Path) -> Result<(Queue, Option<Recovery>)> {
+        let damage = match Queue::open(path) {
+            Ok(queue) => match queue.quick_check() {
+                Ok(()) => {
+                    queue.release_memory();
+                    return Ok((queue, None));
+                }
+                Err(reason) => reason,
+            },
+            Err(QueueError::Sqlite { source, .. }) if is_damage(&source) => source.to_string(),
+            Err(e) => return Err(e),
+        };
+        let stamp = jiff::Timestamp::now().as_second();
+        let moved_to = path.with_file_name(format!(
+            "{}.damaged-{stamp}",
+            path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+        ));
+        for suffix in ["", "-wal", "-shm"] {
+            let mut from = path.as_os_str().to_owned();
+            from.push(suffix);
+            let mut to = moved_to.as_os_str().to_owned();
+            to.push(suffix);
+            if Path::new(&from).exists() {
+                std::fs::rename(&from, &to).map_err(|source| QueueError::Io { path: PathBuf::from(&from), source })?;
+            }
+        }
+        let mut queue = Queue::open(path)?;
+        let salvaged = queue.salvage_from(&moved_to);
+        let recovery = Recovery { moved_to, salvaged, reason: damage };
+        let note = format!(
+            "the queue was damaged ({}) and was moved aside to {}; {} events were carried over; unarchived export files are ingested again",
+            recovery.reason,
+            recovery.moved_to.display(),
+            recovery.salvaged
+        );
+        queue.update_agent_state(|s| s.recovered = Some(note))?;
+        Ok((queue, Some(recovery)))
+    }
+
+    /// `PRAGMA quick_check` on a connection of its own with a small page cache, closed at once, so
+    /// that reading every page once does not leave the service's connections with a full cache.
+    fn quick_check(&self) -> std::result::Result<(), String> {
+        let check =
+            Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+        check.execute_batch("PRAGMA cache_size = 64;").map_err(|e| e.to_string())?;
+        let mut stmt = check.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
+        let rows: Vec<String> =
+            stmt.query_map([], |r| r.get::<_, String>(0)).and_then(|rows| rows.collect()).map_err(|e| e.to_string())?;
+        match rows.as_slice() {
+            [ok] if ok == "ok" => Ok(()),
+            problems => {
+                Err(format!("quick_check: {}", problems.iter().take(3).cloned().collect::<Vec<_>>().join("; ")))
+            }
+        }
+    }
+
+    /// Copy every readable event of a damaged database into this one, skipping over what cannot be
+    /// read. Returns how many were carried over.
+    fn salvage_from(&mut self, damaged: &Path) -> usize {
+        let Ok(old) = Connection::open_with_flags(damaged, OpenFlags::SQLITE_OPEN_READ_ONLY) else { return 0 };
+        let Ok(max_id) = old.query_row("SELECT MAX(id) FROM events", [], |r| r.get::<_, i64>(0)) else { return 0 };
+        let mut failures = 0;
+        let Ok(tx) = self.conn.transaction() else { return 0 };
+        let mut carried = 0;
+        let mut cursor = 0i64;
+        while cursor < max_id {
+            let chunk: rusqlite::Result<Vec<SalvagedRow>> = old
+                .prepare(
+                    "SELECT id, event_name, event_id, event_time, order_id, state, attempts, queued_at, sent_at,
+                            dead_reason, dead_message, COALESCE((SELECT json FROM payloads p WHERE p.id = events.id), '')
+                     FROM events WHERE id > ?1 ORDER BY id LIMIT 500",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([cursor], |r| {
+                        Ok(SalvagedRow {
+                            id: r.get(0)?,
+                            event_name: r.get(1)?,
+                            event_id: r.get(2)?,
+                            event_time: r.get(3)?,
+                            order_id: r.get(4)?,
+                            state: r.get(5)?,
+                            attempts: r.get(6)?,
+                            queued_at: r.get(7)?,
+                            sent_at: r.get(8)?,
+                            dead_reason: r.get(9)?,
+                            dead_message: r.get(10)?,
+                            payload: r.get(11)?,
+                        })
+                    })?
+                    .collect()
+                });
+            match chunk {
+                Ok(rows) if rows.is_empty() => break,
+                Ok(rows) => {
+                    cursor = rows.last().map_or(cursor + 500, |r| r.id);
+                    for v in rows {
+                        let inserted = tx.execute(
+                            "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, state, attempts, queued_at,
+                                sent_at, dead_reason, dead_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                            params![
+                                v.event_name,
+                                v.event_id,
+                                v.event_time,
+                                v.order_id,
+                                v.state,
+                                v.attempts,
+                                v.queued_at,
+                                v.sent_at,
+                                v.dead_reason,
+                                v.dead_message
+                            ],
+                        );
+                        if inserted.unwrap_or(0) == 1 {
+                            carried += 1;
+                            if !v.payload.is_empty() {
+                                let _ = tx.execute(
+                                    "INSERT INTO payloads (id, json) VALUES (?1, ?2)",
+                                    params![tx.last_insert_rowid(), v.payload],
+                                );
+                            }
+                        }
+                    }
+                }
+                // A damaged stretch: step over it, but give up on a file that is damaged throughout.
+                Err(_) => {
+                    cursor += 500;
+                    failures += 1;
+                    if failures > 1000 {
+                        break;
+                    }
+                }
+            }
+        }
+        if tx.commit().is_err() {
+            return 0;
+        }
+        carried
+    }
+
+    /// Open an existing queue for reading (status, watch, dead-letter list).
+    pub fn open_existing(path: &Path) -> Result<Queue> {
+        if !path.exists() {
+            return Err(QueueError::Missing(path.to_path_buf()));
+        }
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut queue = Queue { conn, path: path.to_path_buf() };
+        queue.configure()?;
+        let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
+        if found > schema::VERSION {
+            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
+        }
+        Ok(queue)
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "PRAGMA auto_vacuum = INCREMENTAL;
+                 PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 10000;
+                 PRAGMA journal_size_limit = 67108864;
+                 PRAGMA cache_size = -2048;",
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+}
+
+/// Create the database file with mode 0600 if it does not exist yet (SQLite gives its -wal and
+/// -shm files the same mode).
+///
+/// Never open a file descriptor on an existing database: closing any descriptor of a file drops
+/// every POSIX lock this process holds on it, including those of open SQLite connections, and
+/// another process could then checkpoint and delete the WAL under them.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,214 @@
+//! The outbox: pending batches, what one delivery attempt did to its events, expiry, pruning, and
+//! the space sent events' JSON takes.
+
+use super::{agent, AgentState, DeadReason, EventState, Queue, QueueError, Result, SendLogEntry};
+use rusqlite::params;
+
+/// A queued event as the sender sees it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: i64,
+    pub event_id: String,
+    pub event_time: i64,
+    pub payload: String,
+}
+
+/// What one delivery attempt did to its events.
+#[derive(Debug, Clone, Copy)]
+pub enum Disposition<'a> {
+    Sent { at: i64 },
+    Dead { reason: DeadReason, message: &'a str },
+    StillPending,
+}
+
+impl Queue {
+    /// Up to `limit` pending events, oldest queued first.
+    pub fn pending_batch(&self, limit: usize) -> Result<Vec<Queued>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT e.id, e.event_id, e.event_time, p.json FROM events e JOIN payloads p ON p.id = e.id
+                 WHERE e.state = ?2 ORDER BY e.id LIMIT ?1",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![limit as i64, EventState::Pending], |r| {
+                Ok(Queued { id: r.get(0)?, event_id: r.get(1)?, event_time: r.get(2)?, payload: r.get(3)? })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    pub fn pending_count(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM events WHERE state = ?1", [EventState::Pending], |r| r.get(0))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Bytes the database's pages in use hold (free pages not counted; the WAL is bounded
+    /// separately by checkpoints and `journal_size_limit`).
+    pub fn used_bytes(&self) -> u64 {
+        let pages: i64 = self
+            .conn
+            .query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap_or(4096);
+        (pages.max(0) * page_size) as u64
+    }
+
+    /// Refuse to grow the database file past `bytes` (SQLite answers "database or disk is full",
+    /// and the transaction that hit it rolls back).
+    pub fn set_size_limit(&self, bytes: u64) -> Result<()> {
+        let page_size: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| self.sqlite(e))?;
+        let pages = (bytes / page_size.max(512)).max(1);
+        self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(|e| self.sqlite(e))
+    }
+
+    /// Drop the JSON of events sent before `cutoff`: only their ids are still needed (to recognise
+    /// re-exports). Returns how many.
+    pub fn clear_sent_payloads(&self, cutoff: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE state = ?2 AND sent_at < ?1)",
+                params![cutoff, EventState::Sent],
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Return free pages to the file system and bound the WAL (after a backlog drained).
+    pub fn give_back_space(&self) -> Result<()> {
+        // `incremental_vacuum` frees one page per step: step it to the end.
+        let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum").map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.sqlite(e))?;
+        while rows.next().map_err(|e| self.sqlite(e))?.is_some() {}
+        drop(rows);
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(|e| self.sqlite(e))
+    }
+
+    pub fn has_pending(&self) -> Result<bool> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM events WHERE state = ?1)", [EventState::Pending], |r| r.get(0))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Record one delivery attempt of `ids` in a single transaction: the events' new state, the
+    /// send-log line and the agent state for `status`, as `change` leaves it.
+    pub fn record_attempt(
+        &mut self,
+        ids: &[i64],
+        disposition: Disposition<'_>,
+        log: &SendLogEntry,
+        change: impl FnOnce(&mut AgentState),
+    ) -> Result<()> {
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let sql = match disposition {
+                Disposition::Sent { .. } => {
+                    "UPDATE events SET attempts = attempts + 1, state = ?3, sent_at = ?2 WHERE id = ?1 AND state = ?4"
+                }
+                Disposition::Dead { .. } => {
+                    "UPDATE events SET attempts = attempts + 1, state = ?4, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = ?5"
+                }
+                Disposition::StillPending => "UPDATE events SET attempts = attempts + 1 WHERE id = ?1",
+            };
+            let mut stmt = tx.prepare_cached(sql).map_err(err)?;
+            for id in ids {
+                match disposition {
+                    Disposition::Sent { at } => stmt.execute(params![id, at, EventState::Sent, EventState::Pending]),
+                    Disposition::Dead { reason, message } => {
+                        stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending])
+                    }
+                    Disposition::StillPending => stmt.execute(params![id]),
+                }
+                .map_err(err)?;
+            }
+            tx.execute(
+                "INSERT INTO send_log (at, events, http_status, code, class, message, request_id, test_event_code)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    log.at,
+                    log.events,
+                    log.http_status,
+                    log.code,
+                    log.class,
+                    log.message,
+                    log.request_id,
+                    log.test_event_code
+                ],
+            )
+            .map_err(err)?;
+            agent::update(&tx, change).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Mark events sent without an attempt record (tests set up states with it).
+    #[cfg(test)]
+    pub(crate) fn mark_sent(&mut self, ids: &[i64], now: i64) -> Result<()> {
+        for id in ids {
+            self.conn
+                .execute(
+                    "UPDATE events SET state = ?3, sent_at = ?2 WHERE id = ?1 AND state = ?4",
+                    params![id, now, EventState::Sent, EventState::Pending],
+                )
+                .map_err(|e| self.sqlite(e))?;
+        }
+        Ok(())
+    }
+
+    /// Dead-letter pending events without an attempt (expired before they were sent).
+    pub fn mark_dead(&mut self, ids: &[i64], reason: DeadReason, message: &str) -> Result<()> {
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE events SET state = ?4, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = ?5",
+                )
+                .map_err(err)?;
+            for id in ids {
+                stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Dead-letter pending events older than `cutoff` (reason `expired`). Returns how many.
+    pub fn expire_older_than(&self, cutoff: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE events SET state = ?2, dead_reason = ?3, dead_message = ?4 WHERE state = ?5 AND event_time < ?1",
+                params![
+                    cutoff,
+                    EventState::Dead,
+                    DeadReason::Expired,
+                    DeadReason::EXPIRED_MESSAGE,
+                    EventState::Pending
+                ],
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Forget sent events that can no longer be re-queued by a re-export (older than `cutoff`,
+    /// which the caller sets beyond the attribution window), and old send-log rows.
+    pub fn prune(&self, sent_cutoff: i64, log_keep: i64) -> Result<usize> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM events WHERE state = ?2 AND event_time < ?1 AND sent_at < ?1",
+                params![sent_cutoff, EventState::Sent],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        self.conn
+            .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])
+            .map_err(|e| self.sqlite(e))?;
+        Ok(n)
+    }
+}

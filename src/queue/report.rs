@@ -1,0 +1,137 @@
+//! What `status`, `watch` and the supervisor read: counts, the send log, new events, agent state.
+
+use super::{EventState, Queue, Result, SendClass};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+/// An event as `watch` shows it.
+#[derive(Debug, Clone)]
+pub struct TapEvent {
+    pub id: i64,
+    pub state: EventState,
+    pub file: Option<String>,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SendLogEntry {
+    pub id: i64,
+    pub at: i64,
+    pub events: i64,
+    pub http_status: Option<i64>,
+    pub code: Option<i64>,
+    pub class: SendClass,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub test_event_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub pending: i64,
+    pub sent: i64,
+    pub dead: i64,
+    pub oldest_pending_queued_at: Option<i64>,
+    pub oldest_pending_event_time: Option<i64>,
+    pub files: i64,
+    pub rejects: i64,
+}
+
+impl Queue {
+    pub fn send_log_after(&self, after_id: i64, limit: usize) -> Result<Vec<SendLogEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, at, events, http_status, code, class, message, request_id, test_event_code
+                 FROM send_log WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![after_id, limit as i64], |r| {
+                Ok(SendLogEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    events: r.get(2)?,
+                    http_status: r.get(3)?,
+                    code: r.get(4)?,
+                    class: r.get(5)?,
+                    message: r.get(6)?,
+                    request_id: r.get(7)?,
+                    test_event_code: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Events queued after `after_id` (any state), for `watch`.
+    pub fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<TapEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT e.id, e.state, f.path, COALESCE(p.json, '(sent; its JSON is no longer kept)') FROM events e
+                 LEFT JOIN files f ON f.id = e.file_id LEFT JOIN payloads p ON p.id = e.id
+                 WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![after_id, limit as i64], |r| {
+                Ok(TapEvent {
+                    id: r.get(0)?,
+                    // Any other value was shown as dead before the states had a type; it still is.
+                    state: EventState::from_code(r.get(1)?).unwrap_or(EventState::Dead),
+                    file: r.get(2)?,
+                    payload: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    pub fn max_ids(&self) -> Result<(i64, i64)> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE((SELECT MAX(id) FROM events), 0), COALESCE((SELECT MAX(id) FROM send_log), 0)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
+    // ---- status and dead letters -------------------------------------------------------------
+
+    pub fn counts(&self) -> Result<Counts> {
+        let mut counts = Counts::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")
+            .map_err(|e| self.sqlite(e))?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.sqlite(e))?;
+        for row in rows {
+            let (state, n) = row.map_err(|e| self.sqlite(e))?;
+            match EventState::from_code(state) {
+                Some(EventState::Pending) => counts.pending = n,
+                Some(EventState::Sent) => counts.sent = n,
+                Some(EventState::Dead) | None => counts.dead += n,
+            }
+        }
+        (counts.oldest_pending_queued_at, counts.oldest_pending_event_time) = self
+            .conn
+            .query_row(
+                "SELECT queued_at, event_time FROM events WHERE state = ?1 ORDER BY id LIMIT 1",
+                [EventState::Pending],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?
+            .map_or((None, None), |(a, b)| (Some(a), Some(b)));
+        (counts.files, counts.rejects) = self
+            .conn
+            .query_row("SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM rejects)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        Ok(counts)
+    }
+}

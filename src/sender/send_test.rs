@@ -1,0 +1,91 @@
+//! `send-test`: one test Purchase, built like any sale (so it is hashed and shaped the same way),
+//! posted with a `test_event_code` outside the queue, and what TikTok made of it.
+
+use super::{client_config, SendError};
+use crate::config::{load_token, Config, Token};
+use crate::event::{self, RawItem, RawOrder, SourceDefaults};
+use crate::tiktok::classify::{classify, Outcome};
+use crate::tiktok::client::Client;
+use crate::tiktok::wire;
+
+/// A test Purchase ready to post, or only its body in a dry run.
+pub enum TestSend {
+    DryRun { body: String },
+    Ready(TestPurchase),
+}
+
+/// A test Purchase with the client and token to post it.
+pub struct TestPurchase {
+    pub event_id: String,
+    pub body: String,
+    client: Client,
+    token: Token,
+}
+
+/// What TikTok answered to a test Purchase.
+#[derive(Debug, Clone)]
+pub struct SendTestReport {
+    pub status: u16,
+    pub body: String,
+    pub outcome: Outcome,
+}
+
+impl SendTestReport {
+    pub fn delivered(&self) -> bool {
+        matches!(self.outcome, Outcome::Delivered { .. })
+    }
+}
+
+impl TestSend {
+    /// Build the test Purchase at `now` with the first source's currency and shop id; outside a dry
+    /// run, load the token and set up the client.
+    pub fn prepare(config: &Config, code: &str, now: i64) -> Result<TestSend, SendError> {
+        let first = config.sources.first();
+        let defaults = SourceDefaults {
+            time_zone: jiff::tz::TimeZone::UTC,
+            time_formats: vec![],
+            currency: first.and_then(|s| s.defaults.currency).or_else(|| event::money::Currency::parse("USD")),
+            shop_id: Some(first.and_then(|s| s.defaults.shop_id.clone()).unwrap_or_else(|| "send-test".into())),
+            till_id: None,
+            decimal_separator: '.',
+            phone_region: None,
+            event_names: event::name::NameTable::default(),
+        };
+        let raw = RawOrder {
+            line: 1,
+            order_id: format!("send-test-{now}"),
+            event_time: now.to_string(),
+            items: vec![RawItem {
+                line: 1,
+                content_id: Some("send-test".into()),
+                content_name: Some("offline-events-agent test purchase".into()),
+                price: Some("1.00".into()),
+                quantity: Some("1".into()),
+                ..RawItem::default()
+            }],
+            ..RawOrder::default()
+        };
+        let (ev, _) = event::build(&raw, &defaults).map_err(SendError::TestEvent)?;
+        let body = wire::batch_body(&config.event_source_id, Some(code), [wire::event_json(&ev).as_str()]);
+        if config.dry_run {
+            return Ok(TestSend::DryRun { body });
+        }
+        let token = load_token(config.token.as_ref())?;
+        let client = Client::new(&client_config(config))?;
+        Ok(TestSend::Ready(TestPurchase { event_id: ev.event_id.as_str().to_string(), body, client, token }))
+    }
+}
+
+impl TestPurchase {
+    /// Where it is posted.
+    pub fn endpoint(&self) -> &str {
+        self.client.url()
+    }
+
+    /// Post it once (no retries) and classify the answer.
+    pub fn send(&self) -> Result<SendTestReport, SendError> {
+        let reply = self.client.post(self.token.expose(), &self.body)?;
+        let outcome = classify(reply.status, reply.retry_after.as_deref(), &reply.body);
+        Ok(SendTestReport { status: reply.status, body: reply.body, outcome })
+    }
+}

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use offline_events_agent::config::{self, Config};
-use offline_events_agent::queue::{DeadFilter, Queue};
+use offline_events_agent::queue::{DeadFilter, DeadReason, Queue};
 use offline_events_agent::sender;
 use offline_events_agent::tiktok::wire;
 use offline_events_agent::{commands, daemon, status, tap};
@@ -116,19 +116,34 @@ struct Selection {
     /// Every dead event.
     #[arg(long, conflicts_with_all = ["reason", "ids"])]
     all: bool,
-    /// Dead events with this reason (expired, future, invalid, too_large, pii_not_hashed).
-    #[arg(long, conflicts_with = "ids")]
-    reason: Option<String>,
+    /// Dead events with this reason.
+    #[arg(long, conflicts_with = "ids", value_parser = dead_reason_parser())]
+    reason: Option<DeadReason>,
     /// Dead event ids (from `dead-letter list`).
     ids: Vec<i64>,
 }
 
+/// `--reason` takes exactly the reasons the queue records (listed in help and in the error).
+fn dead_reason_parser() -> impl clap::builder::TypedValueParser<Value = DeadReason> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(DeadReason::ALL.map(DeadReason::as_str))
+        .map(|r| DeadReason::parse(&r).expect("one of the possible values"))
+}
+
 impl Selection {
-    fn filter(&self) -> anyhow::Result<DeadFilter> {
+    /// What to act on; ids that name no dead event are an error, not "0 requeued".
+    fn filter(&self, queue: &Queue) -> anyhow::Result<DeadFilter> {
         match (self.all, &self.reason, self.ids.is_empty()) {
             (true, _, _) => Ok(DeadFilter::All),
-            (_, Some(r), _) => Ok(DeadFilter::Reason(r.clone())),
-            (_, None, false) => Ok(DeadFilter::Ids(self.ids.clone())),
+            (_, Some(r), _) => Ok(DeadFilter::Reason(*r)),
+            (_, None, false) => {
+                let missing = queue.not_dead(&self.ids)?;
+                if !missing.is_empty() {
+                    let list = missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+                    anyhow::bail!("no dead event with id {list} (see `dead-letter list`); nothing changed");
+                }
+                Ok(DeadFilter::Ids(self.ids.clone()))
+            }
             _ => anyhow::bail!("say which: --all, --reason REASON, or ids"),
         }
     }
@@ -390,8 +405,8 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
                 println!("  {}", status::reject_line(r));
             }
         }
-        DeadAction::Requeue(sel) => println!("requeued {} events", queue.requeue(&sel.filter()?)?),
-        DeadAction::Purge(sel) => println!("purged {} events", queue.purge(&sel.filter()?)?),
+        DeadAction::Requeue(sel) => println!("requeued {} events", queue.requeue(&sel.filter(&queue)?)?),
+        DeadAction::Purge(sel) => println!("purged {} events", queue.purge(&sel.filter(&queue)?)?),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! Dead letters and rejected rows: listed, requeued, purged.
 
-use super::{EventState, Queue, Result};
+use super::{DeadReason, EventState, Queue, Result};
 use rusqlite::params;
 use serde::Serialize;
 
@@ -30,7 +30,7 @@ pub struct RejectRecord {
 pub enum DeadFilter {
     All,
     Ids(Vec<i64>),
-    Reason(String),
+    Reason(DeadReason),
 }
 
 impl Queue {
@@ -93,10 +93,25 @@ impl Queue {
         self.dead_update(&format!("DELETE FROM events WHERE state = {}", EventState::Dead.code()), filter)
     }
 
+    /// Those of `ids` that name no dead event (a typo, or already requeued or purged).
+    pub fn not_dead(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM events WHERE id = ?1 AND state = ?2")
+            .map_err(|e| self.sqlite(e))?;
+        let mut missing = Vec::new();
+        for &id in ids {
+            if !stmt.exists(rusqlite::params![id, EventState::Dead.code()]).map_err(|e| self.sqlite(e))? {
+                missing.push(id);
+            }
+        }
+        Ok(missing)
+    }
+
     fn dead_update(&self, base: &str, filter: &DeadFilter) -> Result<usize> {
         match filter {
             DeadFilter::All => self.conn.execute(base, []),
-            DeadFilter::Reason(reason) => self.conn.execute(&format!("{base} AND dead_reason = ?1"), [reason]),
+            DeadFilter::Reason(reason) => self.conn.execute(&format!("{base} AND dead_reason = ?1"), [reason.as_str()]),
             DeadFilter::Ids(ids) => {
                 let mut n = 0;
                 for id in ids {

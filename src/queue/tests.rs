@@ -88,7 +88,8 @@ fn states_expiry_requeue_and_purge() {
     assert_eq!((c.pending, c.sent, c.dead), (1, 1, 2));
     let dead = q.dead_events(10).unwrap();
     assert_eq!(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), vec!["expired", "invalid"]);
-    assert_eq!(q.requeue(&DeadFilter::Reason("invalid".into())).unwrap(), 1);
+    assert_eq!(q.not_dead(&[batch[0].id, batch[2].id, batch[3].id, 9999]).unwrap(), vec![batch[3].id, 9999]);
+    assert_eq!(q.requeue(&DeadFilter::Reason(DeadReason::Invalid)).unwrap(), 1);
     assert_eq!(q.purge(&DeadFilter::All).unwrap(), 1);
     let c = q.counts().unwrap();
     assert_eq!((c.pending, c.sent, c.dead), (2, 1, 0));

@@ -82,6 +82,18 @@ fn dead_letters_can_be_requeued_and_purged() {
     assert_eq!(agent.counts(), (0, 2, 2));
     let list: serde_json::Value = serde_json::from_str(&agent.cmd_ok(&["dead-letter", "list", "--json"])).unwrap();
     let first = list["dead_events"][0]["id"].as_i64().unwrap().to_string();
+    // A mistyped reason or an id that is no dead event is an error that changes nothing.
+    let out = agent.cmd(&["dead-letter", "requeue", "--reason", "expird"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("expird") && stderr.contains("expired, future, invalid, too_large, pii_not_hashed"),
+        "{stderr}"
+    );
+    let out = agent.cmd(&["dead-letter", "requeue", &first, "9999"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no dead event with id 9999"), "{stderr}");
+    assert_eq!(agent.counts(), (0, 2, 2));
     fake.reject_event_ids(&[]);
     assert!(agent.cmd_ok(&["dead-letter", "requeue", &first]).contains("requeued 1"));
     agent.cmd_ok(&["flush"]);

@@ -152,7 +152,10 @@ impl Selection {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let mut config = match config::load(&cli.config) {
+    // Absolute once, here: relative source folders resolve against it, and the watcher reports
+    // absolute paths, so a relative `--config` would make every file event miss its source.
+    let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
+    let mut config = match config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -166,7 +169,7 @@ fn main() -> ExitCode {
         _ => config::Overrides::default(),
     };
     overrides.apply(&mut config);
-    match execute(cli.command, config, &cli.config, overrides) {
+    match execute(cli.command, config, &config_path, overrides) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -368,13 +371,8 @@ fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
     println!("sending test Purchase {} to {} with test_event_code {code}", test.event_id, test.endpoint());
     let report = test.send()?;
     println!("http {}: {}", report.status, report.body.trim());
-    if report.delivered() {
-        println!("ok: open Events Manager > your offline event set > Test Events to see it");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("not delivered: {:?}", report.outcome);
-        Ok(ExitCode::from(EXIT_UNDELIVERED))
-    }
+    println!("{}", report.explain());
+    Ok(if report.delivered() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNDELIVERED) })
 }
 
 fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> {

@@ -34,6 +34,44 @@ impl SendTestReport {
     pub fn delivered(&self) -> bool {
         matches!(self.outcome, Outcome::Delivered { .. })
     }
+
+    /// One sentence for the operator: what TikTok said (code and message) and what to fix.
+    pub fn explain(&self) -> String {
+        explain(&self.outcome)
+    }
+}
+
+/// What a test send's outcome means, as a sentence with TikTok's code and message and the fix.
+pub fn explain(outcome: &Outcome) -> String {
+    let code = |c: Option<i64>| c.map(|c| format!("code {c}: ")).unwrap_or_default();
+    match outcome {
+        Outcome::Delivered { partial: false, .. } => {
+            "delivered: open Events Manager > your offline event set > Test Events to see it".into()
+        }
+        Outcome::Delivered { partial: true, message, .. } => format!(
+            "delivered with a warning ({}): open Events Manager > your offline event set > Test Events to see it",
+            message.trim()
+        ),
+        Outcome::Auth { code: c, message } => format!(
+            "not delivered: TikTok refused the access token or its permission ({}{}); fix: generate a new token \
+             for this event set's business account in Events Manager and write it where the config's \
+             access token comes from",
+            code(*c),
+            message.trim()
+        ),
+        Outcome::Rejected { code: c, message, .. } => format!(
+            "not delivered: TikTok refused the request ({}{}); fix: check event_source_id (the offline event \
+             set's 19-digit id in Events Manager) and the test event code",
+            code(Some(*c)),
+            message.trim()
+        ),
+        Outcome::Retry { code: c, reason, .. } => format!(
+            "not delivered: TikTok did not take it this time ({}{}); fix: check the network or proxy and try \
+             again in a minute",
+            code(*c),
+            reason.trim()
+        ),
+    }
 }
 
 impl TestSend {
@@ -87,5 +125,50 @@ impl TestPurchase {
         let reply = self.client.post(self.token.expose(), &self.body)?;
         let outcome = classify(reply.status, reply.retry_after.as_deref(), &reply.body);
         Ok(SendTestReport { status: reply.status, body: reply.body, outcome })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiktok::classify::RejectKind;
+
+    #[test]
+    fn every_outcome_is_a_sentence_with_the_code_the_message_and_the_fix() {
+        let cases: [(Outcome, &[&str]); 5] = [
+            (
+                Outcome::Delivered { partial: false, request_id: None, message: "OK".into() },
+                &["delivered: open Events Manager"],
+            ),
+            (
+                Outcome::Delivered { partial: true, request_id: None, message: "partial".into() },
+                &["delivered with a warning (partial)"],
+            ),
+            (
+                Outcome::Auth { code: Some(40105), message: "Access token is invalid".into() },
+                &["not delivered", "code 40105: Access token is invalid", "fix: generate a new token"],
+            ),
+            (
+                Outcome::Rejected {
+                    kind: RejectKind::Invalid,
+                    code: 40002,
+                    index: None,
+                    message: "Invalid value for event_source_id".into(),
+                    request_id: None,
+                },
+                &["not delivered", "code 40002: Invalid value for event_source_id", "fix: check event_source_id"],
+            ),
+            (
+                Outcome::Retry { code: None, reason: "http 503".into(), retry_after: None },
+                &["not delivered", "(http 503)", "fix: check the network"],
+            ),
+        ];
+        for (outcome, parts) in cases {
+            let text = explain(&outcome);
+            for part in parts {
+                assert!(text.contains(part), "{outcome:?}: {text}");
+            }
+            assert!(!text.contains("Outcome") && !text.contains('{'), "{text}");
+        }
     }
 }

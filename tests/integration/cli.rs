@@ -62,7 +62,7 @@ fn send_test_posts_one_test_purchase() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let agent = Agent::new(&fake.base_url(), Opts::default());
     let out = agent.cmd_ok(&["send-test", "--test-event-code", "TEST123"]);
-    assert!(out.contains("ok:"), "{out}");
+    assert!(out.contains("delivered: open Events Manager"), "{out}");
     let r = &fake.requests()[0];
     assert_eq!(r.test_event_code.as_deref(), Some("TEST123"));
     assert_eq!(r.events, 1);
@@ -70,6 +70,10 @@ fn send_test_posts_one_test_purchase() {
     fake.set_token("another");
     let out = agent.cmd(&["send-test", "--test-event-code", "TEST123"]);
     assert_eq!(out.status.code(), Some(75));
+    // A sentence with TikTok's code and message and the fix, not Rust debug text.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not delivered: TikTok refused the access token") && text.contains("code 4"), "{text}");
+    assert!(text.contains("fix:") && !text.contains("Auth {"), "{text}");
 }
 
 #[test]

@@ -358,3 +358,18 @@ fn a_split_export_waits_for_its_companion_and_is_archived_with_it() {
     );
     assert!(agent.inbox.join("archive/ItemSelectionDetails.csv").exists());
 }
+
+#[test]
+fn a_relative_config_path_still_sees_new_files_at_once_not_only_on_a_rescan() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    // Rescans an hour apart: only the watcher can see the file in time.
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    let text = std::fs::read_to_string(&agent.config).unwrap().replace("rescan_secs = 1", "rescan_secs = 3600");
+    std::fs::write(&agent.config, text).unwrap();
+    let mut daemon = agent.spawn_relative();
+    assert!(wait_until(T, || daemon.log_text().contains("started")), "{}", daemon.log_text());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    agent.drop_file("late.csv", &csv_orders("REL", 2, 1));
+    assert!(fake.wait_for_unique(2, std::time::Duration::from_secs(10)), "not picked up:\n{}", daemon.log_text());
+    daemon.terminate();
+}

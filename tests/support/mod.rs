@@ -164,6 +164,17 @@ rescan_secs = 1
         self.spawn_with(Command::new(bin()), env)
     }
 
+    /// Start `run` from inside the store's folder with `--config config.toml`, a relative path,
+    /// the config naming its source folder relative to itself too.
+    pub fn spawn_relative(&self) -> Daemon {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replace(&format!("path = \"{}\"", self.inbox.display()), "path = \"inbox\"");
+        std::fs::write(&self.config, text).unwrap();
+        let mut command = Command::new(bin());
+        command.current_dir(self.dir.path());
+        self.spawn_at(command, &[], Path::new("config.toml"))
+    }
+
     /// Start `run` as user `nobody` (after [`Agent::give_to_nobody`]), so that file modes bind
     /// even when the tests run as root.
     pub fn spawn_as_nobody(&self) -> Daemon {
@@ -189,11 +200,15 @@ rescan_secs = 1
         Ok(())
     }
 
-    fn spawn_with(&self, mut command: Command, env: &[(&str, &str)]) -> Daemon {
+    fn spawn_with(&self, command: Command, env: &[(&str, &str)]) -> Daemon {
+        self.spawn_at(command, env, &self.config)
+    }
+
+    fn spawn_at(&self, mut command: Command, env: &[(&str, &str)], config: &Path) -> Daemon {
         let log = self.dir.path().join(format!("daemon-{}.log", fastrand_u32()));
         let child = command
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .arg("run")
             .envs(env.iter().copied())
             .stdout(Stdio::from(File::create(&log).unwrap()))

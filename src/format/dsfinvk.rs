@@ -899,16 +899,6 @@ mod tests {
     }
 
     #[test]
-    fn the_format_is_registered() {
-        assert_eq!(Format::from_name("dsfinvk"), Some(Format::Dsfinvk));
-        assert_eq!(Format::Dsfinvk.name(), "dsfinvk");
-        assert_eq!(serde_json::to_value(Format::Dsfinvk).unwrap(), "dsfinvk");
-        assert_eq!(Format::Dsfinvk.default_extensions(), ["csv"]);
-        assert_eq!(Format::Dsfinvk.default_decimal_separator(), ',');
-        assert!(Format::Dsfinvk.default_time_formats().is_empty());
-    }
-
-    #[test]
     fn companions_are_found_by_name_in_any_case() {
         for (primary, reads) in [
             ("dsfinvk-transactions.csv", true),

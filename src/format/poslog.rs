@@ -1082,16 +1082,6 @@ mod tests {
     }
 
     #[test]
-    fn the_format_is_registered() {
-        assert_eq!(Format::from_name("arts-poslog"), Some(Format::ArtsPoslog));
-        assert_eq!(Format::ArtsPoslog.name(), "arts-poslog");
-        assert_eq!(serde_json::to_value(Format::ArtsPoslog).unwrap(), "arts-poslog");
-        assert_eq!(Format::ArtsPoslog.default_extensions(), ["xml"]);
-        assert_eq!(Format::ArtsPoslog.default_decimal_separator(), '.');
-        assert!(Format::ArtsPoslog.reads_file("POSLog_0042_20250314.xml"));
-    }
-
-    #[test]
     fn amounts_are_handed_on_with_the_source_separator() {
         let options = ReadOptions { decimal_separator: Some(','), ..ReadOptions::default() };
         let mut got = Vec::new();

@@ -3,7 +3,9 @@
 //! the crash libFuzzer reports; errors, rejects and skips are fine.
 
 use arbitrary::Arbitrary;
-use offline_events_agent::event::{self, money::Currency, name::NameTable, pii::parse_region, RawItem, RawOrder};
+use offline_events_agent::event::{
+    self, money::Currency, name::NameTable, pii::parse_region, Amount, RawItem, RawOrder,
+};
 use offline_events_agent::format::{self, Format, Parsed, ReadOptions};
 use std::ops::ControlFlow;
 
@@ -130,7 +132,7 @@ pub fn build(order: Order) {
         phones: order.phones,
         external_ids: order.external_ids,
         currency: order.currency,
-        value: order.value,
+        value: order.value.map(Amount::from),
         shop_id: order.shop_id,
         till_id: order.till_id,
         description: order.description,
@@ -145,8 +147,8 @@ pub fn build(order: Order) {
                 content_name: item.content_name,
                 content_category: item.content_category,
                 brand: item.brand,
-                price: item.price,
-                quantity: item.quantity,
+                price: item.price.map(Amount::from),
+                quantity: item.quantity.map(Amount::from),
             })
             .collect(),
         // Fields a reader sets from the file's own structure (consent, and any added later).

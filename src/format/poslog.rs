@@ -53,13 +53,11 @@
 //! POSLog element at all, is unreadable.
 //!
 //! XML numbers always use `.` as the decimal point. The amounts handed on (value, unit prices,
-//! netted quantities) are written with the source's decimal separator, as `event::build` reads
-//! them.
+//! netted quantities) are computed, so they go to `event::build` exact (`Amount::Exact`).
 
-use super::csv_table::amount_text;
-use super::{Format, FormatError, Parsed, ReadOptions, Reject, Skip, Summary};
+use super::{FormatError, Parsed, ReadOptions, Reject, Skip, Summary};
 use crate::event::money::parse_amount;
-use crate::event::{RawItem, RawOrder};
+use crate::event::{Amount, RawItem, RawOrder};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Decoder, Reader, XmlVersion};
 use rust_decimal::Decimal;
@@ -76,10 +74,9 @@ const MAX_WITHOUT_MARKUP: u64 = 1024 * 1024;
 
 pub(super) fn read(
     input: impl BufRead,
-    options: &ReadOptions,
+    _options: &ReadOptions,
     sink: &mut dyn FnMut(Parsed) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    let decimal = options.decimal_separator.unwrap_or(Format::ArtsPoslog.default_decimal_separator());
     let mut reader = Reader::from_reader(LineCounter { inner: input, newlines: 0, since_markup: 0 });
     // Text is not trimmed per event: `A &amp; B` arrives as three events. Values are trimmed
     // when their element closes.
@@ -119,7 +116,7 @@ pub(super) fn read(
                 Some(true) => {
                     outside.transactions += 1;
                     if let Some(done) = txn.take() {
-                        if sink(done.finish(decimal)).is_break() {
+                        if sink(done.finish()).is_break() {
                             return Ok(Summary::default());
                         }
                     }
@@ -679,7 +676,7 @@ impl Txn {
     }
 
     /// What the complete transaction is: an order, a skip or a reject (pure).
-    fn finish(self, decimal: char) -> Parsed {
+    fn finish(self) -> Parsed {
         let order_id = self.order_id();
         let line = self.line;
         let skip = |reason: String| Parsed::Skip(Skip { line, order_id: order_id.clone(), reason });
@@ -741,7 +738,7 @@ impl Txn {
         let Some(event_time) = self.end.clone().or_else(|| self.receipt.clone()).or_else(|| self.begin.clone()) else {
             return reject(line, Some("EndDateTime"), "missing".into());
         };
-        let items = match net_items(&self.sales, decimal) {
+        let items = match net_items(&self.sales) {
             Ok(items) => items,
             Err((at, field, reason)) => return reject(at, Some(field), reason),
         };
@@ -752,7 +749,7 @@ impl Txn {
             event_time,
             external_ids: self.external_ids,
             currency,
-            value: Some(amount_text(total, decimal)),
+            value: Some(Amount::Exact(total.normalize())),
             items,
             ..RawOrder::default()
         }))
@@ -815,7 +812,7 @@ fn returned(lines: &[LineAcc]) -> bool {
 /// Net the sale lines per item and unit price (pure), with the sign of a negative unit price moved
 /// to the quantity (see [`signed`]). A voided line with a negative quantity cancels its original;
 /// one with a positive quantity is the voided line itself and is dropped.
-fn net_items(sales: &[LineAcc], decimal: char) -> Result<Vec<RawItem>, (u64, &'static str, String)> {
+fn net_items(sales: &[LineAcc]) -> Result<Vec<RawItem>, (u64, &'static str, String)> {
     struct Net {
         item: RawItem,
         quantity: Decimal,
@@ -850,7 +847,7 @@ fn net_items(sales: &[LineAcc], decimal: char) -> Result<Vec<RawItem>, (u64, &'s
                         line: line.line,
                         content_id: Some(content_id),
                         content_name: line.description.clone().or_else(|| line.name_attr.clone()),
-                        price: Some(amount_text(price_value, decimal)),
+                        price: Some(Amount::Exact(price_value.normalize())),
                         ..RawItem::default()
                     },
                     quantity,
@@ -861,7 +858,7 @@ fn net_items(sales: &[LineAcc], decimal: char) -> Result<Vec<RawItem>, (u64, &'s
     Ok(nets
         .into_iter()
         .filter(|n| n.quantity > Decimal::ZERO)
-        .map(|n| RawItem { quantity: Some(amount_text(n.quantity, decimal)), ..n.item })
+        .map(|n| RawItem { quantity: Some(Amount::Exact(n.quantity.normalize())), ..n.item })
         .collect())
 }
 
@@ -953,7 +950,7 @@ mod tests {
     use crate::format::profile_tests::{
         assert_purchases, assert_skips, fixture, orders, rejects, run, skips, Outcome, Purchase, Source,
     };
-    use crate::format::{read as read_any, Policy};
+    use crate::format::{read as read_any, Format, Policy};
 
     /// The README's sources for the POSLog samples.
     const NEW_YORK: Source = Source {
@@ -970,6 +967,14 @@ mod tests {
         phone_region: None,
         time_formats: None,
     };
+
+    /// A computed amount, as its normalised decimal text.
+    fn exact(amount: &Option<Amount>) -> String {
+        match amount {
+            Some(Amount::Exact(value)) => value.to_string(),
+            other => panic!("not a computed amount: {other:?}"),
+        }
+    }
 
     fn text(name: &str) -> String {
         std::fs::read_to_string(fixture(name)).unwrap()
@@ -1082,7 +1087,7 @@ mod tests {
     }
 
     #[test]
-    fn amounts_are_handed_on_with_the_source_separator() {
+    fn amounts_are_handed_on_exact_whatever_the_source_separator() {
         let options = ReadOptions { decimal_separator: Some(','), ..ReadOptions::default() };
         let mut got = Vec::new();
         read_any(Format::ArtsPoslog, text("arts-poslog-v6-sale.xml").as_bytes(), &options, &mut |p| {
@@ -1091,13 +1096,13 @@ mod tests {
         })
         .unwrap();
         let order = orders(&got)[0];
-        assert_eq!(order.value.as_deref(), Some("105,93"));
-        assert_eq!(order.items[0].price.as_deref(), Some("79,95"));
-        let mut defaults = berlin(',');
-        let (event, _) = build(order, &defaults).unwrap();
-        assert_eq!(event.value.normalize().to_string(), "105.93");
-        defaults.decimal_separator = '.';
-        assert!(build(order, &defaults).is_err(), "written for `,`, not `.`");
+        let exact = |s| Some(Amount::Exact(Decimal::from_str_exact(s).unwrap()));
+        assert_eq!(order.value, exact("105.93"));
+        assert_eq!(order.items[0].price, exact("79.95"));
+        for decimal in [',', '.'] {
+            let (event, _) = build(order, &berlin(decimal)).unwrap();
+            assert_eq!(event.value.normalize().to_string(), "105.93");
+        }
     }
 
     /// The batch sample without its control transaction: 161, 162, 163, ... .
@@ -1295,11 +1300,8 @@ mod tests {
             .replace("<Quantity>-1</Quantity>", "<Quantity>1</Quantity>");
         for text in [text("arts-poslog-sale.xml"), xstore] {
             let parsed = parse(text.as_bytes()).unwrap();
-            let ids: Vec<_> = orders(&parsed)[0]
-                .items
-                .iter()
-                .map(|i| (i.content_id.clone().unwrap(), i.quantity.clone().unwrap()))
-                .collect();
+            let ids: Vec<_> =
+                orders(&parsed)[0].items.iter().map(|i| (i.content_id.clone().unwrap(), exact(&i.quantity))).collect();
             let tote = ids.iter().filter(|(id, _)| id == "TOTE-CNV-NAT").count();
             assert!(tote <= 1, "{ids:?}");
             assert_eq!(ids[0], ("SOCK-NVY-M".to_string(), "2".to_string()));
@@ -1350,10 +1352,10 @@ mod tests {
             ),
         ];
         for (name, lines, want) in cases {
-            let got: Vec<(String, String, String)> = net_items(&lines, '.')
+            let got: Vec<(String, String, String)> = net_items(&lines)
                 .unwrap()
                 .into_iter()
-                .map(|i| (i.content_id.unwrap(), i.price.unwrap(), i.quantity.unwrap()))
+                .map(|i| (i.content_id.clone().unwrap(), exact(&i.price), exact(&i.quantity)))
                 .collect();
             let want: Vec<(String, String, String)> =
                 want.iter().map(|(i, p, q)| (i.to_string(), p.to_string(), q.to_string())).collect();

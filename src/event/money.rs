@@ -167,6 +167,24 @@ mod tests {
     }
 
     #[test]
+    fn computed_amounts_keep_the_bound_of_written_ones() {
+        let cases: &[(Amount, char, Result<Decimal, MoneyError>)] = &[
+            (Amount::Exact(d("105.93")), ',', Ok(d("105.93"))),
+            (Amount::Exact(d("-2.40")), '.', Ok(d("-2.40"))),
+            (Amount::Exact(d("999999999999999.99")), '.', Ok(d("999999999999999.99"))),
+            (Amount::Exact(d("1000000000000000")), '.', Err(MoneyError::OutOfRange)),
+            (Amount::Exact(d("-1000000000000000")), '.', Err(MoneyError::OutOfRange)),
+            ("12,50 €".into(), ',', Ok(d("12.50"))),
+            ("1000000000000000".into(), '.', Err(MoneyError::OutOfRange)),
+            ("lots".into(), '.', Err(MoneyError::NotAnAmount)),
+        ];
+        for (amount, decimal, want) in cases {
+            assert_eq!(&amount.resolve(*decimal), want, "{amount:?}");
+        }
+        assert!(Amount::from(" ").is_blank() && !Amount::Exact(Decimal::ZERO).is_blank());
+    }
+
+    #[test]
     fn amounts() {
         let cases: &[(&str, char, &str)] = &[
             ("49.68", '.', "49.68"),

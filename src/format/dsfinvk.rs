@@ -49,8 +49,8 @@
 //!
 //! A bad row becomes a `Reject` naming its line and column, never its value, and reading goes on;
 //! a file without the essential columns, or without its companion, is [`FormatError::Unreadable`].
-//! Amounts are read, and computed ones written, with the source's decimal separator (`,` unless
-//! configured otherwise).
+//! Amounts are read with the source's decimal separator (`,` unless configured otherwise);
+//! computed ones are handed on exact.
 
 use super::companion::{self, Kind};
 use super::csv_table::{order_not_taken, Check, Row, Table};

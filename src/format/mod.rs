@@ -9,6 +9,9 @@
 //! `Skip` with its reason; only a file that cannot be read at all (no header, missing required
 //! columns, I/O error) is a [`FormatError`].
 //!
+//! Every format is one row of `REGISTRY`: its name, defaults, reader and rules; [`Format`] is a
+//! handle on a row.
+//!
 //! Input is decoded to UTF-8 before any reader sees it: a UTF-8 BOM is dropped, UTF-16 (with BOM)
 //! and the configured or detected legacy encoding (Windows-1252) are transcoded.
 
@@ -381,7 +384,7 @@ pub struct ReadOptions {
     /// The file being read, for profiles that join a companion file from the same folder.
     pub path: Option<std::path::PathBuf>,
     /// Decimal separator of amounts (the source's); `None`: the format's default. Profiles that
-    /// compute a value parse with it and write their result with it.
+    /// compute a value parse its cells with it and hand the result on exact.
     pub decimal_separator: Option<char>,
     /// What counts as a sale.
     pub policy: Policy,

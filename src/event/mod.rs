@@ -14,13 +14,15 @@ pub mod time;
 
 use id::EventId;
 use jiff::tz::TimeZone;
-use money::{parse_amount, Currency};
+pub use money::Amount;
+use money::Currency;
 use name::NameTable;
 use pii::HashedId;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
-/// One order as a reader found it. Every value is the text of the export (trimmed or not).
+/// One order as a reader found it. Every value is the text of the export (trimmed or not), but
+/// for amounts the reader computed, which are exact.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RawOrder {
     /// Line of the file where the order starts (1-based).
@@ -32,7 +34,7 @@ pub struct RawOrder {
     pub phones: Vec<String>,
     pub external_ids: Vec<String>,
     pub currency: Option<String>,
-    pub value: Option<String>,
+    pub value: Option<Amount>,
     pub shop_id: Option<String>,
     pub till_id: Option<String>,
     pub description: Option<String>,
@@ -51,8 +53,8 @@ pub struct RawItem {
     pub content_name: Option<String>,
     pub content_category: Option<String>,
     pub brand: Option<String>,
-    pub price: Option<String>,
-    pub quantity: Option<String>,
+    pub price: Option<Amount>,
+    pub quantity: Option<Amount>,
 }
 
 /// What a source contributes when the file does not say: time zone, currency, shop, till, region.
@@ -173,8 +175,8 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
     for item in &raw.items {
         contents.push(build_content(item, defaults.decimal_separator)?);
     }
-    let value = match non_empty(raw.value.as_deref()) {
-        Some(v) => parse_amount(v, defaults.decimal_separator).map_err(|e| err(line, "value", e.to_string()))?,
+    let value = match given(raw.value.as_ref()) {
+        Some(v) => v.resolve(defaults.decimal_separator).map_err(|e| err(line, "value", e.to_string()))?,
         None if !contents.is_empty() => contents
             .iter()
             .try_fold(Decimal::ZERO, |sum, c| sum.checked_add(c.price.checked_mul(Decimal::from(c.quantity))?))
@@ -206,12 +208,12 @@ fn build_content(item: &RawItem, decimal: char) -> Result<Content, BuildError> {
     let err = |field: &'static str, reason: String| BuildError { line: item.line, field, reason };
     let content_id =
         non_empty(item.content_id.as_deref()).ok_or_else(|| err("content_id", "empty".into()))?.trim().to_string();
-    let price = match non_empty(item.price.as_deref()) {
-        Some(p) => parse_amount(p, decimal).map_err(|e| err("price", e.to_string()))?,
+    let price = match given(item.price.as_ref()) {
+        Some(p) => p.resolve(decimal).map_err(|e| err("price", e.to_string()))?,
         None => return Err(err("price", "empty".into())),
     };
-    let quantity = match non_empty(item.quantity.as_deref()) {
-        Some(q) => parse_amount(q, decimal).map_err(|e| err("quantity", e.to_string()))?,
+    let quantity = match given(item.quantity.as_ref()) {
+        Some(q) => q.resolve(decimal).map_err(|e| err("quantity", e.to_string()))?,
         None => Decimal::ONE,
     };
     if quantity.is_sign_negative() && !quantity.is_zero() {
@@ -246,17 +248,20 @@ fn no_nul_bytes(raw: &RawOrder) -> Result<(), BuildError> {
         field,
         reason: "contains a NUL byte (the file is damaged there)".into(),
     };
-    let has_nul = |text: Option<&String>| text.is_some_and(|t| t.contains('\0'));
+    let has_nul = |text: Option<&str>| text.is_some_and(|t| t.contains('\0'));
+    fn amount(a: &Option<Amount>) -> Option<&str> {
+        a.as_ref().and_then(Amount::as_text)
+    }
     let order = [
-        ("order_id", Some(&raw.order_id)),
-        ("event", raw.event.as_ref()),
-        ("event_time", Some(&raw.event_time)),
-        ("currency", raw.currency.as_ref()),
-        ("value", raw.value.as_ref()),
-        ("shop_id", raw.shop_id.as_ref()),
-        ("till_id", raw.till_id.as_ref()),
-        ("description", raw.description.as_ref()),
-        ("time_zone", raw.time_zone.as_ref()),
+        ("order_id", Some(raw.order_id.as_str())),
+        ("event", raw.event.as_deref()),
+        ("event_time", Some(raw.event_time.as_str())),
+        ("currency", raw.currency.as_deref()),
+        ("value", amount(&raw.value)),
+        ("shop_id", raw.shop_id.as_deref()),
+        ("till_id", raw.till_id.as_deref()),
+        ("description", raw.description.as_deref()),
+        ("time_zone", raw.time_zone.as_deref()),
     ];
     if let Some((field, _)) = order.iter().find(|(_, text)| has_nul(*text)) {
         return Err(nul(raw.line, field));
@@ -267,12 +272,12 @@ fn no_nul_bytes(raw: &RawOrder) -> Result<(), BuildError> {
     }
     for item in &raw.items {
         let fields = [
-            ("content_id", item.content_id.as_ref()),
-            ("content_name", item.content_name.as_ref()),
-            ("content_category", item.content_category.as_ref()),
-            ("brand", item.brand.as_ref()),
-            ("price", item.price.as_ref()),
-            ("quantity", item.quantity.as_ref()),
+            ("content_id", item.content_id.as_deref()),
+            ("content_name", item.content_name.as_deref()),
+            ("content_category", item.content_category.as_deref()),
+            ("brand", item.brand.as_deref()),
+            ("price", amount(&item.price)),
+            ("quantity", amount(&item.quantity)),
         ];
         if let Some((field, _)) = fields.iter().find(|(_, text)| has_nul(*text)) {
             return Err(nul(item.line, field));
@@ -310,6 +315,11 @@ fn push_unique(list: &mut Vec<HashedId>, h: HashedId) {
     if !list.contains(&h) {
         list.push(h);
     }
+}
+
+/// An amount that is given: not missing, not blank text.
+fn given(a: Option<&Amount>) -> Option<&Amount> {
+    a.filter(|a| !a.is_blank())
 }
 
 fn non_empty(s: Option<&str>) -> Option<&str> {
@@ -386,7 +396,7 @@ mod tests {
             (Box::new(|o| o.items[1].quantity = Some("-1".into())), "quantity", 3),
             (Box::new(|o| o.items[1].content_name = Some("so\0cks".into())), "content_name", 3),
             (Box::new(|o| o.emails[0].push('\0')), "email", 2),
-            (Box::new(|o| o.items[0].price = Some("1".repeat(16))), "price", 2),
+            (Box::new(|o| o.items[0].price = Some("1".repeat(16).into())), "price", 2),
         ];
         for (mutate, field, line) in cases {
             let mut o = order();

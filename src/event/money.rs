@@ -69,6 +69,58 @@ pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
     Ok(if negative { -value } else { value })
 }
 
+/// An amount as a reader hands it on: the text of a cell, parsed by [`Amount::resolve`] with the
+/// source's decimal separator, or a value the reader computed, exact (never printed and parsed
+/// again).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Amount {
+    Text(String),
+    Exact(Decimal),
+}
+
+impl Amount {
+    /// The amount, under the same rules for text and computed values: text as [`parse_amount`]
+    /// reads it, and no magnitude of 10^15 or more.
+    pub fn resolve(&self, decimal: char) -> Result<Decimal, MoneyError> {
+        match self {
+            Amount::Text(text) => parse_amount(text, decimal),
+            Amount::Exact(value) if value.abs() >= Decimal::from(MAX_AMOUNT) => Err(MoneyError::OutOfRange),
+            Amount::Exact(value) => Ok(*value),
+        }
+    }
+
+    /// Text that is empty or white space: no amount given.
+    pub fn is_blank(&self) -> bool {
+        matches!(self, Amount::Text(text) if text.trim().is_empty())
+    }
+
+    /// The text of the cell, for an amount the reader did not compute.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Amount::Text(text) => Some(text),
+            Amount::Exact(_) => None,
+        }
+    }
+}
+
+impl From<&str> for Amount {
+    fn from(text: &str) -> Self {
+        Amount::Text(text.to_string())
+    }
+}
+
+impl From<String> for Amount {
+    fn from(text: String) -> Self {
+        Amount::Text(text)
+    }
+}
+
+impl From<Decimal> for Amount {
+    fn from(value: Decimal) -> Self {
+        Amount::Exact(value)
+    }
+}
+
 /// Remove white space, currency symbols and a three-letter currency code around a number.
 fn strip_currency(s: &str) -> &str {
     let symbols = |c: char| c.is_whitespace() || "$€£¥₱₩₹".contains(c);
@@ -112,6 +164,24 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn computed_amounts_keep_the_bound_of_written_ones() {
+        let cases: &[(Amount, char, Result<Decimal, MoneyError>)] = &[
+            (Amount::Exact(d("105.93")), ',', Ok(d("105.93"))),
+            (Amount::Exact(d("-2.40")), '.', Ok(d("-2.40"))),
+            (Amount::Exact(d("999999999999999.99")), '.', Ok(d("999999999999999.99"))),
+            (Amount::Exact(d("1000000000000000")), '.', Err(MoneyError::OutOfRange)),
+            (Amount::Exact(d("-1000000000000000")), '.', Err(MoneyError::OutOfRange)),
+            ("12,50 €".into(), ',', Ok(d("12.50"))),
+            ("1000000000000000".into(), '.', Err(MoneyError::OutOfRange)),
+            ("lots".into(), '.', Err(MoneyError::NotAnAmount)),
+        ];
+        for (amount, decimal, want) in cases {
+            assert_eq!(&amount.resolve(*decimal), want, "{amount:?}");
+        }
+        assert!(Amount::from(" ").is_blank() && !Amount::Exact(Decimal::ZERO).is_blank());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::id::EventId;
 use super::money::parse_amount;
 use super::pii::{hash_email, hash_external_id, hash_phone, normalise_phone, parse_region};
-use super::{build, RawItem, RawOrder, SourceDefaults};
+use super::{build, Amount, RawItem, RawOrder, SourceDefaults};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -151,7 +151,7 @@ proptest! {
             phones: texts[1].iter().cloned().collect(),
             external_ids: texts[2].iter().cloned().collect(),
             currency: texts[3].clone(),
-            value: amounts[0].clone(),
+            value: amounts[0].clone().map(Amount::from),
             shop_id: texts[4].clone(),
             till_id: texts[5].clone(),
             description: texts[6].clone(),
@@ -159,8 +159,8 @@ proptest! {
             items: vec![RawItem {
                 line: 1,
                 content_id: Some("SKU".into()),
-                price: amounts[1].clone(),
-                quantity: amounts[2].clone(),
+                price: amounts[1].clone().map(Amount::from),
+                quantity: amounts[2].clone().map(Amount::from),
                 ..RawItem::default()
             }],
             ..RawOrder::default()

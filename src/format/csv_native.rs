@@ -143,7 +143,7 @@ fn merge(order: &mut RawOrder, row: &Row, columns: &[Option<usize>; 18]) {
             Col::Phone => order.phones.push(value),
             Col::ExternalId => order.external_ids.push(value),
             Col::Currency => first(&mut order.currency),
-            Col::Value => first(&mut order.value),
+            Col::Value => order.value = order.value.take().or(Some(value.into())),
             Col::ShopId => first(&mut order.shop_id),
             Col::TillId => first(&mut order.till_id),
             Col::Description => first(&mut order.description),
@@ -151,8 +151,8 @@ fn merge(order: &mut RawOrder, row: &Row, columns: &[Option<usize>; 18]) {
             Col::ContentName => (item.content_name, has_item) = (Some(value), true),
             Col::ContentCategory => item.content_category = Some(value),
             Col::Brand => item.brand = Some(value),
-            Col::Price => (item.price, has_item) = (Some(value), true),
-            Col::Quantity => (item.quantity, has_item) = (Some(value), true),
+            Col::Price => (item.price, has_item) = (Some(value.into()), true),
+            Col::Quantity => (item.quantity, has_item) = (Some(value.into()), true),
             // Order-level, from the first row that has it (a file with a consent column but no
             // value for an order means no consent: see `finish`).
             Col::Consent => {
@@ -170,6 +170,7 @@ fn merge(order: &mut RawOrder, row: &Row, columns: &[Option<usize>; 18]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Amount;
     use crate::format::profile_tests::{orders, parse, rejects};
     use crate::format::Format;
 
@@ -194,7 +195,7 @@ mod tests {
     fn semicolons_are_detected_and_crlf_is_fine() {
         let text = "order_id;event_time;value\r\nB1;1741981330;10,50\r\n";
         let parsed = parse(Format::NativeCsv, text).unwrap();
-        assert_eq!(orders(&parsed)[0].value.as_deref(), Some("10,50"));
+        assert_eq!(orders(&parsed)[0].value.as_ref().and_then(Amount::as_text), Some("10,50"));
     }
 
     #[test]

@@ -466,16 +466,6 @@ pub(super) fn read_orders<R: Read, K: Clone + PartialEq, G>(
     Ok(())
 }
 
-/// `value` written the way the source writes amounts, for `event::build` to read back exactly.
-pub(super) fn amount_text(value: Decimal, decimal: char) -> String {
-    let text = value.normalize().to_string();
-    if decimal == '.' {
-        text
-    } else {
-        text.replace('.', &decimal.to_string())
-    }
-}
-
 /// A row's or order's `Reject` restated as the reason its order was not taken.
 pub(super) fn order_not_taken(order_id: &str, mut reject: Reject) -> Reject {
     reject.reason = format!("order `{order_id}` not taken: {}", reject.reason);
@@ -494,7 +484,6 @@ fn csv_error(e: csv::Error) -> FormatError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
     fn table(text: &str) -> Table<&[u8]> {
         Table::open(text.as_bytes(), Dialect::default()).unwrap()
@@ -625,15 +614,6 @@ mod tests {
         assert_eq!(detect_delimiter(b"a;b;c"), b';');
         assert_eq!(detect_delimiter(b"a\tb"), b'\t');
         assert_eq!(detect_delimiter(b"single"), b',');
-    }
-
-    #[test]
-    fn computed_amounts_are_written_with_the_source_separator() {
-        let d = |s| Decimal::from_str(s).unwrap();
-        assert_eq!(amount_text(d("36.38000000"), '.'), "36.38");
-        assert_eq!(amount_text(d("460.00"), '.'), "460");
-        assert_eq!(amount_text(d("-2.40"), ','), "-2,4");
-        assert_eq!(parse_amount(&amount_text(d("1249.5"), ','), ','), Ok(d("1249.5")));
     }
 
     #[test]

@@ -49,13 +49,13 @@
 //!
 //! A bad row becomes a `Reject` naming its line and column, never its value, and reading goes on;
 //! a file without the essential columns, or without its companion, is [`FormatError::Unreadable`].
-//! Amounts are read, and computed ones written, with the source's decimal separator (`,` unless
-//! configured otherwise).
+//! Amounts are read with the source's decimal separator (`,` unless configured otherwise);
+//! computed ones are handed on exact.
 
 use super::companion::{self, Kind};
-use super::csv_table::{amount_text, order_not_taken, Check, Row, Table};
+use super::csv_table::{order_not_taken, Check, Row, Table};
 use super::{Format, FormatError, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
-use crate::event::{RawItem, RawOrder};
+use crate::event::{Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
@@ -273,9 +273,9 @@ fn judge(row: &Row, key: &Key, columns: &Columns, lines: &Lines, decimal: char, 
         line: row.line,
         order_id: key.order_id(),
         event_time: row.get(columns.ende).to_string(),
-        value: Some(row.get(columns.brutto).to_string()),
+        value: Some(row.get(columns.brutto).into()),
         external_ids: row.opt(columns.kunde_id).map(str::to_string).into_iter().collect(),
-        items: receipt.map(|r| net_items(&r.lines, row.line, decimal)).unwrap_or_default(),
+        items: receipt.map(|r| net_items(&r.lines, row.line)).unwrap_or_default(),
         ..RawOrder::default()
     };
     Verdict::Order(Box::new(order), total)
@@ -295,7 +295,7 @@ fn signed(l: &Line) -> (Decimal, Decimal) {
 /// The contents of a receipt: its `Umsatz` lines with an article number, netted per article and
 /// unit price (see [`signed`]; a line void or a repeated article nets with its original), those
 /// with a positive net quantity (pure). No unit price handed on is negative.
-fn net_items(lines: &[Line], line: u64, decimal: char) -> Vec<RawItem> {
+fn net_items(lines: &[Line], line: u64) -> Vec<RawItem> {
     let mut items: Vec<(RawItem, Decimal, Decimal)> = Vec::new();
     for l in lines.iter().filter(|l| l.sale) {
         let Some(id) = &l.content_id else { continue };
@@ -322,8 +322,8 @@ fn net_items(lines: &[Line], line: u64, decimal: char) -> Vec<RawItem> {
         .into_iter()
         .filter(|(_, quantity, _)| *quantity > Decimal::ZERO)
         .map(|(item, quantity, price)| RawItem {
-            price: Some(amount_text(price, decimal)),
-            quantity: Some(amount_text(quantity, decimal)),
+            price: Some(Amount::Exact(price.normalize())),
+            quantity: Some(Amount::Exact(quantity.normalize())),
             ..item
         })
         .collect()
@@ -771,10 +771,11 @@ mod tests {
             ControlFlow::Continue(())
         })
         .unwrap();
-        let values: Vec<_> = orders.iter().map(|o| o.value.clone().unwrap()).collect();
+        let values: Vec<_> = orders.iter().map(|o| o.value.as_ref().and_then(Amount::as_text).unwrap()).collect();
         assert_eq!(values, ["10.50", "1249.00"]);
-        assert_eq!(orders[0].items[0].price.as_deref(), Some("3.8"));
-        // The sample itself, with the default `,`: computed amounts come back with a comma.
+        let exact = Some(Amount::Exact(Decimal::from_str_exact("3.8").unwrap()));
+        assert_eq!(orders[0].items[0].price, exact);
+        // The sample itself, with the default `,`: computed amounts are the same exact values.
         let outcome = run(&BERLIN, &fixture("dsfinvk-transactions.csv"), Policy::default());
         assert_eq!(outcome.events.len(), 2);
         let mut first = None;
@@ -791,7 +792,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(first.unwrap().items[0].price.as_deref(), Some("3,8"));
+        assert_eq!(first.unwrap().items[0].price, exact);
     }
 
     #[test]
@@ -896,16 +897,6 @@ mod tests {
         let outcome = run_export(&t, &l, staff);
         assert!(outcome.events.is_empty());
         assert!(outcome.skips[0].reason.contains("KUNDE_TYP Mitarbeiter"), "{:?}", outcome.skips);
-    }
-
-    #[test]
-    fn the_format_is_registered() {
-        assert_eq!(Format::from_name("dsfinvk"), Some(Format::Dsfinvk));
-        assert_eq!(Format::Dsfinvk.name(), "dsfinvk");
-        assert_eq!(serde_json::to_value(Format::Dsfinvk).unwrap(), "dsfinvk");
-        assert_eq!(Format::Dsfinvk.default_extensions(), ["csv"]);
-        assert_eq!(Format::Dsfinvk.default_decimal_separator(), ',');
-        assert!(Format::Dsfinvk.default_time_formats().is_empty());
     }
 
     #[test]
@@ -1061,12 +1052,14 @@ mod tests {
             ("free article", vec![line("F", "1", "0,00")], vec![("F", "0", "1")]),
         ];
         for (name, lines, want) in cases {
-            let got: Vec<(String, String, String)> = net_items(&lines, 2, ',')
+            let exact = |a: Option<Amount>| a.unwrap().resolve(',').unwrap();
+            let got: Vec<(String, Decimal, Decimal)> = net_items(&lines, 2)
                 .into_iter()
-                .map(|i| (i.content_id.unwrap(), i.price.unwrap(), i.quantity.unwrap()))
+                .map(|i| (i.content_id.unwrap(), exact(i.price), exact(i.quantity)))
                 .collect();
-            let want: Vec<(String, String, String)> =
-                want.iter().map(|(i, p, q)| (i.to_string(), p.to_string(), q.to_string())).collect();
+            let amount = |a: &str| parse_amount(a, ',').unwrap();
+            let want: Vec<(String, Decimal, Decimal)> =
+                want.iter().map(|(i, p, q)| (i.to_string(), amount(p), amount(q))).collect();
             assert_eq!(got, want, "{name}");
         }
     }

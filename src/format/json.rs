@@ -334,7 +334,7 @@ fn record(value: &Value, line: u64, paths: &Paths) -> Record {
                     "event_time" => order.event_time = s,
                     "event" => order.event = Some(s),
                     "currency" => order.currency = Some(s),
-                    "value" => order.value = Some(s),
+                    "value" => order.value = Some(s.into()),
                     "shop_id" => order.shop_id = Some(s),
                     "till_id" => order.till_id = Some(s),
                     _ => order.description = Some(s),
@@ -394,8 +394,8 @@ fn item(element: &Value, line: u64, paths: &Paths, at: &str) -> Result<Option<Ra
             "content_name" => item.content_name = Some(s),
             "content_category" => item.content_category = Some(s),
             "brand" => item.brand = Some(s),
-            "price" => item.price = Some(s),
-            _ => item.quantity = Some(s),
+            "price" => item.price = Some(s.into()),
+            _ => item.quantity = Some(s.into()),
         }
     }
     Ok(any.then_some(item))
@@ -474,7 +474,7 @@ impl Group {
 }
 
 fn merge(order: &mut RawOrder, more: RawOrder) {
-    fn first(slot: &mut Option<String>, value: Option<String>) {
+    fn first<T>(slot: &mut Option<T>, value: Option<T>) {
         if slot.is_none() {
             *slot = value;
         }
@@ -527,6 +527,7 @@ fn read_line_capped(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Amount;
     use crate::format::profile_tests::{orders, parse, rejects};
     use crate::format::Format;
 
@@ -554,7 +555,7 @@ mod tests {
                     o.line,
                     o.items.len(),
                     o.emails.len(),
-                    o.value.as_deref().unwrap_or("-")
+                    o.value.as_ref().and_then(Amount::as_text).unwrap_or("-")
                 ),
                 Parsed::Reject(r) => format!("reject@{} {}", r.line, r.field.as_deref().unwrap_or("-")),
                 Parsed::Skip(s) => format!("skip {}", s.order_id),
@@ -574,8 +575,8 @@ mod tests {
             ["order A1@1 items=1 emails=2 value=49.68", "order 42@3 items=0 emails=0 value=-"]
         );
         let a = orders(&parsed)[0];
-        assert_eq!(a.items[0].price.as_deref(), Some("8.0"));
-        assert_eq!(a.items[0].quantity.as_deref(), Some("2"));
+        assert_eq!(a.items[0].price.as_ref().and_then(Amount::as_text), Some("8.0"));
+        assert_eq!(a.items[0].quantity.as_ref().and_then(Amount::as_text), Some("2"));
     }
 
     #[test]
@@ -639,8 +640,11 @@ mod tests {
         let o = orders(&parsed)[0];
         assert_eq!(o.phones, ["+14155550142"]);
         assert_eq!(o.items[0].content_id.as_deref(), Some("S1"));
-        assert_eq!((o.items[0].price.as_deref(), o.items[0].quantity.as_deref()), (Some("2.50"), Some("2")));
-        assert_eq!(o.items[1].price.as_deref(), Some("1"));
+        fn cell(a: &Option<Amount>) -> Option<&str> {
+            a.as_ref().and_then(Amount::as_text)
+        }
+        assert_eq!((cell(&o.items[0].price), cell(&o.items[0].quantity)), (Some("2.50"), Some("2")));
+        assert_eq!(cell(&o.items[1].price), Some("1"));
     }
 
     #[test]

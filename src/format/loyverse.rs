@@ -25,9 +25,9 @@
 //! email or a phone (`+63 917 555 0134`); see [`contacts`].
 
 use super::companion::{self, Kind, Unread};
-use super::csv_table::{amount_text, order_not_taken, read_orders, Check, Row, Table};
+use super::csv_table::{order_not_taken, read_orders, Check, Row, Table};
 use super::{Format, FormatError, Parsed, ReadOptions, Reject, Skip, Summary};
-use crate::event::{RawItem, RawOrder};
+use crate::event::{Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -148,7 +148,7 @@ pub(super) fn read(
         |receipt, row| add_line(receipt, row, &columns, decimal),
         |receipt, bad| {
             let totals = receipts.as_ref().map(|r| r.get(&receipt.order.order_id));
-            let parsed = finish(receipt, bad, totals.flatten(), decimal);
+            let parsed = finish(receipt, bad, totals.flatten());
             if matches!((totals, &parsed), (Some(None), Parsed::Order(_))) {
                 computed += 1;
             }
@@ -199,8 +199,8 @@ fn add_line(receipt: &mut Receipt, row: &Row, columns: &Columns, decimal: char) 
         content_name: Some(content_name),
         content_category: row.opt(columns.category).map(str::to_string),
         brand: None,
-        price: Some(amount_text(price, decimal)),
-        quantity: Some(row.get(columns.quantity).to_string()),
+        price: Some(Amount::Exact(price.normalize())),
+        quantity: Some(row.get(columns.quantity).into()),
     });
     Ok(())
 }
@@ -220,7 +220,7 @@ fn not_a_sale(kind: &str, status: Option<&str>) -> Option<String> {
 }
 
 /// What one receipt becomes, given what the receipts file says about it (when it was joined).
-fn finish(receipt: Receipt, bad: Option<Reject>, totals: Option<&Totals>, decimal: char) -> Parsed {
+fn finish(receipt: Receipt, bad: Option<Reject>, totals: Option<&Totals>) -> Parsed {
     let Receipt { mut order, lines_total, not_sale, contacts } = receipt;
     let skip = |reason: String| Parsed::Skip(Skip { line: order.line, order_id: order.order_id.clone(), reason });
     if let Some(reason) = not_sale.or_else(|| totals.and_then(|t| t.not_sale.clone())) {
@@ -235,7 +235,7 @@ fn finish(receipt: Receipt, bad: Option<Reject>, totals: Option<&Totals>, decima
     }
     let contacts = contacts.or_else(|| totals.and_then(|t| t.contacts.clone()));
     (order.emails, order.phones) = contacts.as_deref().map(split_contacts).unwrap_or_default();
-    order.value = Some(amount_text(value, decimal));
+    order.value = Some(Amount::Exact(value.normalize()));
     Parsed::Order(Box::new(order))
 }
 

@@ -444,20 +444,6 @@ pub fn folder_with(name: &str, bytes: &[u8], companions: &[&str]) -> (tempfile::
     (dir, path)
 }
 
-#[test]
-fn profiles_are_known_by_their_config_names() {
-    for (name, format) in [("loyverse", Format::Loyverse), ("toast", Format::Toast), ("sumup", Format::Sumup)] {
-        assert_eq!(Format::from_name(name), Some(format));
-        assert_eq!(format.name(), name);
-        assert_eq!(format.default_extensions(), ["csv"]);
-        assert_eq!(format.default_time_formats().len(), 1);
-        let serde_name = serde_json::to_value(format).unwrap();
-        assert_eq!(serde_name, name);
-    }
-    assert!(Format::Sumup.reads_file("sumup-sales-report-de.csv"));
-    assert!(Format::NativeCsv.reads_file("CheckDetails.csv"));
-}
-
 /// A source in New York (USD, US phones), as the US samples' README configures them.
 fn us(format: Format) -> Source {
     Source { format, time_zone: "America/New_York", currency: "USD", phone_region: Some("US"), time_formats: None }

@@ -24,7 +24,7 @@
 
 use super::csv_table::{order_not_taken, read_orders, Check, Conventions, Row, Table};
 use super::{FormatError, Parsed, PartialRefunds, Policy, ReadOptions, Reject, Skip, Summary};
-use crate::event::{RawItem, RawOrder};
+use crate::event::{Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::io::BufRead;
 use std::ops::ControlFlow;
@@ -279,7 +279,7 @@ fn first_row(row: &Row, cols: &Cols, policy: &Policy, key: &str) -> Result<State
         emails: row.text_opt(cols.email)?.map(String::from).into_iter().collect(),
         phones,
         currency: row.text_opt(cols.currency)?.map(String::from),
-        value: Some(value.to_string().replace('.', &cols.decimal.to_string())),
+        value: Some(Amount::Exact(value)),
         ..RawOrder::default()
     };
     Ok(State::Send(Box::new(order)))
@@ -328,8 +328,8 @@ fn add_item(order: &mut RawOrder, row: &Row, cols: &Cols) -> Result<(), Reject> 
         content_id: Some(content_id.to_string()),
         content_name: name.map(String::from),
         brand: row.text_opt(cols.vendor)?.map(String::from),
-        price: row.text_opt(cols.lineitem_price)?.map(String::from),
-        quantity: row.text_opt(cols.lineitem_quantity)?.map(String::from),
+        price: row.text_opt(cols.lineitem_price)?.map(Amount::from),
+        quantity: row.text_opt(cols.lineitem_quantity)?.map(Amount::from),
         ..RawItem::default()
     });
     Ok(())

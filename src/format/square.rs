@@ -34,7 +34,7 @@
 
 use super::csv_table::{order_not_taken, read_orders, Check, Conventions, Row, Table};
 use super::{DateOnly, FormatError, Parsed, PartialRefunds, Policy, ReadOptions, Reject, Skip, Summary};
-use crate::event::{RawItem, RawOrder};
+use crate::event::{Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::io::BufRead;
 use std::ops::ControlFlow;
@@ -482,7 +482,7 @@ impl Group {
                 skip(format!("nothing to send ({what} is {value})"))
             }
             (State::Send { mut order, value }, None) => {
-                order.value = Some(value.to_string().replace('.', &cols.decimal.to_string()));
+                order.value = Some(Amount::Exact(value));
                 Parsed::Order(order)
             }
         }
@@ -573,8 +573,8 @@ fn add_row(order: &mut RawOrder, value: &mut Decimal, row: &Row, cols: &Cols, po
                 content_id: Some(content_id.to_string()),
                 content_name: name.map(String::from),
                 content_category: row.text_opt(category)?.filter(|c| !c.eq_ignore_ascii_case("none")).map(String::from),
-                price: Some(price.round_dp(4).normalize().to_string()),
-                quantity: Some(quantity.normalize().to_string()),
+                price: Some(Amount::Exact(price.round_dp(4).normalize())),
+                quantity: Some(Amount::Exact(quantity.normalize())),
                 ..RawItem::default()
             });
         }

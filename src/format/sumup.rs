@@ -22,9 +22,9 @@
 //! nothing to act on.
 
 use super::companion;
-use super::csv_table::{amount_text, order_not_taken, read_orders, Check, Row, Table};
+use super::csv_table::{order_not_taken, read_orders, Check, Row, Table};
 use super::{Format, FormatError, Parsed, PartialRefunds, Policy, ReadOptions, Reject, Skip, Summary};
-use crate::event::{RawItem, RawOrder};
+use crate::event::{Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -141,7 +141,7 @@ pub(super) fn read(
                 Some(index) => index.get(&tx.order.order_id).cloned().unwrap_or(Ok(Decimal::ZERO)),
                 None => Ok(tx.refunded_here),
             };
-            finish(tx, bad, refunded, &options.policy, decimal)
+            finish(tx, bad, refunded, &options.policy)
         },
         sink,
     )?;
@@ -188,20 +188,14 @@ fn add_row(
         content_name: Some(description.to_string()).filter(|d| !d.is_empty()),
         content_category: row.opt(columns.category).map(str::to_string),
         brand: None,
-        price: Some(amount_text(price, decimal)),
-        quantity: Some(row.get(columns.quantity).to_string()),
+        price: Some(Amount::Exact(price.normalize())),
+        quantity: Some(row.get(columns.quantity).into()),
     });
     Ok(())
 }
 
 /// What one transaction becomes, given the refunds against it (a negative amount, or zero).
-fn finish(
-    tx: Transaction,
-    bad: Option<Reject>,
-    refunded: Result<Decimal, Reject>,
-    policy: &Policy,
-    decimal: char,
-) -> Parsed {
+fn finish(tx: Transaction, bad: Option<Reject>, refunded: Result<Decimal, Reject>, policy: &Policy) -> Parsed {
     let Transaction { mut order, value, sales, refund_rows, other, .. } = tx;
     let skip = |reason: String| Parsed::Skip(Skip { line: order.line, order_id: order.order_id.clone(), reason });
     if let Some(reason) = other {
@@ -230,7 +224,7 @@ fn finish(
         PartialRefunds::Gross => value,
         PartialRefunds::Net => net,
     };
-    order.value = Some(amount_text(sent, decimal));
+    order.value = Some(Amount::Exact(sent.normalize()));
     Parsed::Order(Box::new(order))
 }
 

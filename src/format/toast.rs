@@ -24,9 +24,9 @@
 //! Without it, orders are sent without customer data and the summary says so.
 
 use super::companion::{self, Kind, Unread};
-use super::csv_table::{self, amount_text, order_not_taken, read_orders, Row, Table};
+use super::csv_table::{self, order_not_taken, read_orders, Row, Table};
 use super::{Format, FormatError, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
-use crate::event::{RawItem, RawOrder};
+use crate::event::{Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -166,7 +166,7 @@ pub(super) fn read(
                 unmatched += order.checks.len() - found.len();
                 found
             });
-            finish(order, bad, &customers.unwrap_or_default(), &options.policy, decimal)
+            finish(order, bad, &customers.unwrap_or_default(), &options.policy)
         },
         sink,
     )?;
@@ -205,8 +205,8 @@ fn add_line(order: &mut Order, row: &Row, columns: &Columns, decimal: char) -> R
         content_name: row.opt(columns.name).map(str::to_string),
         content_category: row.opt(columns.group).map(str::to_string),
         brand: None,
-        price: Some(amount_text(price, decimal)),
-        quantity: Some(row.get(columns.quantity).to_string()),
+        price: Some(Amount::Exact(price.normalize())),
+        quantity: Some(row.get(columns.quantity).into()),
     });
     Ok(())
 }
@@ -222,7 +222,7 @@ fn flag(row: &Row, at: Option<usize>) -> Result<bool, Reject> {
 }
 
 /// What one order becomes, given the CheckDetails rows of its checks.
-fn finish(order: Order, bad: Option<Reject>, checks: &[&Check], policy: &Policy, decimal: char) -> Parsed {
+fn finish(order: Order, bad: Option<Reject>, checks: &[&Check], policy: &Policy) -> Parsed {
     let Order { mut order, value, .. } = order;
     if let Some(reject) = bad {
         return Parsed::Reject(order_not_taken(&order.order_id, reject));
@@ -246,7 +246,7 @@ fn finish(order: Order, bad: Option<Reject>, checks: &[&Check], policy: &Policy,
         order.phones.extend(check.phone.clone());
         order.external_ids.extend(check.customer_id.clone());
     }
-    order.value = Some(amount_text(value, decimal));
+    order.value = Some(Amount::Exact(value.normalize()));
     Parsed::Order(Box::new(order))
 }
 

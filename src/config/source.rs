@@ -217,31 +217,34 @@ fn policy(src: &RawSource, key: &impl Fn(&str) -> String, f: &mut Findings) -> P
 /// `columns`: each names one of our fields (JSON formats: as a dotted path); only the formats
 /// without fixed columns take mappings.
 fn check_columns(key: &impl Fn(&str) -> String, columns: &BTreeMap<String, String>, format: Format, f: &mut Findings) {
-    let mut fields = crate::format::NATIVE_COLUMNS.to_vec();
-    match format {
-        Format::Jsonl => fields.push("items"),
-        Format::Json => fields.extend(crate::format::JSON_PATH_KEYS),
-        _ => {}
-    }
+    let fields = format.column_fields();
     for (field, column) in columns {
         let at = key(&format!("columns.{field}"));
         if !fields.contains(&field.as_str()) {
             f.error(&at, None, format!("`{field}` is not a field (fields: {})", fields.join(", ")));
-        } else if matches!(format, Format::Jsonl | Format::Json) && !crate::format::valid_json_path(column) {
+        } else if format.columns_are_paths() && !crate::format::valid_json_path(column) {
             f.error(&at, None, format!("`{column}` is not a dotted path (e.g. \"customer.email\")"));
         } else if column.trim().is_empty() {
             f.error(&at, None, "must name a column");
         }
     }
-    if !columns.is_empty() && !matches!(format, Format::NativeCsv | Format::Jsonl | Format::Json) {
+    if !columns.is_empty() && !format.supports_columns() {
+        let mapped = names_where(Format::supports_columns);
         f.error(
             &key("columns"),
             None,
-            format!(
-                "column mappings apply to format = \"native-csv\", \"jsonl\" or \"json\"; `{}` knows its columns",
-                format.name()
-            ),
+            format!("column mappings apply to format = {mapped}; `{}` knows its columns", format.name()),
         );
+    }
+}
+
+/// The registry's formats that can do something, as the config spells them: `"a", "b" or "c"`.
+fn names_where(can: fn(Format) -> bool) -> String {
+    let names: Vec<String> = Format::ALL.iter().filter(|(_, f)| can(*f)).map(|(n, _)| format!("\"{n}\"")).collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 
@@ -275,12 +278,13 @@ fn append(
 ) -> bool {
     let append = src.append.as_ref().is_some_and(|a| *a.get_ref());
     if let Some(a) = src.append.as_ref().filter(|a| *a.get_ref()) {
-        if !matches!(format, Format::NativeCsv | Format::Jsonl) {
+        if !format.supports_append() {
             f.error(
                 &key("append"),
                 Some(a.span()),
                 format!(
-                    "append mode reads native-csv and jsonl files only, not `{}` (exports that are written whole need no append mode)",
+                    "append mode reads format = {} only, not `{}` (exports that are written whole need no append mode)",
+                    names_where(Format::supports_append),
                     format.name()
                 ),
             );

@@ -18,7 +18,7 @@
 use super::ingest::{self, add_found, AgePolicy, Found, IngestError, Utf8Check};
 use crate::config::SourceConfig;
 use crate::event::{Event, Warning};
-use crate::format::{self, Format, Skip};
+use crate::format::{self, Skip};
 use crate::queue::{DeadReason, IngestCounts, Position, Queue, QueueError};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -362,7 +362,7 @@ pub fn ingest_append(
             "a UTF-16 file cannot be read in append mode (only UTF-8 and single-byte encodings)".into(),
         ));
     }
-    let csv = source.format != Format::Jsonl;
+    let csv = source.format.append() == Some(format::Append::AfterHeader);
     // The CSV reader needs the header line before the part: it is the file's first line.
     let header = if csv && from > 0 {
         let mut line = Vec::new();

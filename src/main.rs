@@ -380,7 +380,7 @@ fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
     let http = client::Client::new(&sender::client_config(config))?;
     println!("sending test Purchase {} to {} with test_event_code {code}", ev.event_id.as_str(), http.url());
     let reply = http.post(token.expose(), &body)?;
-    let outcome = classify::classify(reply.status, reply.retry_after.as_deref(), &reply.body);
+    let outcome = classify::classify_reply(&reply);
     println!("http {}: {}", reply.status, reply.body.trim());
     match outcome {
         classify::Outcome::Delivered { .. } => {

@@ -10,7 +10,7 @@
 use crate::config::{load_token, Config, TokenSource};
 use crate::queue::{Disposition, Queue, QueueError, Queued, SendLogEntry};
 use crate::tiktok::backoff::{self, Policy};
-use crate::tiktok::classify::{classify, Outcome};
+use crate::tiktok::classify::{classify_reply, Outcome};
 use crate::tiktok::client::{Client, ClientConfig, ClientError};
 use crate::tiktok::wire;
 use std::io::Write;
@@ -173,7 +173,7 @@ impl Sender {
             let (outcome, connect_failure) = match self.client.post(token, &body) {
                 Ok(reply) => {
                     log.http_status = Some(i64::from(reply.status));
-                    (classify(reply.status, reply.retry_after.as_deref(), &reply.body), false)
+                    (classify_reply(&reply), false)
                 }
                 Err(ClientError::Transport { reason, connect, .. }) => {
                     (Outcome::Retry { code: None, reason: format!("transport: {reason}"), retry_after: None }, connect)

@@ -65,6 +65,8 @@ pub struct Client {
     url: String,
     /// The endpoint as requested.
     target: String,
+    /// The configured proxy, whose secrets are redacted from errors too.
+    proxy: Option<String>,
 }
 
 impl Client {
@@ -102,7 +104,7 @@ impl Client {
             .build()
             .into();
         let target = track_url(&config.api_base);
-        Ok(Client { agent, url: redact_url(&target), target })
+        Ok(Client { agent, url: redact_url(&target), target, proxy: config.proxy.clone() })
     }
 
     /// The endpoint, redacted for display (credentials and query hidden).
@@ -115,7 +117,12 @@ impl Client {
         let transport = |e: ureq::Error| {
             let connect = matches!(e, ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_))
                 || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
-            ClientError::Transport { url: self.url.clone(), reason: redact_in(&e.to_string(), &self.target), connect }
+            let reason = redact_in(&e.to_string(), &self.target);
+            let reason = match &self.proxy {
+                Some(proxy) => redact_in(&reason, proxy),
+                None => reason,
+            };
+            ClientError::Transport { url: self.url.clone(), reason, connect }
         };
         let response = self
             .agent

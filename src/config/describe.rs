@@ -1,5 +1,7 @@
-//! `check-config`'s report of the effective settings. The token is never shown.
+//! `check-config`'s report of the effective settings. The token is never shown, nor the
+//! credentials or query of a URL.
 
+use super::url::redact_url;
 use super::Config;
 
 /// The effective settings as `check-config` prints them. The token is never shown.
@@ -12,8 +14,9 @@ pub fn describe(config: &Config) -> String {
         "access token    = {}",
         config.token.as_ref().map_or("none (dry run)".to_string(), |t| format!("<redacted>, from {t}"))
     );
-    let _ = writeln!(out, "api_base        = {}", config.api_base);
-    let _ = writeln!(out, "proxy           = {}", config.proxy.as_deref().unwrap_or("from environment, if any"));
+    let _ = writeln!(out, "api_base        = {}", redact_url(&config.api_base));
+    let proxy = config.proxy.as_deref().map_or("from environment, if any".to_string(), redact_url);
+    let _ = writeln!(out, "proxy           = {proxy}");
     let _ = writeln!(out, "queue_path      = {}", config.queue_path.display());
     let _ = writeln!(out, "test_event_code = {}", config.test_event_code.as_deref().unwrap_or("none"));
     let _ = writeln!(out, "dry_run         = {}", config.dry_run);
@@ -51,4 +54,24 @@ pub fn describe(config: &Config) -> String {
         let _ = writeln!(out, "warning: {w}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::config::test_support::{ctx, MINIMAL};
+
+    #[test]
+    fn url_credentials_and_queries_are_not_shown() {
+        let text = format!(
+            "api_base = \"http://user:s3cr3t@127.0.0.1:9/?token=abc\"\nproxy = \"http://px:pw0rd@proxy.example:3128\"\n{MINIMAL}"
+        );
+        let shown = describe(&parse(&text, &ctx()).unwrap());
+        assert!(shown.contains("api_base        = http://***@127.0.0.1:9/?***\n"), "{shown}");
+        assert!(shown.contains("proxy           = http://***@proxy.example:3128\n"), "{shown}");
+        for secret in ["s3cr3t", "token=abc", "pw0rd"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+    }
 }

@@ -8,7 +8,8 @@
 //! whose `Debug` and `Display` are redacted.
 //!
 //! Parts: `raw` (the serde structs), `validate` (top level and `[sender]`), `source` (each
-//! `[[source]]`), `defaults` (every default and bound), `token`, `describe` (`check-config`).
+//! `[[source]]`), `defaults` (every default and bound), `token`, `url` (hosts and
+//! [`redact_url`]), `describe` (`check-config`).
 
 pub mod defaults;
 mod describe;
@@ -17,6 +18,7 @@ mod source;
 #[cfg(test)]
 mod test_support;
 mod token;
+mod url;
 mod validate;
 
 pub use defaults::{parse_cli_timeout, DEFAULT_API_BASE, MAX_CLI_TIMEOUT};
@@ -24,6 +26,7 @@ pub use describe::describe;
 pub use raw::{RawConfig, RawSender, RawSource};
 pub use source::check_done_marker;
 pub use token::{load_token, Token, TokenError, TokenSource};
+pub use url::{redact_in, redact_url};
 pub use validate::validate;
 
 use crate::event::SourceDefaults;

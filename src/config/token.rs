@@ -53,6 +53,9 @@ pub enum TokenError {
     EnvMissing(String),
     #[error("the access token from {0} is empty")]
     Empty(String),
+    /// A CR/LF (a second line), tab or other control character: never valid in an HTTP header.
+    #[error("the access token from {origin} contains a control character ({what}); it must be one line of printable characters")]
+    ControlCharacter { origin: String, what: String },
     #[error("no access token configured")]
     None,
 }
@@ -89,10 +92,34 @@ pub fn load_token(source: Option<&TokenSource>) -> Result<Token, TokenError> {
         Some(TokenSource::Inline(token)) => (token.expose().to_string(), "the config file".into()),
     };
     let value = value.trim().to_string();
-    if value.is_empty() {
-        return Err(TokenError::Empty(origin));
+    match token_problem(&value) {
+        None => Ok(Token::new(value)),
+        Some(TokenProblem::Empty) => Err(TokenError::Empty(origin)),
+        Some(TokenProblem::ControlCharacter(what)) => Err(TokenError::ControlCharacter { origin, what }),
     }
-    Ok(Token::new(value))
+}
+
+/// What makes a (trimmed) token unusable, described without quoting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum TokenProblem {
+    Empty,
+    /// The first control character, named (`CR`, `LF`, `TAB`, `U+0007`) with its position.
+    ControlCharacter(String),
+}
+
+/// Whether `token` can go into the `Access-Token` header: not empty, no control characters.
+pub(super) fn token_problem(token: &str) -> Option<TokenProblem> {
+    if token.is_empty() {
+        return Some(TokenProblem::Empty);
+    }
+    let (i, c) = token.chars().enumerate().find(|(_, c)| c.is_control())?;
+    let name = match c {
+        '\r' => "CR".to_string(),
+        '\n' => "LF".to_string(),
+        '\t' => "TAB".to_string(),
+        c => format!("U+{:04X}", u32::from(c)),
+    };
+    Some(TokenProblem::ControlCharacter(format!("{name} at character {}", i + 1)))
 }
 
 impl fmt::Display for TokenSource {
@@ -103,5 +130,46 @@ impl fmt::Display for TokenSource {
             TokenSource::Env(v) => write!(f, "environment variable {v}"),
             TokenSource::Inline(_) => write!(f, "inline in the config file (<redacted>)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_one_line_of_printable_characters() {
+        let control = |s: &str| Some(TokenProblem::ControlCharacter(s.to_string()));
+        let cases = [
+            ("abc123", None),
+            ("with space", None),
+            ("", Some(TokenProblem::Empty)),
+            ("abc\r\ndef", control("CR at character 4")),
+            ("abc\ndef", control("LF at character 4")),
+            ("a\tb", control("TAB at character 2")),
+            ("a\u{7}b", control("U+0007 at character 2")),
+            ("a\u{7f}", control("U+007F at character 2")),
+            ("é\u{85}", control("U+0085 at character 2")),
+        ];
+        for (token, problem) in cases {
+            assert_eq!(token_problem(token), problem, "{token:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_file_with_a_second_line_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cr3tA\r\ns3cr3tB\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let e = load_token(Some(&TokenSource::File(path.clone()))).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()) && e.contains("control character (CR"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        std::fs::write(&path, "abc\n").unwrap();
+        assert_eq!(load_token(Some(&TokenSource::File(path))).unwrap().expose(), "abc");
     }
 }

@@ -5,6 +5,8 @@
 use super::defaults::{self, Limit};
 use super::raw::{RawConfig, RawSender};
 use super::source::sources;
+use super::token::{token_problem, TokenProblem};
+use super::url::{is_loopback, redact_url, url_host};
 use super::{dry_run_queue, line_of, Config, ConfigError, Context, SenderConfig, Token, TokenSource};
 use crate::event::name::NameTable;
 use crate::event::pii;
@@ -123,7 +125,17 @@ fn token_source(raw: &RawConfig, ctx: &Context, f: &mut Findings) -> Option<Toke
         f.warn(
             "the access token is written in the config file itself; prefer access_token_file or a systemd credential",
         );
-        token_sources.push(TokenSource::Inline(Token::new(inline.get_ref().trim().to_string())));
+        let value = inline.get_ref().trim();
+        match token_problem(value) {
+            None => {}
+            Some(TokenProblem::Empty) => f.error("access_token", Some(inline.span()), "is empty"),
+            Some(TokenProblem::ControlCharacter(what)) => f.error(
+                "access_token",
+                Some(inline.span()),
+                format!("contains a control character ({what}); it must be one line of printable characters"),
+            ),
+        }
+        token_sources.push(TokenSource::Inline(Token::new(value.to_string())));
     }
     if token_sources.len() > 1 {
         f.error(
@@ -149,9 +161,10 @@ fn api_base(raw: Option<&Spanned<String>>, f: &mut Findings) -> String {
     let api_base = spanned.get_ref().trim_end_matches('/').to_string();
     match url_host(&api_base) {
         None => f.error("api_base", Some(spanned.span()), "must be an http:// or https:// URL"),
-        Some((false, host)) if !is_loopback(&host) => {
-            f.warn(format!("api_base {api_base} is plain http: the access token crosses the network unencrypted"))
-        }
+        Some((false, host)) if !is_loopback(&host) => f.warn(format!(
+            "api_base {} is plain http: the access token crosses the network unencrypted",
+            redact_url(&api_base)
+        )),
         Some(_) => {}
     }
     api_base
@@ -308,24 +321,6 @@ pub(super) fn choice<T: Copy>(
     }
 }
 
-/// `(is_https, host)` of an http(s) URL.
-fn url_host(url: &str) -> Option<(bool, String)> {
-    let (https, rest) =
-        if let Some(r) = url.strip_prefix("https://") { (true, r) } else { (false, url.strip_prefix("http://")?) };
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = authority.rsplit('@').next().unwrap_or("");
-    let host = if host.starts_with('[') {
-        host.split(']').next().unwrap_or("").trim_start_matches('[').to_string()
-    } else {
-        host.split(':').next().unwrap_or("").to_string()
-    };
-    (!host.is_empty()).then_some((https, host))
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +345,14 @@ mod tests {
         assert!(!inline.warnings.is_empty());
         assert!(!format!("{inline:?}").contains("s3cr3t"));
         assert!(!describe(&inline).contains("s3cr3t"));
+        let line =
+            |value: &str| MINIMAL.replace("access_token_file = \"token\"", &format!("access_token = \"{value}\""));
+        for bad in ["s3cr3t\\r\\nx", "s3\\tcr3t", "  "] {
+            let e = parse(&line(bad), &ctx()).unwrap_err();
+            assert_eq!((e[0].key.as_str(), e[0].line), ("access_token", Some(3)), "{bad}: {e:?}");
+            assert!(!e[0].to_string().contains("s3"), "{e:?}");
+        }
+        assert!(parse(&line("s3cr3t\\r\\nx"), &ctx()).unwrap_err()[0].message.contains("control character (CR"));
     }
 
     #[test]
@@ -488,22 +491,5 @@ mod tests {
         assert!(f.errors.is_empty());
         choice(Some(&spanned("both".to_string())), &words, "k", &mut f);
         assert_eq!(f.errors[0].to_string(), "line 1: `k`: `both` is not one of gross, net");
-    }
-
-    #[test]
-    fn url_hosts_and_loopback() {
-        let cases = [
-            ("https://business-api.tiktok.com/open_api", Some((true, "business-api.tiktok.com"))),
-            ("http://127.0.0.1:8080", Some((false, "127.0.0.1"))),
-            ("http://user:pw@[::1]:80/x", Some((false, "::1"))),
-            ("ftp://x", None),
-            ("https://", None),
-        ];
-        for (url, expected) in cases {
-            assert_eq!(url_host(url), expected.map(|(https, host)| (https, host.to_string())), "{url}");
-        }
-        for (host, loopback) in [("localhost", true), ("127.0.0.1", true), ("::1", true), ("10.0.0.1", false)] {
-            assert_eq!(is_loopback(host), loopback, "{host}");
-        }
     }
 }

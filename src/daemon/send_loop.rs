@@ -115,7 +115,7 @@ pub(super) async fn send_loop(
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(delay) => {}
-            _ = recovered => tracing::info!("{} is reachable again; sending now", config.api_base),
+            _ = recovered => tracing::info!("{} is reachable again; sending now", crate::config::redact_url(&config.api_base)),
         }
     }
 }

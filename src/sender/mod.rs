@@ -20,7 +20,7 @@ use crate::config::{load_token, Config, TokenError, TokenSource};
 use crate::event::BuildError;
 use crate::queue::{DeadReason, Disposition, Queue, QueueError, Queued, SendClass, SendLogEntry};
 use crate::tiktok::backoff::{self, Policy};
-use crate::tiktok::classify::classify;
+use crate::tiktok::classify::classify_reply;
 use crate::tiktok::client::{Client, ClientConfig, ClientError};
 use crate::tiktok::wire;
 use plan::{plan, Action, Plan, Reply};
@@ -170,7 +170,7 @@ impl Sender {
             let (reply, http_status, connect_failure) = match (token, &self.settings.dry_run) {
                 (Some(token), None) => match self.client.post(token, &body) {
                     Ok(reply) => {
-                        let outcome = classify(reply.status, reply.retry_after.as_deref(), &reply.body);
+                        let outcome = classify_reply(&reply);
                         (Reply::Answered(outcome), Some(i64::from(reply.status)), false)
                     }
                     Err(ClientError::Transport { reason, connect, .. }) => {

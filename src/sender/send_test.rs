@@ -4,7 +4,7 @@
 use super::{client_config, SendError};
 use crate::config::{load_token, Config, Token};
 use crate::event::{self, RawItem, RawOrder, SourceDefaults};
-use crate::tiktok::classify::{classify, Outcome};
+use crate::tiktok::classify::{classify_reply, Outcome};
 use crate::tiktok::client::Client;
 use crate::tiktok::wire;
 
@@ -123,7 +123,7 @@ impl TestPurchase {
     /// Post it once (no retries) and classify the answer.
     pub fn send(&self) -> Result<SendTestReport, SendError> {
         let reply = self.client.post(self.token.expose(), &self.body)?;
-        let outcome = classify(reply.status, reply.retry_after.as_deref(), &reply.body);
+        let outcome = classify_reply(&reply);
         Ok(SendTestReport { status: reply.status, body: reply.body, outcome })
     }
 }

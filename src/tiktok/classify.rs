@@ -1,6 +1,10 @@
 //! What a TikTok response means for the batch that was sent. A pure function of the HTTP status,
-//! the `Retry-After` header and the body: the reference's table, as code.
+//! the `Retry-After` header and the body: the reference's table, as code. A redirect (any 3xx) is
+//! never a delivery, whatever its body says: the client does not follow it, and the events are
+//! tried again later ([`classify_reply`] names its `Location`).
 
+use super::client::Reply;
+use crate::config::redact_url;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +45,31 @@ struct Envelope {
     request_id: Option<String>,
 }
 
+/// Classify one reply of the client: [`classify`], with a redirect's `Location` in the reason.
+pub fn classify_reply(reply: &Reply) -> Outcome {
+    if (300..400).contains(&reply.status) {
+        return redirect(reply.status, reply.location.as_deref(), reply.retry_after.as_deref());
+    }
+    classify(reply.status, reply.retry_after.as_deref(), &reply.body)
+}
+
+/// A 3xx: retried, loudly, naming where it pointed (redacted); never followed, never a delivery.
+fn redirect(status: u16, location: Option<&str>, retry_after: Option<&str>) -> Outcome {
+    let target = location.map_or("an unnamed location (no Location header)".to_string(), redact_url);
+    Outcome::Retry {
+        code: None,
+        reason: format!(
+            "redirect (http {status}) to {target}; not followed: the access token is only sent to api_base (check api_base)"
+        ),
+        retry_after: retry_after.and_then(parse_retry_after),
+    }
+}
+
 /// Classify one HTTP exchange.
 pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
+    if (300..400).contains(&status) {
+        return redirect(status, None, retry_after);
+    }
     let retry_after = retry_after.and_then(parse_retry_after);
     if status == 408 || status == 429 || status >= 500 {
         return Outcome::Retry { code: None, reason: format!("http {status}"), retry_after };
@@ -171,10 +198,37 @@ mod tests {
             (413, "too big".into(), C::TooLarge),
             (404, "not found".into(), C::Retry),
             (400, envelope(40002, "data.0.event_time: bad"), C::Invalid(Some(0))),
+            (301, envelope(0, "OK"), C::Retry),
+            (302, envelope(0, "OK"), C::Retry),
+            (304, String::new(), C::Retry),
+            (307, envelope(40105, "token invalid"), C::Retry),
+            (308, "<html>moved</html>".into(), C::Retry),
         ];
         for (status, body, expected) in cases {
             assert_eq!(class(classify(status, None, &body)), expected, "{status} {body}");
         }
+    }
+
+    #[test]
+    fn a_redirect_is_retried_naming_its_location() {
+        let reply = |status, location: Option<&str>| Reply {
+            status,
+            retry_after: None,
+            location: location.map(str::to_string),
+            body: envelope(0, "OK"),
+        };
+        let cases = [
+            (301, Some("http://127.0.0.1:9/x"), "redirect (http 301) to http://127.0.0.1:9/x; not followed"),
+            (308, Some("https://u:pw@evil.example/?t=1"), "redirect (http 308) to https://***@evil.example/?***; not"),
+            (302, None, "redirect (http 302) to an unnamed location (no Location header); not followed"),
+        ];
+        for (status, location, reason) in cases {
+            match classify_reply(&reply(status, location)) {
+                Outcome::Retry { reason: r, .. } => assert!(r.starts_with(reason), "{r}"),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        assert!(matches!(classify_reply(&reply(200, None)), Outcome::Delivered { .. }));
     }
 
     #[test]

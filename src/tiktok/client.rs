@@ -1,7 +1,12 @@
 //! The HTTP client: one POST per batch, over ureq with rustls. It returns what the server said
 //! (status, `Retry-After`, body) and leaves the meaning to [`super::classify`]. The access token is
 //! only ever put in the `Access-Token` header; it is never part of an error or a log line.
+//!
+//! Redirects are never followed: the token goes to `api_base`'s origin and nowhere else, and a 3xx
+//! comes back as a [`Reply`] with its `Location` (see [`super::classify::classify_reply`]). URLs in
+//! errors and in [`Client::url`] are redacted ([`crate::config::redact_url`]).
 
+use crate::config::{redact_in, redact_url};
 use std::time::Duration;
 
 pub const TRACK_PATH: &str = "/open_api/v1.3/event/track/";
@@ -36,29 +41,38 @@ fn certificates(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// The `Location` header (a redirect's target), as sent.
+    pub location: Option<String>,
     pub body: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The proxy URL, redacted.
     #[error("invalid proxy `{0}`")]
     Proxy(String),
     #[error("ca bundle {path}: {reason}")]
     CaBundle { path: String, reason: String },
-    /// The request did not get an answer: connection refused or reset, DNS, TLS, timeout.
+    /// The request did not get an answer: connection refused or reset, DNS, TLS, timeout. `url`
+    /// and `reason` are redacted.
     #[error("{url}: {reason}")]
     Transport { url: String, reason: String, connect: bool },
 }
 
 pub struct Client {
     agent: ureq::Agent,
+    /// The endpoint, redacted, for messages.
     url: String,
+    /// The endpoint as requested.
+    target: String,
+    /// The configured proxy, whose secrets are redacted from errors too.
+    proxy: Option<String>,
 }
 
 impl Client {
     pub fn new(config: &ClientConfig) -> Result<Client, ClientError> {
         let proxy = match &config.proxy {
-            Some(p) => Some(ureq::Proxy::new(p).map_err(|_| ClientError::Proxy(p.clone()))?),
+            Some(p) => Some(ureq::Proxy::new(p).map_err(|_| ClientError::Proxy(redact_url(p)))?),
             None => ureq::Proxy::try_from_env(),
         };
         let mut tls = ureq::tls::TlsConfig::builder();
@@ -81,43 +95,55 @@ impl Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(tls.build())
             .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .proxy(proxy)
             .timeout_connect(Some(config.connect_timeout))
             .timeout_global(Some(config.request_timeout))
             .user_agent(concat!("offline-events-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(Client { agent, url: track_url(&config.api_base) })
+        let target = track_url(&config.api_base);
+        Ok(Client { agent, url: redact_url(&target), target, proxy: config.proxy.clone() })
     }
 
+    /// The endpoint, redacted for display (credentials and query hidden).
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// POST one body. Any answer, whatever its status, is `Ok`.
+    /// POST one body. Any answer, whatever its status (a 3xx included: it is not followed), is `Ok`.
     pub fn post(&self, token: &str, body: &str) -> Result<Reply, ClientError> {
         let transport = |e: ureq::Error| {
             let connect = matches!(e, ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_))
                 || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
-            ClientError::Transport { url: self.url.clone(), reason: e.to_string(), connect }
+            let reason = redact_in(&e.to_string(), &self.target);
+            let reason = match &self.proxy {
+                Some(proxy) => redact_in(&reason, proxy),
+                None => reason,
+            };
+            ClientError::Transport { url: self.url.clone(), reason, connect }
         };
         let response = self
             .agent
-            .post(&self.url)
+            .post(&self.target)
             .header("Access-Token", token)
             .header("Content-Type", "application/json")
             .send(body)
             .map_err(transport)?;
         let status = response.status().as_u16();
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (retry_after, location) = (header("retry-after"), header("location"));
         let body = response.into_body().with_config().limit(1024 * 1024).read_to_string().map_err(transport)?;
-        Ok(Reply { status, retry_after, body })
+        Ok(Reply { status, retry_after, location, body })
     }
 }
 
-/// `{api_base}/open_api/v1.3/event/track/`, whatever trailing slash `api_base` has.
+/// `{api_base}/open_api/v1.3/event/track/`, whatever trailing slash `api_base` has; a query in
+/// `api_base` stays after the path.
 pub fn track_url(api_base: &str) -> String {
-    format!("{}{TRACK_PATH}", api_base.trim_end_matches('/'))
+    let (base, query) = api_base.split_at(api_base.find('?').unwrap_or(api_base.len()));
+    format!("{}{TRACK_PATH}{query}", base.trim_end_matches('/'))
 }
 
 #[cfg(test)]
@@ -147,5 +173,26 @@ mod tests {
             "https://business-api.tiktok.com/open_api/v1.3/event/track/"
         );
         assert_eq!(track_url("http://127.0.0.1:9/"), "http://127.0.0.1:9/open_api/v1.3/event/track/");
+        assert_eq!(track_url("http://u:p@h:9/?t=a"), "http://u:p@h:9/open_api/v1.3/event/track/?t=a");
+    }
+
+    #[test]
+    fn urls_in_errors_are_redacted() {
+        let config = |api_base: &str, proxy: Option<&str>| ClientConfig {
+            api_base: api_base.into(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            proxy: proxy.map(str::to_string),
+            ca_bundle: None,
+        };
+        let err = Client::new(&config("http://h", Some("bogus://u:s3cr3t@[x"))).err().expect("an error");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+        let client = Client::new(&config("http://user:s3cr3t@127.0.0.1:9/?token=abc", None)).unwrap();
+        assert_eq!(client.url(), "http://***@127.0.0.1:9/open_api/v1.3/event/track/?***");
+        let err = client.post("t", "{}").expect_err("no server");
+        assert!(matches!(err, ClientError::Transport { .. }), "{err}");
+        let shown = err.to_string();
+        assert!(!shown.contains("s3cr3t") && !shown.contains("abc"), "{shown}");
     }
 }

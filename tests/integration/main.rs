@@ -10,3 +10,4 @@ mod cli;
 mod e2e;
 mod resilience;
 mod service;
+mod token;

@@ -93,6 +93,9 @@ pub enum Fault {
     Reset,
     /// Read the request, write nothing for that long, then close the connection.
     Hang(Duration),
+    /// Redirect mode: that 3xx status with `Location: <url>` and a `{"code":0}` envelope body
+    /// (so a client that reads a redirect's body as an answer believes the batch was delivered).
+    Redirect(u16, String),
 }
 
 /// One request the fake answered (or deliberately did not answer).
@@ -522,6 +525,10 @@ fn read_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Re
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        301 => "Moved Permanently",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -674,6 +681,11 @@ fn apply_fault(shared: &Shared, writer: &mut TcpStream, fault: Fault, summary: &
             shared.record(502, None, summary);
             let body = b"<html><body>502 Bad Gateway</body></html>";
             write_response(writer, 502, "text/html", body, &[], close)
+        }
+        Fault::Redirect(status, location) => {
+            shared.record(status, None, summary);
+            let body = envelope(0, "OK", &request_id);
+            write_response(writer, status, "application/json", &body, &[("Location", location)], close)
         }
         Fault::Reset => {
             shared.record(0, None, summary);
@@ -1107,5 +1119,83 @@ fn validate_properties(event_path: &str, props: &serde_json::Map<String, Value>,
             }
         }
         Some(v) => issues.add_got(40002, format!("{path}.contents"), "must be an array", v),
+    }
+}
+
+/// One request a [`Catcher`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaughtRequest {
+    pub method: String,
+    pub target: String,
+    /// Header names lower-cased, values trimmed.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A loopback server that must never be reached: the target of a redirect. It answers every
+/// request `{"code":0}` (as a server eager to make a client believe it delivered would) and
+/// records it, so a test can assert that it got none.
+pub struct Catcher {
+    addr: SocketAddr,
+    caught: Arc<Mutex<Vec<CaughtRequest>>>,
+    stopped: Arc<Mutex<bool>>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl Catcher {
+    pub fn start() -> Catcher {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("catcher: bind 127.0.0.1");
+        let addr = listener.local_addr().expect("catcher: local address");
+        let caught = Arc::new(Mutex::new(Vec::new()));
+        let stopped = Arc::new(Mutex::new(false));
+        let (for_thread, stop) = (Arc::clone(&caught), Arc::clone(&stopped));
+        let accept_thread = thread::Builder::new()
+            .name("catcher-accept".to_string())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if *lock(&stop) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let caught = Arc::clone(&for_thread);
+                    let _ =
+                        thread::Builder::new().name("catcher-conn".to_string()).spawn(move || catch(stream, &caught));
+                }
+            })
+            .expect("catcher: spawn the accept thread");
+        Catcher { addr, caught, stopped, accept_thread: Some(accept_thread) }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Every request received, in order.
+    pub fn caught(&self) -> Vec<CaughtRequest> {
+        lock(&self.caught).clone()
+    }
+}
+
+fn catch(stream: TcpStream, caught: &Mutex<Vec<CaughtRequest>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    while let ReadOutcome::Request(req) = read_request(&mut reader, &mut writer) {
+        lock(caught).push(CaughtRequest { method: req.method, target: req.target, headers: req.headers });
+        let body = envelope(0, "OK", "caught");
+        if write_response(&mut writer, 200, "application/json", &body, &[], req.close).is_err() || req.close {
+            return;
+        }
+    }
+}
+
+impl Drop for Catcher {
+    fn drop(&mut self) {
+        *lock(&self.stopped) = true;
+        if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
+            if let Some(handle) = self.accept_thread.take() {
+                let _ = handle.join();
+            }
+        }
     }
 }

@@ -8,5 +8,6 @@ mod append;
 mod bad_input;
 mod cli;
 mod e2e;
+mod edges;
 mod resilience;
 mod service;

@@ -140,7 +140,7 @@ pub fn take_with(
 /// what is there).
 pub(crate) fn companion_settling(src: &SourceConfig, path: &Path) -> Option<PathBuf> {
     let companion = src.format.companion_of(path)?;
-    let age = std::fs::metadata(&companion).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
+    let age = std::fs::symlink_metadata(&companion).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
     (age < src.settle).then_some(companion)
 }
 

@@ -395,7 +395,7 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
                     status::timestamp(d.event_time),
                     d.reason,
                     d.attempts,
-                    d.message.as_deref().unwrap_or("")
+                    status::printable(d.message.as_deref().unwrap_or(""))
                 );
             }
             println!("rejected rows: {}", rejects.len());

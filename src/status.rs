@@ -104,7 +104,7 @@ fn ago(secs: i64) -> String {
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let health = if let Some(p) = &r.paused {
-        format!("PAUSED: {p}")
+        format!("PAUSED: {}", printable(p))
     } else if r.next_retry_at.is_some() {
         "RETRYING: the last delivery failed, events stay queued".into()
     } else {
@@ -125,7 +125,7 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(out, "last delivery:   {}", when(r.last_success_at, r.now));
     if let Some(e) = &r.last_error {
-        let _ = writeln!(out, "last error:      {e} [{}]", when(r.last_error_at, r.now));
+        let _ = writeln!(out, "last error:      {} [{}]", printable(e), when(r.last_error_at, r.now));
     }
     if let Some(t) = r.next_retry_at {
         let _ = writeln!(out, "next retry:      {}", timestamp(t));
@@ -145,14 +145,14 @@ pub fn render(r: &Report) -> String {
                 out,
                 "  {} {} [{}] {} events, {} duplicates, {} rejected{}",
                 timestamp(f.ingested_at),
-                f.path,
+                printable(&f.path),
                 f.source,
                 f.events,
                 f.duplicates,
                 f.rejects,
                 match (f.state, f.disposed.as_deref()) {
                     (FileState::Append, _) => ", append mode (stays in place)".to_string(),
-                    (_, Some(d)) => format!(", {d}"),
+                    (_, Some(d)) => format!(", {}", printable(d)),
                     (_, None) => String::new(),
                 }
             );
@@ -171,7 +171,7 @@ pub fn render(r: &Report) -> String {
                 out,
                 "  {} {} [{}] read to byte {} {size}, {} lines",
                 timestamp(f.record.updated_at),
-                f.record.path,
+                printable(&f.record.path),
                 f.record.source,
                 p.offset,
                 p.lines
@@ -190,9 +190,15 @@ pub fn render(r: &Report) -> String {
 pub fn reject_line(x: &RejectRecord) -> String {
     format!(
         "{}:{}: {}{}",
-        x.path,
+        printable(&x.path),
         x.line,
-        x.field.as_deref().map(|f| format!("field `{f}`: ")).unwrap_or_default(),
-        x.reason
+        x.field.as_deref().map(|f| format!("field `{}`: ", printable(f))).unwrap_or_default(),
+        printable(&x.reason)
     )
+}
+
+/// Text from the queue (file names, reasons, TikTok's messages) as it is safe to print on a
+/// terminal: control characters and bidirectional overrides escaped (see [`crate::source::shown`]).
+pub fn printable(text: &str) -> String {
+    crate::source::shown(std::path::Path::new(text))
 }

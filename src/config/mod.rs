@@ -85,6 +85,8 @@ pub struct SourceConfig {
     /// The name of the file the POS writes beside an export once the export is complete
     /// (`{name}.done`, `{stem}.ok`): when set, a file is taken only once its marker exists.
     pub done_marker: Option<String>,
+    /// Whether a symbolic link in the folder is read (only when its target is inside the folder).
+    pub follow_symlinks: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -86,5 +86,7 @@ pub struct RawSource {
     pub append_idle_secs: Option<Spanned<u64>>,
     pub done_marker: Option<Spanned<String>>,
     #[serde(default)]
+    pub follow_symlinks: bool,
+    #[serde(default)]
     pub columns: BTreeMap<String, String>,
 }

@@ -112,6 +112,7 @@ fn source(
         append,
         append_idle: Duration::from_secs(append_idle.max(1)),
         done_marker,
+        follow_symlinks: src.follow_symlinks,
     }
 }
 

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::intake::{self, ingest, FileResult};
 use crate::queue::Queue;
 use crate::source::watch::{FsSignal, Watcher};
-use crate::source::{self, Settle};
+use crate::source::{self, shown, Settle};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +28,36 @@ struct Watched {
     /// Append-mode files that hold back a record: when to look again if they do not change
     /// before (once they have been idle for `append_idle_secs`).
     idle_looks: HashMap<PathBuf, Instant>,
+    /// Files committed but not archived or deleted (a read-only folder): left alone until their
+    /// next try, unless they change.
+    dispose_retry: HashMap<PathBuf, DisposeRetry>,
+}
+
+/// The backoff of a file that could not be archived or deleted.
+#[derive(Debug, Clone, PartialEq)]
+struct DisposeRetry {
+    stamp: Stamp,
+    due: Instant,
+    delay: Duration,
+    failures: u64,
+}
+
+/// The longest wait between two tries to archive or delete a file.
+const MAX_DISPOSE_DELAY: Duration = Duration::from_secs(3600);
+
+/// The next try after a failure: first after `rescan` (the next rescan), then after twice the last
+/// wait, up to [`MAX_DISPOSE_DELAY`]. Pure.
+fn dispose_backoff(before: Option<&DisposeRetry>, stamp: Stamp, rescan: Duration, now: Instant) -> DisposeRetry {
+    let (delay, failures) = match before {
+        Some(b) => ((b.delay * 2).min(MAX_DISPOSE_DELAY), b.failures + 1),
+        None => (rescan.min(MAX_DISPOSE_DELAY), 1),
+    };
+    DisposeRetry { stamp, due: now + delay, delay, failures }
+}
+
+/// Whether a file seen with `stamp` waits for its next try to be archived (unchanged and not due).
+fn waits_for_dispose(retry: Option<&DisposeRetry>, stamp: &Stamp, now: Instant) -> bool {
+    retry.is_some_and(|r| r.stamp == *stamp && now < r.due)
 }
 
 impl Watched {
@@ -66,6 +96,7 @@ pub(super) async fn ingest_loop(
             folder_ok: true,
             network: None,
             idle_looks: HashMap::new(),
+            dispose_retry: HashMap::new(),
         })
         .collect();
     let dispose = !config.dry_run;
@@ -97,10 +128,10 @@ pub(super) async fn ingest_loop(
                     Some(fs) => tracing::info!(
                         "source {}: {} is on a network file system ({fs}); file events are not reliable there, polling every {:?}",
                         src.name,
-                        src.path.display(),
+                        shown(&src.path),
                         src.network_poll
                     ),
-                    None => tracing::info!("source {}: {} is on a local file system", src.name, src.path.display()),
+                    None => tracing::info!("source {}: {} is on a local file system", src.name, shown(&src.path)),
                 }
                 w.network = network;
             }
@@ -110,14 +141,17 @@ pub(super) async fn ingest_loop(
             match listing {
                 Ok(files) => {
                     if !w.folder_ok {
-                        tracing::info!("source {}: folder {} is back", src.name, src.path.display());
+                        tracing::info!("source {}: folder {} is back", src.name, shown(&src.path));
                         w.folder_ok = true;
                     }
                     let now = ms();
                     w.handled.retain(|p, _| files.iter().any(|(f, _, _)| f == p));
                     w.idle_looks.retain(|p, _| files.iter().any(|(f, _, _)| f == p));
+                    w.dispose_retry.retain(|p, _| files.iter().any(|(f, _, _)| f == p));
                     for (path, size, mtime) in files {
-                        if w.handled.get(&path) == Some(&(size, mtime)) {
+                        if w.handled.get(&path) == Some(&(size, mtime))
+                            || waits_for_dispose(w.dispose_retry.get(&path), &(size, mtime), Instant::now())
+                        {
                             continue;
                         }
                         if src.append {
@@ -135,7 +169,7 @@ pub(super) async fn ingest_loop(
                         tracing::error!(
                             "source {}: cannot list {}: {e} (will keep trying)",
                             src.name,
-                            src.path.display()
+                            shown(&src.path)
                         );
                         w.folder_ok = false;
                     }
@@ -177,13 +211,17 @@ pub(super) async fn ingest_loop(
         if !held {
             for (i, src) in config.sources.iter().enumerate() {
                 for path in watched[i].settle.ready(ms(), src.settle) {
+                    let known = intake::Known {
+                        settled: watched[i].settle.stamp(&path),
+                        dispose_failed_before: watched[i].dispose_retry.contains_key(&path),
+                    };
                     watched[i].settle.forget(&path);
                     watched[i].idle_looks.remove(&path);
-                    work.push((i, path));
+                    work.push((i, path, known));
                 }
                 for path in watched[i].idle_due(Instant::now()) {
                     watched[i].idle_looks.remove(&path);
-                    work.push((i, path));
+                    work.push((i, path, intake::Known::default()));
                 }
             }
         }
@@ -194,16 +232,16 @@ pub(super) async fn ingest_loop(
             health.begin(Part::Ingest);
             let (q, results) = blocking(queue, move |q| {
                 work.into_iter()
-                    .map(|(i, path)| {
+                    .map(|(i, path, known)| {
                         h.progress(Part::Ingest);
                         let result = match intake::companion_settling(&cfg.sources[i], &path) {
                             Some(companion) => {
-                                tracing::debug!("{}: waits for {} to settle", path.display(), companion.display());
+                                tracing::debug!("{}: waits for {} to settle", shown(&path), shown(&companion));
                                 FileResult::Retry
                             }
-                            None => intake::take(q, &cfg, &cfg.sources[i], &path, dispose),
+                            None => intake::take_with(q, &cfg, &cfg.sources[i], &path, dispose, known),
                         };
-                        let stamp = std::fs::metadata(&path).ok().map(|m| ingest::stamp(&m));
+                        let stamp = source::look(&cfg.sources[i], &path).ok().map(|m| ingest::stamp(&m));
                         (i, path, result, stamp)
                     })
                     .collect::<Vec<_>>()
@@ -213,6 +251,36 @@ pub(super) async fn ingest_loop(
             queue = q;
             let mut new_events = false;
             for (i, path, result, stamp) in results {
+                let w = &mut watched[i];
+                let src = &config.sources[i];
+                let undisposed =
+                    matches!(result, FileResult::DisposeFailed | FileResult::Committed { disposed: false, .. });
+                match (undisposed, stamp) {
+                    (true, Some(stamp)) => {
+                        let retry = dispose_backoff(w.dispose_retry.get(&path), stamp, src.rescan, Instant::now());
+                        let key = format!("dispose {}", path.display());
+                        match limiter.check(&key, Instant::now()) {
+                            Verdict::Log if retry.failures == 1 => {}
+                            Verdict::Log | Verdict::LogWithCount(_) => tracing::warn!(
+                                "{}: still cannot be archived or deleted ({} tries so far); next try in {:?}",
+                                shown(&path),
+                                retry.failures,
+                                retry.delay
+                            ),
+                            Verdict::Quiet => {}
+                        }
+                        w.dispose_retry.insert(path.clone(), retry);
+                    }
+                    (false, _) => {
+                        if let Some(retry) = w.dispose_retry.remove(&path) {
+                            limiter.reset(&format!("dispose {}", path.display()));
+                            tracing::info!("{}: taken care of after {} failed tries", shown(&path), retry.failures);
+                        }
+                    }
+                    (true, None) => {
+                        w.dispose_retry.remove(&path);
+                    }
+                }
                 match (result, stamp) {
                     (FileResult::Committed { events, disposed }, stamp) => {
                         new_events |= events > 0;
@@ -314,10 +382,14 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
         }
         return;
     }
-    match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => {
+    // Looked at as a rescan looks at it (a symbolic link not followed, special files listed): one
+    // rule for files found at start and while running; opening decides whether one is read.
+    match source::look(src, &path) {
+        Ok(meta) if !meta.is_dir() => {
             let (size, mtime) = ingest::stamp(&meta);
-            if w.handled.get(&path) == Some(&(size, mtime)) {
+            if w.handled.get(&path) == Some(&(size, mtime))
+                || waits_for_dispose(w.dispose_retry.get(&path), &(size, mtime), Instant::now())
+            {
                 return;
             }
             if let Some(done) = source::marked_done(src, &path) {
@@ -336,6 +408,38 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
             w.settle.forget(&path);
             w.handled.remove(&path);
             w.idle_looks.remove(&path);
+            w.dispose_retry.remove(&path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_archived_is_tried_again_less_and_less_often() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let stamp: Stamp = (10, None);
+        let mut retry: Option<DisposeRetry> = None;
+        let mut delays = Vec::new();
+        for _ in 0..16 {
+            let next = dispose_backoff(retry.as_ref(), stamp, s(30), t0);
+            delays.push(next.delay.as_secs());
+            retry = Some(next);
+        }
+        assert_eq!(&delays[..9], [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(retry.as_ref().unwrap().failures, 16);
+        let retry = dispose_backoff(None, stamp, s(1), t0);
+        let cases = [
+            ("unchanged, not due", stamp, t0, true),
+            ("unchanged, due", stamp, t0 + s(1), false),
+            ("changed: a new file under the name", (11, None), t0, false),
+        ];
+        for (name, seen, now, waits) in cases {
+            assert_eq!(waits_for_dispose(Some(&retry), &seen, now), waits, "{name}");
+        }
+        assert!(!waits_for_dispose(None, &stamp, t0));
     }
 }

@@ -87,7 +87,7 @@ pub(super) fn named_alike(path: &Path, kind: &Kind) -> Option<PathBuf> {
 /// Open a file of the same export (a companion, or the file being read for a second pass) as a
 /// table, decoded and delimited as the source says.
 pub(super) fn open(path: &Path, options: &ReadOptions) -> Result<Table<impl Read>, FormatError> {
-    let file = std::fs::File::open(path)?;
+    let file = crate::source::open::open_regular(path, crate::source::open::Links::Refuse)?;
     let input = decode(file, options.encoding)?;
     Table::open(input, options.csv)
 }

@@ -323,9 +323,9 @@ pub fn ingest_append(
     ages: AgePolicy,
     now: SystemTime,
 ) -> Result<AppendOutcome, IngestError> {
-    let io = |e: std::io::Error| IngestError::Io { path: path.display().to_string(), source: e };
-    let shown = path.display().to_string();
-    let mut file = File::open(path).map_err(io)?;
+    let io = |e: std::io::Error| IngestError::Io { path: crate::source::shown(path), source: e };
+    let shown = crate::source::shown(path);
+    let mut file = crate::source::open::open_regular(path, crate::source::open::links(source)).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     let (size, inode) = (meta.len(), meta.ino());
     let stamp = ingest::stamp(&meta);

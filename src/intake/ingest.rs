@@ -13,10 +13,13 @@ use crate::event::{self, time::Age};
 use crate::event::{Event, Warning};
 use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
 use crate::queue::{Added, DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Queue, QueueError};
+use crate::source::open::{self, Links};
+use crate::source::{self, shown};
 use crate::tiktok::wire;
 use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -56,22 +59,29 @@ pub fn stamp(meta: &std::fs::Metadata) -> Stamp {
     (meta.len(), meta.modified().ok())
 }
 
-/// SHA-256 of a file's content, streamed.
-pub fn content_hash(path: &Path) -> std::io::Result<String> {
-    scan_content(path).map(|(hash, _)| hash)
+/// SHA-256 of a file's content, streamed (opened by the folder rules, `links` for symbolic links).
+pub fn content_hash(path: &Path, links: Links<'_>) -> std::io::Result<String> {
+    scan_reader(open::open_regular(path, links)?).map(|(hash, _)| hash)
 }
 
 /// SHA-256 of a file's content and whether to read it as UTF-8, in one streamed pass: yes when it
 /// is valid UTF-8, starts with a UTF-16 BOM (which the readers decode), or has valid non-ASCII
-/// UTF-8 beside invalid bytes (see [`Utf8Check::read_as_utf8`]).
+/// UTF-8 beside invalid bytes (see [`Utf8Check::read_as_utf8`]). A symbolic link is refused.
 pub fn scan_content(path: &Path) -> std::io::Result<(String, bool)> {
-    let mut file = std::fs::File::open(path)?;
+    scan_reader(open::open_regular(path, Links::Refuse)?)
+}
+
+/// [`scan_content`] over an open file (from where it stands).
+fn scan_reader(mut file: impl Read) -> std::io::Result<(String, bool)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut utf8 = Utf8Check::default();
     let mut first = true;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = match file.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
         if n == 0 {
             break;
         }
@@ -168,7 +178,7 @@ pub fn read_file(
     ages: AgePolicy,
     sink: &mut dyn FnMut(Found<'_>) -> ControlFlow<()>,
 ) -> Result<Summary, FormatError> {
-    read(source, std::fs::File::open(path)?, path, utf8, ages, sink)
+    read(source, open::open_regular(path, open::links(source))?, path, utf8, ages, sink)
 }
 
 /// Read `input`, the content of `path` (or part of it: append mode), as `source` says and hand
@@ -187,7 +197,7 @@ pub fn read(
         (Some(configured), _) => Some(configured),
         (None, true) => None,
         (None, false) => {
-            tracing::info!("{}: not valid UTF-8; reading it as Windows-1252", path.display());
+            tracing::info!("{}: not valid UTF-8; reading it as Windows-1252", shown(path));
             Some(encoding_rs::WINDOWS_1252)
         }
     };
@@ -242,25 +252,55 @@ pub fn read(
     })
 }
 
-/// Ingest one file of `source`.
+/// Ingest one file of `source` ([`ingest_settled`] without a settled stamp).
 pub fn ingest_file(
     queue: &mut Queue,
     source: &SourceConfig,
     path: &Path,
     ages: AgePolicy,
 ) -> Result<Outcome, IngestError> {
-    let io = |source: std::io::Error| IngestError::Io { path: path.display().to_string(), source };
-    let before = stamp(&std::fs::metadata(path).map_err(io)?);
-    let (hash, utf8) = scan_content(path).map_err(io)?;
+    ingest_settled(queue, source, path, ages, None)
+}
+
+/// Ingest one file of `source`. `settled`: the size and mtime the caller saw the file settle at;
+/// a file found otherwise now is not the one that settled ([`Outcome::Changed`]).
+///
+/// The file is opened once (by [`open::open_regular`]'s rules), hashed and read through that one
+/// descriptor. A file whose size, mtime or inode changes while it is read is not complete: what
+/// was read is rolled back and [`Outcome::Changed`] returned, also when the read failed (a file
+/// truncated under the reader looks empty): only a file that is unreadable *and* stable is
+/// [`Outcome::Unreadable`].
+pub fn ingest_settled(
+    queue: &mut Queue,
+    source: &SourceConfig,
+    path: &Path,
+    ages: AgePolicy,
+    settled: Option<Stamp>,
+) -> Result<Outcome, IngestError> {
+    let io = |source: std::io::Error| IngestError::Io { path: shown(path), source };
+    let mut file = open::open_regular(path, open::links(source)).map_err(io)?;
+    let opened = file.metadata().map_err(io)?;
+    let before = (stamp(&opened), opened.ino());
+    if settled.is_some_and(|s| s != before.0) {
+        return Ok(Outcome::Changed);
+    }
+    // Still the file that was opened, unchanged: through the descriptor and under its name.
+    let stable = |file: &std::fs::File| {
+        let now = file.metadata().map(|m| (stamp(&m), m.ino())).ok();
+        let named = source::look(source, path).map(|m| (stamp(&m), m.ino())).ok();
+        now.as_ref() == Some(&before) && named.as_ref() == Some(&before)
+    };
+    let (hash, utf8) = scan_reader(&mut file).map_err(io)?;
     if let Some(record) = queue.file_by_hash(&hash)? {
         if record.state == FileState::Ingested {
             return Ok(Outcome::AlreadyIngested(record));
         }
     }
-    let shown = path.display().to_string();
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let shown = shown(path);
     let mut ingest = queue.begin_ingest(&hash, path, &source.name, ages.now)?;
     let mut failure: Option<QueueError> = None;
-    let read = read_file(source, path, utf8, ages, &mut |found| match add_found(&mut ingest, &shown, found) {
+    let read = read(source, &mut file, path, utf8, ages, &mut |found| match add_found(&mut ingest, &shown, found) {
         Ok(()) => ControlFlow::Continue(()),
         Err(e) => {
             failure = Some(e);
@@ -269,6 +309,10 @@ pub fn ingest_file(
     });
     if let Some(e) = failure {
         return Err(e.into());
+    }
+    // Dropping `ingest` uncommitted rolls back what was read.
+    if !stable(&file) {
+        return Ok(Outcome::Changed);
     }
     match read {
         Ok(summary) => {
@@ -281,10 +325,6 @@ pub fn ingest_file(
         }
         Err(format::FormatError::Io(e)) => return Err(io(e)),
         Err(e) => return Ok(Outcome::Unreadable(e.to_string())),
-    }
-    let after = std::fs::metadata(path).map(|m| stamp(&m));
-    if after.as_ref().ok() != Some(&before) {
-        return Ok(Outcome::Changed);
     }
     let file_id = ingest.file_id();
     let counts = ingest.commit()?;

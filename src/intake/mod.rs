@@ -12,7 +12,7 @@ pub mod ingest;
 
 use crate::config::{Config, SourceConfig};
 use crate::queue::{IngestCounts, Queue};
-use crate::source;
+use crate::source::{self, open, shown};
 use append::AppendOutcome;
 use ingest::{AgePolicy, Outcome};
 use std::path::{Path, PathBuf};
@@ -49,16 +49,40 @@ pub enum FileResult {
     Appended { events: i64, stamp: ingest::Stamp, idle_at: Option<SystemTime> },
 }
 
+/// What the caller knows of a file it hands to [`take_with`] (the service's ingest loop).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Known {
+    /// The size and mtime the file settled at: found otherwise, it is not the file that settled
+    /// and is looked at again once it settles ([`FileResult::Retry`]).
+    pub settled: Option<ingest::Stamp>,
+    /// Archiving or deleting it failed before, and the caller summarises the repeats: another
+    /// failure is logged at debug level only.
+    pub dispose_failed_before: bool,
+}
+
 /// Take one complete file: ingest it and, when `dispose`, archive/delete/quarantine it as its source
 /// says (with its done marker and companion). A file of an append-mode source is read on from its
 /// position instead and never disposed of. Blocking.
 pub fn take(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path, dispose: bool) -> FileResult {
+    take_with(queue, config, src, path, dispose, Known::default())
+}
+
+/// [`take`], with what the caller knows of the file.
+pub fn take_with(
+    queue: &mut Queue,
+    config: &Config,
+    src: &SourceConfig,
+    path: &Path,
+    dispose: bool,
+    known: Known,
+) -> FileResult {
     if src.append {
         return take_append(queue, config, src, path);
     }
-    let shown = path.display();
+    let shown = shown(path);
+    let quiet = known.dispose_failed_before;
     let companion = src.format.companion_of(path);
-    let result = ingest::ingest_file(queue, src, path, age_policy(config, crate::now()));
+    let result = ingest::ingest_settled(queue, src, path, age_policy(config, crate::now()), known.settled);
     if matches!(result, Ok(Outcome::Ingested { .. } | Outcome::AlreadyIngested(_)))
         && queue.clear_blocked(path).unwrap_or(false)
     {
@@ -74,15 +98,20 @@ pub fn take(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path,
                 counts.rejects,
                 counts.warnings
             );
-            let disposed = !dispose || dispose_file(queue, src, path, file_id);
+            let disposed = !dispose || dispose_file(queue, src, path, file_id, quiet);
             if dispose && disposed {
                 dispose_companion(src, companion.as_deref());
             }
             FileResult::Committed { events: counts.events - counts.dead, disposed }
         }
         Ok(Outcome::AlreadyIngested(record)) => {
-            tracing::info!("{shown}: same content as {} (already ingested), nothing queued", record.path);
-            if dispose && !dispose_file(queue, src, path, record.id) {
+            let known_as = shown_text(&record.path);
+            if quiet {
+                tracing::debug!("{shown}: same content as {known_as} (already ingested), nothing queued");
+            } else {
+                tracing::info!("{shown}: same content as {known_as} (already ingested), nothing queued");
+            }
+            if dispose && !dispose_file(queue, src, path, record.id, quiet) {
                 return FileResult::DisposeFailed;
             }
             if dispose {
@@ -111,13 +140,18 @@ pub fn take(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path,
 /// what is there).
 pub(crate) fn companion_settling(src: &SourceConfig, path: &Path) -> Option<PathBuf> {
     let companion = src.format.companion_of(path)?;
-    let age = std::fs::metadata(&companion).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
+    let age = std::fs::symlink_metadata(&companion).and_then(|m| m.modified()).ok()?.elapsed().ok()?;
     (age < src.settle).then_some(companion)
+}
+
+/// A path the queue stored as text, shown like [`shown`] (the text may hold control characters).
+fn shown_text(text: &str) -> String {
+    shown(Path::new(text))
 }
 
 /// Read on in a file of an append-mode source: never archived, deleted or quarantined.
 fn take_append(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path) -> FileResult {
-    let shown = path.display();
+    let shown = shown(path);
     match append::ingest_append(queue, src, path, age_policy(config, crate::now()), SystemTime::now()) {
         Ok(AppendOutcome::Read { counts, position, size, held, stamp }) => {
             if queue.clear_blocked(path).unwrap_or(false) {
@@ -158,8 +192,18 @@ fn take_append(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Pa
 
 /// What an ingest error means for the file.
 fn failed(queue: &Queue, src: &SourceConfig, path: &Path, e: ingest::IngestError) -> FileResult {
-    let shown = path.display();
+    let shown = shown(path);
     match e {
+        ingest::IngestError::Io { path: p, source } if open::refusal(&source).is_some() => {
+            // A symbolic link or a special file: never read, never moved. Listed once in `status`
+            // and `dead-letter list` (nothing of its target is named), looked at again if it changes.
+            if queue.record_blocked(path, &src.name, &source.to_string(), crate::now()).unwrap_or(true) {
+                tracing::warn!("{p}: {source}");
+            } else {
+                tracing::debug!("{p}: {source} (still)");
+            }
+            FileResult::Done
+        }
         ingest::IngestError::Io { path: p, source } if source.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!("{p}: gone before it could be read");
             FileResult::Done
@@ -186,20 +230,25 @@ fn failed(queue: &Queue, src: &SourceConfig, path: &Path, e: ingest::IngestError
 }
 
 /// Archive or delete a committed file. False when that failed (disk full, permissions): the file
-/// stays, and the next rescan tries again (its content is known, so nothing is queued twice).
-fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64) -> bool {
+/// stays, and is tried again later (its content is known, so nothing is queued twice). `quiet`:
+/// it failed before and the caller summarises repeats.
+fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64, quiet: bool) -> bool {
     // The content hash names a file only when its name is taken in the archive: read it only then.
-    match source::dispose(src, path, || ingest::content_hash(path).unwrap_or_default()) {
+    match source::dispose(src, path, || ingest::content_hash(path, open::links(src)).unwrap_or_default()) {
         Ok(how) => {
-            tracing::debug!("{}: {how}", path.display());
+            tracing::debug!("{}: {how}", shown(path));
             let _ = queue.mark_disposed(file_id, &how);
             if src.after_ingest != crate::config::AfterIngest::Keep {
                 drop_marker(src, path);
             }
             true
         }
+        Err(e) if quiet => {
+            tracing::debug!("{e} (still)");
+            false
+        }
         Err(e) => {
-            tracing::error!("{e} (its events are safely queued; the file stays where it is and is tried again)");
+            tracing::error!("{e} (its events are safely queued; the file stays where it is and is tried again later)");
             false
         }
     }
@@ -207,15 +256,15 @@ fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64) ->
 
 fn quarantine(src: &SourceConfig, path: &Path, reason: &str) {
     let dir = src.path.join("quarantine");
-    match source::move_aside(path, &dir, || ingest::content_hash(path).unwrap_or_default()) {
+    match source::move_aside(path, &dir, || ingest::content_hash(path, open::links(src)).unwrap_or_default()) {
         Ok(target) => {
             let mut reason_path = target.clone().into_os_string();
             reason_path.push(".reason");
             let _ = std::fs::write(&reason_path, format!("{reason}\n"));
-            tracing::warn!("{}: moved to {}", path.display(), target.display());
+            tracing::warn!("{}: moved to {}", shown(path), shown(&target));
             drop_marker(src, path);
         }
-        Err(e) => tracing::error!("{}: cannot move to quarantine {}: {e}", path.display(), dir.display()),
+        Err(e) => tracing::error!("{}: cannot move to quarantine {}: {e}", shown(path), shown(&dir)),
     }
 }
 
@@ -223,15 +272,15 @@ fn quarantine(src: &SourceConfig, path: &Path, reason: &str) {
 /// failure is logged and leaves it in place, where it does no harm.
 fn dispose_companion(src: &SourceConfig, companion: Option<&Path>) {
     let Some(c) = companion else { return };
-    match source::dispose(src, c, || ingest::content_hash(c).unwrap_or_default()) {
-        Ok(how) => tracing::debug!("{}: {how} (companion)", c.display()),
+    match source::dispose(src, c, || ingest::content_hash(c, open::links(src)).unwrap_or_default()) {
+        Ok(how) => tracing::debug!("{}: {how} (companion)", shown(c)),
         Err(e) => tracing::warn!("{e} (the companion of a file that was taken; it stays)"),
     }
 }
 
 fn drop_marker(src: &SourceConfig, path: &Path) {
     if let Err(e) = source::remove_marker(src, path) {
-        tracing::warn!("{}: cannot remove its done marker: {e}", path.display());
+        tracing::warn!("{}: cannot remove its done marker: {e}", shown(path));
     }
 }
 
@@ -245,7 +294,7 @@ pub fn take_present(queue: &mut Queue, config: &Config, dispose: bool) {
                     take(queue, config, src, &path, dispose);
                 }
             }
-            Err(e) => tracing::error!("source {}: cannot list {}: {e}", src.name, src.path.display()),
+            Err(e) => tracing::error!("source {}: cannot list {}: {e}", src.name, shown(&src.path)),
         }
     }
 }

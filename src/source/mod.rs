@@ -5,6 +5,7 @@
 //! an explicit clock; [`watch`] feeds it from `notify` and periodic rescans. [`dispose`] archives or
 //! deletes a file and must only be called after the file's ingest committed.
 
+pub mod open;
 pub mod watch;
 
 use crate::config::{AfterIngest, SourceConfig};
@@ -21,9 +22,10 @@ pub fn owner(sources: &[SourceConfig], path: &Path) -> Option<usize> {
     sources.iter().position(|s| path.parent() == Some(s.path.as_path()))
 }
 
-/// Whether `path` (a file directly in a source folder) is one this source should read.
+/// Whether `path` (a file directly in a source folder) is one this source should read. Names are
+/// bytes: one that is not valid UTF-8 is judged by its ending like any other.
 pub fn is_candidate(source: &SourceConfig, path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
         return false;
     };
     if name.starts_with('.') || TEMP_SUFFIXES.iter().any(|s| name.to_ascii_lowercase().ends_with(s)) {
@@ -32,8 +34,41 @@ pub fn is_candidate(source: &SourceConfig, path: &Path) -> bool {
     if path.parent() != Some(source.path.as_path()) {
         return false;
     }
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    ext.is_some_and(|e| source.extensions.contains(&e)) && source.format.reads_file(name)
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    ext.is_some_and(|e| source.extensions.contains(&e)) && source.format.reads_file(&name)
+}
+
+/// A path as it is safe to print in a log line, a `.reason` file or a terminal: control characters
+/// (a newline, ESC) and bidirectional overrides escaped as Rust writes them (`\n`, `\u{1b}`), bytes
+/// that are not UTF-8 as `\xNN`. A file name cannot forge a log line or drive a terminal.
+pub fn shown(path: &Path) -> String {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                out.extend(c.escape_debug());
+            } else {
+                out.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+/// How a file of `source` is looked at without opening it: the entry itself (a symbolic link is
+/// not followed), or, for a link the source follows, its target (a dangling link: the link).
+pub fn look(source: &SourceConfig, path: &Path) -> std::io::Result<std::fs::Metadata> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() && source.follow_symlinks {
+        return Ok(std::fs::metadata(path).unwrap_or(meta));
+    }
+    Ok(meta)
 }
 
 /// The done-marker file of `path` under `template`: `{name}` is the file's name, `{stem}` its name
@@ -61,15 +96,17 @@ pub fn remove_marker(source: &SourceConfig, path: &Path) -> std::io::Result<()> 
 }
 
 /// Candidate files of a source, with their size and mtime; with a done marker configured, only the
-/// files whose marker exists. A missing folder is an error for the caller to report (it may be an
+/// files whose marker exists. Everything but a folder is listed, symbolic links and special files
+/// (FIFOs, sockets, devices) too: [`open::open_regular`] decides whether it is read, by the same
+/// rule for files found here and files the watcher reports. A missing folder is an error for the caller to report (it may be an
 /// unmounted share) and is tried again on the next scan.
 pub fn scan(source: &SourceConfig) -> std::io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&source.path)? {
         let Ok(entry) = entry else { continue };
         let path = entry.path();
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_file() && is_candidate(source, &path) && marked_done(source, &path) != Some(false) {
+        let Ok(meta) = look(source, &path) else { continue };
+        if !meta.is_dir() && is_candidate(source, &path) && marked_done(source, &path) != Some(false) {
             found.push((path, meta.len(), meta.modified().ok()));
         }
     }
@@ -165,6 +202,11 @@ impl Settle {
         self.files.insert(path.to_path_buf(), Seen { size, mtime, since_ms: now_ms, renamed_in: true });
     }
 
+    /// The size and mtime `path` was last seen with (what it settled at, once it is ready).
+    pub fn stamp(&self, path: &Path) -> Option<(u64, Option<SystemTime>)> {
+        self.files.get(path).map(|s| (s.size, s.mtime))
+    }
+
     pub fn forget(&mut self, path: &Path) {
         self.files.remove(path);
     }
@@ -198,7 +240,7 @@ impl Settle {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {action}: {source}")]
+#[error("{}: {action}: {source}", shown(path))]
 pub struct DisposeError {
     pub path: PathBuf,
     pub action: &'static str,
@@ -220,7 +262,7 @@ pub fn dispose(source: &SourceConfig, path: &Path, suffix: impl FnOnce() -> Stri
                 action: "archive",
                 source: e,
             })?;
-            Ok(format!("archived to {}", target.display()))
+            Ok(format!("archived to {}", shown(&target)))
         }
     }
 }
@@ -270,6 +312,24 @@ mod tests {
     use super::*;
 
     const SETTLE: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn paths_are_shown_with_control_characters_and_bad_bytes_escaped() {
+        use std::os::unix::ffi::OsStrExt;
+        let cases: [(&[u8], &str); 8] = [
+            (b"/pos/sales.csv", "/pos/sales.csv"),
+            (b"/pos/Verk\xc3\xa4ufe 1.csv", "/pos/Verk\u{e4}ufe 1.csv"),
+            (b"/pos/a\nINFO forged.csv", "/pos/a\\nINFO forged.csv"),
+            (b"/pos/\x1b[2Jx.csv", "/pos/\\u{1b}[2Jx.csv"),
+            (b"/pos/tab\there\r.csv", "/pos/tab\\there\\r.csv"),
+            (b"/pos/caf\xe9.csv", "/pos/caf\\xe9.csv"),
+            (b"/pos/\xe2\x80\xaevsc.exe", "/pos/\\u{202e}vsc.exe"),
+            (b"/pos/\x7f.csv", "/pos/\\u{7f}.csv"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(shown(Path::new(std::ffi::OsStr::from_bytes(raw))), expected, "{raw:?}");
+        }
+    }
 
     #[test]
     fn done_markers_are_named_from_the_file() {

@@ -8,6 +8,7 @@ mod append;
 mod bad_input;
 mod cli;
 mod e2e;
+mod edges;
 mod resilience;
 mod service;
 mod token;

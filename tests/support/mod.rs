@@ -376,3 +376,29 @@ pub fn all_file_text(dir: &Path) -> String {
     }
     out
 }
+
+/// Text of every regular file under `dir`, lossily, without following symbolic links or opening
+/// special files (a FIFO would block the read): what the agent wrote, for "never quoted" checks in
+/// a folder that holds links to secrets.
+pub fn regular_file_text(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                if let Ok(bytes) = std::fs::read(entry.path()) {
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Make a FIFO at `path` (`mkfifo`).
+pub fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success(), "mkfifo {}", path.display());
+}

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod event;
 pub mod format;
 pub mod ingest;
+pub mod logging;
 pub mod queue;
 pub mod sender;
 pub mod source;

@@ -9,7 +9,6 @@ use offline_events_agent::queue::{DeadFilter, Queue};
 use offline_events_agent::sender::{self, Sender, Settings};
 use offline_events_agent::tiktok::{classify, client, wire};
 use offline_events_agent::{daemon, status, tap};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -162,15 +161,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("OFFLINE_EVENTS_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        // The journal adds its own time stamps; plain lines read best there.
-        builder.without_time().with_ansi(false).init();
-    } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
-    }
+    offline_events_agent::logging::init();
 }
 
 fn execute(

@@ -288,7 +288,11 @@ pub use health::{Health, LogLimiter, Part, Verdict};
 /// The service: watch, ingest and send until SIGTERM or SIGINT; SIGHUP re-reads the config.
 pub fn run(config: Config, config_path: PathBuf, overrides: Overrides) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(8).build()?;
-    runtime.block_on(serve(config, config_path, overrides))
+    let result = runtime.block_on(serve(config, config_path, overrides));
+    // `serve` gave in-flight work its 4 s. A blocking call still running (a request hanging for up
+    // to request_timeout_secs) must not hold the exit: its events stay queued and are re-sent.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// The two loops of one configuration, and how to stop them.

@@ -291,7 +291,7 @@ pub fn run(config: Config, config_path: PathBuf, overrides: Overrides) -> Result
     let result = runtime.block_on(serve(config, config_path, overrides));
     // `serve` gave in-flight work its 4 s. A blocking call still running (a request hanging for up
     // to request_timeout_secs) must not hold the exit: its events stay queued and are re-sent.
-    runtime.shutdown_timeout(Duration::from_millis(500));
+    runtime.shutdown_background();
     result
 }
 

@@ -282,21 +282,21 @@ cp /usr/share/base-passwd/group.master "$RROOT/etc/group"
 install -m 0640 /dev/null "$RROOT/etc/shadow"
 install -m 0640 /dev/null "$RROOT/etc/gshadow"
 cp /etc/login.defs "$RROOT/etc/"
-rpm_root() { # rpm arguments
+rpm_root() { # rpm arguments, run with the overlay mounted
     unshare --mount --propagation private sh -euc '
         mount -t overlay overlay -o "lowerdir=/usr,upperdir=$2/upper,workdir=$2/work" "$1/usr"
         mount --bind /dev/null "$1/dev/null"
         root=$1
         shift 2
-        exec rpm --root "$root" --nodeps "$@"
+        exec rpm --root "$root" "$@"
     ' sh "$RROOT" "$RUSR" "$@"
 }
 # A later release of the same build, for the upgrade.
 rpm_release=$(rpm -qp --qf '%{RELEASE}' "$RPM")
 cargo generate-rpm --set-metadata "release = \"$((rpm_release + 1))\"" --output "$WORK/"
 RPM2=$(ls "$WORK"/*-"$((rpm_release + 1))".*.rpm)
-rpm_root -i "$RPM"
-[[ $(rpm_root -q --qf '%{VERSION}-%{RELEASE}' "$PKG") == *-"$rpm_release" ]] || fail "the .rpm is not installed"
+rpm_root -i --nodeps "$RPM"
+[[ $(rpm --root "$RROOT" -q --qf '%{VERSION}-%{RELEASE}' "$PKG") == *-"$rpm_release" ]] || fail "the .rpm is not installed"
 grep -q "^$PKG:[^:]*:[0-9]*:[0-9]*:[^:]*:/nonexistent:/sbin/nologin$" "$RROOT/etc/passwd" || fail "%pre made no account"
 ruid=$(awk -F: -v n="$PKG" '$1 == n { print $3 }' "$RROOT/etc/passwd")
 rgid=$(awk -F: -v n="$PKG" '$1 == n { print $3 }' "$RROOT/etc/group")
@@ -311,13 +311,13 @@ install -d -m 0700 -o "$ruid" -g "$rgid" "$rstate"
 head -c 4096 /dev/urandom >"$rstate/queue.sqlite"
 rqueue_sum=$(sha256sum <"$rstate/queue.sqlite")
 echo "# edited by the administrator" >>"$RROOT/etc/$PKG/config.toml"
-rpm_root -U "$RPM2"
-[[ $(rpm_root -q --qf '%{RELEASE}' "$PKG") == "$((rpm_release + 1))" ]] || fail "rpm -U did not upgrade"
+rpm_root -U --nodeps "$RPM2"
+[[ $(rpm --root "$RROOT" -q --qf '%{RELEASE}' "$PKG") == "$((rpm_release + 1))" ]] || fail "rpm -U did not upgrade"
 grep -q "edited by the administrator" "$RROOT/etc/$PKG/config.toml" || fail "rpm -U replaced the edited config"
 [[ $(sha256sum <"$rstate/queue.sqlite") == "$rqueue_sum" ]] || fail "rpm -U changed the queue"
 [[ -L $RROOT/etc/systemd/system/multi-user.target.wants/$UNIT ]] || fail "rpm -U disabled the unit"
 echo "ok: rpm -U: queue, edited config and enablement kept"
-rpm_root -e "$PKG"
+rpm_root -e --nodeps "$PKG"
 [[ ! -e $RUSR/upper/bin/$PKG ]] || fail "rpm -e left the binary"
 [[ ! -e $RROOT/etc/systemd/system/multi-user.target.wants/$UNIT ]] || fail "%preun did not disable the unit"
 [[ $(sha256sum <"$rstate/queue.sqlite") == "$rqueue_sum" ]] || fail "rpm -e deleted or changed the queue"

@@ -230,6 +230,7 @@ check() {
     if ((rc == 0)); then
         PASSED=$((PASSED + 1))
         echo "PASS: $name [$((SECONDS - t))s]"
+        sed -n 's/^info: /    /p' "$RUN/check.out"
     else
         FAILED=$((FAILED + 1))
         echo "FAIL: $name [$((SECONDS - t))s]"
@@ -240,6 +241,7 @@ check() {
 # -- the checks -----------------------------------------------------------------------------------
 boots() {
     local state
+    wait_for 30 g test -S /run/systemd/private || fail "systemd in the guest does not answer"
     state=$(g systemctl is-system-running --wait) || true
     [[ $state == running ]] || {
         g systemctl --failed --no-legend --plain || true
@@ -277,7 +279,7 @@ starts_ready_with_status() {
     local status
     status=$(prop StatusText)
     [[ $status == *"events queued"* ]] || fail "STATUS is '$status'"
-    echo "STATUS=$status"
+    echo "info: STATUS=$status"
 }
 
 delivers_and_archives() {
@@ -307,7 +309,7 @@ status_shows_the_delivery() {
     wait_for 25 delivered || fail "STATUS is '$(prop StatusText)'"
     local status
     status=$(prop StatusText)
-    echo "STATUS=$status"
+    echo "info: STATUS=$status"
 }
 
 reloads_a_good_config() {
@@ -334,7 +336,7 @@ journal_has_priorities() {
     local errors
     errors=$(journal -p err)
     [[ -n $errors ]] || fail "journalctl -p err -u $UNIT shows nothing"
-    echo "err: $(head -n 1 <<<"$errors")"
+    echo "info: journalctl -p err: $(head -n 1 <<<"$errors")"
     journal -p info..info | grep -q '^started: ' || fail "'started' is not a plain line at priority info"
     ! journal | grep -Eq '^ *(TRACE|DEBUG|INFO|WARN|ERROR) ' || fail "level words in the journal: $(journal | grep -E '^ *(INFO|WARN|ERROR) ' | head -n 2)"
 }
@@ -350,7 +352,9 @@ restarts_on_watchdog() {
     g sh -c "kill -STOP $pid"
     restarted() { [[ $(prop NRestarts) -gt $restarts && $(prop ActiveState) == active && $(prop MainPID) != "$pid" ]]; }
     wait_for 20 restarted || fail "not restarted: $(prop ActiveState) pid $(prop MainPID) restarts $(prop NRestarts)"
-    g journalctl --no-pager -q -u "$UNIT" | grep -qi 'watchdog timeout' || fail "systemd did not log a watchdog timeout"
+    watchdog_logged() { g journalctl --no-pager -q -u "$UNIT" | grep -qi 'watchdog timeout'; }
+    wait_for 5 watchdog_logged || fail "systemd did not log a watchdog timeout"
+    echo "info: $(g journalctl --no-pager -q -u "$UNIT" -o cat | grep -i -m 1 'watchdog timeout')"
 }
 
 stops_within_5s_while_a_request_hangs() {
@@ -362,7 +366,7 @@ stops_within_5s_while_a_request_hangs() {
     g timeout 30 systemctl stop "$UNIT"
     ms=$(($(now_ms) - t))
     rm -f "$GUEST$TEST_DIR/hang"
-    echo "stopped in $ms ms; result $(prop Result), exit status $(prop ExecMainStatus)"
+    echo "info: stopped in $ms ms; result $(prop Result), exit status $(prop ExecMainStatus)"
     ((ms <= 5000)) || fail "stop took $ms ms"
     [[ $(prop Result) == success ]] || fail "result $(prop Result)"
 }

@@ -269,6 +269,7 @@ step "install, upgrade and erase the .rpm in a throwaway root (scriptlets run)"
 # call (getent, groupadd, useradd, chown, systemctl): this machine's /usr, under an overlay so that
 # nothing is written to the machine, mounted in a mount namespace of its own (unshare) so that nothing
 # stays mounted. --nodeps: the root's rpm database is empty (no glibc, no shadow-utils).
+# (--force-debian: Debian's rpm otherwise warns that dpkg should install packages here.)
 # Not executed here: the `[ -d /run/systemd/system ]` branches (daemon-reload, and try-restart on
 # upgrade: no systemd runs in the root), the stop of `disable --now` in %preun, dependency resolution,
 # and RHEL's own shadow-utils (Debian's useradd/groupadd stand in).
@@ -288,7 +289,7 @@ rpm_root() { # rpm arguments, run with the overlay mounted
         mount --bind /dev/null "$1/dev/null"
         root=$1
         shift 2
-        exec rpm --root "$root" "$@"
+        exec rpm --force-debian --root "$root" "$@"
     ' sh "$RROOT" "$RUSR" "$@"
 }
 # A later release of the same build, for the upgrade.

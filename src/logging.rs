@@ -29,6 +29,22 @@ pub fn init() {
     }
 }
 
+/// Print `error: {message}` on stderr, as the command line does for errors it reports itself (a bad
+/// config at start, a failed command); under journald each line carries `<3>`, so that
+/// `journalctl -p err` shows it too.
+pub fn eprint_error(message: &dyn fmt::Display) {
+    eprint!("{}", error_lines(message, std::env::var_os("JOURNAL_STREAM").is_some()));
+}
+
+/// The text [`eprint_error`] prints.
+fn error_lines(message: &dyn fmt::Display, journal: bool) -> String {
+    let text = format!("error: {message}");
+    if !journal {
+        return format!("{text}\n");
+    }
+    text.lines().map(|line| format!("{}{line}\n", priority(&Level::ERROR))).collect()
+}
+
 /// The sd-daemon(3) prefix journald reads as a line's priority.
 pub fn priority(level: &Level) -> &'static str {
     match *level {
@@ -84,6 +100,19 @@ mod tests {
         ];
         for (level, prefix) in table {
             assert_eq!(priority(&level), prefix, "{level}");
+        }
+    }
+
+    #[test]
+    fn error_lines_carry_the_error_priority_only_under_journald() {
+        let table: [(&str, bool, &str); 4] = [
+            ("bad key", false, "error: bad key\n"),
+            ("bad key", true, "<3>error: bad key\n"),
+            ("invalid config a.toml:\nline 3", false, "error: invalid config a.toml:\nline 3\n"),
+            ("invalid config a.toml:\nline 3", true, "<3>error: invalid config a.toml:\n<3>line 3\n"),
+        ];
+        for (message, journal, expected) in table {
+            assert_eq!(error_lines(&message, journal), expected, "{message:?} journal={journal}");
         }
     }
 

@@ -30,7 +30,9 @@ if [[ ! -x $rootfs/usr/lib/systemd/systemd ]]; then
     rm -rf "$building/rootfs/var/cache/apt/archives/"*.deb "$building/rootfs/var/lib/apt/lists/"*
     # No machine id: each boot makes its own (an overlay per run).
     : >"$building/rootfs/etc/machine-id"
-    rm -rf "$rootfs"
-    mv "$building/rootfs" "$rootfs"
+    # A leftover without systemd is not a rootfs; a complete one made meanwhile by a concurrent
+    # run wins (mv -T refuses to replace it).
+    [[ -x $rootfs/usr/lib/systemd/systemd ]] || rm -rf "$rootfs"
+    mv -T "$building/rootfs" "$rootfs" 2>/dev/null || [[ -x $rootfs/usr/lib/systemd/systemd ]]
 fi
 echo "$rootfs"

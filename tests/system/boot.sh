@@ -66,7 +66,7 @@ cleanup() {
             kill -0 "$NSPAWN_PID" 2>/dev/null || break
             sleep 0.1
         done
-        [[ -n $PID1 ]] && kill -KILL "$PID1" 2>/dev/null
+        [[ -z $PID1 ]] || kill -KILL "$PID1" 2>/dev/null || true
         kill -KILL "$NSPAWN_PID" 2>/dev/null || true
         wait "$NSPAWN_PID" 2>/dev/null || true
     fi

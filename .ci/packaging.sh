@@ -3,7 +3,7 @@
 # the installed layout and modes, the conffile, the config template (check-config by the installed
 # binary, as the service's group would read it), install/upgrade/remove/purge with the maintainer
 # scripts, the unit (systemd-analyze verify: no output) and its sandboxing (systemd-analyze security
-# exposure at most 2.0).
+# exposure at most 2.0), and the .rpm's scriptlets (install, upgrade, erase in a throwaway root).
 #
 # Runs as root on Debian 12 with the Rust toolchain; installs what it needs (apt: systemd, lintian,
 # rpm; cargo: cargo-deb, cargo-generate-rpm, each only when missing). The package itself is never
@@ -67,11 +67,12 @@ OUT=$CARGO_TARGET_DIR/packages
 rm -rf "$OUT"
 mkdir -p "$OUT"
 cargo deb --no-build --locked --quiet --output "$OUT/"
-# A second revision of the same build, to test an upgrade.
-cargo deb --no-build --locked --quiet --deb-revision 2 --output "$WORK/"
-cargo generate-rpm --output "$OUT/"
 DEB=$(ls "$OUT"/*.deb)
-DEB2=$(ls "$WORK"/*-2_*.deb)
+# The next revision of the same build, to test an upgrade.
+next_revision=$(($(dpkg-deb -f "$DEB" Version | sed 's/.*-//') + 1))
+cargo deb --no-build --locked --quiet --deb-revision "$next_revision" --output "$WORK/"
+cargo generate-rpm --output "$OUT/"
+DEB2=$(ls "$WORK"/*-"$next_revision"_*.deb)
 RPM=$(ls "$OUT"/*.rpm)
 ls -l "$OUT"
 
@@ -166,13 +167,13 @@ echo "ok: no token -> exit 78"
 
 step "systemd-analyze verify (must print nothing)"
 # verify resolves ExecStart= and ExecReload= inside --root, and needs the targets the unit refers to:
-# the package's files, plus this machine's systemd units and kill(1).
+# the package's files, plus this machine's systemd units and sh(1) (ExecReload=).
 VROOT=$WORK/verify-root
 dpkg-deb -x "$DEB" "$VROOT"
 ln -s usr/bin "$VROOT/bin"
 ln -s usr/lib "$VROOT/lib"
 cp -a --no-clobber /lib/systemd/system/. "$VROOT/usr/lib/systemd/system/"
-cp /bin/kill "$VROOT/usr/bin/kill"
+cp -L /bin/sh "$VROOT/usr/bin/sh"
 verify() {
     local out
     if ! out=$(systemd-analyze verify --root="$VROOT" "/usr/lib/systemd/system/$UNIT" 2>&1) || [[ -n $out ]]; then
@@ -218,7 +219,7 @@ queue_sum=$(sha256sum <"$state/queue.sqlite")
 install -m 0600 /dev/null "$ROOT/etc/$PKG/token"
 echo "# edited by the administrator" >>"$ROOT/etc/$PKG/config.toml"
 "${DPKG[@]}" --install "$DEB2"
-[[ $("${DPKG[@]}" -s "$PKG" | sed -n 's/^Version: //p') == *-2 ]] || fail "upgrade did not happen"
+[[ $("${DPKG[@]}" -s "$PKG" | sed -n 's/^Version: //p') == *-"$next_revision" ]] || fail "upgrade did not happen"
 [[ $(sha256sum <"$state/queue.sqlite") == "$queue_sum" ]] || fail "upgrade changed the queue"
 [[ $(stat -c %u:%g:%a "$state") == "$uid:$gid:700" ]] || fail "upgrade changed the state directory"
 grep -q "edited by the administrator" "$ROOT/etc/$PKG/config.toml" || fail "upgrade replaced the edited config"
@@ -262,5 +263,66 @@ for f in packaging/rpm/*.sh packaging/debian/postinst packaging/debian/prerm pac
     sh -n "$f" || fail "$f: shell syntax"
 done
 echo "ok: rpm scriptlets"
+
+step "install, upgrade and erase the .rpm in a throwaway root (scriptlets run)"
+# rpm --root runs the scriptlets chrooted into the root, so the root needs /bin/sh and the tools they
+# call (getent, groupadd, useradd, chown, systemctl): this machine's /usr, under an overlay so that
+# nothing is written to the machine, mounted in a mount namespace of its own (unshare) so that nothing
+# stays mounted. --nodeps: the root's rpm database is empty (no glibc, no shadow-utils).
+# (--force-debian: Debian's rpm otherwise warns that dpkg should install packages here.)
+# Not executed here: the `[ -d /run/systemd/system ]` branches (daemon-reload, and try-restart on
+# upgrade: no systemd runs in the root), the stop of `disable --now` in %preun, dependency resolution,
+# and RHEL's own shadow-utils (Debian's useradd/groupadd stand in).
+RROOT=$WORK/rpm-root
+RUSR=$WORK/rpm-usr
+mkdir -p "$RROOT"/{usr,etc,dev,tmp,var/lib} "$RUSR"/{upper,work}
+for d in bin sbin lib lib64; do ln -s "usr/$d" "$RROOT/$d"; done
+touch "$RROOT/dev/null"
+cp /usr/share/base-passwd/passwd.master "$RROOT/etc/passwd"
+cp /usr/share/base-passwd/group.master "$RROOT/etc/group"
+install -m 0640 /dev/null "$RROOT/etc/shadow"
+install -m 0640 /dev/null "$RROOT/etc/gshadow"
+cp /etc/login.defs "$RROOT/etc/"
+rpm_root() { # rpm arguments, run with the overlay mounted
+    unshare --mount --propagation private sh -euc '
+        mount -t overlay overlay -o "lowerdir=/usr,upperdir=$2/upper,workdir=$2/work" "$1/usr"
+        mount --bind /dev/null "$1/dev/null"
+        root=$1
+        shift 2
+        exec rpm --force-debian --root "$root" "$@"
+    ' sh "$RROOT" "$RUSR" "$@"
+}
+# A later release of the same build, for the upgrade.
+rpm_release=$(rpm -qp --qf '%{RELEASE}' "$RPM")
+cargo generate-rpm --set-metadata "release = \"$((rpm_release + 1))\"" --output "$WORK/"
+RPM2=$(ls "$WORK"/*-"$((rpm_release + 1))".*.rpm)
+rpm_root -i --nodeps "$RPM"
+[[ $(rpm --root "$RROOT" -q --qf '%{VERSION}-%{RELEASE}' "$PKG") == *-"$rpm_release" ]] || fail "the .rpm is not installed"
+grep -q "^$PKG:[^:]*:[0-9]*:[0-9]*:[^:]*:/nonexistent:/sbin/nologin$" "$RROOT/etc/passwd" || fail "%pre made no account"
+ruid=$(awk -F: -v n="$PKG" '$1 == n { print $3 }' "$RROOT/etc/passwd")
+rgid=$(awk -F: -v n="$PKG" '$1 == n { print $3 }' "$RROOT/etc/group")
+((ruid < 1000 && rgid < 1000)) || fail "$PKG is not a system account (uid $ruid, gid $rgid)"
+[[ $(stat -c %u:%g:%a "$RROOT/etc/$PKG") == "0:$rgid:750" ]] || fail "%post did not make /etc/$PKG root:$PKG 0750"
+[[ $(stat -c %u:%g:%a "$RROOT/etc/$PKG/config.toml") == "0:$rgid:640" ]] || fail "config.toml is not root:$PKG 0640"
+[[ -x $RUSR/upper/bin/$PKG ]] || fail "no /usr/bin/$PKG"
+[[ -L $RROOT/etc/systemd/system/multi-user.target.wants/$UNIT ]] || fail "%post did not enable the unit"
+echo "ok: rpm -i: account $PKG ($ruid:$rgid), /etc/$PKG root:$PKG 0750, unit enabled"
+rstate=$RROOT/var/lib/$PKG
+install -d -m 0700 -o "$ruid" -g "$rgid" "$rstate"
+head -c 4096 /dev/urandom >"$rstate/queue.sqlite"
+rqueue_sum=$(sha256sum <"$rstate/queue.sqlite")
+echo "# edited by the administrator" >>"$RROOT/etc/$PKG/config.toml"
+rpm_root -U --nodeps "$RPM2"
+[[ $(rpm --root "$RROOT" -q --qf '%{RELEASE}' "$PKG") == "$((rpm_release + 1))" ]] || fail "rpm -U did not upgrade"
+grep -q "edited by the administrator" "$RROOT/etc/$PKG/config.toml" || fail "rpm -U replaced the edited config"
+[[ $(sha256sum <"$rstate/queue.sqlite") == "$rqueue_sum" ]] || fail "rpm -U changed the queue"
+[[ -L $RROOT/etc/systemd/system/multi-user.target.wants/$UNIT ]] || fail "rpm -U disabled the unit"
+echo "ok: rpm -U: queue, edited config and enablement kept"
+rpm_root -e --nodeps "$PKG"
+[[ ! -e $RUSR/upper/bin/$PKG ]] || fail "rpm -e left the binary"
+[[ ! -e $RROOT/etc/systemd/system/multi-user.target.wants/$UNIT ]] || fail "%preun did not disable the unit"
+[[ $(sha256sum <"$rstate/queue.sqlite") == "$rqueue_sum" ]] || fail "rpm -e deleted or changed the queue"
+grep -q "^$PKG:" "$RROOT/etc/passwd" || fail "rpm -e deleted the account"
+echo "ok: rpm -e: unit disabled, queue and account kept"
 
 step "done: $(basename "$DEB"), $(basename "$RPM")"

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod event;
 pub mod format;
 pub mod intake;
+pub mod logging;
 pub mod queue;
 pub mod sender;
 pub mod source;

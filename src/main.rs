@@ -7,8 +7,7 @@ use offline_events_agent::config::{self, Config};
 use offline_events_agent::queue::{DeadFilter, DeadReason, Queue};
 use offline_events_agent::sender;
 use offline_events_agent::tiktok::wire;
-use offline_events_agent::{commands, daemon, status, tap};
-use std::io::IsTerminal;
+use offline_events_agent::{commands, daemon, logging, status, tap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -151,14 +150,14 @@ impl Selection {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    logging::init();
     // Absolute once, here: relative source folders resolve against it, and the watcher reports
     // absolute paths, so a relative `--config` would make every file event miss its source.
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
     let mut config = match config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            logging::eprint_error(&e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -171,23 +170,46 @@ fn main() -> ExitCode {
     overrides.apply(&mut config);
     match execute(cli.command, config, &config_path, overrides) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::eprint_error(&format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("OFFLINE_EVENTS_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        // The journal adds its own time stamps; plain lines read best there.
-        builder.without_time().with_ansi(false).init();
-    } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
+/// `print!`/`println!` that end the process quietly when standard output is gone (`| head -1`)
+/// instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+
+/// Standard output cannot be written: a closed pipe is the reader's choice (exit quietly, as
+/// `head` expects); anything else is an error.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
     }
+    logging::eprint_error(&format_args!("cannot write to standard output: {e}"));
+    std::process::exit(1);
+}
+
+/// Whether an error comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn execute(
@@ -198,14 +220,14 @@ fn execute(
 ) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig => {
-            print!("{}", config::describe(&config));
+            out!("{}", config::describe(&config));
             if !config.dry_run {
                 if let Err(e) = config::load_token(config.token.as_ref()) {
-                    eprintln!("error: {e}");
+                    logging::eprint_error(&e);
                     return Ok(ExitCode::from(EXIT_CONFIG));
                 }
             }
-            println!("ok");
+            outln!("ok");
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { once: false, .. } => {
@@ -219,9 +241,9 @@ fn execute(
         Command::Status { json } => {
             let report = status::gather(&config)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", status::render(&report));
+                out!("{}", status::render(&report));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -313,7 +335,7 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
                     .filter(|(_, n)| *n > 0)
                     .map(|(k, n)| format!("{k}×{n}"))
                     .collect::<Vec<_>>();
-                    println!(
+                    outln!(
                         "{shown}:{line}: {} {} at {} value {} {}, {} lines / {} units, customer: {}{}",
                         event.event,
                         event.event_id.as_str(),
@@ -326,19 +348,19 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
                         dead_reason.map(|r| format!(" [NOT SENT: {r}]")).unwrap_or_default(),
                     );
                     for w in warnings {
-                        println!("{shown}:{}:   warning: field `{}`: {}", w.line, w.field, w.reason);
+                        outln!("{shown}:{}:   warning: field `{}`: {}", w.line, w.field, w.reason);
                     }
                     if json {
-                        println!("  {}", wire::event_json(event));
+                        outln!("  {}", wire::event_json(event));
                     }
                 }
                 Found::Skip(skip) => {
                     skipped += 1;
-                    println!("{shown}:{}: skipped order `{}`: {}", skip.line, skip.order_id, skip.reason);
+                    outln!("{shown}:{}: skipped order `{}`: {}", skip.line, skip.order_id, skip.reason);
                 }
                 Found::Reject { line, field, reason } => {
                     rejected += 1;
-                    println!(
+                    outln!(
                         "{shown}:{line}: rejected: {}{reason}",
                         field.map(|f| format!("field `{f}`: ")).unwrap_or_default()
                     );
@@ -347,13 +369,13 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
             std::ops::ControlFlow::Continue(())
         })?;
         match read {
-            Ok(_) => println!(
+            Ok(_) => outln!(
                 "{shown}: {events} events, {skipped} skipped, {rejected} rejected (format {})",
                 src.format.name()
             ),
             Err(e) => {
                 unreadable = true;
-                println!("{shown}: cannot be read as {}: {e}", src.format.name());
+                outln!("{shown}: cannot be read as {}: {e}", src.format.name());
             }
         }
     }
@@ -363,15 +385,15 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
 fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
     let test = match sender::TestSend::prepare(config, code, offline_events_agent::now())? {
         sender::TestSend::DryRun { body } => {
-            println!("{body}");
+            outln!("{body}");
             return Ok(ExitCode::SUCCESS);
         }
         sender::TestSend::Ready(test) => test,
     };
-    println!("sending test Purchase {} to {} with test_event_code {code}", test.event_id, test.endpoint());
+    outln!("sending test Purchase {} to {} with test_event_code {code}", test.event_id, test.endpoint());
     let report = test.send()?;
-    println!("http {}: {}", report.status, report.body.trim());
-    println!("{}", report.explain());
+    outln!("http {}: {}", report.status, report.body.trim());
+    outln!("{}", report.explain());
     Ok(if report.delivered() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNDELIVERED) })
 }
 
@@ -382,12 +404,12 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
             let dead = queue.dead_events(10_000)?;
             let rejects = queue.recent_rejects(10_000)?;
             if json {
-                println!("{}", serde_json::json!({ "dead_events": dead, "rejected_rows": rejects }));
+                outln!("{}", serde_json::json!({ "dead_events": dead, "rejected_rows": rejects }));
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("dead events: {}", dead.len());
+            outln!("dead events: {}", dead.len());
             for d in &dead {
-                println!(
+                outln!(
                     "  #{} {} order {} at {} [{}] after {} attempts: {}",
                     d.id,
                     d.event_id,
@@ -398,13 +420,13 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
                     status::printable(d.message.as_deref().unwrap_or(""))
                 );
             }
-            println!("rejected rows: {}", rejects.len());
+            outln!("rejected rows: {}", rejects.len());
             for r in &rejects {
-                println!("  {}", status::reject_line(r));
+                outln!("  {}", status::reject_line(r));
             }
         }
-        DeadAction::Requeue(sel) => println!("requeued {} events", queue.requeue(&sel.filter(&queue)?)?),
-        DeadAction::Purge(sel) => println!("purged {} events", queue.purge(&sel.filter(&queue)?)?),
+        DeadAction::Requeue(sel) => outln!("requeued {} events", queue.requeue(&sel.filter(&queue)?)?),
+        DeadAction::Purge(sel) => outln!("purged {} events", queue.purge(&sel.filter(&queue)?)?),
     }
     Ok(ExitCode::SUCCESS)
 }

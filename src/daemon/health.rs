@@ -29,6 +29,9 @@ impl Part {
 #[derive(Debug, Default)]
 pub struct Health {
     state: Mutex<State>,
+    /// Poked when a part finished a piece of work (the queue or the agent's state may have
+    /// changed): the supervisor refreshes systemd's STATUS line then, not only on its tick.
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -55,6 +58,12 @@ impl Health {
 
     pub fn end(&self, part: Part) {
         self.with(|s| s.busy[part.index()] = None);
+        self.changed.notify_one();
+    }
+
+    /// Wait until a part says its work may have changed what STATUS shows.
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     pub fn stuck(&self, now: Instant, limit: Duration) -> Option<Part> {
@@ -63,6 +72,7 @@ impl Health {
 
     pub fn set_ingest_held(&self, why: Option<String>) {
         self.with(|s| s.ingest_held = why);
+        self.changed.notify_one();
     }
 
     pub fn ingest_held(&self) -> Option<String> {

@@ -50,7 +50,11 @@ pub use health::{Health, LogLimiter, Part, Verdict};
 /// The service: watch, ingest and send until SIGTERM or SIGINT; SIGHUP re-reads the config.
 pub fn run(config: Config, config_path: PathBuf, overrides: Overrides) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(8).build()?;
-    runtime.block_on(serve(config, config_path, overrides))
+    let result = runtime.block_on(serve(config, config_path, overrides));
+    // `serve` gave in-flight work its 4 s. A blocking call still running (a request hanging for up
+    // to request_timeout_secs) must not hold the exit: its events stay queued and are re-sent.
+    runtime.shutdown_background();
+    result
 }
 
 /// The two loops of one configuration, and how to stop them.
@@ -174,7 +178,13 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
     let mut monitor = Monitor::open(&pipeline.config)?;
     service::ready(&monitor.status_line(&pipeline.config, &health));
     let tick = watchdog.map_or(Duration::from_secs(30), |w| (w / 3).min(Duration::from_secs(30)));
+    // A deadline, not a sleep per turn: the other arms (STATUS refreshes) wake the loop often, and
+    // must not push the watchdog ping back.
+    let mut next_tick = Instant::now() + tick;
     let mut stuck_logged = false;
+    // STATUS follows what the loops do (queue drained, retrying, paused), at most once a second.
+    let mut status_due: Option<Instant> = None;
+    let mut status_sent = Instant::now();
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -204,7 +214,16 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                 }
                 service::ready(&monitor.status_line(&pipeline.config, &health));
             }
-            _ = tokio::time::sleep(tick) => {
+            _ = health.changed(), if status_due.is_none() => {
+                status_due = Some((status_sent + Duration::from_secs(1)).max(Instant::now()));
+            }
+            _ = tokio::time::sleep_until(status_due.unwrap_or(next_tick).into()), if status_due.is_some() => {
+                status_due = None;
+                service::status(&monitor.status_line(&pipeline.config, &health));
+                status_sent = Instant::now();
+            }
+            _ = tokio::time::sleep_until(next_tick.into()) => {
+                next_tick = Instant::now() + tick;
                 let limit = watchdog.unwrap_or(Duration::from_secs(120)).max(pipeline.config.sender.request_timeout + Duration::from_secs(5));
                 match health.stuck(Instant::now(), limit) {
                     None => {
@@ -221,6 +240,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                     }
                 }
                 service::status(&monitor.status_line(&pipeline.config, &health));
+                status_sent = Instant::now();
                 monitor.write_metrics(&pipeline.config, &health, stuck_logged);
             }
         }

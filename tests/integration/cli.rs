@@ -128,3 +128,33 @@ fn a_timeout_too_long_to_wait_is_refused_instead_of_overflowing() {
         assert!(stderr.contains("--timeout-secs") && stderr.contains("must be at most 31536000"), "{stderr}");
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    agent.drop_file("p.csv", &csv_orders("PIPE", 3, 1));
+    agent.cmd_ok(&["run", "--once"]);
+    for args in [
+        &["check-config"][..],
+        &["status"],
+        &["status", "--json"],
+        &["dead-letter", "list"],
+        &["watch", "--history", "--exit-after-secs", "1"],
+    ] {
+        let mut child = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&agent.config)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before anything is written, as `| head -0` would.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

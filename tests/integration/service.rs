@@ -267,3 +267,22 @@ fn a_pipeline_part_that_panics_stops_the_service_with_an_error_instead_of_runnin
     assert!(log.contains("the ingest part of the pipeline panicked (fault injected at ingest-loop)"), "{log}");
     assert!(log.contains("exiting so that the service is restarted"), "{log}");
 }
+
+#[test]
+fn systemd_status_follows_a_delivery_at_once_not_only_on_the_watchdog_tick() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    let notify = NotifySocket::bind(agent.dir.path());
+    // A 60 s watchdog: the periodic refresh comes every 20 s.
+    let mut daemon =
+        agent.spawn_with_env(&[("NOTIFY_SOCKET", notify.path.to_str().unwrap()), ("WATCHDOG_USEC", "60000000")]);
+    assert!(wait_until(T, || notify.first("READY=1").is_some()), "{}", daemon.log_text());
+    agent.drop_file("s.csv", &csv_orders("ST", 3, 1));
+    assert!(fake.wait_for_unique(3, T), "{}", daemon.log_text());
+    let delivered = Instant::now();
+    let fresh = || {
+        notify.messages().iter().any(|(t, m)| *t >= delivered && m.starts_with("STATUS=0 events queued, last delivery"))
+    };
+    assert!(wait_until(Duration::from_secs(5), fresh), "{:?}", notify.messages());
+    daemon.terminate();
+}

@@ -11,6 +11,8 @@
 //! start-up to READY with the whole backlog queued. No figure is asserted: every event must arrive,
 //! that is all.
 
+mod common;
+use common::TOKEN;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -20,8 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SOURCE_ID: &str = "7181537436256731137";
-const TOKEN: &str = "bench-token";
 const FILES: usize = 10;
 
 fn main() {
@@ -42,7 +42,7 @@ fn main() {
     let receiver = Receiver::start();
     let run = dir.path().join("run");
     std::fs::create_dir_all(run.join("inbox")).unwrap();
-    std::fs::write(run.join("config.toml"), config_text(&run, &receiver.base_url())).unwrap();
+    std::fs::write(run.join("config.toml"), common::config_text(&run, &receiver.base_url(), "")).unwrap();
     let notify = Notify::bind(&run);
     let started = Instant::now();
     let mut agent = spawn(&run, &notify);
@@ -131,7 +131,7 @@ fn sqlite_floor(dir: &Path, files: &[PathBuf]) -> Option<f64> {
 fn startup_with_backlog(dir: &Path, run: &Path, rows: usize) {
     let second = dir.join("second");
     std::fs::create_dir_all(second.join("inbox")).unwrap();
-    std::fs::write(second.join("config.toml"), config_text(&second, "http://127.0.0.1:9")).unwrap();
+    std::fs::write(second.join("config.toml"), common::config_text(&second, "http://127.0.0.1:9", "")).unwrap();
     let archived: Vec<PathBuf> =
         walk(&run.join("inbox")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "csv")).collect();
     assert_eq!(archived.len(), FILES, "the archived exports");
@@ -158,17 +158,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn config_text(dir: &Path, api_base: &str) -> String {
-    format!(
-        "event_source_id = \"{SOURCE_ID}\"\naccess_token_env = \"OEA_BENCH_TOKEN\"\napi_base = \"{api_base}\"\n\
-         queue_path = \"{q}\"\nphone_region = \"US\"\n\n[sender]\nrequest_timeout_secs = 60\n\n\
-         [[source]]\nname = \"bench\"\npath = \"{inbox}\"\nformat = \"native-csv\"\ntime_zone = \"America/New_York\"\n\
-         currency = \"USD\"\nshop_id = \"s042\"\ntill_id = \"t1\"\nsettle_secs = 1\nrescan_secs = 30\n",
-        q = dir.join("queue.sqlite").display(),
-        inbox = dir.join("inbox").display(),
-    )
 }
 
 fn spawn(dir: &Path, notify: &Notify) -> Child {

@@ -10,14 +10,14 @@
 #[path = "../tests/support/fake_tiktok.rs"]
 mod fake_tiktok;
 
+mod common;
+use common::{SOURCE_ID, TOKEN};
 use offline_events_agent::{config, intake, queue::Queue, sender};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SOURCE_ID: &str = "7181537436256731137";
-const TOKEN: &str = "bench-token";
 const ITEMS_PER_ORDER: usize = 4;
 
 fn main() {
@@ -26,17 +26,6 @@ fn main() {
         Ok("flush") => phase_flush(),
         _ => orchestrate(),
     }
-}
-
-fn config_text(dir: &Path, api_base: &str) -> String {
-    format!(
-        "event_source_id = \"{SOURCE_ID}\"\naccess_token_env = \"OEA_BENCH_TOKEN\"\napi_base = \"{api_base}\"\n\
-         queue_path = \"{q}\"\nphone_region = \"US\"\n\n[sender]\nrequest_timeout_secs = 60\n\n\
-         [[source]]\nname = \"bench\"\npath = \"{inbox}\"\nformat = \"native-csv\"\ntime_zone = \"America/New_York\"\n\
-         currency = \"USD\"\nshop_id = \"s042\"\ntill_id = \"t1\"\nafter_ingest = \"keep\"\nsettle_secs = 1\nrescan_secs = 30\n",
-        q = dir.join("queue.sqlite").display(),
-        inbox = dir.join("inbox").display(),
-    )
 }
 
 fn load(dir: &Path) -> config::Config {
@@ -139,7 +128,11 @@ fn orchestrate() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
     let fake = fake_tiktok::FakeTikTok::start(TOKEN, SOURCE_ID);
-    std::fs::write(dir.path().join("config.toml"), config_text(dir.path(), &fake.base_url())).unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        common::config_text(dir.path(), &fake.base_url(), "after_ingest = \"keep\"\n"),
+    )
+    .unwrap();
 
     let file = dir.path().join("inbox/export.csv");
     let orders = generate(&file, rows);

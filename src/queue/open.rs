@@ -41,6 +41,11 @@ impl Queue {
         }
         create_private(path).map_err(|source| QueueError::Io { path: path.to_path_buf(), source })?;
         let conn = Connection::open(path).map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
+        Queue::ready(conn, path)
+    }
+
+    /// Configure a new connection and bring the schema up to date (refusing a newer one).
+    fn ready(conn: Connection, path: &Path) -> Result<Queue> {
         let mut queue = Queue { conn, path: path.to_path_buf() };
         queue.configure()?;
         let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
@@ -204,13 +209,7 @@ impl Queue {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(|source| QueueError::Sqlite { path: path.to_path_buf(), source })?;
-        let mut queue = Queue { conn, path: path.to_path_buf() };
-        queue.configure()?;
-        let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
-        if found > schema::VERSION {
-            return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
-        }
-        Ok(queue)
+        Queue::ready(conn, path)
     }
 
     fn configure(&mut self) -> Result<()> {

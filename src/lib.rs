@@ -22,9 +22,16 @@ pub mod status;
 pub mod tap;
 pub mod tiktok;
 
-/// Unix seconds now.
+/// Unix seconds now. In debug builds, `OFFLINE_EVENTS_AGENT_CLOCK_OFFSET_SECS=<n>` in the
+/// environment moves this clock `n` seconds (the integration tests' clock jumps); release builds
+/// compile that to nothing.
 pub fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+    let offset = if cfg!(debug_assertions) {
+        std::env::var("OFFLINE_EVENTS_AGENT_CLOCK_OFFSET_SECS").ok().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
+    } else {
+        0
+    };
+    jiff::Timestamp::now().as_second() + offset
 }
 
 /// Fault injection for the integration tests, in debug builds only: with

@@ -23,6 +23,8 @@ pub struct Report {
     pub paused: Option<String>,
     pub recovered: Option<String>,
     pub ingest_held: Option<String>,
+    /// The wall clock disagrees with TikTok's: by how much (expiry is held meanwhile).
+    pub clock_wrong: Option<String>,
     pub dead_by_reason: BTreeMap<String, i64>,
     pub files_waiting: BTreeMap<String, usize>,
     pub recent_files: Vec<FileRecord>,
@@ -73,6 +75,7 @@ pub fn gather(config: &Config) -> Result<Report, QueueError> {
         paused: state.paused,
         recovered: state.recovered,
         ingest_held: state.ingest_held,
+        clock_wrong: state.clock_wrong,
         dead_by_reason,
         files_waiting,
         recent_files: queue.recent_files(10)?,
@@ -116,6 +119,9 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(h) = &r.ingest_held {
         let _ = writeln!(out, "INGEST HELD:     {h}");
+    }
+    if let Some(c) = &r.clock_wrong {
+        let _ = writeln!(out, "CLOCK WRONG:     {}", printable(c));
     }
     let _ = writeln!(out, "queue:           {}{}", r.queue_path, if r.dry_run { " (dry run)" } else { "" });
     let c = &r.counts;

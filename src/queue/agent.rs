@@ -22,6 +22,11 @@ pub struct AgentState {
     pub ingest_held: Option<String>,
     /// The queue was found damaged at start-up and recovered: what happened.
     pub recovered: Option<String>,
+    /// The wall clock disagrees with TikTok's (or jumped): how far, in words. Expiry is held.
+    pub clock_wrong: Option<String>,
+    /// When the clock was first found wrong (TikTok's time, Unix seconds): events dead-lettered as
+    /// expired while it was wrong go back to the queue once it is right.
+    pub clock_wrong_since: Option<i64>,
 }
 
 /// The keys, as stored.
@@ -34,10 +39,12 @@ const LAST_REQUEST_ID: &str = "last_request_id";
 const CONSECUTIVE_FAILURES: &str = "consecutive_failures";
 const INGEST_HELD: &str = "ingest_held";
 const RECOVERED: &str = "recovered";
+const CLOCK_WRONG: &str = "clock_wrong";
+const CLOCK_WRONG_SINCE: &str = "clock_wrong_since";
 
 impl AgentState {
     /// Each field as its key and stored text: the one table of the on-disk form.
-    fn rows(&self) -> [(&'static str, Option<String>); 9] {
+    fn rows(&self) -> [(&'static str, Option<String>); 11] {
         let num = |n: Option<i64>| n.map(|n| n.to_string());
         [
             (PAUSED, self.paused.clone()),
@@ -49,6 +56,8 @@ impl AgentState {
             (CONSECUTIVE_FAILURES, self.consecutive_failures.map(|n| n.to_string())),
             (INGEST_HELD, self.ingest_held.clone()),
             (RECOVERED, self.recovered.clone()),
+            (CLOCK_WRONG, self.clock_wrong.clone()),
+            (CLOCK_WRONG_SINCE, num(self.clock_wrong_since)),
         ]
     }
 
@@ -66,6 +75,8 @@ impl AgentState {
                 CONSECUTIVE_FAILURES => s.consecutive_failures = value.parse().ok(),
                 INGEST_HELD => s.ingest_held = Some(value),
                 RECOVERED => s.recovered = Some(value),
+                CLOCK_WRONG => s.clock_wrong = Some(value),
+                CLOCK_WRONG_SINCE => s.clock_wrong_since = value.parse().ok(),
                 _ => {}
             }
         }
@@ -132,6 +143,8 @@ mod tests {
             consecutive_failures: Some(3),
             ingest_held: Some("queue full".into()),
             recovered: Some("moved aside".into()),
+            clock_wrong: Some("clock is wrong by ~30 days".into()),
+            clock_wrong_since: Some(7),
         };
         let rows = full.rows().into_iter().map(|(k, v)| (k.to_string(), v.unwrap()));
         assert_eq!(AgentState::from_rows(rows), full);
@@ -147,7 +160,9 @@ mod tests {
                 "last_request_id",
                 "consecutive_failures",
                 "ingest_held",
-                "recovered"
+                "recovered",
+                "clock_wrong",
+                "clock_wrong_since"
             ],
             "the stored keys never change"
         );

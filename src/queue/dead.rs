@@ -88,6 +88,19 @@ impl Queue {
         self.dead_update(&base, filter)
     }
 
+    /// Put back in the queue the events dead-lettered as expired whose `event_time` is at or after
+    /// `cutoff` (the start of the attribution window on a clock TikTok agrees with): they were
+    /// expired on a wrong clock. Returns how many.
+    pub fn requeue_wrongly_expired(&self, cutoff: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE events SET state = ?1, attempts = 0, dead_reason = NULL, dead_message = NULL
+                 WHERE state = ?2 AND dead_reason = ?3 AND event_time >= ?4",
+                rusqlite::params![EventState::Pending, EventState::Dead, DeadReason::Expired, cutoff],
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
     /// Delete dead events for good. Returns how many.
     pub fn purge(&self, filter: &DeadFilter) -> Result<usize> {
         self.dead_update(&format!("DELETE FROM events WHERE state = {}", EventState::Dead.code()), filter)

@@ -39,6 +39,24 @@ impl Queue {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
+    /// Up to `limit` pending events whose `event_time` is at or after `cutoff`, oldest queued
+    /// first: the batch while older ones are held (the clock that would expire them is distrusted).
+    pub fn pending_batch_since(&self, limit: usize, cutoff: i64) -> Result<Vec<Queued>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT e.id, e.event_id, e.event_time, p.json FROM events e JOIN payloads p ON p.id = e.id
+                 WHERE e.state = ?2 AND e.event_time >= ?3 ORDER BY e.id LIMIT ?1",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![limit as i64, EventState::Pending, cutoff], |r| {
+                Ok(Queued { id: r.get(0)?, event_id: r.get(1)?, event_time: r.get(2)?, payload: r.get(3)? })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
     pub fn pending_count(&self) -> Result<i64> {
         self.conn
             .query_row("SELECT COUNT(*) FROM events WHERE state = ?1", [EventState::Pending], |r| r.get(0))

@@ -9,8 +9,10 @@
 //!
 //! Invariants: an event leaves `pending` only as `sent` (TikTok said delivered) or `dead` (expired,
 //! or refused on its own after its batch was split); token and transient errors never touch event
-//! states beyond the attempt count.
+//! states beyond the attempt count. Nothing expires on a clock TikTok's has not confirmed
+//! ([`clock`]): older-looking events are held, the rest sent.
 
+pub mod clock;
 pub mod plan;
 pub mod send_test;
 
@@ -23,10 +25,11 @@ use crate::tiktok::backoff::{self, Policy};
 use crate::tiktok::classify::classify_reply;
 use crate::tiktok::client::{Client, ClientConfig, ClientError};
 use crate::tiktok::wire;
+use clock::{ClockJudge, Verdict};
 use plan::{plan, Action, Plan, Reply};
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where a dry run puts the request bodies it would have sent.
 #[derive(Debug, Clone)]
@@ -95,6 +98,15 @@ pub struct Sender {
     settings: Settings,
     failures: u32,
     written: u64,
+    /// Whether the wall clock may expire events, and the monotonic origin it is judged against.
+    clock: ClockJudge,
+    started: Instant,
+    last_probe: Option<Instant>,
+    /// The `clock_wrong` text in the agent state, and whether its `clock_wrong_since` marker is set.
+    clock_shown: Option<String>,
+    clock_marked: bool,
+    /// Pending events the last step held back (they look expired on a distrusted clock).
+    held: usize,
 }
 
 /// The HTTP client's settings from the config.
@@ -111,7 +123,27 @@ pub fn client_config(config: &Config) -> ClientConfig {
 impl Sender {
     pub fn new(queue: Queue, config: &Config, settings: Settings) -> Result<Sender, SendError> {
         let client = Client::new(&client_config(config))?;
-        Ok(Sender { queue, client, token: config.token.clone(), settings, failures: 0, written: 0 })
+        let started = Instant::now();
+        // A dry run has no server to ask the time: its clock is taken as right, jumps still seen.
+        let clock = match settings.dry_run {
+            Some(_) => ClockJudge::assume_right(crate::now(), started.elapsed()),
+            None => ClockJudge::default(),
+        };
+        let state = queue.agent_state()?;
+        Ok(Sender {
+            queue,
+            client,
+            token: config.token.clone(),
+            settings,
+            failures: 0,
+            written: 0,
+            clock,
+            started,
+            last_probe: None,
+            clock_shown: state.clock_wrong,
+            clock_marked: state.clock_wrong_since.is_some(),
+            held: 0,
+        })
     }
 
     pub fn queue(&self) -> &Queue {
@@ -124,21 +156,37 @@ impl Sender {
 
     /// One round: a batch of the oldest pending events, split as TikTok's answers require.
     pub fn step(&mut self, now: i64) -> Result<Step, SendError> {
+        self.judge_clock(now, None)?;
+        self.held = 0;
         let batch = self.queue.pending_batch(self.settings.batch_size)?;
         if batch.is_empty() {
             self.queue.release_memory();
             return Ok(Step::Idle);
         }
-        let (expired, batch) = plan::partition_expired(batch, now, self.settings.window_secs);
+        let (expired, mut batch) = plan::partition_expired(batch, now, self.settings.window_secs);
         if !expired.is_empty() {
-            let ids: Vec<i64> = expired.iter().map(|e| e.id).collect();
-            self.queue.mark_dead(&ids, DeadReason::Expired, DeadReason::EXPIRED_MESSAGE)?;
-            tracing::warn!(
-                "{} events older than the attribution window were dead-lettered as expired, not sent",
-                ids.len()
-            );
-            if batch.is_empty() {
-                return Ok(Step::Progress { sent: 0, dead: ids.len() });
+            if !self.clock.verdict().may_expire() {
+                self.probe_clock(now)?;
+            }
+            if self.clock.verdict().may_expire() {
+                let ids: Vec<i64> = expired.iter().map(|e| e.id).collect();
+                self.queue.mark_dead(&ids, DeadReason::Expired, DeadReason::EXPIRED_MESSAGE)?;
+                tracing::warn!(
+                    "{} events older than the attribution window were dead-lettered as expired, not sent",
+                    ids.len()
+                );
+                if batch.is_empty() {
+                    return Ok(Step::Progress { sent: 0, dead: ids.len() });
+                }
+            } else {
+                // Held: neither expired nor sent until TikTok's clock agrees with ours; the events
+                // inside the window go on meanwhile.
+                self.held = expired.len();
+                batch = self.queue.pending_batch_since(self.settings.batch_size, now - self.settings.window_secs)?;
+                if batch.is_empty() {
+                    self.queue.release_memory();
+                    return Ok(Step::Idle);
+                }
             }
         }
         let token = match &self.settings.dry_run {
@@ -167,22 +215,25 @@ impl Sender {
                 self.settings.test_event_code.as_deref(),
                 part.iter().map(|e| e.payload.as_str()),
             );
-            let (reply, http_status, connect_failure) = match (token, &self.settings.dry_run) {
+            let (reply, http_status, connect_failure, date) = match (token, &self.settings.dry_run) {
                 (Some(token), None) => match self.client.post(token, &body) {
                     Ok(reply) => {
                         let outcome = classify_reply(&reply);
-                        (Reply::Answered(outcome), Some(i64::from(reply.status)), false)
+                        (Reply::Answered(outcome), Some(i64::from(reply.status)), false, reply.date)
                     }
                     Err(ClientError::Transport { reason, connect, .. }) => {
-                        (Reply::Unanswered { reason }, None, connect)
+                        (Reply::Unanswered { reason }, None, connect, None)
                     }
                     Err(e) => return Err(e.into()),
                 },
                 _ => {
                     self.write_dry_run(&body)?;
-                    (Reply::DryRun, None, false)
+                    (Reply::DryRun, None, false, None)
                 }
             };
+            if date.is_some() {
+                self.judge_clock(now, date.as_deref())?;
+            }
             let Plan { log, action } = plan(reply, part.len());
             let log = SendLogEntry {
                 id: 0,
@@ -250,6 +301,64 @@ impl Sender {
         Ok(Step::Progress { sent, dead })
     }
 
+    /// Feed the clock judge the wall clock and, when an answer carried one, TikTok's `Date`; a
+    /// change of verdict goes to the agent state and the log, once each way. When the clock is
+    /// right again after it was wrong, the events expired meanwhile are queued again.
+    fn judge_clock(&mut self, now: i64, server_date: Option<&str>) -> Result<Verdict, SendError> {
+        let server = server_date.and_then(clock::parse_http_date);
+        let verdict = self.clock.observe(now, server, self.started.elapsed());
+        match (verdict, verdict.describe()) {
+            (Verdict::Wrong { by_secs }, Some(text)) if self.clock_shown.as_ref() != Some(&text) => {
+                if self.clock_shown.is_none() {
+                    tracing::warn!("{text}");
+                }
+                self.queue.update_agent_state(|s| {
+                    s.clock_wrong = Some(text.clone());
+                    s.clock_wrong_since.get_or_insert(now - by_secs);
+                })?;
+                self.clock_shown = Some(text);
+                self.clock_marked = true;
+            }
+            (Verdict::Right, _) if self.clock_shown.is_some() || self.clock_marked => {
+                let back = self.queue.requeue_wrongly_expired(now - self.settings.window_secs)?;
+                self.queue.update_agent_state(|s| {
+                    s.clock_wrong = None;
+                    s.clock_wrong_since = None;
+                })?;
+                tracing::warn!(
+                    "the clock is right again (tiktok's agrees); {back} events dead-lettered as expired while it was wrong are queued again"
+                );
+                self.clock_shown = None;
+                self.clock_marked = false;
+            }
+            _ => {}
+        }
+        Ok(verdict)
+    }
+
+    /// Ask the endpoint for its clock alone (at most every [`clock::PROBE_EVERY`]): events look
+    /// expired and no answer has confirmed the clock. No answer leaves the verdict as it was.
+    fn probe_clock(&mut self, now: i64) -> Result<(), SendError> {
+        if self.settings.dry_run.is_some() || self.last_probe.is_some_and(|t| t.elapsed() < clock::PROBE_EVERY) {
+            return Ok(());
+        }
+        self.last_probe = Some(Instant::now());
+        match self.client.server_date() {
+            Ok(Some(date)) => {
+                self.judge_clock(now, Some(&date))?;
+            }
+            Ok(None) => tracing::debug!("{}: the answer has no Date header", self.client.url()),
+            Err(e) => tracing::debug!("asking the time: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Pending events the last step held back: they look older than the attribution window, on a
+    /// clock TikTok's has not confirmed.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     fn write_dry_run(&mut self, body: &str) -> Result<(), SendError> {
         match &self.settings.dry_run {
             Some(DryRun::Dir(dir)) => {
@@ -282,6 +391,14 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
     let mut report = FlushReport::default();
     loop {
         match sender.step(crate::now())? {
+            Step::Idle if sender.held() > 0 => {
+                let why = sender.clock.verdict().describe().unwrap_or_else(|| "tiktok's clock was not reached".into());
+                report.undelivered = Some(format!(
+                    "{} events look older than the attribution window and are held: {why}",
+                    sender.held()
+                ));
+                return Ok(report);
+            }
             Step::Idle => return Ok(report),
             Step::Progress { sent, dead } => {
                 report.sent += sent;
@@ -314,11 +431,21 @@ impl Sender {
     }
 
     /// Housekeeping: dead-letter expired pending events and forget old sent ones. Run now and then,
-    /// never on the hot path.
-    pub fn maintain(&self, now: i64, sent_retention: Duration) -> Result<(), SendError> {
-        let expired = self.queue.expire_older_than(now - self.settings.window_secs)?;
-        if expired > 0 {
-            tracing::warn!("{expired} pending events passed the attribution window and were dead-lettered as expired");
+    /// never on the hot path. Nothing expires on a clock TikTok's has not confirmed, and nothing is
+    /// forgotten on one found wrong.
+    pub fn maintain(&mut self, now: i64, sent_retention: Duration) -> Result<(), SendError> {
+        let verdict = self.judge_clock(now, None)?;
+        if verdict.may_expire() {
+            let expired = self.queue.expire_older_than(now - self.settings.window_secs)?;
+            if expired > 0 {
+                tracing::warn!(
+                    "{expired} pending events passed the attribution window and were dead-lettered as expired"
+                );
+            }
+        }
+        if matches!(verdict, Verdict::Wrong { .. }) {
+            self.queue.release_memory();
+            return Ok(());
         }
         // Sent rows are kept beyond the window so that a re-export of an old order is recognised
         // as a duplicate rather than queued again.

@@ -215,6 +215,7 @@ mod tests {
             status,
             retry_after: None,
             location: location.map(str::to_string),
+            date: None,
             body: envelope(0, "OK"),
         };
         let cases = [

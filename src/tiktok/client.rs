@@ -43,6 +43,8 @@ pub struct Reply {
     pub retry_after: Option<String>,
     /// The `Location` header (a redirect's target), as sent.
     pub location: Option<String>,
+    /// The `Date` header, as sent: the server's clock (see [`crate::sender::clock`]).
+    pub date: Option<String>,
     pub body: String,
 }
 
@@ -114,28 +116,38 @@ impl Client {
 
     /// POST one body. Any answer, whatever its status (a 3xx included: it is not followed), is `Ok`.
     pub fn post(&self, token: &str, body: &str) -> Result<Reply, ClientError> {
-        let transport = |e: ureq::Error| {
-            let connect = matches!(e, ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_))
-                || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
-            let reason = redact_in(&e.to_string(), &self.target);
-            let reason = match &self.proxy {
-                Some(proxy) => redact_in(&reason, proxy),
-                None => reason,
-            };
-            ClientError::Transport { url: self.url.clone(), reason, connect }
-        };
         let response = self
             .agent
             .post(&self.target)
             .header("Access-Token", token)
             .header("Content-Type", "application/json")
             .send(body)
-            .map_err(transport)?;
+            .map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (retry_after, location) = (header("retry-after"), header("location"));
-        let body = response.into_body().with_config().limit(1024 * 1024).read_to_string().map_err(transport)?;
-        Ok(Reply { status, retry_after, location, body })
+        let (retry_after, location, date) = (header("retry-after"), header("location"), header("date"));
+        let body =
+            response.into_body().with_config().limit(1024 * 1024).read_to_string().map_err(|e| self.transport(e))?;
+        Ok(Reply { status, retry_after, location, date, body })
+    }
+
+    /// Ask the endpoint for nothing but its clock: a `HEAD` without the token, whose answer (any
+    /// status) carries a `Date` header. `Ok(None)` when the answer has none.
+    pub fn server_date(&self) -> Result<Option<String>, ClientError> {
+        let response = self.agent.head(&self.target).call().map_err(|e| self.transport(e))?;
+        Ok(response.headers().get("date").and_then(|v| v.to_str().ok()).map(str::to_string))
+    }
+
+    /// A request that got no answer, its URL and reason redacted.
+    fn transport(&self, e: ureq::Error) -> ClientError {
+        let connect = matches!(e, ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_))
+            || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
+        let reason = redact_in(&e.to_string(), &self.target);
+        let reason = match &self.proxy {
+            Some(proxy) => redact_in(&reason, proxy),
+            None => reason,
+        };
+        ClientError::Transport { url: self.url.clone(), reason, connect }
     }
 }
 

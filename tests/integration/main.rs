@@ -7,6 +7,7 @@ mod support;
 mod append;
 mod bad_input;
 mod cli;
+mod clock;
 mod e2e;
 mod edges;
 mod resilience;

@@ -127,6 +127,8 @@ struct State {
     unique: BTreeSet<String>,
     requests: Vec<RequestRecord>,
     violations: Vec<String>,
+    /// Seconds the fake's clock (its `Date` header and its event_time checks) is off the real one.
+    clock_offset: i64,
 }
 
 struct Shared {
@@ -170,6 +172,11 @@ impl Shared {
                 Err(e) => e.into_inner().0,
             };
         }
+    }
+
+    /// Unix seconds on the fake's clock.
+    fn now(&self) -> i64 {
+        unix_now() + lock(&self.state).clock_offset
     }
 
     fn request_id(&self, n: u64) -> String {
@@ -217,6 +224,7 @@ impl FakeTikTok {
                 unique: BTreeSet::new(),
                 requests: Vec::new(),
                 violations: Vec::new(),
+                clock_offset: 0,
             }),
             changed: Condvar::new(),
             stopped: Mutex::new(false),
@@ -274,6 +282,12 @@ impl FakeTikTok {
     /// waits `d`).
     pub fn set_response_delay(&self, d: Duration) {
         lock(&self.shared.state).response_delay = d;
+    }
+
+    /// Runs the fake's clock `secs` off the real one: the `Date` header of every answer and the
+    /// event_time checks use it.
+    pub fn set_clock_offset(&self, secs: i64) {
+        lock(&self.shared.state).clock_offset = secs;
     }
 
     /// Every accepted event object, in order, duplicates included.
@@ -647,6 +661,13 @@ fn handle_request(shared: &Shared, writer: &mut TcpStream, req: Request) -> bool
     let n = shared.next_request.fetch_add(1, Ordering::Relaxed) + 1;
     let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(&req.body);
     let summary = Summary::of(parsed.as_ref().ok());
+    if req.method == "HEAD" && req.target == TRACK_PATH {
+        // Asking the time: like the real endpoint, any method but POST is refused, with a `Date`.
+        // Not a violation, and no fault is spent on it; a server that is down does not answer.
+        let down = lock(&shared.state).down;
+        shared.record(if down { 0 } else { 405 }, None, &summary);
+        return !down && write_dated(shared, writer, 405, "text/plain", b"", &[], req.close).is_ok() && !req.close;
+    }
     let (fault, token) = {
         let mut st = lock(&shared.state);
         let fault = if st.down { Some(Fault::Reset) } else { st.faults.pop_front().or_else(|| st.persistent.clone()) };
@@ -664,28 +685,28 @@ fn apply_fault(shared: &Shared, writer: &mut TcpStream, fault: Fault, summary: &
         Fault::Code(code, message) => {
             shared.record(200, Some(code), summary);
             let body = envelope(code, &message, &request_id);
-            write_response(writer, 200, "application/json", &body, &[], close)
+            write_dated(shared, writer, 200, "application/json", &body, &[], close)
         }
         Fault::Http(status, body) => {
             let code = serde_json::from_str::<Value>(&body).ok().and_then(|v| v.get("code").and_then(Value::as_i64));
             shared.record(status, code, summary);
-            write_response(writer, status, "application/json", body.as_bytes(), &[], close)
+            write_dated(shared, writer, status, "application/json", body.as_bytes(), &[], close)
         }
         Fault::HttpRetryAfter(status, secs) => {
             shared.record(status, Some(40100), summary);
             let body = envelope(40100, "Too many requests. Please retry in some time.", &request_id);
             let extra = [("Retry-After", secs.to_string())];
-            write_response(writer, status, "application/json", &body, &extra, close)
+            write_dated(shared, writer, status, "application/json", &body, &extra, close)
         }
         Fault::Html502 => {
             shared.record(502, None, summary);
             let body = b"<html><body>502 Bad Gateway</body></html>";
-            write_response(writer, 502, "text/html", body, &[], close)
+            write_dated(shared, writer, 502, "text/html", body, &[], close)
         }
         Fault::Redirect(status, location) => {
             shared.record(status, None, summary);
             let body = envelope(0, "OK", &request_id);
-            write_response(writer, status, "application/json", &body, &[("Location", location)], close)
+            write_dated(shared, writer, status, "application/json", &body, &[("Location", location)], close)
         }
         Fault::Reset => {
             shared.record(0, None, summary);
@@ -744,7 +765,7 @@ fn handle_normally(
                     );
                 }
                 match &parsed {
-                    Ok(body) => validate_body(body, &shared.event_source_id, unix_now(), &mut issues),
+                    Ok(body) => validate_body(body, &shared.event_source_id, shared.now(), &mut issues),
                     Err(e) => issues.add(40002, "body", format!("not valid JSON ({e})")),
                 }
                 match issues.list.first() {
@@ -813,17 +834,57 @@ fn handle_normally(
     }
     let request_id = shared.request_id(n);
     let written = match outcome {
-        Outcome::NotFound => write_response(writer, 404, "text/plain", b"404 page not found", &[], req.close),
+        Outcome::NotFound => write_dated(shared, writer, 404, "text/plain", b"404 page not found", &[], req.close),
         Outcome::Error(code, message) => {
             let body = envelope(code, &message, &request_id);
-            write_response(writer, 200, "application/json", &body, &[], req.close)
+            write_dated(shared, writer, 200, "application/json", &body, &[], req.close)
         }
         Outcome::Accept => {
             let body = envelope(0, "OK", &request_id);
-            write_response(writer, 200, "application/json", &body, &[], req.close)
+            write_dated(shared, writer, 200, "application/json", &body, &[], req.close)
         }
     };
     written.is_ok() && !req.close
+}
+
+/// [`write_response`] with a `Date` header on the fake's clock.
+fn write_dated(
+    shared: &Shared,
+    w: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    extra_headers: &[(&str, String)],
+    close: bool,
+) -> io::Result<()> {
+    let mut headers = vec![("Date", http_date(shared.now()))];
+    headers.extend(extra_headers.iter().cloned());
+    write_response(w, status, content_type, body, &headers, close)
+}
+
+/// Unix seconds as an HTTP IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), with `std` only.
+pub fn http_date(unix: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 fn unix_now() -> i64 {

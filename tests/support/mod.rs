@@ -144,6 +144,21 @@ rescan_secs = 1
         out
     }
 
+    /// [`Agent::cmd`] with extra environment variables (the debug builds' clock offset, say).
+    pub fn cmd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("OFFLINE_EVENTS_AGENT_LOG")
+            .output()
+            .unwrap();
+        assert_no_leak(&String::from_utf8_lossy(&out.stdout));
+        assert_no_leak(&String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
     pub fn cmd_ok(&self, args: &[&str]) -> String {
         let out = self.cmd(args);
         assert!(

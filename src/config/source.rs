@@ -81,6 +81,8 @@ fn source(
     let network_poll =
         bounded(&key("network_poll_secs"), src.network_poll_secs.as_ref(), defaults::NETWORK_POLL_SECS, f);
     let append_idle = bounded(&key("append_idle_secs"), src.append_idle_secs.as_ref(), defaults::APPEND_IDLE_SECS, f);
+    let archive_keep_days =
+        src.archive_keep_days.as_ref().map(|days| archive_keep_days(&key("archive_keep_days"), days, f));
     SourceConfig {
         name,
         path,
@@ -103,6 +105,7 @@ fn source(
         },
         after_ingest,
         archive_dir,
+        archive_keep_days,
         settle: Duration::from_secs(settle),
         rescan: Duration::from_secs(rescan.max(1)),
         columns: src.columns.clone(),
@@ -247,6 +250,15 @@ fn names_where(can: fn(Format) -> bool) -> String {
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         None => String::new(),
     }
+}
+
+/// `archive_keep_days`: at least a day, at most [`defaults::ARCHIVE_KEEP_DAYS`]'s maximum.
+fn archive_keep_days(key: &str, raw: &Spanned<u64>, f: &mut Findings) -> u64 {
+    if *raw.get_ref() == 0 {
+        f.error(key, Some(raw.span()), "must be at least 1");
+        return 1;
+    }
+    bounded(key, Some(raw), defaults::ARCHIVE_KEEP_DAYS, f)
 }
 
 /// `archive_dir`, relative to the source's folder; `archive` in it when absent.

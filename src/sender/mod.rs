@@ -129,6 +129,19 @@ impl Sender {
             self.queue.release_memory();
             return Ok(Step::Idle);
         }
+        // A payload damaged on disk is never sent as is: dead-lettered as `corrupt`, loudly, until
+        // its archived file rebuilds it (`intake::redo`).
+        let (batch, corrupt): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(Queued::intact);
+        if !corrupt.is_empty() {
+            for e in &corrupt {
+                tracing::error!("event {}: {}", e.event_id, DeadReason::CORRUPT_MESSAGE);
+            }
+            let ids: Vec<i64> = corrupt.iter().map(|e| e.id).collect();
+            self.queue.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE)?;
+            if batch.is_empty() {
+                return Ok(Step::Progress { sent: 0, dead: ids.len() });
+            }
+        }
         let (expired, batch) = plan::partition_expired(batch, now, self.settings.window_secs);
         if !expired.is_empty() {
             let ids: Vec<i64> = expired.iter().map(|e| e.id).collect();

@@ -375,6 +375,22 @@ mod tests {
     use crate::config::{describe, parse};
 
     #[test]
+    fn archived_files_are_kept_for_the_window_and_a_margin_unless_archive_keep_days_says() {
+        let day = Duration::from_secs(86_400);
+        let with = |extra: &str| parse(&format!("attribution_window_days = 10\n{MINIMAL}{extra}"), &ctx());
+        assert_eq!(with("").unwrap().sources[0].archive_keep(day * 10), day * 17);
+        assert_eq!(with("archive_keep_days = 3\n").unwrap().sources[0].archive_keep(day * 10), day * 3);
+        let line = MINIMAL.lines().count() + 1;
+        assert_eq!(
+            errors(&format!("{MINIMAL}archive_keep_days = 0\n")),
+            [("source[0].archive_keep_days".to_string(), Some(line))]
+        );
+        check_bound("source[0].archive_keep_days", defaults::ARCHIVE_KEEP_DAYS, line, |n| {
+            format!("{MINIMAL}archive_keep_days = {n}\n")
+        });
+    }
+
+    #[test]
     fn column_mappings_name_our_fields_and_json_paths() {
         let with = |format: &str, columns: &str| {
             MINIMAL.replace("format = \"native-csv\"", &format!("format = \"{format}\"\ncolumns = {{ {columns} }}"))

@@ -53,6 +53,12 @@ pub const SETTLE_SECS: Limit = Limit { default: 2, max: DAY, max_words: "a day" 
 pub const RESCAN_SECS: Limit = Limit { default: 30, max: DAY, max_words: "a day" };
 pub const NETWORK_POLL_SECS: Limit = Limit { default: 10, max: DAY, max_words: "a day" };
 pub const APPEND_IDLE_SECS: Limit = Limit { default: 300, max: DAY, max_words: "a day" };
+/// `archive_keep_days`: archived files are the redo log of the queue, so by default they are kept
+/// for the attribution window and [`ARCHIVE_KEEP_MARGIN_DAYS`] more (the default shown here is
+/// for the default window).
+pub const ARCHIVE_KEEP_DAYS: Limit =
+    Limit { default: TIKTOK_MATCH_WINDOW_DAYS + ARCHIVE_KEEP_MARGIN_DAYS, max: CENTURY_DAYS, max_words: "100 years" };
+pub const ARCHIVE_KEEP_MARGIN_DAYS: u64 = 7;
 
 /// The longest `--timeout-secs` of `run --once` and `flush` that is taken as given: a year, which
 /// is "until done" in practice and still far from overflowing a deadline `Instant`.
@@ -99,6 +105,7 @@ mod tests {
             RESCAN_SECS,
             NETWORK_POLL_SECS,
             APPEND_IDLE_SECS,
+            ARCHIVE_KEEP_DAYS,
         ];
         for limit in all {
             assert!(limit.default <= limit.max, "{limit:?}");

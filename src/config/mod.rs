@@ -67,6 +67,9 @@ pub struct SourceConfig {
     pub defaults: SourceDefaults,
     pub after_ingest: AfterIngest,
     pub archive_dir: PathBuf,
+    /// `archive_keep_days`: how long archived files are kept (by modification time); `None` for
+    /// the default, [`SourceConfig::archive_keep`].
+    pub archive_keep_days: Option<u64>,
     pub settle: Duration,
     pub rescan: Duration,
     /// Rescan interval for a folder on a network file system (inotify sees nothing there).
@@ -112,6 +115,18 @@ pub struct Config {
     pub ca_bundle: Option<PathBuf>,
     /// Things that are allowed but deserve a word in the log (an inline token, plain http).
     pub warnings: Vec<String>,
+}
+
+impl SourceConfig {
+    /// How long archived files are kept: `archive_keep_days`, or by default the attribution
+    /// `window` and a margin (archived files are the queue's redo log for that long).
+    pub fn archive_keep(&self, window: Duration) -> Duration {
+        let day = Duration::from_secs(86_400);
+        match self.archive_keep_days {
+            Some(days) => day * days as u32,
+            None => window + day * defaults::ARCHIVE_KEEP_MARGIN_DAYS as u32,
+        }
+    }
 }
 
 /// What validation needs to know besides the file.

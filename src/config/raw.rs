@@ -71,6 +71,7 @@ pub struct RawSource {
     pub phone_region: Option<Spanned<String>>,
     pub after_ingest: Option<Spanned<String>>,
     pub archive_dir: Option<PathBuf>,
+    pub archive_keep_days: Option<Spanned<u64>>,
     pub settle_secs: Option<Spanned<u64>>,
     pub rescan_secs: Option<Spanned<u64>>,
     pub network_poll_secs: Option<Spanned<u64>>,

@@ -81,6 +81,8 @@ fn source(
     let network_poll =
         bounded(&key("network_poll_secs"), src.network_poll_secs.as_ref(), defaults::NETWORK_POLL_SECS, f);
     let append_idle = bounded(&key("append_idle_secs"), src.append_idle_secs.as_ref(), defaults::APPEND_IDLE_SECS, f);
+    let archive_keep_days =
+        src.archive_keep_days.as_ref().map(|days| archive_keep_days(&key("archive_keep_days"), days, f));
     SourceConfig {
         name,
         path,
@@ -103,6 +105,7 @@ fn source(
         },
         after_ingest,
         archive_dir,
+        archive_keep_days,
         settle: Duration::from_secs(settle),
         rescan: Duration::from_secs(rescan.max(1)),
         columns: src.columns.clone(),
@@ -249,6 +252,15 @@ fn names_where(can: fn(Format) -> bool) -> String {
     }
 }
 
+/// `archive_keep_days`: at least a day, at most [`defaults::ARCHIVE_KEEP_DAYS`]'s maximum.
+fn archive_keep_days(key: &str, raw: &Spanned<u64>, f: &mut Findings) -> u64 {
+    if *raw.get_ref() == 0 {
+        f.error(key, Some(raw.span()), "must be at least 1");
+        return 1;
+    }
+    bounded(key, Some(raw), defaults::ARCHIVE_KEEP_DAYS, f)
+}
+
 /// `archive_dir`, relative to the source's folder; `archive` in it when absent.
 fn archive_dir(path: &Path, raw: Option<&Path>) -> PathBuf {
     match raw {
@@ -361,6 +373,22 @@ mod tests {
     use super::*;
     use crate::config::test_support::{check_bound, ctx, errors, MINIMAL};
     use crate::config::{describe, parse};
+
+    #[test]
+    fn archived_files_are_kept_for_the_window_and_a_margin_unless_archive_keep_days_says() {
+        let day = Duration::from_secs(86_400);
+        let with = |extra: &str| parse(&format!("attribution_window_days = 10\n{MINIMAL}{extra}"), &ctx());
+        assert_eq!(with("").unwrap().sources[0].archive_keep(day * 10), day * 17);
+        assert_eq!(with("archive_keep_days = 3\n").unwrap().sources[0].archive_keep(day * 10), day * 3);
+        let line = MINIMAL.lines().count() + 1;
+        assert_eq!(
+            errors(&format!("{MINIMAL}archive_keep_days = 0\n")),
+            [("source[0].archive_keep_days".to_string(), Some(line))]
+        );
+        check_bound("source[0].archive_keep_days", defaults::ARCHIVE_KEEP_DAYS, line, |n| {
+            format!("{MINIMAL}archive_keep_days = {n}\n")
+        });
+    }
 
     #[test]
     fn column_mappings_name_our_fields_and_json_paths() {

@@ -42,6 +42,7 @@ where
 
 mod health;
 mod ingest_loop;
+mod redo_loop;
 mod send_loop;
 mod service;
 
@@ -71,7 +72,7 @@ impl Pipeline {
         let (ingest_queue, recovery) = Queue::open_checked(&config.queue_path)?;
         if let Some(r) = recovery {
             tracing::error!(
-                "the queue {} was damaged ({}); it was moved aside to {} and a fresh queue started with {} events carried over; export files not yet archived are ingested again",
+                "the queue {} was damaged ({}); it was moved aside to {} and a fresh queue started with {} events carried over; export files not yet archived are ingested again, archived ones re-ingested from the archive",
                 config.queue_path.display(),
                 r.reason,
                 r.moved_to.display(),
@@ -102,6 +103,9 @@ impl Pipeline {
             stop_rx.clone(),
             health.clone(),
         ));
+        // In the background: reconciling the archive with the queue never delays READY; it ends
+        // with the pipeline (between two files).
+        tokio::spawn(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone()));
         let send = tokio::spawn(send_loop::send_loop(config.clone(), sender, wake, stop_rx, health));
         Ok(Pipeline { config, stop, ingest, send })
     }

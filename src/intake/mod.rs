@@ -9,6 +9,7 @@
 
 pub mod append;
 pub mod ingest;
+pub mod redo;
 
 use crate::config::{Config, SourceConfig};
 use crate::queue::{IngestCounts, Queue};
@@ -233,10 +234,15 @@ fn failed(queue: &Queue, src: &SourceConfig, path: &Path, e: ingest::IngestError
 /// stays, and is tried again later (its content is known, so nothing is queued twice). `quiet`:
 /// it failed before and the caller summarises repeats.
 fn dispose_file(queue: &Queue, src: &SourceConfig, path: &Path, file_id: i64, quiet: bool) -> bool {
+    let before =
+        (src.after_ingest == crate::config::AfterIngest::Archive).then(|| std::fs::symlink_metadata(path).ok());
     // The content hash names a file only when its name is taken in the archive: read it only then.
     match source::dispose(src, path, || ingest::content_hash(path, open::links(src)).unwrap_or_default()) {
         Ok(how) => {
             tracing::debug!("{}: {how}", shown(path));
+            if let Some(Some(before)) = &before {
+                redo::remember_archived(queue, src, path, before, file_id);
+            }
             let _ = queue.mark_disposed(file_id, &how);
             if src.after_ingest != crate::config::AfterIngest::Keep {
                 drop_marker(src, path);

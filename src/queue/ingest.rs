@@ -321,8 +321,8 @@ impl Ingest<'_> {
         if inserted == 1 {
             let id = self.tx.last_insert_rowid();
             self.tx
-                .prepare_cached("INSERT INTO payloads (id, json) VALUES (?1, ?2)")
-                .and_then(|mut stmt| stmt.execute(params![id, e.payload]))
+                .prepare_cached("INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")
+                .and_then(|mut stmt| stmt.execute(params![id, e.payload, super::outbox::payload_checksum(e.payload)]))
                 .map_err(|err| self.err(err))?;
             self.counts.events += 1;
             if state == EventState::Dead {

@@ -11,6 +11,7 @@ mod dead;
 mod ingest;
 mod open;
 mod outbox;
+mod redo;
 mod report;
 mod schema;
 mod state;
@@ -19,7 +20,8 @@ pub use agent::AgentState;
 pub use dead::{DeadEvent, DeadFilter, RejectRecord};
 pub use ingest::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Position, PositionRecord};
 pub use open::Recovery;
-pub use outbox::{Disposition, Queued};
+pub use outbox::{payload_checksum, Disposition, Queued};
+pub use redo::CorruptEvent;
 pub use report::{Counts, SendLogEntry, TapEvent};
 pub use state::{DeadReason, EventState, FileState, SendClass};
 

@@ -27,6 +27,30 @@ struct SalvagedRow {
     dead_reason: Option<String>,
     dead_message: Option<String>,
     payload: String,
+    checksum: Option<i64>,
+}
+
+/// The events `sql` (one of [`Queue::salvage_from`]'s reads) finds with `arg`.
+fn read_rows(old: &Connection, sql: &str, arg: i64) -> rusqlite::Result<Vec<SalvagedRow>> {
+    let mut stmt = old.prepare(sql)?;
+    let rows = stmt.query_map([arg], |r| {
+        Ok(SalvagedRow {
+            id: r.get(0)?,
+            event_name: r.get(1)?,
+            event_id: r.get(2)?,
+            event_time: r.get(3)?,
+            order_id: r.get(4)?,
+            state: r.get(5)?,
+            attempts: r.get(6)?,
+            queued_at: r.get(7)?,
+            sent_at: r.get(8)?,
+            dead_reason: r.get(9)?,
+            dead_message: r.get(10)?,
+            payload: r.get(11)?,
+            checksum: r.get(12)?,
+        })
+    })?;
+    rows.collect()
 }
 
 fn is_damage(e: &rusqlite::Error) -> bool {
@@ -92,7 +116,7 @@ impl Queue {
         let salvaged = queue.salvage_from(&moved_to);
         let recovery = Recovery { moved_to, salvaged, reason: damage };
         let note = format!(
-            "the queue was damaged ({}) and was moved aside to {}; {} events were carried over; unarchived export files are ingested again",
+            "the queue was damaged ({}) and was moved aside to {}; {} events were carried over; unarchived export files are ingested again, archived ones re-ingested from the archive",
             recovery.reason,
             recovery.moved_to.display(),
             recovery.salvaged
@@ -119,78 +143,78 @@ impl Queue {
     }
 
     /// Copy every readable event of a damaged database into this one, skipping over what cannot be
-    /// read. Returns how many were carried over.
+    /// read: a damaged stretch of 500 ids is read again one row at a time, so one bad page loses
+    /// only the rows on it. Payload checksums come along (a payload damaged on disk is caught
+    /// before it is sent). Returns how many were carried over. Files are not: the archive is
+    /// reconciled with the fresh queue after it (`intake::redo`).
     fn salvage_from(&mut self, damaged: &Path) -> usize {
         let Ok(old) = Connection::open_with_flags(damaged, OpenFlags::SQLITE_OPEN_READ_ONLY) else { return 0 };
-        let Ok(max_id) = old.query_row("SELECT MAX(id) FROM events", [], |r| r.get::<_, i64>(0)) else { return 0 };
+        // The highest id, or (its page unreadable) an upper bound past any the agent could have used.
+        let max_id = old
+            .query_row("SELECT MAX(id) FROM events", [], |r| r.get::<_, Option<i64>>(0))
+            .unwrap_or(Some(i64::MAX / 2));
+        let Some(max_id) = max_id else { return 0 };
+        let checksum = if old.prepare("SELECT checksum FROM payloads LIMIT 0").is_ok() {
+            "(SELECT checksum FROM payloads p WHERE p.id = events.id)"
+        } else {
+            "NULL"
+        };
+        let columns = format!(
+            "SELECT id, event_name, event_id, event_time, order_id, state, attempts, queued_at, sent_at,
+                    dead_reason, dead_message, COALESCE((SELECT json FROM payloads p WHERE p.id = events.id), ''), {checksum}
+             FROM events"
+        );
+        let chunk_sql = format!("{columns} WHERE id > ?1 ORDER BY id LIMIT 500");
+        let row_sql = format!("{columns} WHERE id = ?1");
         let mut failures = 0;
         let Ok(tx) = self.conn.transaction() else { return 0 };
         let mut carried = 0;
         let mut cursor = 0i64;
         while cursor < max_id {
-            let chunk: rusqlite::Result<Vec<SalvagedRow>> = old
-                .prepare(
-                    "SELECT id, event_name, event_id, event_time, order_id, state, attempts, queued_at, sent_at,
-                            dead_reason, dead_message, COALESCE((SELECT json FROM payloads p WHERE p.id = events.id), '')
-                     FROM events WHERE id > ?1 ORDER BY id LIMIT 500",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_map([cursor], |r| {
-                        Ok(SalvagedRow {
-                            id: r.get(0)?,
-                            event_name: r.get(1)?,
-                            event_id: r.get(2)?,
-                            event_time: r.get(3)?,
-                            order_id: r.get(4)?,
-                            state: r.get(5)?,
-                            attempts: r.get(6)?,
-                            queued_at: r.get(7)?,
-                            sent_at: r.get(8)?,
-                            dead_reason: r.get(9)?,
-                            dead_message: r.get(10)?,
-                            payload: r.get(11)?,
-                        })
-                    })?
-                    .collect()
-                });
-            match chunk {
+            let rows = match read_rows(&old, &chunk_sql, cursor) {
                 Ok(rows) if rows.is_empty() => break,
                 Ok(rows) => {
                     cursor = rows.last().map_or(cursor + 500, |r| r.id);
-                    for v in rows {
-                        let inserted = tx.execute(
-                            "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, state, attempts, queued_at,
-                                sent_at, dead_reason, dead_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                            params![
-                                v.event_name,
-                                v.event_id,
-                                v.event_time,
-                                v.order_id,
-                                v.state,
-                                v.attempts,
-                                v.queued_at,
-                                v.sent_at,
-                                v.dead_reason,
-                                v.dead_message
-                            ],
-                        );
-                        if inserted.unwrap_or(0) == 1 {
-                            carried += 1;
-                            if !v.payload.is_empty() {
-                                let _ = tx.execute(
-                                    "INSERT INTO payloads (id, json) VALUES (?1, ?2)",
-                                    params![tx.last_insert_rowid(), v.payload],
-                                );
-                            }
-                        }
-                    }
+                    rows
                 }
-                // A damaged stretch: step over it, but give up on a file that is damaged throughout.
+                // A damaged stretch: read it row by row, but give up on a file damaged throughout.
                 Err(_) => {
-                    cursor += 500;
                     failures += 1;
                     if failures > 1000 {
                         break;
+                    }
+                    let rows: Vec<SalvagedRow> = (cursor + 1..=cursor + 500)
+                        .filter_map(|id| read_rows(&old, &row_sql, id).ok())
+                        .flatten()
+                        .collect();
+                    cursor += 500;
+                    rows
+                }
+            };
+            for v in rows {
+                let inserted = tx.execute(
+                    "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, state, attempts, queued_at,
+                        sent_at, dead_reason, dead_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        v.event_name,
+                        v.event_id,
+                        v.event_time,
+                        v.order_id,
+                        v.state,
+                        v.attempts,
+                        v.queued_at,
+                        v.sent_at,
+                        v.dead_reason,
+                        v.dead_message
+                    ],
+                );
+                if inserted.unwrap_or(0) == 1 {
+                    carried += 1;
+                    if !v.payload.is_empty() {
+                        let _ = tx.execute(
+                            "INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)",
+                            params![tx.last_insert_rowid(), v.payload, v.checksum],
+                        );
                     }
                 }
             }

@@ -3,6 +3,7 @@
 
 use super::{agent, AgentState, DeadReason, EventState, Queue, QueueError, Result, SendLogEntry};
 use rusqlite::params;
+use sha2::{Digest, Sha256};
 
 /// A queued event as the sender sees it.
 #[derive(Debug, Clone)]
@@ -11,6 +12,22 @@ pub struct Queued {
     pub event_id: String,
     pub event_time: i64,
     pub payload: String,
+    /// [`payload_checksum`] of the JSON as it was stored; `None` for a payload stored by an older
+    /// agent (not verified).
+    pub checksum: Option<i64>,
+}
+
+impl Queued {
+    /// Whether the payload still is what was stored (or cannot be told: no checksum).
+    pub fn intact(&self) -> bool {
+        self.checksum.is_none_or(|sum| sum == payload_checksum(&self.payload))
+    }
+}
+
+/// The checksum stored with a payload: the first 8 bytes of the SHA-256 of its JSON.
+pub fn payload_checksum(json: &str) -> i64 {
+    let digest = Sha256::digest(json.as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
 /// What one delivery attempt did to its events.
@@ -24,19 +41,7 @@ pub enum Disposition<'a> {
 impl Queue {
     /// Up to `limit` pending events, oldest queued first.
     pub fn pending_batch(&self, limit: usize) -> Result<Vec<Queued>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT e.id, e.event_id, e.event_time, p.json FROM events e JOIN payloads p ON p.id = e.id
-                 WHERE e.state = ?2 ORDER BY e.id LIMIT ?1",
-            )
-            .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map(params![limit as i64, EventState::Pending], |r| {
-                Ok(Queued { id: r.get(0)?, event_id: r.get(1)?, event_time: r.get(2)?, payload: r.get(3)? })
-            })
-            .map_err(|e| self.sqlite(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+        self.pending_batch_since(limit, i64::MIN)
     }
 
     /// Up to `limit` pending events whose `event_time` is at or after `cutoff`, oldest queued
@@ -45,13 +50,19 @@ impl Queue {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT e.id, e.event_id, e.event_time, p.json FROM events e JOIN payloads p ON p.id = e.id
+                "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum FROM events e JOIN payloads p ON p.id = e.id
                  WHERE e.state = ?2 AND e.event_time >= ?3 ORDER BY e.id LIMIT ?1",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![limit as i64, EventState::Pending, cutoff], |r| {
-                Ok(Queued { id: r.get(0)?, event_id: r.get(1)?, event_time: r.get(2)?, payload: r.get(3)? })
+                Ok(Queued {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    event_time: r.get(2)?,
+                    payload: r.get(3)?,
+                    checksum: r.get(4)?,
+                })
             })
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -86,6 +86,24 @@ CREATE TABLE positions (
 /// Files that could not be read at all are recorded and looked up by path (line 0).
 const V3: &str = "CREATE INDEX rejects_whole_files ON rejects (path) WHERE line = 0;";
 
+/// Redo (issue 9): a checksum with each payload, verified before it is sent (NULL: stored by an
+/// older agent, not verified); the archived files the queue knows, so that reconciling the archive
+/// with the queue hashes only files it has not seen as they are; damaged payloads found by id.
+const V4_REDO: &str = "
+ALTER TABLE payloads ADD COLUMN checksum INTEGER;
+CREATE TABLE archived (
+    path TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    -- Modification time in nanoseconds since the epoch.
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+);
+CREATE INDEX archived_by_hash ON archived (content_hash);
+CREATE INDEX events_corrupt ON events (id) WHERE dead_reason = 'corrupt';
+";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -109,6 +127,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found < 3 {
         tx.execute_batch(V3)?;
     }
+    if found < 4 {
+        tx.execute_batch(V4_REDO)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     tx.commit()?;
     Ok(found)
@@ -131,7 +152,7 @@ mod tests {
         let want = objects(&fresh);
         assert!(want.contains(&"rejects_whole_files".to_string()), "{want:?}");
         // Databases left by earlier agents: the schema at each version, with a row to keep.
-        for (version, steps) in [(1, &[V1][..]), (2, &[V1, V2][..])] {
+        for (version, steps) in [(1, &[V1][..]), (2, &[V1, V2][..]), (3, &[V1, V2, V3][..])] {
             let mut old = Connection::open_in_memory().unwrap();
             for step in steps {
                 old.execute_batch(step).unwrap();

@@ -59,11 +59,19 @@ pub enum DeadReason {
     TooLarge,
     /// Refused by TikTok on its own: an identifier was not hashed.
     PiiNotHashed,
+    /// Its stored JSON no longer matches its checksum (damaged on disk); never sent as is.
+    Corrupt,
 }
 
 impl DeadReason {
-    pub const ALL: [DeadReason; 5] =
-        [DeadReason::Expired, DeadReason::Future, DeadReason::Invalid, DeadReason::TooLarge, DeadReason::PiiNotHashed];
+    pub const ALL: [DeadReason; 6] = [
+        DeadReason::Expired,
+        DeadReason::Future,
+        DeadReason::Invalid,
+        DeadReason::TooLarge,
+        DeadReason::PiiNotHashed,
+        DeadReason::Corrupt,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +80,7 @@ impl DeadReason {
             DeadReason::Invalid => "invalid",
             DeadReason::TooLarge => "too_large",
             DeadReason::PiiNotHashed => "pii_not_hashed",
+            DeadReason::Corrupt => "corrupt",
         }
     }
 
@@ -84,6 +93,15 @@ impl DeadReason {
 
     /// The message stored with a queued event that passed the attribution window unsent.
     pub const EXPIRED_MESSAGE: &'static str = "older than the attribution window; never sent";
+
+    /// The message stored with an event whose JSON failed its checksum, until it is rebuilt from
+    /// its archived file (which puts it back in the queue).
+    pub const CORRUPT_MESSAGE: &'static str =
+        "its stored JSON is damaged (checksum mismatch); not sent, waiting to be rebuilt from the archive";
+
+    /// The same, once no archived copy of its file could rebuild it.
+    pub const CORRUPT_FINAL_MESSAGE: &'static str =
+        "its stored JSON is damaged (checksum mismatch) and no archived copy of its file could rebuild it; never sent";
 }
 
 impl fmt::Display for DeadReason {
@@ -179,6 +197,7 @@ impl SendClass {
             SendClass::Rejected(DeadReason::PiiNotHashed) => "rejected_pii_not_hashed",
             SendClass::Rejected(DeadReason::Expired) => "rejected_expired",
             SendClass::Rejected(DeadReason::Future) => "rejected_future",
+            SendClass::Rejected(DeadReason::Corrupt) => "rejected_corrupt",
             SendClass::Auth => "auth",
             SendClass::Retry => "retry",
             SendClass::DryRun => "dry_run",
@@ -236,7 +255,7 @@ mod tests {
             assert_eq!(reason.to_string(), reason.as_str());
         }
         let texts: Vec<&str> = DeadReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(texts, ["expired", "future", "invalid", "too_large", "pii_not_hashed"]);
+        assert_eq!(texts, ["expired", "future", "invalid", "too_large", "pii_not_hashed", "corrupt"]);
         assert_eq!(DeadReason::parse("Expired"), None);
     }
 

@@ -259,3 +259,37 @@ fn agent_state_reads_what_the_typed_writers_wrote() {
         [("last_error", "http 503"), ("last_error_at", "50"), ("last_request_id", "r1"), ("last_success_at", "70")];
     assert_eq!(keys, want.map(|(k, v)| (k.to_string(), v.to_string())));
 }
+
+#[test]
+fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    for id in ["e1", "e2"] {
+        let payload = format!("{{\"event_id\":\"{id}\"}}");
+        ingest.add_event(&NewEvent { payload: &payload, ..event(id, 10) }).unwrap();
+    }
+    let file_id = ingest.file_id();
+    ingest.commit().unwrap();
+    q.remember_archived_file("/pos/archive/a.csv", "till", 10, 5, file_id, 100).unwrap();
+    assert!(q.archive_known("/pos/archive/a.csv", 10, 5).unwrap());
+    assert!(!q.archive_known("/pos/archive/a.csv", 11, 5).unwrap(), "another size is another file");
+    let batch = q.pending_batch(10).unwrap();
+    assert!(batch.iter().all(Queued::intact));
+    q.damage_payload(batch[1].id, "{\"event_id\":\"f2\"}").unwrap();
+    let batch = q.pending_batch(10).unwrap();
+    assert_eq!(batch.iter().map(Queued::intact).collect::<Vec<_>>(), [true, false]);
+    q.mark_dead(&[batch[1].id], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
+    let corrupt = q.corrupt_to_rebuild(10).unwrap();
+    assert_eq!(corrupt.len(), 1);
+    assert_eq!(corrupt[0].archived, Some(("/pos/archive/a.csv".into(), "till".into())));
+    assert_eq!(corrupt[0].content_hash.as_deref(), Some("h1"));
+    assert!(q.restore_payload(corrupt[0].id, "{\"event_id\":\"e2\"}").unwrap());
+    assert!(q.pending_batch(10).unwrap().iter().all(Queued::intact));
+    assert_eq!(q.counts().unwrap().pending, 2);
+    assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
+    // Given up on: stays dead, no longer offered for a rebuild.
+    q.mark_dead(&[batch[0].id], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
+    q.give_up_rebuild(&[batch[0].id]).unwrap();
+    assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
+    assert_eq!(q.counts().unwrap().dead, 1);
+}

@@ -163,6 +163,12 @@ impl Sender {
             self.queue.release_memory();
             return Ok(Step::Idle);
         }
+        // A payload damaged on disk is never sent as is: dead-lettered as `corrupt`, loudly, until
+        // its archived file rebuilds it (`intake::redo`).
+        let (batch, corrupt) = self.drop_corrupt(batch)?;
+        if batch.is_empty() {
+            return Ok(Step::Progress { sent: 0, dead: corrupt });
+        }
         let (expired, mut batch) = plan::partition_expired(batch, now, self.settings.window_secs);
         if !expired.is_empty() {
             if !self.clock.verdict().may_expire() {
@@ -182,7 +188,13 @@ impl Sender {
                 // Held: neither expired nor sent until TikTok's clock agrees with ours; the events
                 // inside the window go on meanwhile.
                 self.held = expired.len();
-                batch = self.queue.pending_batch_since(self.settings.batch_size, now - self.settings.window_secs)?;
+                let since =
+                    self.queue.pending_batch_since(self.settings.batch_size, now - self.settings.window_secs)?;
+                let (since, corrupt) = self.drop_corrupt(since)?;
+                if corrupt > 0 && since.is_empty() {
+                    return Ok(Step::Progress { sent: 0, dead: corrupt });
+                }
+                batch = since;
                 if batch.is_empty() {
                     self.queue.release_memory();
                     return Ok(Step::Idle);
@@ -205,6 +217,20 @@ impl Sender {
 
     /// Send `batch`, splitting a refused part until every event is sent or dead, or until a pause
     /// or a transient failure stops the round. Each part's answer is decided by [`plan::plan`].
+    /// The intact events of `batch`, and how many were dead-lettered as `corrupt` (their payload
+    /// fails its checksum).
+    fn drop_corrupt(&mut self, batch: Vec<Queued>) -> Result<(Vec<Queued>, usize), SendError> {
+        let (batch, corrupt): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(Queued::intact);
+        if !corrupt.is_empty() {
+            for e in &corrupt {
+                tracing::error!("event {}: {}", e.event_id, DeadReason::CORRUPT_MESSAGE);
+            }
+            let ids: Vec<i64> = corrupt.iter().map(|e| e.id).collect();
+            self.queue.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE)?;
+        }
+        Ok((batch, corrupt.len()))
+    }
+
     fn deliver(&mut self, batch: Vec<Queued>, token: Option<&str>, now: i64) -> Result<Step, SendError> {
         let (mut sent, mut dead) = (0, 0);
         let mut parts = vec![batch];

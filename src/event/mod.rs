@@ -150,7 +150,7 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
     let file_zone = match non_empty(raw.time_zone.as_deref()) {
         Some(name) => Some(
             TimeZone::get(name.trim())
-                .map_err(|_| err(line, "time_zone", format!("`{}` is not an IANA time zone", name.trim())))?,
+                .map_err(|_| err(line, "time_zone", format!("{} is not an IANA time zone", pii::shown(name))))?,
         ),
         None => None,
     };
@@ -159,7 +159,7 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
         .map_err(|e| err(line, "event_time", e.to_string()))?;
     let currency = match non_empty(raw.currency.as_deref()) {
         Some(code) => Currency::parse(code)
-            .ok_or_else(|| err(line, "currency", format!("`{code}` is not a currency TikTok accepts")))?,
+            .ok_or_else(|| err(line, "currency", format!("{} is not a currency TikTok accepts", pii::shown(code))))?,
         None => defaults
             .currency
             .ok_or_else(|| err(line, "currency", "empty, and the source has no default currency".into()))?,

@@ -26,7 +26,7 @@
 use super::companion::{self, Kind, Unread};
 use super::csv_table::{self, order_not_taken, read_orders, Row, Table};
 use super::{Format, FormatError, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
-use crate::event::{pii, Amount, RawItem, RawOrder};
+use crate::event::{Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -231,8 +231,8 @@ fn finish(order: Order, bad: Option<Reject>, checks: &[&Check], policy: &Policy)
     if order.items.is_empty() {
         return skip("every item is voided (`Void?`) or deferred (`Deferred`)".into());
     }
-    let staff = checks.iter().filter_map(|c| c.discount_reason.as_deref()).find(|reason| is_staff(reason));
-    if let (true, Some(reason)) = (policy.skip_staff, staff) {
+    let staff = checks.iter().filter_map(|c| c.discount_reason.as_deref()).any(is_staff);
+    if policy.skip_staff && staff {
         return skip("staff sale (`Reason of Discount` names staff or an employee)".to_string());
     }
     if value.is_zero() {

@@ -1,7 +1,8 @@
 //! Customer identifiers: normalisation and SHA-256 hashing, exactly as TikTok's reference says.
 //!
 //! This module owns the only place where raw PII is touched. It never logs, prints or stores a raw
-//! value; errors describe what was wrong without repeating the value.
+//! value; errors describe what was wrong without repeating the value. [`shape`] and [`shown`] are
+//! how every other message names a cell that may be customer data.
 
 use sha2::{Digest, Sha256};
 use std::fmt;

@@ -150,7 +150,7 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
     let file_zone = match non_empty(raw.time_zone.as_deref()) {
         Some(name) => Some(
             TimeZone::get(name.trim())
-                .map_err(|_| err(line, "time_zone", format!("`{}` is not an IANA time zone", name.trim())))?,
+                .map_err(|_| err(line, "time_zone", format!("{} is not an IANA time zone", pii::shown(name))))?,
         ),
         None => None,
     };
@@ -159,7 +159,7 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
         .map_err(|e| err(line, "event_time", e.to_string()))?;
     let currency = match non_empty(raw.currency.as_deref()) {
         Some(code) => Currency::parse(code)
-            .ok_or_else(|| err(line, "currency", format!("`{code}` is not a currency TikTok accepts")))?,
+            .ok_or_else(|| err(line, "currency", format!("{} is not a currency TikTok accepts", pii::shown(code))))?,
         None => defaults
             .currency
             .ok_or_else(|| err(line, "currency", "empty, and the source has no default currency".into()))?,
@@ -176,7 +176,7 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
         contents.push(build_content(item, defaults.decimal_separator)?);
     }
     let value = match given(raw.value.as_ref()) {
-        Some(v) => v.resolve(defaults.decimal_separator).map_err(|e| err(line, "value", e.to_string()))?,
+        Some(v) => v.resolve(defaults.decimal_separator).map_err(|e| err(line, "value", amount_problem(v, e)))?,
         None if !contents.is_empty() => contents
             .iter()
             .try_fold(Decimal::ZERO, |sum, c| sum.checked_add(c.price.checked_mul(Decimal::from(c.quantity))?))
@@ -204,16 +204,25 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
     Ok((event, warnings))
 }
 
+/// Why an amount cell cannot be read: a cell that is not an amount is described by its shape
+/// ([`pii::shape`]), never quoted, as it may be a phone number in the wrong column.
+fn amount_problem(amount: &Amount, e: money::MoneyError) -> String {
+    match (amount.as_text(), &e) {
+        (Some(text), money::MoneyError::NotAnAmount) => format!("{e} (the cell {})", pii::shape(text)),
+        _ => e.to_string(),
+    }
+}
+
 fn build_content(item: &RawItem, decimal: char) -> Result<Content, BuildError> {
     let err = |field: &'static str, reason: String| BuildError { line: item.line, field, reason };
     let content_id =
         non_empty(item.content_id.as_deref()).ok_or_else(|| err("content_id", "empty".into()))?.trim().to_string();
     let price = match given(item.price.as_ref()) {
-        Some(p) => p.resolve(decimal).map_err(|e| err("price", e.to_string()))?,
+        Some(p) => p.resolve(decimal).map_err(|e| err("price", amount_problem(p, e)))?,
         None => return Err(err("price", "empty".into())),
     };
     let quantity = match given(item.quantity.as_ref()) {
-        Some(q) => q.resolve(decimal).map_err(|e| err("quantity", e.to_string()))?,
+        Some(q) => q.resolve(decimal).map_err(|e| err("quantity", amount_problem(q, e)))?,
         None => Decimal::ONE,
     };
     if quantity.is_sign_negative() && !quantity.is_zero() {

@@ -40,7 +40,7 @@ const ALIASES: [(&str, &str); 9] = [
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    #[error("`{0}` maps to no standard TikTok event")]
+    #[error("{} maps to no standard TikTok event", super::pii::shown(.0))]
     Unknown(String),
     #[error("`{from}` is mapped to `{to}`, which is not a standard TikTok event")]
     BadTarget { from: String, to: String },

@@ -1,7 +1,8 @@
 //! Customer identifiers: normalisation and SHA-256 hashing, exactly as TikTok's reference says.
 //!
 //! This module owns the only place where raw PII is touched. It never logs, prints or stores a raw
-//! value; errors describe what was wrong without repeating the value.
+//! value; errors describe what was wrong without repeating the value. [`shape`] and [`shown`] are
+//! how every other message names a cell that may be customer data.
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -140,6 +141,103 @@ pub fn parse_region(code: &str) -> Option<phonenumber::country::Id> {
     code.trim().to_ascii_uppercase().parse().ok()
 }
 
+/// What a cell looks like, for messages that must not quote it: a file, log line or table names a
+/// bad or unexpected cell by its column and this shape, never by its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Empty,
+    Email,
+    Phone,
+    /// Digits, with at most a sign and decimal/grouping separators.
+    Number,
+    /// Digits with date or time separators (`2024-03-14`, `3/14/2024`, `10:00`).
+    DateTime,
+    /// One short token of letters, digits and `_-./` (a status, a code, an id): safe to quote.
+    Word,
+    /// Anything else, with its length in characters.
+    Text(usize),
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Empty => f.write_str("is empty"),
+            Shape::Email => f.write_str("looks like an e-mail address"),
+            Shape::Phone => f.write_str("looks like a phone number"),
+            Shape::Number => f.write_str("is a number"),
+            Shape::DateTime => f.write_str("is a date or time"),
+            Shape::Word => f.write_str("is a word"),
+            Shape::Text(n) => write!(f, "is text of {n} characters"),
+        }
+    }
+}
+
+/// Longest [`Shape::Word`]; longer tokens are [`Shape::Text`].
+const MAX_WORD: usize = 32;
+
+/// The shape of a cell (trimmed). Pure; the cell is never kept.
+pub fn shape(cell: &str) -> Shape {
+    let cell = cell.trim();
+    if cell.is_empty() {
+        return Shape::Empty;
+    }
+    if let Some((local, domain)) = cell.split_once('@') {
+        if !local.trim().is_empty() && !domain.trim().is_empty() {
+            return Shape::Email;
+        }
+    }
+    let digits = cell.chars().filter(char::is_ascii_digit).count();
+    let only = |allowed: &str| cell.chars().all(|c| c.is_ascii_digit() || allowed.contains(c));
+    if digits >= 3 && only("-/.: TZ+") && is_date_or_time(cell) {
+        return Shape::DateTime;
+    }
+    if digits > 0 && only("+-.,") && cell.chars().skip(1).all(|c| c != '+' && c != '-') {
+        // Bare digits as long as a phone number may be one (`2133734253`, `+12133734253`).
+        let bare = cell.trim_start_matches('+').chars().all(|c| c.is_ascii_digit());
+        return if bare && (7..=15).contains(&digits) { Shape::Phone } else { Shape::Number };
+    }
+    if (7..=15).contains(&digits) && only(" -.()/+\u{a0}") {
+        return Shape::Phone;
+    }
+    let chars = cell.chars().count();
+    let word = |c: char| c.is_alphanumeric() || "_-./#$€£%,".contains(c);
+    // A token with a phone number's worth of digits is a word only with a few letters and no long
+    // run of digits (`KASSE-01-17-1001`), so that a number with a prefix (`x213-373-4253`) is not.
+    let letters = cell.chars().filter(|c| c.is_alphabetic()).count();
+    let longest_run = cell.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0);
+    let few_digits = digits < 7 || (letters >= 3 && longest_run < 7);
+    if chars <= MAX_WORD && few_digits && cell.chars().all(word) {
+        return Shape::Word;
+    }
+    Shape::Text(chars)
+}
+
+/// `2024-03-14`, `14.03.2024`, `3/14/2024` (with an optional time), or a time (`10:00`).
+fn is_date_or_time(cell: &str) -> bool {
+    let date = cell.split([' ', 'T']).next().unwrap_or("");
+    let parts: Vec<usize> = date.split(['-', '/', '.']).map(str::len).collect();
+    let dated = matches!(parts.as_slice(), [4, 1..=2, 1..=2] | [1..=2, 1..=2, 2 | 4]);
+    dated || (parts.len() == 1 && cell.contains(':'))
+}
+
+/// A cell as a message may show it unquoted (`Source = pos`): itself when harmless, else its shape.
+pub fn bare(cell: &str) -> std::borrow::Cow<'_, str> {
+    match shape(cell) {
+        Shape::Number | Shape::DateTime | Shape::Word => cell.trim().into(),
+        other => format!("a value that {other}").into(),
+    }
+}
+
+/// A cell as a message may show it: quoted when it is a number, date or short word (a status, a
+/// code), else only its shape, so that an e-mail address, phone number or name in the wrong column
+/// is never repeated.
+pub fn shown(cell: &str) -> String {
+    match shape(cell) {
+        Shape::Number | Shape::DateTime | Shape::Word => format!("`{}`", cell.trim()),
+        other => format!("a value that {other}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +311,61 @@ mod tests {
         let secret = "12-secret";
         let err = normalise_phone(secret, parse_region("DE")).unwrap_err();
         assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn cells_are_described_by_shape() {
+        let cases = [
+            ("", Shape::Empty),
+            ("   ", Shape::Empty),
+            (" ALICE_abc@gmail.com ", Shape::Email),
+            ("a@b", Shape::Email),
+            ("(+1)2133734253", Shape::Phone),
+            ("+1 415-555-0142", Shape::Phone),
+            ("0151 23456789", Shape::Phone),
+            ("213-373-4253", Shape::Phone),
+            ("2133734253", Shape::Phone),
+            ("+12133734253", Shape::Phone),
+            ("123456", Shape::Number),
+            ("12345678.50", Shape::Number),
+            ("12.50", Shape::Number),
+            ("-3,5", Shape::Number),
+            ("1.000,00", Shape::Number),
+            ("2024-03-14", Shape::DateTime),
+            ("2024-03-14T10:00:00Z", Shape::DateTime),
+            ("3/14/2024 10:00", Shape::DateTime),
+            ("14.03.2024", Shape::DateTime),
+            ("10:00", Shape::DateTime),
+            ("refunded", Shape::Word),
+            ("KASSE-01-17-1001", Shape::Word),
+            ("#1001", Shape::Word),
+            ("$19,44", Shape::Word),
+            ("x213-373-4253", Shape::Text(13)),
+            ("ab2133734253", Shape::Text(12)),
+            ("tel:2133734253", Shape::Text(14)),
+            ("Alice Smith", Shape::Text(11)),
+            ("a-very-long-token-that-goes-on-and-on", Shape::Text(37)),
+            ("@", Shape::Text(1)),
+        ];
+        for (cell, expected) in cases {
+            assert_eq!(shape(cell), expected, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn shown_quotes_only_harmless_shapes() {
+        let cases = [
+            ("refunded", "`refunded`"),
+            (" 12.50 ", "`12.50`"),
+            ("2024-03-14", "`2024-03-14`"),
+            (" ALICE_abc@gmail.com ", "a value that looks like an e-mail address"),
+            ("(+1)2133734253", "a value that looks like a phone number"),
+            ("Alice Smith", "a value that is text of 11 characters"),
+            ("", "a value that is empty"),
+        ];
+        for (cell, expected) in cases {
+            assert_eq!(shown(cell), expected, "{cell:?}");
+            assert_eq!(bare(cell), expected.trim_matches('`'), "{cell:?}");
+        }
     }
 }

@@ -5,11 +5,13 @@
 //!
 //! It decides nothing about sales: which rows form an order, and what is sent, belongs to the reader.
 //! A reject names a column and a line; it quotes a cell only where a reader's [`Conventions`] ask for
-//! it (a Shopify or Square amount), never an identifier.
+//! it (a Shopify or Square amount), and then only a harmless one ([`pii::shown`]), never an
+//! identifier. A first line that is a data row is described by its fields' shapes, never quoted.
 
 use super::record_cap::RecordCap;
 use super::{Dialect, FormatError, Parsed, Quoting, Reject, MAX_RECORD_BYTES};
 use crate::event::money::parse_amount;
+use crate::event::pii::{self, Shape};
 use rust_decimal::Decimal;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Chain, Cursor, Read};
@@ -24,7 +26,8 @@ type Csv<R> = csv::Reader<RecordCap<Chain<Cursor<Vec<u8>>, BufReader<LineEnds<R>
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Conventions {
     pub names: Names,
-    /// A reject for a cell that is not an amount quotes the cell (amounts are never identifiers).
+    /// A reject for a cell that is not an amount quotes the cell when it is harmless (a number, a
+    /// word), else names its shape ([`pii::shown`]): a phone number in a price column is never quoted.
     pub quote_bad_amounts: bool,
 }
 
@@ -167,7 +170,7 @@ impl<R> Table<R> {
             return Err(FormatError::Unreadable {
                 line: 1,
                 reason: format!(
-                    "{missing_column}{} {} (header has: {})",
+                    "{missing_column}{} {} ({})",
                     if missing.len() == 1 { "" } else { "s" },
                     missing.join(", "),
                     header_shown(&self.header.names)
@@ -190,7 +193,12 @@ impl<R> Table<R> {
     /// Header columns that are not among the format's `known` ones (ignored).
     pub fn unknown_columns(&self, known: &[&str]) -> Vec<String> {
         let names = &self.header.names;
-        names.iter().filter(|h| !h.is_empty() && !known.iter().any(|k| self.header.matches(h, k))).cloned().collect()
+        names
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !h.is_empty() && !known.iter().any(|k| self.header.matches(h, k)))
+            .map(|(at, h)| column_shown(at, h))
+            .collect()
     }
 }
 
@@ -286,7 +294,7 @@ impl Row {
         let text = self.text(at)?;
         parse_amount(text, decimal).map_err(|e| {
             if self.header.conventions.quote_bad_amounts && !text.is_empty() {
-                self.reject(Some(at), format!("{e}: `{text}`"))
+                self.reject(Some(at), format!("{e}: {}", pii::shown(text)))
             } else {
                 self.reject(Some(at), e.to_string())
             }
@@ -331,11 +339,17 @@ fn is_nul_padding(record: &csv::ByteRecord) -> bool {
 const NUL_PADDING: &str = "only NUL bytes where a row should be (the file is padded, or was not completely written)";
 
 /// A header as a message shows it: the names joined with commas, control characters escaped, cut
-/// after 200 characters (the "header" of a file that is not CSV at all is noise).
+/// after 200 characters (the "header" of a file that is not CSV at all is noise). A first line
+/// that looks like a data row (a headerless export, or a later part of a file a POS kept writing to)
+/// is never quoted: its fields are described by position and shape only, as they may be an
+/// e-mail address or phone number.
 fn header_shown(names: &[String]) -> String {
     const SHOWN: usize = 200;
+    if looks_like_data(names) {
+        return data_row_shown(names);
+    }
     let joined = names.join(",");
-    let mut shown = String::new();
+    let mut shown = String::from("header has: ");
     for c in joined.chars().take(SHOWN) {
         if c.is_control() {
             shown.extend(c.escape_default());
@@ -347,6 +361,47 @@ fn header_shown(names: &[String]) -> String {
         shown.push('…');
     }
     shown
+}
+
+/// Whether a header name is a value a data row holds rather than a column name: an e-mail address,
+/// phone number, number or date. Such a name is never quoted.
+fn is_data_cell(name: &str) -> bool {
+    matches!(pii::shape(name), Shape::Email | Shape::Phone | Shape::Number | Shape::DateTime)
+}
+
+/// Whether the first line reads as a data row: any of its fields is a value ([`is_data_cell`]).
+fn looks_like_data(names: &[String]) -> bool {
+    names.iter().any(|name| is_data_cell(name))
+}
+
+/// A first line that is a data row, by its fields' positions and shapes (the first few that are
+/// not empty).
+fn data_row_shown(names: &[String]) -> String {
+    const FIELDS: usize = 8;
+    let described: Vec<String> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !name.is_empty())
+        .take(FIELDS)
+        .map(|(i, name)| format!("field {} {}", i + 1, pii::shape(name)))
+        .collect();
+    let more = if names.iter().filter(|n| !n.is_empty()).count() > FIELDS { ", …" } else { "" };
+    format!(
+        "the first line is a data row of {} field{}, not a header: {}{more}; a file without a header, or a later part of an export?",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        described.join(", ")
+    )
+}
+
+/// Header column `at` (`name`) as a message or summary shows it: its name, unless the name is a
+/// value ([`is_data_cell`]), which is named by its position only.
+pub(super) fn column_shown(at: usize, name: &str) -> String {
+    if is_data_cell(name) {
+        format!("field {}", at + 1)
+    } else {
+        name.to_string()
+    }
 }
 
 /// Pick the delimiter that occurs most often in the header line (`,` `;` tab `|`).
@@ -646,9 +701,25 @@ mod tests {
     #[test]
     fn headers_in_messages_are_short_and_printable() {
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(header_shown(&names(&["a", "b\u{1b}[31m", "c\0"])), "a,b\\u{1b}[31m,c\\u{0}");
+        assert_eq!(header_shown(&names(&["a", "b\u{1b}[31m", "c\0"])), "header has: a,b\\u{1b}[31m,c\\u{0}");
         let long = header_shown(&names(&[&"x".repeat(500)]));
-        assert_eq!(long.chars().count(), 201);
+        assert_eq!(long.chars().count(), "header has: ".len() + 201);
         assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn a_data_row_where_the_header_should_be_is_described_never_quoted() {
+        let data = table("A1,2025-03-14 10:00:00, ALICE_abc@gmail.com ,(+1)2133734253,SKU-1,Tea,2.50\n");
+        let got = data.required(["order_id"]).unwrap_err().to_string();
+        let expected = "missing required column `order_id` (the first line is a data row of 7 fields, not a header: \
+                        field 1 is a word, field 2 is a date or time, field 3 looks like an e-mail address, field 4 \
+                        looks like a phone number, field 5 is a word, field 6 is a word, field 7 is a number; a file \
+                        without a header, or a later part of an export?)";
+        assert!(got.ends_with(expected), "{got}");
+        assert!(!got.contains("ALICE") && !got.contains("2133734253") && !got.contains("Tea"), "{got}");
+        let header = table("order_id,e-mail\n").required(["order_id", "x"]).unwrap_err().to_string();
+        assert!(header.ends_with("missing required column `x` (header has: order_id,e-mail)"), "{header}");
+        let t = table("A1, ALICE_abc@gmail.com ,note\n");
+        assert_eq!(t.unknown_columns(&[]), vec!["A1".to_string(), "field 2".into(), "note".into()]);
     }
 }

@@ -55,7 +55,7 @@
 use super::companion::{self, Kind};
 use super::csv_table::{order_not_taken, Check, Row, Table};
 use super::{Format, FormatError, Parsed, Policy, ReadOptions, Reject, Skip, Summary};
-use crate::event::{Amount, RawItem, RawOrder};
+use crate::event::{pii, Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
@@ -241,8 +241,8 @@ fn judge(row: &Row, key: &Key, columns: &Columns, lines: &Lines, decimal: char, 
         "avbelegstorno" if total < Decimal::ZERO => return Verdict::Storno(total, "BON_TYP AVBelegstorno"),
         "avbelegstorno" => return Verdict::Skip("cancelled receipt (BON_TYP AVBelegstorno)".into()),
         "" => return reject(columns.typ, "empty"),
-        other if other.starts_with("av") => return Verdict::Skip(format!("BON_TYP `{typ}` is not a sale")),
-        _ => return Verdict::Skip(format!("unknown BON_TYP `{typ}`, not taken as a sale")),
+        other if other.starts_with("av") => return Verdict::Skip(format!("BON_TYP {} is not a sale", pii::shown(typ))),
+        _ => return Verdict::Skip(format!("unknown BON_TYP {}, not taken as a sale", pii::shown(typ))),
     }
     if storno {
         return Verdict::Storno(total, "BON_STORNO=1");

@@ -160,8 +160,16 @@ pub(super) fn read_document(
         }
         Err(e) => {
             let line = e.line() as u64;
+            // A data error quotes the value it met (`invalid type: string "…"`), which may be a
+            // customer's e-mail address: only its place is named.
             let reason = if e.is_data() && records == 0 {
-                format!("{where_} is not an array of records ({e})")
+                format!("{where_} is not an array of records (line {}, column {})", e.line(), e.column())
+            } else if e.is_data() {
+                format!(
+                    "unexpected value at line {}, column {}; the rest of the file is not read",
+                    e.line(),
+                    e.column()
+                )
             } else {
                 format!("invalid JSON ({e}); the rest of the file is not read")
             };

@@ -27,7 +27,7 @@
 use super::companion::{self, Kind, Unread};
 use super::csv_table::{order_not_taken, read_orders, Check, Row, Table};
 use super::{Format, FormatError, Parsed, ReadOptions, Reject, Skip, Summary};
-use crate::event::{Amount, RawItem, RawOrder};
+use crate::event::{pii, Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -211,7 +211,7 @@ fn not_a_sale(kind: &str, status: Option<&str>) -> Option<String> {
         return Some("refund receipt (`Receipt type` is `Refund`)".into());
     }
     if !kind.eq_ignore_ascii_case("sale") {
-        return Some(format!("`Receipt type` is `{kind}`, not `Sale`"));
+        return Some(format!("`Receipt type` is {}, not `Sale`", pii::shown(kind)));
     }
     if status.is_some_and(|s| s.eq_ignore_ascii_case("cancelled")) {
         return Some("cancelled (`Status` is `Cancelled`)".into());

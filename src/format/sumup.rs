@@ -24,7 +24,7 @@
 use super::companion;
 use super::csv_table::{order_not_taken, read_orders, Check, Row, Table};
 use super::{Format, FormatError, Parsed, PartialRefunds, Policy, ReadOptions, Reject, Skip, Summary};
-use crate::event::{Amount, RawItem, RawOrder};
+use crate::event::{pii, Amount, RawItem, RawOrder};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -166,7 +166,7 @@ fn add_row(
             return Ok(());
         }
         Kind::Other(typ) => {
-            tx.other.get_or_insert_with(|| format!("`Typ` is `{typ}`, not a sale"));
+            tx.other.get_or_insert_with(|| format!("`Typ` is {}, not a sale", pii::shown(typ)));
             return Ok(());
         }
     }

@@ -10,6 +10,7 @@ mod cli;
 mod clock;
 mod e2e;
 mod edges;
+mod pii;
 mod redo;
 mod resilience;
 mod service;

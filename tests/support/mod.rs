@@ -339,9 +339,113 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// The token and raw PII never appear in anything the agent prints or logs.
 pub fn assert_no_leak(text: &str) {
     assert!(!text.contains(TOKEN), "the access token leaked:\n{text}");
-    let lower = text.to_lowercase();
-    assert!(!lower.contains(RAW_EMAIL.trim().to_lowercase().as_str()), "a raw email leaked:\n{text}");
-    assert!(!text.contains("2133734253"), "a raw phone number leaked:\n{text}");
+    if let Some(hit) = raw_pii_in(text.as_bytes()) {
+        panic!("raw customer data leaked ({hit}):\n{text}");
+    }
+}
+
+/// Raw phone numbers the tests and fixtures feed, as their digits (a number written with
+/// punctuation is also looked for as written, in [`RAW_PHONES_WRITTEN`]).
+pub const RAW_PHONE_DIGITS: &[&str] =
+    &["2133734253", "4155550177", "6175550110", "4155550199", "4155550142", "4155550123", "9175550134"];
+
+/// Raw phone numbers as the tests and fixtures write them.
+pub const RAW_PHONES_WRITTEN: &[&str] =
+    &["(213) 373-4253", "(415) 555-0177", "(617) 555-0110", "415 555 0199", "415-555-0142", "917 555 0134"];
+
+/// The domains of every raw e-mail address the tests and fixtures feed (`RAW_EMAIL`, `csv_orders`'
+/// `c{n}@example.com`, the sample exports): any address at one of them is raw customer data.
+pub const RAW_EMAIL_DOMAINS: &[&str] = &["@gmail.com", "@example.com", "@harbor-kaffee.example.com"];
+
+/// The first raw value (e-mail address or phone number) found in `bytes`, e-mails matched in any
+/// case; `None` when there is none. Hashes are hex, so they never match.
+pub fn raw_pii_in(bytes: &[u8]) -> Option<String> {
+    let lower = bytes.to_ascii_lowercase();
+    let contains = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+    let local = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
+    for (at, _) in lower.iter().enumerate().filter(|(_, b)| **b == b'@') {
+        if at == 0 || !local(lower[at - 1]) {
+            continue;
+        }
+        if let Some(domain) = RAW_EMAIL_DOMAINS.iter().find(|d| lower[at..].starts_with(d.as_bytes())) {
+            let start = lower[..at].iter().rposition(|b| !local(*b)).map_or(0, |p| p + 1);
+            return Some(format!("an e-mail address at {domain}, local part of {} bytes", at - start));
+        }
+    }
+    let phones = RAW_PHONE_DIGITS.iter().chain(RAW_PHONES_WRITTEN);
+    phones.into_iter().find(|p| contains(p.as_bytes())).map(|p| format!("phone number {p}"))
+}
+
+/// Whether `path` (under a store's folder) is something the agent wrote: the queue and anything
+/// next to it (WAL, shared memory, a damaged queue moved aside), any SQLite file, daemon logs,
+/// `.reason` files, metrics textfiles, dry-run output. Exports the test wrote (inbox, archive,
+/// quarantined copies, staged files) are the store's own data and are not.
+fn written_by_agent(path: &Path, queue_dir: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sqlite = || {
+        let mut magic = [0u8; 16];
+        File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+            && magic.starts_with(b"SQLite format 3")
+    };
+    path.starts_with(queue_dir)
+        || name.ends_with(".log")
+        || name.ends_with(".reason")
+        || name.ends_with(".prom")
+        || name.contains("dry-run")
+        || name.ends_with("-wal")
+        || name.ends_with("-journal")
+        || sqlite()
+}
+
+/// Every file under `dir` that the agent wrote ([`written_by_agent`]), as (path, bytes); links
+/// are not followed and special files are not opened.
+pub fn agent_written_files(dir: &Path, queue_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() && written_by_agent(&path, queue_dir) {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    out.push((path, bytes));
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Agent {
+    /// Fail if any file the agent wrote under the store's folder (queue with its WAL and free
+    /// pages read as raw bytes, logs, `.reason` files, metrics, dry-run output) holds a raw
+    /// e-mail address, phone number or the token. Run for every `Agent` when it is dropped.
+    pub fn assert_nothing_raw_on_disk(&self) {
+        let queue_dir = self.queue.parent().unwrap_or(self.dir.path());
+        for (path, bytes) in agent_written_files(self.dir.path(), queue_dir) {
+            if let Some(hit) = raw_pii_in(&bytes) {
+                panic!("raw customer data on disk in {} ({hit})", path.display());
+            }
+            let token = TOKEN.as_bytes();
+            assert!(
+                !bytes.windows(token.len()).any(|w| w == token),
+                "the access token is on disk in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // A test that already failed keeps its own message (a second panic would abort).
+        if !std::thread::panicking() {
+            self.assert_nothing_raw_on_disk();
+        }
+    }
 }
 
 /// Native CSV with `orders` orders of `items` lines each, ids `{prefix}{n}`, recent times.

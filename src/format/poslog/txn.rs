@@ -309,7 +309,7 @@ impl Txn {
             return skip("cancelled transaction (CancelFlag)".into());
         }
         if let Some(status) = self.status.as_deref().filter(|s| not_completed(s)) {
-            return skip(format!("TransactionStatus `{status}`"));
+            return skip(format!("TransactionStatus {}", crate::event::pii::shown(status)));
         }
         if self.sequence.is_none() {
             return reject(line, Some("SequenceNumber"), "missing".into());

@@ -214,6 +214,7 @@ pub(super) async fn ingest_loop(
                     let known = intake::Known {
                         settled: watched[i].settle.stamp(&path),
                         dispose_failed_before: watched[i].dispose_retry.contains_key(&path),
+                        on_part: None,
                     };
                     watched[i].settle.forget(&path);
                     watched[i].idle_looks.remove(&path);
@@ -229,10 +230,17 @@ pub(super) async fn ingest_loop(
             crate::fault_point("ingest-loop");
             let cfg = config.clone();
             let h = health.clone();
+            let wake_sender = wake.clone();
             health.begin(Part::Ingest);
             let (q, results) = blocking(queue, move |q| {
+                // Each committed part of a big file goes out while the rest is read.
+                let part_done = || {
+                    h.progress(Part::Ingest);
+                    wake_sender.notify_one();
+                };
                 work.into_iter()
                     .map(|(i, path, known)| {
+                        let known = intake::Known { on_part: Some(&part_done), ..known };
                         h.progress(Part::Ingest);
                         let result = match intake::companion_settling(&cfg.sources[i], &path) {
                             Some(companion) => {

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -86,6 +86,11 @@ CREATE TABLE positions (
 /// Files that could not be read at all are recorded and looked up by path (line 0).
 const V3: &str = "CREATE INDEX rejects_whole_files ON rejects (path) WHERE line = 0;";
 
+/// Parts: a whole file too big for one transaction is committed in parts, each with its `positions`
+/// row; `taken` counts the things its reader found (orders, rejected rows, skipped sales) before
+/// the position, so a resumed read skips exactly those (0 for append mode, which seeks instead).
+const V4_PARTS: &str = "ALTER TABLE positions ADD COLUMN taken INTEGER NOT NULL DEFAULT 0;";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -109,6 +114,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found < 3 {
         tx.execute_batch(V3)?;
     }
+    if found < 4 {
+        tx.execute_batch(V4_PARTS)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     tx.commit()?;
     Ok(found)
@@ -131,7 +139,7 @@ mod tests {
         let want = objects(&fresh);
         assert!(want.contains(&"rejects_whole_files".to_string()), "{want:?}");
         // Databases left by earlier agents: the schema at each version, with a row to keep.
-        for (version, steps) in [(1, &[V1][..]), (2, &[V1, V2][..])] {
+        for (version, steps) in [(1, &[V1][..]), (2, &[V1, V2][..]), (3, &[V1, V2, V3][..])] {
             let mut old = Connection::open_in_memory().unwrap();
             for step in steps {
                 old.execute_batch(step).unwrap();

@@ -31,12 +31,12 @@ use std::time::SystemTime;
 
 /// A whole file commits a part once it has this many orders (events and skipped sales) since the
 /// last part...
-pub const PART_ORDERS: u64 = 5_000;
+pub const PART_ORDERS: u64 = 2_000;
 
 /// ...or once the reader has read this many bytes of the export since the last part (about as
 /// many bytes of event JSON), whichever comes first. With the queue's smallest cap (16 MB) a part
 /// and its indexes still fit several times over.
-pub const PART_BYTES: u64 = 4 * 1024 * 1024;
+pub const PART_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Whether a part with `orders` orders, read from `bytes` bytes of the export, is complete: it is
 /// committed after the order that fills it (never inside an order). Pure.

@@ -472,6 +472,10 @@ impl<'q> Ingest<'q> {
         let part = self.counts;
         let tx = self.tx.take().expect("an ingest always has its transaction open");
         tx.commit().map_err(|err| self.err(err))?;
+        // Copy the part into the database and start the WAL over, so that it holds one part at
+        // most (an automatic checkpoint cannot restart it while the sender reads). Best effort: a
+        // busy checkpoint leaves it to the next one.
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
         self.committed = self.committed.plus(part);
         self.counts = IngestCounts::default();
         self.tx = Some(self.conn.unchecked_transaction().map_err(|err| self.err(err))?);

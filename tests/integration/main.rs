@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod e2e;
 mod edges;
+mod parts;
 mod resilience;
 mod service;
 mod token;

@@ -64,11 +64,12 @@ fn a_file_bigger_than_the_queue_cap_is_delivered_in_parts_each_order_once_with_a
         "{}",
         daemon.log_text()
     );
+    // The queue may fill between parts (the sender behind): the read then waits and goes on.
     let log = daemon.log_text();
-    assert!(!log.contains("queue is full"), "{log}");
+    assert!(!log.contains("can never fit"), "{log}");
     let status = agent.status();
-    assert_eq!(status["counts"]["rejects"], 0);
-    assert!(status["ingest_held"].is_null(), "{status}");
+    assert_eq!(status["counts"]["rejects"], 0, "{status}");
+    assert_eq!(status["counts"]["pending"], 0, "{status}");
     daemon.terminate();
 }
 

@@ -42,6 +42,24 @@ struct DisposeRetry {
     failures: u64,
 }
 
+/// How long ingest pauses after each committed part of a big file. SQLite's busy handler is not a
+/// queue: a sender waiting for the write lock retries every 100 ms, and an ingest that starts its
+/// next part at once would keep the lock from it until its `busy_timeout` runs out.
+const SENDER_TURN: Duration = Duration::from_millis(120);
+
+/// Why ingest holds after a part of `file` did not fit. With nothing `pending`, sending cannot free
+/// space: the file can never fit until the cap is raised (or old records pruned). Pure.
+fn full_reason(file: &str, pending: bool, cap_bytes: u64) -> String {
+    if pending {
+        "queue full: a file did not fit; new files wait in their folders until sending frees space".into()
+    } else {
+        format!(
+            "{file} can never fit: a part of it does not fit in max_queue_mb = {} and nothing is queued to send that would free space; raise max_queue_mb",
+            cap_bytes / 1_048_576
+        )
+    }
+}
+
 /// The longest wait between two tries to archive or delete a file.
 const MAX_DISPOSE_DELAY: Duration = Duration::from_secs(3600);
 
@@ -214,6 +232,7 @@ pub(super) async fn ingest_loop(
                     let known = intake::Known {
                         settled: watched[i].settle.stamp(&path),
                         dispose_failed_before: watched[i].dispose_retry.contains_key(&path),
+                        on_part: None,
                     };
                     watched[i].settle.forget(&path);
                     watched[i].idle_looks.remove(&path);
@@ -229,10 +248,19 @@ pub(super) async fn ingest_loop(
             crate::fault_point("ingest-loop");
             let cfg = config.clone();
             let h = health.clone();
+            let wake_sender = wake.clone();
             health.begin(Part::Ingest);
             let (q, results) = blocking(queue, move |q| {
+                // Each committed part of a big file goes out while the rest is read: wake the
+                // sender and give it its turn at the queue's write lock.
+                let part_done = || {
+                    h.progress(Part::Ingest);
+                    wake_sender.notify_one();
+                    std::thread::sleep(SENDER_TURN);
+                };
                 work.into_iter()
                     .map(|(i, path, known)| {
+                        let known = intake::Known { on_part: Some(&part_done), ..known };
                         h.progress(Part::Ingest);
                         let result = match intake::companion_settling(&cfg.sources[i], &path) {
                             Some(companion) => {
@@ -311,10 +339,16 @@ pub(super) async fn ingest_loop(
                     (FileResult::Retry, Some((size, mtime))) => watched[i].settle.observe(&path, size, mtime, ms()),
                     (FileResult::QueueFull, Some((size, mtime))) => {
                         watched[i].settle.observe(&path, size, mtime, ms());
-                        let why =
-                            "queue full: a file did not fit; new files wait in their folders until sending frees space";
-                        let _ = queue.update_agent_state(|s| s.ingest_held = Some(why.to_string()));
-                        health.set_ingest_held(Some(why.to_string()));
+                        let pending = queue.has_pending().unwrap_or(true);
+                        let why = full_reason(&shown(&path), pending, config.max_queue_bytes);
+                        if !pending
+                            && limiter.check(&format!("never fits {}", path.display()), Instant::now())
+                                != Verdict::Quiet
+                        {
+                            tracing::error!("{why}");
+                        }
+                        let _ = queue.update_agent_state(|s| s.ingest_held = Some(why.clone()));
+                        health.set_ingest_held(Some(why));
                         hold_until = Some(Instant::now() + Duration::from_secs(5));
                     }
                     (_, None) => {}
@@ -416,6 +450,17 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_with_nothing_to_send_says_the_file_can_never_fit() {
+        let cases = [
+            (true, "until sending frees space"),
+            (false, "big.csv can never fit: a part of it does not fit in max_queue_mb = 16"),
+        ];
+        for (pending, says) in cases {
+            assert!(full_reason("big.csv", pending, 16 * 1_048_576).contains(says), "{pending}");
+        }
+    }
 
     #[test]
     fn a_file_that_cannot_be_archived_is_tried_again_less_and_less_often() {

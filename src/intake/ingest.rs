@@ -1,5 +1,8 @@
 //! One export file into the queue: hash it, skip it if its content was ingested before, read it,
-//! build events, and commit events + rejected rows + the file's "done" record in one transaction.
+//! build events, and commit events + rejected rows + the file's "done" record. A big file commits
+//! in parts between orders ([`part_full`]), each with its read position, so the queue's WAL is
+//! bounded by a part and the queue's cap applies per part; a read stopped by a crash or a full queue
+//! resumes after the last committed part, and only the last part marks the file done.
 //!
 //! This module decides nothing about *when* a file is complete (that is [`crate::source`]) and
 //! never moves or deletes files: the caller disposes of a file only after [`ingest_file`] reports
@@ -12,16 +15,34 @@ use crate::config::SourceConfig;
 use crate::event::{self, time::Age};
 use crate::event::{Event, Warning};
 use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
-use crate::queue::{Added, DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Queue, QueueError};
+use crate::queue::{
+    Added, DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Position, Queue, QueueError,
+};
 use crate::source::open::{self, Links};
 use crate::source::{self, shown};
 use crate::tiktok::wire;
 use sha2::{Digest, Sha256};
+use std::cell::Cell;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
+
+/// A whole file commits a part once it has this many orders (events and skipped sales) since the
+/// last part...
+pub const PART_ORDERS: u64 = 2_000;
+
+/// ...or once the reader has read this many bytes of the export since the last part (about as
+/// many bytes of event JSON), whichever comes first. With the queue's smallest cap (16 MB) a part
+/// and its indexes still fit several times over.
+pub const PART_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Whether a part with `orders` orders, read from `bytes` bytes of the export, is complete: it is
+/// committed after the order that fills it (never inside an order). Pure.
+pub fn part_full(orders: u64, bytes: u64) -> bool {
+    orders >= PART_ORDERS || bytes >= PART_BYTES
+}
 
 /// The clock and window an ingest judges event ages with.
 #[derive(Debug, Clone, Copy)]
@@ -259,7 +280,7 @@ pub fn ingest_file(
     path: &Path,
     ages: AgePolicy,
 ) -> Result<Outcome, IngestError> {
-    ingest_settled(queue, source, path, ages, None)
+    ingest_settled(queue, source, path, ages, None, &|_| {})
 }
 
 /// Ingest one file of `source`. `settled`: the size and mtime the caller saw the file settle at;
@@ -270,12 +291,22 @@ pub fn ingest_file(
 /// was read is rolled back and [`Outcome::Changed`] returned, also when the read failed (a file
 /// truncated under the reader looks empty): only a file that is unreadable *and* stable is
 /// [`Outcome::Unreadable`].
+///
+/// Parts: the file commits every [`part_full`] orders, after checking it is still stable, with a
+/// position that counts what the reader found before it; `on_part` is told each part's counts
+/// (the service wakes the sender). A file some parts of which are committed (a crash, a full
+/// queue: [`IngestError::Queue`] with the parts kept) is read again from its start and the things
+/// found before the position are passed over (the same content finds the same things in the same
+/// order: formats that cannot be read from the middle are resumed too). A file that changes after
+/// parts were committed is read again from its start as a new file ([`Queue::abandon_parts`]): the
+/// orders of those parts are recognised by their event ids and counted as duplicates.
 pub fn ingest_settled(
     queue: &mut Queue,
     source: &SourceConfig,
     path: &Path,
     ages: AgePolicy,
     settled: Option<Stamp>,
+    on_part: &dyn Fn(&IngestCounts),
 ) -> Result<Outcome, IngestError> {
     let io = |source: std::io::Error| IngestError::Io { path: shown(path), source };
     let mut file = open::open_regular(path, open::links(source)).map_err(io)?;
@@ -291,27 +322,90 @@ pub fn ingest_settled(
         now.as_ref() == Some(&before) && named.as_ref() == Some(&before)
     };
     let (hash, utf8) = scan_reader(&mut file).map_err(io)?;
+    let shown = shown(path);
+    // Some parts committed before: (its record, things found before its position).
+    let mut resumed = None;
     if let Some(record) = queue.file_by_hash(&hash)? {
-        if record.state == FileState::Ingested {
-            return Ok(Outcome::AlreadyIngested(record));
+        match record.state {
+            FileState::Ingested => return Ok(Outcome::AlreadyIngested(record)),
+            _ => resumed = Some((record.id, queue.part_position(record.id)?.map_or(0, |(_, taken)| taken))),
         }
     }
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    let shown = shown(path);
-    let mut ingest = queue.begin_ingest(&hash, path, &source.name, ages.now)?;
+    let skip = resumed.map_or(0, |(_, taken)| taken);
+    let mut ingest = match resumed {
+        Some((file_id, taken)) => {
+            tracing::info!("{shown}: reading on after the {taken} orders and rows committed before");
+            queue.resume_ingest(file_id, path, ages.now)?
+        }
+        None => queue.begin_ingest(&hash, path, &source.name, ages.now)?,
+    };
+    let file_id = ingest.file_id();
     let mut failure: Option<QueueError> = None;
-    let read = read(source, &mut file, path, utf8, ages, &mut |found| match add_found(&mut ingest, &shown, found) {
-        Ok(()) => ControlFlow::Continue(()),
-        Err(e) => {
+    let (mut found_so_far, mut part_orders, mut part_from, mut parts) = (0u64, 0u64, 0u64, 0u32);
+    let mut changed = false;
+    let consumed = Cell::new(0u64);
+    let input = Counted { inner: &file, bytes: &consumed };
+    let read = read(source, input, path, utf8, ages, &mut |found| {
+        found_so_far += 1;
+        if found_so_far <= skip {
+            // Committed in an earlier part.
+            part_from = consumed.get();
+            return ControlFlow::Continue(());
+        }
+        let order = match &found {
+            Found::Event { line, .. } => Some(*line),
+            Found::Skip(skip) => Some(skip.line),
+            Found::Reject { .. } => None,
+        };
+        if let Err(e) = add_found(&mut ingest, &shown, found) {
             failure = Some(e);
-            ControlFlow::Break(())
+            return ControlFlow::Break(());
+        }
+        let Some(line) = order else { return ControlFlow::Continue(()) };
+        part_orders += 1;
+        if !part_full(part_orders, consumed.get() - part_from) {
+            return ControlFlow::Continue(());
+        }
+        // Between two orders: commit the part, if the file is still the one that was hashed.
+        if !stable(&file) {
+            changed = true;
+            return ControlFlow::Break(());
+        }
+        let position = Position { offset: consumed.get(), lines: line, fingerprint: hash.clone(), inode: before.1 };
+        match ingest.commit_part(&source.name, &position, found_so_far) {
+            Ok(counts) => {
+                tracing::debug!(
+                    "{shown}: a part of {} events committed (read to about byte {})",
+                    counts.events,
+                    position.offset
+                );
+                on_part(&counts);
+                (part_orders, part_from, parts) = (0, consumed.get(), parts + 1);
+                crate::fault_point("ingest-part");
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
         }
     });
     if let Some(e) = failure {
+        if parts > 0 {
+            tracing::info!("{shown}: {parts} parts committed; the rest waits");
+        }
         return Err(e.into());
     }
-    // Dropping `ingest` uncommitted rolls back what was read.
-    if !stable(&file) {
+    // Dropping `ingest` uncommitted rolls back what was read since the last part.
+    if changed || !stable(&file) {
+        drop(ingest);
+        if parts > 0 || resumed.is_some() {
+            tracing::info!(
+                "{shown}: changed after parts of it were committed; it will be read again from its start (orders queued from those parts are recognised by their event ids)"
+            );
+            queue.abandon_parts(file_id)?;
+        }
         return Ok(Outcome::Changed);
     }
     match read {
@@ -326,9 +420,23 @@ pub fn ingest_settled(
         Err(format::FormatError::Io(e)) => return Err(io(e)),
         Err(e) => return Ok(Outcome::Unreadable(e.to_string())),
     }
-    let file_id = ingest.file_id();
     let counts = ingest.commit()?;
     Ok(Outcome::Ingested { file_id, counts })
+}
+
+/// A reader that counts the bytes read through it (how far into a file a part ends, roughly: the
+/// readers buffer ahead).
+struct Counted<'a, R> {
+    inner: R,
+    bytes: &'a Cell<u64>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.set(self.bytes.get() + n as u64);
+        Ok(n)
+    }
 }
 
 /// Record one thing found in `shown` in an ingest (logging it as it goes): an event queued (or
@@ -378,6 +486,20 @@ pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_is_full_at_its_order_or_byte_bound() {
+        let cases = [
+            ("empty", 0, 0, false),
+            ("small", 10, 4096, false),
+            ("orders", PART_ORDERS, 1, true),
+            ("one short of the orders", PART_ORDERS - 1, PART_BYTES - 1, false),
+            ("bytes: a few big orders", 3, PART_BYTES, true),
+        ];
+        for (name, orders, bytes, full) in cases {
+            assert_eq!(part_full(orders, bytes), full, "{name}");
+        }
+    }
 
     #[test]
     fn utf8_validation_spans_chunk_boundaries() {

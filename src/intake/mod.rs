@@ -51,14 +51,16 @@ pub enum FileResult {
 }
 
 /// What the caller knows of a file it hands to [`take_with`] (the service's ingest loop).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Known {
+#[derive(Default, Clone, Copy)]
+pub struct Known<'a> {
     /// The size and mtime the file settled at: found otherwise, it is not the file that settled
     /// and is looked at again once it settles ([`FileResult::Retry`]).
     pub settled: Option<ingest::Stamp>,
     /// Archiving or deleting it failed before, and the caller summarises the repeats: another
     /// failure is logged at debug level only.
     pub dispose_failed_before: bool,
+    /// Called after each committed part of a big file (the service wakes the sender).
+    pub on_part: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// Take one complete file: ingest it and, when `dispose`, archive/delete/quarantine it as its source
@@ -75,7 +77,7 @@ pub fn take_with(
     src: &SourceConfig,
     path: &Path,
     dispose: bool,
-    known: Known,
+    known: Known<'_>,
 ) -> FileResult {
     if src.append {
         return take_append(queue, config, src, path);
@@ -83,7 +85,8 @@ pub fn take_with(
     let shown = shown(path);
     let quiet = known.dispose_failed_before;
     let companion = src.format.companion_of(path);
-    let result = ingest::ingest_settled(queue, src, path, age_policy(config, crate::now()), known.settled);
+    let on_part = |_: &IngestCounts| known.on_part.map_or((), |f| f());
+    let result = ingest::ingest_settled(queue, src, path, age_policy(config, crate::now()), known.settled, &on_part);
     if matches!(result, Ok(Outcome::Ingested { .. } | Outcome::AlreadyIngested(_)))
         && queue.clear_blocked(path).unwrap_or(false)
     {

@@ -1,9 +1,10 @@
-//! Ingest: one file's events, rejected rows and "done" record in one transaction ([`Ingest`]); the
-//! parts of an append-mode file with their read position; file records, and files that could not
-//! be read.
+//! Ingest: one file's events, rejected rows and "done" record in one transaction ([`Ingest`]), or
+//! in parts each committed with the file's read position ([`Ingest::commit_part`]: a whole file too
+//! big for one transaction; [`Ingest::commit_at`]: the parts of an append-mode file); file records,
+//! and files that could not be read.
 
 use super::{DeadReason, EventState, FileState, Queue, QueueError, Result};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -86,14 +87,58 @@ impl Queue {
         let path_text = path.display().to_string();
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
-        let tx = self.conn.transaction().map_err(err)?;
+        let conn: &Connection = &self.conn;
+        let tx = conn.unchecked_transaction().map_err(err)?;
         tx.execute(
             "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![content_hash, path_text, source, FileState::Ingesting, now],
         )
         .map_err(err)?;
         let file_id = tx.last_insert_rowid();
-        Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
+        Ok(Ingest::new(conn, tx, file_id, path_text, now, qpath))
+    }
+
+    /// Go on ingesting a whole file some parts of which are committed (`files` row `file_id`, state
+    /// `ingesting`), as [`Queue::begin_ingest`] does for a new one.
+    pub fn resume_ingest(&mut self, file_id: i64, path: &Path, now: i64) -> Result<Ingest<'_>> {
+        let qpath = self.path.clone();
+        let conn: &Connection = &self.conn;
+        let tx = conn.unchecked_transaction().map_err(|source| QueueError::Sqlite { path: qpath.clone(), source })?;
+        Ok(Ingest::new(conn, tx, file_id, path.display().to_string(), now, qpath))
+    }
+
+    /// Where the read of a whole file committed in parts stopped (the `files` row `file_id`), and
+    /// how many things its reader had found before it (see [`Ingest::commit_part`]).
+    pub fn part_position(&self, file_id: i64) -> Result<Option<(Position, u64)>> {
+        self.conn
+            .query_row(
+                "SELECT byte_offset, lines, fingerprint, inode, taken FROM positions WHERE file_id = ?1",
+                [file_id],
+                |r| {
+                    let position = Position {
+                        offset: r.get::<_, i64>(0)? as u64,
+                        lines: r.get::<_, i64>(1)? as u64,
+                        fingerprint: r.get(2)?,
+                        inode: r.get::<_, i64>(3)? as u64,
+                    };
+                    Ok((position, r.get::<_, i64>(4)? as u64))
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// A whole file changed after some of its parts were committed: its record no longer names
+    /// content (`changed:<id>` instead of the hash, its position gone), so the file is read again
+    /// from its start as a new file; the events of the parts stay queued, and the new read counts
+    /// them as duplicates.
+    pub fn abandon_parts(&mut self, file_id: i64) -> Result<()> {
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("UPDATE files SET content_hash = 'changed:' || id WHERE id = ?1", [file_id]).map_err(err)?;
+        tx.execute("DELETE FROM positions WHERE file_id = ?1", [file_id]).map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     /// The committed position of a file read in append mode, and the `files` row its events are
@@ -117,17 +162,19 @@ impl Queue {
             .map_err(|e| self.sqlite(e))
     }
 
-    /// The positions of files read in append mode, most recently moved first.
+    /// The positions of files read in append mode, most recently moved first (not those of whole
+    /// files being read in parts).
     pub fn positions(&self, limit: usize) -> Result<Vec<PositionRecord>> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT source, path, byte_offset, lines, fingerprint, inode, file_id, updated_at FROM positions
+                 WHERE file_id IS NULL OR file_id NOT IN (SELECT id FROM files WHERE state = ?2)
                  ORDER BY updated_at DESC, path LIMIT ?1",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([limit as i64], |r| {
+            .query_map(params![limit as i64, FileState::Ingesting], |r| {
                 Ok(PositionRecord {
                     source: r.get(0)?,
                     path: r.get(1)?,
@@ -153,7 +200,8 @@ impl Queue {
         let path_text = path.display().to_string();
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
-        let tx = self.conn.transaction().map_err(err)?;
+        let conn: &Connection = &self.conn;
+        let tx = conn.unchecked_transaction().map_err(err)?;
         let file_id = match file_id {
             Some(id) => id,
             None => {
@@ -166,7 +214,7 @@ impl Queue {
                 tx.last_insert_rowid()
             }
         };
-        Ok(Ingest { tx, file_id, path: path_text, now, queue_path: qpath, counts: IngestCounts::default() })
+        Ok(Ingest::new(conn, tx, file_id, path_text, now, qpath))
     }
 
     pub fn mark_disposed(&self, file_id: i64, how: &str) -> Result<()> {
@@ -276,17 +324,39 @@ pub struct IngestCounts {
     pub dead: i64,
 }
 
-/// One file's ingest: a transaction. Dropped without [`Ingest::commit`], it rolls back.
+/// One file's ingest: a transaction (one per part, see [`Ingest::commit_part`]). Dropped without
+/// [`Ingest::commit`], it rolls back what was added since the last committed part.
 pub struct Ingest<'q> {
-    tx: Transaction<'q>,
+    conn: &'q Connection,
+    /// The open transaction; `None` only inside [`Ingest::commit_part`].
+    tx: Option<Transaction<'q>>,
     file_id: i64,
     path: String,
     now: i64,
     queue_path: PathBuf,
+    /// Added since the last committed part.
     counts: IngestCounts,
+    /// Committed in earlier parts of this ingest.
+    committed: IngestCounts,
 }
 
-impl Ingest<'_> {
+impl<'q> Ingest<'q> {
+    fn new(
+        conn: &'q Connection,
+        tx: Transaction<'q>,
+        file_id: i64,
+        path: String,
+        now: i64,
+        queue_path: PathBuf,
+    ) -> Ingest<'q> {
+        let counts = IngestCounts::default();
+        Ingest { conn, tx: Some(tx), file_id, path, now, queue_path, counts, committed: counts }
+    }
+
+    fn tx(&self) -> &Transaction<'q> {
+        self.tx.as_ref().expect("an ingest always has its transaction open")
+    }
+
     pub fn file_id(&self) -> i64 {
         self.file_id
     }
@@ -299,7 +369,7 @@ impl Ingest<'_> {
         let state = if e.dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
         let inserted = {
             let mut stmt = self
-                .tx
+                .tx()
                 .prepare_cached(
                     "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, dead_reason, dead_message)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -319,8 +389,8 @@ impl Ingest<'_> {
             .map_err(|err| self.err(err))?
         };
         if inserted == 1 {
-            let id = self.tx.last_insert_rowid();
-            self.tx
+            let id = self.tx().last_insert_rowid();
+            self.tx()
                 .prepare_cached("INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")
                 .and_then(|mut stmt| stmt.execute(params![id, e.payload, super::outbox::payload_checksum(e.payload)]))
                 .map_err(|err| self.err(err))?;
@@ -331,7 +401,7 @@ impl Ingest<'_> {
             return Ok(Added::Queued);
         }
         let existing_file: Option<i64> = self
-            .tx
+            .tx()
             .prepare_cached("SELECT file_id FROM events WHERE event_name = ?1 AND event_id = ?2")
             .and_then(|mut s| s.query_row(params![e.event_name, e.event_id], |r| r.get(0)).optional())
             .map_err(|err| self.err(err))?
@@ -347,7 +417,7 @@ impl Ingest<'_> {
     pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {
         self.counts.rejects += 1;
         let mut stmt = self
-            .tx
+            .tx()
             .prepare_cached(
                 "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
@@ -366,43 +436,74 @@ impl Ingest<'_> {
         self.counts.warnings += n as i64;
     }
 
+    /// What was added since the last committed part.
     pub fn counts(&self) -> IngestCounts {
         self.counts
     }
 
-    /// Commit durably. After this returns the file may be archived or deleted.
+    /// Commit durably: the file is ingested whole. After this returns the file may be archived or
+    /// deleted. Returns what this ingest added, over all its parts.
     pub fn commit(self) -> Result<IngestCounts> {
-        let c = self.counts;
-        self.tx
-            .execute(
-                "UPDATE files SET state = ?7, events = ?2, duplicates = ?3, rejects = ?4, warnings = ?5, skipped = ?6 WHERE id = ?1",
-                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped, FileState::Ingested],
-            )
-            .map_err(|err| QueueError::Sqlite { path: self.queue_path.clone(), source: err })?;
-        let path = self.queue_path.clone();
-        self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
-        Ok(c)
+        let (file_id, state) = (self.file_id, FileState::Ingested);
+        self.add_counts()?;
+        let tx = self.tx();
+        tx.execute("UPDATE files SET state = ?2 WHERE id = ?1", params![file_id, state])
+            .and_then(|_| tx.execute("DELETE FROM positions WHERE file_id = ?1", [file_id]))
+            .map_err(|err| self.err(err))?;
+        self.finish()
     }
 
     /// Commit durably, together with the new read position of this file of `source` (append
     /// mode): the position moves past exactly what this transaction recorded, or not at all.
     pub fn commit_at(self, source: &str, position: &Position) -> Result<IngestCounts> {
+        self.add_counts()?;
+        self.record_position(source, position, 0)?;
+        self.finish()
+    }
+
+    /// Commit what was added so far as one part of a whole file of `source`, with the position the
+    /// next part starts at and `taken`, how many things the reader found before it: a read resumed
+    /// after a crash or a full queue skips exactly those ([`Queue::part_position`]). The file stays
+    /// `ingesting` (not done: it is not to be archived) and this ingest goes on in a new
+    /// transaction.
+    pub fn commit_part(&mut self, source: &str, position: &Position, taken: u64) -> Result<IngestCounts> {
+        self.add_counts()?;
+        self.record_position(source, position, taken)?;
+        let part = self.counts;
+        let tx = self.tx.take().expect("an ingest always has its transaction open");
+        tx.commit().map_err(|err| self.err(err))?;
+        // Copy the part into the database and start the WAL over, so that it holds one part at
+        // most (an automatic checkpoint cannot restart it while the sender reads). Best effort: a
+        // busy checkpoint leaves it to the next one.
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        self.committed = self.committed.plus(part);
+        self.counts = IngestCounts::default();
+        self.tx = Some(self.conn.unchecked_transaction().map_err(|err| self.err(err))?);
+        Ok(part)
+    }
+
+    /// Add this transaction's counts to the file's record.
+    fn add_counts(&self) -> Result<()> {
         let c = self.counts;
-        let err = |source| QueueError::Sqlite { path: self.queue_path.clone(), source };
-        self.tx
+        self.tx()
             .execute(
                 "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
                    warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7 WHERE id = ?1",
                 params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped, self.now],
             )
-            .map_err(err)?;
-        self.tx
+            .map(drop)
+            .map_err(|err| self.err(err))
+    }
+
+    /// Write the file's read position in this transaction (nothing else writes `positions`).
+    fn record_position(&self, source: &str, position: &Position, taken: u64) -> Result<()> {
+        self.tx()
             .execute(
-                "INSERT INTO positions (source, path, byte_offset, lines, fingerprint, inode, file_id, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO positions (source, path, byte_offset, lines, fingerprint, inode, file_id, updated_at, taken)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (source, path) DO UPDATE SET byte_offset = excluded.byte_offset, lines = excluded.lines,
                    fingerprint = excluded.fingerprint, inode = excluded.inode, file_id = excluded.file_id,
-                   updated_at = excluded.updated_at",
+                   updated_at = excluded.updated_at, taken = excluded.taken",
                 params![
                     source,
                     self.path,
@@ -411,12 +512,33 @@ impl Ingest<'_> {
                     position.fingerprint,
                     position.inode as i64,
                     self.file_id,
-                    self.now
+                    self.now,
+                    taken as i64
                 ],
             )
-            .map_err(err)?;
-        let path = self.queue_path.clone();
-        self.tx.commit().map_err(|source| QueueError::Sqlite { path, source })?;
-        Ok(c)
+            .map(drop)
+            .map_err(|err| self.err(err))
+    }
+
+    /// Commit the open transaction; returns everything this ingest added.
+    fn finish(mut self) -> Result<IngestCounts> {
+        let total = self.committed.plus(self.counts);
+        let tx = self.tx.take().expect("an ingest always has its transaction open");
+        tx.commit().map_err(|err| self.err(err))?;
+        Ok(total)
+    }
+}
+
+impl IngestCounts {
+    /// Both counts together.
+    pub fn plus(self, o: IngestCounts) -> IngestCounts {
+        IngestCounts {
+            events: self.events + o.events,
+            skipped: self.skipped + o.skipped,
+            duplicates: self.duplicates + o.duplicates,
+            rejects: self.rejects + o.rejects,
+            warnings: self.warnings + o.warnings,
+            dead: self.dead + o.dead,
+        }
     }
 }

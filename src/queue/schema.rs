@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -104,6 +104,11 @@ CREATE INDEX archived_by_hash ON archived (content_hash);
 CREATE INDEX events_corrupt ON events (id) WHERE dead_reason = 'corrupt';
 ";
 
+/// Parts: a whole file too big for one transaction is committed in parts, each with its `positions`
+/// row; `taken` counts the things its reader found (orders, rejected rows, skipped sales) before
+/// the position, so a resumed read skips exactly those (0 for append mode, which seeks instead).
+const V5_PARTS: &str = "ALTER TABLE positions ADD COLUMN taken INTEGER NOT NULL DEFAULT 0;";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -130,6 +135,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found < 4 {
         tx.execute_batch(V4_REDO)?;
     }
+    if found < 5 {
+        tx.execute_batch(V5_PARTS)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     tx.commit()?;
     Ok(found)
@@ -152,7 +160,9 @@ mod tests {
         let want = objects(&fresh);
         assert!(want.contains(&"rejects_whole_files".to_string()), "{want:?}");
         // Databases left by earlier agents: the schema at each version, with a row to keep.
-        for (version, steps) in [(1, &[V1][..]), (2, &[V1, V2][..]), (3, &[V1, V2, V3][..])] {
+        let all = [V1, V2, V3, V4_REDO];
+        for version in 1..VERSION {
+            let steps = &all[..version as usize];
             let mut old = Connection::open_in_memory().unwrap();
             for step in steps {
                 old.execute_batch(step).unwrap();

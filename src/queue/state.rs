@@ -119,7 +119,7 @@ impl ToSql for DeadReason {
 /// A file record's state (`files.state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileState {
-    /// Inside its ingest transaction (never seen committed).
+    /// Inside its ingest transaction, or (committed) a big file some parts of which are committed.
     Ingesting,
     /// Read whole and committed.
     Ingested,

@@ -10,6 +10,7 @@ mod cli;
 mod clock;
 mod e2e;
 mod edges;
+mod parts;
 mod pii;
 mod redo;
 mod resilience;

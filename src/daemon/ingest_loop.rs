@@ -42,10 +42,11 @@ struct DisposeRetry {
     failures: u64,
 }
 
-/// How long ingest pauses after each committed part of a big file. SQLite's busy handler is not a
-/// queue: a sender waiting for the write lock retries every 100 ms, and an ingest that starts its
-/// next part at once would keep the lock from it until its `busy_timeout` runs out.
-const SENDER_TURN: Duration = Duration::from_millis(120);
+/// How long ingest pauses after a committed part of a big file while the sender is at work. SQLite's
+/// busy handler is not a queue: an ingest that started its next part at once would keep the write
+/// lock from a sender waiting for it; the queue's connections poll for the lock every millisecond
+/// (`queue::open`), so a few milliseconds are its turn.
+const SENDER_TURN: Duration = Duration::from_millis(5);
 
 /// Why ingest holds after a part of `file` did not fit. With nothing `pending`, sending cannot free
 /// space: the file can never fit until the cap is raised (or old records pruned). Pure.
@@ -256,7 +257,9 @@ pub(super) async fn ingest_loop(
                 let part_done = || {
                     h.progress(Part::Ingest);
                     wake_sender.notify_one();
-                    std::thread::sleep(SENDER_TURN);
+                    if h.is_busy(Part::Send) {
+                        std::thread::sleep(SENDER_TURN);
+                    }
                 };
                 work.into_iter()
                     .map(|(i, path, known)| {
@@ -269,6 +272,10 @@ pub(super) async fn ingest_loop(
                             }
                             None => intake::take_with(q, &cfg, &cfg.sources[i], &path, dispose, known),
                         };
+                        // Each file's events go out while the next file is read.
+                        if matches!(result, FileResult::Committed { events, .. } | FileResult::Appended { events, .. } if events > 0) {
+                            wake_sender.notify_one();
+                        }
                         let stamp = source::look(&cfg.sources[i], &path).ok().map(|m| ingest::stamp(&m));
                         (i, path, result, stamp)
                     })

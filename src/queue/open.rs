@@ -4,6 +4,7 @@
 use super::{schema, Queue, QueueError, Result};
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What [`Queue::open_checked`] did about a damaged queue.
 #[derive(Debug, Clone)]
@@ -237,18 +238,35 @@ impl Queue {
     }
 
     fn configure(&mut self) -> Result<()> {
+        // First, so that even switching to WAL waits for another connection instead of failing.
+        self.conn.busy_handler(Some(wait_for_lock)).map_err(|e| self.sqlite(e))?;
         self.conn
             .execute_batch(
                 "PRAGMA auto_vacuum = INCREMENTAL;
                  PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
-                 PRAGMA busy_timeout = 10000;
                  PRAGMA journal_size_limit = 67108864;
                  PRAGMA cache_size = -2048;",
             )
             .map_err(|e| self.sqlite(e))
     }
+}
+
+/// How long a connection waits for another one's lock before giving up with "database is locked".
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+const LOCK_POLL: Duration = Duration::from_millis(1);
+
+/// SQLite's busy handler: poll every millisecond, up to [`LOCK_WAIT`]. The built-in
+/// `busy_timeout` sleeps up to 100 ms between tries, so a writer that commits part after part
+/// (a big file) could keep the lock from the sender for the whole file; polling this finely, a
+/// short pause between two parts is enough for a waiting connection to get its turn.
+fn wait_for_lock(attempts: i32) -> bool {
+    if u128::try_from(attempts).unwrap_or(0) * LOCK_POLL.as_millis() >= LOCK_WAIT.as_millis() {
+        return false;
+    }
+    std::thread::sleep(LOCK_POLL);
+    true
 }
 
 /// Create the database file with mode 0600 if it does not exist yet (SQLite gives its -wal and

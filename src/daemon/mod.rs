@@ -58,12 +58,13 @@ pub fn run(config: Config, config_path: PathBuf, overrides: Overrides) -> Result
     result
 }
 
-/// The two loops of one configuration, and how to stop them.
+type Task = (&'static str, tokio::task::JoinHandle<()>);
+
+/// The loops of one configuration (ingest, send, redo), and how to stop them.
 struct Pipeline {
     config: Arc<Config>,
     stop: watch::Sender<bool>,
-    ingest: tokio::task::JoinHandle<()>,
-    send: tokio::task::JoinHandle<()>,
+    tasks: Vec<Task>,
 }
 
 impl Pipeline {
@@ -105,56 +106,62 @@ impl Pipeline {
         ));
         // In the background: reconciling the archive with the queue never delays READY; it ends
         // with the pipeline (between two files).
-        tokio::spawn(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone()));
+        let redo = tokio::spawn(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone()));
         let send = tokio::spawn(send_loop::send_loop(config.clone(), sender, wake, stop_rx, health));
-        Ok(Pipeline { config, stop, ingest, send })
+        let tasks = vec![(Part::Ingest.name(), ingest), (Part::Send.name(), send), ("archive", redo)];
+        Ok(Pipeline { config, stop, tasks })
     }
 
     /// Stop taking new work; give in-flight work up to `bound`. Returns false if it had to abandon
     /// something (its events stay queued and are re-sent later with the same ids).
     async fn stop(self, bound: Duration) -> bool {
         let _ = self.stop.send(true);
-        let both = async {
-            let _ = self.ingest.await;
-            let _ = self.send.await;
+        let all = async {
+            for (_, task) in self.tasks {
+                let _ = task.await;
+            }
         };
-        tokio::time::timeout(bound, both).await.is_ok()
+        tokio::time::timeout(bound, all).await.is_ok()
     }
 
-    /// Wait until either loop ends. Neither should while the service runs (they return only when
-    /// told to stop): one that does has panicked or given up, and the service must not go on half
-    /// alive with the watchdog still fed.
-    async fn ended(&mut self) -> (Part, Result<(), tokio::task::JoinError>) {
-        first_to_end(&mut self.ingest, &mut self.send).await
+    /// Wait until a loop ends. None should while the service runs (they return only when told to
+    /// stop): one that does has panicked or given up, and the service must not go on half alive
+    /// with the watchdog still fed. Which one (its index), and how it ended.
+    async fn ended(&mut self) -> (usize, Result<(), tokio::task::JoinError>) {
+        first_to_end(&mut self.tasks).await
     }
 
-    /// After `part` ended on its own: stop the other one (up to `bound`) and say what happened.
-    async fn abandon(self, part: Part, result: Result<(), tokio::task::JoinError>, bound: Duration) -> DaemonError {
-        let _ = self.stop.send(true);
-        let other = match part {
-            Part::Ingest => self.send,
-            Part::Send => self.ingest,
-        };
-        if tokio::time::timeout(bound, other).await.is_err() {
-            tracing::warn!("the other part did not stop in time; its work is abandoned (events stay queued)");
+    /// After task `index` ended on its own: stop the others (up to `bound`) and say what happened.
+    async fn abandon(
+        mut self,
+        index: usize,
+        result: Result<(), tokio::task::JoinError>,
+        bound: Duration,
+    ) -> DaemonError {
+        let (name, _) = self.tasks.remove(index);
+        if !self.stop(bound).await {
+            tracing::warn!("the other parts did not stop in time; their work is abandoned (events stay queued)");
         }
-        part_ended(part, result)
+        part_ended(name, result)
     }
 }
 
-/// The first of two tasks to end, and how it ended.
-async fn first_to_end(
-    ingest: &mut tokio::task::JoinHandle<()>,
-    send: &mut tokio::task::JoinHandle<()>,
-) -> (Part, Result<(), tokio::task::JoinError>) {
-    tokio::select! {
-        r = ingest => (Part::Ingest, r),
-        r = send => (Part::Send, r),
-    }
+/// The first of the tasks to end: its index, and how it ended. (Pending for ever without tasks.)
+async fn first_to_end(tasks: &mut [Task]) -> (usize, Result<(), tokio::task::JoinError>) {
+    use std::future::Future as _;
+    std::future::poll_fn(|cx| {
+        for (i, (_, task)) in tasks.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(r) = std::pin::Pin::new(task).poll(cx) {
+                return std::task::Poll::Ready((i, r));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// The error for a part that ended while the service was running.
-fn part_ended(part: Part, result: Result<(), tokio::task::JoinError>) -> DaemonError {
+fn part_ended(part: &'static str, result: Result<(), tokio::task::JoinError>) -> DaemonError {
     let how = match result {
         Ok(()) => "ended unexpectedly".to_string(),
         Err(e) if e.is_panic() => {
@@ -168,7 +175,7 @@ fn part_ended(part: Part, result: Result<(), tokio::task::JoinError>) -> DaemonE
         }
         Err(_) => "was cancelled".to_string(),
     };
-    DaemonError::PartEnded { part: part.name(), how }
+    DaemonError::PartEnded { part, how }
 }
 
 async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Result<(), DaemonError> {
@@ -193,8 +200,8 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            (part, result) = pipeline.ended() => {
-                let e = pipeline.abandon(part, result, Duration::from_secs(4)).await;
+            (index, result) = pipeline.ended() => {
+                let e = pipeline.abandon(index, result, Duration::from_secs(4)).await;
                 tracing::error!("{e}");
                 service::status(&e.to_string());
                 return Err(e);
@@ -317,28 +324,31 @@ mod tests {
 
     #[tokio::test]
     async fn a_part_that_ends_is_named_with_how_it_ended() {
-        let cases: [(bool, Part, &str); 2] = [
-            (true, Part::Ingest, "the ingest part of the pipeline panicked (boom at a file)"),
-            (false, Part::Send, "the send part of the pipeline ended unexpectedly"),
+        let cases: [(bool, usize, &str); 2] = [
+            (true, 0, "the ingest part of the pipeline panicked (boom at a file)"),
+            (false, 1, "the send part of the pipeline ended unexpectedly"),
         ];
         for (ingest_panics, expected, message) in cases {
-            let mut ingest = tokio::spawn(async move {
+            let ingest = tokio::spawn(async move {
                 if ingest_panics {
                     panic!("boom at a file");
                 }
                 std::future::pending::<()>().await
             });
-            let mut send = tokio::spawn(async move {
+            let send = tokio::spawn(async move {
                 if ingest_panics {
                     std::future::pending::<()>().await
                 }
             });
-            let (part, result) = first_to_end(&mut ingest, &mut send).await;
-            assert_eq!(part, expected);
-            let e = part_ended(part, result).to_string();
+            let archive = tokio::spawn(std::future::pending::<()>());
+            let mut tasks: Vec<Task> = vec![("ingest", ingest), ("send", send), ("archive", archive)];
+            let (index, result) = first_to_end(&mut tasks).await;
+            assert_eq!(index, expected);
+            let e = part_ended(tasks[index].0, result).to_string();
             assert!(e.starts_with(message), "{e}");
-            ingest.abort();
-            send.abort();
+            for (_, task) in &tasks {
+                task.abort();
+            }
         }
     }
 }

@@ -20,7 +20,10 @@ pub(super) async fn redo_loop(config: Arc<Config>, wake: Arc<Notify>, mut stop: 
     let queue = match Queue::open(&config.queue_path) {
         Ok(q) => q,
         Err(e) => {
+            // Not a reason to stop delivering: wait for the pipeline to stop (a loop that returned
+            // on its own would end the service).
             tracing::error!("the archive cannot be reconciled with the queue: {e}");
+            let _ = stop.changed().await;
             return;
         }
     };

@@ -262,7 +262,17 @@ const LOCK_POLL: Duration = Duration::from_millis(1);
 /// (a big file) could keep the lock from the sender for the whole file; polling this finely, a
 /// short pause between two parts is enough for a waiting connection to get its turn.
 fn wait_for_lock(attempts: i32) -> bool {
-    if u128::try_from(attempts).unwrap_or(0) * LOCK_POLL.as_millis() >= LOCK_WAIT.as_millis() {
+    thread_local! {
+        /// When this thread's connection started waiting for the lock it waits for now.
+        static WAITING_SINCE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    let since = WAITING_SINCE.with(|w| {
+        let since = if attempts == 0 { now } else { w.get().unwrap_or(now) };
+        w.set(Some(since));
+        since
+    });
+    if now.duration_since(since) >= LOCK_WAIT {
         return false;
     }
     std::thread::sleep(LOCK_POLL);

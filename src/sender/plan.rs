@@ -521,13 +521,16 @@ mod tests {
         assert_eq!(p.action, dead(DeadReason::Invalid, "tiktok code 40000: data.0.event: bad"), "no request id");
     }
 
+    /// A code and TikTok's message.
+    type Answer = (i64, &'static str);
+
     #[test]
     fn an_unknown_answer_is_isolated_after_a_few_identical_ones() {
         let mut streak = UnknownStreak::default();
         let seen: Vec<bool> =
             [(1, "a"), (1, "a"), (1, "a"), (1, "a")].iter().map(|(c, m)| streak.observe(*c, m)).collect();
         assert_eq!(seen, [false, false, true, true], "isolated from the {ISOLATE_UNKNOWN_AFTER}rd on");
-        let cases: [(&str, &[(i64, &str)], bool); 4] = [
+        let cases: [(&str, &[Answer], bool); 4] = [
             ("another message starts over", &[(1, "a"), (1, "a"), (1, "b")], false),
             ("another code starts over", &[(1, "a"), (1, "a"), (2, "a")], false),
             ("three identical", &[(2, "x"), (2, "x"), (2, "x")], true),
@@ -546,7 +549,7 @@ mod tests {
     fn only_a_whole_batch_refused_alike_is_systemic() {
         let bad = (40002, "data.0.properties.contents.0.content_id: Not a valid string");
         let other = (40002, "data.0.event_time: bad");
-        let cases: [(&str, usize, usize, Vec<(i64, &str)>, bool); 7] = [
+        let cases: [(&str, usize, usize, Vec<Answer>, bool); 7] = [
             ("every event alike", 3, 0, vec![bad, bad, bad], true),
             ("two events alike", 2, 0, vec![bad, bad], true),
             ("one event is just one bad event", 1, 0, vec![bad], false),

@@ -256,6 +256,7 @@ impl Sender {
         let batch_len = batch.len();
         let (mut sent, mut condemned) = (0, Vec::<Condemned>::new());
         let (mut first, mut isolating) = (true, false);
+        let mut held: Option<String> = None;
         let mut parts = vec![batch];
         while let Some(part) = parts.pop() {
             let ids: Vec<i64> = part.iter().map(|e| e.id).collect();
@@ -343,10 +344,12 @@ impl Sender {
                     parts.push(later);
                     parts.push(next);
                 }
+                Action::Hold { reason } => {
+                    tracing::error!("event {}: {reason}", part[0].event_id);
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    held = Some(reason);
+                }
                 Action::Pause { reason } => {
-                    if part.len() == 1 && isolating {
-                        tracing::error!("event {}: {reason}", part[0].event_id);
-                    }
                     let dead = self.settle(condemned, sent > 0)?;
                     self.pause(&ids, &log, now, &reason)?;
                     if sent + dead > 0 {
@@ -372,17 +375,28 @@ impl Sender {
         }
         let refused: Vec<(i64, &str)> = condemned.iter().map(|c| (c.code, c.said.as_str())).collect();
         if let Some(reason) = plan::systemic(batch_len, sent, &refused) {
-            let ids: Vec<i64> = condemned.iter().map(|c| c.id).collect();
-            self.queue.update_agent_state(|s| {
-                s.paused = Some(reason.clone());
-                s.last_error = Some(reason.clone());
-                s.last_error_at = Some(now);
-            })?;
-            tracing::debug!("{} events put back: their refusals were systemic", ids.len());
-            return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
+            tracing::debug!("{} events put back: their refusals were systemic", condemned.len());
+            return self.paused_after_round(now, reason);
         }
         let dead = self.settle(condemned, true)?;
+        if let Some(reason) = held {
+            if sent + dead > 0 {
+                tracing::info!("before the pause: {sent} events delivered, {dead} dead-lettered");
+            }
+            return self.paused_after_round(now, reason);
+        }
         Ok(Step::Progress { sent, dead })
+    }
+
+    /// Pause sending at the end of a round, the reason in the agent state; everything left stays
+    /// queued and is tried again after `auth_retry`.
+    fn paused_after_round(&mut self, now: i64, reason: String) -> Result<Step, SendError> {
+        self.queue.update_agent_state(|s| {
+            s.paused = Some(reason.clone());
+            s.last_error = Some(reason.clone());
+            s.last_error_at = Some(now);
+        })?;
+        Ok(Step::Paused { retry: self.settings.auth_retry, reason })
     }
 
     /// Dead-letter the events refused alone in a round when the round is `conclusive` (it ran to

@@ -46,8 +46,12 @@ pub enum Action {
     DeadLetter { reason: DeadReason, message: String },
     /// Keep them pending and send the pieces.
     Split(Split),
-    /// A token or permission problem: keep everything queued and pause sending.
+    /// A token or permission problem, or a request TikTok refuses whatever is in it: keep
+    /// everything queued and pause sending now.
     Pause { reason: String },
+    /// One event answered with an unknown code even alone: keep it queued, send the rest of the
+    /// round, then pause sending with `reason`.
+    Hold { reason: String },
     /// A transient failure: keep everything queued and retry after a backoff (the longer
     /// throttling cap when `throttled`).
     Retry { reason: String, retry_after: Option<Duration>, throttled: bool },
@@ -168,7 +172,7 @@ pub fn plan(reply: Reply, part_len: usize, isolate: bool) -> Plan {
                     retry_after,
                     throttled: false,
                 },
-                (true, 1) => Action::Pause {
+                (true, 1) => Action::Hold {
                     reason: format!(
                         "tiktok keeps answering code {code}, which this agent does not know, for one event alone: {message}; sending is paused, events stay queued (update the agent, or dead-letter that event)"
                     ),
@@ -469,13 +473,13 @@ mod tests {
                 Action::Split(Split::Halves),
             ),
             (
-                "an unknown code for one event alone pauses, nothing dead-lettered",
+                "an unknown code for one event alone holds it and pauses after the round, nothing dead-lettered",
                 unknown(),
                 1,
                 true,
                 SendClass::Retry,
                 Some(47777),
-                Action::Pause {
+                Action::Hold {
                     reason: "tiktok keeps answering code 47777, which this agent does not know, for one event alone: never seen; sending is paused, events stay queued (update the agent, or dead-letter that event)".into(),
                 },
             ),

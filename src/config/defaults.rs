@@ -40,7 +40,10 @@ pub const MAX_QUEUE_MB: Limit = Limit { default: 2048, max: 16 * 1024 * 1024, ma
 
 // `[sender]`.
 pub const BACKOFF_BASE_MS: Limit = Limit { default: 1000, max: HOUR * 1000, max_words: "an hour" };
-pub const BACKOFF_MAX_SECS: Limit = Limit { default: 300, max: DAY, max_words: "a day" };
+/// The cap after server and network errors: low, so delivery resumes soon after TikTok recovers.
+pub const BACKOFF_MAX_SECS: Limit = Limit { default: 60, max: DAY, max_words: "a day" };
+/// The cap after throttling (HTTP 429, codes 40100/40132/61000): a fleet told to slow down does.
+pub const THROTTLE_BACKOFF_MAX_SECS: Limit = Limit { default: 300, max: DAY, max_words: "a day" };
 pub const CONNECT_TIMEOUT_SECS: Limit = Limit { default: 10, max: HOUR, max_words: "an hour" };
 pub const REQUEST_TIMEOUT_SECS: Limit = Limit { default: 30, max: HOUR, max_words: "an hour" };
 pub const AUTH_RETRY_SECS: Limit = Limit { default: 300, max: DAY, max_words: "a day" };
@@ -95,6 +98,7 @@ mod tests {
             MAX_QUEUE_MB,
             BACKOFF_BASE_MS,
             BACKOFF_MAX_SECS,
+            THROTTLE_BACKOFF_MAX_SECS,
             CONNECT_TIMEOUT_SECS,
             REQUEST_TIMEOUT_SECS,
             AUTH_RETRY_SECS,

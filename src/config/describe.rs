@@ -24,8 +24,8 @@ pub fn describe(config: &Config) -> String {
     let s = &config.sender;
     let _ = writeln!(
         out,
-        "sender          = batch {} events, backoff {:?}..{:?}, timeouts connect {:?} request {:?}, auth retry {:?}",
-        s.batch_size, s.backoff_base, s.backoff_max, s.connect_timeout, s.request_timeout, s.auth_retry
+        "sender          = batch {} events, backoff {:?}..{:?} ({:?} throttled), timeouts connect {:?} request {:?}, auth retry {:?}",
+        s.batch_size, s.backoff_base, s.backoff_max, s.throttle_backoff_max, s.connect_timeout, s.request_timeout, s.auth_retry
     );
     for src in &config.sources {
         let d = &src.defaults;

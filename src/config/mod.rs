@@ -48,6 +48,8 @@ pub struct SenderConfig {
     pub batch_size: usize,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The backoff cap after throttling (longer than `backoff_max`, for server and network errors).
+    pub throttle_backoff_max: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub auth_retry: Duration,

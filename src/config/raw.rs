@@ -43,6 +43,7 @@ pub struct RawSender {
     pub batch_size: Option<Spanned<u32>>,
     pub backoff_base_ms: Option<Spanned<u64>>,
     pub backoff_max_secs: Option<Spanned<u64>>,
+    pub throttle_backoff_max_secs: Option<Spanned<u64>>,
     pub connect_timeout_secs: Option<Spanned<u64>>,
     pub request_timeout_secs: Option<Spanned<u64>>,
     pub auth_retry_secs: Option<Spanned<u64>>,

@@ -246,6 +246,9 @@ fn sender(s: &RawSender, f: &mut Findings) -> SenderConfig {
     };
     let one = Duration::from_secs(1);
     let backoff_max = secs("backoff_max_secs", s.backoff_max_secs.as_ref(), defaults::BACKOFF_MAX_SECS).max(one);
+    let throttle_backoff_max =
+        secs("throttle_backoff_max_secs", s.throttle_backoff_max_secs.as_ref(), defaults::THROTTLE_BACKOFF_MAX_SECS)
+            .max(one);
     let connect_timeout =
         secs("connect_timeout_secs", s.connect_timeout_secs.as_ref(), defaults::CONNECT_TIMEOUT_SECS).max(one);
     let request_timeout =
@@ -261,6 +264,7 @@ fn sender(s: &RawSender, f: &mut Findings) -> SenderConfig {
         batch_size: batch_size as usize,
         backoff_base: Duration::from_millis(backoff_base_ms.max(1)),
         backoff_max,
+        throttle_backoff_max,
         connect_timeout,
         request_timeout,
         auth_retry,
@@ -377,6 +381,7 @@ mod tests {
         let sender = [
             ("backoff_base_ms", defaults::BACKOFF_BASE_MS),
             ("backoff_max_secs", defaults::BACKOFF_MAX_SECS),
+            ("throttle_backoff_max_secs", defaults::THROTTLE_BACKOFF_MAX_SECS),
             ("connect_timeout_secs", defaults::CONNECT_TIMEOUT_SECS),
             ("request_timeout_secs", defaults::REQUEST_TIMEOUT_SECS),
             ("auth_retry_secs", defaults::AUTH_RETRY_SECS),
@@ -400,7 +405,8 @@ mod tests {
     fn sender_defaults_and_floors() {
         let c = parse(MINIMAL, &ctx()).unwrap().sender;
         assert_eq!(c.backoff_base, Duration::from_millis(defaults::BACKOFF_BASE_MS.default));
-        assert_eq!(c.backoff_max, Duration::from_secs(300));
+        assert_eq!(c.backoff_max, Duration::from_secs(60));
+        assert_eq!(c.throttle_backoff_max, Duration::from_secs(300));
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.auth_retry, Duration::from_secs(300));

@@ -8,8 +8,9 @@
 //! `send-test` posts one test Purchase outside the queue ([`send_test`]).
 //!
 //! Invariants: an event leaves `pending` only as `sent` (TikTok said delivered) or `dead` (expired,
-//! or refused on its own after its batch was split); token and transient errors never touch event
-//! states beyond the attempt count. Nothing expires on a clock TikTok's has not confirmed
+//! or refused on its own after its batch was split, when the refusals single out some events of
+//! the batch: a whole batch refused alike pauses instead, [`plan::systemic`]); token, request-level
+//! and transient errors never touch event states beyond the attempt count. Nothing expires on a clock TikTok's has not confirmed
 //! ([`clock`]): older-looking events are held, the rest sent.
 
 pub mod clock;
@@ -21,12 +22,12 @@ pub use send_test::{SendTestReport, TestPurchase, TestSend};
 use crate::config::{load_token, Config, TokenError, TokenSource};
 use crate::event::BuildError;
 use crate::queue::{DeadReason, Disposition, Queue, QueueError, Queued, SendClass, SendLogEntry};
-use crate::tiktok::backoff::{self, Policy};
-use crate::tiktok::classify::classify_reply;
+use crate::tiktok::backoff::{self, Policies, Policy};
+use crate::tiktok::classify::{classify_reply, Outcome};
 use crate::tiktok::client::{Client, ClientConfig, ClientError};
 use crate::tiktok::wire;
 use clock::{ClockJudge, Verdict};
-use plan::{plan, Action, Plan, Reply};
+use plan::{plan, Action, Plan, Reply, UnknownStreak};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,7 +45,8 @@ pub struct Settings {
     pub test_event_code: Option<String>,
     pub batch_size: usize,
     pub window_secs: i64,
-    pub backoff: Policy,
+    /// Backoff after server and network errors, and after throttling (a longer cap).
+    pub backoff: Policies,
     pub auth_retry: Duration,
     pub dry_run: Option<DryRun>,
 }
@@ -56,7 +58,10 @@ impl Settings {
             test_event_code: config.test_event_code.clone(),
             batch_size: config.sender.batch_size,
             window_secs: config.attribution_window.as_secs() as i64,
-            backoff: Policy { base: config.sender.backoff_base, cap: config.sender.backoff_max },
+            backoff: Policies {
+                errors: Policy { base: config.sender.backoff_base, cap: config.sender.backoff_max },
+                throttled: Policy { base: config.sender.backoff_base, cap: config.sender.throttle_backoff_max },
+            },
             auth_retry: config.sender.auth_retry,
             dry_run: config.dry_run.then(|| config.dry_run_output.clone().map_or(DryRun::Stdout, DryRun::Dir)),
         }
@@ -107,6 +112,21 @@ pub struct Sender {
     clock_marked: bool,
     /// Pending events the last step held back (they look expired on a distrusted clock).
     held: usize,
+    /// Identical unknown answers in a row (isolated by splitting after a few).
+    unknown: UnknownStreak,
+}
+
+/// An event refused alone in this round, dead-lettered at the round's end unless the refusals
+/// turn out systemic.
+struct Condemned {
+    id: i64,
+    event_id: String,
+    reason: DeadReason,
+    /// The dead-letter message (code, TikTok's message, request id).
+    message: String,
+    code: i64,
+    /// TikTok's message as it came, compared across the round.
+    said: String,
 }
 
 /// The HTTP client's settings from the config.
@@ -143,6 +163,7 @@ impl Sender {
             clock_shown: state.clock_wrong,
             clock_marked: state.clock_wrong_since.is_some(),
             held: 0,
+            unknown: UnknownStreak::default(),
         })
     }
 
@@ -232,7 +253,10 @@ impl Sender {
     }
 
     fn deliver(&mut self, batch: Vec<Queued>, token: Option<&str>, now: i64) -> Result<Step, SendError> {
-        let (mut sent, mut dead) = (0, 0);
+        let batch_len = batch.len();
+        let (mut sent, mut condemned) = (0, Vec::<Condemned>::new());
+        let (mut first, mut isolating) = (true, false);
+        let mut held: Option<String> = None;
         let mut parts = vec![batch];
         while let Some(part) = parts.pop() {
             let ids: Vec<i64> = part.iter().map(|e| e.id).collect();
@@ -260,7 +284,17 @@ impl Sender {
             if date.is_some() {
                 self.judge_clock(now, date.as_deref())?;
             }
-            let Plan { log, action } = plan(reply, part.len());
+            // A code we do not know is counted; once it repeated, this round isolates its event.
+            match &reply {
+                Reply::Answered(Outcome::Unknown { code, message, .. }) => {
+                    isolating = self.unknown.observe(*code, message) || isolating;
+                }
+                _ if first => self.unknown.reset(),
+                _ => {}
+            }
+            first = false;
+            let Plan { log, action } = plan(reply, part.len(), isolating);
+            let said = log.message.clone();
             let log = SendLogEntry {
                 id: 0,
                 at: now,
@@ -292,9 +326,17 @@ impl Sender {
                     sent += ids.len();
                 }
                 Action::DeadLetter { reason, message } => {
-                    tracing::error!("event {} dead-lettered: {message}", part[0].event_id);
-                    self.queue.record_attempt(&ids, Disposition::Dead { reason, message: &message }, &log, |_| {})?;
-                    dead += 1;
+                    // Dead-lettered at the end of the round, unless every event was refused alike.
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    let code = log.code.unwrap_or_default();
+                    condemned.push(Condemned {
+                        id: ids[0],
+                        event_id: part[0].event_id.clone(),
+                        reason,
+                        message,
+                        code,
+                        said,
+                    });
                 }
                 Action::Split(how) => {
                     self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
@@ -302,17 +344,24 @@ impl Sender {
                     parts.push(later);
                     parts.push(next);
                 }
+                Action::Hold { reason } => {
+                    tracing::error!("event {}: {reason}", part[0].event_id);
+                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    held = Some(reason);
+                }
                 Action::Pause { reason } => {
-                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |s| {
-                        s.paused = Some(reason.clone());
-                        s.last_error = Some(reason.clone());
-                        s.last_error_at = Some(now);
-                    })?;
+                    let dead = self.settle(condemned, sent > 0)?;
+                    self.pause(&ids, &log, now, &reason)?;
+                    if sent + dead > 0 {
+                        tracing::info!("before the pause: {sent} events delivered, {dead} dead-lettered");
+                    }
                     return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
                 }
-                Action::Retry { reason, retry_after } => {
+                Action::Retry { reason, retry_after, throttled } => {
+                    self.settle(condemned, sent > 0)?;
                     self.failures = self.failures.saturating_add(1);
-                    let delay = backoff::delay(self.settings.backoff, self.failures, retry_after, fastrand::f64());
+                    let policy = self.settings.backoff.pick(throttled);
+                    let delay = backoff::delay(policy, self.failures, retry_after, fastrand::f64());
                     let failures = self.failures;
                     self.queue.record_attempt(&ids, Disposition::StillPending, &log, |s| {
                         s.last_error = Some(reason.clone());
@@ -324,7 +373,54 @@ impl Sender {
                 }
             }
         }
+        let refused: Vec<(i64, &str)> = condemned.iter().map(|c| (c.code, c.said.as_str())).collect();
+        if let Some(reason) = plan::systemic(batch_len, sent, &refused) {
+            tracing::debug!("{} events put back: their refusals were systemic", condemned.len());
+            return self.paused_after_round(now, reason);
+        }
+        let dead = self.settle(condemned, true)?;
+        if let Some(reason) = held {
+            if sent + dead > 0 {
+                tracing::info!("before the pause: {sent} events delivered, {dead} dead-lettered");
+            }
+            return self.paused_after_round(now, reason);
+        }
         Ok(Step::Progress { sent, dead })
+    }
+
+    /// Pause sending at the end of a round, the reason in the agent state; everything left stays
+    /// queued and is tried again after `auth_retry`.
+    fn paused_after_round(&mut self, now: i64, reason: String) -> Result<Step, SendError> {
+        self.queue.update_agent_state(|s| {
+            s.paused = Some(reason.clone());
+            s.last_error = Some(reason.clone());
+            s.last_error_at = Some(now);
+        })?;
+        Ok(Step::Paused { retry: self.settings.auth_retry, reason })
+    }
+
+    /// Dead-letter the events refused alone in a round when the round is `conclusive` (it ran to
+    /// its end, or delivered something, so the refusals cannot be systemic); otherwise they stay
+    /// pending and the next round finds them again. Returns how many were dead-lettered.
+    fn settle(&mut self, condemned: Vec<Condemned>, conclusive: bool) -> Result<usize, SendError> {
+        if !conclusive {
+            return Ok(0);
+        }
+        for c in &condemned {
+            tracing::error!("event {} dead-lettered: {}", c.event_id, c.message);
+            self.queue.mark_dead(&[c.id], c.reason, &c.message)?;
+        }
+        Ok(condemned.len())
+    }
+
+    /// Pause sending: the part's attempt logged, everything kept queued, the reason in the state.
+    fn pause(&mut self, ids: &[i64], log: &SendLogEntry, now: i64, reason: &str) -> Result<(), SendError> {
+        self.queue.record_attempt(ids, Disposition::StillPending, log, |s| {
+            s.paused = Some(reason.to_string());
+            s.last_error = Some(reason.to_string());
+            s.last_error_at = Some(now);
+        })?;
+        Ok(())
     }
 
     /// Feed the clock judge the wall clock and, when an answer carried one, TikTok's `Date`; a

@@ -1,6 +1,8 @@
-//! Delivery decisions as pure functions: which events of a batch have expired, and what to do with
-//! a part of a batch once its request came back ([`plan`]). The executor ([`super::Sender`]) carries
-//! the [`Action`] out against the queue and the client; nothing here does I/O.
+//! Delivery decisions as pure functions: which events of a batch have expired, what to do with a
+//! part of a batch once its request came back ([`plan`]), when an unknown answer has repeated enough
+//! to isolate its event ([`UnknownStreak`]), and whether a round's refusals are systemic rather
+//! than bad events ([`systemic`]). The executor ([`super::Sender`]) carries the [`Action`] out
+//! against the queue and the client; nothing here does I/O.
 
 use crate::queue::{DeadReason, Queued, SendClass};
 use crate::tiktok::classify::{Outcome, RejectKind};
@@ -44,10 +46,46 @@ pub enum Action {
     DeadLetter { reason: DeadReason, message: String },
     /// Keep them pending and send the pieces.
     Split(Split),
-    /// A token or permission problem: keep everything queued and pause sending.
+    /// A token or permission problem, or a request TikTok refuses whatever is in it: keep
+    /// everything queued and pause sending now.
     Pause { reason: String },
-    /// A transient failure: keep everything queued and retry after a backoff.
-    Retry { reason: String, retry_after: Option<Duration> },
+    /// One event answered with an unknown code even alone: keep it queued, send the rest of the
+    /// round, then pause sending with `reason`.
+    Hold { reason: String },
+    /// A transient failure: keep everything queued and retry after a backoff (the longer
+    /// throttling cap when `throttled`).
+    Retry { reason: String, retry_after: Option<Duration>, throttled: bool },
+}
+
+/// Identical unknown answers (same code, same message) in a row before the batch is split to
+/// isolate the event behind them: a code we do not know is retried a few times, never forever.
+pub const ISOLATE_UNKNOWN_AFTER: u32 = 3;
+
+/// How many times in a row the same unknown answer came back. Only the first request of a round
+/// (the whole batch) resets it with another answer, so a paused isolation resumes splitting at
+/// once on its next round.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnknownStreak {
+    last: Option<(i64, String)>,
+    count: u32,
+}
+
+impl UnknownStreak {
+    /// Count one unknown answer; whether its event(s) should now be isolated.
+    pub fn observe(&mut self, code: i64, message: &str) -> bool {
+        if self.last.as_ref().is_some_and(|(c, m)| *c == code && m == message) {
+            self.count = self.count.saturating_add(1);
+        } else {
+            self.last = Some((code, message.to_string()));
+            self.count = 1;
+        }
+        self.count >= ISOLATE_UNKNOWN_AFTER
+    }
+
+    /// Another answer to a whole batch: the streak is over.
+    pub fn reset(&mut self) {
+        *self = UnknownStreak::default();
+    }
 }
 
 /// The log line and the action for one attempt.
@@ -66,8 +104,10 @@ pub fn dead_reason(kind: RejectKind) -> DeadReason {
     }
 }
 
-/// Decide what an attempt at a part of `part_len` events (at least one) comes to.
-pub fn plan(reply: Reply, part_len: usize) -> Plan {
+/// Decide what an attempt at a part of `part_len` events (at least one) comes to. `isolate`: an
+/// unknown answer has repeated [`ISOLATE_UNKNOWN_AFTER`] times (or this round is isolating
+/// already), so the part is split, and a single event answered so pauses sending.
+pub fn plan(reply: Reply, part_len: usize, isolate: bool) -> Plan {
     let outcome = match reply {
         Reply::DryRun => {
             let log =
@@ -76,7 +116,7 @@ pub fn plan(reply: Reply, part_len: usize) -> Plan {
         }
         Reply::Answered(outcome) => outcome,
         Reply::Unanswered { reason } => {
-            Outcome::Retry { code: None, reason: format!("transport: {reason}"), retry_after: None }
+            Outcome::Retry { code: None, reason: format!("transport: {reason}"), retry_after: None, throttled: false }
         }
     };
     match outcome {
@@ -112,11 +152,51 @@ pub fn plan(reply: Reply, part_len: usize) -> Plan {
                 action: Action::Pause { reason },
             }
         }
-        Outcome::Retry { code, reason, retry_after } => Plan {
+        Outcome::RequestRefused { code, message, request_id } => {
+            let reason = format!(
+                "tiktok refused the request, not an event (code {code}): {message}; check event_source_id (the 19-digit id of an offline event set this token may use); sending is paused, events stay queued"
+            );
+            Plan {
+                log: Logged { code: Some(code), class: SendClass::Rejected(DeadReason::Invalid), message, request_id },
+                action: Action::Pause { reason },
+            }
+        }
+        Outcome::Retry { code, reason, retry_after, throttled } => Plan {
             log: Logged { code, class: SendClass::Retry, message: reason.clone(), request_id: None },
-            action: Action::Retry { reason, retry_after },
+            action: Action::Retry { reason, retry_after, throttled },
         },
+        Outcome::Unknown { code, message, request_id, retry_after } => {
+            let action = match (isolate, part_len) {
+                (false, _) => Action::Retry {
+                    reason: format!("unknown response code {code}: {message}"),
+                    retry_after,
+                    throttled: false,
+                },
+                (true, 1) => Action::Hold {
+                    reason: format!(
+                        "tiktok keeps answering code {code}, which this agent does not know, for one event alone: {message}; sending is paused, events stay queued (update the agent, or dead-letter that event)"
+                    ),
+                },
+                (true, _) => Action::Split(Split::Halves),
+            };
+            Plan { log: Logged { code: Some(code), class: SendClass::Retry, message, request_id }, action }
+        }
     }
+}
+
+/// Whether a round's refusals are systemic: a batch of two or more events, none delivered, and
+/// every event refused alone with the same code and message. That is not N bad events but a
+/// problem with the request or the account: the reason to pause with, and nothing dead-lettered.
+/// `refused` holds `(code, tiktok's message)` of each event refused alone.
+pub fn systemic(batch_len: usize, delivered: usize, refused: &[(i64, &str)]) -> Option<String> {
+    let (first, rest) = refused.split_first()?;
+    if batch_len < 2 || delivered > 0 || refused.len() != batch_len || rest.iter().any(|r| r != first) {
+        return None;
+    }
+    let (code, message) = first;
+    Some(format!(
+        "tiktok refused every one of the {batch_len} events of a batch, each alone, with the same answer (code {code}): {message}; that is a problem with the request or the account, not {batch_len} bad events: sending is paused, events stay queued"
+    ))
 }
 
 /// Split `part` as `how` says: `(later, next)`, where `next` is sent first.
@@ -159,7 +239,38 @@ mod tests {
     }
 
     fn retry(retry_after: Option<Duration>) -> Reply {
-        Reply::Answered(Outcome::Retry { code: Some(50000), reason: "server error: busy".into(), retry_after })
+        Reply::Answered(Outcome::Retry {
+            code: Some(50000),
+            reason: "server error: busy".into(),
+            retry_after,
+            throttled: false,
+        })
+    }
+
+    fn throttled() -> Reply {
+        Reply::Answered(Outcome::Retry {
+            code: Some(40100),
+            reason: "throttled: slow down".into(),
+            retry_after: None,
+            throttled: true,
+        })
+    }
+
+    fn request_refused() -> Reply {
+        Reply::Answered(Outcome::RequestRefused {
+            code: 40002,
+            message: "Invalid value for event_source_id: not a valid string.".into(),
+            request_id: Some("r3".into()),
+        })
+    }
+
+    fn unknown() -> Reply {
+        Reply::Answered(Outcome::Unknown {
+            code: 47777,
+            message: "never seen".into(),
+            request_id: None,
+            retry_after: None,
+        })
     }
 
     fn auth(code: Option<i64>) -> Reply {
@@ -170,8 +281,9 @@ mod tests {
         Action::DeadLetter { reason, message: message.into() }
     }
 
-    /// A case: its name, the reply to a part of `usize` events, the class and code logged, the action.
-    type Case = (&'static str, Reply, usize, SendClass, Option<i64>, Action);
+    /// A case: its name, the reply to a part of `usize` events, whether unknown answers are being
+    /// isolated, the class and code logged, the action.
+    type Case = (&'static str, Reply, usize, bool, SendClass, Option<i64>, Action);
 
     #[test]
     fn what_each_reply_comes_to() {
@@ -181,6 +293,7 @@ mod tests {
                 "a dry run counts as sent, unconfirmed",
                 Reply::DryRun,
                 5,
+                false,
                 SendClass::DryRun,
                 None,
                 Action::Deliver { confirmed: false, request_id: None },
@@ -189,6 +302,7 @@ mod tests {
                 "delivered",
                 delivered(false),
                 5,
+                false,
                 SendClass::Delivered,
                 Some(0),
                 Action::Deliver { confirmed: true, request_id: r1.clone() },
@@ -197,6 +311,7 @@ mod tests {
                 "a partial success is delivered",
                 delivered(true),
                 5,
+                false,
                 SendClass::Partial,
                 Some(20001),
                 Action::Deliver { confirmed: true, request_id: r1.clone() },
@@ -205,6 +320,7 @@ mod tests {
                 "one event refused alone is dead",
                 rejected(RejectKind::Invalid, Some(0)),
                 1,
+                false,
                 SendClass::Rejected(DeadReason::Invalid),
                 Some(40002),
                 dead(DeadReason::Invalid, "tiktok code 40002: data.1.event_time: bad (request r2)"),
@@ -213,6 +329,7 @@ mod tests {
                 "one event too large is dead as too_large",
                 rejected(RejectKind::TooLarge, None),
                 1,
+                false,
                 SendClass::Rejected(DeadReason::TooLarge),
                 Some(40002),
                 dead(DeadReason::TooLarge, "tiktok code 40002: data.1.event_time: bad (request r2)"),
@@ -221,6 +338,7 @@ mod tests {
                 "one event with unhashed pii is dead as pii_not_hashed",
                 rejected(RejectKind::PiiNotHashed, None),
                 1,
+                false,
                 SendClass::Rejected(DeadReason::PiiNotHashed),
                 Some(40002),
                 dead(DeadReason::PiiNotHashed, "tiktok code 40002: data.1.event_time: bad (request r2)"),
@@ -229,6 +347,7 @@ mod tests {
                 "a refused batch naming an event sends that one alone",
                 rejected(RejectKind::Invalid, Some(1)),
                 3,
+                false,
                 SendClass::Rejected(DeadReason::Invalid),
                 Some(40002),
                 Action::Split(Split::Suspect(1)),
@@ -237,6 +356,7 @@ mod tests {
                 "an index past the part is no use: halves",
                 rejected(RejectKind::Invalid, Some(3)),
                 3,
+                false,
                 SendClass::Rejected(DeadReason::Invalid),
                 Some(40002),
                 Action::Split(Split::Halves),
@@ -245,6 +365,7 @@ mod tests {
                 "a refused batch without an index is halved",
                 rejected(RejectKind::TooLarge, None),
                 4,
+                false,
                 SendClass::Rejected(DeadReason::TooLarge),
                 Some(40002),
                 Action::Split(Split::Halves),
@@ -253,6 +374,7 @@ mod tests {
                 "a token problem pauses",
                 auth(Some(40105)),
                 5,
+                false,
                 SendClass::Auth,
                 Some(40105),
                 Action::Pause {
@@ -263,6 +385,7 @@ mod tests {
                 "http 401 without a code pauses",
                 auth(None),
                 1,
+                false,
                 SendClass::Auth,
                 None,
                 Action::Pause {
@@ -273,56 +396,181 @@ mod tests {
                 "a transient failure retries",
                 retry(None),
                 5,
+                false,
                 SendClass::Retry,
                 Some(50000),
-                Action::Retry { reason: "server error: busy".into(), retry_after: None },
+                Action::Retry { reason: "server error: busy".into(), retry_after: None, throttled: false },
             ),
             (
                 "a transient failure keeps Retry-After",
                 retry(Some(Duration::from_secs(7))),
                 1,
+                false,
                 SendClass::Retry,
                 Some(50000),
-                Action::Retry { reason: "server error: busy".into(), retry_after: Some(Duration::from_secs(7)) },
+                Action::Retry {
+                    reason: "server error: busy".into(),
+                    retry_after: Some(Duration::from_secs(7)),
+                    throttled: false,
+                },
             ),
             (
                 "no answer retries",
                 Reply::Unanswered { reason: "connection refused".into() },
                 5,
+                false,
                 SendClass::Retry,
                 None,
-                Action::Retry { reason: "transport: connection refused".into(), retry_after: None },
+                Action::Retry { reason: "transport: connection refused".into(), retry_after: None, throttled: false },
+            ),
+            (
+                "throttling retries on the throttling cap",
+                throttled(),
+                5,
+                false,
+                SendClass::Retry,
+                Some(40100),
+                Action::Retry { reason: "throttled: slow down".into(), retry_after: None, throttled: true },
+            ),
+            (
+                "a refusal naming no event pauses: the request is wrong, not the events",
+                request_refused(),
+                1000,
+                false,
+                SendClass::Rejected(DeadReason::Invalid),
+                Some(40002),
+                Action::Pause {
+                    reason: "tiktok refused the request, not an event (code 40002): Invalid value for event_source_id: not a valid string.; check event_source_id (the 19-digit id of an offline event set this token may use); sending is paused, events stay queued".into(),
+                },
+            ),
+            (
+                "a refusal naming no event pauses for a single event too, never dead-letters",
+                request_refused(),
+                1,
+                false,
+                SendClass::Rejected(DeadReason::Invalid),
+                Some(40002),
+                Action::Pause {
+                    reason: "tiktok refused the request, not an event (code 40002): Invalid value for event_source_id: not a valid string.; check event_source_id (the 19-digit id of an offline event set this token may use); sending is paused, events stay queued".into(),
+                },
+            ),
+            (
+                "an unknown code is retried at first",
+                unknown(),
+                5,
+                false,
+                SendClass::Retry,
+                Some(47777),
+                Action::Retry { reason: "unknown response code 47777: never seen".into(), retry_after: None, throttled: false },
+            ),
+            (
+                "an unknown code that repeated is isolated by halves",
+                unknown(),
+                5,
+                true,
+                SendClass::Retry,
+                Some(47777),
+                Action::Split(Split::Halves),
+            ),
+            (
+                "an unknown code for one event alone holds it and pauses after the round, nothing dead-lettered",
+                unknown(),
+                1,
+                true,
+                SendClass::Retry,
+                Some(47777),
+                Action::Hold {
+                    reason: "tiktok keeps answering code 47777, which this agent does not know, for one event alone: never seen; sending is paused, events stay queued (update the agent, or dead-letter that event)".into(),
+                },
+            ),
+            (
+                "isolating changes nothing for a known answer",
+                rejected(RejectKind::Invalid, Some(1)),
+                3,
+                true,
+                SendClass::Rejected(DeadReason::Invalid),
+                Some(40002),
+                Action::Split(Split::Suspect(1)),
             ),
         ];
-        for (name, reply, part_len, class, code, action) in cases {
-            let plan = plan(reply, part_len);
+        for (name, reply, part_len, isolate, class, code, action) in cases {
+            let plan = plan(reply, part_len, isolate);
             assert_eq!((plan.log.class, plan.log.code, plan.action), (class, code, action), "{name}");
         }
     }
 
     #[test]
     fn the_log_line_carries_tiktoks_message_and_request_id() {
-        let p = plan(rejected(RejectKind::Invalid, None), 2);
+        let p = plan(rejected(RejectKind::Invalid, None), 2, false);
         assert_eq!((p.log.message.as_str(), p.log.request_id.as_deref()), ("data.1.event_time: bad", Some("r2")));
-        let p = plan(delivered(false), 2);
+        let p = plan(delivered(false), 2, false);
         assert_eq!((p.log.message.as_str(), p.log.request_id.as_deref()), ("OK", Some("r1")));
-        let p = plan(Reply::DryRun, 2);
+        let p = plan(Reply::DryRun, 2, false);
         assert_eq!((p.log.message.as_str(), p.log.request_id), ("not sent (dry run)", None));
-        let p = plan(retry(None), 2);
+        let p = plan(retry(None), 2, false);
         assert_eq!(p.log.message, "server error: busy");
-        let p = plan(auth(None), 2);
+        let p = plan(auth(None), 2, false);
         assert_eq!(p.log.message, "token invalid");
         let p = plan(
             Reply::Answered(Outcome::Rejected {
                 kind: RejectKind::Invalid,
                 code: 40000,
-                index: None,
-                message: "bad".into(),
+                index: Some(0),
+                message: "data.0.event: bad".into(),
                 request_id: None,
             }),
             1,
+            false,
         );
-        assert_eq!(p.action, dead(DeadReason::Invalid, "tiktok code 40000: bad"), "no request id, none named");
+        assert_eq!(p.action, dead(DeadReason::Invalid, "tiktok code 40000: data.0.event: bad"), "no request id");
+    }
+
+    /// A code and TikTok's message.
+    type Answer = (i64, &'static str);
+
+    #[test]
+    fn an_unknown_answer_is_isolated_after_a_few_identical_ones() {
+        let mut streak = UnknownStreak::default();
+        let seen: Vec<bool> =
+            [(1, "a"), (1, "a"), (1, "a"), (1, "a")].iter().map(|(c, m)| streak.observe(*c, m)).collect();
+        assert_eq!(seen, [false, false, true, true], "isolated from the {ISOLATE_UNKNOWN_AFTER}rd on");
+        let cases: [(&str, &[Answer], bool); 4] = [
+            ("another message starts over", &[(1, "a"), (1, "a"), (1, "b")], false),
+            ("another code starts over", &[(1, "a"), (1, "a"), (2, "a")], false),
+            ("three identical", &[(2, "x"), (2, "x"), (2, "x")], true),
+            ("a change, then three identical", &[(1, "a"), (2, "x"), (2, "x"), (2, "x")], true),
+        ];
+        for (name, answers, isolate) in cases {
+            let mut streak = UnknownStreak::default();
+            let last = answers.iter().map(|(c, m)| streak.observe(*c, m)).last().unwrap();
+            assert_eq!(last, isolate, "{name}");
+        }
+        streak.reset();
+        assert!(!streak.observe(1, "a"), "a reset starts over");
+    }
+
+    #[test]
+    fn only_a_whole_batch_refused_alike_is_systemic() {
+        let bad = (40002, "data.0.properties.contents.0.content_id: Not a valid string");
+        let other = (40002, "data.0.event_time: bad");
+        let cases: [(&str, usize, usize, Vec<Answer>, bool); 7] = [
+            ("every event alike", 3, 0, vec![bad, bad, bad], true),
+            ("two events alike", 2, 0, vec![bad, bad], true),
+            ("one event is just one bad event", 1, 0, vec![bad], false),
+            ("some delivered", 4, 1, vec![bad, bad, bad], false),
+            ("not every event refused (round cut short)", 4, 0, vec![bad, bad], false),
+            ("different messages single out events", 3, 0, vec![bad, other, bad], false),
+            ("nothing refused", 3, 3, vec![], false),
+        ];
+        for (name, batch_len, delivered, refused, expected) in cases {
+            assert_eq!(systemic(batch_len, delivered, &refused).is_some(), expected, "{name}");
+        }
+        let reason = systemic(2, 0, &[bad, bad]).unwrap();
+        assert!(reason.starts_with("tiktok refused every one of the 2 events of a batch"), "{reason}");
+        assert!(
+            reason.contains("(code 40002): data.0.properties") && reason.ends_with("events stay queued"),
+            "{reason}"
+        );
     }
 
     #[test]

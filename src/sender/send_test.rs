@@ -59,7 +59,7 @@ pub fn explain(outcome: &Outcome) -> String {
             code(*c),
             message.trim()
         ),
-        Outcome::Rejected { code: c, message, .. } => format!(
+        Outcome::Rejected { code: c, message, .. } | Outcome::RequestRefused { code: c, message, .. } => format!(
             "not delivered: TikTok refused the request ({}{}); fix: check event_source_id (the offline event \
              set's 19-digit id in Events Manager) and the test event code",
             code(Some(*c)),
@@ -70,6 +70,12 @@ pub fn explain(outcome: &Outcome) -> String {
              again in a minute",
             code(*c),
             reason.trim()
+        ),
+        Outcome::Unknown { code: c, message, .. } => format!(
+            "not delivered: TikTok answered with a code this agent does not know ({}{}); fix: try again in a \
+             minute, and check for an update of the agent if it stays",
+            code(Some(*c)),
+            message.trim()
         ),
     }
 }
@@ -135,7 +141,7 @@ mod tests {
 
     #[test]
     fn every_outcome_is_a_sentence_with_the_code_the_message_and_the_fix() {
-        let cases: [(Outcome, &[&str]); 5] = [
+        let cases: [(Outcome, &[&str]); 7] = [
             (
                 Outcome::Delivered { partial: false, request_id: None, message: "OK".into() },
                 &["delivered: open Events Manager"],
@@ -159,8 +165,20 @@ mod tests {
                 &["not delivered", "code 40002: Invalid value for event_source_id", "fix: check event_source_id"],
             ),
             (
-                Outcome::Retry { code: None, reason: "http 503".into(), retry_after: None },
+                Outcome::RequestRefused {
+                    code: 40002,
+                    message: "Invalid value for event_source_id: not a valid string.".into(),
+                    request_id: None,
+                },
+                &["not delivered", "code 40002: Invalid value for event_source_id", "fix: check event_source_id"],
+            ),
+            (
+                Outcome::Retry { code: None, reason: "http 503".into(), retry_after: None, throttled: false },
                 &["not delivered", "(http 503)", "fix: check the network"],
+            ),
+            (
+                Outcome::Unknown { code: 47777, message: "never seen".into(), request_id: None, retry_after: None },
+                &["not delivered", "code 47777: never seen", "fix: try again"],
             ),
         ];
         for (outcome, parts) in cases {

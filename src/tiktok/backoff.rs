@@ -9,6 +9,26 @@ pub struct Policy {
     pub cap: Duration,
 }
 
+/// The two caps of one sender. Server and network errors cap low (a minute by default) so delivery
+/// resumes soon after TikTok recovers; throttling keeps a longer cap (5 minutes) because TikTok
+/// asked a fleet that shares one token to slow down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policies {
+    pub errors: Policy,
+    pub throttled: Policy,
+}
+
+impl Policies {
+    /// The policy for a failure, throttled or not.
+    pub fn pick(self, throttled: bool) -> Policy {
+        if throttled {
+            self.throttled
+        } else {
+            self.errors
+        }
+    }
+}
+
 /// The wait after the `failures`-th consecutive failure (1-based). `unit` is a uniform random
 /// number in [0, 1): the "full jitter" of a fleet of tills that must not retry in lockstep.
 pub fn delay(policy: Policy, failures: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
@@ -39,6 +59,18 @@ mod tests {
     fn full_jitter_spreads_over_the_whole_range() {
         assert_eq!(delay(P, 10, None, 0.0), Duration::from_millis(100));
         assert_eq!(delay(P, 10, None, 0.5), Duration::from_secs(150));
+    }
+
+    #[test]
+    fn throttling_keeps_the_longer_cap() {
+        let errors = Policy { base: Duration::from_secs(1), cap: Duration::from_secs(60) };
+        let both = Policies { errors, throttled: P };
+        let cases = [(false, 1, 1), (false, 7, 60), (false, 40, 60), (true, 1, 1), (true, 7, 64), (true, 40, 300)];
+        for (throttled, failures, ceiling) in cases {
+            let d = delay(both.pick(throttled), failures, None, 0.999_999);
+            let ceiling = Duration::from_secs(ceiling);
+            assert!(d <= ceiling && d > ceiling.mul_f64(0.99), "{throttled} {failures}: {d:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod edges;
 mod parts;
 mod pii;
 mod redo;
+mod refusals;
 mod resilience;
 mod service;
 mod token;

@@ -119,6 +119,10 @@ struct State {
     down: bool,
     persistent: Option<Fault>,
     rejected_ids: HashSet<String>,
+    /// Request-level mode: every valid request refused with this code and message.
+    request_refusal: Option<(i64, String)>,
+    /// Unknown-code mode: a valid batch holding one of these ids answered with the code.
+    unknown_code: Option<(i64, HashSet<String>)>,
     response_delay: Duration,
     /// Accepted events as compact JSON text (a quarter of the memory of `Value` trees, which
     /// matters when a bench pushes 250,000 events through).
@@ -218,6 +222,8 @@ impl FakeTikTok {
                 down: false,
                 persistent: None,
                 rejected_ids: HashSet::new(),
+                request_refusal: None,
+                unknown_code: None,
                 response_delay: Duration::ZERO,
                 accepted: Vec::new(),
                 accepted_ids: Vec::new(),
@@ -276,6 +282,22 @@ impl FakeTikTok {
     /// first such event. This is not a violation.
     pub fn reject_event_ids(&self, ids: &[&str]) {
         lock(&self.shared.state).rejected_ids = ids.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Request-level refusal mode: every valid request is refused whole with `code` and a
+    /// message that names no event, as TikTok answers a wrong event set id
+    /// (`40002`, `Invalid value for event_source_id: not a valid string.`). `None` ends it. Not a
+    /// violation.
+    pub fn refuse_requests(&self, refusal: Option<(i64, &str)>) {
+        lock(&self.shared.state).request_refusal = refusal.map(|(code, message)| (code, message.to_string()));
+    }
+
+    /// Unknown-code mode: a valid batch holding one of `ids` is answered with `code` (one the
+    /// reference does not list) and the message `Unexpected failure, please retry`, accepting
+    /// nothing from it. An empty slice ends it. Not a violation.
+    pub fn unknown_code_for(&self, code: i64, ids: &[&str]) {
+        lock(&self.shared.state).unknown_code =
+            (!ids.is_empty()).then(|| (code, ids.iter().map(|s| s.to_string()).collect()));
     }
 
     /// Delays every normally handled response (the batch is accepted first, then the answer
@@ -792,7 +814,19 @@ fn handle_normally(
         let outcome = match outcome {
             Outcome::Accept => {
                 let refused = summary.event_ids.iter().position(|id| st.rejected_ids.contains(id));
+                let unknown = st
+                    .unknown_code
+                    .as_ref()
+                    .filter(|(_, ids)| summary.event_ids.iter().any(|id| ids.contains(id)))
+                    .map(|(code, _)| *code);
                 match refused {
+                    _ if st.request_refusal.is_some() => {
+                        let (code, message) = st.request_refusal.clone().unwrap_or_default();
+                        Outcome::Error(code, message)
+                    }
+                    _ if unknown.is_some() => {
+                        Outcome::Error(unknown.unwrap_or_default(), "Unexpected failure, please retry".to_string())
+                    }
                     Some(i) => {
                         Outcome::Error(40002, format!("data.{i}.properties.contents.0.content_id: Not a valid string"))
                     }

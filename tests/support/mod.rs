@@ -30,9 +30,10 @@ pub fn now() -> i64 {
 }
 
 /// Quick retries for tests; a test's own `[sender]` lines replace these.
-const SENDER_DEFAULTS: [(&str, &str); 7] = [
+const SENDER_DEFAULTS: [(&str, &str); 8] = [
     ("backoff_base_ms", "100"),
     ("backoff_max_secs", "1"),
+    ("throttle_backoff_max_secs", "1"),
     ("auth_retry_secs", "1"),
     ("recovery_probe_secs", "1"),
     ("recovery_jitter_secs", "0"),

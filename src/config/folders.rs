@@ -97,11 +97,11 @@ pub(super) fn judge(looked: &[Looked], queue_dir: Option<&Path>) -> (Vec<ConfigE
                         ),
                     );
                 }
-                if let Some(queue_dir) = queue_dir.filter(|q| canonical.starts_with(q)) {
+                if let Some(queue_dir) = queue_dir.filter(|q| canonical == q) {
                     error(
                         l,
                         format!(
-                            "`{shown}` is the queue's folder `{}` or inside it (through a link); keep exports and the queue apart",
+                            "`{shown}` is the queue's folder `{}` (through a link); keep exports and the queue apart",
                             queue_dir.display()
                         ),
                     );
@@ -152,7 +152,7 @@ mod tests {
             // The same path as written: validate already said so.
             ("/srv/./a", folder("/srv/a"), None, 0),
             ("/srv/b", folder("/var/lib/oea"), Some("/var/lib/oea"), 1),
-            ("/srv/b", folder("/var/lib/oea/in"), Some("/var/lib/oea"), 1),
+            ("/srv/b", folder("/var/lib/oea/in"), Some("/var/lib/oea"), 0),
             ("/srv/b", folder("/var/lib/oeax"), Some("/var/lib/oea"), 0),
             ("/var/lib/oea/in", OnDisk::Missing, Some("/var/lib/oea"), 0),
         ];

@@ -51,20 +51,29 @@ pub(super) fn sources(
     sources
 }
 
-/// No source reads the queue's folder or a folder inside it: the agent writes its queue, WAL and
-/// salvaged copies there.
+/// No source reads the queue's folder, nor archives into it: the agent writes its queue, WAL and
+/// moved-aside copies there, and every file in an archive folder is hashed and pruned by age. A
+/// source in a subfolder of the queue's folder is fine (folders are not read recursively).
 pub(super) fn check_queue_apart(raw: &[RawSource], sources: &[SourceConfig], queue_path: &Path, f: &mut Findings) {
     let Some(queue_dir) = queue_path.parent().filter(|d| !d.as_os_str().is_empty()) else { return };
     let queue_dir = lexical(queue_dir);
     for (i, (src, source)) in raw.iter().zip(sources).enumerate() {
-        if lexical(&source.path).starts_with(&queue_dir) {
+        if lexical(&source.path) == queue_dir {
             f.error(
                 &format!("source[{i}].path"),
                 Some(src.path.span()),
                 format!(
-                    "`{}` is the queue's folder `{}` or inside it; keep exports and the queue apart (move the source's path or queue_path)",
-                    source.path.display(),
-                    queue_dir.display()
+                    "`{}` is the queue's folder; keep exports and the queue apart (move the source's path or queue_path)",
+                    source.path.display()
+                ),
+            );
+        } else if lexical(&source.archive_dir) == queue_dir {
+            f.error(
+                &format!("source[{i}].archive_dir"),
+                None,
+                format!(
+                    "`{}` is the queue's folder, where old files would be pruned; set another archive_dir (or move queue_path)",
+                    source.archive_dir.display()
                 ),
             );
         }
@@ -662,14 +671,18 @@ mod tests {
     #[test]
     fn a_folder_is_read_by_one_source_and_never_the_queues() {
         // (second source's path, queue_path, the errors' keys)
-        let cases: [(&str, &str, &[&str]); 7] = [
+        let cases: [(&str, &str, &[&str]); 9] = [
             ("/srv/b", "/var/lib/oea/queue.sqlite", &[]),
             ("/srv/pos", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
             ("/srv/./pos/", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
             ("/srv/x/../pos", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
             ("/var/lib/oea", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
-            ("/var/lib/oea/in", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
+            ("/var/lib/oea/./", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
+            // A subfolder of the queue's folder is not read with it.
+            ("/var/lib/oea/in", "/var/lib/oea/queue.sqlite", &[]),
             ("/srv/b", "/srv/pos/state/queue.sqlite", &[]),
+            // The first source's archive folder.
+            ("/srv/b", "/srv/pos/archive/queue.sqlite", &["source[0].archive_dir"]),
         ];
         for (path, queue, keys) in cases {
             let text = format!(

@@ -100,22 +100,28 @@ fn two_sources_on_one_folder_are_refused_as_written_or_through_a_link() {
 }
 
 #[test]
-fn a_source_in_the_queues_folder_is_refused() {
+fn a_source_on_the_queues_folder_is_refused() {
     let agent = Agent::new("http://127.0.0.1:9", Opts::default());
     let state = agent.queue.parent().unwrap();
-    for folder in [state.to_path_buf(), state.join("in")] {
-        std::fs::create_dir_all(&folder).unwrap();
-        let text = std::fs::read_to_string(&agent.config).unwrap();
-        let text = text
-            .lines()
-            .map(|l| if l.starts_with("path = ") { format!("path = \"{}\"", folder.display()) } else { l.to_string() })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&agent.config, text).unwrap();
+    std::fs::create_dir_all(state).unwrap();
+    let link = agent.dir.path().join("state-link");
+    std::os::unix::fs::symlink(state, &link).unwrap();
+    let original = std::fs::read_to_string(&agent.config).unwrap();
+    let cases = [
+        (format!("path = \"{}\"", state.display()), "`source[0].path`", "is the queue's folder"),
+        (format!("path = \"{}\"", link.display()), "`source[0].path`", "is the queue's folder"),
+        (
+            format!("path = \"{}\"\narchive_dir = \"{}\"", agent.inbox.display(), state.display()),
+            "`source[0].archive_dir`",
+            "set another archive_dir",
+        ),
+    ];
+    for (lines, key, words) in cases {
+        std::fs::write(&agent.config, original.replace(&format!("path = \"{}\"", agent.inbox.display()), &lines))
+            .unwrap();
         let (code, _, err) = check_config(&agent);
-        assert_eq!(code, Some(78), "{err}");
-        assert!(err.contains("`source[0].path`") && err.contains("is the queue's folder"), "{err}");
-        assert!(err.contains("keep exports and the queue apart"), "{err}");
+        assert_eq!(code, Some(78), "{lines}: {err}");
+        assert!(err.contains(key) && err.contains(words), "{lines}: {err}");
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Limit {
 
 pub const DEFAULT_API_BASE: &str = "https://business-api.tiktok.com";
 
+/// TikTok's offline event set ids have 19 digits; 15 to 22 are accepted, any other length warned.
+pub const EVENT_SOURCE_ID_DIGITS: usize = 19;
+
 /// `sender.batch_size`: events per request; TikTok refuses more than 1000.
 pub const DEFAULT_BATCH_SIZE: u32 = 1000;
 pub const MAX_BATCH_SIZE: u32 = 1000;

@@ -9,10 +9,12 @@
 //!
 //! Parts: `raw` (the serde structs), `validate` (top level and `[sender]`), `source` (each
 //! `[[source]]`), `defaults` (every default and bound), `token`, `url` (hosts and
-//! [`redact_url`]), `describe` (`check-config`).
+//! [`redact_url`]), `describe` (`check-config`), `folders` (the sources' folders on disk, looked
+//! at by [`load`] only).
 
 pub mod defaults;
 mod describe;
+mod folders;
 mod raw;
 mod source;
 #[cfg(test)]
@@ -41,6 +43,17 @@ pub enum AfterIngest {
     Archive,
     Delete,
     Keep,
+}
+
+impl AfterIngest {
+    /// The value as the config spells it (`after_ingest = "archive"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AfterIngest::Archive => "archive",
+            AfterIngest::Delete => "delete",
+            AfterIngest::Keep => "keep",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -181,20 +194,34 @@ pub enum LoadError {
     Invalid { path: PathBuf, errors: Vec<ConfigError> },
 }
 
-/// Read, parse and validate a config file.
+/// Read, parse and validate a config file, then look at its folders on disk
+/// ([`folders::check`]: a source path that is a file is an error, a missing one a warning).
 pub fn load(path: &Path) -> Result<Config, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
-    parse(&text, &Context::from_env(path)).map_err(|errors| LoadError::Invalid { path: path.to_path_buf(), errors })
+    let invalid = |errors| LoadError::Invalid { path: path.to_path_buf(), errors };
+    let raw = parse_raw(&text).map_err(invalid)?;
+    let path_lines: Vec<Option<usize>> = raw.source.iter().map(|s| Some(line_of(&text, s.path.span().start))).collect();
+    let mut config = validate(raw, &text, &Context::from_env(path)).map_err(invalid)?;
+    let (errors, warnings) = folders::check(&config, &path_lines);
+    if !errors.is_empty() {
+        return Err(invalid(errors));
+    }
+    config.warnings.extend(warnings);
+    Ok(config)
 }
 
-/// Parse and validate config text.
+/// Parse and validate config text (nothing on disk is looked at).
 pub fn parse(text: &str, ctx: &Context) -> Result<Config, Vec<ConfigError>> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+    validate(parse_raw(text)?, text, ctx)
+}
+
+/// The TOML as written, or its one syntax or type error with its line.
+fn parse_raw(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
+    toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         let message = e.message().trim().to_string();
         vec![ConfigError { key: key_of_parse_error(&message), line, message }]
-    })?;
-    validate(raw, text, ctx)
+    })
 }
 
 fn key_of_parse_error(message: &str) -> String {

@@ -64,7 +64,7 @@ pub struct RawSource {
     #[serde(default)]
     pub time_formats: Vec<String>,
     pub currency: Option<Spanned<String>>,
-    pub shop_id: Option<String>,
+    pub shop_id: Option<Spanned<String>>,
     pub till_id: Option<String>,
     pub decimal_separator: Option<Spanned<String>>,
     pub delimiter: Option<Spanned<String>>,

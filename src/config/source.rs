@@ -12,7 +12,8 @@ use crate::event::SourceDefaults;
 use crate::format::{ConsentPolicy, DateOnly, Dialect, Format, PartialRefunds, Policy, Quoting};
 use jiff::tz::TimeZone;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -35,9 +36,93 @@ pub(super) fn sources(
         if sources.iter().any(|s| s.name == source.name) {
             f.error(&format!("source[{i}].name"), None, format!("source name `{}` is used twice", source.name));
         }
+        if let Some(j) = sources.iter().position(|s| lexical(&s.path) == lexical(&source.path)) {
+            f.error(
+                &format!("source[{i}].path"),
+                Some(src.path.span()),
+                format!(
+                    "`{}` is also source[{j}]'s folder: a file there would be read by one of them only; give each source its own folder",
+                    source.path.display()
+                ),
+            );
+        }
         sources.push(source);
     }
     sources
+}
+
+/// No source reads the queue's folder, nor archives into it: the agent writes its queue, WAL and
+/// moved-aside copies there, and every file in an archive folder is hashed and pruned by age. A
+/// source in a subfolder of the queue's folder is fine (folders are not read recursively).
+pub(super) fn check_queue_apart(raw: &[RawSource], sources: &[SourceConfig], queue_path: &Path, f: &mut Findings) {
+    let Some(queue_dir) = queue_path.parent().filter(|d| !d.as_os_str().is_empty()) else { return };
+    let queue_dir = lexical(queue_dir);
+    for (i, (src, source)) in raw.iter().zip(sources).enumerate() {
+        if lexical(&source.path) == queue_dir {
+            f.error(
+                &format!("source[{i}].path"),
+                Some(src.path.span()),
+                format!(
+                    "`{}` is the queue's folder; keep exports and the queue apart (move the source's path or queue_path)",
+                    source.path.display()
+                ),
+            );
+        } else if lexical(&source.archive_dir) == queue_dir {
+            f.error(
+                &format!("source[{i}].archive_dir"),
+                None,
+                format!(
+                    "`{}` is the queue's folder, where old files would be pruned; set another archive_dir (or move queue_path)",
+                    source.archive_dir.display()
+                ),
+            );
+        }
+    }
+}
+
+/// A path with `.` dropped and `..` taken back, without looking at the disk (links are compared
+/// by [`super::folders`]).
+pub(super) fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether a format's rows can carry a shop id of their own: only the formats whose `columns`
+/// map our fields (`native-csv`, `jsonl`, `json`, with a `shop_id` column or path). The POS
+/// profiles' rows never do, so their source must set `shop_id`.
+fn rows_carry_shop_id(format: Format) -> bool {
+    format.supports_columns() && format.column_fields().contains(&"shop_id")
+}
+
+/// `shop_id`: trimmed-empty is none; required when the format's rows carry no shop id, else every
+/// order would be rejected at run time.
+fn shop_id(
+    key: &str,
+    raw: Option<&Spanned<String>>,
+    format: (Format, Range<usize>),
+    f: &mut Findings,
+) -> Option<String> {
+    let shop_id = raw.map(|s| s.get_ref().clone()).filter(|s| !s.trim().is_empty());
+    if shop_id.is_none() && !rows_carry_shop_id(format.0) {
+        f.error(
+            key,
+            Some(raw.map_or(format.1, |s| s.span())),
+            format!(
+                "is required for format = \"{}\": its rows carry no shop id, so every order would be rejected; set shop_id to the store's id (e.g. shop_id = \"berlin-01\")",
+                format.0.name()
+            ),
+        );
+    }
+    shop_id
 }
 
 /// The `i`-th `[[source]]`; `phone_region` and `event_names` are the top level's.
@@ -52,6 +137,7 @@ fn source(
     let key = |k: &str| format!("source[{i}].{k}");
     let name = src.name.clone().unwrap_or_else(|| format!("source{}", i + 1));
     let format = format(&key("format"), &src.format, f);
+    let shop_id = shop_id(&key("shop_id"), src.shop_id.as_ref(), (format, src.format.span()), f);
     let time_zone = time_zone(&key("time_zone"), src.time_zone.as_ref(), f);
     let currency = src.currency.as_ref().and_then(|c| currency(&key("currency"), c, f));
     let decimal_separator = decimal_separator(&key("decimal_separator"), src.decimal_separator.as_ref(), format, f);
@@ -97,7 +183,7 @@ fn source(
                 src.time_formats.clone()
             },
             currency,
-            shop_id: src.shop_id.clone().filter(|s| !s.trim().is_empty()),
+            shop_id,
             till_id: src.till_id.clone().filter(|s| !s.trim().is_empty()),
             decimal_separator,
             phone_region: source_region,
@@ -551,6 +637,63 @@ mod tests {
         assert_eq!(archive_dir(pos, None), PathBuf::from("/srv/pos/archive"));
         assert_eq!(archive_dir(pos, Some(Path::new("done"))), PathBuf::from("/srv/pos/done"));
         assert_eq!(archive_dir(pos, Some(Path::new("/var/done"))), PathBuf::from("/var/done"));
+    }
+
+    #[test]
+    fn a_format_whose_rows_carry_no_shop_id_needs_the_sources() {
+        // (format, shop_id line or none, error)
+        let cases = [
+            ("native-csv", None, false),
+            ("jsonl", None, false),
+            ("json", None, false),
+            ("toast", Some("shop_id = \"s1\""), false),
+            ("toast", None, true),
+            ("toast", Some("shop_id = \" \""), true),
+            ("arts-poslog", None, true),
+            ("shopify-orders", None, true),
+            ("square-items", None, true),
+            ("dsfinvk", None, true),
+        ];
+        for (format, shop, error) in cases {
+            let text = MINIMAL
+                .replace("shop_id = \"s042\"", shop.unwrap_or(""))
+                .replace("\"native-csv\"", &format!("\"{format}\""));
+            let e = parse(&text, &ctx()).err().unwrap_or_default();
+            assert_eq!(!e.is_empty(), error, "{format} {shop:?}: {e:?}");
+            if error {
+                let line = if shop.is_some() { 10 } else { 7 };
+                assert_eq!((e[0].key.as_str(), e[0].line), ("source[0].shop_id", Some(line)), "{format}");
+                assert!(e[0].message.contains(&format!("required for format = \"{format}\"")), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_folder_is_read_by_one_source_and_never_the_queues() {
+        // (second source's path, queue_path, the errors' keys)
+        let cases: [(&str, &str, &[&str]); 9] = [
+            ("/srv/b", "/var/lib/oea/queue.sqlite", &[]),
+            ("/srv/pos", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
+            ("/srv/./pos/", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
+            ("/srv/x/../pos", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
+            ("/var/lib/oea", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
+            ("/var/lib/oea/./", "/var/lib/oea/queue.sqlite", &["source[1].path"]),
+            // A subfolder of the queue's folder is not read with it.
+            ("/var/lib/oea/in", "/var/lib/oea/queue.sqlite", &[]),
+            ("/srv/b", "/srv/pos/state/queue.sqlite", &[]),
+            // The first source's archive folder.
+            ("/srv/b", "/srv/pos/archive/queue.sqlite", &["source[0].archive_dir"]),
+        ];
+        for (path, queue, keys) in cases {
+            let text = format!(
+                "queue_path = \"{queue}\"\n{MINIMAL}\n[[source]]\nname = \"b\"\npath = \"{path}\"\nformat = \"jsonl\"\n"
+            );
+            let found: Vec<String> =
+                parse(&text, &ctx()).err().unwrap_or_default().into_iter().map(|e| e.key).collect();
+            assert_eq!(found, keys, "{path} {queue}");
+        }
+        assert_eq!(lexical(Path::new("/a/./b/../c/")), PathBuf::from("/a/c"));
+        assert_eq!(lexical(Path::new("../a")), PathBuf::from("../a"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::defaults::{self, Limit};
 use super::raw::{RawConfig, RawSender};
-use super::source::sources;
+use super::source::{check_queue_apart, sources};
 use super::token::{token_problem, TokenProblem};
 use super::url::{is_loopback, redact_url, url_host};
 use super::{dry_run_queue, line_of, Config, ConfigError, Context, SenderConfig, Token, TokenSource};
@@ -60,6 +60,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     let sender = sender(&raw.sender, &mut f);
     let event_names = event_names(&raw.event_names, &mut f);
     let sources = sources(&raw.source, ctx, phone_region, &event_names, &mut f);
+    check_queue_apart(&raw.source, &sources, &queue_path, &mut f);
     let max_queue_bytes = max_queue_bytes(raw.max_queue_mb.as_ref(), &mut f);
     if !f.errors.is_empty() {
         return Err(f.errors);
@@ -102,6 +103,12 @@ fn event_source_id(raw: &Spanned<String>, f: &mut Findings) -> String {
             Some(raw.span()),
             "must be the offline event set id: 19 digits, written as a string",
         );
+    } else if id.len() != defaults::EVENT_SOURCE_ID_DIGITS {
+        f.warn(format!(
+            "event_source_id has {} digits, but an offline event set id has {}: copy the ID from the event set in TikTok Events Manager",
+            id.len(),
+            defaults::EVENT_SOURCE_ID_DIGITS
+        ));
     }
     id
 }
@@ -422,19 +429,22 @@ mod tests {
     }
 
     #[test]
-    fn event_source_ids_are_15_to_22_digits() {
+    fn event_source_ids_are_15_to_22_digits_and_warned_unless_19() {
+        // (id, valid, warned)
         let cases = [
-            ("7181537436256731137", true),
-            (" 718153743625673 ", true),
-            ("7181537436256731137123", true),
-            ("71815374362567", false),
-            ("71815374362567311371234", false),
-            ("71815374362567x1137", false),
+            ("7181537436256731137", true, false),
+            (" 718153743625673 ", true, true),
+            ("7181537436256731137123", true, true),
+            ("718153743625673113", true, true),
+            ("71815374362567", false, false),
+            ("71815374362567311371234", false, false),
+            ("71815374362567x1137", false, false),
         ];
-        for (id, valid) in cases {
+        for (id, valid, warned) in cases {
             let mut f = Findings::new("x");
             assert_eq!(event_source_id(&spanned(id.to_string()), &mut f), id.trim());
             assert_eq!(f.errors.is_empty(), valid, "{id}");
+            assert_eq!(f.warnings.len(), usize::from(warned), "{id}: {:?}", f.warnings);
         }
     }
 

@@ -8,7 +8,7 @@ fn check_config_prints_effective_settings_with_the_token_redacted() {
     let agent = Agent::new(&fake.base_url(), Opts::default());
     let out = agent.cmd_ok(&["check-config"]);
     assert!(out.contains("<redacted>") && out.trim_end().ends_with("ok"), "{out}");
-    assert!(out.contains("time zone UTC, currency USD, shop s042"), "{out}");
+    assert!(out.contains("  time_zone") && out.contains("= UTC\n") && out.contains("= s042\n"), "{out}");
 
     let inline = Agent::new(&fake.base_url(), Opts { top: format!("access_token = \"{TOKEN}\""), ..Opts::default() });
     let text = std::fs::read_to_string(&inline.config).unwrap();

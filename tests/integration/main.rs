@@ -6,6 +6,7 @@ mod support;
 
 mod append;
 mod bad_input;
+mod checkconfig;
 mod cli;
 mod clock;
 mod e2e;

@@ -16,3 +16,4 @@ mod redo;
 mod resilience;
 mod service;
 mod token;
+mod values;

@@ -179,7 +179,14 @@ mod tests {
             ("zero sent", "Purchase", "0", user(true, false, false), send, None),
             ("a zero lead is not a purchase", "Lead", "0", user(true, false, false), skip, None),
             ("no key, not required", "Purchase", "5", user(false, false, true), skip, None),
-            ("customer id only, required", "Purchase", "5", user(false, false, true), strict, Some("require_match_key")),
+            (
+                "customer id only, required",
+                "Purchase",
+                "5",
+                user(false, false, true),
+                strict,
+                Some("require_match_key"),
+            ),
             ("nothing, required", "Lead", "5", user(false, false, false), strict, Some("require_match_key")),
             ("phone, required", "Purchase", "5", user(false, true, false), strict, None),
         ];

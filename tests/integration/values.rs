@@ -30,7 +30,8 @@ fn a_negative_value_is_a_rejected_row_naming_file_line_and_field() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let agent = Agent::new(&fake.base_url(), Opts::default());
     let t = now() - 300;
-    let csv = format!("{HEADER}\n{}{}", row("P1", t, RAW_EMAIL, "", "", "12.50"), row("R1", t, RAW_EMAIL, "", "", "-5.00"));
+    let csv =
+        format!("{HEADER}\n{}{}", row("P1", t, RAW_EMAIL, "", "", "12.50"), row("R1", t, RAW_EMAIL, "", "", "-5.00"));
     agent.drop_file("day.csv", &csv);
     let run = agent.cmd(&["run", "--once"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -47,7 +48,8 @@ fn a_zero_value_purchase_is_skipped_by_default_and_sent_with_send() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let mut agent = Agent::new(&fake.base_url(), Opts::default());
     let t = now() - 300;
-    let csv = format!("{HEADER}\n{}{}", row("P1", t, RAW_EMAIL, "", "", "12.50"), row("Z1", t, RAW_EMAIL, "", "", "0.00"));
+    let csv =
+        format!("{HEADER}\n{}{}", row("P1", t, RAW_EMAIL, "", "", "12.50"), row("Z1", t, RAW_EMAIL, "", "", "0.00"));
     agent.drop_file("day.csv", &csv);
     let run = agent.cmd(&["run", "--once"]);
     assert!(run.status.success());
@@ -119,7 +121,9 @@ fn require_match_key_skips_sales_without_email_or_phone_and_counts_them() {
     let log = String::from_utf8_lossy(&run.stderr);
     for id in ["C1", "C2", "N1"] {
         assert!(
-            log.contains(&format!("order `{id}` not sent: no e-mail or phone to match it by (require_match_key = true)")),
+            log.contains(&format!(
+                "order `{id}` not sent: no e-mail or phone to match it by (require_match_key = true)"
+            )),
             "{id}: {log}"
         );
     }

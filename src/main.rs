@@ -315,6 +315,7 @@ fn import(config: &Config, source: Option<&str>, files: &[PathBuf]) -> anyhow::R
 }
 
 fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use offline_events_agent::event::screen::{Coverage, MatchKey};
     use offline_events_agent::intake::ingest::Found;
     let mut unreadable = false;
     for file in files {
@@ -322,10 +323,12 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
         let src = source_for(config, source, &path)?;
         let shown = path.display().to_string();
         let (mut events, mut skipped, mut rejected) = (0, 0, 0);
+        let mut coverage = Coverage::default();
         let read = commands::preview(config, src, &path, &mut |found| {
             match found {
                 Found::Event { event, line, dead_reason, warnings } => {
                     events += 1;
+                    coverage.add(MatchKey::of(&event.user));
                     let user = [
                         ("email", event.user.email.len()),
                         ("phone", event.user.phone.len()),
@@ -369,10 +372,16 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
             std::ops::ControlFlow::Continue(())
         })?;
         match read {
-            Ok(_) => outln!(
-                "{shown}: {events} events, {skipped} skipped, {rejected} rejected (format {})",
-                src.format.name()
-            ),
+            Ok(_) => {
+                outln!(
+                    "{shown}: {events} events, {skipped} skipped, {rejected} rejected (format {})",
+                    src.format.name()
+                );
+                outln!("{shown}: {}", coverage.summary());
+                if let Some(hint) = coverage.hint() {
+                    outln!("{shown}: {hint}");
+                }
+            }
             Err(e) => {
                 unreadable = true;
                 outln!("{shown}: cannot be read as {}: {e}", src.format.name());

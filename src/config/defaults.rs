@@ -66,6 +66,11 @@ pub const ARCHIVE_KEEP_DAYS: Limit =
     Limit { default: TIKTOK_MATCH_WINDOW_DAYS + ARCHIVE_KEEP_MARGIN_DAYS, max: CENTURY_DAYS, max_words: "100 years" };
 pub const ARCHIVE_KEEP_MARGIN_DAYS: u64 = 7;
 
+/// `zero_value`: a purchase of value 0 is skipped (counted) unless the source says "send".
+pub const ZERO_VALUE: crate::event::screen::ZeroValue = crate::event::screen::ZeroValue::Skip;
+/// `require_match_key`: sales without e-mail or phone are sent (and counted in `preview`).
+pub const REQUIRE_MATCH_KEY: bool = false;
+
 /// The longest `--timeout-secs` of `run --once` and `flush` that is taken as given: a year, which
 /// is "until done" in practice and still far from overflowing a deadline `Instant`.
 pub const MAX_CLI_TIMEOUT: Duration = Duration::from_secs(YEAR);

@@ -95,6 +95,8 @@ pub struct SourceConfig {
     /// for files that are not valid UTF-8.
     pub encoding: Option<&'static encoding_rs::Encoding>,
     pub policy: Policy,
+    /// Which built events are sent: `zero_value`, `require_match_key`.
+    pub screen: crate::event::screen::Screen,
     /// Append mode: each file is one growing file (a day file), read part by part as it grows and
     /// never archived, deleted or quarantined (see `crate::append`).
     pub append: bool,

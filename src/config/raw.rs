@@ -84,6 +84,8 @@ pub struct RawSource {
     pub partial_refunds: Option<Spanned<String>>,
     pub date_only: Option<Spanned<String>>,
     pub consent: Option<Spanned<String>>,
+    pub zero_value: Option<Spanned<String>>,
+    pub require_match_key: Option<bool>,
     pub append: Option<Spanned<bool>>,
     pub append_idle_secs: Option<Spanned<u64>>,
     pub done_marker: Option<Spanned<String>>,

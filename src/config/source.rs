@@ -8,6 +8,7 @@ use super::validate::{bounded, choice, phone_region, resolve, Findings};
 use super::{AfterIngest, Context, SourceConfig};
 use crate::event::money::Currency;
 use crate::event::name::NameTable;
+use crate::event::screen::{Screen, ZeroValue};
 use crate::event::SourceDefaults;
 use crate::format::{ConsentPolicy, DateOnly, Dialect, Format, PartialRefunds, Policy, Quoting};
 use jiff::tz::TimeZone;
@@ -155,6 +156,7 @@ fn source(
     );
     let encoding = src.encoding.as_ref().and_then(|e| encoding(&key("encoding"), e, f));
     let policy = policy(src, &key, f);
+    let screen = screen(src, &key, f);
     check_columns(&key, &src.columns, format, f);
     let path = resolve(ctx, src.path.get_ref());
     let archive_dir = archive_dir(&path, src.archive_dir.as_deref());
@@ -198,6 +200,7 @@ fn source(
         network_poll: Duration::from_secs(network_poll.max(1)),
         encoding,
         policy,
+        screen,
         append,
         append_idle: Duration::from_secs(append_idle.max(1)),
         done_marker,
@@ -302,6 +305,15 @@ fn policy(src: &RawSource, key: &impl Fn(&str) -> String, f: &mut Findings) -> P
         f,
     );
     Policy { skip_staff: src.skip_staff, in_store_only: src.in_store_only, partial_refunds, date_only, consent }
+}
+
+/// Which built events are sent: `zero_value` (default [`defaults::ZERO_VALUE`]) and
+/// `require_match_key`.
+fn screen(src: &RawSource, key: &impl Fn(&str) -> String, f: &mut Findings) -> Screen {
+    let choices = [("skip", ZeroValue::Skip), ("send", ZeroValue::Send)];
+    debug_assert_eq!(choices[0].1, defaults::ZERO_VALUE);
+    let zero_value = choice(src.zero_value.as_ref(), &choices, &key("zero_value"), f);
+    Screen { zero_value, require_match_key: src.require_match_key.unwrap_or(defaults::REQUIRE_MATCH_KEY) }
 }
 
 /// `columns`: each names one of our fields (JSON formats: as a dotted path); only the formats

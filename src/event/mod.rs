@@ -10,6 +10,7 @@ pub mod name;
 pub mod pii;
 #[cfg(test)]
 mod props;
+pub mod screen;
 pub mod time;
 
 use id::EventId;
@@ -185,6 +186,10 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
     };
     if value.to_f64().is_none() {
         return Err(err(line, "value", "out of range".into()));
+    }
+    if value.is_sign_negative() && !value.is_zero() {
+        // A refund or return as a whole: not a purchase (readers net partial refunds themselves).
+        return Err(err(line, "value", format!("negative ({value}), so this is not a sale")));
     }
 
     let mut warnings = Vec::new();
@@ -406,6 +411,8 @@ mod tests {
             (Box::new(|o| o.items[1].content_name = Some("so\0cks".into())), "content_name", 3),
             (Box::new(|o| o.emails[0].push('\0')), "email", 2),
             (Box::new(|o| o.items[0].price = Some("1".repeat(16).into())), "price", 2),
+            (Box::new(|o| o.value = Some("-5.00".into())), "value", 2),
+            (Box::new(|o| o.items[1].price = Some("-40".into())), "value", 2),
         ];
         for (mutate, field, line) in cases {
             let mut o = order();

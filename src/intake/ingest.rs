@@ -262,6 +262,10 @@ pub fn read(
                         }
                     }
                 }
+                if let Some(reason) = event::screen::screen(&ev, &source.screen) {
+                    let skip = Skip { line: raw.line, order_id: raw.order_id.clone(), reason: reason.into() };
+                    return sink(Found::Skip(&skip));
+                }
                 let dead_reason = match event::time::age(ev.event_time, ages.now, ages.window_secs, ages.future_secs) {
                     Age::Fresh => None,
                     Age::Expired => Some(DeadReason::Expired),

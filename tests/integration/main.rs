@@ -18,3 +18,4 @@ mod refusals;
 mod resilience;
 mod service;
 mod token;
+mod values;

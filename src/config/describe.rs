@@ -102,6 +102,13 @@ fn source(src: &SourceConfig, config: &Config) -> Vec<Line> {
     }
     lines.push(Line::Pair("  settle_secs", src.settle.as_secs().to_string()));
     lines.push(Line::Pair("  rescan_secs", src.rescan.as_secs().to_string()));
+    let zero = match src.screen.zero_value {
+        crate::event::screen::ZeroValue::Skip => "skip",
+        crate::event::screen::ZeroValue::Send => "send",
+    };
+    lines.push(Line::Pair("  zero_value", zero.to_string()));
+    lines.push(Line::Pair("  require_match_key", src.screen.require_match_key.to_string()));
+    lines.push(Line::Pair("  follow_symlinks", src.follow_symlinks.to_string()));
     lines
 }
 

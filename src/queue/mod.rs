@@ -43,6 +43,12 @@ pub enum QueueError {
 pub type Result<T> = std::result::Result<T, QueueError>;
 
 impl QueueError {
+    /// Another connection holds the lock this one needed (after waiting for it, or at once where
+    /// waiting could deadlock).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, QueueError::Sqlite { source, .. } if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy))
+    }
+
     /// The database hit its size cap (`max_page_count`) or the disk is full.
     pub fn is_full(&self) -> bool {
         match self {

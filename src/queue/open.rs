@@ -72,8 +72,19 @@ impl Queue {
     /// Configure a new connection and bring the schema up to date (refusing a newer one).
     fn ready(conn: Connection, path: &Path) -> Result<Queue> {
         let mut queue = Queue { conn, path: path.to_path_buf() };
-        queue.configure()?;
-        let found = schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source))?;
+        // Two connections setting up a new file at once (the service and a `status`) can each hold
+        // what the other needs (switching to WAL wants the file alone); SQLite then answers "busy"
+        // at once instead of calling the busy handler. The set-up is idempotent: try again.
+        let started = std::time::Instant::now();
+        let found = loop {
+            let attempt = queue
+                .configure()
+                .and_then(|()| schema::migrate(&mut queue.conn).map_err(|source| queue.sqlite(source)));
+            match attempt {
+                Err(e) if e.is_busy() && started.elapsed() < LOCK_WAIT => std::thread::sleep(LOCK_POLL * 10),
+                other => break other?,
+            }
+        };
         if found > schema::VERSION {
             return Err(QueueError::TooNew { path: path.to_path_buf(), found, known: schema::VERSION });
         }

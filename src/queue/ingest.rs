@@ -114,15 +114,7 @@ impl Queue {
             .query_row(
                 "SELECT byte_offset, lines, fingerprint, inode, taken FROM positions WHERE file_id = ?1",
                 [file_id],
-                |r| {
-                    let position = Position {
-                        offset: r.get::<_, i64>(0)? as u64,
-                        lines: r.get::<_, i64>(1)? as u64,
-                        fingerprint: r.get(2)?,
-                        inode: r.get::<_, i64>(3)? as u64,
-                    };
-                    Ok((position, r.get::<_, i64>(4)? as u64))
-                },
+                |r| Ok((position_at(r, 0)?, r.get::<_, i64>(4)? as u64)),
             )
             .optional()
             .map_err(|e| self.sqlite(e))
@@ -148,15 +140,7 @@ impl Queue {
             .query_row(
                 "SELECT byte_offset, lines, fingerprint, inode, file_id FROM positions WHERE source = ?1 AND path = ?2",
                 params![source, path.display().to_string()],
-                |r| {
-                    let position = Position {
-                        offset: r.get::<_, i64>(0)? as u64,
-                        lines: r.get::<_, i64>(1)? as u64,
-                        fingerprint: r.get(2)?,
-                        inode: r.get::<_, i64>(3)? as u64,
-                    };
-                    Ok((position, r.get(4)?))
-                },
+                |r| Ok((position_at(r, 0)?, r.get(4)?)),
             )
             .optional()
             .map_err(|e| self.sqlite(e))
@@ -178,12 +162,7 @@ impl Queue {
                 Ok(PositionRecord {
                     source: r.get(0)?,
                     path: r.get(1)?,
-                    position: Position {
-                        offset: r.get::<_, i64>(2)? as u64,
-                        lines: r.get::<_, i64>(3)? as u64,
-                        fingerprint: r.get(4)?,
-                        inode: r.get::<_, i64>(5)? as u64,
-                    },
+                    position: position_at(r, 2)?,
                     file_id: r.get(6)?,
                     updated_at: r.get(7)?,
                 })
@@ -541,4 +520,14 @@ impl IngestCounts {
             dead: self.dead + o.dead,
         }
     }
+}
+
+/// A `positions` row's `byte_offset, lines, fingerprint, inode`, selected from column `first` on.
+fn position_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Position> {
+    Ok(Position {
+        offset: r.get::<_, i64>(first)? as u64,
+        lines: r.get::<_, i64>(first + 1)? as u64,
+        fingerprint: r.get(first + 2)?,
+        inode: r.get::<_, i64>(first + 3)? as u64,
+    })
 }

@@ -222,6 +222,8 @@ impl Notify {
         Notify { path, socket }
     }
 
+    /// When READY=1 arrived; from then on the socket is drained in the background, as systemd
+    /// does (an unread socket fills up, and the agent's next STATUS would wait for room).
     fn wait_ready(&self, timeout: Duration) -> Option<Instant> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
@@ -229,7 +231,11 @@ impl Notify {
             self.socket.set_read_timeout(Some(deadline - Instant::now())).unwrap();
             let n = self.socket.recv(&mut buf).ok()?;
             if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
-                return Some(Instant::now());
+                let ready = Instant::now();
+                let socket = self.socket.try_clone().unwrap();
+                socket.set_read_timeout(None).unwrap();
+                std::thread::spawn(move || while socket.recv(&mut [0u8; 4096]).is_ok() {});
+                return Some(ready);
             }
         }
         None

@@ -609,7 +609,8 @@ mod tests {
         }
 
         fn look(&mut self, idle: bool) -> (IngestCounts, u64, bool) {
-            let ages = AgePolicy { now: crate::now(), window_secs: 28 * 86_400, future_secs: 3600 };
+            let ages =
+                AgePolicy { now: crate::now(), window_secs: 28 * 86_400, future_secs: 3600, clock_trusted: true };
             let now = SystemTime::now() + if idle { Duration::from_secs(3600) } else { Duration::ZERO };
             match ingest_append(&mut self.queue, &self.source, &self.path, ages, now).unwrap() {
                 AppendOutcome::Read { counts, position, held, .. } => (counts, position.offset, held),

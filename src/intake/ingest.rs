@@ -50,6 +50,10 @@ pub struct AgePolicy {
     pub now: i64,
     pub window_secs: i64,
     pub future_secs: i64,
+    /// False while the sender knows the till's clock to be wrong (`AgentState::clock_wrong`): then
+    /// nothing is dead on arrival for its age; the sender, which checks the clock against TikTok's,
+    /// decides what has expired.
+    pub clock_trusted: bool,
 }
 
 #[derive(Debug)]
@@ -267,6 +271,7 @@ pub fn read(
                     return sink(Found::Skip(&skip));
                 }
                 let dead_reason = match event::time::age(ev.event_time, ages.now, ages.window_secs, ages.future_secs) {
+                    _ if !ages.clock_trusted => None,
                     Age::Fresh => None,
                     Age::Expired => Some(DeadReason::Expired),
                     Age::Future => Some(DeadReason::Future),

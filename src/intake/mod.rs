@@ -24,7 +24,15 @@ pub fn age_policy(config: &Config, now: i64) -> AgePolicy {
         now,
         window_secs: config.attribution_window.as_secs() as i64,
         future_secs: config.future_tolerance.as_secs() as i64,
+        clock_trusted: true,
     }
+}
+
+/// [`age_policy`] as the queue's agent state says: a clock the sender found wrong (against
+/// TikTok's `Date`) is not trusted to make anything dead on arrival.
+fn age_policy_for(queue: &Queue, config: &Config) -> AgePolicy {
+    let clock_wrong = queue.agent_state().map(|s| s.clock_wrong.is_some()).unwrap_or(false);
+    AgePolicy { clock_trusted: !clock_wrong, ..age_policy(config, crate::now()) }
 }
 
 /// What became of one file.
@@ -86,7 +94,8 @@ pub fn take_with(
     let quiet = known.dispose_failed_before;
     let companion = src.format.companion_of(path);
     let on_part = |_: &IngestCounts| known.on_part.map_or((), |f| f());
-    let result = ingest::ingest_settled(queue, src, path, age_policy(config, crate::now()), known.settled, &on_part);
+    let ages = age_policy_for(queue, config);
+    let result = ingest::ingest_settled(queue, src, path, ages, known.settled, &on_part);
     if matches!(result, Ok(Outcome::Ingested { .. } | Outcome::AlreadyIngested(_)))
         && queue.clear_blocked(path).unwrap_or(false)
     {
@@ -156,7 +165,8 @@ fn shown_text(text: &str) -> String {
 /// Read on in a file of an append-mode source: never archived, deleted or quarantined.
 fn take_append(queue: &mut Queue, config: &Config, src: &SourceConfig, path: &Path) -> FileResult {
     let shown = shown(path);
-    match append::ingest_append(queue, src, path, age_policy(config, crate::now()), SystemTime::now()) {
+    let ages = age_policy_for(queue, config);
+    match append::ingest_append(queue, src, path, ages, SystemTime::now()) {
         Ok(AppendOutcome::Read { counts, position, size, held, stamp }) => {
             if queue.clear_blocked(path).unwrap_or(false) {
                 tracing::info!("{shown}: readable now");

@@ -58,6 +58,11 @@ fn a_clock_30_days_ahead_expires_nothing_and_the_events_go_out_once_it_is_right(
     assert!(agent.status()["clock_wrong"].as_str().is_some_and(|t| t.contains("~30 days")));
     let list = agent.cmd_ok(&["dead-letter", "list"]);
     assert!(!list.contains(":J"), "no queued event expired: {list}");
+    // A file read while the clock is known to be wrong is queued, not dead on arrival.
+    let c = agent.drop_file("c.csv", &csv_orders("L", 2, 1));
+    let out = agent.cmd_env(&["import", c.to_str().unwrap()], &[(OFFSET, &ahead)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(agent.counts(), (7, 0, 3));
 
     // The clock is right again: the held events go out, and those expired while it was wrong too.
     let out = agent.cmd(&["run", "--once", "--timeout-secs", "10"]);
@@ -66,8 +71,9 @@ fn a_clock_30_days_ahead_expires_nothing_and_the_events_go_out_once_it_is_right(
     assert!(log.contains("the clock is right again") && log.contains("3 events dead-lettered as expired"), "{log}");
     let mut expected = ids("J", 5);
     expected.extend(ids("K", 3));
+    expected.extend(ids("L", 2));
     assert_eq!(fake.unique_ids(), expected);
-    assert_eq!(agent.counts(), (0, 8, 0));
+    assert_eq!(agent.counts(), (0, 10, 0));
     let status = agent.cmd_ok(&["status"]);
     assert!(!status.contains("CLOCK WRONG"), "{status}");
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());

@@ -204,15 +204,8 @@ fn without_consent_identifiers_are_removed_or_the_sale_is_not_sent() {
 #[test]
 fn preview_shows_events_skips_and_rejects_without_queueing() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
-    let agent = Agent::new(
-        &fake.base_url(),
-        Opts {
-            top: "attribution_window_days = 36500".into(),
-            source: "format = \"shopify-orders\"".into(),
-            ..Opts::default()
-        },
-    );
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pos-exports/shopify-orders_export.csv");
+    let agent = shopify_agent(&fake);
+    let sample = SHOPIFY_SAMPLE;
     let out = agent.cmd_ok(&["preview", "--json", sample]);
     assert!(out.contains("5 events, 2 skipped, 0 rejected"), "{out}");
     assert!(out.contains("skipped order `#1004`"), "{out}");

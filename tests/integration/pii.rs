@@ -135,15 +135,8 @@ fn rejected_rows_name_line_column_and_shape_never_the_cell() {
 #[test]
 fn a_phone_in_a_shopify_price_is_rejected_without_quoting_it() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
-    let agent = Agent::new(
-        &fake.base_url(),
-        Opts {
-            top: "attribution_window_days = 36500".into(),
-            source: "format = \"shopify-orders\"".into(),
-            ..Opts::default()
-        },
-    );
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pos-exports/shopify-orders_export.csv");
+    let agent = shopify_agent(&fake);
+    let sample = SHOPIFY_SAMPLE;
     let text = std::fs::read_to_string(sample).unwrap().replacen(",8.00,", &format!(",{RAW_PHONE},"), 1);
     let staged = agent.dir.path().join("shopify-staged.csv");
     std::fs::write(&staged, &text).unwrap();

@@ -133,16 +133,7 @@ rescan_secs = 1
 
     /// Run a command to completion; its output is leak-checked.
     pub fn cmd(&self, args: &[&str]) -> Output {
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("OFFLINE_EVENTS_AGENT_LOG")
-            .output()
-            .unwrap();
-        assert_no_leak(&String::from_utf8_lossy(&out.stdout));
-        assert_no_leak(&String::from_utf8_lossy(&out.stderr));
-        out
+        self.cmd_env(args, &[])
     }
 
     /// [`Agent::cmd`] with extra environment variables (the debug builds' clock offset, say).
@@ -321,6 +312,22 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// The bundled Shopify orders export (dated 2025, hence the long attribution window).
+pub const SHOPIFY_SAMPLE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pos-exports/shopify-orders_export.csv");
+
+/// A store whose one source reads Shopify orders exports like [`SHOPIFY_SAMPLE`].
+pub fn shopify_agent(fake: &FakeTikTok) -> Agent {
+    Agent::new(
+        &fake.base_url(),
+        Opts {
+            top: "attribution_window_days = 36500".into(),
+            source: "format = \"shopify-orders\"".into(),
+            ..Opts::default()
+        },
+    )
 }
 
 /// Poll `f` until it is true or `timeout` passes.

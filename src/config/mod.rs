@@ -107,6 +107,12 @@ pub struct SourceConfig {
     pub done_marker: Option<String>,
     /// Whether a symbolic link in the folder is read (only when its target is inside the folder).
     pub follow_symlinks: bool,
+    /// `expect_files_within`: a source with no new file for longer is a warning in `status` and
+    /// the metrics.
+    pub expect_files_within: Option<Duration>,
+    /// The config line of `path`, for messages that say where to fix it (`None` when parsed
+    /// from text without a file).
+    pub path_line: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +210,9 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
     let raw = parse_raw(&text).map_err(invalid)?;
     let path_lines: Vec<Option<usize>> = raw.source.iter().map(|s| Some(line_of(&text, s.path.span().start))).collect();
     let mut config = validate(raw, &text, &Context::from_env(path)).map_err(invalid)?;
+    for (source, line) in config.sources.iter_mut().zip(&path_lines) {
+        source.path_line = *line;
+    }
     let (errors, warnings) = folders::check(&config, &path_lines);
     if !errors.is_empty() {
         return Err(invalid(errors));

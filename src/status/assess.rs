@@ -116,8 +116,11 @@ pub fn assess(r: &Report) -> Vec<Issue> {
     if let Some(error) = &r.config_error {
         issues.push(Issue::ConfigInvalid { config_path: r.config_path.clone(), error: error.clone() });
     }
-    if r.service.running != Running::Yes {
-        issues.push(Issue::NotRunning { running: r.service.running, last_seen: r.service.last_seen() });
+    let not_running = Issue::NotRunning { running: r.service.running, last_seen: r.service.last_seen() };
+    // A service that stopped or went silent is the headline; a queue never served by one (used
+    // with `run --once` or `flush`) lets what those found lead.
+    if matches!(r.service.running, Running::Stale | Running::Stopped) {
+        issues.push(not_running.clone());
     }
     if let Some(reason) = &r.paused {
         issues.push(Issue::Paused { reason: reason.clone(), next_retry_at: r.next_retry_at, fix: r.token_fix.clone() });
@@ -145,6 +148,9 @@ pub fn assess(r: &Report) -> Vec<Issue> {
     }
     if let Some(text) = &r.ingest_held {
         issues.push(Issue::IngestHeld { text: text.clone() });
+    }
+    if r.service.running == Running::Never {
+        issues.push(not_running);
     }
     if r.paused.is_none() && r.next_retry_at.is_some() {
         issues.push(Issue::Retrying { error: r.last_error.clone(), next_retry_at: r.next_retry_at });
@@ -250,7 +256,7 @@ pub(super) mod tests {
     fn each_condition_is_named_with_its_level_worst_first() {
         type Change = fn(&mut Report);
         type Case = (&'static str, Change, &'static [(&'static str, Level)]);
-        let cases: [Case; 14] = [
+        let cases: [Case; 15] = [
             ("healthy", |_| {}, &[]),
             ("never run", |r| r.service = Service::default(), &[("not_running", Level::NotOk)]),
             (
@@ -294,7 +300,15 @@ pub(super) mod tests {
                     r.sources[0].folder = Folder::NotAFolder;
                     r.service = Service::default();
                 },
-                &[("not_running", Level::NotOk), ("folder", Level::NotOk), ("dead_letters", Level::Warn)],
+                &[("folder", Level::NotOk), ("not_running", Level::NotOk), ("dead_letters", Level::Warn)],
+            ),
+            (
+                "a stopped service leads",
+                |r| {
+                    r.paused = Some("token".into());
+                    r.service = Service::at(r.now, Some(r.now - 5), Some(30), Some(1), Some(r.now - 4));
+                },
+                &[("not_running", Level::NotOk), ("paused", Level::NotOk)],
             ),
         ];
         for (name, change, want) in cases {

@@ -45,10 +45,15 @@ enum Command {
     },
     /// Validate the config and print the effective settings (the token is never shown).
     CheckConfig,
-    /// Queue depth, last delivery, errors, files.
+    /// Is the service running and delivering? State, queue, each source, and what needs attention.
+    /// Works with an invalid config too (it needs only the queue); exit 0 whenever a report is shown.
     Status {
+        /// Everything as JSON (for monitoring scripts).
         #[arg(long)]
         json: bool,
+        /// The queue to report on, instead of the config's `queue_path`.
+        #[arg(long, value_name = "PATH")]
+        queue: Option<PathBuf>,
     },
     /// Ingest these files once (no watching; the files are left where they are).
     Import {
@@ -158,6 +163,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             logging::eprint_error(&e);
+            if let Command::Status { json, queue } = &cli.command {
+                return status_without_config(&config_path, &e, queue.clone(), *json);
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -238,14 +246,12 @@ fn execute(
             let report = commands::run_once(&config, timeout_secs)?;
             Ok(flush_exit(&report))
         }
-        Command::Status { json } => {
-            let report = status::gather(&config)?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                out!("{}", status::render(&report));
+        Command::Status { json, queue } => {
+            let mut origin = status::Origin::of(&config, path);
+            if let Some(queue) = queue {
+                origin.queue_path = queue;
             }
-            Ok(ExitCode::SUCCESS)
+            show_status(&status::gather(&origin)?, json)
         }
         Command::Import { source, files } => import(&config, source.as_deref(), &files),
         Command::Preview { source, json, files } => preview(&config, source.as_deref(), json, &files),
@@ -261,6 +267,44 @@ fn execute(
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter { action } => dead_letter(&config, action),
+    }
+}
+
+fn show_status(report: &status::Report, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        out!("{}", status::render(report, &jiff::tz::TimeZone::system()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status` when the config does not load: the queue from `--queue`, or found leniently in the
+/// config text (or the default location). Exit 0 with the report (its state not ok, the first
+/// config error in it); exit 78 when there is no queue to report on.
+fn status_without_config(
+    config_path: &std::path::Path,
+    error: &config::LoadError,
+    queue: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    let first = match error {
+        config::LoadError::Invalid { errors, .. } => errors.first().map(|e| e.to_string()),
+        config::LoadError::Read { .. } => None,
+    }
+    .unwrap_or_else(|| error.to_string());
+    let Some(queue_path) = queue.or_else(|| config::queue_path_leniently(config_path)) else {
+        logging::eprint_error(&"no queue to report on: the config does not say where it is; try `status --queue PATH`");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let origin = status::Origin { config: None, config_path, config_error: Some(first), queue_path };
+    match status::gather(&origin).map_err(anyhow::Error::from).and_then(|r| show_status(&r, json)) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            logging::eprint_error(&format_args!("{e:#}"));
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

@@ -66,6 +66,49 @@ pub const ARCHIVE_KEEP_DAYS: Limit =
     Limit { default: TIKTOK_MATCH_WINDOW_DAYS + ARCHIVE_KEEP_MARGIN_DAYS, max: CENTURY_DAYS, max_words: "100 years" };
 pub const ARCHIVE_KEEP_MARGIN_DAYS: u64 = 7;
 
+/// `expect_files_within`: no default (off); from a minute to a year, written as a duration
+/// (`"26h"`, `"2d"`, `"90m"`, `"1d12h"`; see [`parse_duration`]).
+pub const EXPECT_FILES_WITHIN_MIN: Duration = Duration::from_secs(60);
+pub const EXPECT_FILES_WITHIN_MAX: Duration = Duration::from_secs(YEAR);
+
+/// A duration written as numbers with units, largest first or not: `s`, `m`, `h`, `d`
+/// (`"26h"`, `"1d12h"`, `"90m"`). `None` for anything else (no unit, an unknown unit, overflow).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    if text.is_empty() {
+        return None;
+    }
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => HOUR,
+            'd' => DAY,
+            _ => return None,
+        };
+        let n: u64 = std::mem::take(&mut digits).parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    digits.is_empty().then_some(Duration::from_secs(total))
+}
+
+/// A duration as [`parse_duration`] reads it, in its largest whole units (`"26h"`, `"2d"`).
+pub fn duration_words(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % DAY == 0 && s > 0 => format!("{}d", s / DAY),
+        s if s % HOUR == 0 && s > 0 => format!("{}h", s / HOUR),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// `zero_value`: a purchase of value 0 is skipped (counted) unless the source says "send".
 pub const ZERO_VALUE: crate::event::screen::ZeroValue = crate::event::screen::ZeroValue::Skip;
 /// `require_match_key`: sales without e-mail or phone are sent (and counted in `preview`).
@@ -96,6 +139,31 @@ mod tests {
         assert_eq!(parse_cli_timeout("31536000"), Ok(MAX_CLI_TIMEOUT));
         assert!(parse_cli_timeout("31536001").unwrap_err().contains("at most 31536000"));
         assert!(parse_cli_timeout("-1").is_err());
+    }
+
+    #[test]
+    fn durations_are_numbers_with_units() {
+        let cases = [
+            ("26h", Some(26 * HOUR)),
+            ("2d", Some(2 * DAY)),
+            ("90m", Some(5400)),
+            ("1d12h", Some(DAY + 12 * HOUR)),
+            (" 45s ", Some(45)),
+            ("26", None),
+            ("h", None),
+            ("26 h", None),
+            ("1w", None),
+            ("-1h", None),
+            ("", None),
+            ("99999999999999999999d", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text), want.map(Duration::from_secs), "{text:?}");
+        }
+        for (secs, words) in [(26 * HOUR, "26h"), (2 * DAY, "2d"), (90, "90s"), (5400, "90m")] {
+            assert_eq!(duration_words(Duration::from_secs(secs)), words);
+            assert_eq!(parse_duration(words), Some(Duration::from_secs(secs)));
+        }
     }
 
     #[test]

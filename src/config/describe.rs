@@ -109,6 +109,9 @@ fn source(src: &SourceConfig, config: &Config) -> Vec<Line> {
     lines.push(Line::Pair("  zero_value", zero.to_string()));
     lines.push(Line::Pair("  require_match_key", src.screen.require_match_key.to_string()));
     lines.push(Line::Pair("  follow_symlinks", src.follow_symlinks.to_string()));
+    if let Some(d) = src.expect_files_within {
+        lines.push(Line::Pair("  expect_files_within", crate::config::defaults::duration_words(d)));
+    }
     lines
 }
 

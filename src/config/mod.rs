@@ -107,6 +107,12 @@ pub struct SourceConfig {
     pub done_marker: Option<String>,
     /// Whether a symbolic link in the folder is read (only when its target is inside the folder).
     pub follow_symlinks: bool,
+    /// `expect_files_within`: a source with no new file for longer is a warning in `status` and
+    /// the metrics.
+    pub expect_files_within: Option<Duration>,
+    /// The config line of `path`, for messages that say where to fix it (`None` when parsed
+    /// from text without a file).
+    pub path_line: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,12 +210,37 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
     let raw = parse_raw(&text).map_err(invalid)?;
     let path_lines: Vec<Option<usize>> = raw.source.iter().map(|s| Some(line_of(&text, s.path.span().start))).collect();
     let mut config = validate(raw, &text, &Context::from_env(path)).map_err(invalid)?;
+    for (source, line) in config.sources.iter_mut().zip(&path_lines) {
+        source.path_line = *line;
+    }
     let (errors, warnings) = folders::check(&config, &path_lines);
     if !errors.is_empty() {
         return Err(invalid(errors));
     }
     config.warnings.extend(warnings);
     Ok(config)
+}
+
+/// Where the queue of the config at `path` is, read leniently for `status` when the config does
+/// not load: its `queue_path` (and `dry_run`) if the TOML parses that far, else the default
+/// location. `None` when there is no default either.
+pub fn queue_path_leniently(path: &Path) -> Option<PathBuf> {
+    /// Only the two keys; every other key (known, unknown or mistyped) is ignored.
+    #[derive(Default, serde::Deserialize)]
+    struct Lenient {
+        queue_path: Option<PathBuf>,
+        dry_run: Option<bool>,
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lenient: Lenient = toml::from_str(&text).unwrap_or_default();
+    let mut findings = validate::Findings::new(&text);
+    let found = validate::queue_path(
+        lenient.queue_path.as_deref(),
+        lenient.dry_run.unwrap_or(false),
+        &Context::from_env(path),
+        &mut findings,
+    );
+    (!found.as_os_str().is_empty()).then_some(found)
 }
 
 /// Parse and validate config text (nothing on disk is looked at).
@@ -304,6 +335,16 @@ mod tests {
                 ("source[0].currency".to_string(), Some(9)),
             ]
         );
+    }
+
+    #[test]
+    fn the_queue_path_is_found_in_a_config_that_does_not_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "colour = 1\nqueue_path = \"state/q.sqlite\"\n[[source]]\npath = 3\n").unwrap();
+        assert_eq!(queue_path_leniently(&path), Some(dir.path().join("state/q.sqlite")));
+        std::fs::write(&path, "queue_path = \"q.sqlite\"\ndry_run = true\n").unwrap();
+        assert_eq!(queue_path_leniently(&path), Some(dir.path().join("q.dry-run.sqlite")));
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub struct RawSource {
     pub done_marker: Option<Spanned<String>>,
     #[serde(default)]
     pub follow_symlinks: bool,
+    pub expect_files_within: Option<Spanned<String>>,
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
 }

@@ -171,6 +171,8 @@ fn source(
     let append_idle = bounded(&key("append_idle_secs"), src.append_idle_secs.as_ref(), defaults::APPEND_IDLE_SECS, f);
     let archive_keep_days =
         src.archive_keep_days.as_ref().map(|days| archive_keep_days(&key("archive_keep_days"), days, f));
+    let expect_files_within =
+        src.expect_files_within.as_ref().and_then(|d| expect_files_within(&key("expect_files_within"), d, f));
     SourceConfig {
         name,
         path,
@@ -205,6 +207,28 @@ fn source(
         append_idle: Duration::from_secs(append_idle.max(1)),
         done_marker,
         follow_symlinks: src.follow_symlinks,
+        expect_files_within,
+        path_line: None,
+    }
+}
+
+/// `expect_files_within`: a duration (`"26h"`) between a minute and a year.
+fn expect_files_within(key: &str, raw: &Spanned<String>, f: &mut Findings) -> Option<Duration> {
+    let (min, max) = (defaults::EXPECT_FILES_WITHIN_MIN, defaults::EXPECT_FILES_WITHIN_MAX);
+    match defaults::parse_duration(raw.get_ref()) {
+        Some(d) if (min..=max).contains(&d) => Some(d),
+        Some(_) => {
+            f.error(key, Some(raw.span()), "must be between a minute (\"1m\") and a year (\"365d\")");
+            None
+        }
+        None => {
+            f.error(
+                key,
+                Some(raw.span()),
+                format!("`{}` is not a duration (e.g. \"26h\", \"2d\", \"90m\")", raw.get_ref()),
+            );
+            None
+        }
     }
 }
 
@@ -486,6 +510,18 @@ mod tests {
         check_bound("source[0].archive_keep_days", defaults::ARCHIVE_KEEP_DAYS, line, |n| {
             format!("{MINIMAL}archive_keep_days = {n}\n")
         });
+    }
+
+    #[test]
+    fn expect_files_within_is_a_duration_from_a_minute_to_a_year() {
+        let with = |value: &str| format!("{MINIMAL}expect_files_within = \"{value}\"\n");
+        assert_eq!(parse(MINIMAL, &ctx()).unwrap().sources[0].expect_files_within, None);
+        let c = parse(&with("26h"), &ctx()).unwrap();
+        assert_eq!(c.sources[0].expect_files_within, Some(Duration::from_secs(26 * 3600)));
+        let line = MINIMAL.lines().count() + 1;
+        for bad in ["26", "30s", "366d", "soon"] {
+            assert_eq!(errors(&with(bad)), [("source[0].expect_files_within".to_string(), Some(line))], "{bad}");
+        }
     }
 
     #[test]

@@ -187,7 +187,7 @@ fn check_proxy(raw: Option<&Spanned<String>>, f: &mut Findings) {
 
 /// `queue_path`, else the service's state directory, else the user's data directory; a dry run
 /// uses a queue of its own beside it.
-fn queue_path(raw: Option<&Path>, dry_run: bool, ctx: &Context, f: &mut Findings) -> PathBuf {
+pub(super) fn queue_path(raw: Option<&Path>, dry_run: bool, ctx: &Context, f: &mut Findings) -> PathBuf {
     let queue_path = match (raw, &ctx.state_directory, &ctx.user_data_dir) {
         (Some(p), _, _) => resolve(ctx, p),
         (None, Some(state), _) => state.join("queue.sqlite"),

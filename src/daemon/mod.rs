@@ -189,6 +189,17 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
     let mut monitor = Monitor::open(&pipeline.config)?;
     service::ready(&monitor.status_line(&pipeline.config, &health));
     let tick = watchdog.map_or(Duration::from_secs(30), |w| (w / 3).min(Duration::from_secs(30)));
+    // The heartbeat `status` reads: written at start and on every tick, `stopped_at` at a clean
+    // stop; a good start clears an earlier failed reload.
+    let heartbeat_secs = tick.as_secs().max(1) as i64;
+    monitor.record(|s, now| {
+        s.started_at = Some(now);
+        s.heartbeat_at = Some(now);
+        s.heartbeat_secs = Some(heartbeat_secs);
+        s.stopped_at = None;
+        s.reload_failed = None;
+        s.reload_failed_at = None;
+    });
     // A deadline, not a sleep per turn: the other arms (STATUS refreshes) wake the loop often, and
     // must not push the watchdog ping back.
     let mut next_tick = Instant::now() + tick;
@@ -212,6 +223,11 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                     Err(e) => {
                         tracing::error!("config reload failed; keeping the running configuration: {e}");
                         service::status(&format!("config reload failed: {e}"));
+                        let error = reload_error(&e);
+                        monitor.record(|s, now| {
+                            s.reload_failed = Some(error);
+                            s.reload_failed_at = Some(now);
+                        });
                     }
                     Ok(mut new) => {
                         overrides.apply(&mut new);
@@ -221,6 +237,13 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                         }
                         pipeline = Pipeline::start(new, health.clone())?;
                         monitor = Monitor::open(&pipeline.config)?;
+                        monitor.record(|s, now| {
+                            s.reload_failed = None;
+                            s.reload_failed_at = None;
+                            s.heartbeat_at = Some(now);
+                            s.heartbeat_secs = Some(heartbeat_secs);
+                            s.stopped_at = None;
+                        });
                     }
                 }
                 service::ready(&monitor.status_line(&pipeline.config, &health));
@@ -252,7 +275,8 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                 }
                 service::status(&monitor.status_line(&pipeline.config, &health));
                 status_sent = Instant::now();
-                monitor.write_metrics(&pipeline.config, &health, stuck_logged);
+                monitor.beat();
+                monitor.write_metrics(&pipeline.config, &config_path, &health, stuck_logged);
             }
         }
     }
@@ -263,19 +287,57 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
             "stopped with a request still in flight; its events stay queued and are re-sent with the same event ids"
         );
     }
+    monitor.record(|s, now| s.stopped_at = Some(now));
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The supervisor's own read connection, for STATUS lines and metrics.
+/// A failed reload's error for `status`: the first problem (the log has them all).
+fn reload_error(e: &config::LoadError) -> String {
+    match e {
+        config::LoadError::Invalid { errors, .. } if errors.len() > 1 => {
+            format!("{} (and {} more: `check-config`)", errors[0], errors.len() - 1)
+        }
+        config::LoadError::Invalid { errors, .. } if errors.len() == 1 => errors[0].to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The supervisor's own read connection, for STATUS lines and metrics, and a connection for the
+/// heartbeat, written on the blocking pool (a busy queue must not hold up the supervisor).
 struct Monitor {
     queue: Queue,
+    heartbeat: Arc<std::sync::Mutex<Queue>>,
     last_metrics: Option<Instant>,
 }
 
 impl Monitor {
     fn open(config: &Config) -> Result<Monitor, DaemonError> {
-        Ok(Monitor { queue: Queue::open(&config.queue_path)?, last_metrics: None })
+        Ok(Monitor {
+            queue: Queue::open(&config.queue_path)?,
+            heartbeat: Arc::new(std::sync::Mutex::new(Queue::open(&config.queue_path)?)),
+            last_metrics: None,
+        })
+    }
+
+    /// Record a change of the service's own state now (start, stop, reload); logged if it fails.
+    fn record(&self, change: impl FnOnce(&mut crate::queue::AgentState, i64)) {
+        let now = crate::now();
+        if let Err(e) = self.queue.update_agent_state(|s| change(s, now)) {
+            tracing::warn!("cannot record the service's state in the queue: {e}");
+        }
+    }
+
+    /// Write the heartbeat in the background; skipped while the previous one is still waiting.
+    fn beat(&self) {
+        let heartbeat = self.heartbeat.clone();
+        tokio::task::spawn_blocking(move || {
+            let Ok(queue) = heartbeat.try_lock() else { return };
+            let now = crate::now();
+            if let Err(e) = queue.update_agent_state(|s| s.heartbeat_at = Some(now)) {
+                tracing::debug!("heartbeat not recorded: {e}");
+            }
+        });
     }
 
     fn status_line(&self, _config: &Config, health: &Health) -> String {
@@ -294,7 +356,7 @@ impl Monitor {
         line
     }
 
-    fn write_metrics(&mut self, config: &Config, health: &Health, stuck: bool) {
+    fn write_metrics(&mut self, config: &Config, config_path: &std::path::Path, health: &Health, stuck: bool) {
         let Some(path) = &config.metrics_textfile else {
             return;
         };
@@ -303,14 +365,18 @@ impl Monitor {
         }
         self.last_metrics = Some(Instant::now());
         let state = self.queue.agent_state().unwrap_or_default();
+        let now = crate::now();
+        let origin = crate::status::Origin::of(config, config_path);
+        let report = crate::status::gather_from(&self.queue, &origin, now, crate::status::Depth::Light).ok();
         let snapshot = service::Snapshot {
             counts: self.queue.counts().unwrap_or_default(),
-            now: crate::now(),
+            now,
             last_success_at: state.last_success_at,
             paused: state.paused.is_some(),
             ingest_held: health.ingest_held().is_some(),
             healthy: !stuck,
             queue_bytes: self.queue.used_bytes(),
+            status: report.as_ref().map(service::StatusGauges::of),
         };
         if let Err(e) = service::write_metrics(path, &service::metrics_text(&snapshot)) {
             tracing::warn!("cannot write metrics to {}: {e}", path.display());

@@ -37,6 +37,35 @@ pub struct Snapshot {
     pub ingest_held: bool,
     pub healthy: bool,
     pub queue_bytes: u64,
+    /// From `status`'s assessment (`None` when it could not be gathered).
+    pub status: Option<StatusGauges>,
+}
+
+/// What the metrics take from a status report: state, heartbeat, each source.
+#[derive(Debug, Clone, Default)]
+pub struct StatusGauges {
+    pub state: u8,
+    pub heartbeat_age_secs: Option<i64>,
+    /// Name, silent (no file for longer than `expect_files_within`), match keys.
+    pub sources: Vec<(String, bool, crate::status::MatchKeys)>,
+}
+
+impl StatusGauges {
+    pub fn of(r: &crate::status::Report) -> StatusGauges {
+        let silent = |name: &str| {
+            r.issues.iter().any(|i| matches!(i, crate::status::Issue::Silent { source, .. } if source == name))
+        };
+        StatusGauges {
+            state: r.state.gauge(),
+            heartbeat_age_secs: r.service.heartbeat_age_secs,
+            sources: r.sources.iter().map(|s| (s.name.clone(), silent(&s.name), s.match_keys)).collect(),
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Prometheus text exposition of a snapshot.
@@ -75,6 +104,41 @@ pub fn metrics_text(s: &Snapshot) -> String {
         "# HELP offline_events_agent_queue_bytes Size of the queue database on disk.\n# TYPE offline_events_agent_queue_bytes gauge\noffline_events_agent_queue_bytes {}\n",
         s.queue_bytes
     ));
+    if let Some(g) = &s.status {
+        let mut gauge = |name: &str, help: &str, values: Vec<(String, String)>| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (labels, value) in values {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        gauge(
+            "offline_events_agent_state",
+            "What `status` says: 0 ok, 1 warning, 2 not ok.",
+            vec![(String::new(), g.state.to_string())],
+        );
+        gauge(
+            "offline_events_agent_heartbeat_age_seconds",
+            "Seconds since the service last recorded its heartbeat in the queue.",
+            vec![(String::new(), g.heartbeat_age_secs.unwrap_or(0).to_string())],
+        );
+        gauge(
+            "offline_events_agent_source_silent",
+            "1 while a source has had no new file for longer than its expect_files_within.",
+            g.sources
+                .iter()
+                .map(|(n, silent, _)| (format!("{{source=\"{}\"}}", label(n)), u8::from(*silent).to_string()))
+                .collect(),
+        );
+        let keys = g.sources.iter().flat_map(|(n, _, k)| {
+            [("email", k.email), ("phone", k.phone), ("external_id_only", k.external_id_only), ("none", k.none)]
+                .map(|(key, v)| (format!("{{source=\"{}\",key=\"{key}\"}}", label(n)), v.to_string()))
+        });
+        gauge(
+            "offline_events_agent_match_keys",
+            "Events queued per source by the best key TikTok can match them by (e-mail, phone only, external_id only, none).",
+            keys.collect(),
+        );
+    }
     out
 }
 
@@ -106,6 +170,24 @@ mod tests {
             "offline_events_agent_last_success_timestamp_seconds 95",
             "offline_events_agent_paused 1",
             "# TYPE offline_events_agent_events_dead gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("offline_events_agent_state"), "no status, no state gauge");
+        let keys = crate::status::MatchKeys { email: 5, none: 2, ..Default::default() };
+        let status = StatusGauges {
+            state: 2,
+            heartbeat_age_secs: Some(12),
+            sources: vec![("till".into(), false, keys), ("web \"2\"".into(), true, Default::default())],
+        };
+        let text = metrics_text(&Snapshot { status: Some(status), ..s });
+        for line in [
+            "offline_events_agent_state 2",
+            "offline_events_agent_heartbeat_age_seconds 12",
+            "offline_events_agent_source_silent{source=\"till\"} 0",
+            "offline_events_agent_source_silent{source=\"web \\\"2\\\"\"} 1",
+            "offline_events_agent_match_keys{source=\"till\",key=\"email\"} 5",
+            "offline_events_agent_match_keys{source=\"till\",key=\"none\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -485,7 +485,11 @@ pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Resu
                     tracing::warn!("{shown}:{line}: field `order_id`: {reason}");
                     ingest.add_reject(line, Some("order_id"), &reason)
                 }
-                Ok(_) => Ok(()),
+                Ok(Added::Queued) => {
+                    ingest.count_match_key(crate::event::screen::MatchKey::of(&ev.user));
+                    Ok(())
+                }
+                Ok(Added::Duplicate) => Ok(()),
                 Err(e) => Err(e),
             }
         }

@@ -27,6 +27,18 @@ pub struct AgentState {
     /// When the clock was first found wrong (TikTok's time, Unix seconds): events dead-lettered as
     /// expired while it was wrong go back to the queue once it is right.
     pub clock_wrong_since: Option<i64>,
+    /// The running service's last sign of life (Unix seconds), written every
+    /// `heartbeat_secs`; stale or absent, `status` says the service is not running.
+    pub heartbeat_at: Option<i64>,
+    /// How often the service writes `heartbeat_at`, in seconds.
+    pub heartbeat_secs: Option<i64>,
+    /// When the service last started.
+    pub started_at: Option<i64>,
+    /// When the service last stopped cleanly (absent while it runs).
+    pub stopped_at: Option<i64>,
+    /// A SIGHUP's config could not be loaded (the previous config runs on): the error.
+    pub reload_failed: Option<String>,
+    pub reload_failed_at: Option<i64>,
 }
 
 /// The keys, as stored.
@@ -41,10 +53,16 @@ const INGEST_HELD: &str = "ingest_held";
 const RECOVERED: &str = "recovered";
 const CLOCK_WRONG: &str = "clock_wrong";
 const CLOCK_WRONG_SINCE: &str = "clock_wrong_since";
+const HEARTBEAT_AT: &str = "heartbeat_at";
+const HEARTBEAT_SECS: &str = "heartbeat_secs";
+const STARTED_AT: &str = "started_at";
+const STOPPED_AT: &str = "stopped_at";
+const RELOAD_FAILED: &str = "reload_failed";
+const RELOAD_FAILED_AT: &str = "reload_failed_at";
 
 impl AgentState {
     /// Each field as its key and stored text: the one table of the on-disk form.
-    fn rows(&self) -> [(&'static str, Option<String>); 11] {
+    fn rows(&self) -> [(&'static str, Option<String>); 17] {
         let num = |n: Option<i64>| n.map(|n| n.to_string());
         [
             (PAUSED, self.paused.clone()),
@@ -58,6 +76,12 @@ impl AgentState {
             (RECOVERED, self.recovered.clone()),
             (CLOCK_WRONG, self.clock_wrong.clone()),
             (CLOCK_WRONG_SINCE, num(self.clock_wrong_since)),
+            (HEARTBEAT_AT, num(self.heartbeat_at)),
+            (HEARTBEAT_SECS, num(self.heartbeat_secs)),
+            (STARTED_AT, num(self.started_at)),
+            (STOPPED_AT, num(self.stopped_at)),
+            (RELOAD_FAILED, self.reload_failed.clone()),
+            (RELOAD_FAILED_AT, num(self.reload_failed_at)),
         ]
     }
 
@@ -77,6 +101,12 @@ impl AgentState {
                 RECOVERED => s.recovered = Some(value),
                 CLOCK_WRONG => s.clock_wrong = Some(value),
                 CLOCK_WRONG_SINCE => s.clock_wrong_since = value.parse().ok(),
+                HEARTBEAT_AT => s.heartbeat_at = value.parse().ok(),
+                HEARTBEAT_SECS => s.heartbeat_secs = value.parse().ok(),
+                STARTED_AT => s.started_at = value.parse().ok(),
+                STOPPED_AT => s.stopped_at = value.parse().ok(),
+                RELOAD_FAILED => s.reload_failed = Some(value),
+                RELOAD_FAILED_AT => s.reload_failed_at = value.parse().ok(),
                 _ => {}
             }
         }
@@ -145,6 +175,12 @@ mod tests {
             recovered: Some("moved aside".into()),
             clock_wrong: Some("clock is wrong by ~30 days".into()),
             clock_wrong_since: Some(7),
+            heartbeat_at: Some(8),
+            heartbeat_secs: Some(30),
+            started_at: Some(6),
+            stopped_at: Some(9),
+            reload_failed: Some("line 2: `colour`".into()),
+            reload_failed_at: Some(8),
         };
         let rows = full.rows().into_iter().map(|(k, v)| (k.to_string(), v.unwrap()));
         assert_eq!(AgentState::from_rows(rows), full);
@@ -162,7 +198,13 @@ mod tests {
                 "ingest_held",
                 "recovered",
                 "clock_wrong",
-                "clock_wrong_since"
+                "clock_wrong_since",
+                "heartbeat_at",
+                "heartbeat_secs",
+                "started_at",
+                "stopped_at",
+                "reload_failed",
+                "reload_failed_at"
             ],
             "the stored keys never change"
         );

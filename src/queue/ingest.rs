@@ -317,6 +317,8 @@ pub struct Ingest<'q> {
     counts: IngestCounts,
     /// Committed in earlier parts of this ingest.
     committed: IngestCounts,
+    /// Events queued since the last committed part, by match key (see [`Ingest::count_match_key`]).
+    keys: std::cell::Cell<[i64; 4]>,
 }
 
 impl<'q> Ingest<'q> {
@@ -329,7 +331,17 @@ impl<'q> Ingest<'q> {
         queue_path: PathBuf,
     ) -> Ingest<'q> {
         let counts = IngestCounts::default();
-        Ingest { conn, tx: Some(tx), file_id, path, now, queue_path, counts, committed: counts }
+        Ingest {
+            conn,
+            tx: Some(tx),
+            file_id,
+            path,
+            now,
+            queue_path,
+            counts,
+            committed: counts,
+            keys: Default::default(),
+        }
     }
 
     fn tx(&self) -> &Transaction<'q> {
@@ -406,6 +418,20 @@ impl<'q> Ingest<'q> {
             .map_err(|err| self.err(err))
     }
 
+    /// Count a queued event by the best key TikTok can match it by (stored with the file's counts).
+    pub fn count_match_key(&mut self, key: crate::event::screen::MatchKey) {
+        use crate::event::screen::MatchKey;
+        let i = match key {
+            MatchKey::Email => 0,
+            MatchKey::Phone => 1,
+            MatchKey::ExternalIdOnly => 2,
+            MatchKey::None => 3,
+        };
+        let mut keys = self.keys.get();
+        keys[i] += 1;
+        self.keys.set(keys);
+    }
+
     /// Count a transaction the reader decided not to send (refund, void, training...).
     pub fn add_skip(&mut self) {
         self.counts.skipped += 1;
@@ -469,6 +495,14 @@ impl<'q> Ingest<'q> {
                 "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
                    warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7 WHERE id = ?1",
                 params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped, self.now],
+            )
+            .map_err(|err| self.err(err))?;
+        let [email, phone, external_id, none] = self.keys.take();
+        self.tx()
+            .execute(
+                "UPDATE files SET keys_email = keys_email + ?2, keys_phone = keys_phone + ?3,
+                   keys_external_id = keys_external_id + ?4, keys_none = keys_none + ?5 WHERE id = ?1",
+                params![self.file_id, email, phone, external_id, none],
             )
             .map(drop)
             .map_err(|err| self.err(err))

@@ -22,7 +22,7 @@ pub use ingest::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Position, Po
 pub use open::Recovery;
 pub use outbox::{payload_checksum, Disposition, Queued};
 pub use redo::CorruptEvent;
-pub use report::{Counts, SendLogEntry, TapEvent};
+pub use report::{Counts, SendLogEntry, SourceTotals, StateCounts, TapEvent};
 pub use state::{DeadReason, EventState, FileState, SendClass};
 
 use rusqlite::Connection;

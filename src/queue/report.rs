@@ -1,8 +1,10 @@
 //! What `status`, `watch` and the supervisor read: counts, the send log, new events, agent state.
 
 use super::{EventState, Queue, Result, SendClass};
+use crate::event::screen::Coverage;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// An event as `watch` shows it.
 #[derive(Debug, Clone)]
@@ -37,7 +39,120 @@ pub struct Counts {
     pub rejects: i64,
 }
 
+/// Events by state (of one file, of one source).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    pub queued: i64,
+    pub sent: i64,
+    pub dead: i64,
+}
+
+impl StateCounts {
+    fn add(&mut self, state: i64, n: i64) {
+        match EventState::from_code(state) {
+            Some(EventState::Pending) => self.queued += n,
+            Some(EventState::Sent) => self.sent += n,
+            Some(EventState::Dead) | None => self.dead += n,
+        }
+    }
+}
+
+/// What the queue knows of one source's files (the `files` rows under its name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceTotals {
+    pub files: i64,
+    /// Files ingested (or, in append mode, read further) at or after the `since` asked for.
+    pub files_since: i64,
+    pub last_file_at: Option<i64>,
+    pub rejects: i64,
+    pub skipped: i64,
+    /// The events queued from its files, by match key.
+    pub coverage: Coverage,
+}
+
 impl Queue {
+    /// Each source's file totals, by source name; `since` (Unix seconds) bounds `files_since`.
+    pub fn source_totals(&self, since: i64) -> Result<BTreeMap<String, SourceTotals>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT source, COUNT(*), COALESCE(SUM(ingested_at >= ?1), 0), MAX(ingested_at), SUM(rejects),
+                   SUM(skipped), SUM(keys_email), SUM(keys_phone), SUM(keys_external_id), SUM(keys_none)
+                 FROM files GROUP BY source",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([since], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+                Ok((
+                    r.get::<_, String>(0)?,
+                    SourceTotals {
+                        files: r.get(1)?,
+                        files_since: r.get(2)?,
+                        last_file_at: r.get(3)?,
+                        rejects: r.get(4)?,
+                        skipped: r.get(5)?,
+                        coverage: Coverage { email: n(6)?, phone: n(7)?, external_id_only: n(8)?, none: n(9)? },
+                    },
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Events by state for each source (by the file they came from; one pass over the events).
+    pub fn events_by_source(&self) -> Result<BTreeMap<String, StateCounts>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT f.source, e.state, COUNT(*) FROM events e JOIN files f ON f.id = e.file_id
+                 GROUP BY f.source, e.state",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut out: BTreeMap<String, StateCounts> = BTreeMap::new();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(|e| self.sqlite(e))?;
+        for row in rows {
+            let (source, state, n) = row.map_err(|e| self.sqlite(e))?;
+            out.entry(source).or_default().add(state, n);
+        }
+        Ok(out)
+    }
+
+    /// Events by state for each of the `limit` most recent files (as [`Queue::recent_files`]), by
+    /// file id.
+    pub fn events_of_recent_files(&self, limit: usize) -> Result<BTreeMap<i64, StateCounts>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT file_id, state, COUNT(*) FROM events
+                 WHERE file_id IN (SELECT id FROM files ORDER BY id DESC LIMIT ?1) GROUP BY file_id, state",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut out: BTreeMap<i64, StateCounts> = BTreeMap::new();
+        let rows = stmt
+            .query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(|e| self.sqlite(e))?;
+        for row in rows {
+            let (file, state, n) = row.map_err(|e| self.sqlite(e))?;
+            out.entry(file).or_default().add(state, n);
+        }
+        Ok(out)
+    }
+
+    /// Dead events counted by reason (from the index on state, without loading them).
+    pub fn dead_by_reason(&self) -> Result<BTreeMap<String, i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT COALESCE(dead_reason, ''), COUNT(*) FROM events WHERE state = ?1 GROUP BY 1")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([EventState::Dead], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
     pub fn send_log_after(&self, after_id: i64, limit: usize) -> Result<Vec<SendLogEntry>> {
         let mut stmt = self
             .conn

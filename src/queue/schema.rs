@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -109,6 +109,15 @@ CREATE INDEX events_corrupt ON events (id) WHERE dead_reason = 'corrupt';
 /// the position, so a resumed read skips exactly those (0 for append mode, which seeks instead).
 const V5_PARTS: &str = "ALTER TABLE positions ADD COLUMN taken INTEGER NOT NULL DEFAULT 0;";
 
+/// Match keys (issue 10): each file's queued events counted by the best key TikTok can match them
+/// by (`event::screen::MatchKey`), for coverage per source in `status` and the metrics.
+const V6_MATCH_KEYS: &str = "
+ALTER TABLE files ADD COLUMN keys_email INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE files ADD COLUMN keys_phone INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE files ADD COLUMN keys_external_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE files ADD COLUMN keys_none INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -138,6 +147,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found < 5 {
         tx.execute_batch(V5_PARTS)?;
     }
+    if found < 6 {
+        tx.execute_batch(V6_MATCH_KEYS)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     tx.commit()?;
     Ok(found)
@@ -160,7 +172,7 @@ mod tests {
         let want = objects(&fresh);
         assert!(want.contains(&"rejects_whole_files".to_string()), "{want:?}");
         // Databases left by earlier agents: the schema at each version, with a row to keep.
-        let all = [V1, V2, V3, V4_REDO];
+        let all = [V1, V2, V3, V4_REDO, V5_PARTS];
         for version in 1..VERSION {
             let steps = &all[..version as usize];
             let mut old = Connection::open_in_memory().unwrap();

@@ -293,3 +293,33 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     assert_eq!(q.counts().unwrap().dead, 1);
 }
+
+#[test]
+fn source_totals_count_files_keys_and_events_by_state() {
+    use crate::event::screen::MatchKey;
+    let (_dir, mut q) = temp_queue();
+    let mut a = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    for (id, key) in [("e1", MatchKey::Email), ("e2", MatchKey::None), ("e3", MatchKey::ExternalIdOnly)] {
+        a.add_event(&event(id, 10)).unwrap();
+        a.count_match_key(key);
+    }
+    a.add_reject(3, None, "bad").unwrap();
+    a.commit().unwrap();
+    let mut b = q.begin_ingest("h2", Path::new("/pos/b.csv"), "web", 200).unwrap();
+    b.add_event(&NewEvent { dead_reason: Some(DeadReason::Expired), ..event("e4", 10) }).unwrap();
+    b.count_match_key(MatchKey::Phone);
+    b.commit().unwrap();
+
+    let totals = q.source_totals(150).unwrap();
+    let till = &totals["till"];
+    assert_eq!((till.files, till.files_since, till.last_file_at, till.rejects), (1, 0, Some(100), 1));
+    assert_eq!((till.coverage.email, till.coverage.external_id_only, till.coverage.none), (1, 1, 1));
+    assert_eq!((totals["web"].files_since, totals["web"].coverage.phone), (1, 1));
+    let by_source = q.events_by_source().unwrap();
+    assert_eq!(by_source["till"], StateCounts { queued: 3, sent: 0, dead: 0 });
+    assert_eq!(by_source["web"], StateCounts { queued: 0, sent: 0, dead: 1 });
+    let files = q.recent_files(10).unwrap();
+    let by_file = q.events_of_recent_files(10).unwrap();
+    assert_eq!(by_file[&files[0].id], StateCounts { queued: 0, sent: 0, dead: 1 }, "b.csv: its one event died");
+    assert_eq!(q.dead_by_reason().unwrap().into_iter().collect::<Vec<_>>(), [("expired".to_string(), 1)]);
+}

@@ -17,7 +17,10 @@ fn run_once(agent: &Agent) -> (Option<i32>, String) {
 /// Status must say PAUSED with `what`, never `ok`.
 fn assert_paused(agent: &Agent, what: &str) {
     let status = agent.cmd_ok(&["status"]);
-    assert!(status.contains("state:           PAUSED") && status.contains(what), "{status}");
+    // Long lines wrap at 100 columns: look for `what` across the wraps.
+    let flat = status.split_whitespace().collect::<Vec<_>>().join(" ");
+    let what_flat = what.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(status.contains("state:           PAUSED") && flat.contains(&what_flat), "{status}");
     assert!(!status.contains("state:           ok"), "{status}");
     assert!(agent.status()["paused"].as_str().is_some_and(|p| p.contains(what)), "{status}");
 }

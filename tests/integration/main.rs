@@ -17,5 +17,6 @@ mod redo;
 mod refusals;
 mod resilience;
 mod service;
+mod test_mode;
 mod token;
 mod values;

@@ -11,6 +11,10 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 pub struct AgentState {
     /// Sending is paused on a token or permission problem: why.
     pub paused: Option<String>,
+    /// The pause is about the access token (it could not be read, or TikTok refused it): writing a
+    /// new token to the config's token file (`TokenSource::path`) fixes it, and the service tries
+    /// again as soon as that file changes. `next_retry_at` says when it tries anyway.
+    pub paused_on_token: bool,
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
     /// Set while a transient failure is being retried.
@@ -41,10 +45,11 @@ const INGEST_HELD: &str = "ingest_held";
 const RECOVERED: &str = "recovered";
 const CLOCK_WRONG: &str = "clock_wrong";
 const CLOCK_WRONG_SINCE: &str = "clock_wrong_since";
+const PAUSED_ON_TOKEN: &str = "paused_on_token";
 
 impl AgentState {
     /// Each field as its key and stored text: the one table of the on-disk form.
-    fn rows(&self) -> [(&'static str, Option<String>); 11] {
+    fn rows(&self) -> [(&'static str, Option<String>); 12] {
         let num = |n: Option<i64>| n.map(|n| n.to_string());
         [
             (PAUSED, self.paused.clone()),
@@ -58,6 +63,7 @@ impl AgentState {
             (RECOVERED, self.recovered.clone()),
             (CLOCK_WRONG, self.clock_wrong.clone()),
             (CLOCK_WRONG_SINCE, num(self.clock_wrong_since)),
+            (PAUSED_ON_TOKEN, self.paused_on_token.then(|| "1".to_string())),
         ]
     }
 
@@ -77,6 +83,7 @@ impl AgentState {
                 RECOVERED => s.recovered = Some(value),
                 CLOCK_WRONG => s.clock_wrong = Some(value),
                 CLOCK_WRONG_SINCE => s.clock_wrong_since = value.parse().ok(),
+                PAUSED_ON_TOKEN => s.paused_on_token = value == "1",
                 _ => {}
             }
         }
@@ -145,6 +152,7 @@ mod tests {
             recovered: Some("moved aside".into()),
             clock_wrong: Some("clock is wrong by ~30 days".into()),
             clock_wrong_since: Some(7),
+            paused_on_token: true,
         };
         let rows = full.rows().into_iter().map(|(k, v)| (k.to_string(), v.unwrap()));
         assert_eq!(AgentState::from_rows(rows), full);
@@ -162,7 +170,8 @@ mod tests {
                 "ingest_held",
                 "recovered",
                 "clock_wrong",
-                "clock_wrong_since"
+                "clock_wrong_since",
+                "paused_on_token"
             ],
             "the stored keys never change"
         );

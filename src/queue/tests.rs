@@ -293,3 +293,14 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     assert_eq!(q.counts().unwrap().dead, 1);
 }
+
+#[test]
+fn data_version_changes_for_another_connections_commit_only() {
+    let (dir, sender) = temp_queue();
+    let cli = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+    let before = sender.data_version().unwrap();
+    sender.update_agent_state(|s| s.last_error = Some("own write".into())).unwrap();
+    assert_eq!(sender.data_version().unwrap(), before, "its own commit does not wake the sender");
+    cli.update_agent_state(|s| s.last_error = Some("another process".into())).unwrap();
+    assert_ne!(sender.data_version().unwrap(), before, "another connection's commit does");
+}

@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod plan;
 pub mod send_test;
+pub mod token_watch;
 
 pub use send_test::{SendTestReport, TestPurchase, TestSend};
 
@@ -228,7 +229,12 @@ impl Sender {
                 Ok(t) => Some(t),
                 Err(e) => {
                     let reason = format!("access token: {e}");
-                    self.queue.update_agent_state(|s| s.paused = Some(reason.clone()))?;
+                    let retry_at = now + self.settings.auth_retry.as_secs() as i64;
+                    self.queue.update_agent_state(|s| {
+                        s.paused = Some(reason.clone());
+                        s.paused_on_token = true;
+                        s.next_retry_at = Some(retry_at);
+                    })?;
                     return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
                 }
             },
@@ -319,6 +325,7 @@ impl Sender {
                         s.last_success_at = Some(now);
                         s.last_request_id = request_id;
                         s.paused = None;
+                        s.paused_on_token = false;
                         s.next_retry_at = None;
                         s.consecutive_failures = None;
                     })?;
@@ -391,10 +398,13 @@ impl Sender {
     /// Pause sending at the end of a round, the reason in the agent state; everything left stays
     /// queued and is tried again after `auth_retry`.
     fn paused_after_round(&mut self, now: i64, reason: String) -> Result<Step, SendError> {
+        let retry_at = now + self.settings.auth_retry.as_secs() as i64;
         self.queue.update_agent_state(|s| {
             s.paused = Some(reason.clone());
+            s.paused_on_token = false;
             s.last_error = Some(reason.clone());
             s.last_error_at = Some(now);
+            s.next_retry_at = Some(retry_at);
         })?;
         Ok(Step::Paused { retry: self.settings.auth_retry, reason })
     }
@@ -415,10 +425,13 @@ impl Sender {
 
     /// Pause sending: the part's attempt logged, everything kept queued, the reason in the state.
     fn pause(&mut self, ids: &[i64], log: &SendLogEntry, now: i64, reason: &str) -> Result<(), SendError> {
+        let retry_at = now + self.settings.auth_retry.as_secs() as i64;
         self.queue.record_attempt(ids, Disposition::StillPending, log, |s| {
             s.paused = Some(reason.to_string());
+            s.paused_on_token = log.class == SendClass::Auth;
             s.last_error = Some(reason.to_string());
             s.last_error_at = Some(now);
+            s.next_retry_at = Some(retry_at);
         })?;
         Ok(())
     }

@@ -13,6 +13,7 @@ mod e2e;
 mod edges;
 mod parts;
 mod pii;
+mod recovery;
 mod redo;
 mod refusals;
 mod resilience;

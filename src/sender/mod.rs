@@ -102,7 +102,8 @@ pub struct Sender {
     client: Client,
     token: Option<TokenSource>,
     settings: Settings,
-    failures: u32,
+    /// The failures in a row, of one kind, the next backoff is computed from.
+    streak: backoff::Streak,
     written: u64,
     /// Whether the wall clock may expire events, and the monotonic origin it is judged against.
     clock: ClockJudge,
@@ -156,7 +157,7 @@ impl Sender {
             client,
             token: config.token.clone(),
             settings,
-            failures: 0,
+            streak: backoff::Streak::default(),
             written: 0,
             clock,
             started,
@@ -329,7 +330,7 @@ impl Sender {
                         s.next_retry_at = None;
                         s.consecutive_failures = None;
                     })?;
-                    self.failures = 0;
+                    self.streak.reset();
                     sent += ids.len();
                 }
                 Action::DeadLetter { reason, message } => {
@@ -366,10 +367,9 @@ impl Sender {
                 }
                 Action::Retry { reason, retry_after, throttled } => {
                     self.settle(condemned, sent > 0)?;
-                    self.failures = self.failures.saturating_add(1);
+                    let failures = self.streak.fail(throttled);
                     let policy = self.settings.backoff.pick(throttled);
-                    let delay = backoff::delay(policy, self.failures, retry_after, fastrand::f64());
-                    let failures = self.failures;
+                    let delay = backoff::delay(policy, failures, retry_after, fastrand::f64());
                     self.queue.record_attempt(&ids, Disposition::StillPending, &log, |s| {
                         s.last_error = Some(reason.clone());
                         s.last_error_at = Some(now);

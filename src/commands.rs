@@ -25,7 +25,7 @@ pub enum CommandError {
 /// `timeout` runs out on transient failures.
 pub fn run_once(config: &Config, timeout: Duration) -> Result<FlushReport, CommandError> {
     let mut queue = Queue::open(&config.queue_path)?;
-    intake::take_present(&mut queue, config, !config.dry_run);
+    intake::take_present(&mut queue, config, config.disposes_files());
     flush(config, timeout)
 }
 

@@ -94,6 +94,9 @@ enum Command {
         /// Exit after this many seconds.
         #[arg(long)]
         exit_after_secs: Option<u64>,
+        /// Follow the test session's queue (`run --test-event-code`) instead of the real one.
+        #[arg(long)]
+        test: bool,
     },
     /// Events that could not be delivered.
     DeadLetter {
@@ -176,6 +179,9 @@ fn main() -> ExitCode {
         _ => config::Overrides::default(),
     };
     overrides.apply(&mut config);
+    if matches!(cli.command, Command::Watch { test: true, .. }) && !config.test_session() && !config.dry_run {
+        config.queue_path = config::test_queue(&config.queue_path);
+    }
     match execute(cli.command, config, &config_path, overrides) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -260,7 +266,7 @@ fn execute(
             Ok(flush_exit(&report))
         }
         Command::SendTest { test_event_code } => send_test(&config, &test_event_code),
-        Command::Watch { history, exit_after_secs } => {
+        Command::Watch { history, exit_after_secs, .. } => {
             let queue = Queue::open_existing(&config.queue_path)?;
             let options = tap::Options { history, exit_after: exit_after_secs.map(Duration::from_secs) };
             tap::follow(&queue, &options, &mut std::io::stdout())?;

@@ -222,7 +222,7 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
 }
 
 /// Where the queue of the config at `path` is, read leniently for `status` when the config does
-/// not load: its `queue_path` (and `dry_run`) if the TOML parses that far, else the default
+/// not load: its `queue_path` (and `dry_run`, `test_event_code`) if the TOML parses that far, else the default
 /// location. `None` when there is no default either.
 pub fn queue_path_leniently(path: &Path) -> Option<PathBuf> {
     /// Only the two keys; every other key (known, unknown or mistyped) is ignored.
@@ -230,6 +230,7 @@ pub fn queue_path_leniently(path: &Path) -> Option<PathBuf> {
     struct Lenient {
         queue_path: Option<PathBuf>,
         dry_run: Option<bool>,
+        test_event_code: Option<String>,
     }
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lenient: Lenient = toml::from_str(&text).unwrap_or_default();
@@ -237,6 +238,7 @@ pub fn queue_path_leniently(path: &Path) -> Option<PathBuf> {
     let found = validate::queue_path(
         lenient.queue_path.as_deref(),
         lenient.dry_run.unwrap_or(false),
+        lenient.test_event_code.is_some_and(|c| !c.trim().is_empty()),
         &Context::from_env(path),
         &mut findings,
     );
@@ -274,24 +276,52 @@ pub struct Overrides {
 
 impl Overrides {
     pub fn apply(&self, config: &mut Config) {
-        if let Some(code) = &self.test_event_code {
-            config.test_event_code = Some(code.clone());
-        }
         if self.dry_run && !config.dry_run {
             config.dry_run = true;
             config.queue_path = dry_run_queue(&config.queue_path);
+        }
+        if let Some(code) = &self.test_event_code {
+            if !config.test_session() && !config.dry_run {
+                config.queue_path = test_queue(&config.queue_path);
+            }
+            config.test_event_code = Some(code.clone());
         }
     }
 }
 
 /// A dry run never touches the real queue: `queue.sqlite` becomes `queue.dry-run.sqlite`.
 pub fn dry_run_queue(path: &Path) -> PathBuf {
+    beside(path, "dry-run")
+}
+
+/// A test session (`test_event_code`) never touches the real queue either: its events are sent as
+/// test events, which TikTok does not count, so they must not count as sent for real.
+/// `queue.sqlite` becomes `queue.test.sqlite`.
+pub fn test_queue(path: &Path) -> PathBuf {
+    beside(path, "test")
+}
+
+/// `queue.sqlite` with `.{tag}` before its extension.
+fn beside(path: &Path, tag: &str) -> PathBuf {
     let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "queue".into());
     let name = match path.extension() {
-        Some(ext) => format!("{stem}.dry-run.{}", ext.to_string_lossy()),
-        None => format!("{stem}.dry-run"),
+        Some(ext) => format!("{stem}.{tag}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{tag}"),
     };
     path.with_file_name(name)
+}
+
+impl Config {
+    /// A test session: every event goes out with `test_event_code`, from a queue of its own.
+    pub fn test_session(&self) -> bool {
+        self.test_event_code.is_some()
+    }
+
+    /// Whether export files are archived, deleted or quarantined once ingested: never in a dry run
+    /// or a test session, whose queues are not the real one (the files stay for the real run).
+    pub fn disposes_files(&self) -> bool {
+        !self.dry_run && !self.test_session()
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +349,29 @@ mod tests {
         assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.sqlite"));
         let c = parse(&format!("dry_run = true\n{MINIMAL}"), &ctx).unwrap();
         assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea/queue.dry-run.sqlite"));
+    }
+
+    #[test]
+    fn a_test_session_uses_its_own_queue_and_never_moves_files() {
+        let mut ctx = ctx();
+        ctx.state_directory = Some(PathBuf::from("/var/lib/oea"));
+        let real = parse(MINIMAL, &ctx).unwrap();
+        assert!(real.disposes_files() && !real.test_session());
+        let cases = [
+            // (config line, --test-event-code, --dry-run, queue file)
+            ("test_event_code = \"TEST1\"\n", None, false, "queue.test.sqlite"),
+            ("", Some("TEST2"), false, "queue.test.sqlite"),
+            ("test_event_code = \"TEST1\"\n", Some("TEST2"), false, "queue.test.sqlite"),
+            ("", Some("TEST2"), true, "queue.dry-run.sqlite"),
+            ("dry_run = true\n", Some("TEST2"), false, "queue.dry-run.sqlite"),
+            ("test_event_code = \" \"\n", None, false, "queue.sqlite"),
+        ];
+        for (line, code, dry_run, file) in cases {
+            let mut c = parse(&format!("{line}{MINIMAL}"), &ctx).unwrap();
+            Overrides { test_event_code: code.map(str::to_string), dry_run }.apply(&mut c);
+            assert_eq!(c.queue_path, PathBuf::from("/var/lib/oea").join(file), "{line:?} {code:?} {dry_run}");
+            assert_eq!(c.disposes_files(), file == "queue.sqlite", "{line:?} {code:?} {dry_run}");
+        }
     }
 
     #[test]

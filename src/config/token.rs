@@ -14,6 +14,22 @@ pub enum TokenSource {
     Inline(Token),
 }
 
+impl TokenSource {
+    /// The file the token is read from: the token file, or the credential in
+    /// `$CREDENTIALS_DIRECTORY` (None when that is not set); None for an environment variable or a
+    /// token written in the config. Where a fixed token must be written (`status` says so while
+    /// paused on the token), and what the sender watches to try again at once.
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            TokenSource::File(path) => Some(path.clone()),
+            TokenSource::Credential(name) => {
+                std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| Path::new(&dir).join(name))
+            }
+            TokenSource::Env(_) | TokenSource::Inline(_) => None,
+        }
+    }
+}
+
 /// The access token. Never printed: `Debug` and `Display` show `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);

@@ -7,7 +7,7 @@ use super::raw::{RawConfig, RawSender};
 use super::source::{check_queue_apart, sources};
 use super::token::{token_problem, TokenProblem};
 use super::url::{is_loopback, redact_url, url_host};
-use super::{dry_run_queue, line_of, Config, ConfigError, Context, SenderConfig, Token, TokenSource};
+use super::{dry_run_queue, line_of, test_queue, Config, ConfigError, Context, SenderConfig, Token, TokenSource};
 use crate::event::name::NameTable;
 use crate::event::pii;
 use std::collections::BTreeMap;
@@ -46,9 +46,9 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     let token = token_source(&raw, ctx, &mut f);
     let api_base = api_base(raw.api_base.as_ref(), &mut f);
     check_proxy(raw.proxy.as_ref(), &mut f);
-    let queue_path = queue_path(raw.queue_path.as_deref(), raw.dry_run, ctx, &mut f);
     let test_event_code =
         raw.test_event_code.as_ref().map(|s| s.get_ref().trim().to_string()).filter(|s| !s.is_empty());
+    let queue_path = queue_path(raw.queue_path.as_deref(), raw.dry_run, test_event_code.is_some(), ctx, &mut f);
     let phone_region = raw.phone_region.as_ref().and_then(|r| phone_region("phone_region", r, &mut f));
     let attribution_window = attribution_window(raw.attribution_window_days.as_ref(), &mut f);
     let future_minutes = bounded(
@@ -186,8 +186,8 @@ fn check_proxy(raw: Option<&Spanned<String>>, f: &mut Findings) {
 }
 
 /// `queue_path`, else the service's state directory, else the user's data directory; a dry run
-/// uses a queue of its own beside it.
-pub(super) fn queue_path(raw: Option<&Path>, dry_run: bool, ctx: &Context, f: &mut Findings) -> PathBuf {
+/// and a test session each use a queue of their own beside it.
+pub(super) fn queue_path(raw: Option<&Path>, dry_run: bool, test: bool, ctx: &Context, f: &mut Findings) -> PathBuf {
     let queue_path = match (raw, &ctx.state_directory, &ctx.user_data_dir) {
         (Some(p), _, _) => resolve(ctx, p),
         (None, Some(state), _) => state.join("queue.sqlite"),
@@ -197,10 +197,10 @@ pub(super) fn queue_path(raw: Option<&Path>, dry_run: bool, ctx: &Context, f: &m
             PathBuf::new()
         }
     };
-    if dry_run {
-        dry_run_queue(&queue_path)
-    } else {
-        queue_path
+    match (dry_run, test) {
+        (true, _) => dry_run_queue(&queue_path),
+        (false, true) => test_queue(&queue_path),
+        (false, false) => queue_path,
     }
 }
 
@@ -452,14 +452,17 @@ mod tests {
     fn the_queue_lives_where_it_is_told_else_in_the_state_or_data_directory() {
         let mut f = Findings::new("");
         let mut ctx = ctx();
-        assert_eq!(queue_path(Some(Path::new("q.sqlite")), false, &ctx, &mut f), PathBuf::from("/etc/oea/q.sqlite"));
         assert_eq!(
-            queue_path(None, true, &ctx, &mut f),
+            queue_path(Some(Path::new("q.sqlite")), false, false, &ctx, &mut f),
+            PathBuf::from("/etc/oea/q.sqlite")
+        );
+        assert_eq!(
+            queue_path(None, true, false, &ctx, &mut f),
             PathBuf::from("/home/u/.local/share/oea/queue.dry-run.sqlite")
         );
         ctx.user_data_dir = None;
         assert!(f.errors.is_empty());
-        queue_path(None, false, &ctx, &mut f);
+        queue_path(None, false, false, &ctx, &mut f);
         assert_eq!(f.errors[0].key, "queue_path");
     }
 

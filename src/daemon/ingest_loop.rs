@@ -118,7 +118,7 @@ pub(super) async fn ingest_loop(
             dispose_retry: HashMap::new(),
         })
         .collect();
-    let dispose = !config.dry_run;
+    let dispose = config.disposes_files();
     loop {
         if *stop.borrow() {
             return;

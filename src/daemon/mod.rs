@@ -84,8 +84,12 @@ impl Pipeline {
         let send_queue = Queue::open(&config.queue_path)?;
         send_queue.set_size_limit(config.max_queue_bytes)?;
         let sender = Sender::new(send_queue, &config, Settings::from_config(&config))?;
+        if let Some(code) = config.test_event_code.as_deref().filter(|_| !config.dry_run) {
+            tracing::warn!("{}", test_session_warning(code, &config.queue_path));
+        }
         tracing::info!(
-            "started: {} source(s), queue {}, sending to {}{}{}",
+            "started: {}{} source(s), queue {}, sending to {}{}{}",
+            if config.test_session() && !config.dry_run { "TEST SESSION, " } else { "" },
             config.sources.len(),
             config.queue_path.display(),
             sender.endpoint(),
@@ -144,6 +148,14 @@ impl Pipeline {
         }
         part_ended(name, result)
     }
+}
+
+/// The loud word at the start of a test session: what it does and what it does not.
+fn test_session_warning(code: &str, queue: &std::path::Path) -> String {
+    format!(
+        "TEST SESSION (test_event_code {code}): every sale is sent as a test event, which TikTok shows only on the Test Events page and never counts in reporting; the test queue {} is used and export files are left where they are, so a normal run sends them for real later",
+        queue.display()
+    )
 }
 
 /// The first of the tasks to end: its index, and how it ended. (Pending for ever without tasks.)

@@ -17,6 +17,12 @@ const REBUILD_EVERY: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub(super) async fn redo_loop(config: Arc<Config>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    // The archive is the real queue's redo log: a test session (its own queue) leaves it alone
+    // rather than send every archived sale again as a test event.
+    if config.test_session() && !config.dry_run {
+        let _ = stop.changed().await;
+        return;
+    }
     let queue = match Queue::open(&config.queue_path) {
         Ok(q) => q,
         Err(e) => {

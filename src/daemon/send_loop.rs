@@ -1,12 +1,21 @@
 //! The send loop: step the sender on the blocking pool, and wait as each step says: for new events,
 //! out a backoff (cut short when the API is reachable again), or out a pause on a token problem.
+//!
+//! Two cheap looks every [`LOOK_EVERY`] cut a wait short: while idle, the queue's `data_version`
+//! (another process changed the queue: `dead-letter requeue`, `import`, `flush`); while paused,
+//! the token file's stamp (a fixed token is used at once, not after `auth_retry_secs`).
 
 use super::{blocking, Health, LogLimiter, Part, Verdict};
 use crate::config::Config;
+use crate::sender::token_watch::TokenWatch;
 use crate::sender::{Sender, Step};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
+
+/// How often the idle sender looks at the queue's `data_version`, and the paused sender at the
+/// token file: a change made by another process is acted on within this (plus a step).
+pub(super) const LOOK_EVERY: Duration = Duration::from_millis(500);
 
 pub(super) async fn send_loop(
     config: Arc<Config>,
@@ -19,6 +28,7 @@ pub(super) async fn send_loop(
     let mut next_maintenance = Instant::now();
     let mut paused_logged = false;
     let mut limiter = LogLimiter::new(Duration::from_secs(600));
+    let mut token = TokenWatch::new(config.token.as_ref());
     // After a shared power or network outage a whole fleet starts at once: spread the first send.
     if sender.queue().has_pending().unwrap_or(false) {
         let jitter = config.sender.recovery_jitter.mul_f64(fastrand::f64());
@@ -42,6 +52,7 @@ pub(super) async fn send_loop(
             }
             next_maintenance = Instant::now() + MAINTENANCE_EVERY;
         }
+        token.mark();
         health.begin(Part::Send);
         let (s, step) = blocking(sender, |s| s.step(crate::now())).await;
         health.end(Part::Send);
@@ -67,10 +78,21 @@ pub(super) async fn send_loop(
                 continue;
             }
             Ok(Step::Idle) => {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep_until(next_maintenance.into()) => {}
+                // Woken by this process's ingest (`wake`), by maintenance, or by a change another
+                // process committed (`data_version` moves only for other connections' commits).
+                let seen = sender.queue().data_version().ok();
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = wake.notified() => break,
+                        _ = tokio::time::sleep_until(next_maintenance.into()) => break,
+                        _ = tokio::time::sleep(LOOK_EVERY) => {
+                            if sender.queue().data_version().ok() != seen {
+                                tracing::debug!("the queue was changed by another process; sending");
+                                break;
+                            }
+                        }
+                    }
                 }
                 continue;
             }
@@ -86,24 +108,24 @@ pub(super) async fn send_loop(
                     Verdict::Quiet => {}
                 }
                 let probe = connect_failure.then(|| first_hop(&config)).flatten();
-                (delay, probe)
+                (delay, probe, false)
             }
             Ok(Step::Paused { retry, reason }) => {
                 if !paused_logged {
                     tracing::error!("{reason}");
                     paused_logged = true;
                 }
-                (retry, None)
+                (retry, None, true)
             }
             Err(e) => {
                 match limiter.check("sender error", Instant::now()) {
                     Verdict::Quiet => {}
                     _ => tracing::error!("sender: {e}; retrying in 5s"),
                 }
-                (Duration::from_secs(5), None)
+                (Duration::from_secs(5), None, false)
             }
         };
-        let (delay, probe) = wait;
+        let (delay, probe, paused) = wait;
         let recovered = async {
             match probe {
                 Some(addr) => {
@@ -112,10 +134,23 @@ pub(super) async fn send_loop(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(delay) => {}
-            _ = recovered => tracing::info!("{} is reachable again; sending now", crate::config::redact_url(&config.api_base)),
+        tokio::pin!(recovered);
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep_until(until) => break,
+                _ = &mut recovered => {
+                    tracing::info!("{} is reachable again; sending now", crate::config::redact_url(&config.api_base));
+                    break;
+                }
+                _ = tokio::time::sleep(LOOK_EVERY), if paused => {
+                    if token.changed() {
+                        tracing::info!("the access token file changed; trying again now");
+                        break;
+                    }
+                }
+            }
         }
     }
 }

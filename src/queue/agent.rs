@@ -11,6 +11,10 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 pub struct AgentState {
     /// Sending is paused on a token or permission problem: why.
     pub paused: Option<String>,
+    /// The pause is about the access token (it could not be read, or TikTok refused it): writing a
+    /// new token to the config's token file (`TokenSource::path`) fixes it, and the service tries
+    /// again as soon as that file changes. `next_retry_at` says when it tries anyway.
+    pub paused_on_token: bool,
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
     /// Set while a transient failure is being retried.
@@ -59,10 +63,11 @@ const STARTED_AT: &str = "started_at";
 const STOPPED_AT: &str = "stopped_at";
 const RELOAD_FAILED: &str = "reload_failed";
 const RELOAD_FAILED_AT: &str = "reload_failed_at";
+const PAUSED_ON_TOKEN: &str = "paused_on_token";
 
 impl AgentState {
     /// Each field as its key and stored text: the one table of the on-disk form.
-    fn rows(&self) -> [(&'static str, Option<String>); 17] {
+    fn rows(&self) -> [(&'static str, Option<String>); 18] {
         let num = |n: Option<i64>| n.map(|n| n.to_string());
         [
             (PAUSED, self.paused.clone()),
@@ -82,6 +87,7 @@ impl AgentState {
             (STOPPED_AT, num(self.stopped_at)),
             (RELOAD_FAILED, self.reload_failed.clone()),
             (RELOAD_FAILED_AT, num(self.reload_failed_at)),
+            (PAUSED_ON_TOKEN, self.paused_on_token.then(|| "1".to_string())),
         ]
     }
 
@@ -107,6 +113,7 @@ impl AgentState {
                 STOPPED_AT => s.stopped_at = value.parse().ok(),
                 RELOAD_FAILED => s.reload_failed = Some(value),
                 RELOAD_FAILED_AT => s.reload_failed_at = value.parse().ok(),
+                PAUSED_ON_TOKEN => s.paused_on_token = value == "1",
                 _ => {}
             }
         }
@@ -181,6 +188,7 @@ mod tests {
             stopped_at: Some(9),
             reload_failed: Some("line 2: `colour`".into()),
             reload_failed_at: Some(8),
+            paused_on_token: true,
         };
         let rows = full.rows().into_iter().map(|(k, v)| (k.to_string(), v.unwrap()));
         assert_eq!(AgentState::from_rows(rows), full);
@@ -204,7 +212,8 @@ mod tests {
                 "started_at",
                 "stopped_at",
                 "reload_failed",
-                "reload_failed_at"
+                "reload_failed_at",
+                "paused_on_token"
             ],
             "the stored keys never change"
         );

@@ -76,6 +76,12 @@ impl Queue {
     pub fn release_memory(&self) {
         let _ = self.conn.execute_batch("PRAGMA shrink_memory;");
     }
+    /// SQLite's `data_version` of this connection: it changes when another connection (another
+    /// process: `dead-letter requeue`, `import`, `flush`) commits a change to the queue, never for
+    /// this connection's own commits. One cheap pragma, read on a short timer by the idle sender.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(|e| self.sqlite(e))
+    }
 }
 
 #[cfg(test)]

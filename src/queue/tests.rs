@@ -323,3 +323,14 @@ fn source_totals_count_files_keys_and_events_by_state() {
     assert_eq!(by_file[&files[0].id], StateCounts { queued: 0, sent: 0, dead: 1 }, "b.csv: its one event died");
     assert_eq!(q.dead_by_reason().unwrap().into_iter().collect::<Vec<_>>(), [("expired".to_string(), 1)]);
 }
+
+#[test]
+fn data_version_changes_for_another_connections_commit_only() {
+    let (dir, sender) = temp_queue();
+    let cli = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+    let before = sender.data_version().unwrap();
+    sender.update_agent_state(|s| s.last_error = Some("own write".into())).unwrap();
+    assert_eq!(sender.data_version().unwrap(), before, "its own commit does not wake the sender");
+    cli.update_agent_state(|s| s.last_error = Some("another process".into())).unwrap();
+    assert_ne!(sender.data_version().unwrap(), before, "another connection's commit does");
+}

@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod plan;
 pub mod send_test;
+pub mod token_watch;
 
 pub use send_test::{SendTestReport, TestPurchase, TestSend};
 
@@ -101,7 +102,8 @@ pub struct Sender {
     client: Client,
     token: Option<TokenSource>,
     settings: Settings,
-    failures: u32,
+    /// The failures in a row, of one kind, the next backoff is computed from.
+    streak: backoff::Streak,
     written: u64,
     /// Whether the wall clock may expire events, and the monotonic origin it is judged against.
     clock: ClockJudge,
@@ -155,7 +157,7 @@ impl Sender {
             client,
             token: config.token.clone(),
             settings,
-            failures: 0,
+            streak: backoff::Streak::default(),
             written: 0,
             clock,
             started,
@@ -228,7 +230,12 @@ impl Sender {
                 Ok(t) => Some(t),
                 Err(e) => {
                     let reason = format!("access token: {e}");
-                    self.queue.update_agent_state(|s| s.paused = Some(reason.clone()))?;
+                    let retry_at = now + self.settings.auth_retry.as_secs() as i64;
+                    self.queue.update_agent_state(|s| {
+                        s.paused = Some(reason.clone());
+                        s.paused_on_token = true;
+                        s.next_retry_at = Some(retry_at);
+                    })?;
                     return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
                 }
             },
@@ -319,10 +326,11 @@ impl Sender {
                         s.last_success_at = Some(now);
                         s.last_request_id = request_id;
                         s.paused = None;
+                        s.paused_on_token = false;
                         s.next_retry_at = None;
                         s.consecutive_failures = None;
                     })?;
-                    self.failures = 0;
+                    self.streak.reset();
                     sent += ids.len();
                 }
                 Action::DeadLetter { reason, message } => {
@@ -359,10 +367,9 @@ impl Sender {
                 }
                 Action::Retry { reason, retry_after, throttled } => {
                     self.settle(condemned, sent > 0)?;
-                    self.failures = self.failures.saturating_add(1);
+                    let failures = self.streak.fail(throttled);
                     let policy = self.settings.backoff.pick(throttled);
-                    let delay = backoff::delay(policy, self.failures, retry_after, fastrand::f64());
-                    let failures = self.failures;
+                    let delay = backoff::delay(policy, failures, retry_after, fastrand::f64());
                     self.queue.record_attempt(&ids, Disposition::StillPending, &log, |s| {
                         s.last_error = Some(reason.clone());
                         s.last_error_at = Some(now);
@@ -391,10 +398,13 @@ impl Sender {
     /// Pause sending at the end of a round, the reason in the agent state; everything left stays
     /// queued and is tried again after `auth_retry`.
     fn paused_after_round(&mut self, now: i64, reason: String) -> Result<Step, SendError> {
+        let retry_at = now + self.settings.auth_retry.as_secs() as i64;
         self.queue.update_agent_state(|s| {
             s.paused = Some(reason.clone());
+            s.paused_on_token = false;
             s.last_error = Some(reason.clone());
             s.last_error_at = Some(now);
+            s.next_retry_at = Some(retry_at);
         })?;
         Ok(Step::Paused { retry: self.settings.auth_retry, reason })
     }
@@ -415,10 +425,13 @@ impl Sender {
 
     /// Pause sending: the part's attempt logged, everything kept queued, the reason in the state.
     fn pause(&mut self, ids: &[i64], log: &SendLogEntry, now: i64, reason: &str) -> Result<(), SendError> {
+        let retry_at = now + self.settings.auth_retry.as_secs() as i64;
         self.queue.record_attempt(ids, Disposition::StillPending, log, |s| {
             s.paused = Some(reason.to_string());
+            s.paused_on_token = log.class == SendClass::Auth;
             s.last_error = Some(reason.to_string());
             s.last_error_at = Some(now);
+            s.next_retry_at = Some(retry_at);
         })?;
         Ok(())
     }

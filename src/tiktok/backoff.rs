@@ -29,6 +29,33 @@ impl Policies {
     }
 }
 
+/// The consecutive failures of one kind that a wait is computed from. A change of kind starts a
+/// new streak: when a server that was down for a day answers again with 429s, the first wait is
+/// about a second (the throttling policy's first step), not a whole throttling cap, so the
+/// backlog is not left waiting minutes on a server that is mostly idle (the fleet simulation,
+/// `fleet.rs`, showed the difference).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streak {
+    failures: u32,
+    throttled: bool,
+}
+
+impl Streak {
+    /// One more failure; the count the wait is computed from (1-based).
+    pub fn fail(&mut self, throttled: bool) -> u32 {
+        if throttled != self.throttled {
+            *self = Streak { failures: 0, throttled };
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.failures
+    }
+
+    /// A delivery ends the streak.
+    pub fn reset(&mut self) {
+        *self = Streak::default();
+    }
+}
+
 /// The wait after the `failures`-th consecutive failure (1-based). `unit` is a uniform random
 /// number in [0, 1): the "full jitter" of a fleet of tills that must not retry in lockstep.
 pub fn delay(policy: Policy, failures: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
@@ -71,6 +98,17 @@ mod tests {
             let ceiling = Duration::from_secs(ceiling);
             assert!(d <= ceiling && d > ceiling.mul_f64(0.99), "{throttled} {failures}: {d:?}");
         }
+    }
+
+    #[test]
+    fn a_streak_counts_failures_of_one_kind_and_ends_with_a_delivery() {
+        let mut streak = Streak::default();
+        let kinds = [(false, 1), (false, 2), (false, 3), (true, 1), (true, 2), (false, 1)];
+        for (throttled, count) in kinds {
+            assert_eq!(streak.fail(throttled), count, "{throttled}");
+        }
+        streak.reset();
+        assert_eq!(streak.fail(true), 1);
     }
 
     #[test]

@@ -5,4 +5,6 @@
 pub mod backoff;
 pub mod classify;
 pub mod client;
+#[cfg(test)]
+mod fleet;
 pub mod wire;

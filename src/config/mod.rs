@@ -163,14 +163,27 @@ pub struct Context {
     pub user_data_dir: Option<PathBuf>,
 }
 
+/// The package's config (`/etc/offline-events-agent/config.toml`) belongs to the service, whose
+/// queue is in its `StateDirectory=`: a command run by hand (`sudo offline-events-agent status`) with
+/// that config must look at the service's queue, not at one in the caller's home directory.
+fn package_state_dir(config_dir: &Path) -> Option<PathBuf> {
+    (config_dir == Path::new(PACKAGE_CONFIG_DIR)).then(|| PathBuf::from(PACKAGE_STATE_DIR))
+}
+
+/// Where the .deb/.rpm put the config, and the unit's `StateDirectory=`.
+const PACKAGE_CONFIG_DIR: &str = "/etc/offline-events-agent";
+const PACKAGE_STATE_DIR: &str = "/var/lib/offline-events-agent";
+
 impl Context {
     pub fn from_env(config_path: &Path) -> Context {
         let config_dir = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
         let config_dir = if config_dir.as_os_str().is_empty() { PathBuf::from(".") } else { config_dir };
+        let state_directory = std::env::var_os("STATE_DIRECTORY")
+            .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or_default().to_string()))
+            .or_else(|| package_state_dir(&config_dir));
         Context {
             config_dir,
-            state_directory: std::env::var_os("STATE_DIRECTORY")
-                .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or_default().to_string())),
+            state_directory,
             user_data_dir: directories::ProjectDirs::from("", "", "offline-events-agent")
                 .map(|d| d.data_dir().to_path_buf()),
         }
@@ -339,6 +352,19 @@ mod tests {
         assert_eq!(c.sources[0].archive_dir, PathBuf::from("/srv/pos/archive"));
         assert_eq!(c.sources[0].after_ingest, AfterIngest::Archive);
         assert_eq!(c.attribution_window, Duration::from_secs(28 * 86_400));
+    }
+
+    #[test]
+    fn only_the_package_config_points_at_the_service_state_directory() {
+        for (dir, expected) in [
+            ("/etc/offline-events-agent", Some("/var/lib/offline-events-agent")),
+            ("/etc/offline-events-agent/", Some("/var/lib/offline-events-agent")),
+            ("/etc", None),
+            ("/home/u/offline-events-agent", None),
+            ("/etc/offline-events-agent/sub", None),
+        ] {
+            assert_eq!(package_state_dir(Path::new(dir)), expected.map(PathBuf::from), "{dir}");
+        }
     }
 
     #[test]

@@ -300,7 +300,11 @@ pub fn gather_from(queue: &Queue, origin: &Origin<'_>, now: i64, depth: Depth) -
         service: Service::at(now, state.heartbeat_at, state.heartbeat_secs, state.started_at, state.stopped_at),
         reload_failed: state.reload_failed,
         reload_failed_at: state.reload_failed_at,
-        token_fix: config.and_then(|c| c.token.as_ref()).map(|t| token_fix(t, origin.config_path)),
+        // Only a pause about the token itself names where a new token goes.
+        token_fix: config
+            .and_then(|c| c.token.as_ref())
+            .filter(|_| state.paused_on_token)
+            .map(|t| token_fix(t, origin.config_path)),
         dead_by_reason: queue.dead_by_reason()?,
         sources,
         recent_files,
@@ -343,7 +347,9 @@ fn token_fix(token: &TokenSource, config_path: &Path) -> String {
     match token {
         TokenSource::File(path) => format!("write the new token to {}", path.display()),
         TokenSource::Credential(name) => {
-            format!("write the new token to the file behind the systemd credential `{name}` (LoadCredential=)")
+            format!(
+                "write the new token to the file behind the systemd credential `{name}` (LoadCredential=) and restart the service"
+            )
         }
         TokenSource::Env(var) => format!("set the new token in ${var} and restart the service"),
         TokenSource::Inline(_) => format!("write the new token as access_token in {}", config_path.display()),

@@ -165,7 +165,7 @@ fn issue_text(issue: &Issue, now: i64, tz: &TimeZone) -> (String, &'static str) 
                 text.push_str(&format!("; next try {}", local_time(*t, tz)));
             }
             if let Some(fix) = fix {
-                text.push_str(&format!("; if the token is wrong or expired, {}", printable(fix)));
+                text.push_str(&format!("; {}", printable(fix)));
             }
             (text, "PAUSED")
         }

@@ -55,6 +55,11 @@ enum Command {
         /// Use this source's settings (format, time zone, currency...); default: the source whose folder holds the file, or the only source.
         #[arg(long)]
         source: Option<String>,
+        /// Read files again that were read before (same content), with the current config: after
+        /// fixing a config mistake. Orders queued or sent before are not queued again.
+        #[arg(long)]
+        force: bool,
+        /// Export files to read.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -108,6 +113,16 @@ enum DeadAction {
     Requeue(Selection),
     /// Delete dead events for good.
     Purge(Selection),
+    /// Read the files behind rejected rows again with the current config (`import --force`),
+    /// found where they were read or in the archive.
+    Reread {
+        /// Every file with rejected rows.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        all: bool,
+        /// The file with this path (as `dead-letter list` shows it, or its archived path).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -247,7 +262,7 @@ fn execute(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { source, files } => import(&config, source.as_deref(), &files),
+        Command::Import { source, force, files } => import(&config, source.as_deref(), force, &files),
         Command::Preview { source, json, files } => preview(&config, source.as_deref(), json, &files),
         Command::Flush { timeout_secs } => {
             let report = commands::flush(&config, timeout_secs)?;
@@ -304,14 +319,68 @@ fn source_for<'c>(
     }
 }
 
-fn import(config: &Config, source: Option<&str>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn import(config: &Config, source: Option<&str>, force: bool, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut chosen = Vec::new();
     for file in files {
         let path = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
         chosen.push((source_for(config, source, &path)?, path));
     }
-    let failed = commands::import(config, chosen)?;
+    let failed = commands::import(config, chosen, force, &mut print_imported)?;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Say what `import` did with a file when the log does not (it logs every file it reads).
+fn print_imported(path: &std::path::Path, imported: &commands::Imported) {
+    if let commands::Imported::Known { known_as } = imported {
+        let shown = offline_events_agent::source::shown(path);
+        eprintln!(
+            "{shown}: same content as {known_as} (already ingested), nothing queued; to read it again with the current config: import --force {shown}"
+        );
+    }
+}
+
+/// `dead-letter reread`: find the files behind rejected rows (where they were read, else in the
+/// archive) and import them again with `--force`. A file found nowhere is an error naming it.
+fn reread(config: &Config, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let queue = Queue::open_existing(&config.queue_path)?;
+    let wanted = file.map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf()));
+    let files = queue.rejected_files(wanted.as_ref().map(|p| p.display().to_string()).as_deref())?;
+    drop(queue);
+    let mut chosen = Vec::new();
+    let mut gone = Vec::new();
+    for f in &files {
+        let Some(src) = config.sources.iter().find(|s| s.name == f.source) else {
+            gone.push(format!("{}: its source `{}` is no longer in the config", f.path, f.source));
+            continue;
+        };
+        match commands::locate(src, f) {
+            Some(path) => chosen.push((src, path)),
+            None => gone.push(format!(
+                "{}: gone (not there{} any more, or changed)",
+                f.path,
+                if f.archived.is_empty() { String::new() } else { format!(" nor at {}", f.archived.join(", ")) }
+            )),
+        }
+    }
+    if files.is_empty() {
+        match &wanted {
+            // A file the queue knows no rejects of: read it again all the same.
+            Some(path) if path.exists() => chosen.push((source_for(config, None, path)?, path.clone())),
+            Some(path) => anyhow::bail!("{}: no rejected rows from this file, and it does not exist", path.display()),
+            None => {
+                outln!("no rejected rows from files that were read: nothing to read again");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    for path in &chosen {
+        outln!("reading again: {}", offline_events_agent::source::shown(&path.1));
+    }
+    let failed = !chosen.is_empty() && commands::import(config, chosen, true, &mut print_imported)?;
+    for g in &gone {
+        logging::eprint_error(&format_args!("{g}"));
+    }
+    Ok(if failed || !gone.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -436,6 +505,10 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
         }
         DeadAction::Requeue(sel) => outln!("requeued {} events", queue.requeue(&sel.filter(&queue)?)?),
         DeadAction::Purge(sel) => outln!("purged {} events", queue.purge(&sel.filter(&queue)?)?),
+        DeadAction::Reread { file, .. } => {
+            drop(queue);
+            return reread(config, file.as_deref());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

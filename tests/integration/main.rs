@@ -15,6 +15,7 @@ mod parts;
 mod pii;
 mod redo;
 mod refusals;
+mod reread;
 mod resilience;
 mod service;
 mod token;

@@ -165,7 +165,6 @@ impl Selection {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
     // Absolute once, here: relative source folders resolve against it, and the watcher reports
     // absolute paths, so a relative `--config` would make every file event miss its source.
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
@@ -176,6 +175,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    match logging::choose_format(config.log_format, std::env::var(logging::FORMAT_ENV).ok().as_deref()) {
+        Ok(format) => logging::init(format),
+        Err(e) => {
+            logging::eprint_error(&e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let overrides = match &cli.command {
         Command::Run { test_event_code, dry_run, .. } => {
             config::Overrides { test_event_code: test_event_code.clone(), dry_run: *dry_run }

@@ -11,6 +11,7 @@ mod cli;
 mod clock;
 mod e2e;
 mod edges;
+mod logs;
 mod parts;
 mod pii;
 mod redo;

@@ -44,7 +44,14 @@ enum Command {
         timeout_secs: Duration,
     },
     /// Validate the config and print the effective settings (the token is never shown).
-    CheckConfig,
+    CheckConfig {
+        /// Also show what this real export becomes with the config, as `preview` does (repeatable).
+        #[arg(long, value_name = "FILE")]
+        sample: Vec<PathBuf>,
+        /// With --sample: use this source's settings; default as for `import`.
+        #[arg(long, requires = "sample")]
+        source: Option<String>,
+    },
     /// Queue depth, last delivery, errors, files.
     Status {
         #[arg(long)]
@@ -240,7 +247,7 @@ fn execute(
     overrides: config::Overrides,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        Command::CheckConfig => {
+        Command::CheckConfig { sample, source } => {
             out!("{}", config::describe(&config));
             if !config.dry_run {
                 if let Err(e) = config::load_token(config.token.as_ref()) {
@@ -249,7 +256,11 @@ fn execute(
                 }
             }
             outln!("ok");
-            Ok(ExitCode::SUCCESS)
+            if sample.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            outln!("\nwhat the samples become (nothing is queued or sent):");
+            preview(&config, source.as_deref(), false, &sample)
         }
         Command::Run { once: false, .. } => {
             daemon::run(config, path.to_path_buf(), overrides)?;
@@ -397,6 +408,11 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
         let path = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
         let src = source_for(config, source, &path)?;
         let shown = path.display().to_string();
+        if let Some(why) = src.format.not_read(&path) {
+            logging::eprint_error(&format_args!("{shown}: {why}"));
+            unreadable = true;
+            continue;
+        }
         let (mut events, mut skipped, mut rejected) = (0, 0, 0);
         let mut coverage = Coverage::default();
         let read = commands::preview(config, src, &path, &mut |found| {

@@ -14,6 +14,7 @@ mod edges;
 mod logs;
 mod parts;
 mod pii;
+mod preview;
 mod redo;
 mod refusals;
 mod reread;

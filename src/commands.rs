@@ -35,6 +35,16 @@ pub fn flush(config: &Config, timeout: Duration) -> Result<FlushReport, CommandE
     Ok(sender::flush(&mut sender, timeout)?)
 }
 
+/// `send-test`: record its request in the queue's send log (for `watch` and `status`), when there
+/// is a queue; `send-test` never creates one (it may run as another user than the service).
+pub fn record_send_test(config: &Config, entry: &crate::queue::SendLogEntry) -> Result<bool, CommandError> {
+    match Queue::open_existing(&config.queue_path) {
+        Ok(queue) => queue.log_request(entry).map(|()| true).map_err(Into::into),
+        Err(QueueError::Missing(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// What `import` did with one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Imported {

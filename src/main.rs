@@ -492,6 +492,9 @@ fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
     };
     outln!("sending test Purchase {} to {} with test_event_code {code}", test.event_id, test.endpoint());
     let report = test.send()?;
+    if let Err(e) = commands::record_send_test(config, &report.log_entry(offline_events_agent::now(), code)) {
+        logging::eprint_error(&format_args!("the request is not in the send log: {e}"));
+    }
     outln!("http {}: {}", report.status, report.body.trim());
     outln!("{}", report.explain());
     Ok(if report.delivered() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNDELIVERED) })

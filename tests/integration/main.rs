@@ -22,3 +22,4 @@ mod resilience;
 mod service;
 mod token;
 mod values;
+mod watch;

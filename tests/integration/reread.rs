@@ -100,3 +100,36 @@ fn dead_letter_reread_finds_archived_files_behind_rejected_rows() {
     let out = agent.cmd(&["dead-letter", "reread"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn a_wrong_time_zone_is_fixed_by_reading_the_file_again() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    let set_zone = |zone: &str| {
+        let text = std::fs::read_to_string(&agent.config).unwrap();
+        let start = text.find("time_zone = ").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        std::fs::write(&agent.config, format!("{}time_zone = \"{zone}\"{}", &text[..start], &text[end..])).unwrap();
+    };
+    // Local times written by a till in UTC, read as Los Angeles time: 8 hours in the future.
+    let local = |secs_ago: i64| jiff::Timestamp::from_second(now() - secs_ago).unwrap().strftime("%Y-%m-%d %H:%M:%S");
+    let mut text = String::from("order_id,event_time,email,content_id,price,quantity\n");
+    for o in 0..3 {
+        text.push_str(&format!("Z{o},{},c{o}@example.com,SKU,{o}.50,1\n", local(3600 + o)));
+    }
+    let file = agent.dir.path().join("zone.csv");
+    std::fs::write(&file, text).unwrap();
+    let file = file.to_str().unwrap();
+    set_zone("America/Los_Angeles");
+    agent.cmd_ok(&["import", file]);
+    assert_eq!(agent.counts(), (0, 0, 3), "dead as `future`");
+
+    set_zone("UTC");
+    let out = agent.cmd(&["import", "--force", file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("3 dead events"), "{}", stderr(&out));
+    assert_eq!(agent.counts(), (3, 0, 0), "queued again with the right times");
+    agent.cmd_ok(&["flush"]);
+    assert_eq!(agent.counts(), (0, 3, 0));
+    assert_eq!(fake.unique_ids(), ids("Z", 3));
+}

@@ -54,6 +54,7 @@ enum Command {
     },
     /// Queue depth, last delivery, errors, files.
     Status {
+        /// Print everything as JSON (for scripts and monitoring).
         #[arg(long)]
         json: bool,
     },
@@ -79,6 +80,7 @@ enum Command {
         /// Print each event's JSON as it would be sent.
         #[arg(long)]
         json: bool,
+        /// Export files to show.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -90,6 +92,7 @@ enum Command {
     },
     /// Send one test Purchase with a test_event_code, to check the token and event set.
     SendTest {
+        /// The code from TikTok Events Manager's Test Events tab, where the event then shows.
         #[arg(long)]
         test_event_code: String,
     },
@@ -107,12 +110,33 @@ enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// Shell completions and man pages, generated from this command line (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// bash, zsh and fish completions, written into DIR.
+    Completions {
+        /// Folder to write offline-events-agent.bash, _offline-events-agent and offline-events-agent.fish into.
+        dir: PathBuf,
+    },
+    /// Man pages (section 1: the command and each subcommand), written into DIR.
+    Man {
+        /// Folder to write offline-events-agent.1 and offline-events-agent-SUBCOMMAND.1 into.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum DeadAction {
     /// List dead events and rejected rows.
     List {
+        /// Print them as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -172,6 +196,16 @@ impl Selection {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no config: it runs at packaging time.
+    if let Command::Generate { what } = &cli.command {
+        return match generate(what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                logging::eprint_error(&format_args!("{e:#}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Absolute once, here: relative source folders resolve against it, and the watcher reports
     // absolute paths, so a relative `--config` would make every file event miss its source.
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
@@ -235,6 +269,29 @@ fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
+/// Write completions or man pages generated from [`Cli`]'s definitions into their folder.
+fn generate(what: &Generate) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    let name = cmd.get_name().to_string();
+    match what {
+        Generate::Completions { dir } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+            for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+                let path = clap_complete::generate_to(shell, &mut cmd.clone(), &name, dir)
+                    .with_context(|| format!("{shell} completions into {}", dir.display()))?;
+                outln!("{}", path.display());
+            }
+        }
+        Generate::Man { dir } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir).with_context(|| format!("man pages into {}", dir.display()))?;
+            outln!("{}", dir.display());
+        }
+    }
+    Ok(())
+}
+
 /// Whether an error comes from writing to a pipe whose reader has gone.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
@@ -293,6 +350,7 @@ fn execute(
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter { action } => dead_letter(&config, action),
+        Command::Generate { what } => generate(&what).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -536,4 +594,47 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every subcommand, hidden or not, and every argument it takes, with the path to it.
+    fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<(String, Option<String>)>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let help = arg.get_help().or(arg.get_long_help()).map(|h| h.to_string());
+            found.push((format!("{path} {id}"), help));
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let here = format!("{path} {}", sub.get_name());
+            found.push((here.clone(), sub.get_about().or(sub.get_long_about()).map(|h| h.to_string())));
+            walk(sub, &here, found);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut found = Vec::new();
+        walk(&cmd, "offline-events-agent", &mut found);
+        assert!(found.len() > 30, "the walk found only {found:?}");
+        let missing: Vec<&str> = found
+            .iter()
+            .filter(|(_, help)| help.as_deref().is_none_or(|h| h.trim().is_empty()))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -54,3 +54,28 @@ fn debug_says_what_the_agent_is_doing() {
     assert!(has("sending a batch of 3 events ("), "no batch line:\n{log}");
     assert!(has("nothing to send; waiting for new events"), "no wait line:\n{log}");
 }
+
+#[test]
+fn under_journald_every_line_carries_its_priority_in_text_and_in_json() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    let journal = ("JOURNAL_STREAM", "8:12345");
+    let text = service_log(&fake, &agent, &[journal], 2);
+    assert!(text.lines().all(|l| l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<3>")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("<6>delivered 2 events")), "{text}");
+    // A bad config at start is an error line for `journalctl -p err`.
+    std::fs::write(&agent.config, "event_source_id = 5\n").unwrap();
+    let out = agent.cmd_env(&["check-config"], &[journal]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).lines().all(|l| l.starts_with("<3>")));
+
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts { top: "log_format = \"json\"".into(), ..Opts::default() });
+    let json = service_log(&fake, &agent, &[journal], 2);
+    for line in json.lines() {
+        let (prefix, object) = line.split_at(3);
+        assert!(["<6>", "<4>", "<3>"].contains(&prefix), "{line}");
+        let value: serde_json::Value = serde_json::from_str(object).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(value["level"] == "info", prefix == "<6>", "{line}");
+    }
+}

@@ -144,10 +144,10 @@ enum DeadAction {
     Requeue(Selection),
     /// Delete dead events for good.
     Purge(Selection),
-    /// Read the files behind rejected rows again with the current config (`import --force`),
-    /// found where they were read or in the archive.
+    /// Read the files behind rejected rows and events dead on arrival again with the current
+    /// config (`import --force`), found where they were read or in the archive.
     Reread {
-        /// Every file with rejected rows.
+        /// Every file with rejected rows or events dead on arrival.
         #[arg(long, conflicts_with = "file", required_unless_present = "file")]
         all: bool,
         /// The file with this path (as `dead-letter list` shows it, or its archived path).
@@ -414,8 +414,8 @@ fn print_imported(path: &std::path::Path, imported: &commands::Imported) {
     }
 }
 
-/// `dead-letter reread`: find the files behind rejected rows (where they were read, else in the
-/// archive) and import them again with `--force`. A file found nowhere is an error naming it.
+/// `dead-letter reread`: find the files behind rejected rows and events dead on arrival (where
+/// they were read, else in the archive) and import them again with `--force`. A file found nowhere is an error naming it.
 fn reread(config: &Config, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let queue = Queue::open_existing(&config.queue_path)?;
     let wanted = file.map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf()));
@@ -441,9 +441,12 @@ fn reread(config: &Config, file: Option<&std::path::Path>) -> anyhow::Result<Exi
         match &wanted {
             // A file the queue knows no rejects of: read it again all the same.
             Some(path) if path.exists() => chosen.push((source_for(config, None, path)?, path.clone())),
-            Some(path) => anyhow::bail!("{}: no rejected rows from this file, and it does not exist", path.display()),
+            Some(path) => anyhow::bail!(
+                "{}: no rejected rows or events dead on arrival from this file, and it does not exist",
+                path.display()
+            ),
             None => {
-                outln!("no rejected rows from files that were read: nothing to read again");
+                outln!("no rejected rows or events dead on arrival from files that were read: nothing to read again");
                 return Ok(ExitCode::SUCCESS);
             }
         }

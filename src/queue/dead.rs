@@ -34,7 +34,8 @@ pub enum DeadFilter {
     Reason(DeadReason),
 }
 
-/// An ingested file some rows of which were rejected, and where its content may be now.
+/// An ingested file some rows of which were rejected or whose events were dead on arrival (outside
+/// the window: a wrong `time_zone` does that), and where its content may be now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RejectedFile {
     pub file_id: i64,
@@ -45,6 +46,7 @@ pub struct RejectedFile {
     /// Where it was archived since, newest first (the `archived` table, by content).
     pub archived: Vec<String>,
     pub rejects: i64,
+    pub dead_on_arrival: i64,
 }
 
 /// What superseding an old read of a file removed: its rejected rows (the new read records its
@@ -57,21 +59,28 @@ pub struct Superseded {
 }
 
 impl Queue {
-    /// The ingested files with rejected rows, oldest first; only those read from `path` (or
-    /// archived as `path`) when given.
+    /// The ingested files with rejected rows or events dead on arrival, oldest first; only those
+    /// read from `path` (or archived as `path`) when given. Found from the rejected rows and the
+    /// dead events (by the state index), not by looking at every file's events.
     pub fn rejected_files(&self, path: Option<&str>) -> Result<Vec<RejectedFile>> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT f.id, f.content_hash, f.source, f.path, COUNT(r.id)
-                 FROM files f JOIN rejects r ON r.file_id = f.id
-                 WHERE f.state = ?1 AND (?2 IS NULL OR f.path = ?2 OR r.path = ?2
+                "WITH r AS (SELECT file_id, COUNT(*) AS n FROM rejects WHERE file_id IS NOT NULL GROUP BY file_id),
+                      d AS (SELECT file_id, COUNT(*) AS n FROM events
+                            WHERE state = ?3 AND dead_message = ?4 AND file_id IS NOT NULL GROUP BY file_id),
+                      both AS (SELECT file_id FROM r UNION SELECT file_id FROM d)
+                 SELECT f.id, f.content_hash, f.source, f.path, COALESCE(r.n, 0), COALESCE(d.n, 0)
+                 FROM both JOIN files f ON f.id = both.file_id
+                 LEFT JOIN r ON r.file_id = f.id LEFT JOIN d ON d.file_id = f.id
+                 WHERE f.state = ?1 AND (?2 IS NULL OR f.path = ?2
+                       OR EXISTS (SELECT 1 FROM rejects x WHERE x.file_id = f.id AND x.path = ?2)
                        OR EXISTS (SELECT 1 FROM archived a WHERE a.content_hash = f.content_hash AND a.path = ?2))
-                 GROUP BY f.id ORDER BY f.id",
+                 ORDER BY f.id",
             )
             .map_err(|e| self.sqlite(e))?;
         let files = stmt
-            .query_map(params![FileState::Ingested, path], |r| {
+            .query_map(params![FileState::Ingested, path, EventState::Dead, DeadReason::ON_ARRIVAL_MESSAGE], |r| {
                 Ok(RejectedFile {
                     file_id: r.get(0)?,
                     content_hash: r.get(1)?,
@@ -79,6 +88,7 @@ impl Queue {
                     path: r.get(3)?,
                     archived: Vec::new(),
                     rejects: r.get(4)?,
+                    dead_on_arrival: r.get(5)?,
                 })
             })
             .map_err(|e| self.sqlite(e))?

@@ -102,7 +102,7 @@ fn dead_letter_reread_finds_archived_files_behind_rejected_rows() {
 }
 
 #[test]
-fn a_wrong_time_zone_is_fixed_by_reading_the_file_again() {
+fn a_wrong_time_zone_is_fixed_by_reading_the_file_behind_the_dead_events_again() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let agent = Agent::new(&fake.base_url(), Opts::default());
     let set_zone = |zone: &str| {
@@ -124,8 +124,9 @@ fn a_wrong_time_zone_is_fixed_by_reading_the_file_again() {
     agent.cmd_ok(&["import", file]);
     assert_eq!(agent.counts(), (0, 0, 3), "dead as `future`");
 
+    // `dead-letter reread --all` finds the file behind the dead events where it was read.
     set_zone("UTC");
-    let out = agent.cmd(&["import", "--force", file]);
+    let out = agent.cmd(&["dead-letter", "reread", "--all"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("3 dead events"), "{}", stderr(&out));
     assert_eq!(agent.counts(), (3, 0, 0), "queued again with the right times");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packaging CI: builds the .deb and the .rpm from Cargo.toml's metadata and checks them: lintian,
-# the installed layout and modes, the conffile, the config template (check-config by the installed
+# the installed layout and modes (shell completions and man pages generated from the command line
+# by the release binary included), the conffile, the config template (check-config by the installed
 # binary, as the service's group would read it), install/upgrade/remove/purge with the maintainer
 # scripts, the unit (systemd-analyze verify: no output) and its sandboxing (systemd-analyze security
 # exposure at most 2.0), and the .rpm's scriptlets (install, upgrade, erase in a throwaway root).
@@ -62,6 +63,17 @@ installed_version() { "$1" --version 2>/dev/null | awk '{ print $2 }'; }
 step "release build"
 cargo build --release --locked
 
+step "shell completions and man pages (generated from the command line's definitions)"
+# Where Cargo.toml's assets expect them; the man pages gzipped as both distributions install them.
+ASSETS=target/assets
+rm -rf "$ASSETS"
+"$CARGO_TARGET_DIR/release/$PKG" generate completions "$ASSETS/completions"
+"$CARGO_TARGET_DIR/release/$PKG" generate man "$ASSETS/man"
+gzip -9n "$ASSETS"/man/*.1
+man_pages=$(ls "$ASSETS"/man/*.1.gz | wc -l)
+((man_pages >= 10)) || fail "only $man_pages man pages were generated"
+ls "$ASSETS"/completions "$ASSETS"/man
+
 step "build the .deb and the .rpm"
 OUT=$CARGO_TARGET_DIR/packages
 rm -rf "$OUT"
@@ -94,6 +106,13 @@ grep -qx "/etc/$PKG/config.toml" <<<"$conffiles" || fail "config.toml is not a c
 echo "ok: /etc/$PKG/config.toml is a conffile"
 contents=$(dpkg-deb -c "$DEB")
 grep -q "/token$" <<<"$contents" && fail "the package must not ship a token"
+for f in usr/share/bash-completion/completions/$PKG usr/share/zsh/vendor-completions/_$PKG \
+    usr/share/fish/vendor_completions.d/$PKG.fish usr/share/man/man1/$PKG.1.gz \
+    usr/share/man/man1/$PKG-import.1.gz usr/share/man/man1/$PKG-dead-letter-reread.1.gz; do
+    grep -Eq "^-rw-r--r-- .* \./$f\$" <<<"$contents" || fail "the .deb lacks /$f (mode 644)"
+done
+[[ $(grep -c "\./usr/share/man/man1/.*\.1\.gz$" <<<"$contents") == "$man_pages" ]] || fail "the .deb lacks man pages"
+echo "ok: completions (bash, zsh, fish) and $man_pages man pages in the .deb"
 grep -q adduser <<<"$(dpkg-deb -f "$DEB" Depends)" || fail "Depends lacks adduser"
 
 step "the config template lists every key README.md documents"
@@ -251,6 +270,12 @@ expect_rpm() { # mode path
 expect_rpm '-rwxr-xr-x' "/usr/bin/$PKG"
 expect_rpm '-rw-r--r--' "/usr/lib/systemd/system/$UNIT"
 expect_rpm '-rw-r-----' "/etc/$PKG/config.toml"
+expect_rpm '-rw-r--r--' "/usr/share/bash-completion/completions/$PKG"
+expect_rpm '-rw-r--r--' "/usr/share/zsh/site-functions/_$PKG"
+expect_rpm '-rw-r--r--' "/usr/share/fish/vendor_completions.d/$PKG.fish"
+expect_rpm '-rw-r--r--' "/usr/share/man/man1/$PKG.1.gz"
+expect_rpm '-rw-r--r--' "/usr/share/man/man1/$PKG-import.1.gz"
+[[ $(grep -c "/usr/share/man/man1/.*\.1\.gz$" <<<"$listing") == "$man_pages" ]] || fail "the .rpm lacks man pages"
 flags=$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" | sed -n "s| /etc/$PKG/config.toml$||p")
 [[ $flags == *c* && $flags == *n* ]] || fail "config.toml is not %config(noreplace) (flags '$flags')"
 echo "ok: /etc/$PKG/config.toml is %config(noreplace)"

@@ -44,7 +44,14 @@ enum Command {
         timeout_secs: Duration,
     },
     /// Validate the config and print the effective settings (the token is never shown).
-    CheckConfig,
+    CheckConfig {
+        /// Also show what this real export becomes with the config, as `preview` does (repeatable).
+        #[arg(long, value_name = "FILE")]
+        sample: Vec<PathBuf>,
+        /// With --sample: use this source's settings; default as for `import`.
+        #[arg(long, requires = "sample")]
+        source: Option<String>,
+    },
     /// Is the service running and delivering? State, queue, each source, and what needs attention.
     /// Works with an invalid config too (it needs only the queue); exit 0 whenever a report is shown.
     Status {
@@ -60,6 +67,11 @@ enum Command {
         /// Use this source's settings (format, time zone, currency...); default: the source whose folder holds the file, or the only source.
         #[arg(long)]
         source: Option<String>,
+        /// Read files again that were read before (same content), with the current config: after
+        /// fixing a config mistake. Orders queued or sent before are not queued again.
+        #[arg(long)]
+        force: bool,
+        /// Export files to read.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -72,6 +84,7 @@ enum Command {
         /// Print each event's JSON as it would be sent.
         #[arg(long)]
         json: bool,
+        /// Export files to show.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -83,6 +96,7 @@ enum Command {
     },
     /// Send one test Purchase with a test_event_code, to check the token and event set.
     SendTest {
+        /// The code from TikTok Events Manager's Test Events tab, where the event then shows.
         #[arg(long)]
         test_event_code: String,
     },
@@ -103,12 +117,33 @@ enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// Shell completions and man pages, generated from this command line (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// bash, zsh and fish completions, written into DIR.
+    Completions {
+        /// Folder to write offline-events-agent.bash, _offline-events-agent and offline-events-agent.fish into.
+        dir: PathBuf,
+    },
+    /// Man pages (section 1: the command and each subcommand), written into DIR.
+    Man {
+        /// Folder to write offline-events-agent.1 and offline-events-agent-SUBCOMMAND.1 into.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum DeadAction {
     /// List dead events and rejected rows.
     List {
+        /// Print them as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -116,6 +151,16 @@ enum DeadAction {
     Requeue(Selection),
     /// Delete dead events for good.
     Purge(Selection),
+    /// Read the files behind rejected rows and events dead on arrival again with the current
+    /// config (`import --force`), found where they were read or in the archive.
+    Reread {
+        /// Every file with rejected rows or events dead on arrival.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        all: bool,
+        /// The file with this path (as `dead-letter list` shows it, or its archived path).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -158,7 +203,16 @@ impl Selection {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    // Needs no config: it runs at packaging time.
+    if let Command::Generate { what } = &cli.command {
+        return match generate(what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                logging::eprint_error(&format_args!("{e:#}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Absolute once, here: relative source folders resolve against it, and the watcher reports
     // absolute paths, so a relative `--config` would make every file event miss its source.
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
@@ -172,6 +226,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    match logging::choose_format(config.log_format, std::env::var(logging::FORMAT_ENV).ok().as_deref()) {
+        Ok(format) => logging::init(format),
+        Err(e) => {
+            logging::eprint_error(&e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let overrides = match &cli.command {
         Command::Run { test_event_code, dry_run, .. } => {
             config::Overrides { test_event_code: test_event_code.clone(), dry_run: *dry_run }
@@ -221,6 +282,29 @@ fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
+/// Write completions or man pages generated from [`Cli`]'s definitions into their folder.
+fn generate(what: &Generate) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    let name = cmd.get_name().to_string();
+    match what {
+        Generate::Completions { dir } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+            for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+                let path = clap_complete::generate_to(shell, &mut cmd.clone(), &name, dir)
+                    .with_context(|| format!("{shell} completions into {}", dir.display()))?;
+                outln!("{}", path.display());
+            }
+        }
+        Generate::Man { dir } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir).with_context(|| format!("man pages into {}", dir.display()))?;
+            outln!("{}", dir.display());
+        }
+    }
+    Ok(())
+}
+
 /// Whether an error comes from writing to a pipe whose reader has gone.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
@@ -233,7 +317,7 @@ fn execute(
     overrides: config::Overrides,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        Command::CheckConfig => {
+        Command::CheckConfig { sample, source } => {
             out!("{}", config::describe(&config));
             if !config.dry_run {
                 if let Err(e) = config::load_token(config.token.as_ref()) {
@@ -242,7 +326,11 @@ fn execute(
                 }
             }
             outln!("ok");
-            Ok(ExitCode::SUCCESS)
+            if sample.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            outln!("\nwhat the samples become (nothing is queued or sent):");
+            preview(&config, source.as_deref(), false, &sample)
         }
         Command::Run { once: false, .. } => {
             daemon::run(config, path.to_path_buf(), overrides)?;
@@ -259,7 +347,7 @@ fn execute(
             }
             show_status(&status::gather(&origin)?, json)
         }
-        Command::Import { source, files } => import(&config, source.as_deref(), &files),
+        Command::Import { source, force, files } => import(&config, source.as_deref(), force, &files),
         Command::Preview { source, json, files } => preview(&config, source.as_deref(), json, &files),
         Command::Flush { timeout_secs } => {
             let report = commands::flush(&config, timeout_secs)?;
@@ -273,6 +361,7 @@ fn execute(
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter { action } => dead_letter(&config, action),
+        Command::Generate { what } => generate(&what).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -354,14 +443,71 @@ fn source_for<'c>(
     }
 }
 
-fn import(config: &Config, source: Option<&str>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn import(config: &Config, source: Option<&str>, force: bool, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut chosen = Vec::new();
     for file in files {
         let path = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
         chosen.push((source_for(config, source, &path)?, path));
     }
-    let failed = commands::import(config, chosen)?;
+    let failed = commands::import(config, chosen, force, &mut print_imported)?;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Say what `import` did with a file when the log does not (it logs every file it reads).
+fn print_imported(path: &std::path::Path, imported: &commands::Imported) {
+    if let commands::Imported::Known { known_as } = imported {
+        let shown = offline_events_agent::source::shown(path);
+        eprintln!(
+            "{shown}: same content as {known_as} (already ingested), nothing queued; to read it again with the current config: import --force {shown}"
+        );
+    }
+}
+
+/// `dead-letter reread`: find the files behind rejected rows and events dead on arrival (where
+/// they were read, else in the archive) and import them again with `--force`. A file found nowhere is an error naming it.
+fn reread(config: &Config, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let queue = Queue::open_existing(&config.queue_path)?;
+    let wanted = file.map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf()));
+    let files = queue.rejected_files(wanted.as_ref().map(|p| p.display().to_string()).as_deref())?;
+    drop(queue);
+    let mut chosen = Vec::new();
+    let mut gone = Vec::new();
+    for f in &files {
+        let Some(src) = config.sources.iter().find(|s| s.name == f.source) else {
+            gone.push(format!("{}: its source `{}` is no longer in the config", f.path, f.source));
+            continue;
+        };
+        match commands::locate(src, f) {
+            Some(path) => chosen.push((src, path)),
+            None => gone.push(format!(
+                "{}: gone (not there{} any more, or changed)",
+                f.path,
+                if f.archived.is_empty() { String::new() } else { format!(" nor at {}", f.archived.join(", ")) }
+            )),
+        }
+    }
+    if files.is_empty() {
+        match &wanted {
+            // A file the queue knows no rejects of: read it again all the same.
+            Some(path) if path.exists() => chosen.push((source_for(config, None, path)?, path.clone())),
+            Some(path) => anyhow::bail!(
+                "{}: no rejected rows or events dead on arrival from this file, and it does not exist",
+                path.display()
+            ),
+            None => {
+                outln!("no rejected rows or events dead on arrival from files that were read: nothing to read again");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    for path in &chosen {
+        outln!("reading again: {}", offline_events_agent::source::shown(&path.1));
+    }
+    let failed = !chosen.is_empty() && commands::import(config, chosen, true, &mut print_imported)?;
+    for g in &gone {
+        logging::eprint_error(&format_args!("{g}"));
+    }
+    Ok(if failed || !gone.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -372,6 +518,11 @@ fn preview(config: &Config, source: Option<&str>, json: bool, files: &[PathBuf])
         let path = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
         let src = source_for(config, source, &path)?;
         let shown = path.display().to_string();
+        if let Some(why) = src.format.not_read(&path) {
+            logging::eprint_error(&format_args!("{shown}: {why}"));
+            unreadable = true;
+            continue;
+        }
         let (mut events, mut skipped, mut rejected) = (0, 0, 0);
         let mut coverage = Coverage::default();
         let read = commands::preview(config, src, &path, &mut |found| {
@@ -451,6 +602,9 @@ fn send_test(config: &Config, code: &str) -> anyhow::Result<ExitCode> {
     };
     outln!("sending test Purchase {} to {} with test_event_code {code}", test.event_id, test.endpoint());
     let report = test.send()?;
+    if let Err(e) = commands::record_send_test(config, &report.log_entry(offline_events_agent::now(), code)) {
+        logging::eprint_error(&format_args!("the request is not in the send log: {e}"));
+    }
     outln!("http {}: {}", report.status, report.body.trim());
     outln!("{}", report.explain());
     Ok(if report.delivered() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNDELIVERED) })
@@ -486,6 +640,53 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
         }
         DeadAction::Requeue(sel) => outln!("requeued {} events", queue.requeue(&sel.filter(&queue)?)?),
         DeadAction::Purge(sel) => outln!("purged {} events", queue.purge(&sel.filter(&queue)?)?),
+        DeadAction::Reread { file, .. } => {
+            drop(queue);
+            return reread(config, file.as_deref());
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every subcommand, hidden or not, and every argument it takes, with the path to it.
+    fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<(String, Option<String>)>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let help = arg.get_help().or(arg.get_long_help()).map(|h| h.to_string());
+            found.push((format!("{path} {id}"), help));
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let here = format!("{path} {}", sub.get_name());
+            found.push((here.clone(), sub.get_about().or(sub.get_long_about()).map(|h| h.to_string())));
+            walk(sub, &here, found);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut found = Vec::new();
+        walk(&cmd, "offline-events-agent", &mut found);
+        assert!(found.len() > 30, "the walk found only {found:?}");
+        let missing: Vec<&str> = found
+            .iter()
+            .filter(|(_, help)| help.as_deref().is_none_or(|h| h.trim().is_empty()))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

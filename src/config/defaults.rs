@@ -22,6 +22,10 @@ pub struct Limit {
     pub max_words: &'static str,
 }
 
+/// `log_format`: the words it takes, the default first.
+pub const LOG_FORMATS: [(&str, super::LogFormat); 2] =
+    [("text", super::LogFormat::Text), ("json", super::LogFormat::Json)];
+
 pub const DEFAULT_API_BASE: &str = "https://business-api.tiktok.com";
 
 /// TikTok's offline event set ids have 19 digits; 15 to 22 are accepted, any other length warned.

@@ -59,6 +59,7 @@ fn top_level(config: &Config) -> Vec<Line> {
         Line::Pair("queue_path", config.queue_path.display().to_string()),
         Line::Pair("max_queue_mb", (config.max_queue_bytes / (1024 * 1024)).to_string()),
         Line::Pair("metrics_textfile", path_or(config.metrics_textfile.as_deref(), "none")),
+        Line::Pair("log_format", config.log_format.name().to_string()),
         Line::Pair("test_event_code", config.test_event_code.as_deref().unwrap_or("none").to_string()),
         Line::Pair("dry_run", config.dry_run.to_string()),
         Line::Pair("attribution_window_days", (config.attribution_window.as_secs() / 86_400).to_string()),

@@ -38,6 +38,28 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How log lines look (`log_format`): tracing's plain lines, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The value as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// The format spelt `word`, as the config spells it.
+    pub fn parse(word: &str) -> Option<LogFormat> {
+        defaults::LOG_FORMATS.iter().find(|(w, _)| *w == word).map(|(_, f)| *f)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterIngest {
     Archive,
@@ -136,6 +158,8 @@ pub struct Config {
     pub metrics_textfile: Option<PathBuf>,
     /// Extra CA certificates (PEM) trusted besides the built-in roots (TLS-inspecting proxies).
     pub ca_bundle: Option<PathBuf>,
+    /// How log lines look; `$OFFLINE_EVENTS_AGENT_LOG_FORMAT` wins over it (see `crate::logging`).
+    pub log_format: LogFormat,
     /// Things that are allowed but deserve a word in the log (an inline token, plain http).
     pub warnings: Vec<String>,
 }

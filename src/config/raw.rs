@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub max_queue_mb: Option<Spanned<u64>>,
     pub metrics_textfile: Option<PathBuf>,
     pub ca_bundle: Option<PathBuf>,
+    pub log_format: Option<Spanned<String>>,
     #[serde(default)]
     pub sender: RawSender,
     #[serde(default)]

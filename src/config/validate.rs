@@ -62,6 +62,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
     let sources = sources(&raw.source, ctx, phone_region, &event_names, &mut f);
     check_queue_apart(&raw.source, &sources, &queue_path, &mut f);
     let max_queue_bytes = max_queue_bytes(raw.max_queue_mb.as_ref(), &mut f);
+    let log_format = choice(raw.log_format.as_ref(), &defaults::LOG_FORMATS, "log_format", &mut f);
     if !f.errors.is_empty() {
         return Err(f.errors);
     }
@@ -69,6 +70,7 @@ pub fn validate(raw: RawConfig, text: &str, ctx: &Context) -> Result<Config, Vec
         max_queue_bytes,
         metrics_textfile: raw.metrics_textfile.as_deref().map(|p| resolve(ctx, p)),
         ca_bundle: raw.ca_bundle.as_deref().map(|p| resolve(ctx, p)),
+        log_format,
         event_source_id,
         token,
         api_base,

@@ -159,6 +159,7 @@ pub(super) async fn ingest_loop(
             }
             match listing {
                 Ok(files) => {
+                    tracing::debug!("source {}: scanned {}: {} files listed", src.name, shown(&src.path), files.len());
                     if !w.folder_ok {
                         tracing::info!("source {}: folder {} is back", src.name, shown(&src.path));
                         w.folder_ok = true;
@@ -171,8 +172,17 @@ pub(super) async fn ingest_loop(
                         if w.handled.get(&path) == Some(&(size, mtime))
                             || waits_for_dispose(w.dispose_retry.get(&path), &(size, mtime), Instant::now())
                         {
+                            tracing::debug!(
+                                "{}: handled already and unchanged (or its archiving waits to be tried again)",
+                                shown(&path)
+                            );
                             continue;
                         }
+                        tracing::debug!(
+                            "{}: seen ({size} bytes); taken once unchanged for {:?}",
+                            shown(&path),
+                            src.settle
+                        );
                         if src.append {
                             w.settle.observe_growing(&path, size, mtime, now);
                         } else if src.done_marker.is_some() {
@@ -227,6 +237,9 @@ pub(super) async fn ingest_loop(
                 full
             };
         let mut work = Vec::new();
+        if held && any_ready {
+            tracing::debug!("files ready to be taken wait: the queue is full (looking again in 5 s)");
+        }
         if !held {
             for (i, src) in config.sources.iter().enumerate() {
                 for path in watched[i].settle.ready(ms(), src.settle) {
@@ -417,6 +430,10 @@ fn apply_signal(config: &Config, watched: &mut [Watched], signal: FsSignal, now_
     let src = &config.sources[i];
     let w = &mut watched[i];
     if !source::is_candidate(src, &path) {
+        tracing::debug!(
+            "{}: not a candidate (its extension, hidden, a done marker or a folder): not read",
+            shown(&path)
+        );
         if src.done_marker.is_some() {
             // Perhaps a done marker: the next scan lists the file it marks.
             w.next_rescan = Instant::now();

@@ -78,6 +78,10 @@ pub(super) async fn send_loop(
                 continue;
             }
             Ok(Step::Idle) => {
+                tracing::debug!(
+                    "nothing to send; waiting for new events (maintenance at the latest in {:?})",
+                    next_maintenance.saturating_duration_since(Instant::now())
+                );
                 // Woken by this process's ingest (`wake`), by maintenance, or by a change another
                 // process committed (`data_version` moves only for other connections' commits).
                 let seen = sender.queue().data_version().ok();
@@ -107,10 +111,20 @@ pub(super) async fn send_loop(
                     ),
                     Verdict::Quiet => {}
                 }
+                tracing::debug!(
+                    "backing off {:.1}s (until {}): {reason}",
+                    delay.as_secs_f64(),
+                    crate::logging::local_time_after(delay)
+                );
                 let probe = connect_failure.then(|| first_hop(&config)).flatten();
                 (delay, probe, false)
             }
             Ok(Step::Paused { retry, reason }) => {
+                tracing::debug!(
+                    "paused; trying again in {:?} (until {}): {reason}",
+                    retry,
+                    crate::logging::local_time_after(retry)
+                );
                 if !paused_logged {
                     tracing::error!("{reason}");
                     paused_logged = true;

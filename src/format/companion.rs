@@ -52,6 +52,18 @@ pub(super) fn find(options: &ReadOptions, kind: &Kind) -> std::io::Result<Result
     }
 }
 
+/// The file a companion at `path` belongs to: named like it with `kind.companion` replaced by
+/// `kind.primary` (`toast-CheckDetails.csv` → `toast-ItemSelectionDetails.csv`, case aside), in
+/// the same folder; it need not exist.
+pub(super) fn primary_alike(path: &Path, kind: &Kind) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let renamed = match name.to_ascii_lowercase().find(&kind.companion.to_ascii_lowercase()) {
+        Some(at) => format!("{}{}{}", &name[..at], kind.primary, &name[at + kind.companion.len()..]),
+        None => name,
+    };
+    path.with_file_name(renamed)
+}
+
 /// The lower-cased name of the companion named like the (lower-cased) file `own`.
 fn alike(own: &str, kind: &Kind) -> String {
     own.replacen(&kind.primary.to_ascii_lowercase(), &kind.companion.to_ascii_lowercase(), 1)

@@ -262,6 +262,24 @@ impl Format {
         companion::named_alike(path, self.spec().companion?)
     }
 
+    /// Why this format does not read the file at `path` and which file to read instead (a
+    /// companion names the file of its export that joins it); `None` when it reads it.
+    pub fn not_read(self, path: &std::path::Path) -> Option<String> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        if self.reads_file(&name) {
+            return None;
+        }
+        Some(match self.spec().companion {
+            Some(kind) if (kind.matches)(&name) => format!(
+                "the {} file of a split {} export, which is read through its other file: use {} instead (it joins this one)",
+                kind.what,
+                self.name(),
+                crate::source::shown(&companion::primary_alike(path, kind))
+            ),
+            _ => format!("not a file the {} format reads (the other files of its export are not read)", self.name()),
+        })
+    }
+
     /// Whether the format is split over two files (its reader joins a companion).
     pub fn has_companion(self) -> bool {
         self.spec().companion.is_some()
@@ -541,6 +559,29 @@ pub fn consent_given(cell: &str) -> bool {
 #[cfg(test)]
 mod registry_tests {
     use super::*;
+
+    #[test]
+    fn a_companion_names_the_file_to_read_instead() {
+        let f = |name| Format::from_name(name).unwrap();
+        let table = [
+            ("toast", "/pos/ItemSelectionDetails.csv", None),
+            ("toast", "/pos/toast-CheckDetails.csv", Some("use /pos/toast-ItemSelectionDetails.csv instead")),
+            ("toast", "/pos/2026/checkdetails_0312.csv", Some("use /pos/2026/ItemSelectionDetails_0312.csv instead")),
+            ("toast", "/pos/PaymentDetails.csv", Some("not a file the toast format reads")),
+            ("dsfinvk", "/x/lines.csv", Some("use /x/transactions.csv instead")),
+            ("dsfinvk", "/x/transactions.csv", None),
+            ("loyverse", "/l/receipts-2026.csv", Some("use /l/receipts-by-item-2026.csv instead")),
+            ("loyverse", "/l/receipts-by-item-2026.csv", None),
+            ("native-csv", "/n/CheckDetails.csv", None),
+        ];
+        for (format, path, expected) in table {
+            let got = f(format).not_read(std::path::Path::new(path));
+            match expected {
+                None => assert_eq!(got, None, "{format} {path}"),
+                Some(part) => assert!(got.as_deref().is_some_and(|g| g.contains(part)), "{format} {path}: {got:?}"),
+            }
+        }
+    }
 
     #[test]
     fn every_row_is_complete_and_named_once() {

@@ -122,7 +122,7 @@ pub fn take_with(
             if quiet {
                 tracing::debug!("{shown}: same content as {known_as} (already ingested), nothing queued");
             } else {
-                tracing::info!("{shown}: same content as {known_as} (already ingested), nothing queued");
+                tracing::info!("{shown}: same content as {known_as} (already ingested), nothing queued; to read it again with the current config: offline-events-agent import --force FILE");
             }
             if dispose && !dispose_file(queue, src, path, record.id, quiet) {
                 return FileResult::DisposeFailed;

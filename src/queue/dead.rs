@@ -1,6 +1,7 @@
-//! Dead letters and rejected rows: listed, requeued, purged.
+//! Dead letters and rejected rows: listed, requeued, purged; the files behind rejected rows found
+//! again and their old reads superseded, so that a file read under a wrong config can be read again.
 
-use super::{DeadReason, EventState, Queue, Result};
+use super::{DeadReason, EventState, FileState, Queue, QueueError, Result};
 use rusqlite::params;
 use serde::Serialize;
 
@@ -33,7 +34,104 @@ pub enum DeadFilter {
     Reason(DeadReason),
 }
 
+/// An ingested file some rows of which were rejected or whose events were dead on arrival (outside
+/// the window: a wrong `time_zone` does that), and where its content may be now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedFile {
+    pub file_id: i64,
+    pub content_hash: String,
+    pub source: String,
+    /// Where it was read.
+    pub path: String,
+    /// Where it was archived since, newest first (the `archived` table, by content).
+    pub archived: Vec<String>,
+    pub rejects: i64,
+    pub dead_on_arrival: i64,
+}
+
+/// What superseding an old read of a file removed: its rejected rows (the new read records its
+/// own) and its dead events (never delivered: the new read queues them again, built with the
+/// current config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Superseded {
+    pub rejects: usize,
+    pub dead: usize,
+}
+
 impl Queue {
+    /// The ingested files with rejected rows or events dead on arrival, oldest first; only those
+    /// read from `path` (or archived as `path`) when given. Found from the rejected rows and the
+    /// dead events (by the state index), not by looking at every file's events.
+    pub fn rejected_files(&self, path: Option<&str>) -> Result<Vec<RejectedFile>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "WITH r AS (SELECT file_id, COUNT(*) AS n FROM rejects WHERE file_id IS NOT NULL GROUP BY file_id),
+                      d AS (SELECT file_id, COUNT(*) AS n FROM events
+                            WHERE state = ?3 AND dead_message = ?4 AND file_id IS NOT NULL GROUP BY file_id),
+                      both AS (SELECT file_id FROM r UNION SELECT file_id FROM d)
+                 SELECT f.id, f.content_hash, f.source, f.path, COALESCE(r.n, 0), COALESCE(d.n, 0)
+                 FROM both JOIN files f ON f.id = both.file_id
+                 LEFT JOIN r ON r.file_id = f.id LEFT JOIN d ON d.file_id = f.id
+                 WHERE f.state = ?1 AND (?2 IS NULL OR f.path = ?2
+                       OR EXISTS (SELECT 1 FROM rejects x WHERE x.file_id = f.id AND x.path = ?2)
+                       OR EXISTS (SELECT 1 FROM archived a WHERE a.content_hash = f.content_hash AND a.path = ?2))
+                 ORDER BY f.id",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let files = stmt
+            .query_map(params![FileState::Ingested, path, EventState::Dead, DeadReason::ON_ARRIVAL_MESSAGE], |r| {
+                Ok(RejectedFile {
+                    file_id: r.get(0)?,
+                    content_hash: r.get(1)?,
+                    source: r.get(2)?,
+                    path: r.get(3)?,
+                    archived: Vec::new(),
+                    rejects: r.get(4)?,
+                    dead_on_arrival: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.sqlite(e))?;
+        let mut archived = self
+            .conn
+            .prepare_cached("SELECT path FROM archived WHERE content_hash = ?1 ORDER BY recorded_at DESC, path")
+            .map_err(|e| self.sqlite(e))?;
+        files
+            .into_iter()
+            .map(|mut f| {
+                f.archived = archived
+                    .query_map([&f.content_hash], |r| r.get(0))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
+                    .map_err(|e| self.sqlite(e))?;
+                Ok(f)
+            })
+            .collect()
+    }
+
+    /// Before a file is read again (`import --force`): its old read (`files` row `file_id`) no
+    /// longer names its content (`reread:<id>` instead of the hash, so the new read is a new file),
+    /// and what the new read will record again is removed, in one transaction: the old read's
+    /// rejected rows and its dead events. Its queued and sent events stay; the new read counts
+    /// them as duplicates (same event ids).
+    pub fn supersede_file(&mut self, file_id: i64) -> Result<Superseded> {
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        let rejects = tx.execute("DELETE FROM rejects WHERE file_id = ?1", [file_id]).map_err(err)?;
+        let dead = tx
+            .execute("DELETE FROM events WHERE file_id = ?1 AND state = ?2", params![file_id, EventState::Dead])
+            .map_err(err)?;
+        tx.execute(
+            "UPDATE files SET content_hash = 'reread:' || id, rejects = 0, events = MAX(events - ?2, 0) WHERE id = ?1",
+            params![file_id, dead as i64],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Superseded { rejects, dead })
+    }
+
     pub fn dead_events(&self, limit: usize) -> Result<Vec<DeadEvent>> {
         let mut stmt = self
             .conn

@@ -17,7 +17,7 @@ mod schema;
 mod state;
 
 pub use agent::AgentState;
-pub use dead::{DeadEvent, DeadFilter, RejectRecord};
+pub use dead::{DeadEvent, DeadFilter, RejectRecord, RejectedFile, Superseded};
 pub use ingest::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Position, PositionRecord};
 pub use open::Recovery;
 pub use outbox::{payload_checksum, Disposition, Queued};

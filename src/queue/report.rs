@@ -13,6 +13,14 @@ pub struct TapEvent {
     pub state: EventState,
     pub file: Option<String>,
     pub payload: String,
+    /// When it was queued.
+    pub queued_at: i64,
+    /// Why it is dead (`expired`...) and the message with it.
+    pub dead_reason: Option<String>,
+    pub dead_message: Option<String>,
+    /// Identifiers its file's read dropped (not valid: an e-mail without `@`, a phone that does
+    /// not parse), over the whole file: the queue does not record them per event.
+    pub file_dropped: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,7 +192,8 @@ impl Queue {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT e.id, e.state, f.path, COALESCE(p.json, '(sent; its JSON is no longer kept)') FROM events e
+                "SELECT e.id, e.state, f.path, COALESCE(p.json, '(sent; its JSON is no longer kept)'),
+                        e.queued_at, e.dead_reason, e.dead_message, COALESCE(f.warnings, 0) FROM events e
                  LEFT JOIN files f ON f.id = e.file_id LEFT JOIN payloads p ON p.id = e.id
                  WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
             )
@@ -197,10 +206,35 @@ impl Queue {
                     state: EventState::from_code(r.get(1)?).unwrap_or(EventState::Dead),
                     file: r.get(2)?,
                     payload: r.get(3)?,
+                    queued_at: r.get(4)?,
+                    dead_reason: r.get(5)?,
+                    dead_message: r.get(6)?,
+                    file_dropped: r.get(7)?,
                 })
             })
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Record a request sent outside the queue (`send-test`) in the send log.
+    pub fn log_request(&self, entry: &SendLogEntry) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO send_log (at, events, http_status, code, class, message, request_id, test_event_code)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    entry.at,
+                    entry.events,
+                    entry.http_status,
+                    entry.code,
+                    entry.class,
+                    entry.message,
+                    entry.request_id,
+                    entry.test_event_code
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
     }
 
     pub fn max_ids(&self) -> Result<(i64, i64)> {

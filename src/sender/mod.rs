@@ -272,6 +272,13 @@ impl Sender {
                 self.settings.test_event_code.as_deref(),
                 part.iter().map(|e| e.payload.as_str()),
             );
+            tracing::debug!(
+                events = part.len(),
+                bytes = body.len(),
+                "sending a batch of {} events ({} bytes)",
+                part.len(),
+                body.len()
+            );
             let (reply, http_status, connect_failure, date) = match (token, &self.settings.dry_run) {
                 (Some(token), None) => match self.client.post(token, &body) {
                     Ok(reply) => {
@@ -590,6 +597,10 @@ impl Sender {
             tracing::info!("forgot {pruned} sent events older than {} days", keep / 86_400);
         }
         let cleared = self.queue.clear_sent_payloads(now - 3600)?;
+        tracing::debug!(
+            "maintenance: {pruned} old sent events forgotten, {cleared} sent events' JSON dropped{}",
+            if cleared > 0 || pruned > 0 { "; WAL checkpointed" } else { "" }
+        );
         if cleared > 0 || pruned > 0 {
             self.queue.give_back_space()?;
         }

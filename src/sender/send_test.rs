@@ -1,9 +1,11 @@
 //! `send-test`: one test Purchase, built like any sale (so it is hashed and shaped the same way),
 //! posted with a `test_event_code` outside the queue, and what TikTok made of it.
 
+use super::plan::Reply;
 use super::{client_config, SendError};
 use crate::config::{load_token, Config, Token};
 use crate::event::{self, RawItem, RawOrder, SourceDefaults};
+use crate::queue::SendLogEntry;
 use crate::tiktok::classify::{classify_reply, Outcome};
 use crate::tiktok::client::Client;
 use crate::tiktok::wire;
@@ -38,6 +40,23 @@ impl SendTestReport {
     /// One sentence for the operator: what TikTok said (code and message) and what to fix.
     pub fn explain(&self) -> String {
         explain(&self.outcome)
+    }
+
+    /// The send-log line for this request, sent `at` with `test_event_code`, as the sender writes
+    /// one for each of its requests (so `watch` shows send-test requests too).
+    pub fn log_entry(&self, at: i64, test_event_code: &str) -> SendLogEntry {
+        let log = super::plan::plan(Reply::Answered(self.outcome.clone()), 1, false).log;
+        SendLogEntry {
+            id: 0,
+            at,
+            events: 1,
+            http_status: Some(i64::from(self.status)),
+            code: log.code,
+            class: log.class,
+            message: log.message,
+            request_id: log.request_id,
+            test_event_code: Some(test_event_code.to_string()),
+        }
     }
 }
 

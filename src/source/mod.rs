@@ -106,12 +106,27 @@ pub fn scan(source: &SourceConfig) -> std::io::Result<Vec<(PathBuf, u64, Option<
         let Ok(entry) = entry else { continue };
         let path = entry.path();
         let Ok(meta) = look(source, &path) else { continue };
+        tracing::debug!(
+            "{}: {}",
+            shown(&path),
+            scan_verdict(meta.is_dir(), is_candidate(source, &path), marked_done(source, &path))
+        );
         if !meta.is_dir() && is_candidate(source, &path) && marked_done(source, &path) != Some(false) {
             found.push((path, meta.len(), meta.modified().ok()));
         }
     }
     found.sort();
     Ok(found)
+}
+
+/// What a scan makes of a folder entry, for the debug log. Pure.
+fn scan_verdict(dir: bool, candidate: bool, marked: Option<bool>) -> &'static str {
+    match (dir, candidate, marked) {
+        (true, _, _) => "a folder, not read",
+        (false, false, _) => "not a candidate (extension, hidden or a done marker), not read",
+        (false, true, Some(false)) => "waits for its done marker",
+        (false, true, _) => "listed",
+    }
 }
 
 /// The file system type of the mount holding `path`, from `/proc/self/mountinfo` text (the longest
@@ -309,6 +324,20 @@ fn sync_dir(dir: Option<&Path>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_scan_says_why_an_entry_is_not_read() {
+        let table = [
+            ("folder", true, true, None, "a folder, not read"),
+            ("other extension", false, false, None, "not a candidate (extension, hidden or a done marker), not read"),
+            ("unmarked", false, true, Some(false), "waits for its done marker"),
+            ("marked", false, true, Some(true), "listed"),
+            ("no marker needed", false, true, None, "listed"),
+        ];
+        for (name, dir, candidate, marked, expected) in table {
+            assert_eq!(super::scan_verdict(dir, candidate, marked), expected, "{name}");
+        }
+    }
+
     use super::*;
 
     const SETTLE: Duration = Duration::from_secs(2);

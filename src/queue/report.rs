@@ -79,6 +79,18 @@ pub struct SourceTotals {
 }
 
 impl Queue {
+    /// The paths a source's files were read from, each with when it was last read: tells a file
+    /// still in its folder after being read (`after_ingest = "keep"`, a dry run, a test session)
+    /// from one waiting to be read.
+    pub fn read_paths(&self, source: &str) -> Result<std::collections::HashMap<String, i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path, MAX(ingested_at) FROM files WHERE source = ?1 GROUP BY path")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt.query_map([source], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.sqlite(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
+    }
+
     /// Each source's file totals, by source name; `since` (Unix seconds) bounds `files_since`.
     pub fn source_totals(&self, since: i64) -> Result<BTreeMap<String, SourceTotals>> {
         let mut stmt = self

@@ -241,6 +241,22 @@ pub fn gather(origin: &Origin<'_>) -> Result<Report, QueueError> {
     gather_from(&queue, origin, crate::now(), Depth::Full)
 }
 
+/// Files in a source's folder not yet read: a file kept after reading (`after_ingest = "keep"`,
+/// a dry run, a test session) is not waiting unless it changed after it was read.
+fn waiting_files(queue: &Queue, s: &crate::config::SourceConfig) -> Result<usize, QueueError> {
+    let read = queue.read_paths(&s.name)?;
+    let files = source::scan(s).unwrap_or_default();
+    Ok(files
+        .iter()
+        .filter(|(path, _, modified)| {
+            let read_at = read.get(&path.display().to_string());
+            let modified =
+                modified.and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64);
+            !matches!((read_at, modified), (Some(at), Some(m)) if *at >= m)
+        })
+        .count())
+}
+
 /// The report from an open queue at `now`.
 pub fn gather_from(queue: &Queue, origin: &Origin<'_>, now: i64, depth: Depth) -> Result<Report, QueueError> {
     let counts = queue.counts()?;
@@ -253,7 +269,10 @@ pub fn gather_from(queue: &Queue, origin: &Origin<'_>, now: i64, depth: Depth) -
     };
     let mut sources: Vec<SourceStatus> = Vec::new();
     for s in origin.config.map(|c| c.sources.as_slice()).unwrap_or_default() {
-        let waiting = (depth == Depth::Full && !s.append).then(|| source::scan(s).map_or(0, |f| f.len()));
+        let waiting = match depth {
+            Depth::Full if !s.append => Some(waiting_files(queue, s)?),
+            _ => None,
+        };
         sources.push(SourceStatus {
             name: s.name.clone(),
             path: Some(s.path.display().to_string()),

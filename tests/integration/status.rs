@@ -186,3 +186,19 @@ fn the_metrics_carry_state_heartbeat_silence_and_match_keys() {
     );
     assert!(text().contains("offline_events_agent_heartbeat_age_seconds "), "{}", text());
 }
+
+#[test]
+fn a_file_kept_after_reading_is_not_waiting_and_a_new_one_is() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts { source: "after_ingest = \"keep\"".into(), ..Opts::default() });
+    let t = now() - 3600;
+    agent.drop_file("day1.csv", &format!("order_id,event_time,email,value\nK1,{t},k1@example.com,1.00\n"));
+    agent.cmd_ok(&["run", "--once"]);
+    assert_eq!(fake.accepted_ids().len(), 1);
+    assert_eq!(agent.status()["sources"][0]["waiting"], 0, "day1.csv was read and kept: not waiting");
+    assert!(!status_text(&agent, &[]).contains("waiting in its folder"));
+
+    agent.drop_file("day2.csv", &format!("order_id,event_time,email,value\nK2,{t},k2@example.com,1.00\n"));
+    assert_eq!(agent.status()["sources"][0]["waiting"], 1, "day2.csv is new");
+    assert!(status_text(&agent, &[]).contains("1 file(s) waiting in its folder"));
+}

@@ -293,3 +293,18 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     assert_eq!(q.counts().unwrap().dead, 1);
 }
+
+#[test]
+fn a_batch_is_read_in_id_order_without_sorting_the_whole_backlog() {
+    let (_dir, q) = temp_queue();
+    let plan: Vec<String> = q
+        .conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", super::outbox::PENDING_BATCH))
+        .unwrap()
+        .query_map(rusqlite::params![1000, EventState::Pending, i64::MIN], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(plan.iter().any(|l| l.contains("events_by_state (state=?)")), "{plan:?}");
+    assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
+}

@@ -19,7 +19,7 @@ mod state;
 pub use agent::AgentState;
 pub use dead::{DeadEvent, DeadFilter, RejectRecord};
 pub use ingest::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Position, PositionRecord};
-pub use open::Recovery;
+pub use open::{lock_wanted, Recovery};
 pub use outbox::{payload_checksum, Disposition, Queued};
 pub use redo::CorruptEvent;
 pub use report::{Counts, SendLogEntry, TapEvent};

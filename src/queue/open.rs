@@ -273,6 +273,7 @@ const LOCK_POLL: Duration = Duration::from_millis(1);
 /// (a big file) could keep the lock from the sender for the whole file; polling this finely, a
 /// short pause between two parts is enough for a waiting connection to get its turn.
 fn wait_for_lock(attempts: i32) -> bool {
+    LAST_LOCK_POLL.store(since_process_start().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
     thread_local! {
         /// When this thread's connection started waiting for the lock it waits for now.
         static WAITING_SINCE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
@@ -288,6 +289,22 @@ fn wait_for_lock(attempts: i32) -> bool {
     }
     std::thread::sleep(LOCK_POLL);
     true
+}
+
+/// When a connection of this process last polled for a lock (microseconds after
+/// [`since_process_start`]'s origin; 0: never).
+static LAST_LOCK_POLL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn since_process_start() -> Duration {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed()
+}
+
+/// Whether a connection of this process polled for a lock within `within`: someone waits for the
+/// write lock that the caller (between two commits) could hand over.
+pub fn lock_wanted(within: Duration) -> bool {
+    let last = LAST_LOCK_POLL.load(std::sync::atomic::Ordering::Relaxed);
+    last > 0 && since_process_start().as_micros() as u64 <= last + within.as_micros() as u64
 }
 
 /// Create the database file with mode 0600 if it does not exist yet (SQLite gives its -wal and

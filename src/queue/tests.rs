@@ -308,3 +308,12 @@ fn a_batch_is_read_in_id_order_without_sorting_the_whole_backlog() {
     assert!(plan.iter().any(|l| l.contains("events_by_state (state=?)")), "{plan:?}");
     assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
 }
+
+#[test]
+fn the_wal_is_emptied_past_an_eighth_of_the_cap_or_64_mib() {
+    let mib = 1024 * 1024;
+    let cases = [(16 * mib, 2 * mib), (512 * mib, 64 * mib), (2048 * mib, 64 * mib), (u64::MAX, 64 * mib)];
+    for (cap, bound) in cases {
+        assert_eq!(super::ingest::wal_bound(cap), bound, "cap {cap}");
+    }
+}

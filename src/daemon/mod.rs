@@ -60,17 +60,51 @@ pub fn run(config: Config, config_path: PathBuf, overrides: Overrides) -> Result
 
 type Task = (&'static str, tokio::task::JoinHandle<()>);
 
+/// Where the full check of the queue file (`PRAGMA quick_check`, seconds for a big queue) stands.
+/// It runs after READY; the loops start once it passed, so a damaged queue is still caught before
+/// anything is written to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Check {
+    Running,
+    Passed,
+    /// The queue must be moved aside and salvaged: the pipeline is restarted with
+    /// [`Pipeline::start`]'s `full_check` (its connections closed first).
+    Damaged(String),
+}
+
 /// The loops of one configuration (ingest, send, redo), and how to stop them.
 struct Pipeline {
     config: Arc<Config>,
     stop: watch::Sender<bool>,
     tasks: Vec<Task>,
+    check: watch::Receiver<Check>,
+}
+
+/// Run `work` once the queue check passed; never when it found damage (then wait for the stop
+/// that the restart sends: a loop that returned on its own would end the service).
+async fn after_check(
+    mut check: watch::Receiver<Check>,
+    mut stop: watch::Receiver<bool>,
+    work: impl std::future::Future<Output = ()>,
+) {
+    let passed = tokio::select! {
+        _ = stop.wait_for(|s| *s) => return,
+        c = check.wait_for(|c| *c != Check::Running) => matches!(c.as_deref(), Ok(Check::Passed)),
+    };
+    if !passed {
+        let _ = stop.wait_for(|s| *s).await;
+        return;
+    }
+    work.await
 }
 
 impl Pipeline {
-    fn start(config: Config, health: Arc<Health>) -> Result<Pipeline, DaemonError> {
+    /// Open the queue and start the loops. With `full_check` the queue file is checked (and
+    /// recovered) before this returns; without it, after (see [`Check`]): start-up to READY does
+    /// not read the whole file.
+    fn start(config: Config, health: Arc<Health>, full_check: bool) -> Result<Pipeline, DaemonError> {
         let config = Arc::new(config);
-        let (ingest_queue, recovery) = Queue::open_checked(&config.queue_path)?;
+        let (ingest_queue, recovery) = Queue::open_recovering(&config.queue_path, full_check)?;
         if let Some(r) = recovery {
             tracing::error!(
                 "the queue {} was damaged ({}); it was moved aside to {} and a fresh queue started with {} events carried over; export files not yet archived are ingested again, archived ones re-ingested from the archive",
@@ -96,20 +130,38 @@ impl Pipeline {
             tracing::warn!("config: {w}");
         }
         let (stop, stop_rx) = watch::channel(false);
+        let (check_tx, check) = watch::channel(if full_check { Check::Passed } else { Check::Running });
+        if !full_check {
+            let path = config.queue_path.clone();
+            tokio::spawn(async move {
+                let result = tokio::task::spawn_blocking(move || Queue::quick_check(&path)).await;
+                let _ = check_tx.send(match result {
+                    Ok(Ok(())) => Check::Passed,
+                    Ok(Err(reason)) => Check::Damaged(reason),
+                    Err(e) => Check::Damaged(format!("the check panicked: {e}")),
+                });
+            });
+        }
         let wake = Arc::new(Notify::new());
-        let ingest = tokio::spawn(ingest_loop::ingest_loop(
-            config.clone(),
-            ingest_queue,
-            wake.clone(),
+        let ingest = tokio::spawn(after_check(
+            check.clone(),
             stop_rx.clone(),
-            health.clone(),
+            ingest_loop::ingest_loop(config.clone(), ingest_queue, wake.clone(), stop_rx.clone(), health.clone()),
         ));
         // In the background: reconciling the archive with the queue never delays READY; it ends
         // with the pipeline (between two files).
-        let redo = tokio::spawn(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone()));
-        let send = tokio::spawn(send_loop::send_loop(config.clone(), sender, wake, stop_rx, health));
+        let redo = tokio::spawn(after_check(
+            check.clone(),
+            stop_rx.clone(),
+            redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone()),
+        ));
+        let send = tokio::spawn(after_check(
+            check.clone(),
+            stop_rx.clone(),
+            send_loop::send_loop(config.clone(), sender, wake, stop_rx, health),
+        ));
         let tasks = vec![(Part::Ingest.name(), ingest), (Part::Send.name(), send), ("archive", redo)];
-        Ok(Pipeline { config, stop, tasks })
+        Ok(Pipeline { config, stop, tasks, check })
     }
 
     /// Stop taking new work; give in-flight work up to `bound`. Returns false if it had to abandon
@@ -143,6 +195,21 @@ impl Pipeline {
             tracing::warn!("the other parts did not stop in time; their work is abandoned (events stay queued)");
         }
         part_ended(name, result)
+    }
+}
+
+/// Wait until the queue check finds damage (pending for ever once it passed).
+async fn damaged(mut check: watch::Receiver<Check>) -> String {
+    let found = match check.wait_for(|c| matches!(c, Check::Damaged(_))).await {
+        Ok(c) => match &*c {
+            Check::Damaged(reason) => Some(reason.clone()),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    match found {
+        Some(reason) => reason,
+        None => std::future::pending().await,
     }
 }
 
@@ -185,9 +252,10 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
     let mut hup = signal(SignalKind::hangup())?;
     let watchdog = sd_notify::watchdog_enabled();
     let health = Arc::new(Health::default());
-    let mut pipeline = Pipeline::start(config, health.clone())?;
+    let mut pipeline = Pipeline::start(config, health.clone(), false)?;
     let mut monitor = Monitor::open(&pipeline.config)?;
-    service::ready(&monitor.status_line(&pipeline.config, &health));
+    // No counts yet: counting a big queue's pending events would delay READY; STATUS follows.
+    service::ready("started; checking the queue");
     let tick = watchdog.map_or(Duration::from_secs(30), |w| (w / 3).min(Duration::from_secs(30)));
     // A deadline, not a sleep per turn: the other arms (STATUS refreshes) wake the loop often, and
     // must not push the watchdog ping back.
@@ -197,6 +265,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
     let mut status_due: Option<Instant> = None;
     let mut status_sent = Instant::now();
     loop {
+        let check = pipeline.check.clone();
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -205,6 +274,17 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                 tracing::error!("{e}");
                 service::status(&e.to_string());
                 return Err(e);
+            }
+            reason = damaged(check) => {
+                tracing::error!("the queue check found damage ({reason}); restarting the pipeline to recover it");
+                let config = Config::clone(&pipeline.config);
+                if !pipeline.stop(Duration::from_secs(4)).await {
+                    tracing::warn!("a part did not stop in time for the recovery");
+                }
+                // Every connection to the damaged file closed before it is moved aside.
+                drop(monitor);
+                pipeline = Pipeline::start(config, health.clone(), true)?;
+                monitor = Monitor::open(&pipeline.config)?;
             }
             _ = hup.recv() => {
                 service::reloading();
@@ -219,7 +299,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                         if !pipeline.stop(Duration::from_secs(4)).await {
                             tracing::warn!("a request was abandoned for the reload; its events stay queued");
                         }
-                        pipeline = Pipeline::start(new, health.clone())?;
+                        pipeline = Pipeline::start(new, health.clone(), false)?;
                         monitor = Monitor::open(&pipeline.config)?;
                     }
                 }

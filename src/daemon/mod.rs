@@ -344,6 +344,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
         );
     }
     tracing::info!("stopped");
+    service::flush(Duration::from_secs(1));
     Ok(())
 }
 

@@ -117,6 +117,8 @@ impl Pipeline {
         ingest_queue.set_size_limit(config.max_queue_bytes)?;
         let send_queue = Queue::open(&config.queue_path)?;
         send_queue.set_size_limit(config.max_queue_bytes)?;
+        // The sender walks the queue in id order, each page once: a small cache does.
+        send_queue.set_cache_kib(512);
         let sender = Sender::new(send_queue, &config, Settings::from_config(&config))?;
         tracing::info!(
             "started: {} source(s), queue {}, sending to {}{}{}",
@@ -356,7 +358,11 @@ struct Monitor {
 
 impl Monitor {
     fn open(config: &Config) -> Result<Monitor, DaemonError> {
-        Ok(Monitor { queue: Queue::open(&config.queue_path)?, last_metrics: None })
+        let queue = Queue::open(&config.queue_path)?;
+        // It counts the pending events once a second: a full-size cache would hold the whole
+        // (state, id) index of a big backlog, beside the sender's and ingest's own.
+        queue.set_cache_kib(256);
+        Ok(Monitor { queue, last_metrics: None })
     }
 
     fn status_line(&self, _config: &Config, health: &Health) -> String {

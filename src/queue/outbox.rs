@@ -31,9 +31,9 @@ pub fn payload_checksum(json: &str) -> i64 {
 }
 
 /// The batch read. Walked in id order on `events_by_state` (state, id), so a batch reads its
-/// `LIMIT` rows and stops: left to itself the planner takes `events_by_state_time` for the
-/// `event_time` bound and then sorts, reading every pending event and its JSON for each batch (a
-/// backlog of N events cost O(N) per batch; half the agent's CPU in a 200,000-event backlog).
+/// `LIMIT` rows and stops: left to itself the planner took the (state, event_time) index of
+/// schemas before v6 for the `event_time` bound and then sorted, reading every pending event and
+/// its JSON for each batch (O(N) per batch: half the agent's CPU in a 200,000-event backlog).
 pub(super) const PENDING_BATCH: &str =
     "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum FROM events e INDEXED BY events_by_state
      JOIN payloads p ON p.id = e.id WHERE e.state = ?2 AND e.event_time >= ?3 ORDER BY e.id LIMIT ?1";

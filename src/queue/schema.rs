@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -109,6 +109,12 @@ CREATE INDEX events_corrupt ON events (id) WHERE dead_reason = 'corrupt';
 /// the position, so a resumed read skips exactly those (0 for append mode, which seeks instead).
 const V5_PARTS: &str = "ALTER TABLE positions ADD COLUMN taken INTEGER NOT NULL DEFAULT 0;";
 
+/// Backlog speed (issue 12): no index on (state, event_time). Every event wrote it at ingest and
+/// rewrote it (a delete and an insert) when it was sent, for two maintenance queries that run at
+/// most every 10 minutes (expiry, prune) and find their rows through `events_by_state` and
+/// `events_sent_at` instead; the sender's batches walk `events_by_state`.
+const V6_BACKLOG: &str = "DROP INDEX IF EXISTS events_by_state_time;";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -138,6 +144,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found < 5 {
         tx.execute_batch(V5_PARTS)?;
     }
+    if found < 6 {
+        tx.execute_batch(V6_BACKLOG)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     tx.commit()?;
     Ok(found)
@@ -160,7 +169,7 @@ mod tests {
         let want = objects(&fresh);
         assert!(want.contains(&"rejects_whole_files".to_string()), "{want:?}");
         // Databases left by earlier agents: the schema at each version, with a row to keep.
-        let all = [V1, V2, V3, V4_REDO];
+        let all = [V1, V2, V3, V4_REDO, V5_PARTS];
         for version in 1..VERSION {
             let steps = &all[..version as usize];
             let mut old = Connection::open_in_memory().unwrap();

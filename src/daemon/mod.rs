@@ -85,7 +85,7 @@ struct Pipeline {
 async fn after_check(
     mut check: watch::Receiver<Check>,
     mut stop: watch::Receiver<bool>,
-    work: impl std::future::Future<Output = ()>,
+    work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) {
     let passed = tokio::select! {
         _ = stop.wait_for(|s| *s) => return,
@@ -148,19 +148,25 @@ impl Pipeline {
         let ingest = tokio::spawn(after_check(
             check.clone(),
             stop_rx.clone(),
-            ingest_loop::ingest_loop(config.clone(), ingest_queue, wake.clone(), stop_rx.clone(), health.clone()),
+            Box::pin(ingest_loop::ingest_loop(
+                config.clone(),
+                ingest_queue,
+                wake.clone(),
+                stop_rx.clone(),
+                health.clone(),
+            )),
         ));
         // In the background: reconciling the archive with the queue never delays READY; it ends
         // with the pipeline (between two files).
         let redo = tokio::spawn(after_check(
             check.clone(),
             stop_rx.clone(),
-            redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone()),
+            Box::pin(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone())),
         ));
         let send = tokio::spawn(after_check(
             check.clone(),
             stop_rx.clone(),
-            send_loop::send_loop(config.clone(), sender, wake, stop_rx, health),
+            Box::pin(send_loop::send_loop(config.clone(), sender, wake, stop_rx, health)),
         ));
         let tasks = vec![(Part::Ingest.name(), ingest), (Part::Send.name(), send), ("archive", redo)];
         Ok(Pipeline { config, stop, tasks, check })

@@ -2,10 +2,10 @@
 //! textfile for node_exporter. Nothing here decides anything.
 
 use crate::queue::Counts;
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn ready(status: &str) {
@@ -61,29 +61,43 @@ fn hand_over(kind: Kind, unsent: usize) -> bool {
 /// Messages go to a thread of their own, in order; a STATUS is dropped while earlier messages
 /// still wait (the next STATUS says the same, newer).
 fn notify(message: &str, kind: Kind) {
-    static NOTIFIER: OnceLock<Option<mpsc::Sender<String>>> = OnceLock::new();
+    static NOTIFIER: OnceLock<Option<Arc<Outbox>>> = OnceLock::new();
     let notifier = NOTIFIER.get_or_init(|| {
         let socket = std::env::var_os("NOTIFY_SOCKET")?;
-        let (tx, rx) = mpsc::channel::<String>();
+        let outbox = Arc::new(Outbox::default());
+        let mine = outbox.clone();
         std::thread::Builder::new()
             .name("sd-notify".into())
-            .spawn(move || {
-                for message in rx {
-                    let _ = send_blocking(&socket, &message);
-                    UNSENT.fetch_sub(1, Ordering::SeqCst);
-                }
+            .spawn(move || loop {
+                let message = {
+                    let mut queue = mine.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    loop {
+                        match queue.pop_front() {
+                            Some(m) => break m,
+                            None => queue = mine.ready.wait(queue).unwrap_or_else(|e| e.into_inner()),
+                        }
+                    }
+                };
+                let _ = send_blocking(&socket, &message);
+                UNSENT.fetch_sub(1, Ordering::SeqCst);
             })
             .ok()?;
-        Some(tx)
+        Some(outbox)
     });
-    let Some(tx) = notifier else { return };
+    let Some(outbox) = notifier else { return };
     if !hand_over(kind, UNSENT.load(Ordering::SeqCst)) {
         return;
     }
     UNSENT.fetch_add(1, Ordering::SeqCst);
-    if tx.send(message.to_string()).is_err() {
-        UNSENT.fetch_sub(1, Ordering::SeqCst);
-    }
+    outbox.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(message.to_string());
+    outbox.ready.notify_one();
+}
+
+/// Messages for the notifier thread, in order.
+#[derive(Default)]
+struct Outbox {
+    queue: Mutex<VecDeque<String>>,
+    ready: Condvar,
 }
 
 /// One datagram to the notify socket (a path, or `@name` in the abstract namespace).

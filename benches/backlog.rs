@@ -10,6 +10,9 @@
 //! written (`/proc/<pid>/io`), the JSON bytes received, the floor and the ratio to it; then the
 //! start-up to READY with the whole backlog queued. No figure is asserted: every event must arrive,
 //! that is all.
+//!
+//! `OEA_BENCH_AGENT=/path/to/binary` runs another build of the agent (an older one to compare
+//! against, or one under a profiler wrapper) in place of this build's.
 
 mod common;
 use common::TOKEN;
@@ -135,7 +138,7 @@ fn startup_with_backlog(dir: &Path, run: &Path, rows: usize) {
     let archived: Vec<PathBuf> =
         walk(&run.join("inbox")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "csv")).collect();
     assert_eq!(archived.len(), FILES, "the archived exports");
-    let mut import = Command::new(env!("CARGO_BIN_EXE_offline-events-agent"));
+    let mut import = Command::new(agent_binary());
     import.arg("--config").arg(second.join("config.toml")).arg("import").args(&archived).env("OEA_BENCH_TOKEN", TOKEN);
     let out = import.stderr(Stdio::null()).output().unwrap();
     assert!(out.status.success(), "import");
@@ -160,8 +163,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The agent binary to run: `OEA_BENCH_AGENT`, else this build's.
+fn agent_binary() -> PathBuf {
+    std::env::var_os("OEA_BENCH_AGENT").map_or_else(|| env!("CARGO_BIN_EXE_offline-events-agent").into(), PathBuf::from)
+}
+
 fn spawn(dir: &Path, notify: &Notify) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_offline-events-agent"))
+    Command::new(agent_binary())
         .arg("--config")
         .arg(dir.join("config.toml"))
         .arg("run")

@@ -66,11 +66,6 @@ impl Health {
         self.changed.notified().await
     }
 
-    /// Whether `part` is in a blocking operation now.
-    pub fn is_busy(&self, part: Part) -> bool {
-        self.with(|s| s.busy[part.index()].is_some())
-    }
-
     pub fn stuck(&self, now: Instant, limit: Duration) -> Option<Part> {
         self.with(|s| stuck_part(&s.busy, now, limit))
     }

@@ -42,11 +42,21 @@ struct DisposeRetry {
     failures: u64,
 }
 
-/// How long ingest pauses after a committed part of a big file while the sender is at work. SQLite's
-/// busy handler is not a queue: an ingest that started its next part at once would keep the write
-/// lock from a sender waiting for it; the queue's connections poll for the lock every millisecond
-/// (`queue::open`), so a few milliseconds are its turn.
-const SENDER_TURN: Duration = Duration::from_millis(5);
+/// The longest ingest waits after a committed part of a big file for another connection (the
+/// sender marking a batch sent) that polls for the write lock. SQLite's busy handler is not a
+/// queue: an ingest that started its next part at once would keep the lock from a waiting sender;
+/// the queue's connections poll every millisecond (`queue::open`), so a waiter takes the lock
+/// within about one. Ingest waits only while someone polls: none of the sender's HTTP time.
+const HAND_OVER_MAX: Duration = Duration::from_millis(20);
+
+/// Let a connection waiting for the write lock have it: wait while one polled within the last
+/// 2 ms, at most [`HAND_OVER_MAX`].
+fn hand_over_lock() {
+    let deadline = Instant::now() + HAND_OVER_MAX;
+    while crate::queue::lock_wanted(Duration::from_millis(2)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// Why ingest holds after a part of `file` did not fit. With nothing `pending`, sending cannot free
 /// space: the file can never fit until the cap is raised (or old records pruned). Pure.
@@ -266,13 +276,11 @@ pub(super) async fn ingest_loop(
             health.begin(Part::Ingest);
             let (q, results) = blocking(queue, move |q| {
                 // Each committed part of a big file goes out while the rest is read: wake the
-                // sender and give it its turn at the queue's write lock.
+                // sender and hand it the queue's write lock if it waits for it.
                 let part_done = || {
                     h.progress(Part::Ingest);
                     wake_sender.notify_one();
-                    if h.is_busy(Part::Send) {
-                        std::thread::sleep(SENDER_TURN);
-                    }
+                    hand_over_lock();
                 };
                 work.into_iter()
                     .map(|(i, path, known)| {
@@ -288,6 +296,7 @@ pub(super) async fn ingest_loop(
                         // Each file's events go out while the next file is read.
                         if matches!(result, FileResult::Committed { events, .. } | FileResult::Appended { events, .. } if events > 0) {
                             wake_sender.notify_one();
+                            hand_over_lock();
                         }
                         let stamp = source::look(&cfg.sources[i], &path).ok().map(|m| ingest::stamp(&m));
                         (i, path, result, stamp)

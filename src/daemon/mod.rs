@@ -60,17 +60,51 @@ pub fn run(config: Config, config_path: PathBuf, overrides: Overrides) -> Result
 
 type Task = (&'static str, tokio::task::JoinHandle<()>);
 
+/// Where the full check of the queue file (`PRAGMA quick_check`, seconds for a big queue) stands.
+/// It runs after READY; the loops start once it passed, so a damaged queue is still caught before
+/// anything is written to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Check {
+    Running,
+    Passed,
+    /// The queue must be moved aside and salvaged: the pipeline is restarted with
+    /// [`Pipeline::start`]'s `full_check` (its connections closed first).
+    Damaged(String),
+}
+
 /// The loops of one configuration (ingest, send, redo), and how to stop them.
 struct Pipeline {
     config: Arc<Config>,
     stop: watch::Sender<bool>,
     tasks: Vec<Task>,
+    check: watch::Receiver<Check>,
+}
+
+/// Run `work` once the queue check passed; never when it found damage (then wait for the stop
+/// that the restart sends: a loop that returned on its own would end the service).
+async fn after_check(
+    mut check: watch::Receiver<Check>,
+    mut stop: watch::Receiver<bool>,
+    work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    let passed = tokio::select! {
+        _ = stop.wait_for(|s| *s) => return,
+        c = check.wait_for(|c| *c != Check::Running) => matches!(c.as_deref(), Ok(Check::Passed)),
+    };
+    if !passed {
+        let _ = stop.wait_for(|s| *s).await;
+        return;
+    }
+    work.await
 }
 
 impl Pipeline {
-    fn start(config: Config, health: Arc<Health>) -> Result<Pipeline, DaemonError> {
+    /// Open the queue and start the loops. With `full_check` the queue file is checked (and
+    /// recovered) before this returns; without it, after (see [`Check`]): start-up to READY does
+    /// not read the whole file.
+    fn start(config: Config, health: Arc<Health>, full_check: bool) -> Result<Pipeline, DaemonError> {
         let config = Arc::new(config);
-        let (ingest_queue, recovery) = Queue::open_checked(&config.queue_path)?;
+        let (ingest_queue, recovery) = Queue::open_recovering(&config.queue_path, full_check)?;
         if let Some(r) = recovery {
             tracing::error!(
                 "the queue {} was damaged ({}); it was moved aside to {} and a fresh queue started with {} events carried over; export files not yet archived are ingested again, archived ones re-ingested from the archive",
@@ -83,6 +117,8 @@ impl Pipeline {
         ingest_queue.set_size_limit(config.max_queue_bytes)?;
         let send_queue = Queue::open(&config.queue_path)?;
         send_queue.set_size_limit(config.max_queue_bytes)?;
+        // The sender walks the queue in id order, each page once: a small cache does.
+        send_queue.set_cache_kib(512);
         let sender = Sender::new(send_queue, &config, Settings::from_config(&config))?;
         if let Some(code) = config.test_event_code.as_deref().filter(|_| !config.dry_run) {
             tracing::warn!("{}", test_session_warning(code, &config.queue_path));
@@ -100,20 +136,44 @@ impl Pipeline {
             tracing::warn!("config: {w}");
         }
         let (stop, stop_rx) = watch::channel(false);
+        let (check_tx, check) = watch::channel(if full_check { Check::Passed } else { Check::Running });
+        if !full_check {
+            let path = config.queue_path.clone();
+            tokio::spawn(async move {
+                let result = tokio::task::spawn_blocking(move || Queue::quick_check(&path)).await;
+                let _ = check_tx.send(match result {
+                    Ok(Ok(())) => Check::Passed,
+                    Ok(Err(reason)) => Check::Damaged(reason),
+                    Err(e) => Check::Damaged(format!("the check panicked: {e}")),
+                });
+            });
+        }
         let wake = Arc::new(Notify::new());
-        let ingest = tokio::spawn(ingest_loop::ingest_loop(
-            config.clone(),
-            ingest_queue,
-            wake.clone(),
+        let ingest = tokio::spawn(after_check(
+            check.clone(),
             stop_rx.clone(),
-            health.clone(),
+            Box::pin(ingest_loop::ingest_loop(
+                config.clone(),
+                ingest_queue,
+                wake.clone(),
+                stop_rx.clone(),
+                health.clone(),
+            )),
         ));
         // In the background: reconciling the archive with the queue never delays READY; it ends
         // with the pipeline (between two files).
-        let redo = tokio::spawn(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone()));
-        let send = tokio::spawn(send_loop::send_loop(config.clone(), sender, wake, stop_rx, health));
+        let redo = tokio::spawn(after_check(
+            check.clone(),
+            stop_rx.clone(),
+            Box::pin(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone())),
+        ));
+        let send = tokio::spawn(after_check(
+            check.clone(),
+            stop_rx.clone(),
+            Box::pin(send_loop::send_loop(config.clone(), sender, wake, stop_rx, health)),
+        ));
         let tasks = vec![(Part::Ingest.name(), ingest), (Part::Send.name(), send), ("archive", redo)];
-        Ok(Pipeline { config, stop, tasks })
+        Ok(Pipeline { config, stop, tasks, check })
     }
 
     /// Stop taking new work; give in-flight work up to `bound`. Returns false if it had to abandon
@@ -158,6 +218,28 @@ fn test_session_warning(code: &str, queue: &std::path::Path) -> String {
     )
 }
 
+/// Wait until the queue check passed (pending for ever if it finds damage).
+async fn passed(mut check: watch::Receiver<Check>) {
+    if check.wait_for(|c| *c == Check::Passed).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Wait until the queue check finds damage (pending for ever once it passed).
+async fn damaged(mut check: watch::Receiver<Check>) -> String {
+    let found = match check.wait_for(|c| matches!(c, Check::Damaged(_))).await {
+        Ok(c) => match &*c {
+            Check::Damaged(reason) => Some(reason.clone()),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    match found {
+        Some(reason) => reason,
+        None => std::future::pending().await,
+    }
+}
+
 /// The first of the tasks to end: its index, and how it ended. (Pending for ever without tasks.)
 async fn first_to_end(tasks: &mut [Task]) -> (usize, Result<(), tokio::task::JoinError>) {
     use std::future::Future as _;
@@ -197,14 +279,15 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
     let mut hup = signal(SignalKind::hangup())?;
     let watchdog = sd_notify::watchdog_enabled();
     let health = Arc::new(Health::default());
-    let mut pipeline = Pipeline::start(config, health.clone())?;
-    let mut monitor = Monitor::open(&pipeline.config)?;
-    service::ready(&monitor.status_line(&pipeline.config, &health));
+    let mut pipeline = Pipeline::start(config, health.clone(), false)?;
+    let mut monitor = Monitor::open(&pipeline.config, pipeline.check.clone())?;
+    // No counts yet: counting a big queue's pending events would delay READY; STATUS follows.
+    service::ready("started; checking the queue");
     let tick = watchdog.map_or(Duration::from_secs(30), |w| (w / 3).min(Duration::from_secs(30)));
     // The heartbeat `status` reads: written at start and on every tick, `stopped_at` at a clean
     // stop; a good start clears an earlier failed reload.
     let heartbeat_secs = tick.as_secs().max(1) as i64;
-    monitor.record(|s, now| {
+    monitor.record(move |s, now| {
         s.started_at = Some(now);
         s.heartbeat_at = Some(now);
         s.heartbeat_secs = Some(heartbeat_secs);
@@ -220,6 +303,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
     let mut status_due: Option<Instant> = None;
     let mut status_sent = Instant::now();
     loop {
+        let check = pipeline.check.clone();
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -229,6 +313,18 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                 service::status(&e.to_string());
                 return Err(e);
             }
+            _ = passed(check.clone()), if !monitor.deferred.is_empty() => monitor.write_deferred(),
+            reason = damaged(check) => {
+                tracing::error!("the queue check found damage ({reason}); restarting the pipeline to recover it");
+                let config = Config::clone(&pipeline.config);
+                if !pipeline.stop(Duration::from_secs(4)).await {
+                    tracing::warn!("a part did not stop in time for the recovery");
+                }
+                // Every connection to the damaged file closed before it is moved aside.
+                drop(monitor);
+                pipeline = Pipeline::start(config, health.clone(), true)?;
+                monitor = Monitor::open(&pipeline.config, pipeline.check.clone())?;
+            }
             _ = hup.recv() => {
                 service::reloading();
                 match config::load(&config_path) {
@@ -236,7 +332,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                         tracing::error!("config reload failed; keeping the running configuration: {e}");
                         service::status(&format!("config reload failed: {e}"));
                         let error = reload_error(&e);
-                        monitor.record(|s, now| {
+                        monitor.record(move |s, now| {
                             s.reload_failed = Some(error);
                             s.reload_failed_at = Some(now);
                         });
@@ -247,9 +343,9 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                         if !pipeline.stop(Duration::from_secs(4)).await {
                             tracing::warn!("a request was abandoned for the reload; its events stay queued");
                         }
-                        pipeline = Pipeline::start(new, health.clone())?;
-                        monitor = Monitor::open(&pipeline.config)?;
-                        monitor.record(|s, now| {
+                        pipeline = Pipeline::start(new, health.clone(), false)?;
+                        monitor = Monitor::open(&pipeline.config, pipeline.check.clone())?;
+                        monitor.record(move |s, now| {
                             s.reload_failed = None;
                             s.reload_failed_at = None;
                             s.heartbeat_at = Some(now);
@@ -301,6 +397,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
     }
     monitor.record(|s, now| s.stopped_at = Some(now));
     tracing::info!("stopped");
+    service::flush(Duration::from_secs(1));
     Ok(())
 }
 
@@ -321,27 +418,56 @@ struct Monitor {
     queue: Queue,
     heartbeat: Arc<std::sync::Mutex<Queue>>,
     last_metrics: Option<Instant>,
+    /// The pipeline's queue check: nothing is written before it passed.
+    check: watch::Receiver<Check>,
+    /// State changes recorded while the check runs, written once it passed.
+    deferred: Vec<Change>,
 }
 
+/// A change of the service's own state, given the time it is written.
+type Change = Box<dyn FnOnce(&mut crate::queue::AgentState, i64) + Send>;
+
 impl Monitor {
-    fn open(config: &Config) -> Result<Monitor, DaemonError> {
+    fn open(config: &Config, check: watch::Receiver<Check>) -> Result<Monitor, DaemonError> {
+        let queue = Queue::open(&config.queue_path)?;
+        // It counts the pending events once a second: a full-size cache would hold the whole
+        // (state, id) index of a big backlog, beside the sender's and ingest's own.
+        queue.set_cache_kib(256);
+        let heartbeat = Queue::open(&config.queue_path)?;
+        heartbeat.set_cache_kib(256);
         Ok(Monitor {
-            queue: Queue::open(&config.queue_path)?,
-            heartbeat: Arc::new(std::sync::Mutex::new(Queue::open(&config.queue_path)?)),
+            queue,
+            heartbeat: Arc::new(std::sync::Mutex::new(heartbeat)),
             last_metrics: None,
+            check,
+            deferred: Vec::new(),
         })
     }
 
-    /// Record a change of the service's own state now (start, stop, reload); logged if it fails.
-    fn record(&self, change: impl FnOnce(&mut crate::queue::AgentState, i64)) {
+    /// Record a change of the service's own state (start, stop, reload); logged if it fails. Held
+    /// back while the queue check runs (a damaged queue is not written to), written once it passed.
+    fn record(&mut self, change: impl FnOnce(&mut crate::queue::AgentState, i64) + Send + 'static) {
+        self.deferred.push(Box::new(change));
+        self.write_deferred();
+    }
+
+    /// Write the changes held back, if the queue check has passed.
+    fn write_deferred(&mut self) {
+        if self.deferred.is_empty() || *self.check.borrow() != Check::Passed {
+            return;
+        }
+        let changes = std::mem::take(&mut self.deferred);
         let now = crate::now();
-        if let Err(e) = self.queue.update_agent_state(|s| change(s, now)) {
+        if let Err(e) = self.queue.update_agent_state(|s| changes.into_iter().for_each(|c| c(s, now))) {
             tracing::warn!("cannot record the service's state in the queue: {e}");
         }
     }
 
     /// Write the heartbeat in the background; skipped while the previous one is still waiting.
     fn beat(&self) {
+        if *self.check.borrow() != Check::Passed {
+            return;
+        }
         let heartbeat = self.heartbeat.clone();
         tokio::task::spawn_blocking(move || {
             let Ok(queue) = heartbeat.try_lock() else { return };

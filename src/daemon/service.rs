@@ -2,29 +2,117 @@
 //! textfile for node_exporter. Nothing here decides anything.
 
 use crate::queue::Counts;
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 pub fn ready(status: &str) {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]);
+    notify(&format!("READY=1\nSTATUS={status}\n"), Kind::Keep);
 }
 
 pub fn status(status: &str) {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(status)]);
+    notify(&format!("STATUS={status}\n"), Kind::Droppable);
 }
 
 pub fn watchdog() {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    notify("WATCHDOG=1\n", Kind::Keep);
 }
 
 pub fn reloading() {
-    let _ = sd_notify::notify(&[
-        sd_notify::NotifyState::Reloading,
-        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom("")),
-    ]);
+    let now = sd_notify::NotifyState::monotonic_usec_now().map(|m| format!("{m}\n")).unwrap_or_default();
+    notify(&format!("RELOADING=1\n{now}"), Kind::Keep);
 }
 
 pub fn stopping() {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    notify("STOPPING=1\n", Kind::Keep);
+}
+
+/// Wait up to `bound` for the messages handed to the notifier to be sent (before the process
+/// exits: STOPPING must not be lost to a busy socket that is about to be read).
+pub fn flush(bound: Duration) {
+    let deadline = Instant::now() + bound;
+    while UNSENT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a message may be dropped when earlier ones still wait for the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A STATUS line: the next one replaces it.
+    Droppable,
+    /// READY, WATCHDOG, RELOADING, STOPPING: kept and sent in order.
+    Keep,
+}
+
+/// Messages handed to the notifier thread and not sent yet.
+static UNSENT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether to hand a message of `kind` to the notifier with `unsent` messages still waiting for
+/// the socket. Pure.
+fn hand_over(kind: Kind, unsent: usize) -> bool {
+    kind == Kind::Keep || unsent == 0
+}
+
+/// Tell the service manager, never waiting for it: `sd_notify`'s send blocks on a full notify
+/// socket (nobody reading it), and from the runtime's one thread that stopped the whole service.
+/// Messages go to a thread of their own, in order; a STATUS is dropped while earlier messages
+/// still wait (the next STATUS says the same, newer).
+fn notify(message: &str, kind: Kind) {
+    static NOTIFIER: OnceLock<Option<Arc<Outbox>>> = OnceLock::new();
+    let notifier = NOTIFIER.get_or_init(|| {
+        let socket = std::env::var_os("NOTIFY_SOCKET")?;
+        let outbox = Arc::new(Outbox::default());
+        let mine = outbox.clone();
+        std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || loop {
+                let message = {
+                    let mut queue = mine.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    loop {
+                        match queue.pop_front() {
+                            Some(m) => break m,
+                            None => queue = mine.ready.wait(queue).unwrap_or_else(|e| e.into_inner()),
+                        }
+                    }
+                };
+                let _ = send_blocking(&socket, &message);
+                UNSENT.fetch_sub(1, Ordering::SeqCst);
+            })
+            .ok()?;
+        Some(outbox)
+    });
+    let Some(outbox) = notifier else { return };
+    if !hand_over(kind, UNSENT.load(Ordering::SeqCst)) {
+        return;
+    }
+    UNSENT.fetch_add(1, Ordering::SeqCst);
+    outbox.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(message.to_string());
+    outbox.ready.notify_one();
+}
+
+/// Messages for the notifier thread, in order.
+#[derive(Default)]
+struct Outbox {
+    queue: Mutex<VecDeque<String>>,
+    ready: Condvar,
+}
+
+/// One datagram to the notify socket (a path, or `@name` in the abstract namespace).
+fn send_blocking(socket: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(Path::new(socket))?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr).map(drop)
 }
 
 /// What the metrics describe, gathered by the supervisor.
@@ -153,6 +241,15 @@ pub fn write_metrics(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_is_dropped_while_earlier_messages_wait_for_the_socket() {
+        let cases =
+            [(Kind::Droppable, 0, true), (Kind::Droppable, 1, false), (Kind::Keep, 0, true), (Kind::Keep, 5, true)];
+        for (kind, unsent, handed) in cases {
+            assert_eq!(hand_over(kind, unsent), handed, "{kind:?} with {unsent} unsent");
+        }
+    }
 
     #[test]
     fn metrics_are_prometheus_text() {

@@ -17,13 +17,7 @@ impl HashedId {
     }
 
     fn of(normalised: &str) -> HashedId {
-        let digest = Sha256::digest(normalised.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for byte in digest {
-            use std::fmt::Write;
-            let _ = write!(hex, "{byte:02x}");
-        }
-        HashedId(hex)
+        HashedId(hex(&Sha256::digest(normalised.as_bytes())))
     }
 
     /// A value that already is a SHA-256 hex digest (any case) passes through, lower-cased.
@@ -37,6 +31,17 @@ impl fmt::Debug for HashedId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "HashedId({})", self.0)
     }
+}
+
+/// Lowercase hex of `bytes`, without a formatter per byte (two of these per order).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Why an identifier was dropped. The messages never contain the value itself.

@@ -119,7 +119,7 @@ fn scan_reader(mut file: impl Read) -> std::io::Result<(String, bool)> {
         hasher.update(&buf[..n]);
         utf8.feed(&buf[..n]);
     }
-    let hash = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hash = crate::event::pii::hex(&hasher.finalize());
     Ok((hash, utf8.utf16 || utf8.read_as_utf8()))
 }
 

@@ -477,10 +477,21 @@ impl<'q> Ingest<'q> {
         let part = self.counts;
         let tx = self.tx.take().expect("an ingest always has its transaction open");
         tx.commit().map_err(|err| self.err(err))?;
-        // Copy the part into the database and start the WAL over, so that it holds one part at
-        // most (an automatic checkpoint cannot restart it while the sender reads). Best effort: a
-        // busy checkpoint leaves it to the next one.
-        let _ = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        // SQLite's automatic checkpoint (PASSIVE, after a commit leaves the WAL past
+        // `wal_autocheckpoint` pages) copies parts into the database without waiting for anyone,
+        // and the WAL starts over at the next write once all of it is copied and no reader is in
+        // it. With the sender reading all the time that start-over can be missed again and again:
+        // once the WAL file passes [`wal_bound`], a TRUNCATE checkpoint (which waits for the
+        // readers) empties it. Not after every part: that waited for the sender's reads each
+        // time. Best effort: a busy checkpoint leaves it to the next part.
+        let wal_len = std::fs::metadata(wal_path(&self.queue_path)).map_or(0, |m| m.len());
+        let cap = self
+            .conn
+            .query_row("SELECT (SELECT max_page_count FROM pragma_max_page_count()) * (SELECT page_size FROM pragma_page_size())", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(i64::MAX);
+        if wal_len > wal_bound(cap.max(0) as u64) {
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
         self.committed = self.committed.plus(part);
         self.counts = IngestCounts::default();
         self.tx = Some(self.conn.unchecked_transaction().map_err(|err| self.err(err))?);
@@ -554,6 +565,19 @@ impl IngestCounts {
             dead: self.dead + o.dead,
         }
     }
+}
+
+/// The WAL file size past which a part's commit empties it: an eighth of the queue cap
+/// (`cap_bytes`), at most 64 MiB (`journal_size_limit`). Pure.
+pub(super) fn wal_bound(cap_bytes: u64) -> u64 {
+    (cap_bytes / 8).min(64 * 1024 * 1024)
+}
+
+/// The WAL file beside the queue file `queue`.
+fn wal_path(queue: &Path) -> PathBuf {
+    let mut wal = queue.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// A `positions` row's `byte_offset, lines, fingerprint, inode`, selected from column `first` on.

@@ -19,7 +19,7 @@ mod state;
 pub use agent::AgentState;
 pub use dead::{DeadEvent, DeadFilter, RejectRecord, RejectedFile, Superseded};
 pub use ingest::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Position, PositionRecord};
-pub use open::Recovery;
+pub use open::{lock_wanted, Recovery};
 pub use outbox::{payload_checksum, Disposition, Queued};
 pub use redo::CorruptEvent;
 pub use report::{Counts, SendLogEntry, SourceTotals, StateCounts, TapEvent};
@@ -73,6 +73,12 @@ impl Queue {
     }
 
     /// Give the page cache back to the allocator (after big scans, when idle).
+    /// Bound this connection's page cache to `kib` KiB (the queue's default is 2 MiB a
+    /// connection): for a connection that only counts now and then.
+    pub fn set_cache_kib(&self, kib: u32) {
+        let _ = self.conn.execute_batch(&format!("PRAGMA cache_size = -{kib};"));
+    }
+
     pub fn release_memory(&self) {
         let _ = self.conn.execute_batch("PRAGMA shrink_memory;");
     }

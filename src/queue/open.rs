@@ -99,8 +99,16 @@ impl Queue {
     /// again. Other errors (permissions, I/O) are returned: moving a healthy queue aside would lose
     /// more than it saves.
     pub fn open_checked(path: &Path) -> Result<(Queue, Option<Recovery>)> {
+        Queue::open_recovering(path, true)
+    }
+
+    /// [`Queue::open_checked`], with the full `quick_check` only when `full`: without it, only a
+    /// file that SQLite refuses to open is recovered (the service checks the rest after READY,
+    /// before its loops start).
+    pub fn open_recovering(path: &Path, full: bool) -> Result<(Queue, Option<Recovery>)> {
         let damage = match Queue::open(path) {
-            Ok(queue) => match queue.quick_check() {
+            Ok(queue) if !full => return Ok((queue, None)),
+            Ok(queue) => match Queue::quick_check(&queue.path) {
                 Ok(()) => {
                     queue.release_memory();
                     return Ok((queue, None));
@@ -137,11 +145,12 @@ impl Queue {
         Ok((queue, Some(recovery)))
     }
 
-    /// `PRAGMA quick_check` on a connection of its own with a small page cache, closed at once, so
-    /// that reading every page once does not leave the service's connections with a full cache.
-    fn quick_check(&self) -> std::result::Result<(), String> {
-        let check =
-            Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+    /// `PRAGMA quick_check` of the queue file at `path` on a connection of its own with a small
+    /// page cache, closed at once, so that reading every page once does not leave the service's
+    /// connections with a full cache. The service runs it after READY, before its loops touch the
+    /// queue; damage it finds is recovered by [`Queue::open_checked`].
+    pub fn quick_check(path: &Path) -> std::result::Result<(), String> {
+        let check = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
         check.execute_batch("PRAGMA cache_size = 64;").map_err(|e| e.to_string())?;
         let mut stmt = check.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
         let rows: Vec<String> =
@@ -273,6 +282,7 @@ const LOCK_POLL: Duration = Duration::from_millis(1);
 /// (a big file) could keep the lock from the sender for the whole file; polling this finely, a
 /// short pause between two parts is enough for a waiting connection to get its turn.
 fn wait_for_lock(attempts: i32) -> bool {
+    LAST_LOCK_POLL.store(since_process_start().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
     thread_local! {
         /// When this thread's connection started waiting for the lock it waits for now.
         static WAITING_SINCE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
@@ -288,6 +298,22 @@ fn wait_for_lock(attempts: i32) -> bool {
     }
     std::thread::sleep(LOCK_POLL);
     true
+}
+
+/// When a connection of this process last polled for a lock (microseconds after
+/// [`since_process_start`]'s origin; 0: never).
+static LAST_LOCK_POLL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn since_process_start() -> Duration {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed()
+}
+
+/// Whether a connection of this process polled for a lock within `within`: someone waits for the
+/// write lock that the caller (between two commits) could hand over.
+pub fn lock_wanted(within: Duration) -> bool {
+    let last = LAST_LOCK_POLL.load(std::sync::atomic::Ordering::Relaxed);
+    last > 0 && since_process_start().as_micros() as u64 <= last + within.as_micros() as u64
 }
 
 /// Create the database file with mode 0600 if it does not exist yet (SQLite gives its -wal and

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -118,6 +118,12 @@ ALTER TABLE files ADD COLUMN keys_external_id INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE files ADD COLUMN keys_none INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Backlog speed (issue 12): no index on (state, event_time). Every event wrote it at ingest and
+/// rewrote it (a delete and an insert) when it was sent, for two maintenance queries that run at
+/// most every 10 minutes (expiry, prune) and find their rows through `events_by_state` and
+/// `events_sent_at` instead; the sender's batches walk `events_by_state`.
+const V7_BACKLOG: &str = "DROP INDEX IF EXISTS events_by_state_time;";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -149,6 +155,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     }
     if found < 6 {
         tx.execute_batch(V6_MATCH_KEYS)?;
+    }
+    if found < 7 {
+        tx.execute_batch(V7_BACKLOG)?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     tx.commit()?;

@@ -334,3 +334,27 @@ fn data_version_changes_for_another_connections_commit_only() {
     cli.update_agent_state(|s| s.last_error = Some("another process".into())).unwrap();
     assert_ne!(sender.data_version().unwrap(), before, "another connection's commit does");
 }
+
+#[test]
+fn a_batch_is_read_in_id_order_without_sorting_the_whole_backlog() {
+    let (_dir, q) = temp_queue();
+    let plan: Vec<String> = q
+        .conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", super::outbox::PENDING_BATCH))
+        .unwrap()
+        .query_map(rusqlite::params![1000, EventState::Pending, i64::MIN], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(plan.iter().any(|l| l.contains("events_by_state (state=?)")), "{plan:?}");
+    assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
+}
+
+#[test]
+fn the_wal_is_emptied_past_an_eighth_of_the_cap_or_64_mib() {
+    let mib = 1024 * 1024;
+    let cases = [(16 * mib, 2 * mib), (512 * mib, 64 * mib), (2048 * mib, 64 * mib), (u64::MAX, 64 * mib)];
+    for (cap, bound) in cases {
+        assert_eq!(super::ingest::wal_bound(cap), bound, "cap {cap}");
+    }
+}

@@ -60,6 +60,29 @@ fn largest_gap(times: &[Instant]) -> Duration {
 }
 
 #[test]
+fn a_notify_socket_nobody_reads_does_not_stop_delivery_or_shutdown() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    // A service manager that never reads: its socket's queue is full before the agent starts, so
+    // every datagram sent to it waits for room.
+    let path = agent.dir.path().join("deaf.sock");
+    let deaf = UnixDatagram::bind(&path).unwrap();
+    let filler = UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut queued = 0;
+    while filler.send_to(b"STATUS=filler", &path).is_ok() {
+        queued += 1;
+    }
+    assert!(queued > 0, "the socket took nothing");
+    let mut daemon = agent.spawn_with_env(&[("NOTIFY_SOCKET", path.to_str().unwrap()), ("WATCHDOG_USEC", "1000000")]);
+    agent.drop_file("a.csv", &csv_orders("Q", 3, 1));
+    assert!(fake.wait_for_unique(3, T), "{}", daemon.log_text());
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log_text());
+    drop(deaf);
+}
+
+#[test]
 fn sd_notify_ready_status_watchdog_stopping_in_order_and_no_watchdog_while_stuck() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     fake.set_down(true);

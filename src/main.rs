@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         once: bool,
         /// Send live events as test events with this code (TikTok Events Manager, Test Events tab).
-        #[arg(long)]
+        #[arg(long, value_parser = test_event_code)]
         test_event_code: Option<String>,
         /// Do everything but the POST: print the exact request bodies instead (uses a separate queue).
         #[arg(long)]
@@ -97,7 +97,7 @@ enum Command {
     /// Send one test Purchase with a test_event_code, to check the token and event set.
     SendTest {
         /// The code from TikTok Events Manager's Test Events tab, where the event then shows.
-        #[arg(long)]
+        #[arg(long, value_parser = test_event_code)]
         test_event_code: String,
     },
     /// Follow events as they are captured and sent (PII shown only as hashes).
@@ -199,6 +199,18 @@ impl Selection {
             _ => anyhow::bail!("say which: --all, --reason REASON, or ids"),
         }
     }
+}
+
+/// A test event code as given on the command line: trimmed, never empty (an empty code would send
+/// the sales as live events from the test session's queue, and the real queue again later).
+fn test_event_code(text: &str) -> Result<String, String> {
+    let code = text.trim();
+    if code.is_empty() || code.chars().any(char::is_control) {
+        return Err(
+            "a test event code is the code shown on the Test Events tab: not empty, no control characters".into()
+        );
+    }
+    Ok(code.to_string())
 }
 
 fn main() -> ExitCode {
@@ -652,6 +664,15 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
+
+    #[test]
+    fn a_test_event_code_is_trimmed_and_never_empty() {
+        let cases =
+            [("TEST12345", Some("TEST12345")), (" TEST1 ", Some("TEST1")), ("", None), ("  ", None), ("T\n1", None)];
+        for (given, want) in cases {
+            assert_eq!(test_event_code(given).ok().as_deref(), want, "{given:?}");
+        }
+    }
 
     /// Every subcommand, hidden or not, and every argument it takes, with the path to it.
     fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<(String, Option<String>)>) {

@@ -494,31 +494,41 @@ impl Monitor {
         line
     }
 
-    fn write_metrics(&mut self, config: &Config, config_path: &std::path::Path, health: &Health, stuck: bool) {
-        let Some(path) = &config.metrics_textfile else {
+    /// Write the metrics file (at most every 15 s), on the blocking pool: the report looks at the
+    /// sources' folders (often network shares) and counts in the queue, neither of which may hold
+    /// up the supervisor. Skipped while the previous write is still at work.
+    fn write_metrics(&mut self, config: &Arc<Config>, config_path: &std::path::Path, health: &Health, stuck: bool) {
+        if config.metrics_textfile.is_none() || *self.check.borrow() != Check::Passed {
             return;
-        };
+        }
         if self.last_metrics.is_some_and(|t| t.elapsed() < Duration::from_secs(15)) {
             return;
         }
         self.last_metrics = Some(Instant::now());
-        let state = self.queue.agent_state().unwrap_or_default();
-        let now = crate::now();
-        let origin = crate::status::Origin::of(config, config_path);
-        let report = crate::status::gather_from(&self.queue, &origin, now, crate::status::Depth::Light).ok();
-        let snapshot = service::Snapshot {
-            counts: self.queue.counts().unwrap_or_default(),
-            now,
-            last_success_at: state.last_success_at,
-            paused: state.paused.is_some(),
-            ingest_held: health.ingest_held().is_some(),
-            healthy: !stuck,
-            queue_bytes: self.queue.used_bytes(),
-            status: report.as_ref().map(service::StatusGauges::of),
-        };
-        if let Err(e) = service::write_metrics(path, &service::metrics_text(&snapshot)) {
-            tracing::warn!("cannot write metrics to {}: {e}", path.display());
-        }
+        let (config, config_path) = (config.clone(), config_path.to_path_buf());
+        let ingest_held = health.ingest_held().is_some();
+        let connection = self.heartbeat.clone();
+        tokio::task::spawn_blocking(move || {
+            let Ok(queue) = connection.try_lock() else { return };
+            let Some(path) = &config.metrics_textfile else { return };
+            let state = queue.agent_state().unwrap_or_default();
+            let now = crate::now();
+            let origin = crate::status::Origin::of(&config, &config_path);
+            let report = crate::status::gather_from(&queue, &origin, now, crate::status::Depth::Light).ok();
+            let snapshot = service::Snapshot {
+                counts: queue.counts().unwrap_or_default(),
+                now,
+                last_success_at: state.last_success_at,
+                paused: state.paused.is_some(),
+                ingest_held,
+                healthy: !stuck,
+                queue_bytes: queue.used_bytes(),
+                status: report.as_ref().map(service::StatusGauges::of),
+            };
+            if let Err(e) = service::write_metrics(path, &service::metrics_text(&snapshot)) {
+                tracing::warn!("cannot write metrics to {}: {e}", path.display());
+            }
+        });
     }
 }
 

@@ -181,7 +181,7 @@ mod tests {
         let want = objects(&fresh);
         assert!(want.contains(&"rejects_whole_files".to_string()), "{want:?}");
         // Databases left by earlier agents: the schema at each version, with a row to keep.
-        let all = [V1, V2, V3, V4_REDO, V5_PARTS];
+        let all = [V1, V2, V3, V4_REDO, V5_PARTS, V6_MATCH_KEYS];
         for version in 1..VERSION {
             let steps = &all[..version as usize];
             let mut old = Connection::open_in_memory().unwrap();

@@ -102,7 +102,7 @@ pub struct Sender {
     client: Client,
     token: Option<TokenSource>,
     settings: Settings,
-    /// The failures in a row, of one kind, the next backoff is computed from.
+    /// The failures of each kind since the last delivery, the next backoff is computed from.
     streak: backoff::Streak,
     written: u64,
     /// Whether the wall clock may expire events, and the monotonic origin it is judged against.

@@ -58,6 +58,13 @@ pub enum Issue {
     ClockWrong {
         text: String,
     },
+    /// Events have waited longer than [`STALLED_AFTER_SECS`] without being delivered: whatever
+    /// the cause (a proxy that blocks TikTok, a sender stuck in retries), sales are on their way
+    /// to expiring.
+    Stalled {
+        oldest_pending_age_secs: i64,
+        last_success_at: Option<i64>,
+    },
     /// Files wait in their folders (the queue is full).
     IngestHeld {
         text: String,
@@ -100,6 +107,7 @@ impl Issue {
             | Issue::ReloadFailed { .. }
             | Issue::Folder { .. }
             | Issue::ClockWrong { .. }
+            | Issue::Stalled { .. }
             | Issue::IngestHeld { .. } => Level::NotOk,
             Issue::Retrying { .. }
             | Issue::Recovered { .. }
@@ -109,6 +117,10 @@ impl Issue {
         }
     }
 }
+
+/// Queued for longer than this (a day) is not a retry that will sort itself out: not ok, with a
+/// few weeks left before the attribution window expires the sales.
+pub const STALLED_AFTER_SECS: i64 = 86_400;
 
 /// Everything in `r` that needs attention, worst first (in the order above within a level).
 pub fn assess(r: &Report) -> Vec<Issue> {
@@ -145,6 +157,9 @@ pub fn assess(r: &Report) -> Vec<Issue> {
     }
     if let Some(text) = &r.clock_wrong {
         issues.push(Issue::ClockWrong { text: text.clone() });
+    }
+    if let Some(age) = r.oldest_pending_age_secs.filter(|a| *a > STALLED_AFTER_SECS) {
+        issues.push(Issue::Stalled { oldest_pending_age_secs: age, last_success_at: r.last_success_at });
     }
     if let Some(text) = &r.ingest_held {
         issues.push(Issue::IngestHeld { text: text.clone() });
@@ -256,7 +271,7 @@ pub(super) mod tests {
     fn each_condition_is_named_with_its_level_worst_first() {
         type Change = fn(&mut Report);
         type Case = (&'static str, Change, &'static [(&'static str, Level)]);
-        let cases: [Case; 15] = [
+        let cases: [Case; 17] = [
             ("healthy", |_| {}, &[]),
             ("never run", |r| r.service = Service::default(), &[("not_running", Level::NotOk)]),
             (
@@ -278,6 +293,15 @@ pub(super) mod tests {
                 &[("paused", Level::NotOk)],
             ),
             ("retrying", |r| r.next_retry_at = Some(r.now + 5), &[("retrying", Level::Warn)]),
+            (
+                "queued for over a day, retrying",
+                |r| {
+                    r.oldest_pending_age_secs = Some(STALLED_AFTER_SECS + 1);
+                    r.next_retry_at = Some(r.now + 5);
+                },
+                &[("stalled", Level::NotOk), ("retrying", Level::Warn)],
+            ),
+            ("queued for a day at most", |r| r.oldest_pending_age_secs = Some(STALLED_AFTER_SECS), &[]),
             ("config invalid", |r| r.config_error = Some("line 2".into()), &[("config_invalid", Level::NotOk)]),
             ("reload failed", |r| r.reload_failed = Some("line 2".into()), &[("reload_failed", Level::NotOk)]),
             ("missing folder", |r| r.sources[0].folder = Folder::Missing, &[("folder", Level::NotOk)]),

@@ -95,7 +95,10 @@ impl Service {
         stopped_at: Option<i64>,
     ) -> Service {
         let interval = heartbeat_secs.filter(|s| *s > 0).unwrap_or(DEFAULT_HEARTBEAT_SECS);
-        let running = match (heartbeat_at, stopped_at) {
+        // A heartbeat after the last stop is a service that started again (even if the record
+        // of its start was not written).
+        let stopped = stopped_at.filter(|stop| heartbeat_at.is_none_or(|beat| beat <= *stop));
+        let running = match (heartbeat_at, stopped) {
             (None, None) if started_at.is_none() => Running::Never,
             (_, Some(_)) => Running::Stopped,
             (Some(beat), None) if ((now - beat) as f64) <= interval as f64 * STALE_HEARTBEATS => Running::Yes,
@@ -288,12 +291,19 @@ pub fn gather_from(queue: &Queue, origin: &Origin<'_>, now: i64, depth: Depth) -
             sources.push(source_counts(name, &totals, &events));
         }
     }
-    let by_file = queue.events_of_recent_files(10)?;
-    let recent_files = queue
-        .recent_files(10)?
-        .into_iter()
-        .map(|record| RecentFile { now: by_file.get(&record.id).copied().unwrap_or_default(), record })
-        .collect();
+    // Counting recent files' events by state reads the events table (no index on file_id): for
+    // `status`, not for the metrics written every 15 s.
+    let recent_files = match depth {
+        Depth::Full => {
+            let by_file = queue.events_of_recent_files(10)?;
+            queue
+                .recent_files(10)?
+                .into_iter()
+                .map(|record| RecentFile { now: by_file.get(&record.id).copied().unwrap_or_default(), record })
+                .collect()
+        }
+        Depth::Light => Vec::new(),
+    };
     let append_files = queue
         .positions(20)?
         .into_iter()
@@ -418,6 +428,8 @@ mod tests {
             ("older is stale", Some(924), None, None, Running::Stale),
             ("a short interval goes stale sooner", Some(990), Some(2), None, Running::Stale),
             ("stopped cleanly", Some(990), None, Some(995), Running::Stopped),
+            ("stopped in the second of its last beat", Some(995), None, Some(995), Running::Stopped),
+            ("a beat after the stop: started again", Some(996), None, Some(995), Running::Yes),
         ];
         for (name, beat, secs, stopped, want) in cases {
             assert_eq!(Service::at(1000, beat, secs, beat, stopped).running, want, "{name}");

@@ -189,6 +189,14 @@ fn issue_text(issue: &Issue, now: i64, tz: &TimeZone) -> (String, &'static str) 
             "SOURCE FOLDER",
         ),
         Issue::ClockWrong { text } => (printable(text), "CLOCK WRONG"),
+        Issue::Stalled { oldest_pending_age_secs, last_success_at } => (
+            format!(
+                "the oldest queued event has waited {} (last delivery {}): sales expire once older than the attribution window; the last error and Troubleshooting in README say why",
+                ago(*oldest_pending_age_secs),
+                last_success_at.map_or("never".into(), |t| local_time(t, tz))
+            ),
+            "STALLED",
+        ),
         Issue::IngestHeld { text } => (printable(text), "INGEST HELD"),
         Issue::Retrying { error, next_retry_at } => (
             format!(

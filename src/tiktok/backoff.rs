@@ -29,25 +29,24 @@ impl Policies {
     }
 }
 
-/// The consecutive failures of one kind that a wait is computed from. A change of kind starts a
-/// new streak: when a server that was down for a day answers again with 429s, the first wait is
-/// about a second (the throttling policy's first step), not a whole throttling cap, so the
-/// backlog is not left waiting minutes on a server that is mostly idle (the fleet simulation,
-/// `fleet.rs`, showed the difference).
+/// The failures since the last delivery, counted per kind (server/network errors, throttling),
+/// that a wait is computed from. Each kind grows its own count: when a server that was down for
+/// a day answers again with 429s, the first wait is about a second (the throttling policy's first
+/// step), not a whole throttling cap, so the backlog is not left waiting minutes on a server that
+/// is mostly idle (the fleet simulation, `fleet.rs`, showed the difference); and a gateway that
+/// alternates 429 and 503 still sees every agent back off exponentially on both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Streak {
-    failures: u32,
-    throttled: bool,
+    errors: u32,
+    throttled: u32,
 }
 
 impl Streak {
-    /// One more failure; the count the wait is computed from (1-based).
+    /// One more failure of this kind; the count the wait is computed from (1-based).
     pub fn fail(&mut self, throttled: bool) -> u32 {
-        if throttled != self.throttled {
-            *self = Streak { failures: 0, throttled };
-        }
-        self.failures = self.failures.saturating_add(1);
-        self.failures
+        let count = if throttled { &mut self.throttled } else { &mut self.errors };
+        *count = count.saturating_add(1);
+        *count
     }
 
     /// A delivery ends the streak.
@@ -101,9 +100,11 @@ mod tests {
     }
 
     #[test]
-    fn a_streak_counts_failures_of_one_kind_and_ends_with_a_delivery() {
+    fn a_streak_counts_each_kind_of_failure_and_ends_with_a_delivery() {
         let mut streak = Streak::default();
-        let kinds = [(false, 1), (false, 2), (false, 3), (true, 1), (true, 2), (false, 1)];
+        // A day of server errors, then throttling: the 429s start their own count; a gateway
+        // alternating 503 and 429 keeps growing both (never back to the first step).
+        let kinds = [(false, 1), (false, 2), (false, 3), (true, 1), (true, 2), (false, 4), (true, 3), (false, 5)];
         for (throttled, count) in kinds {
             assert_eq!(streak.fail(throttled), count, "{throttled}");
         }

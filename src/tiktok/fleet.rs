@@ -1,6 +1,6 @@
 //! Fleet check (issue 10): a pure, seeded simulation of the retry schedule of 10,000 agents that
 //! lost the API at the same moment, using the real backoff policy ([`super::backoff::delay`]) and
-//! the sender's failure count ([`Streak`]: failures of one kind in a row, ended by a delivery). Run with
+//! the sender's failure counts ([`Streak`]: failures per kind since the last delivery). Run with
 //! `cargo test --lib fleet -- --nocapture` to see the figures (BENCHMARKS.md, "Fleet recovery").
 //!
 //! The model: at t = 0 every agent's request fails, and every request fails (HTTP 5xx, the

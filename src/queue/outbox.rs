@@ -159,21 +159,7 @@ impl Queue {
                 }
                 .map_err(err)?;
             }
-            tx.execute(
-                "INSERT INTO send_log (at, events, http_status, code, class, message, request_id, test_event_code)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    log.at,
-                    log.events,
-                    log.http_status,
-                    log.code,
-                    log.class,
-                    log.message,
-                    log.request_id,
-                    log.test_event_code
-                ],
-            )
-            .map_err(err)?;
+            super::report::insert_send_log(&tx, log).map_err(err)?;
             agent::update(&tx, change).map_err(err)?;
         }
         tx.commit().map_err(err)

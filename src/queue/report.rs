@@ -230,23 +230,7 @@ impl Queue {
 
     /// Record a request sent outside the queue (`send-test`) in the send log.
     pub fn log_request(&self, entry: &SendLogEntry) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO send_log (at, events, http_status, code, class, message, request_id, test_event_code)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    entry.at,
-                    entry.events,
-                    entry.http_status,
-                    entry.code,
-                    entry.class,
-                    entry.message,
-                    entry.request_id,
-                    entry.test_event_code
-                ],
-            )
-            .map(drop)
-            .map_err(|e| self.sqlite(e))
+        insert_send_log(&self.conn, entry).map_err(|e| self.sqlite(e))
     }
 
     pub fn max_ids(&self) -> Result<(i64, i64)> {
@@ -295,4 +279,23 @@ impl Queue {
             .map_err(|e| self.sqlite(e))?;
         Ok(counts)
     }
+}
+
+/// One line of the send log, on `conn` (a connection or a transaction): a request's answer.
+pub(super) fn insert_send_log(conn: &rusqlite::Connection, entry: &SendLogEntry) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO send_log (at, events, http_status, code, class, message, request_id, test_event_code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            entry.at,
+            entry.events,
+            entry.http_status,
+            entry.code,
+            entry.class,
+            entry.message,
+            entry.request_id,
+            entry.test_event_code
+        ],
+    )
+    .map(drop)
 }

@@ -496,7 +496,7 @@ impl Monitor {
 
     /// Write the metrics file (at most every 15 s), on the blocking pool: the report looks at the
     /// sources' folders (often network shares) and counts in the queue, neither of which may hold
-    /// up the supervisor. Skipped while the previous write is still at work.
+    /// up the supervisor.
     fn write_metrics(&mut self, config: &Arc<Config>, config_path: &std::path::Path, health: &Health, stuck: bool) {
         if config.metrics_textfile.is_none() || *self.check.borrow() != Check::Passed {
             return;
@@ -509,7 +509,8 @@ impl Monitor {
         let ingest_held = health.ingest_held().is_some();
         let connection = self.heartbeat.clone();
         tokio::task::spawn_blocking(move || {
-            let Ok(queue) = connection.try_lock() else { return };
+            // Waits for a heartbeat write on the same connection (never more than the busy timeout).
+            let queue = connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let Some(path) = &config.metrics_textfile else { return };
             let state = queue.agent_state().unwrap_or_default();
             let now = crate::now();

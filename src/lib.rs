@@ -38,6 +38,14 @@ pub fn now() -> i64 {
 /// `OFFLINE_EVENTS_AGENT_FAULT=<name>` in the environment, the point called `name` panics. Release
 /// builds compile it to nothing.
 #[inline]
+/// Debug builds only: with `OFFLINE_EVENTS_AGENT_FAULT=<name>`, pause here for `pause` (a test
+/// widens a race window, e.g. a new file landing where a file was just archived).
+pub fn fault_pause(name: &str, pause: std::time::Duration) {
+    if cfg!(debug_assertions) && std::env::var("OFFLINE_EVENTS_AGENT_FAULT").is_ok_and(|v| v == name) {
+        std::thread::sleep(pause);
+    }
+}
+
 pub fn fault_point(name: &str) {
     if cfg!(debug_assertions) && std::env::var("OFFLINE_EVENTS_AGENT_FAULT").is_ok_and(|v| v == name) {
         panic!("fault injected at {name}");

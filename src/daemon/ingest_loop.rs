@@ -286,6 +286,9 @@ pub(super) async fn ingest_loop(
                     .map(|(i, path, known)| {
                         let known = intake::Known { on_part: Some(&part_done), ..known };
                         h.progress(Part::Ingest);
+                        // The file about to be taken: once it is archived, whatever is found at its
+                        // path is another file (a POS writing the next export under the same name).
+                        let before = source::look(&cfg.sources[i], &path).ok().map(|m| ingest::stamp(&m));
                         let result = match intake::companion_settling(&cfg.sources[i], &path) {
                             Some(companion) => {
                                 tracing::debug!("{}: waits for {} to settle", shown(&path), shown(&companion));
@@ -298,8 +301,9 @@ pub(super) async fn ingest_loop(
                             wake_sender.notify_one();
                             hand_over_lock();
                         }
+                        crate::fault_pause("after-take", Duration::from_secs(2));
                         let stamp = source::look(&cfg.sources[i], &path).ok().map(|m| ingest::stamp(&m));
-                        (i, path, result, stamp)
+                        (i, path, result, stamp, before)
                     })
                     .collect::<Vec<_>>()
             })
@@ -307,7 +311,7 @@ pub(super) async fn ingest_loop(
             health.end(Part::Ingest);
             queue = q;
             let mut new_events = false;
-            for (i, path, result, stamp) in results {
+            for (i, path, result, stamp, before) in results {
                 let w = &mut watched[i];
                 let src = &config.sources[i];
                 let undisposed =
@@ -339,10 +343,12 @@ pub(super) async fn ingest_loop(
                     }
                 }
                 match (result, stamp) {
-                    (FileResult::Committed { events, disposed }, stamp) => {
+                    (FileResult::Committed { events, disposed }, _) => {
                         new_events |= events > 0;
-                        if let (Some(stamp), true) = (stamp, disposed) {
-                            watched[i].handled.insert(path, stamp);
+                        // Handled is the file that was taken (kept in place, or gone): a new file
+                        // at the path since then has another stamp and is read.
+                        if let (Some(taken), true) = (before, disposed) {
+                            watched[i].handled.insert(path, taken);
                         }
                     }
                     (FileResult::Appended { events, stamp, idle_at }, _) => {
@@ -362,8 +368,10 @@ pub(super) async fn ingest_loop(
                     }
                     // Not in `handled`: the next rescan (or a chmod's event) looks at it again.
                     (FileResult::DisposeFailed | FileResult::Blocked, _) => {}
-                    (FileResult::Done, Some(stamp)) => {
-                        watched[i].handled.insert(path, stamp);
+                    (FileResult::Done, Some(_)) => {
+                        if let Some(taken) = before {
+                            watched[i].handled.insert(path, taken);
+                        }
                     }
                     (FileResult::Retry, Some((size, mtime))) => watched[i].settle.observe(&path, size, mtime, ms()),
                     (FileResult::QueueFull, Some((size, mtime))) => {

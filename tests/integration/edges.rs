@@ -217,3 +217,20 @@ fn file_names_cannot_forge_log_lines_and_names_that_are_not_utf8_are_read() {
     assert!(!status.contains('\x1b') && !status.lines().any(|l| l.starts_with("INFO forged")), "{status}");
     assert!(status.contains("a\\nINFO forged.csv") && status.contains("\\u{1b}[2Jclear.csv"), "{status}");
 }
+
+#[test]
+fn a_new_file_written_under_the_name_of_one_just_archived_is_read_too() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    // The agent pauses 2 s after taking a file (debug builds only): the next export lands under
+    // the same name between the archiving and the agent's next look at that path.
+    let mut daemon = agent.spawn_with_env(&[("OFFLINE_EVENTS_AGENT_FAULT", "after-take")]);
+    agent.drop_file("sales.csv", &csv_orders("F", 2, 1));
+    assert!(wait_until(T, || agent.inbox.join("archive/sales.csv").exists()), "{}", daemon.log_text());
+    agent.drop_file("sales.csv", &csv_orders("G", 2, 1));
+    assert!(fake.wait_for_unique(4, T), "the second sales.csv was never read:\n{}", daemon.log_text());
+    let mut want = ids("F", 2);
+    want.extend(ids("G", 2));
+    assert_eq!(fake.unique_ids(), want);
+    daemon.terminate();
+}

@@ -313,7 +313,13 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                 service::status(&e.to_string());
                 return Err(e);
             }
-            _ = passed(check.clone()), if !monitor.deferred.is_empty() => monitor.write_deferred(),
+            _ = passed(check.clone()), if !monitor.deferred.is_empty() => {
+                // The queue check passed: the start (or reload) is recorded, and STATUS turns from
+                // "checking the queue" to the counts.
+                monitor.write_deferred();
+                service::status(&monitor.status_line(&pipeline.config, &health));
+                status_sent = Instant::now();
+            }
             reason = damaged(check) => {
                 tracing::error!("the queue check found damage ({reason}); restarting the pipeline to recover it");
                 let config = Config::clone(&pipeline.config);

@@ -69,8 +69,9 @@ impl Imported {
 
 /// `import`: take each file with its source's settings, leaving it where it is; `on_file` is told
 /// what became of each. A file whose content was read before is passed over, unless `force`: then
-/// its old read is superseded ([`Queue::supersede_file`]: its rejected rows and dead events go) and
-/// it is read again with the current config. Its orders queued or sent before keep their event ids
+/// it is read again with the current config, and its old read superseded in the new read's first
+/// commit (`intake::Known::reread`: its rejected rows and dead events go; nothing goes if the new
+/// read does not commit). Its orders queued or sent before keep their event ids
 /// and are counted as duplicates, not queued again. True when some file must be tried again.
 pub fn import<'c>(
     config: &'c Config,
@@ -121,15 +122,16 @@ fn import_one(
     if !force {
         return Ok(Imported::Known { known_as: crate::source::shown(Path::new(&record.path)) });
     }
-    let superseded = queue.supersede_file(record.id)?;
+    let superseded = queue.superseded_counts(record.id)?;
     tracing::info!(
-        "{}: reading it again with the current config ({} rejected rows and {} dead events of its earlier read removed)",
+        "{}: reading it again with the current config (its earlier read's {} rejected rows and {} dead events are replaced)",
         crate::source::shown(path),
         superseded.rejects,
         superseded.dead
     );
-    // Should this read not commit, the content stays unknown, so the next `import` reads it.
-    let result = intake::take(queue, config, src, path, false);
+    // Should this read not commit, the earlier read stays as it was.
+    let known = intake::Known { reread: Some(record.id), ..intake::Known::default() };
+    let result = intake::take_with(queue, config, src, path, false, known);
     Ok(Imported::Reread { result, superseded })
 }
 

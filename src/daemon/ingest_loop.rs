@@ -256,7 +256,7 @@ pub(super) async fn ingest_loop(
                     let known = intake::Known {
                         settled: watched[i].settle.stamp(&path),
                         dispose_failed_before: watched[i].dispose_retry.contains_key(&path),
-                        on_part: None,
+                        ..intake::Known::default()
                     };
                     watched[i].settle.forget(&path);
                     watched[i].idle_looks.remove(&path);

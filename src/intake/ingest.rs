@@ -289,7 +289,7 @@ pub fn ingest_file(
     path: &Path,
     ages: AgePolicy,
 ) -> Result<Outcome, IngestError> {
-    ingest_settled(queue, source, path, ages, None, &|_| {})
+    ingest_settled(queue, source, path, ages, None, None, &|_| {})
 }
 
 /// Ingest one file of `source`. `settled`: the size and mtime the caller saw the file settle at;
@@ -315,6 +315,7 @@ pub fn ingest_settled(
     path: &Path,
     ages: AgePolicy,
     settled: Option<Stamp>,
+    reread: Option<i64>,
     on_part: &dyn Fn(&IngestCounts),
 ) -> Result<Outcome, IngestError> {
     let io = |source: std::io::Error| IngestError::Io { path: shown(path), source };
@@ -334,8 +335,11 @@ pub fn ingest_settled(
     let shown = shown(path);
     // Some parts committed before: (its record, things found before its position).
     let mut resumed = None;
+    // `import --force` of this very read: read again, replacing it in the first commit.
+    let mut supersede = None;
     if let Some(record) = queue.file_by_hash(&hash)? {
         match record.state {
+            FileState::Ingested if reread == Some(record.id) => supersede = Some(record.id),
             FileState::Ingested => return Ok(Outcome::AlreadyIngested(record)),
             _ => resumed = Some((record.id, queue.part_position(record.id)?.map_or(0, |(_, taken)| taken))),
         }
@@ -347,7 +351,7 @@ pub fn ingest_settled(
             tracing::info!("{shown}: reading on after the {taken} orders and rows committed before");
             queue.resume_ingest(file_id, path, ages.now)?
         }
-        None => queue.begin_ingest(&hash, path, &source.name, ages.now)?,
+        None => queue.begin_reread(supersede, &hash, path, &source.name, ages.now)?,
     };
     let file_id = ingest.file_id();
     let mut failure: Option<QueueError> = None;

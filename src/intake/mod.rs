@@ -69,6 +69,9 @@ pub struct Known<'a> {
     pub dispose_failed_before: bool,
     /// Called after each committed part of a big file (the service wakes the sender).
     pub on_part: Option<&'a (dyn Fn() + Sync)>,
+    /// `import --force`: this `files` row is an earlier read of the same content; the file is read
+    /// again, and that read replaced in the new read's first commit.
+    pub reread: Option<i64>,
 }
 
 /// Take one complete file: ingest it and, when `dispose`, archive/delete/quarantine it as its source
@@ -95,7 +98,7 @@ pub fn take_with(
     let companion = src.format.companion_of(path);
     let on_part = |_: &IngestCounts| known.on_part.map_or((), |f| f());
     let ages = age_policy_for(queue, config);
-    let result = ingest::ingest_settled(queue, src, path, ages, known.settled, &on_part);
+    let result = ingest::ingest_settled(queue, src, path, ages, known.settled, known.reread, &on_part);
     if matches!(result, Ok(Outcome::Ingested { .. } | Outcome::AlreadyIngested(_)))
         && queue.clear_blocked(path).unwrap_or(false)
     {

@@ -1,7 +1,7 @@
 //! Dead letters and rejected rows: listed, requeued, purged; the files behind rejected rows found
 //! again and their old reads superseded, so that a file read under a wrong config can be read again.
 
-use super::{DeadReason, EventState, FileState, Queue, QueueError, Result};
+use super::{DeadReason, EventState, FileState, Queue, Result};
 use rusqlite::params;
 use serde::Serialize;
 
@@ -110,26 +110,18 @@ impl Queue {
             .collect()
     }
 
-    /// Before a file is read again (`import --force`): its old read (`files` row `file_id`) no
-    /// longer names its content (`reread:<id>` instead of the hash, so the new read is a new file),
-    /// and what the new read will record again is removed, in one transaction: the old read's
-    /// rejected rows and its dead events. Its queued and sent events stay; the new read counts
-    /// them as duplicates (same event ids).
-    pub fn supersede_file(&mut self, file_id: i64) -> Result<Superseded> {
-        let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
-        let tx = self.conn.transaction().map_err(err)?;
-        let rejects = tx.execute("DELETE FROM rejects WHERE file_id = ?1", [file_id]).map_err(err)?;
-        let dead = tx
-            .execute("DELETE FROM events WHERE file_id = ?1 AND state = ?2", params![file_id, EventState::Dead])
-            .map_err(err)?;
-        tx.execute(
-            "UPDATE files SET content_hash = 'reread:' || id, rejects = 0, events = MAX(events - ?2, 0) WHERE id = ?1",
-            params![file_id, dead as i64],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(Superseded { rejects, dead })
+    /// What reading a file again (`import --force`) will replace of its old read (`files` row
+    /// `file_id`): its rejected rows and its dead events. Read only: the replacement happens in the
+    /// new read's own transaction ([`supersede`]).
+    pub fn superseded_counts(&self, file_id: i64) -> Result<Superseded> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM rejects WHERE file_id = ?1),
+                        (SELECT COUNT(*) FROM events WHERE file_id = ?1 AND state = ?2)",
+                params![file_id, EventState::Dead],
+                |r| Ok(Superseded { rejects: r.get::<_, i64>(0)? as usize, dead: r.get::<_, i64>(1)? as usize }),
+            )
+            .map_err(|e| self.sqlite(e))
     }
 
     pub fn dead_events(&self, limit: usize) -> Result<Vec<DeadEvent>> {
@@ -233,4 +225,20 @@ impl Queue {
         }
         .map_err(|e| self.sqlite(e))
     }
+}
+
+/// In the transaction of a file's new read (`import --force`): its old read (`files` row
+/// `file_id`) no longer names its content (`reread:<id>` instead of the hash, so the new read is a
+/// new file), and what the new read records again goes: the old read's rejected rows and dead
+/// events. Its queued and sent events stay; the new read counts them as duplicates (same event
+/// ids). Committed with the new read's first part, or not at all.
+pub(super) fn supersede(tx: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM rejects WHERE file_id = ?1", [file_id])?;
+    let dead =
+        tx.execute("DELETE FROM events WHERE file_id = ?1 AND state = ?2", params![file_id, EventState::Dead])?;
+    tx.execute(
+        "UPDATE files SET content_hash = 'reread:' || id, rejects = 0, events = MAX(events - ?2, 0) WHERE id = ?1",
+        params![file_id, dead as i64],
+    )?;
+    Ok(())
 }

@@ -84,11 +84,27 @@ impl Queue {
 
     /// Start ingesting a file: everything added through the returned [`Ingest`] commits at once.
     pub fn begin_ingest(&mut self, content_hash: &str, path: &Path, source: &str, now: i64) -> Result<Ingest<'_>> {
+        self.begin_reread(None, content_hash, path, source, now)
+    }
+
+    /// [`Queue::begin_ingest`], and with `supersede` the old read of the same content (`import
+    /// --force`) is replaced in the same transaction ([`super::dead::supersede`]).
+    pub fn begin_reread(
+        &mut self,
+        supersede: Option<i64>,
+        content_hash: &str,
+        path: &Path,
+        source: &str,
+        now: i64,
+    ) -> Result<Ingest<'_>> {
         let path_text = path.display().to_string();
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let conn: &Connection = &self.conn;
         let tx = conn.unchecked_transaction().map_err(err)?;
+        if let Some(old) = supersede {
+            super::dead::supersede(&tx, old).map_err(err)?;
+        }
         tx.execute(
             "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![content_hash, path_text, source, FileState::Ingesting, now],

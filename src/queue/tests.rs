@@ -358,3 +358,28 @@ fn the_wal_is_emptied_past_an_eighth_of_the_cap_or_64_mib() {
         assert_eq!(super::ingest::wal_bound(cap), bound, "cap {cap}");
     }
 }
+
+#[test]
+fn a_reread_replaces_the_earlier_read_only_when_it_commits() {
+    let (_dir, mut q) = temp_queue();
+    let mut first = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    first.add_reject(2, Some("price"), "not an amount").unwrap();
+    first.commit().unwrap();
+    let old = q.file_by_hash("h1").unwrap().unwrap().id;
+    assert_eq!((q.superseded_counts(old).unwrap().rejects, q.recent_rejects(10).unwrap().len()), (1, 1));
+
+    // A new read that does not commit (dropped: the file changed, a crash) leaves the earlier one.
+    let mut again = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 200).unwrap();
+    again.add_event(&event("e1", 10)).unwrap();
+    drop(again);
+    assert_eq!(q.file_by_hash("h1").unwrap().map(|r| r.id), Some(old), "still the earlier read");
+    assert_eq!(q.recent_rejects(10).unwrap().len(), 1, "its rejected row is kept");
+
+    // One that commits replaces it in the same transaction.
+    let mut again = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 300).unwrap();
+    again.add_event(&event("e1", 10)).unwrap();
+    again.commit().unwrap();
+    assert_ne!(q.file_by_hash("h1").unwrap().map(|r| r.id), Some(old), "the content now names the new read");
+    assert!(q.recent_rejects(10).unwrap().is_empty(), "the earlier read's rejected row went with it");
+    assert_eq!(q.counts().unwrap().pending, 1);
+}

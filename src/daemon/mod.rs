@@ -83,19 +83,17 @@ struct Pipeline {
 /// Run `work` once the queue check passed; never when it found damage (then wait for the stop
 /// that the restart sends: a loop that returned on its own would end the service).
 async fn after_check(
-    mut check: watch::Receiver<Check>,
+    check: watch::Receiver<Check>,
     mut stop: watch::Receiver<bool>,
     work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) {
-    let passed = tokio::select! {
-        _ = stop.wait_for(|s| *s) => return,
-        c = check.wait_for(|c| *c != Check::Running) => matches!(c.as_deref(), Ok(Check::Passed)),
+    let start = tokio::select! {
+        _ = stop.wait_for(|s| *s) => false,
+        _ = passed(check) => true,
     };
-    if !passed {
-        let _ = stop.wait_for(|s| *s).await;
-        return;
+    if start {
+        work.await
     }
-    work.await
 }
 
 impl Pipeline {
@@ -220,7 +218,9 @@ fn test_session_warning(code: &str, queue: &std::path::Path) -> String {
 
 /// Wait until the queue check passed (pending for ever if it finds damage).
 async fn passed(mut check: watch::Receiver<Check>) {
-    if check.wait_for(|c| *c == Check::Passed).await.is_err() {
+    // The `Ref` the wait returns is not `Send`: dropped before any other await.
+    let passed = check.wait_for(|c| *c == Check::Passed).await.is_ok();
+    if !passed {
         std::future::pending::<()>().await;
     }
 }
@@ -518,15 +518,15 @@ impl Monitor {
             // Waits for a heartbeat write on the same connection (never more than the busy timeout).
             let queue = connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let Some(path) = &config.metrics_textfile else { return };
-            let state = queue.agent_state().unwrap_or_default();
             let now = crate::now();
             let origin = crate::status::Origin::of(&config, &config_path);
+            // The report has read the counts and the agent's state already.
             let report = crate::status::gather_from(&queue, &origin, now, crate::status::Depth::Light).ok();
             let snapshot = service::Snapshot {
-                counts: queue.counts().unwrap_or_default(),
+                counts: report.as_ref().map(|r| r.counts.clone()).unwrap_or_default(),
                 now,
-                last_success_at: state.last_success_at,
-                paused: state.paused.is_some(),
+                last_success_at: report.as_ref().and_then(|r| r.last_success_at),
+                paused: report.as_ref().is_some_and(|r| r.paused.is_some()),
                 ingest_held,
                 healthy: !stuck,
                 queue_bytes: queue.used_bytes(),

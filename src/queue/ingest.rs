@@ -3,6 +3,7 @@
 //! big for one transaction; [`Ingest::commit_at`]: the parts of an append-mode file); file records,
 //! and files that could not be read.
 
+use super::packed::Stored;
 use super::{DeadReason, EventState, FileState, Queue, QueueError, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -397,9 +398,10 @@ impl<'q> Ingest<'q> {
         };
         if inserted == 1 {
             let id = self.tx().last_insert_rowid();
+            let stored = Stored::of(e.payload);
             self.tx()
                 .prepare_cached("INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")
-                .and_then(|mut stmt| stmt.execute(params![id, e.payload, super::outbox::payload_checksum(e.payload)]))
+                .and_then(|mut stmt| stmt.execute(params![id, stored, stored.checksum()]))
                 .map_err(|err| self.err(err))?;
             self.counts.events += 1;
             if state == EventState::Dead {

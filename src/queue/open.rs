@@ -27,7 +27,7 @@ struct SalvagedRow {
     sent_at: Option<i64>,
     dead_reason: Option<String>,
     dead_message: Option<String>,
-    payload: String,
+    payload: Option<super::packed::Stored>,
     checksum: Option<i64>,
 }
 
@@ -182,7 +182,7 @@ impl Queue {
         };
         let columns = format!(
             "SELECT id, event_name, event_id, event_time, order_id, state, attempts, queued_at, sent_at,
-                    dead_reason, dead_message, COALESCE((SELECT json FROM payloads p WHERE p.id = events.id), ''), {checksum}
+                    dead_reason, dead_message, (SELECT json FROM payloads p WHERE p.id = events.id), {checksum}
              FROM events"
         );
         let chunk_sql = format!("{columns} WHERE id > ?1 ORDER BY id LIMIT 500");
@@ -231,10 +231,10 @@ impl Queue {
                 );
                 if inserted.unwrap_or(0) == 1 {
                     carried += 1;
-                    if !v.payload.is_empty() {
+                    if let Some(payload) = &v.payload {
                         let _ = tx.execute(
                             "INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)",
-                            params![tx.last_insert_rowid(), v.payload, v.checksum],
+                            params![tx.last_insert_rowid(), payload, v.checksum],
                         );
                     }
                 }

@@ -1,9 +1,9 @@
 //! The outbox: pending batches, what one delivery attempt did to its events, expiry, pruning, and
 //! the space sent events' JSON takes.
 
+use super::packed::Stored;
 use super::{agent, AgentState, DeadReason, EventState, Queue, QueueError, Result, SendLogEntry};
 use rusqlite::params;
-use sha2::{Digest, Sha256};
 
 /// A queued event as the sender sees it.
 #[derive(Debug, Clone)]
@@ -11,23 +11,25 @@ pub struct Queued {
     pub id: i64,
     pub event_id: String,
     pub event_time: i64,
+    /// The JSON (empty when it is not intact).
     pub payload: String,
-    /// [`payload_checksum`] of the JSON as it was stored; `None` for a payload stored by an older
-    /// agent (not verified).
-    pub checksum: Option<i64>,
+    /// Whether the stored payload still is what was stored: it matches its checksum (or cannot be
+    /// told: stored by an agent before checksums) and unpacks.
+    pub intact: bool,
 }
 
 impl Queued {
-    /// Whether the payload still is what was stored (or cannot be told: no checksum).
     pub fn intact(&self) -> bool {
-        self.checksum.is_none_or(|sum| sum == payload_checksum(&self.payload))
+        self.intact
     }
 }
 
-/// The checksum stored with a payload: the first 8 bytes of the SHA-256 of its JSON.
-pub fn payload_checksum(json: &str) -> i64 {
-    let digest = Sha256::digest(json.as_bytes());
-    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
+/// A stored payload and its checksum as read: the JSON, or `None` when it is damaged.
+pub(super) fn verified(stored: Stored, checksum: Option<i64>) -> Option<String> {
+    if checksum.is_some_and(|sum| sum != stored.checksum()) {
+        return None;
+    }
+    stored.into_json().ok()
 }
 
 /// The batch read. Walked in id order on `events_by_state` (state, id), so a batch reads its
@@ -37,6 +39,22 @@ pub fn payload_checksum(json: &str) -> i64 {
 pub(super) const PENDING_BATCH: &str =
     "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum FROM events e INDEXED BY events_by_state
      JOIN payloads p ON p.id = e.id WHERE e.state = ?2 AND e.event_time >= ?3 ORDER BY e.id LIMIT ?1";
+
+/// `ids` as runs of consecutive ids, `(first, last)` inclusive, in ascending order: every id of a
+/// run is one of `ids`, so `id BETWEEN first AND last` touches exactly them. Pure.
+fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for id in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(id) => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs
+}
 
 /// What one delivery attempt did to its events.
 #[derive(Debug, Clone, Copy)]
@@ -58,12 +76,13 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(PENDING_BATCH).map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![limit as i64, EventState::Pending, cutoff], |r| {
+                let json = verified(r.get(3)?, r.get(4)?);
                 Ok(Queued {
                     id: r.get(0)?,
                     event_id: r.get(1)?,
                     event_time: r.get(2)?,
-                    payload: r.get(3)?,
-                    checksum: r.get(4)?,
+                    intact: json.is_some(),
+                    payload: json.unwrap_or_default(),
                 })
             })
             .map_err(|e| self.sqlite(e))?;
@@ -139,25 +158,38 @@ impl Queue {
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         {
-            let sql = match disposition {
-                Disposition::Sent { .. } => {
-                    "UPDATE events SET attempts = attempts + 1, state = ?3, sent_at = ?2 WHERE id = ?1 AND state = ?4"
-                }
-                Disposition::Dead { .. } => {
-                    "UPDATE events SET attempts = attempts + 1, state = ?4, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = ?5"
-                }
-                Disposition::StillPending => "UPDATE events SET attempts = attempts + 1 WHERE id = ?1",
-            };
-            let mut stmt = tx.prepare_cached(sql).map_err(err)?;
-            for id in ids {
-                match disposition {
-                    Disposition::Sent { at } => stmt.execute(params![id, at, EventState::Sent, EventState::Pending]),
-                    Disposition::Dead { reason, message } => {
-                        stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending])
+            match disposition {
+                // One statement per run of consecutive ids (a batch walks the queue in id order, so
+                // mostly one run): each statement is ~1 µs of SQLite overhead beside the row's.
+                Disposition::Sent { at } => {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "UPDATE events SET attempts = attempts + 1, state = ?4, sent_at = ?3
+                             WHERE id BETWEEN ?1 AND ?2 AND state = ?5",
+                        )
+                        .map_err(err)?;
+                    for (first, last) in id_runs(ids) {
+                        stmt.execute(params![first, last, at, EventState::Sent, EventState::Pending]).map_err(err)?;
                     }
-                    Disposition::StillPending => stmt.execute(params![id]),
                 }
-                .map_err(err)?;
+                Disposition::Dead { reason, message } => {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "UPDATE events SET attempts = attempts + 1, state = ?4, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = ?5",
+                        )
+                        .map_err(err)?;
+                    for id in ids {
+                        stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending])
+                            .map_err(err)?;
+                    }
+                }
+                Disposition::StillPending => {
+                    let mut stmt =
+                        tx.prepare_cached("UPDATE events SET attempts = attempts + 1 WHERE id = ?1").map_err(err)?;
+                    for id in ids {
+                        stmt.execute(params![id]).map_err(err)?;
+                    }
+                }
             }
             super::report::insert_send_log(&tx, log).map_err(err)?;
             agent::update(&tx, change).map_err(err)?;
@@ -227,5 +259,26 @@ impl Queue {
             .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])
             .map_err(|e| self.sqlite(e))?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_runs;
+
+    #[test]
+    fn ids_make_runs_of_consecutive_ids() {
+        type Case = (&'static str, &'static [i64], &'static [(i64, i64)]);
+        let cases: [Case; 6] = [
+            ("none", &[], &[]),
+            ("one", &[7], &[(7, 7)]),
+            ("a batch in id order", &[1, 2, 3, 4], &[(1, 4)]),
+            ("a gap (an event held or dead between)", &[1, 2, 5, 6], &[(1, 2), (5, 6)]),
+            ("a split part, out of order, repeated", &[9, 3, 4, 9, 8], &[(3, 4), (8, 9)]),
+            ("the largest id", &[i64::MAX - 1, i64::MAX], &[(i64::MAX - 1, i64::MAX)]),
+        ];
+        for (what, ids, want) in cases {
+            assert_eq!(id_runs(ids), want, "{what}");
+        }
     }
 }

@@ -120,9 +120,10 @@ impl Queue {
             )
             .map_err(err)?;
         if changed == 1 {
+            let stored = super::packed::Stored::of(json);
             tx.execute(
                 "INSERT OR REPLACE INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)",
-                params![id, json, super::outbox::payload_checksum(json)],
+                params![id, stored, stored.checksum()],
             )
             .map_err(err)?;
         }

@@ -204,7 +204,7 @@ impl Queue {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT e.id, e.state, f.path, COALESCE(p.json, '(sent; its JSON is no longer kept)'),
+                "SELECT e.id, e.state, f.path, p.json,
                         e.queued_at, e.dead_reason, e.dead_message, COALESCE(f.warnings, 0) FROM events e
                  LEFT JOIN files f ON f.id = e.file_id LEFT JOIN payloads p ON p.id = e.id
                  WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
@@ -217,7 +217,10 @@ impl Queue {
                     // Any other value was shown as dead before the states had a type; it still is.
                     state: EventState::from_code(r.get(1)?).unwrap_or(EventState::Dead),
                     file: r.get(2)?,
-                    payload: r.get(3)?,
+                    payload: match r.get::<_, Option<super::packed::Stored>>(3)? {
+                        Some(stored) => stored.into_json().unwrap_or_else(|e| format!("({e})")),
+                        None => "(sent; its JSON is no longer kept)".to_owned(),
+                    },
                     queued_at: r.get(4)?,
                     dead_reason: r.get(5)?,
                     dead_message: r.get(6)?,

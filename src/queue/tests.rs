@@ -383,3 +383,44 @@ fn a_reread_replaces_the_earlier_read_only_when_it_commits() {
     assert!(q.recent_rejects(10).unwrap().is_empty(), "the earlier read's rejected row went with it");
     assert_eq!(q.counts().unwrap().pending, 1);
 }
+
+/// Payloads are stored packed (a BLOB); a queue written by an agent before that holds them as JSON
+/// text with the checksum of that text, or with none (before checksums): both are still sent as
+/// they are, and damage to the text is still caught.
+#[test]
+fn payloads_stored_as_json_text_by_older_agents_are_still_read() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    let json = |id: &str| format!(r#"{{"event":"Purchase","event_time":10,"event_id":"{id}","properties":{{}}}}"#);
+    for id in ["new", "old", "oldest", "damaged"] {
+        ingest.add_event(&NewEvent { payload: &json(id), ..event(id, 10) }).unwrap();
+    }
+    ingest.commit().unwrap();
+    let stored: Vec<(String, bool)> = {
+        let mut stmt = q.conn.prepare("SELECT typeof(json), checksum IS NOT NULL FROM payloads ORDER BY id").unwrap();
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert!(stored.iter().all(|s| s == &("blob".to_string(), true)), "{stored:?}");
+    // As an older agent stored them: the text and the first 8 bytes of its SHA-256, or no checksum.
+    let old_sum = |text: &str| {
+        use sha2::{Digest, Sha256};
+        i64::from_be_bytes(Sha256::digest(text.as_bytes())[..8].try_into().unwrap())
+    };
+    let set = |id: i64, text: &str, sum: Option<i64>| {
+        q.conn
+            .execute("UPDATE payloads SET json = ?2, checksum = ?3 WHERE id = ?1", rusqlite::params![id, text, sum])
+            .unwrap();
+    };
+    set(2, &json("old"), Some(old_sum(&json("old"))));
+    set(3, &json("oldest"), None);
+    set(4, &json("dAmaged"), Some(old_sum(&json("damaged"))));
+    let batch = q.pending_batch(10).unwrap();
+    let seen: Vec<(bool, &str)> = batch.iter().map(|e| (e.intact, e.payload.as_str())).collect();
+    assert_eq!(
+        seen,
+        [(true, json("new").as_str()), (true, json("old").as_str()), (true, json("oldest").as_str()), (false, "")]
+    );
+}

@@ -101,7 +101,8 @@ fn queue_then_damage_a_payload(agent: &Agent, fake: &FakeTikTok) {
     assert!(wait_until(T, || agent.counts().0 == 5), "{}", daemon.log_text());
     daemon.terminate();
     assert!(
-        patch(&agent.queue, br#""event_id":"s042:t1:C2""#, br#""event_id":"s042:t1:D2""#),
+        // Payloads are stored packed: `,"event_id":"` is the byte 0x05 there.
+        patch(&agent.queue, b"\x05s042:t1:C2", b"\x05s042:t1:D2"),
         "the payload of C2 is not in the database file"
     );
     let check = agent.cmd_ok(&["status"]);

@@ -489,7 +489,12 @@ fn fastrand_u32() -> u32 {
 
 /// Text of every file under `dir` (for "no raw PII on disk" checks), binary files included lossily.
 pub fn all_file_text(dir: &Path) -> String {
-    let mut out = String::new();
+    String::from_utf8_lossy(&all_file_bytes(dir)).into_owned()
+}
+
+/// The bytes of every file under `dir`, one after the other.
+pub fn all_file_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap().flatten() {
@@ -497,7 +502,7 @@ pub fn all_file_text(dir: &Path) -> String {
             if p.is_dir() {
                 stack.push(p);
             } else if let Ok(bytes) = std::fs::read(&p) {
-                out.push_str(&String::from_utf8_lossy(&bytes));
+                out.extend_from_slice(&bytes);
             }
         }
     }

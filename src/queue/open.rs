@@ -257,6 +257,13 @@ impl Queue {
         Queue::ready(conn, path)
     }
 
+    /// `wal_autocheckpoint = 16384` pages (64 MiB, as `journal_size_limit`): in a backlog an event's
+    /// pages are written when it is queued and again when it is marked sent; within one WAL cycle
+    /// the checkpoint copies such a page to the database once instead of twice (bytes written for a
+    /// 200,000-event backlog: 2.45x the JSON sent at SQLite's default of 1000 pages, 1.92x at 16384).
+    /// The WAL is still emptied past [`super::ingest`]'s bound (an eighth of the queue cap, at most
+    /// 64 MiB) and by the maintenance pass; after a power cut SQLite reads at most that much WAL
+    /// once when the queue is opened.
     fn configure(&mut self) -> Result<()> {
         // First, so that even switching to WAL waits for another connection instead of failing.
         self.conn.busy_handler(Some(wait_for_lock)).map_err(|e| self.sqlite(e))?;
@@ -267,7 +274,8 @@ impl Queue {
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
                  PRAGMA journal_size_limit = 67108864;
-                 PRAGMA cache_size = -2048;",
+                 PRAGMA cache_size = -2048;
+                 PRAGMA wal_autocheckpoint = 16384;",
             )
             .map_err(|e| self.sqlite(e))
     }

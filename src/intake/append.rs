@@ -449,7 +449,7 @@ pub fn ingest_append(
     // What an idle look would still take; an idle look took everything it could.
     let held = !idle && offset < size;
     let unchanged = saved.as_ref().is_some_and(|(p, _)| *p == position) && file_id.is_some();
-    if unchanged && ingest.counts() == IngestCounts::default() {
+    if unchanged && ingest.is_empty() {
         // Nothing taken and nowhere to move: roll back rather than write the same position again.
         return Ok(AppendOutcome::Read { counts: IngestCounts::default(), position, size, held, stamp });
     }

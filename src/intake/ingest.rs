@@ -15,9 +15,7 @@ use crate::config::SourceConfig;
 use crate::event::{self, time::Age};
 use crate::event::{Event, Warning};
 use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
-use crate::queue::{
-    Added, DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Position, Queue, QueueError,
-};
+use crate::queue::{DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Position, Queue, QueueError};
 use crate::source::open::{self, Links};
 use crate::source::{self, shown};
 use crate::tiktok::wire;
@@ -472,30 +470,16 @@ pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Resu
             }
             ingest.add_warnings(warnings.len());
             let payload = wire::event_json(ev);
-            let added = ingest.add_event(&NewEvent {
+            ingest.add_event(&NewEvent {
                 event_name: ev.event,
                 event_id: ev.event_id.as_str(),
                 event_time: ev.event_time,
                 order_id: &ev.order_id,
                 payload: &payload,
                 dead_reason,
-            });
-            match added {
-                Ok(Added::RepeatedInFile) => {
-                    let reason = format!(
-                        "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
-                        ev.order_id
-                    );
-                    tracing::warn!("{shown}:{line}: field `order_id`: {reason}");
-                    ingest.add_reject(line, Some("order_id"), &reason)
-                }
-                Ok(Added::Queued) => {
-                    ingest.count_match_key(crate::event::screen::MatchKey::of(&ev.user));
-                    Ok(())
-                }
-                Ok(Added::Duplicate) => Ok(()),
-                Err(e) => Err(e),
-            }
+                line,
+                key: crate::event::screen::MatchKey::of(&ev.user),
+            })
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use super::packed::Stored;
 use super::{DeadReason, EventState, FileState, Queue, QueueError, Result};
+use crate::event::screen::MatchKey;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -19,10 +20,41 @@ pub struct NewEvent<'a> {
     pub payload: &'a str,
     /// `Some(reason)` queues it directly as dead (e.g. `expired`).
     pub dead_reason: Option<DeadReason>,
+    /// The line it was read from (a repeat of an order earlier in the file is rejected there).
+    pub line: u64,
+    /// The best key TikTok can match it by, counted per file once it is queued.
+    pub key: MatchKey,
 }
 
+/// An event or rejected row read but not yet written. They are written in order when their part
+/// commits (or once [`UNWRITTEN_BYTES`] pile up), so the queue's write lock is held for the writes,
+/// not while the file is read and its events are built: the sender marks batches sent meanwhile.
+#[derive(Debug)]
+enum Unwritten {
+    Event {
+        event_name: String,
+        event_id: String,
+        event_time: i64,
+        order_id: String,
+        stored: Stored,
+        checksum: i64,
+        dead_reason: Option<DeadReason>,
+        line: u64,
+        key: MatchKey,
+    },
+    Reject {
+        line: u64,
+        field: Option<String>,
+        reason: String,
+    },
+}
+
+/// Bytes of unwritten events and rows past which they are written before their part commits (a
+/// part is at most [`crate::intake`]'s 2 MiB of file; an append-mode read may be longer).
+const UNWRITTEN_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Added {
+enum Added {
     Queued,
     /// The same event was queued before, from another file (a re-export).
     Duplicate,
@@ -334,8 +366,13 @@ pub struct Ingest<'q> {
     counts: IngestCounts,
     /// Committed in earlier parts of this ingest.
     committed: IngestCounts,
-    /// Events queued since the last committed part, by match key (see [`Ingest::count_match_key`]).
+    /// Events queued since the last committed part, by match key.
     keys: std::cell::Cell<[i64; 4]>,
+    /// Read, not yet written (see [`Unwritten`]), and about how many bytes they hold.
+    unwritten: Vec<Unwritten>,
+    unwritten_bytes: usize,
+    /// The file's path as logs show it.
+    shown: String,
 }
 
 impl<'q> Ingest<'q> {
@@ -352,12 +389,15 @@ impl<'q> Ingest<'q> {
             conn,
             tx: Some(tx),
             file_id,
-            path,
             now,
             queue_path,
             counts,
             committed: counts,
             keys: Default::default(),
+            unwritten: Vec::new(),
+            unwritten_bytes: 0,
+            shown: crate::source::shown(Path::new(&path)),
+            path,
         }
     }
 
@@ -373,8 +413,61 @@ impl<'q> Ingest<'q> {
         QueueError::Sqlite { path: self.queue_path.clone(), source }
     }
 
-    pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<Added> {
-        let state = if e.dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
+    /// Queue an event (written when its part commits; a repeat of an order read earlier in this
+    /// file becomes a rejected row then, a re-export of one queued before is counted as such).
+    pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<()> {
+        let stored = Stored::of(e.payload);
+        let checksum = stored.checksum();
+        self.unwritten_bytes += stored.bytes().len() + e.event_id.len() + e.order_id.len() + 96;
+        self.unwritten.push(Unwritten::Event {
+            event_name: e.event_name.to_owned(),
+            event_id: e.event_id.to_owned(),
+            event_time: e.event_time,
+            order_id: e.order_id.to_owned(),
+            stored,
+            checksum,
+            dead_reason: e.dead_reason,
+            line: e.line,
+            key: e.key,
+        });
+        self.write_if_big()
+    }
+
+    fn write_if_big(&mut self) -> Result<()> {
+        if self.unwritten_bytes >= UNWRITTEN_BYTES {
+            self.write_unwritten()?;
+        }
+        Ok(())
+    }
+
+    /// Write what was read since the last write, in order, in the open transaction.
+    fn write_unwritten(&mut self) -> Result<()> {
+        self.unwritten_bytes = 0;
+        for item in std::mem::take(&mut self.unwritten) {
+            match item {
+                Unwritten::Event { line, key, ref order_id, .. } => match self.insert_event(&item)? {
+                    Added::Queued => self.count_match_key(key),
+                    Added::Duplicate => self.counts.duplicates += 1,
+                    Added::RepeatedInFile => {
+                        let reason = format!(
+                            "order `{order_id}` appears again after other orders; its rows must be consecutive, so this part was not taken"
+                        );
+                        tracing::warn!("{}:{line}: field `order_id`: {reason}", self.shown);
+                        self.insert_reject(line, Some("order_id"), &reason)?;
+                    }
+                },
+                Unwritten::Reject { line, field, reason } => self.insert_reject(line, field.as_deref(), &reason)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_event(&mut self, item: &Unwritten) -> Result<Added> {
+        let Unwritten::Event { event_name, event_id, event_time, order_id, stored, checksum, dead_reason, .. } = item
+        else {
+            unreachable!("only events are inserted as events")
+        };
+        let state = if dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
         let inserted = {
             let mut stmt = self
                 .tx()
@@ -384,24 +477,23 @@ impl<'q> Ingest<'q> {
                 )
                 .map_err(|err| self.err(err))?;
             stmt.execute(params![
-                e.event_name,
-                e.event_id,
-                e.event_time,
-                e.order_id,
+                event_name,
+                event_id,
+                event_time,
+                order_id,
                 self.file_id,
                 state,
                 self.now,
-                e.dead_reason,
-                e.dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE)
+                dead_reason,
+                dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE)
             ])
             .map_err(|err| self.err(err))?
         };
         if inserted == 1 {
             let id = self.tx().last_insert_rowid();
-            let stored = Stored::of(e.payload);
             self.tx()
                 .prepare_cached("INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")
-                .and_then(|mut stmt| stmt.execute(params![id, stored, stored.checksum()]))
+                .and_then(|mut stmt| stmt.execute(params![id, stored, checksum]))
                 .map_err(|err| self.err(err))?;
             self.counts.events += 1;
             if state == EventState::Dead {
@@ -412,18 +504,24 @@ impl<'q> Ingest<'q> {
         let existing_file: Option<i64> = self
             .tx()
             .prepare_cached("SELECT file_id FROM events WHERE event_name = ?1 AND event_id = ?2")
-            .and_then(|mut s| s.query_row(params![e.event_name, e.event_id], |r| r.get(0)).optional())
+            .and_then(|mut s| s.query_row(params![event_name, event_id], |r| r.get(0)).optional())
             .map_err(|err| self.err(err))?
             .flatten();
         if existing_file == Some(self.file_id) {
             Ok(Added::RepeatedInFile)
         } else {
-            self.counts.duplicates += 1;
             Ok(Added::Duplicate)
         }
     }
 
+    /// Record a rejected row (written when its part commits, after what was read before it).
     pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {
+        self.unwritten_bytes += reason.len() + 64;
+        self.unwritten.push(Unwritten::Reject { line, field: field.map(str::to_owned), reason: reason.to_owned() });
+        self.write_if_big()
+    }
+
+    fn insert_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {
         self.counts.rejects += 1;
         let mut stmt = self
             .tx()
@@ -437,8 +535,7 @@ impl<'q> Ingest<'q> {
     }
 
     /// Count a queued event by the best key TikTok can match it by (stored with the file's counts).
-    pub fn count_match_key(&mut self, key: crate::event::screen::MatchKey) {
-        use crate::event::screen::MatchKey;
+    fn count_match_key(&mut self, key: MatchKey) {
         let i = match key {
             MatchKey::Email => 0,
             MatchKey::Phone => 1,
@@ -459,14 +556,14 @@ impl<'q> Ingest<'q> {
         self.counts.warnings += n as i64;
     }
 
-    /// What was added since the last committed part.
-    pub fn counts(&self) -> IngestCounts {
-        self.counts
+    /// Whether nothing was added since the last committed part.
+    pub fn is_empty(&self) -> bool {
+        self.unwritten.is_empty() && self.counts == IngestCounts::default()
     }
 
     /// Commit durably: the file is ingested whole. After this returns the file may be archived or
     /// deleted. Returns what this ingest added, over all its parts.
-    pub fn commit(self) -> Result<IngestCounts> {
+    pub fn commit(mut self) -> Result<IngestCounts> {
         let (file_id, state) = (self.file_id, FileState::Ingested);
         self.add_counts()?;
         let tx = self.tx();
@@ -478,7 +575,7 @@ impl<'q> Ingest<'q> {
 
     /// Commit durably, together with the new read position of this file of `source` (append
     /// mode): the position moves past exactly what this transaction recorded, or not at all.
-    pub fn commit_at(self, source: &str, position: &Position) -> Result<IngestCounts> {
+    pub fn commit_at(mut self, source: &str, position: &Position) -> Result<IngestCounts> {
         self.add_counts()?;
         self.record_position(source, position, 0)?;
         self.finish()
@@ -516,8 +613,9 @@ impl<'q> Ingest<'q> {
         Ok(part)
     }
 
-    /// Add this transaction's counts to the file's record.
-    fn add_counts(&self) -> Result<()> {
+    /// Write what is unwritten, and add this transaction's counts to the file's record.
+    fn add_counts(&mut self) -> Result<()> {
+        self.write_unwritten()?;
         let c = self.counts;
         self.tx()
             .execute(

@@ -19,7 +19,7 @@ mod state;
 
 pub use agent::AgentState;
 pub use dead::{DeadEvent, DeadFilter, RejectRecord, RejectedFile, Superseded};
-pub use ingest::{Added, FileRecord, Ingest, IngestCounts, NewEvent, Position, PositionRecord};
+pub use ingest::{FileRecord, Ingest, IngestCounts, NewEvent, Position, PositionRecord};
 pub use open::{lock_wanted, Recovery};
 pub use outbox::{Disposition, Queued};
 pub use redo::CorruptEvent;

@@ -27,23 +27,35 @@ mod tempdir {
 }
 
 fn event<'a>(id: &'a str, time: i64) -> NewEvent<'a> {
-    NewEvent { event_name: "Purchase", event_id: id, event_time: time, order_id: id, payload: "{}", dead_reason: None }
+    NewEvent {
+        event_name: "Purchase",
+        event_id: id,
+        event_time: time,
+        order_id: id,
+        payload: "{}",
+        dead_reason: None,
+        line: 0,
+        key: crate::event::screen::MatchKey::None,
+    }
 }
 
 #[test]
 fn an_ingest_commits_events_rejects_and_the_file_record_together() {
     let (_dir, mut q) = temp_queue();
     let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
-    assert_eq!(ingest.add_event(&event("e1", 10)).unwrap(), Added::Queued);
-    assert_eq!(ingest.add_event(&event("e2", 11)).unwrap(), Added::Queued);
-    assert_eq!(ingest.add_event(&event("e1", 10)).unwrap(), Added::RepeatedInFile);
+    ingest.add_event(&event("e1", 10)).unwrap();
+    ingest.add_event(&event("e2", 11)).unwrap();
+    // A repeat of an order earlier in the same file is a rejected row.
+    ingest.add_event(&NewEvent { line: 5, ..event("e1", 10) }).unwrap();
     ingest.add_reject(7, Some("price"), "not an amount").unwrap();
     let counts = ingest.commit().unwrap();
-    assert_eq!((counts.events, counts.rejects), (2, 1));
+    assert_eq!((counts.events, counts.rejects, counts.duplicates), (2, 2, 0));
     let file = q.file_by_hash("h1").unwrap().unwrap();
     assert_eq!((file.state.as_str(), file.events), ("ingested", 2));
     assert_eq!(q.counts().unwrap().pending, 2);
-    assert_eq!(q.recent_rejects(10).unwrap()[0].line, 7);
+    let mut lines: Vec<i64> = q.recent_rejects(10).unwrap().iter().map(|r| r.line).collect();
+    lines.sort();
+    assert_eq!(lines, [5, 7]);
 }
 
 #[test]
@@ -64,9 +76,10 @@ fn a_re_export_is_not_queued_twice() {
     a.add_event(&event("e1", 10)).unwrap();
     a.commit().unwrap();
     let mut b = q.begin_ingest("h2", Path::new("b"), "s", 2).unwrap();
-    assert_eq!(b.add_event(&event("e1", 10)).unwrap(), Added::Duplicate);
-    assert_eq!(b.add_event(&event("e3", 10)).unwrap(), Added::Queued);
-    assert_eq!(b.commit().unwrap().duplicates, 1);
+    b.add_event(&event("e1", 10)).unwrap();
+    b.add_event(&event("e3", 10)).unwrap();
+    let counts = b.commit().unwrap();
+    assert_eq!((counts.events, counts.duplicates, counts.rejects), (1, 1, 0));
     assert_eq!(q.counts().unwrap().pending, 2);
 }
 
@@ -140,17 +153,18 @@ fn an_append_part_commits_with_its_position_or_not_at_all() {
 
     // The next part of the same file: its record adds up, and an order seen before is a repeat.
     let mut ingest = q.begin_append(file_id, path, "till", 101).unwrap();
-    assert_eq!(ingest.add_event(&event("e2", 11)).unwrap(), Added::Queued);
-    assert_eq!(ingest.add_event(&event("e1", 10)).unwrap(), Added::RepeatedInFile);
-    ingest.commit_at("till", &at(300)).unwrap();
+    ingest.add_event(&event("e2", 11)).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    let counts = ingest.commit_at("till", &at(300)).unwrap();
+    assert_eq!((counts.events, counts.rejects), (1, 1), "e1 repeats an order of this file");
     assert_eq!(q.position("till", path).unwrap().unwrap(), (at(300), file_id));
     let file = &q.recent_files(10).unwrap()[0];
     assert_eq!((file.state.as_str(), file.events, file.content_hash.starts_with("append:")), ("append", 2, true));
 
     // Read again from the start (truncated): a new record, and what was queued is a duplicate.
     let mut ingest = q.begin_append(None, path, "till", 102).unwrap();
-    assert_eq!(ingest.add_event(&event("e1", 10)).unwrap(), Added::Duplicate);
-    ingest.commit_at("till", &at(40)).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    assert_eq!(ingest.commit_at("till", &at(40)).unwrap().duplicates, 1);
     let (position, new_id) = q.position("till", path).unwrap().unwrap();
     assert_eq!(position, at(40));
     assert_ne!(new_id, file_id);
@@ -300,14 +314,12 @@ fn source_totals_count_files_keys_and_events_by_state() {
     let (_dir, mut q) = temp_queue();
     let mut a = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
     for (id, key) in [("e1", MatchKey::Email), ("e2", MatchKey::None), ("e3", MatchKey::ExternalIdOnly)] {
-        a.add_event(&event(id, 10)).unwrap();
-        a.count_match_key(key);
+        a.add_event(&NewEvent { key, ..event(id, 10) }).unwrap();
     }
     a.add_reject(3, None, "bad").unwrap();
     a.commit().unwrap();
     let mut b = q.begin_ingest("h2", Path::new("/pos/b.csv"), "web", 200).unwrap();
-    b.add_event(&NewEvent { dead_reason: Some(DeadReason::Expired), ..event("e4", 10) }).unwrap();
-    b.count_match_key(MatchKey::Phone);
+    b.add_event(&NewEvent { dead_reason: Some(DeadReason::Expired), key: MatchKey::Phone, ..event("e4", 10) }).unwrap();
     b.commit().unwrap();
 
     let totals = q.source_totals(150).unwrap();

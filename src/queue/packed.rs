@@ -205,12 +205,34 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// The longest piece `at` starts with, by index.
 fn piece_at(at: &[u8]) -> Option<usize> {
     let candidates = BY_FIRST_BYTE.get(usize::from(at[0]))?;
-    candidates
-        .iter()
-        .take_while(|&&i| i != NONE)
-        .map(|&i| usize::from(i))
-        .find(|&i| at.starts_with(PIECES[i].as_bytes()))
+    if candidates[0] == NONE {
+        return None;
+    }
+    // The first 8 bytes compared as one word rule out nearly every candidate without a memcmp.
+    let word = at.first_chunk::<8>().map(|w| u64::from_le_bytes(*w));
+    candidates.iter().take_while(|&&i| i != NONE).map(|&i| usize::from(i)).find(|&i| {
+        let (head, mask) = HEADS[i];
+        word.is_none_or(|w| w & mask == head) && at.starts_with(PIECES[i].as_bytes())
+    })
 }
+
+/// Each piece's first 8 bytes (fewer for a shorter piece) as a little-endian word, and the mask of
+/// the bytes it has.
+static HEADS: [(u64, u64); PIECES.len()] = {
+    let mut heads = [(0u64, 0u64); PIECES.len()];
+    let mut i = 0;
+    while i < PIECES.len() {
+        let bytes = PIECES[i].as_bytes();
+        let mut k = 0;
+        while k < 8 && k < bytes.len() {
+            heads[i].0 |= (bytes[k] as u64) << (8 * k);
+            heads[i].1 |= 0xff << (8 * k);
+            k += 1;
+        }
+        i += 1;
+    }
+    heads
+};
 
 const NONE: u8 = u8::MAX;
 

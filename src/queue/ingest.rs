@@ -468,12 +468,16 @@ impl<'q> Ingest<'q> {
             unreachable!("only events are inserted as events")
         };
         let state = if dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
+        // `sent_at` means something only once the event is sent (every query reads it with `state =
+        // sent`); it starts as the queue time, an integer of the size the send time will have, so
+        // marking the event sent rewrites its row in place. Left NULL, the row grew by 4 bytes when
+        // sent and the full pages of a backlog split (bytes written: see BENCHMARKS.md).
         let inserted = {
             let mut stmt = self
                 .tx()
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, dead_reason, dead_message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, sent_at, dead_reason, dead_message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
                 )
                 .map_err(|err| self.err(err))?;
             stmt.execute(params![

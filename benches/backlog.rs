@@ -168,8 +168,21 @@ fn agent_binary() -> PathBuf {
     std::env::var_os("OEA_BENCH_AGENT").map_or_else(|| env!("CARGO_BIN_EXE_offline-events-agent").into(), PathBuf::from)
 }
 
+/// The `Environment=` settings of the packaged systemd unit: the agent runs here as it runs there.
+fn unit_environment() -> Vec<(String, String)> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/offline-events-agent.service");
+    std::fs::read_to_string(unit)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 fn spawn(dir: &Path, notify: &Notify) -> Child {
     Command::new(agent_binary())
+        .envs(unit_environment())
         .arg("--config")
         .arg(dir.join("config.toml"))
         .arg("run")

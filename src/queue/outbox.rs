@@ -1,9 +1,9 @@
 //! The outbox: pending batches, what one delivery attempt did to its events, expiry, pruning, and
 //! the space sent events' JSON takes.
 
-use super::packed::Stored;
 use super::{agent, AgentState, DeadReason, EventState, Queue, QueueError, Result, SendLogEntry};
 use rusqlite::params;
+use rusqlite::types::ValueRef;
 
 /// A queued event as the sender sees it.
 #[derive(Debug, Clone)]
@@ -24,12 +24,22 @@ impl Queued {
     }
 }
 
-/// A stored payload and its checksum as read: the JSON, or `None` when it is damaged.
-pub(super) fn verified(stored: Stored, checksum: Option<i64>) -> Option<String> {
-    if checksum.is_some_and(|sum| sum != stored.checksum()) {
+/// A stored payload (as SQLite hands it over, not copied) and its checksum as read: the JSON, or
+/// `None` when it is damaged.
+pub(super) fn verified(stored: ValueRef<'_>, checksum: Option<i64>) -> Option<String> {
+    let (bytes, packed) = match stored {
+        ValueRef::Blob(b) => (b, true),
+        ValueRef::Text(t) => (t, false),
+        _ => return None,
+    };
+    if checksum.is_some_and(|sum| sum != super::packed::checksum(bytes)) {
         return None;
     }
-    stored.into_json().ok()
+    if packed {
+        super::packed::unpack(bytes).ok()
+    } else {
+        String::from_utf8(bytes.to_vec()).ok()
+    }
 }
 
 /// The batch read. Walked in id order on `events_by_state` (state, id), so a batch reads its
@@ -76,7 +86,7 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(PENDING_BATCH).map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![limit as i64, EventState::Pending, cutoff], |r| {
-                let json = verified(r.get(3)?, r.get(4)?);
+                let json = verified(r.get_ref(3)?, r.get(4)?);
                 Ok(Queued {
                     id: r.get(0)?,
                     event_id: r.get(1)?,

@@ -61,6 +61,12 @@ pub const PIECES: [&str; 30] = [
     r#""]"#,
 ];
 
+/// The checksum of stored payload bytes: the first 8 bytes of their SHA-256.
+pub fn checksum(stored: &[u8]) -> i64 {
+    let digest = Sha256::digest(stored);
+    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
+}
+
 /// A packed payload that does not unpack (damaged, or written by a newer agent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpackable(&'static str);
@@ -96,8 +102,7 @@ impl Stored {
     /// The checksum stored beside it: the first 8 bytes of the SHA-256 of the stored bytes (for a
     /// TEXT payload, its JSON, as agents before the packed format computed it).
     pub fn checksum(&self) -> i64 {
-        let digest = Sha256::digest(self.bytes());
-        i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
+        checksum(self.bytes())
     }
 
     /// The JSON.

@@ -8,6 +8,7 @@
 //!
 //! Prints: wall to the first and to the last event, the agent's CPU time, peak RSS and bytes
 //! written (`/proc/<pid>/io`), the JSON bytes received, the floor and the ratio to it; then the
+//! trickle that follows (a one-order file every 100 ms: rename to delivery, p50 and p99); then the
 //! start-up to READY with the whole backlog queued. No figure is asserted: every event must arrive,
 //! that is all.
 //!
@@ -59,11 +60,12 @@ fn main() {
     let last = receiver.wait_for(rows as u64, Duration::from_secs(1800));
     let pid = agent.id();
     let (cpu, rss, written) = (cpu_secs(pid), status_kb(pid, "VmHWM:"), io_write_bytes(pid));
-    stop(&mut agent);
     let last = last.unwrap_or_else(|| panic!("only {} of {rows} events arrived", receiver.events()));
+    let json = receiver.bytes();
+    let (p50, p99) = trickle(&run, &staging, &receiver, rows, TRICKLE_FILES);
+    stop(&mut agent);
     let wall = (last - t0).as_secs_f64();
     let first = (receiver.first().expect("a first event") - t0).as_secs_f64();
-    let json = receiver.bytes();
     println!("backlog: {rows} events delivered; wall to last event {wall:.2} s, to first event {first:.3} s");
     println!(
         "agent: CPU {cpu:.2} s, peak RSS {:.1} MiB, bytes written {:.1} MB = {:.2}x the {:.1} MB of JSON sent",
@@ -75,9 +77,46 @@ fn main() {
     if let Some(floor) = floor {
         println!("ratio to the floor: {:.2}x (goal: at most 2.0x)", wall / floor);
     }
+    println!(
+        "trickle, then: a one-order file every 100 ms, rename to delivery p50 {:.1} ms, p99 {:.1} ms",
+        p50 * 1e3,
+        p99 * 1e3
+    );
     drop(receiver);
 
     startup_with_backlog(dir.path(), &run, rows);
+}
+
+/// Files in the trickle that follows the backlog.
+const TRICKLE_FILES: usize = 40;
+
+/// One-order files renamed into the running agent's folder one every 100 ms (or once the one
+/// before arrived, if that took longer), each timed from its rename to its event's arrival at the
+/// receiver: the median and the 99th percentile, in seconds.
+fn trickle(run: &Path, staging: &Path, receiver: &Receiver, first_order: usize, n: usize) -> (f64, f64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let name = format!("trickle-{i:03}.csv");
+        let o = first_order + i;
+        std::fs::write(
+            staging.join(&name),
+            format!(
+                "order_id,event_time,email,phone,content_id,content_name,price,quantity\n{o:08},{},c{o}@example.com,,SKU-1,Item,1.00,1\n",
+                now - 60
+            ),
+        )
+        .unwrap();
+        let before = receiver.events();
+        let tick = Instant::now();
+        std::fs::rename(staging.join(&name), run.join("inbox").join(&name)).unwrap();
+        let arrived = receiver.wait_for(before + 1, Duration::from_secs(60)).expect("a trickle event arrives");
+        latencies.push((arrived - tick).as_secs_f64());
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed()));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
 }
 
 /// N one-order rows spread over [`FILES`] native CSV files: an e-mail on every order, an E.164
@@ -135,8 +174,11 @@ fn startup_with_backlog(dir: &Path, run: &Path, rows: usize) {
     let second = dir.join("second");
     std::fs::create_dir_all(second.join("inbox")).unwrap();
     std::fs::write(second.join("config.toml"), common::config_text(&second, "http://127.0.0.1:9", "")).unwrap();
-    let archived: Vec<PathBuf> =
-        walk(&run.join("inbox")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "csv")).collect();
+    let archived: Vec<PathBuf> = walk(&run.join("inbox"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("export-")))
+        .collect();
     assert_eq!(archived.len(), FILES, "the archived exports");
     let mut import = Command::new(agent_binary());
     import.arg("--config").arg(second.join("config.toml")).arg("import").args(&archived).env("OEA_BENCH_TOKEN", TOKEN);

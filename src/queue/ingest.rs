@@ -401,6 +401,12 @@ impl<'q> Ingest<'q> {
         }
     }
 
+    /// This file's events in the open transaction (tests of when held rows are written).
+    #[cfg(test)]
+    pub(crate) fn written_events(&self) -> i64 {
+        self.tx().query_row("SELECT COUNT(*) FROM events WHERE file_id = ?1", [self.file_id], |r| r.get(0)).unwrap()
+    }
+
     fn tx(&self) -> &Transaction<'q> {
         self.tx.as_ref().expect("an ingest always has its transaction open")
     }

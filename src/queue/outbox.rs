@@ -121,11 +121,23 @@ impl Queue {
     }
 
     /// Refuse to grow the database file past `bytes` (SQLite answers "database or disk is full",
-    /// and the transaction that hit it rolls back).
+    /// and the transaction that hit it rolls back), and checkpoint the WAL once it holds an eighth
+    /// of that ([`super::ingest::wal_bound`]; 64 MiB at most, as `open` sets for a queue without a
+    /// cap): a small queue cap keeps a small WAL beside it.
     pub fn set_size_limit(&self, bytes: u64) -> Result<()> {
         let page_size: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| self.sqlite(e))?;
         let pages = (bytes / page_size.max(512)).max(1);
-        self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(|e| self.sqlite(e))
+        self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(|e| self.sqlite(e))?;
+        let checkpoint_pages = (super::ingest::wal_bound(bytes) / page_size.max(512)).max(100);
+        self.conn
+            .query_row(&format!("PRAGMA wal_autocheckpoint = {checkpoint_pages}"), [], |_| Ok(()))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The WAL size (in pages) past which this connection's commits checkpoint it.
+    #[cfg(test)]
+    pub(crate) fn wal_autocheckpoint(&self) -> i64 {
+        self.conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap()
     }
 
     /// Drop the JSON of events sent before `cutoff`: only their ids are still needed (to recognise

@@ -148,7 +148,7 @@ impl Queue {
     #[cfg(test)]
     pub(crate) fn damage_payload(&self, id: i64, json: &str) -> Result<()> {
         self.conn
-            .execute("UPDATE payloads SET json = ?2 WHERE id = ?1", params![id, json])
+            .execute("UPDATE payloads SET json = ?2 WHERE id = ?1", params![id, super::packed::Stored::of(json)])
             .map(drop)
             .map_err(|e| self.sqlite(e))
     }

@@ -130,6 +130,11 @@ const V7_BACKLOG: &str = "DROP INDEX IF EXISTS events_by_state_time;";
 /// over and over (SQLite's `balance_nonroot`: half of the cost of an insert); now it is appended at
 /// the end. And marking sent deletes (0, id) and inserts (1, id) at the same place, where pending
 /// meets sent: the page that loses the one gains the other.
+/// Version 8 is also the first whose payloads may be packed BLOBs (`packed.rs`), which an older
+/// agent cannot read: it refuses a queue of a newer schema instead ([`QueueError::TooNew`]). A new
+/// packing format version must come with a schema version too.
+///
+/// [`QueueError::TooNew`]: super::QueueError::TooNew
 const V8_STATE_ORDER: &str = "
 DROP INDEX IF EXISTS events_by_state;
 CREATE INDEX events_by_state ON events (state DESC, id);

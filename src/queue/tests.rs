@@ -53,9 +53,9 @@ fn an_ingest_commits_events_rejects_and_the_file_record_together() {
     let file = q.file_by_hash("h1").unwrap().unwrap();
     assert_eq!((file.state.as_str(), file.events), ("ingested", 2));
     assert_eq!(q.counts().unwrap().pending, 2);
-    let mut lines: Vec<i64> = q.recent_rejects(10).unwrap().iter().map(|r| r.line).collect();
-    lines.sort();
-    assert_eq!(lines, [5, 7]);
+    // Written in the order they were read (the newest first here).
+    let lines: Vec<i64> = q.recent_rejects(10).unwrap().iter().map(|r| r.line).collect();
+    assert_eq!(lines, [7, 5]);
 }
 
 #[test]
@@ -435,4 +435,57 @@ fn payloads_stored_as_json_text_by_older_agents_are_still_read() {
         seen,
         [(true, json("new").as_str()), (true, json("old").as_str()), (true, json("oldest").as_str()), (false, "")]
     );
+}
+
+/// The WAL is checkpointed at an eighth of the queue cap (64 MiB at most): a 16 MB queue keeps a
+/// WAL of about 2 MB beside it, not the 64 MiB a big queue may use.
+#[test]
+fn the_wal_checkpoint_follows_the_queue_cap() {
+    let (_dir, q) = temp_queue();
+    assert_eq!(q.wal_autocheckpoint(), 16384, "no cap: 64 MiB of 4 KiB pages");
+    for (cap, pages) in [(16_000_000u64, 488), (10_000_000_000, 16384), (1_000_000, 100)] {
+        q.set_size_limit(cap).unwrap();
+        assert_eq!(q.wal_autocheckpoint(), pages, "cap {cap}");
+    }
+}
+
+/// A packed payload whose checksum matches but which does not unpack (written by a newer format,
+/// or damaged before its checksum was taken) is not sent either.
+#[test]
+fn a_blob_that_matches_its_checksum_but_does_not_unpack_is_not_intact() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    ingest.add_event(&NewEvent { payload: r#"{"event_id":"e1"}"#, ..event("e1", 10) }).unwrap();
+    ingest.commit().unwrap();
+    let foreign = [9u8, b'{', b'}'];
+    q.conn
+        .execute(
+            "UPDATE payloads SET json = ?1, checksum = ?2",
+            rusqlite::params![&foreign[..], super::packed::checksum(&foreign)],
+        )
+        .unwrap();
+    let batch = q.pending_batch(10).unwrap();
+    assert_eq!(batch.iter().map(|e| (e.intact, e.payload.as_str())).collect::<Vec<_>>(), [(false, "")]);
+}
+
+/// Rows held in memory are written early once they pass 1 MiB (in the open transaction): a repeat
+/// of an order written that way is still a rejected row, and a re-export still a duplicate.
+#[test]
+fn rows_written_early_still_find_repeats_and_duplicates() {
+    let (_dir, mut q) = temp_queue();
+    let mut a = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    a.add_event(&event("old", 10)).unwrap();
+    a.commit().unwrap();
+    let big = format!(r#"{{"description":"{}"}}"#, "x".repeat(400_000));
+    let mut b = q.begin_ingest("h2", Path::new("/pos/b.csv"), "till", 200).unwrap();
+    for id in ["e1", "e2", "e3"] {
+        b.add_event(&NewEvent { payload: &big, ..event(id, 10) }).unwrap();
+    }
+    // Past 1 MiB: written already, before the commit.
+    assert_eq!(b.written_events(), 3);
+    b.add_event(&NewEvent { line: 9, ..event("e1", 10) }).unwrap();
+    b.add_event(&event("old", 10)).unwrap();
+    let counts = b.commit().unwrap();
+    assert_eq!((counts.events, counts.rejects, counts.duplicates), (3, 1, 1));
+    assert_eq!(q.recent_rejects(10).unwrap()[0].line, 9);
 }

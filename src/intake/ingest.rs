@@ -351,7 +351,6 @@ pub fn ingest_settled(
         }
         None => queue.begin_reread(supersede, &hash, path, &source.name, ages.now)?,
     };
-    let file_id = ingest.file_id();
     let mut failure: Option<QueueError> = None;
     let (mut found_so_far, mut part_orders, mut part_from, mut parts) = (0u64, 0u64, 0u64, 0u32);
     let mut changed = false;
@@ -410,8 +409,9 @@ pub fn ingest_settled(
     }
     // Dropping `ingest` uncommitted rolls back what was read since the last part.
     if changed || !stable(&file) {
+        let written = ingest.written_file_id();
         drop(ingest);
-        if parts > 0 || resumed.is_some() {
+        if let Some(file_id) = written.filter(|_| parts > 0 || resumed.is_some()) {
             tracing::info!(
                 "{shown}: changed after parts of it were committed; it will be read again from its start (orders queued from those parts are recognised by their event ids)"
             );
@@ -431,6 +431,7 @@ pub fn ingest_settled(
         Err(format::FormatError::Io(e)) => return Err(io(e)),
         Err(e) => return Ok(Outcome::Unreadable(e.to_string())),
     }
+    let file_id = ingest.file_id()?;
     let counts = ingest.commit()?;
     Ok(Outcome::Ingested { file_id, counts })
 }

@@ -49,6 +49,15 @@ enum Unwritten {
     },
 }
 
+/// The `files` row of a file read for the first time (or again, replacing the read `supersede`),
+/// written with the first rows of its ingest.
+#[derive(Debug)]
+struct NewFile {
+    supersede: Option<i64>,
+    content_hash: String,
+    source: String,
+}
+
 /// Bytes of unwritten events and rows past which they are written before their part commits (a
 /// part is at most [`crate::intake`]'s 2 MiB of file; an append-mode read may be longer).
 const UNWRITTEN_BYTES: usize = 1024 * 1024;
@@ -134,17 +143,12 @@ impl Queue {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let conn: &Connection = &self.conn;
+        // Nothing is written yet (the transaction takes the write lock at its first write): the
+        // file's row, and the replacement of an earlier read, are written with its first rows.
         let tx = conn.unchecked_transaction().map_err(err)?;
-        if let Some(old) = supersede {
-            super::dead::supersede(&tx, old).map_err(err)?;
-        }
-        tx.execute(
-            "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![content_hash, path_text, source, FileState::Ingesting, now],
-        )
-        .map_err(err)?;
-        let file_id = tx.last_insert_rowid();
-        Ok(Ingest::new(conn, tx, file_id, path_text, now, qpath))
+        let mut ingest = Ingest::new(conn, tx, 0, path_text, now, qpath);
+        ingest.new_file = Some(NewFile { supersede, content_hash: content_hash.to_owned(), source: source.to_owned() });
+        Ok(ingest)
     }
 
     /// Go on ingesting a whole file some parts of which are committed (`files` row `file_id`, state
@@ -373,6 +377,8 @@ pub struct Ingest<'q> {
     unwritten_bytes: usize,
     /// The file's path as logs show it.
     shown: String,
+    /// The file's row, until it is written (`file_id` is 0 until then).
+    new_file: Option<NewFile>,
 }
 
 impl<'q> Ingest<'q> {
@@ -398,6 +404,7 @@ impl<'q> Ingest<'q> {
             unwritten_bytes: 0,
             shown: crate::source::shown(Path::new(&path)),
             path,
+            new_file: None,
         }
     }
 
@@ -411,8 +418,30 @@ impl<'q> Ingest<'q> {
         self.tx.as_ref().expect("an ingest always has its transaction open")
     }
 
-    pub fn file_id(&self) -> i64 {
-        self.file_id
+    /// The file's `files` row id, writing the row (and taking the write lock) if it is not yet.
+    pub fn file_id(&mut self) -> Result<i64> {
+        self.write_file_row()?;
+        Ok(self.file_id)
+    }
+
+    /// The file's `files` row id if its row is written (in this or an earlier transaction).
+    pub fn written_file_id(&self) -> Option<i64> {
+        self.new_file.is_none().then_some(self.file_id)
+    }
+
+    fn write_file_row(&mut self) -> Result<()> {
+        let Some(f) = self.new_file.take() else { return Ok(()) };
+        if let Some(old) = f.supersede {
+            super::dead::supersede(self.tx(), old).map_err(|err| self.err(err))?;
+        }
+        self.tx()
+            .execute(
+                "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![f.content_hash, self.path, f.source, FileState::Ingesting, self.now],
+            )
+            .map_err(|err| self.err(err))?;
+        self.file_id = self.tx().last_insert_rowid();
+        Ok(())
     }
 
     fn err(&self, source: rusqlite::Error) -> QueueError {
@@ -448,6 +477,7 @@ impl<'q> Ingest<'q> {
 
     /// Write what was read since the last write, in order, in the open transaction.
     fn write_unwritten(&mut self) -> Result<()> {
+        self.write_file_row()?;
         self.unwritten_bytes = 0;
         for item in std::mem::take(&mut self.unwritten) {
             match item {
@@ -574,8 +604,8 @@ impl<'q> Ingest<'q> {
     /// Commit durably: the file is ingested whole. After this returns the file may be archived or
     /// deleted. Returns what this ingest added, over all its parts.
     pub fn commit(mut self) -> Result<IngestCounts> {
-        let (file_id, state) = (self.file_id, FileState::Ingested);
         self.add_counts()?;
+        let (file_id, state) = (self.file_id, FileState::Ingested);
         let tx = self.tx();
         tx.execute("UPDATE files SET state = ?2 WHERE id = ?1", params![file_id, state])
             .and_then(|_| tx.execute("DELETE FROM positions WHERE file_id = ?1", [file_id]))

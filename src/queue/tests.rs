@@ -282,7 +282,7 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
         let payload = format!("{{\"event_id\":\"{id}\"}}");
         ingest.add_event(&NewEvent { payload: &payload, ..event(id, 10) }).unwrap();
     }
-    let file_id = ingest.file_id();
+    let file_id = ingest.file_id().unwrap();
     ingest.commit().unwrap();
     q.remember_archived_file("/pos/archive/a.csv", "till", 10, 5, file_id, 100).unwrap();
     assert!(q.archive_known("/pos/archive/a.csv", 10, 5).unwrap());
@@ -488,4 +488,21 @@ fn rows_written_early_still_find_repeats_and_duplicates() {
     let counts = b.commit().unwrap();
     assert_eq!((counts.events, counts.rejects, counts.duplicates), (3, 1, 1));
     assert_eq!(q.recent_rejects(10).unwrap()[0].line, 9);
+}
+
+/// A new file's ingest writes nothing, and so takes no write lock, until its first rows are
+/// written: another connection commits meanwhile without waiting.
+#[test]
+fn a_new_ingest_takes_the_write_lock_only_when_it_writes() {
+    let (dir, mut q) = temp_queue();
+    let other = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    assert_eq!(ingest.written_file_id(), None);
+    other.update_agent_state(|s| s.paused = Some("x".into())).unwrap();
+    let file_id = ingest.file_id().unwrap();
+    assert!(file_id > 0);
+    ingest.commit().unwrap();
+    assert_eq!(q.file_by_hash("h1").unwrap().unwrap().id, file_id);
+    assert_eq!(q.counts().unwrap().pending, 1);
 }

@@ -339,7 +339,6 @@ fn wanted(last: u64, own_last: u64, now: u64, within: Duration) -> bool {
     last > 0 && last != own_last && now <= last + within.as_micros() as u64
 }
 
-
 /// Create the database file with mode 0600 if it does not exist yet (SQLite gives its -wal and
 /// -shm files the same mode).
 ///

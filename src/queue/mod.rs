@@ -8,6 +8,7 @@
 
 mod agent;
 mod dead;
+mod files;
 mod ingest;
 mod open;
 mod outbox;
@@ -19,7 +20,8 @@ mod state;
 
 pub use agent::AgentState;
 pub use dead::{DeadEvent, DeadFilter, RejectRecord, RejectedFile, Superseded};
-pub use ingest::{FileRecord, Ingest, IngestCounts, NewEvent, Position, PositionRecord};
+pub use files::{FileRecord, Position, PositionRecord};
+pub use ingest::{Ingest, IngestCounts, NewEvent};
 pub use open::{lock_wanted, Recovery};
 pub use outbox::{Disposition, Queued};
 pub use redo::CorruptEvent;

@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 
 const FILES: usize = 10;
 
+/// The native CSV header of every generated file.
+const HEADER: &str = "order_id,event_time,email,phone,content_id,content_name,price,quantity";
+
 fn main() {
     let rows: usize = std::env::var("OEA_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
@@ -101,10 +104,7 @@ fn trickle(run: &Path, staging: &Path, receiver: &Receiver, first_order: usize, 
         let o = first_order + i;
         std::fs::write(
             staging.join(&name),
-            format!(
-                "order_id,event_time,email,phone,content_id,content_name,price,quantity\n{o:08},{},c{o}@example.com,,SKU-1,Item,1.00,1\n",
-                now - 60
-            ),
+            format!("{HEADER}\n{o:08},{},c{o}@example.com,,SKU-1,Item,1.00,1\n", now - 60),
         )
         .unwrap();
         let before = receiver.events();
@@ -128,7 +128,7 @@ fn generate(dir: &Path, rows: usize) -> Vec<PathBuf> {
     for f in 0..FILES {
         let path = dir.join(format!("export-{f:02}.csv"));
         let mut out = BufWriter::new(std::fs::File::create(&path).unwrap());
-        writeln!(out, "order_id,event_time,email,phone,content_id,content_name,price,quantity").unwrap();
+        writeln!(out, "{HEADER}").unwrap();
         for o in (f * per_file)..((f + 1) * per_file).min(rows) {
             let t = now - 86_400 + (o as i64 % 80_000);
             let phone = if o % 2 == 0 { format!("+1415555{:04}", o % 10_000) } else { String::new() };

@@ -31,22 +31,29 @@ pub struct NewEvent<'a> {
 /// not while the file is read and its events are built: the sender marks batches sent meanwhile.
 #[derive(Debug)]
 enum Unwritten {
-    Event {
-        event_name: String,
-        event_id: String,
-        event_time: i64,
-        order_id: String,
-        stored: Stored,
-        checksum: i64,
-        dead_reason: Option<DeadReason>,
-        line: u64,
-        key: MatchKey,
-    },
-    Reject {
-        line: u64,
-        field: Option<String>,
-        reason: String,
-    },
+    Event(HeldEvent),
+    Reject { line: u64, field: Option<String>, reason: String },
+}
+
+/// An event as [`Ingest::add_event`] keeps it: its payload already packed and checksummed.
+#[derive(Debug)]
+struct HeldEvent {
+    event_name: String,
+    event_id: String,
+    event_time: i64,
+    order_id: String,
+    stored: Stored,
+    checksum: i64,
+    dead_reason: Option<DeadReason>,
+    line: u64,
+    key: MatchKey,
+}
+
+/// An ingest's `files` row: to be written with its first rows, or written (its id).
+#[derive(Debug)]
+enum FileRow {
+    New(NewFile),
+    Written(i64),
 }
 
 /// The `files` row of a file read for the first time (or again, replacing the read `supersede`),
@@ -94,9 +101,9 @@ impl Queue {
         // Nothing is written yet (the transaction takes the write lock at its first write): the
         // file's row, and the replacement of an earlier read, are written with its first rows.
         let tx = conn.unchecked_transaction().map_err(err)?;
-        let mut ingest = Ingest::new(conn, tx, 0, path_text, now, qpath);
-        ingest.new_file = Some(NewFile { supersede, content_hash: content_hash.to_owned(), source: source.to_owned() });
-        Ok(ingest)
+        let file =
+            FileRow::New(NewFile { supersede, content_hash: content_hash.to_owned(), source: source.to_owned() });
+        Ok(Ingest::new(conn, tx, file, path_text, now, qpath))
     }
 
     /// Go on ingesting a whole file some parts of which are committed (`files` row `file_id`, state
@@ -105,7 +112,7 @@ impl Queue {
         let qpath = self.path.clone();
         let conn: &Connection = &self.conn;
         let tx = conn.unchecked_transaction().map_err(|source| QueueError::Sqlite { path: qpath.clone(), source })?;
-        Ok(Ingest::new(conn, tx, file_id, path.display().to_string(), now, qpath))
+        Ok(Ingest::new(conn, tx, FileRow::Written(file_id), path.display().to_string(), now, qpath))
     }
 
     /// Start reading the next part of a file in append mode: everything added through the returned
@@ -130,7 +137,7 @@ impl Queue {
                 tx.last_insert_rowid()
             }
         };
-        Ok(Ingest::new(conn, tx, file_id, path_text, now, qpath))
+        Ok(Ingest::new(conn, tx, FileRow::Written(file_id), path_text, now, qpath))
     }
 }
 
@@ -150,7 +157,7 @@ pub struct Ingest<'q> {
     conn: &'q Connection,
     /// The open transaction; `None` only inside [`Ingest::commit_part`].
     tx: Option<Transaction<'q>>,
-    file_id: i64,
+    file: FileRow,
     path: String,
     now: i64,
     queue_path: PathBuf,
@@ -159,21 +166,19 @@ pub struct Ingest<'q> {
     /// Committed in earlier parts of this ingest.
     committed: IngestCounts,
     /// Events queued since the last committed part, by match key.
-    keys: std::cell::Cell<[i64; 4]>,
+    keys: [i64; 4],
     /// Read, not yet written (see [`Unwritten`]), and about how many bytes they hold.
     unwritten: Vec<Unwritten>,
     unwritten_bytes: usize,
     /// The file's path as logs show it.
     shown: String,
-    /// The file's row, until it is written (`file_id` is 0 until then).
-    new_file: Option<NewFile>,
 }
 
 impl<'q> Ingest<'q> {
     fn new(
         conn: &'q Connection,
         tx: Transaction<'q>,
-        file_id: i64,
+        file: FileRow,
         path: String,
         now: i64,
         queue_path: PathBuf,
@@ -182,7 +187,7 @@ impl<'q> Ingest<'q> {
         Ingest {
             conn,
             tx: Some(tx),
-            file_id,
+            file,
             now,
             queue_path,
             counts,
@@ -192,14 +197,14 @@ impl<'q> Ingest<'q> {
             unwritten_bytes: 0,
             shown: crate::source::shown(Path::new(&path)),
             path,
-            new_file: None,
         }
     }
 
     /// This file's events in the open transaction (tests of when held rows are written).
     #[cfg(test)]
     pub(crate) fn written_events(&self) -> i64 {
-        self.tx().query_row("SELECT COUNT(*) FROM events WHERE file_id = ?1", [self.file_id], |r| r.get(0)).unwrap()
+        let file_id = self.written_file_id().unwrap_or(0);
+        self.tx().query_row("SELECT COUNT(*) FROM events WHERE file_id = ?1", [file_id], |r| r.get(0)).unwrap()
     }
 
     fn tx(&self) -> &Transaction<'q> {
@@ -208,17 +213,10 @@ impl<'q> Ingest<'q> {
 
     /// The file's `files` row id, writing the row (and taking the write lock) if it is not yet.
     pub fn file_id(&mut self) -> Result<i64> {
-        self.write_file_row()?;
-        Ok(self.file_id)
-    }
-
-    /// The file's `files` row id if its row is written (in this or an earlier transaction).
-    pub fn written_file_id(&self) -> Option<i64> {
-        self.new_file.is_none().then_some(self.file_id)
-    }
-
-    fn write_file_row(&mut self) -> Result<()> {
-        let Some(f) = self.new_file.take() else { return Ok(()) };
+        let f = match &self.file {
+            FileRow::Written(id) => return Ok(*id),
+            FileRow::New(f) => f,
+        };
         if let Some(old) = f.supersede {
             super::dead::supersede(self.tx(), old).map_err(|err| self.err(err))?;
         }
@@ -228,8 +226,22 @@ impl<'q> Ingest<'q> {
                 params![f.content_hash, self.path, f.source, FileState::Ingesting, self.now],
             )
             .map_err(|err| self.err(err))?;
-        self.file_id = self.tx().last_insert_rowid();
-        Ok(())
+        let id = self.tx().last_insert_rowid();
+        self.file = FileRow::Written(id);
+        Ok(id)
+    }
+
+    /// The `files` row id once the rows are written (every write starts with [`Ingest::file_id`]).
+    fn row_id(&self) -> i64 {
+        self.written_file_id().expect("the files row is written before any row that refers to it")
+    }
+
+    /// The file's `files` row id if its row is written (in this or an earlier transaction).
+    pub fn written_file_id(&self) -> Option<i64> {
+        match self.file {
+            FileRow::Written(id) => Some(id),
+            FileRow::New(_) => None,
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> QueueError {
@@ -242,7 +254,7 @@ impl<'q> Ingest<'q> {
         let stored = Stored::of(e.payload);
         let checksum = stored.checksum();
         self.unwritten_bytes += stored.bytes().len() + e.event_id.len() + e.order_id.len() + 96;
-        self.unwritten.push(Unwritten::Event {
+        self.unwritten.push(Unwritten::Event(HeldEvent {
             event_name: e.event_name.to_owned(),
             event_id: e.event_id.to_owned(),
             event_time: e.event_time,
@@ -252,7 +264,7 @@ impl<'q> Ingest<'q> {
             dead_reason: e.dead_reason,
             line: e.line,
             key: e.key,
-        });
+        }));
         self.write_if_big()
     }
 
@@ -265,19 +277,20 @@ impl<'q> Ingest<'q> {
 
     /// Write what was read since the last write, in order, in the open transaction.
     fn write_unwritten(&mut self) -> Result<()> {
-        self.write_file_row()?;
+        let file_id = self.file_id()?;
         self.unwritten_bytes = 0;
         for item in std::mem::take(&mut self.unwritten) {
             match item {
-                Unwritten::Event { line, key, ref order_id, .. } => match self.insert_event(&item)? {
-                    Added::Queued => self.count_match_key(key),
+                Unwritten::Event(e) => match self.insert_event(file_id, &e)? {
+                    Added::Queued => self.count_match_key(e.key),
                     Added::Duplicate => self.counts.duplicates += 1,
                     Added::RepeatedInFile => {
                         let reason = format!(
-                            "order `{order_id}` appears again after other orders; its rows must be consecutive, so this part was not taken"
+                            "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
+                            e.order_id
                         );
-                        tracing::warn!("{}:{line}: field `order_id`: {reason}", self.shown);
-                        self.insert_reject(line, Some("order_id"), &reason)?;
+                        tracing::warn!("{}:{}: field `order_id`: {reason}", self.shown, e.line);
+                        self.insert_reject(e.line, Some("order_id"), &reason)?;
                     }
                 },
                 Unwritten::Reject { line, field, reason } => self.insert_reject(line, field.as_deref(), &reason)?,
@@ -286,11 +299,8 @@ impl<'q> Ingest<'q> {
         Ok(())
     }
 
-    fn insert_event(&mut self, item: &Unwritten) -> Result<Added> {
-        let Unwritten::Event { event_name, event_id, event_time, order_id, stored, checksum, dead_reason, .. } = item
-        else {
-            unreachable!("only events are inserted as events")
-        };
+    fn insert_event(&mut self, file_id: i64, e: &HeldEvent) -> Result<Added> {
+        let HeldEvent { event_name, event_id, event_time, order_id, stored, checksum, dead_reason, .. } = e;
         let state = if dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
         // `sent_at` means something only once the event is sent (every query reads it with `state =
         // sent`); it starts as the queue time, an integer of the size the send time will have, so
@@ -309,7 +319,7 @@ impl<'q> Ingest<'q> {
                 event_id,
                 event_time,
                 order_id,
-                self.file_id,
+                file_id,
                 state,
                 self.now,
                 dead_reason,
@@ -335,7 +345,7 @@ impl<'q> Ingest<'q> {
             .and_then(|mut s| s.query_row(params![event_name, event_id], |r| r.get(0)).optional())
             .map_err(|err| self.err(err))?
             .flatten();
-        if existing_file == Some(self.file_id) {
+        if existing_file == Some(file_id) {
             Ok(Added::RepeatedInFile)
         } else {
             Ok(Added::Duplicate)
@@ -357,7 +367,7 @@ impl<'q> Ingest<'q> {
                 "INSERT INTO rejects (file_id, path, line, field, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|err| self.err(err))?;
-        stmt.execute(params![self.file_id, self.path, line as i64, field, reason, self.now])
+        stmt.execute(params![self.row_id(), self.path, line as i64, field, reason, self.now])
             .map(drop)
             .map_err(|err| self.err(err))
     }
@@ -370,9 +380,7 @@ impl<'q> Ingest<'q> {
             MatchKey::ExternalIdOnly => 2,
             MatchKey::None => 3,
         };
-        let mut keys = self.keys.get();
-        keys[i] += 1;
-        self.keys.set(keys);
+        self.keys[i] += 1;
     }
 
     /// Count a transaction the reader decided not to send (refund, void, training...).
@@ -393,7 +401,7 @@ impl<'q> Ingest<'q> {
     /// deleted. Returns what this ingest added, over all its parts.
     pub fn commit(mut self) -> Result<IngestCounts> {
         self.add_counts()?;
-        let (file_id, state) = (self.file_id, FileState::Ingested);
+        let (file_id, state) = (self.row_id(), FileState::Ingested);
         let tx = self.tx();
         tx.execute("UPDATE files SET state = ?2 WHERE id = ?1", params![file_id, state])
             .and_then(|_| tx.execute("DELETE FROM positions WHERE file_id = ?1", [file_id]))
@@ -449,15 +457,15 @@ impl<'q> Ingest<'q> {
             .execute(
                 "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
                    warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7 WHERE id = ?1",
-                params![self.file_id, c.events, c.duplicates, c.rejects, c.warnings, c.skipped, self.now],
+                params![self.row_id(), c.events, c.duplicates, c.rejects, c.warnings, c.skipped, self.now],
             )
             .map_err(|err| self.err(err))?;
-        let [email, phone, external_id, none] = self.keys.take();
+        let [email, phone, external_id, none] = std::mem::take(&mut self.keys);
         self.tx()
             .execute(
                 "UPDATE files SET keys_email = keys_email + ?2, keys_phone = keys_phone + ?3,
                    keys_external_id = keys_external_id + ?4, keys_none = keys_none + ?5 WHERE id = ?1",
-                params![self.file_id, email, phone, external_id, none],
+                params![self.row_id(), email, phone, external_id, none],
             )
             .map(drop)
             .map_err(|err| self.err(err))
@@ -479,7 +487,7 @@ impl<'q> Ingest<'q> {
                     position.lines as i64,
                     position.fingerprint,
                     position.inode as i64,
-                    self.file_id,
+                    self.row_id(),
                     self.now,
                     taken as i64
                 ],

@@ -3,7 +3,6 @@
 
 use super::{agent, AgentState, DeadReason, EventState, Queue, QueueError, Result, SendLogEntry};
 use rusqlite::params;
-use rusqlite::types::ValueRef;
 
 /// A queued event as the sender sees it.
 #[derive(Debug, Clone)]
@@ -16,30 +15,6 @@ pub struct Queued {
     /// Whether the stored payload still is what was stored: it matches its checksum (or cannot be
     /// told: stored by an agent before checksums) and unpacks.
     pub intact: bool,
-}
-
-impl Queued {
-    pub fn intact(&self) -> bool {
-        self.intact
-    }
-}
-
-/// A stored payload (as SQLite hands it over, not copied) and its checksum as read: the JSON, or
-/// `None` when it is damaged.
-pub(super) fn verified(stored: ValueRef<'_>, checksum: Option<i64>) -> Option<String> {
-    let (bytes, packed) = match stored {
-        ValueRef::Blob(b) => (b, true),
-        ValueRef::Text(t) => (t, false),
-        _ => return None,
-    };
-    if checksum.is_some_and(|sum| sum != super::packed::checksum(bytes)) {
-        return None;
-    }
-    if packed {
-        super::packed::unpack(bytes).ok()
-    } else {
-        String::from_utf8(bytes.to_vec()).ok()
-    }
 }
 
 /// The batch read. Walked in id order on `events_by_state` (state, id), so a batch reads its
@@ -86,7 +61,7 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(PENDING_BATCH).map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![limit as i64, EventState::Pending, cutoff], |r| {
-                let json = verified(r.get_ref(3)?, r.get(4)?);
+                let json = super::packed::verified(r.get_ref(3)?, r.get(4)?);
                 Ok(Queued {
                     id: r.get(0)?,
                     event_id: r.get(1)?,

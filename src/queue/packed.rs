@@ -114,6 +114,25 @@ impl Stored {
     }
 }
 
+/// A stored payload as SQLite hands it over (not copied) and its stored checksum: the JSON, or
+/// `None` when it is damaged (it does not match its checksum, or does not unpack). No checksum
+/// (stored by an agent before checksums): not verified.
+pub fn verified(stored: ValueRef<'_>, checksum: Option<i64>) -> Option<String> {
+    let (bytes, packed) = match stored {
+        ValueRef::Blob(b) => (b, true),
+        ValueRef::Text(t) => (t, false),
+        _ => return None,
+    };
+    if checksum.is_some_and(|sum| sum != self::checksum(bytes)) {
+        return None;
+    }
+    if packed {
+        unpack(bytes).ok()
+    } else {
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
 impl ToSql for Stored {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self {

@@ -288,17 +288,17 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     assert!(q.archive_known("/pos/archive/a.csv", 10, 5).unwrap());
     assert!(!q.archive_known("/pos/archive/a.csv", 11, 5).unwrap(), "another size is another file");
     let batch = q.pending_batch(10).unwrap();
-    assert!(batch.iter().all(Queued::intact));
+    assert!(batch.iter().all(|e| e.intact));
     q.damage_payload(batch[1].id, "{\"event_id\":\"f2\"}").unwrap();
     let batch = q.pending_batch(10).unwrap();
-    assert_eq!(batch.iter().map(Queued::intact).collect::<Vec<_>>(), [true, false]);
+    assert_eq!(batch.iter().map(|e| e.intact).collect::<Vec<_>>(), [true, false]);
     q.mark_dead(&[batch[1].id], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
     let corrupt = q.corrupt_to_rebuild(10).unwrap();
     assert_eq!(corrupt.len(), 1);
     assert_eq!(corrupt[0].archived, Some(("/pos/archive/a.csv".into(), "till".into())));
     assert_eq!(corrupt[0].content_hash.as_deref(), Some("h1"));
     assert!(q.restore_payload(corrupt[0].id, "{\"event_id\":\"e2\"}").unwrap());
-    assert!(q.pending_batch(10).unwrap().iter().all(Queued::intact));
+    assert!(q.pending_batch(10).unwrap().iter().all(|e| e.intact));
     assert_eq!(q.counts().unwrap().pending, 2);
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     // Given up on: stays dead, no longer offered for a rebuild.

@@ -248,7 +248,7 @@ impl Sender {
     /// The intact events of `batch`, and how many were dead-lettered as `corrupt` (their payload
     /// fails its checksum).
     fn drop_corrupt(&mut self, batch: Vec<Queued>) -> Result<(Vec<Queued>, usize), SendError> {
-        let (batch, corrupt): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(Queued::intact);
+        let (batch, corrupt): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|e| e.intact);
         if !corrupt.is_empty() {
             for e in &corrupt {
                 tracing::error!("event {}: {}", e.event_id, DeadReason::CORRUPT_MESSAGE);

@@ -13,7 +13,8 @@
 //! that is all.
 //!
 //! `OEA_BENCH_AGENT=/path/to/binary` runs another build of the agent (an older one to compare
-//! against, or one under a profiler wrapper) in place of this build's.
+//! against, or one under a profiler wrapper) in place of this build's. `OEA_BENCH_KEEP=1` keeps
+//! the run's folder (queue, agent log) and prints where it is.
 
 mod common;
 use common::TOKEN;
@@ -88,6 +89,9 @@ fn main() {
     drop(receiver);
 
     startup_with_backlog(dir.path(), &run, rows);
+    if std::env::var_os("OEA_BENCH_KEEP").is_some() {
+        println!("kept: {}", dir.keep().display());
+    }
 }
 
 /// Files in the trickle that follows the backlog.

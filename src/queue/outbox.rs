@@ -25,6 +25,14 @@ pub(super) const PENDING_BATCH: &str =
     "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum FROM events e INDEXED BY events_by_state
      JOIN payloads p ON p.id = e.id WHERE e.state = ?2 AND e.event_time >= ?3 ORDER BY e.id LIMIT ?1";
 
+/// Drop the JSON of the events sent before ?1 (?2: the sent state). With no index by send time
+/// (schema v9) the sent events are found through `events_by_state`: those of the retention only.
+pub(super) const CLEAR_SENT_PAYLOADS: &str =
+    "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE state = ?2 AND sent_at < ?1)";
+
+/// Forget the events sent, and timed, before ?1 (?2: the sent state), found as above.
+pub(super) const PRUNE_SENT: &str = "DELETE FROM events WHERE state = ?2 AND event_time < ?1 AND sent_at < ?1";
+
 /// `ids` as runs of consecutive ids, `(first, last)` inclusive, in ascending order: every id of a
 /// run is one of `ids`, so `id BETWEEN first AND last` touches exactly them. Pure.
 fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
@@ -118,12 +126,7 @@ impl Queue {
     /// Drop the JSON of events sent before `cutoff`: only their ids are still needed (to recognise
     /// re-exports). Returns how many.
     pub fn clear_sent_payloads(&self, cutoff: i64) -> Result<usize> {
-        self.conn
-            .execute(
-                "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE state = ?2 AND sent_at < ?1)",
-                params![cutoff, EventState::Sent],
-            )
-            .map_err(|e| self.sqlite(e))
+        self.conn.execute(CLEAR_SENT_PAYLOADS, params![cutoff, EventState::Sent]).map_err(|e| self.sqlite(e))
     }
 
     /// Return free pages to the file system and bound the WAL (after a backlog drained).
@@ -245,13 +248,7 @@ impl Queue {
     /// Forget sent events that can no longer be re-queued by a re-export (older than `cutoff`,
     /// which the caller sets beyond the attribution window), and old send-log rows.
     pub fn prune(&self, sent_cutoff: i64, log_keep: i64) -> Result<usize> {
-        let n = self
-            .conn
-            .execute(
-                "DELETE FROM events WHERE state = ?2 AND event_time < ?1 AND sent_at < ?1",
-                params![sent_cutoff, EventState::Sent],
-            )
-            .map_err(|e| self.sqlite(e))?;
+        let n = self.conn.execute(PRUNE_SENT, params![sent_cutoff, EventState::Sent]).map_err(|e| self.sqlite(e))?;
         self.conn
             .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])
             .map_err(|e| self.sqlite(e))?;

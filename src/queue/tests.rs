@@ -347,19 +347,33 @@ fn data_version_changes_for_another_connections_commit_only() {
     assert_ne!(sender.data_version().unwrap(), before, "another connection's commit does");
 }
 
+/// SQLite's plan for `sql` with `params`, one line per step.
+fn query_plan(q: &Queue, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+    q.conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(params, |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
 #[test]
 fn a_batch_is_read_in_id_order_without_sorting_the_whole_backlog() {
     let (_dir, q) = temp_queue();
-    let plan: Vec<String> = q
-        .conn
-        .prepare(&format!("EXPLAIN QUERY PLAN {}", super::outbox::PENDING_BATCH))
-        .unwrap()
-        .query_map(rusqlite::params![1000, EventState::Pending, i64::MIN], |r| r.get::<_, String>(3))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let plan = query_plan(&q, super::outbox::PENDING_BATCH, rusqlite::params![1000, EventState::Pending, i64::MIN]);
     assert!(plan.iter().any(|l| l.contains("events_by_state (state=?)")), "{plan:?}");
     assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
+}
+
+#[test]
+fn maintenance_finds_sent_events_by_state_without_reading_the_whole_queue() {
+    let (_dir, q) = temp_queue();
+    for sql in [super::outbox::CLEAR_SENT_PAYLOADS, super::outbox::PRUNE_SENT] {
+        let plan = query_plan(&q, sql, rusqlite::params![0, EventState::Sent]);
+        assert!(plan.iter().any(|l| l.contains("events_by_state (state=?)")), "{sql}: {plan:?}");
+        assert!(!plan.iter().any(|l| l.starts_with("SCAN events")), "{sql}: {plan:?}");
+    }
 }
 
 #[test]

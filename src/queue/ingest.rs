@@ -3,7 +3,7 @@
 //! big for one transaction; [`Ingest::commit_at`]: the parts of an append-mode file). The records
 //! of files read are in `files.rs`.
 
-use super::packed::Stored;
+use super::packed::{Row, Stored};
 use super::{DeadReason, EventState, FileState, Position, Queue, QueueError, Result};
 use crate::event::screen::MatchKey;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -251,8 +251,9 @@ impl<'q> Ingest<'q> {
     /// Queue an event (written when its part commits; a repeat of an order read earlier in this
     /// file becomes a rejected row then, a re-export of one queued before is counted as such).
     pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<()> {
-        let stored = Stored::of(e.payload);
-        let checksum = stored.checksum();
+        let row = Row { event_id: e.event_id, order_id: e.order_id, event_time: e.event_time };
+        let stored = Stored::of(e.payload, row);
+        let checksum = stored.checksum(row);
         self.unwritten_bytes += stored.bytes().len() + e.event_id.len() + e.order_id.len() + 96;
         self.unwritten.push(Unwritten::Event(HeldEvent {
             event_name: e.event_name.to_owned(),

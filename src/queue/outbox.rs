@@ -1,6 +1,7 @@
 //! The outbox: pending batches, what one delivery attempt did to its events, expiry, pruning, and
 //! the space sent events' JSON takes.
 
+use super::packed::Row;
 use super::{agent, AgentState, DeadReason, EventState, Queue, QueueError, Result, SendLogEntry};
 use rusqlite::params;
 
@@ -22,7 +23,7 @@ pub struct Queued {
 /// schemas before v6 for the `event_time` bound and then sorted, reading every pending event and
 /// its JSON for each batch (O(N) per batch: half the agent's CPU in a 200,000-event backlog).
 pub(super) const PENDING_BATCH: &str =
-    "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum FROM events e INDEXED BY events_by_state
+    "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id FROM events e INDEXED BY events_by_state
      JOIN payloads p ON p.id = e.id WHERE e.state = ?2 AND e.event_time >= ?3 ORDER BY e.id LIMIT ?1";
 
 /// Drop the JSON of the events sent before ?1 (?2: the sent state). With no index by send time
@@ -69,11 +70,15 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(PENDING_BATCH).map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![limit as i64, EventState::Pending, cutoff], |r| {
-                let json = super::packed::verified(r.get_ref(3)?, r.get(4)?);
+                let (event_id, event_time): (String, i64) = (r.get(1)?, r.get(2)?);
+                // An order id that is not text (damaged) makes a payload that refers to it fail its
+                // checksum; the batch goes on.
+                let row = Row { event_id: &event_id, order_id: r.get_ref(5)?.as_str().unwrap_or_default(), event_time };
+                let json = super::packed::verified(r.get_ref(3)?, r.get(4)?, row);
                 Ok(Queued {
                     id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    event_time: r.get(2)?,
+                    event_id,
+                    event_time,
                     intact: json.is_some(),
                     payload: json.unwrap_or_default(),
                 })

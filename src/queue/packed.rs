@@ -3,28 +3,55 @@
 //! Every payload is JSON this agent wrote itself (`tiktok::wire::event_json`): the same keys in the
 //! same order on every event, and one to three SHA-256 hashes as 64 lowercase hex characters. Of
 //! its ~415 bytes about half is that skeleton and a quarter is hex, and every stored byte is
-//! written twice (the WAL, then the database). Packing stores each hash as its 32 bytes and each
-//! piece of the skeleton as one byte: about 45% of the JSON. Pure, no allocation past the output.
+//! written twice (the WAL, then the database). Packing stores each hash as its 32 bytes, each
+//! piece of the skeleton as one byte, and the event id, order id and event time, which the event's
+//! row in `events` holds already, as a reference to it: about 38% of the JSON. Pure, no allocation
+//! past the output.
 //!
-//! Format (version 1), stored as a BLOB (a payload stored as TEXT is plain JSON, as written by
-//! agents before this format, and is read as it is):
+//! Format (version 2; version 1, the same without references, is still read), stored as a BLOB
+//! (a payload stored as TEXT is plain JSON, as written by agents before this format, and is read
+//! as it is):
 //! - byte 0: [`VERSION`];
 //! - then, byte by byte: `0x01` and 32 bytes: those bytes as 64 lowercase hex characters;
-//!   `0x02..=0x1F`: the piece [`PIECES`]`[byte - 2]`; any other byte: itself.
+//!   `0x02..=0x1F`: the piece [`PIECES`]`[byte - 2]`; `0x7F` and one byte: `i`, `o`, `t`: the
+//!   row's event id, order id, event time (in decimal), `0x7F`: the byte `0x7F` itself; any other
+//!   byte: itself. A reference follows the piece that names its key (`,"event_id":"`...).
 //!
 //! JSON text never holds a raw byte below `0x20` (serde_json escapes control characters inside
 //! strings), so the codes cannot be mistaken for text; a JSON that does hold one is stored as
-//! plain TEXT. The pieces are fixed for version 1: changing them needs a new version byte, with
-//! this one still read.
+//! plain TEXT. The pieces are fixed: changing them needs a new version byte, with the older ones
+//! still read, and a new schema version (an older agent must refuse a queue it cannot read).
+//!
+//! The checksum stored beside a payload covers the stored bytes and, for a payload that refers to
+//! its row, the row's values it refers to: damage to either is caught before the event is sent.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-pub const VERSION: u8 = 1;
+/// The version written.
+pub const VERSION: u8 = 2;
+
+/// The version before references to the row: read, no longer written.
+const VERSION_1: u8 = 1;
 
 const HEX: u8 = 0x01;
 const FIRST_PIECE: u8 = 0x02;
+
+/// Introduces a reference to the row (or, doubled, the byte itself).
+const REF: u8 = 0x7F;
+const REF_EVENT_ID: u8 = b'i';
+const REF_ORDER_ID: u8 = b'o';
+const REF_EVENT_TIME: u8 = b't';
+
+/// The values of an event's row in `events` that its packed payload refers to instead of
+/// repeating them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row<'a> {
+    pub event_id: &'a str,
+    pub order_id: &'a str,
+    pub event_time: i64,
+}
 
 /// The skeleton of `tiktok::wire::event_json`, longest pieces first where one starts another.
 /// Frozen: the code of a piece is its index + 2, stored in every packed payload.
@@ -61,9 +88,37 @@ pub const PIECES: [&str; 30] = [
     r#""]"#,
 ];
 
-/// The checksum of stored payload bytes: the first 8 bytes of their SHA-256.
+/// The pieces a reference to the row may follow: the event time after either of the first two,
+/// the event id, the order id.
+const EVENT_TIME_AFTER: [usize; 2] = [0, 2];
+const EVENT_ID_AFTER: usize = 3;
+const ORDER_ID_AFTER: usize = 23;
+
+/// The first 8 bytes of the SHA-256 of `stored`: the checksum of a payload stored as TEXT or in
+/// version 1 (and of bytes of no known format).
 pub fn checksum(stored: &[u8]) -> i64 {
-    let digest = Sha256::digest(stored);
+    first_8(Sha256::digest(stored).as_slice())
+}
+
+/// The checksum of a payload's stored bytes as the column holds them (`blob`: a BLOB, else TEXT),
+/// for the event of `row`: [`checksum`], and for a packed payload that refers to its row, of the
+/// row's values too.
+fn checksum_of(stored: &[u8], blob: bool, row: Row<'_>) -> i64 {
+    if !(blob && stored.first() == Some(&VERSION)) {
+        return checksum(stored);
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(stored);
+    // Event ids are percent-encoded: never a zero byte, so the two texts cannot run together.
+    hasher.update([0]);
+    hasher.update(row.event_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(row.order_id.as_bytes());
+    hasher.update(row.event_time.to_be_bytes());
+    first_8(hasher.finalize().as_slice())
+}
+
+fn first_8(digest: &[u8]) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
@@ -86,9 +141,9 @@ pub enum Stored {
 }
 
 impl Stored {
-    /// How `json` is stored.
-    pub fn of(json: &str) -> Stored {
-        pack(json).map_or_else(|| Stored::Text(json.to_owned()), Stored::Packed)
+    /// How `json`, the payload of the event of `row`, is stored.
+    pub fn of(json: &str, row: Row<'_>) -> Stored {
+        pack(json, row).map_or_else(|| Stored::Text(json.to_owned()), Stored::Packed)
     }
 
     /// The stored bytes, which the checksum covers.
@@ -99,35 +154,36 @@ impl Stored {
         }
     }
 
-    /// The checksum stored beside it: the first 8 bytes of the SHA-256 of the stored bytes (for a
-    /// TEXT payload, its JSON, as agents before the packed format computed it).
-    pub fn checksum(&self) -> i64 {
-        checksum(self.bytes())
+    /// The checksum stored beside it (see the module's documentation; for a TEXT payload, of its
+    /// JSON, as agents before the packed format computed it).
+    pub fn checksum(&self, row: Row<'_>) -> i64 {
+        checksum_of(self.bytes(), matches!(self, Stored::Packed(_)), row)
     }
 
-    /// The JSON.
-    pub fn into_json(self) -> Result<String, Unpackable> {
+    /// The JSON of the event of `row`.
+    pub fn into_json(self, row: Row<'_>) -> Result<String, Unpackable> {
         match self {
-            Stored::Packed(b) => unpack(&b),
+            Stored::Packed(b) => unpack(&b, row),
             Stored::Text(t) => Ok(t),
         }
     }
 }
 
-/// A stored payload as SQLite hands it over (not copied) and its stored checksum: the JSON, or
-/// `None` when it is damaged (it does not match its checksum, or does not unpack). No checksum
-/// (stored by an agent before checksums): not verified.
-pub fn verified(stored: ValueRef<'_>, checksum: Option<i64>) -> Option<String> {
+/// A stored payload as SQLite hands it over (not copied), its stored checksum, and its event's
+/// row: the JSON, or `None` when it is damaged (it, or the row's values it refers to, do not match
+/// its checksum, or it does not unpack). No checksum (stored by an agent before checksums): not
+/// verified.
+pub fn verified(stored: ValueRef<'_>, checksum: Option<i64>, row: Row<'_>) -> Option<String> {
     let (bytes, packed) = match stored {
         ValueRef::Blob(b) => (b, true),
         ValueRef::Text(t) => (t, false),
         _ => return None,
     };
-    if checksum.is_some_and(|sum| sum != self::checksum(bytes)) {
+    if checksum.is_some_and(|sum| sum != checksum_of(bytes, packed, row)) {
         return None;
     }
     if packed {
-        unpack(bytes).ok()
+        unpack(bytes, row).ok()
     } else {
         String::from_utf8(bytes.to_vec()).ok()
     }
@@ -156,12 +212,15 @@ impl FromSql for Stored {
     }
 }
 
-/// `json` packed, or `None` where it holds a byte the format cannot carry (store it as TEXT).
-pub fn pack(json: &str) -> Option<Vec<u8>> {
+/// `json`, the payload of the event of `row`, packed, or `None` where it holds a byte the format
+/// cannot carry (store it as TEXT).
+pub fn pack(json: &str, row: Row<'_>) -> Option<Vec<u8>> {
     let bytes = json.as_bytes();
+    let mut time = [0u8; 20];
+    let time = decimal(row.event_time, &mut time);
     let mut out = Vec::with_capacity(bytes.len() / 2 + 16);
     out.push(VERSION);
-    // Literal bytes are copied a run at a time, up to the next piece or hash.
+    // Literal bytes are copied a run at a time, up to the next piece, hash or 0x7F.
     let (mut i, mut run) = (0, 0);
     while i < bytes.len() {
         let b = bytes[i];
@@ -172,6 +231,17 @@ pub fn pack(json: &str) -> Option<Vec<u8>> {
             out.extend_from_slice(&bytes[run..i]);
             out.push(FIRST_PIECE + piece as u8);
             i += PIECES[piece].len();
+            if let Some((code, len)) = row_value_at(piece, &bytes[i..], row, time) {
+                out.extend_from_slice(&[REF, code]);
+                i += len;
+            }
+            run = i;
+            continue;
+        }
+        if b == REF {
+            out.extend_from_slice(&bytes[run..i]);
+            out.extend_from_slice(&[REF, REF]);
+            i += 1;
             run = i;
             continue;
         }
@@ -191,20 +261,94 @@ pub fn pack(json: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The JSON of a packed payload.
-pub fn unpack(packed: &[u8]) -> Result<String, Unpackable> {
-    let Some((&version, mut rest)) = packed.split_first() else {
+/// The reference to the row's value that `at`, just after the piece `piece`, starts with (the
+/// value and the byte that ends it in the JSON), as its code and the length of the value.
+fn row_value_at(piece: usize, at: &[u8], row: Row<'_>, time: &[u8]) -> Option<(u8, usize)> {
+    let (code, value, end) = match piece {
+        EVENT_ID_AFTER => (REF_EVENT_ID, row.event_id.as_bytes(), b'"'),
+        ORDER_ID_AFTER => (REF_ORDER_ID, row.order_id.as_bytes(), b'"'),
+        p if EVENT_TIME_AFTER.contains(&p) => (REF_EVENT_TIME, time, b','),
+        _ => return None,
+    };
+    (!value.is_empty() && at.starts_with(value) && at.get(value.len()) == Some(&end)).then_some((code, value.len()))
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
+/// The JSON of a packed payload of the event of `row`.
+pub fn unpack(packed: &[u8], row: Row<'_>) -> Result<String, Unpackable> {
+    let Some((&version, rest)) = packed.split_first() else {
         return Err(Unpackable("empty"));
     };
-    if version != VERSION {
-        return Err(Unpackable("unknown format version"));
+    let refers = match version {
+        VERSION => true,
+        VERSION_1 => false,
+        _ => return Err(Unpackable("unknown format version")),
+    };
+    // Measured first, then written into a buffer of that size: the sender holds a batch of these,
+    // and a buffer grown by doubling would hold up to twice the JSON.
+    let mut len = Measure(0);
+    expand(rest, refers, row, &mut len)?;
+    let mut out = Vec::with_capacity(len.0);
+    expand(rest, refers, row, &mut out)?;
+    String::from_utf8(out).map_err(|_| Unpackable("not UTF-8"))
+}
+
+/// Where [`expand`] puts the JSON: a buffer, or a count of its bytes.
+trait Output {
+    fn put(&mut self, bytes: &[u8]);
+    /// 32 bytes as 64 lowercase hex characters.
+    fn put_hex(&mut self, raw: &[u8; 32]);
+}
+
+struct Measure(usize);
+
+impl Output for Measure {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
     }
-    let mut out = Vec::with_capacity(packed.len() * 2 + 64);
+    fn put_hex(&mut self, _: &[u8; 32]) {
+        self.0 += 64;
+    }
+}
+
+impl Output for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn put_hex(&mut self, raw: &[u8; 32]) {
+        for byte in raw {
+            self.push(HEX_DIGITS[usize::from(byte >> 4)]);
+            self.push(HEX_DIGITS[usize::from(byte & 0x0f)]);
+        }
+    }
+}
+
+/// The packed bytes after the version byte, expanded into `out` (`refers`: version 2, with
+/// references to `row`).
+fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut impl Output) -> Result<(), Unpackable> {
     loop {
         // The literal run up to the next code.
-        let run = rest.iter().position(|&b| b < 0x20).unwrap_or(rest.len());
-        out.extend_from_slice(&rest[..run]);
-        let Some((&code, tail)) = rest[run..].split_first() else { break };
+        let run = rest.iter().position(|&b| b < 0x20 || (refers && b == REF)).unwrap_or(rest.len());
+        out.put(&rest[..run]);
+        let Some((&code, tail)) = rest[run..].split_first() else { return Ok(()) };
         rest = tail;
         match code {
             HEX => {
@@ -212,16 +356,25 @@ pub fn unpack(packed: &[u8]) -> Result<String, Unpackable> {
                     return Err(Unpackable("a hash cut short"));
                 };
                 rest = tail;
-                for byte in raw {
-                    out.push(HEX_DIGITS[usize::from(byte >> 4)]);
-                    out.push(HEX_DIGITS[usize::from(byte & 0x0f)]);
+                out.put_hex(raw);
+            }
+            REF => {
+                let Some((&what, tail)) = rest.split_first() else {
+                    return Err(Unpackable("a reference cut short"));
+                };
+                rest = tail;
+                match what {
+                    REF => out.put(&[REF]),
+                    REF_EVENT_ID => out.put(row.event_id.as_bytes()),
+                    REF_ORDER_ID => out.put(row.order_id.as_bytes()),
+                    REF_EVENT_TIME => out.put(decimal(row.event_time, &mut [0; 20])),
+                    _ => return Err(Unpackable("an unknown reference")),
                 }
             }
             0x00 => return Err(Unpackable("a zero byte")),
-            code => out.extend_from_slice(PIECES[usize::from(code - FIRST_PIECE)].as_bytes()),
+            code => out.put(PIECES[usize::from(code - FIRST_PIECE)].as_bytes()),
         }
     }
-    String::from_utf8(out).map_err(|_| Unpackable("not UTF-8"))
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -312,13 +465,19 @@ mod tests {
 
     const HASH: &str = "3c3b503668ec5bdada0e509ae7a1a29869ddcc4723358276b8a2c362cfc1f372";
 
+    /// The row of the bench's event.
+    const ROW: Row = Row { event_id: "s042:t1:00000000", order_id: "00000000", event_time: 1796459308 };
+
+    /// A row none of whose values a test text holds.
+    const ELSEWHERE: Row = Row { event_id: "none:such", order_id: "-", event_time: -7 };
+
     #[test]
     fn payloads_round_trip_and_shrink() {
         let full = format!(
             r#"{{"event":"Purchase","event_time":1796459308,"event_id":"s042:t1:00000000","user":{{"email":["{HASH}"],"phone":["{HASH}"]}},"properties":{{"contents":[{{"content_id":"SKU-00000","content_name":"Item 0","price":1.0,"quantity":1}}],"content_type":"product","currency":"USD","value":1.0,"order_id":"00000000","shop_id":"s042","num_items":1}}}}"#
         );
         let cases: Vec<(&str, String, usize)> = vec![
-            ("a bench event", full.clone(), 45),
+            ("a bench event", full.clone(), 39),
             (
                 "no user, no contents, a description",
                 r#"{"event":"Purchase","event_time":1,"event_id":"a:b","properties":{"currency":"EUR","value":0.0,"order_id":"b","shop_id":"a","description":"Tisch \"groß\" ☕"}}"#.into(),
@@ -337,8 +496,10 @@ mod tests {
             ("empty", String::new(), 200),
         ];
         for (what, json, at_most_percent) in cases {
-            let packed = pack(&json).unwrap_or_else(|| panic!("{what}: not packed"));
-            assert_eq!(unpack(&packed).as_deref(), Ok(json.as_str()), "{what}");
+            let packed = pack(&json, ROW).unwrap_or_else(|| panic!("{what}: not packed"));
+            let unpacked = unpack(&packed, ROW);
+            assert_eq!(unpacked.as_deref(), Ok(json.as_str()), "{what}");
+            assert_eq!(unpacked.unwrap().capacity(), json.len(), "{what}: sized exactly");
             assert!(
                 packed.len() * 100 <= json.len().max(1) * at_most_percent,
                 "{what}: {} of {} bytes",
@@ -359,7 +520,31 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         };
-        let others = ["\"", "\\u0001", "é", "☕", "\"\"", "a", "0", ",", "]", "}", "{", "x\"", "\\n"];
+        // The row's values (whole, cut short, run on), and DEL, which the format escapes.
+        let others = [
+            "\"",
+            "\\u0001",
+            "é",
+            "☕",
+            "\"\"",
+            "a",
+            "0",
+            ",",
+            "]",
+            "}",
+            "{",
+            "x\"",
+            "\\n",
+            "s042:t1:00000000",
+            "s042:t1:0000",
+            "00000000",
+            "000000001",
+            "1796459308",
+            "17964593080",
+            "\u{7f}",
+            "\u{7f}\u{7f}i",
+            "-",
+        ];
         for _ in 0..5000 {
             let mut text = String::new();
             for _ in 0..next(12) {
@@ -380,28 +565,82 @@ mod tests {
                     _ => text.push_str(others[next(others.len())]),
                 }
             }
-            let packed = pack(&text).expect("no control bytes");
-            assert_eq!(unpack(&packed).as_deref(), Ok(text.as_str()), "{text:?}");
+            for row in [ROW, ELSEWHERE] {
+                let packed = pack(&text, row).expect("no control bytes");
+                assert_eq!(unpack(&packed, row).as_deref(), Ok(text.as_str()), "{text:?}");
+            }
         }
     }
 
     #[test]
     fn a_json_with_a_control_byte_is_not_packed() {
-        assert_eq!(pack("{\"a\":\"\u{1}\"}"), None);
+        assert_eq!(pack("{\"a\":\"\u{1}\"}", ROW), None);
+    }
+
+    /// The event id, order id and event time are stored as references where they follow their
+    /// keys, and only there; a payload of another row unpacks with that row's values (and its
+    /// checksum tells the two apart).
+    #[test]
+    fn the_rows_values_are_referred_to_after_their_keys_only() {
+        let json = r#"{"event":"Purchase","event_time":1796459308,"event_id":"s042:t1:00000000","properties":{"value":1796459308,"order_id":"00000000","shop_id":"00000000"}}"#;
+        let packed = pack(json, ROW).unwrap();
+        let refs = |code: u8| packed.windows(2).filter(|w| w == &[REF, code]).count();
+        assert_eq!((refs(REF_EVENT_TIME), refs(REF_EVENT_ID), refs(REF_ORDER_ID)), (1, 1, 1), "{packed:?}");
+        assert_eq!(unpack(&packed, ROW).as_deref(), Ok(json));
+        let other = Row { event_id: "s042:t1:9", order_id: "9", event_time: 5 };
+        assert_eq!(
+            unpack(&packed, other).as_deref(),
+            Ok(
+                r#"{"event":"Purchase","event_time":5,"event_id":"s042:t1:9","properties":{"value":1796459308,"order_id":"9","shop_id":"00000000"}}"#
+            )
+        );
+        let stored = Stored::Packed(packed);
+        assert_ne!(stored.checksum(ROW), stored.checksum(other));
+        for changed in
+            [Row { event_time: 1796459309, ..ROW }, Row { order_id: "00000001", ..ROW }, Row { event_id: "x", ..ROW }]
+        {
+            assert_ne!(stored.checksum(ROW), stored.checksum(changed), "{changed:?}");
+        }
+        // A value that only starts the text after the key is not referred to.
+        let short = Row { order_id: "0000", event_id: "s042", event_time: 179645930 };
+        let packed = pack(json, short).unwrap();
+        assert!(!packed.contains(&REF), "{packed:?}");
+        assert_eq!(unpack(&packed, short).as_deref(), Ok(json));
+    }
+
+    #[test]
+    fn version_1_payloads_still_unpack_and_keep_their_checksum() {
+        // Version 1 as written by the agent before references: 0x7F is a plain byte there.
+        let v1 = [&[VERSION_1, FIRST_PIECE + 1][..], b"Purchase\x7f", &[FIRST_PIECE + 27]].concat();
+        assert_eq!(unpack(&v1, ROW).as_deref(), Ok("{\"event\":\"Purchase\u{7f}\"}}"));
+        assert_eq!(Stored::Packed(v1.clone()).checksum(ROW), checksum(&v1));
+        assert_eq!(
+            verified(ValueRef::Blob(&v1), Some(checksum(&v1)), ELSEWHERE).as_deref(),
+            Some("{\"event\":\"Purchase\u{7f}\"}}")
+        );
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, -7, 10, 1796459308, i64::MAX, i64::MIN] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes(), "{n}");
+        }
     }
 
     #[test]
     fn damaged_or_foreign_blobs_are_refused_not_misread() {
-        let packed = pack(&format!(r#"{{"a":"{HASH}"}}"#)).unwrap();
+        let packed = pack(&format!(r#"{{"a":"{HASH}"}}"#), ROW).unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("empty", vec![]),
-            ("a newer version", [&[2u8][..], &packed[1..]].concat()),
+            ("a newer version", [&[VERSION + 1][..], &packed[1..]].concat()),
             ("a hash cut short", packed[..packed.len() - 20].to_vec()),
             ("a zero byte", vec![VERSION, b'{', 0, b'}']),
             ("not UTF-8", vec![VERSION, 0xff]),
+            ("a reference cut short", vec![VERSION, b'{', REF]),
+            ("an unknown reference", vec![VERSION, b'{', REF, b'x', b'}']),
         ];
         for (what, blob) in cases {
-            assert!(unpack(&blob).is_err(), "{what}");
+            assert!(unpack(&blob, ROW).is_err(), "{what}");
         }
     }
 
@@ -410,7 +649,13 @@ mod tests {
         assert!(PIECES.len() <= usize::from(0x20 - FIRST_PIECE));
         for piece in PIECES {
             assert!(matches!(piece.as_bytes()[0], b'{' | b',' | b'"' | b']' | b'}'), "{piece}");
-            assert!(pack(piece).is_some_and(|p| p.len() == 2), "{piece} packs to one code");
+            assert!(pack(piece, ROW).is_some_and(|p| p.len() == 2), "{piece} packs to one code");
+        }
+        for (at, piece) in [(EVENT_ID_AFTER, r#","event_id":""#), (ORDER_ID_AFTER, r#","order_id":""#)] {
+            assert_eq!(PIECES[at], piece);
+        }
+        for at in EVENT_TIME_AFTER {
+            assert!(PIECES[at].ends_with(r#""event_time":"#), "{}", PIECES[at]);
         }
     }
 }

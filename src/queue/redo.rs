@@ -120,10 +120,16 @@ impl Queue {
             )
             .map_err(err)?;
         if changed == 1 {
-            let stored = super::packed::Stored::of(json);
+            let (event_id, order_id, event_time): (String, String, i64) = tx
+                .query_row("SELECT event_id, order_id, event_time FROM events WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(err)?;
+            let row = super::packed::Row { event_id: &event_id, order_id: &order_id, event_time };
+            let stored = super::packed::Stored::of(json, row);
             tx.execute(
                 "INSERT OR REPLACE INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)",
-                params![id, stored, stored.checksum()],
+                params![id, stored, stored.checksum(row)],
             )
             .map_err(err)?;
         }
@@ -147,8 +153,15 @@ impl Queue {
     /// Flip bytes of a stored payload without its checksum (tests of the verification).
     #[cfg(test)]
     pub(crate) fn damage_payload(&self, id: i64, json: &str) -> Result<()> {
+        let (event_id, order_id, event_time): (String, String, i64) = self
+            .conn
+            .query_row("SELECT event_id, order_id, event_time FROM events WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let row = super::packed::Row { event_id: &event_id, order_id: &order_id, event_time };
         self.conn
-            .execute("UPDATE payloads SET json = ?2 WHERE id = ?1", params![id, super::packed::Stored::of(json)])
+            .execute("UPDATE payloads SET json = ?2 WHERE id = ?1", params![id, super::packed::Stored::of(json, row)])
             .map(drop)
             .map_err(|e| self.sqlite(e))
     }

@@ -205,7 +205,8 @@ impl Queue {
             .conn
             .prepare_cached(
                 "SELECT e.id, e.state, f.path, p.json,
-                        e.queued_at, e.dead_reason, e.dead_message, COALESCE(f.warnings, 0) FROM events e
+                        e.queued_at, e.dead_reason, e.dead_message, COALESCE(f.warnings, 0),
+                        e.event_id, e.order_id, e.event_time FROM events e
                  LEFT JOIN files f ON f.id = e.file_id LEFT JOIN payloads p ON p.id = e.id
                  WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
             )
@@ -218,7 +219,12 @@ impl Queue {
                     state: EventState::from_code(r.get(1)?).unwrap_or(EventState::Dead),
                     file: r.get(2)?,
                     payload: match r.get::<_, Option<super::packed::Stored>>(3)? {
-                        Some(stored) => stored.into_json().unwrap_or_else(|e| format!("({e})")),
+                        Some(stored) => {
+                            let (event_id, order_id): (String, String) = (r.get(8)?, r.get(9)?);
+                            let row =
+                                super::packed::Row { event_id: &event_id, order_id: &order_id, event_time: r.get(10)? };
+                            stored.into_json(row).unwrap_or_else(|e| format!("({e})"))
+                        }
                         None => "(sent; its JSON is no longer kept)".to_owned(),
                     },
                     queued_at: r.get(4)?,

@@ -146,6 +146,8 @@ CREATE INDEX events_by_state ON events (state DESC, id);
 /// events' JSON after an hour, forgetting them after the retention): they walk the sent events
 /// through `events_by_state` instead, which holds the sent events of the retention (tens of
 /// thousands on a busy till) until they are forgotten.
+/// Version 9 is also the first whose payloads may be packed in version 2 (references to the row's
+/// event id, order id and event time: `packed.rs`), which an agent of schema 8 cannot read.
 const V9_NO_SENT_AT_INDEX: &str = "DROP INDEX IF EXISTS events_sent_at;";
 
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse

@@ -451,6 +451,43 @@ fn payloads_stored_as_json_text_by_older_agents_are_still_read() {
     );
 }
 
+/// A packed payload refers to its row for the event id, order id and event time: damage to those
+/// values in `events` is caught as damage to the payload is (not sent), and a payload packed by
+/// the agent before references (version 1, its checksum over its bytes only) is still sent.
+#[test]
+fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    let json = |id: &str| {
+        format!(
+            r#"{{"event":"Purchase","event_time":10,"event_id":"{id}","properties":{{"value":1.0,"order_id":"{id}"}}}}"#
+        )
+    };
+    for id in ["kept", "order", "time", "v1"] {
+        ingest.add_event(&NewEvent { payload: &json(id), ..event(id, 10) }).unwrap();
+    }
+    ingest.commit().unwrap();
+    let blob: Vec<u8> = q.conn.query_row("SELECT json FROM payloads WHERE id = 1", [], |r| r.get(0)).unwrap();
+    assert!(blob.len() < json("kept").len() - "kept".len() * 2, "the ids are not repeated: {blob:?}");
+    q.conn.execute("UPDATE events SET order_id = 'other' WHERE id = 2", []).unwrap();
+    q.conn.execute("UPDATE events SET event_time = 11 WHERE id = 3", []).unwrap();
+    // Version 1: the JSON's skeleton as pieces, its ids as text.
+    let v1 = [
+        &[1u8, 0x02 + 1][..],
+        br#"Purchase","event_time":10,"event_id":"v1","properties":{"value":1.0,"order_id":"v1"}}"#,
+    ]
+    .concat();
+    q.conn
+        .execute(
+            "UPDATE payloads SET json = ?1, checksum = ?2 WHERE id = 4",
+            rusqlite::params![&v1[..], super::packed::checksum(&v1)],
+        )
+        .unwrap();
+    let batch = q.pending_batch(10).unwrap();
+    let seen: Vec<(bool, &str)> = batch.iter().map(|e| (e.intact, e.payload.as_str())).collect();
+    assert_eq!(seen, [(true, json("kept").as_str()), (false, ""), (false, ""), (true, json("v1").as_str())]);
+}
+
 /// The WAL is checkpointed at an eighth of the queue cap (64 MiB at most): a 16 MB queue keeps a
 /// WAL of about 2 MB beside it, not the 64 MiB a big queue may use.
 #[test]

@@ -93,18 +93,22 @@ fn a_restart_with_nothing_lost_reingests_nothing() {
 }
 
 /// Queue `orders` orders of prefix `C` with TikTok down, stop cleanly (the WAL checkpointed into
-/// the database file), then change one character of one stored payload in the file.
+/// the database file), then change one byte of one stored payload in the file: the e-mail hash of
+/// order C2.
 fn queue_then_damage_a_payload(agent: &Agent, fake: &FakeTikTok) {
+    use sha2::{Digest, Sha256};
     fake.set_down(true);
     let mut daemon = agent.spawn();
     agent.drop_file("c.csv", &csv_orders("C", 5, 1));
     assert!(wait_until(T, || agent.counts().0 == 5), "{}", daemon.log_text());
     daemon.terminate();
-    assert!(
-        // Payloads are stored packed: `,"event_id":"` is the byte 0x05 there.
-        patch(&agent.queue, b"\x05s042:t1:C2", b"\x05s042:t1:D2"),
-        "the payload of C2 is not in the database file"
-    );
+    // Payloads are stored packed: `","user":{"email":["` is the byte 0x06 there, and a hash 0x01
+    // and its 32 bytes.
+    let hash = Sha256::digest(b"c2@example.com");
+    let stored = [&[0x06, 0x01][..], &hash[..8]].concat();
+    let mut damaged = stored.clone();
+    damaged[2] ^= 0x01;
+    assert!(patch(&agent.queue, &stored, &damaged), "the payload of C2 is not in the database file");
     let check = agent.cmd_ok(&["status"]);
     assert!(!check.contains("RECOVERED"), "quick_check does not see damage in a payload: {check}");
     fake.set_down(false);
@@ -132,7 +136,7 @@ fn a_payload_damaged_on_disk_without_an_archived_copy_is_dead_lettered_as_corrup
     let daemon = agent.spawn();
     assert!(fake.wait_for_unique(4, T), "{}", daemon.log_text());
     assert!(wait_until(T, || agent.counts() == (0, 4, 1)), "{:?}\n{}", agent.counts(), daemon.log_text());
-    assert!(!fake.unique_ids().iter().any(|id| id.contains("D2")), "the damaged JSON was sent");
+    assert!(!fake.unique_ids().iter().any(|id| id.ends_with(":C2")), "the damaged JSON was sent");
     let dead = agent.cmd_ok(&["dead-letter", "list"]);
     assert!(dead.contains("corrupt") && dead.contains("C2"), "{dead}");
     assert!(wait_until(T, || daemon.log_text().contains("no archived copy")), "{}", daemon.log_text());

@@ -96,23 +96,45 @@ impl Watched {
     }
 }
 
+/// The source folders' watch, set up when the pipeline starts (before READY, while the ingest
+/// loop still waits for the queue check): a file renamed into a folder from then on is known to be
+/// complete and taken at once, not after the settle time as a file the first scan lists.
+pub(super) struct Watching {
+    watcher: Option<Watcher>,
+    signals: mpsc::Receiver<FsSignal>,
+}
+
+impl Watching {
+    pub(super) fn start(config: &Config) -> Watching {
+        let (tx, signals) = mpsc::channel(4096);
+        let watcher = match Watcher::new(tx) {
+            Ok(mut w) => {
+                for src in &config.sources {
+                    // A folder missing now is watched once a rescan finds it (and logged there).
+                    let _ = w.ensure(&src.path);
+                }
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!("file watching unavailable ({e}); relying on periodic rescans");
+                None
+            }
+        };
+        Watching { watcher, signals }
+    }
+}
+
 pub(super) async fn ingest_loop(
     config: Arc<Config>,
     mut queue: Queue,
+    watching: Watching,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
     health: Arc<Health>,
 ) {
     let mut limiter = LogLimiter::new(Duration::from_secs(600));
     let mut hold_until: Option<Instant> = None;
-    let (tx, mut rx) = mpsc::channel(4096);
-    let mut watcher = match Watcher::new(tx) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!("file watching unavailable ({e}); relying on periodic rescans");
-            None
-        }
-    };
+    let Watching { mut watcher, signals: mut rx } = watching;
     let start = Instant::now();
     let ms = move || start.elapsed().as_millis() as u64;
     let mut watched: Vec<Watched> = config

@@ -138,7 +138,11 @@ impl Pipeline {
         if !full_check {
             let path = config.queue_path.clone();
             tokio::spawn(async move {
-                let result = tokio::task::spawn_blocking(move || Queue::quick_check(&path)).await;
+                let result = tokio::task::spawn_blocking(move || {
+                    crate::fault_pause("queue-check", Duration::from_secs(2));
+                    Queue::quick_check(&path)
+                })
+                .await;
                 let _ = check_tx.send(match result {
                     Ok(Ok(())) => Check::Passed,
                     Ok(Err(reason)) => Check::Damaged(reason),
@@ -147,12 +151,14 @@ impl Pipeline {
             });
         }
         let wake = Arc::new(Notify::new());
+        let watching = ingest_loop::Watching::start(&config);
         let ingest = tokio::spawn(after_check(
             check.clone(),
             stop_rx.clone(),
             Box::pin(ingest_loop::ingest_loop(
                 config.clone(),
                 ingest_queue,
+                watching,
                 wake.clone(),
                 stop_rx.clone(),
                 health.clone(),

@@ -309,3 +309,25 @@ fn systemd_status_follows_a_delivery_at_once_not_only_on_the_watchdog_tick() {
     assert!(wait_until(Duration::from_secs(5), fresh), "{:?}", notify.messages());
     daemon.terminate();
 }
+
+/// READY means the source folders are watched: a file renamed into one while the queue is still
+/// being checked after READY (here the check takes 2 s more) is known to be complete and taken once
+/// the check passed, not after the settle time (here two minutes) as a file that the first scan of
+/// the folder finds.
+#[test]
+fn a_file_renamed_in_right_after_ready_is_taken_without_waiting_to_settle() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = Agent::new(&fake.base_url(), Opts::default());
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(&agent.config, config.replace("settle_secs = 1", "settle_secs = 120")).unwrap();
+    let notify = NotifySocket::bind(agent.dir.path());
+    let mut daemon = agent.spawn_with_env(&[
+        ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
+        ("OFFLINE_EVENTS_AGENT_FAULT", "queue-check"),
+    ]);
+    assert!(wait_until(T, || notify.first("READY=1").is_some()), "{:?}\n{}", notify.messages(), daemon.log_text());
+    agent.drop_file("a.csv", &csv_orders("R", 3, 1));
+    assert!(fake.wait_for_unique(3, Duration::from_secs(20)), "{}", daemon.log_text());
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log_text());
+}

@@ -15,10 +15,11 @@ use crate::config::SourceConfig;
 use crate::event::{self, time::Age};
 use crate::event::{Event, Warning};
 use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
-use crate::queue::{DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Position, Queue, QueueError};
+use crate::queue::{
+    DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Payload, Position, Queue, QueueError,
+};
 use crate::source::open::{self, Links};
 use crate::source::{self, shown};
-use crate::tiktok::wire;
 use sha2::{Digest, Sha256};
 use std::cell::Cell;
 use std::io::{Read, Seek, SeekFrom};
@@ -470,13 +471,12 @@ pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Resu
                 tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
             }
             ingest.add_warnings(warnings.len());
-            let payload = wire::event_json(ev);
             ingest.add_event(&NewEvent {
                 event_name: ev.event,
                 event_id: ev.event_id.as_str(),
                 event_time: ev.event_time,
                 order_id: &ev.order_id,
-                payload: &payload,
+                payload: Payload::Event(ev),
                 dead_reason,
                 line,
                 key: crate::event::screen::MatchKey::of(&ev.user),

@@ -6,6 +6,7 @@
 use super::packed::{Row, Stored};
 use super::{DeadReason, EventState, FileState, Position, Queue, QueueError, Result};
 use crate::event::screen::MatchKey;
+use crate::event::Event;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -17,13 +18,21 @@ pub struct NewEvent<'a> {
     pub event_id: &'a str,
     pub event_time: i64,
     pub order_id: &'a str,
-    pub payload: &'a str,
+    pub payload: Payload<'a>,
     /// `Some(reason)` queues it directly as dead (e.g. `expired`).
     pub dead_reason: Option<DeadReason>,
     /// The line it was read from (a repeat of an order earlier in the file is rejected there).
     pub line: u64,
     /// The best key TikTok can match it by, counted per file once it is queued.
     pub key: MatchKey,
+}
+
+/// What an event sends: its wire JSON, or the event it is written from (packed straight from it,
+/// `packed::pack_event`, without building the JSON).
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    Json(&'a str),
+    Event(&'a Event),
 }
 
 /// An event or rejected row read but not yet written. They are written in order when their part
@@ -252,7 +261,10 @@ impl<'q> Ingest<'q> {
     /// file becomes a rejected row then, a re-export of one queued before is counted as such).
     pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<()> {
         let row = Row { event_id: e.event_id, order_id: e.order_id, event_time: e.event_time };
-        let stored = Stored::of(e.payload, row);
+        let stored = match e.payload {
+            Payload::Json(json) => Stored::of(json, row),
+            Payload::Event(event) => Stored::Packed(super::packed::pack_event(event, row)),
+        };
         let checksum = stored.checksum(row);
         self.unwritten_bytes += stored.bytes().len() + e.event_id.len() + e.order_id.len() + 96;
         self.unwritten.push(Unwritten::Event(HeldEvent {

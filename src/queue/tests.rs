@@ -32,7 +32,7 @@ fn event<'a>(id: &'a str, time: i64) -> NewEvent<'a> {
         event_id: id,
         event_time: time,
         order_id: id,
-        payload: "{}",
+        payload: Payload::Json("{}"),
         dead_reason: None,
         line: 0,
         key: crate::event::screen::MatchKey::None,
@@ -280,7 +280,7 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
     for id in ["e1", "e2"] {
         let payload = format!("{{\"event_id\":\"{id}\"}}");
-        ingest.add_event(&NewEvent { payload: &payload, ..event(id, 10) }).unwrap();
+        ingest.add_event(&NewEvent { payload: Payload::Json(&payload), ..event(id, 10) }).unwrap();
     }
     let file_id = ingest.file_id().unwrap();
     ingest.commit().unwrap();
@@ -419,7 +419,7 @@ fn payloads_stored_as_json_text_by_older_agents_are_still_read() {
     let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
     let json = |id: &str| format!(r#"{{"event":"Purchase","event_time":10,"event_id":"{id}","properties":{{}}}}"#);
     for id in ["new", "old", "oldest", "damaged"] {
-        ingest.add_event(&NewEvent { payload: &json(id), ..event(id, 10) }).unwrap();
+        ingest.add_event(&NewEvent { payload: Payload::Json(&json(id)), ..event(id, 10) }).unwrap();
     }
     ingest.commit().unwrap();
     let stored: Vec<(String, bool)> = {
@@ -464,7 +464,7 @@ fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
         )
     };
     for id in ["kept", "order", "time", "v1"] {
-        ingest.add_event(&NewEvent { payload: &json(id), ..event(id, 10) }).unwrap();
+        ingest.add_event(&NewEvent { payload: Payload::Json(&json(id)), ..event(id, 10) }).unwrap();
     }
     ingest.commit().unwrap();
     let blob: Vec<u8> = q.conn.query_row("SELECT json FROM payloads WHERE id = 1", [], |r| r.get(0)).unwrap();
@@ -506,7 +506,7 @@ fn the_wal_checkpoint_follows_the_queue_cap() {
 fn a_blob_that_matches_its_checksum_but_does_not_unpack_is_not_intact() {
     let (_dir, mut q) = temp_queue();
     let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
-    ingest.add_event(&NewEvent { payload: r#"{"event_id":"e1"}"#, ..event("e1", 10) }).unwrap();
+    ingest.add_event(&NewEvent { payload: Payload::Json(r#"{"event_id":"e1"}"#), ..event("e1", 10) }).unwrap();
     ingest.commit().unwrap();
     let foreign = [9u8, b'{', b'}'];
     q.conn
@@ -530,7 +530,7 @@ fn rows_written_early_still_find_repeats_and_duplicates() {
     let big = format!(r#"{{"description":"{}"}}"#, "x".repeat(400_000));
     let mut b = q.begin_ingest("h2", Path::new("/pos/b.csv"), "till", 200).unwrap();
     for id in ["e1", "e2", "e3"] {
-        b.add_event(&NewEvent { payload: &big, ..event(id, 10) }).unwrap();
+        b.add_event(&NewEvent { payload: Payload::Json(&big), ..event(id, 10) }).unwrap();
     }
     // Past 1 MiB: written already, before the commit.
     assert_eq!(b.written_events(), 3);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// An event ready to be queued.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
-    pub event_name: &'a str,
+    pub event_name: &'static str,
     pub event_id: &'a str,
     pub event_time: i64,
     pub order_id: &'a str,
@@ -47,7 +47,7 @@ enum Unwritten {
 /// An event as [`Ingest::add_event`] keeps it: its payload already packed and checksummed.
 #[derive(Debug)]
 struct HeldEvent {
-    event_name: String,
+    event_name: &'static str,
     event_id: String,
     event_time: i64,
     order_id: String,
@@ -56,6 +56,24 @@ struct HeldEvent {
     dead_reason: Option<DeadReason>,
     line: u64,
     key: MatchKey,
+}
+
+/// The two statements that queue an event, prepared once for a write of held rows.
+struct Inserts<'c> {
+    event: rusqlite::CachedStatement<'c>,
+    payload: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> Inserts<'c> {
+    fn prepare(conn: &'c Connection) -> rusqlite::Result<Inserts<'c>> {
+        Ok(Inserts {
+            event: conn.prepare_cached(
+                "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, sent_at, dead_reason, dead_message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+            )?,
+            payload: conn.prepare_cached("INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")?,
+        })
+    }
 }
 
 /// An ingest's `files` row: to be written with its first rows, or written (its id).
@@ -268,7 +286,7 @@ impl<'q> Ingest<'q> {
         let checksum = stored.checksum(row);
         self.unwritten_bytes += stored.bytes().len() + e.event_id.len() + e.order_id.len() + 96;
         self.unwritten.push(Unwritten::Event(HeldEvent {
-            event_name: e.event_name.to_owned(),
+            event_name: e.event_name,
             event_id: e.event_id.to_owned(),
             event_time: e.event_time,
             order_id: e.order_id.to_owned(),
@@ -292,42 +310,45 @@ impl<'q> Ingest<'q> {
     fn write_unwritten(&mut self) -> Result<()> {
         let file_id = self.file_id()?;
         self.unwritten_bytes = 0;
+        // Looked up in the statement cache once per write, not once per event.
+        let conn = self.conn;
+        let mut inserts = None;
         for item in std::mem::take(&mut self.unwritten) {
             match item {
-                Unwritten::Event(e) => match self.insert_event(file_id, &e)? {
-                    Added::Queued => self.count_match_key(e.key),
-                    Added::Duplicate => self.counts.duplicates += 1,
-                    Added::RepeatedInFile => {
-                        let reason = format!(
+                Unwritten::Event(e) => {
+                    let inserts = match &mut inserts {
+                        Some(i) => i,
+                        None => inserts.insert(Inserts::prepare(conn).map_err(|err| self.err(err))?),
+                    };
+                    match self.insert_event(inserts, file_id, &e)? {
+                        Added::Queued => self.count_match_key(e.key),
+                        Added::Duplicate => self.counts.duplicates += 1,
+                        Added::RepeatedInFile => {
+                            let reason = format!(
                             "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
                             e.order_id
                         );
-                        tracing::warn!("{}:{}: field `order_id`: {reason}", self.shown, e.line);
-                        self.insert_reject(e.line, Some("order_id"), &reason)?;
+                            tracing::warn!("{}:{}: field `order_id`: {reason}", self.shown, e.line);
+                            self.insert_reject(e.line, Some("order_id"), &reason)?;
+                        }
                     }
-                },
+                }
                 Unwritten::Reject { line, field, reason } => self.insert_reject(line, field.as_deref(), &reason)?,
             }
         }
         Ok(())
     }
 
-    fn insert_event(&mut self, file_id: i64, e: &HeldEvent) -> Result<Added> {
+    fn insert_event(&mut self, inserts: &mut Inserts<'q>, file_id: i64, e: &HeldEvent) -> Result<Added> {
         let HeldEvent { event_name, event_id, event_time, order_id, stored, checksum, dead_reason, .. } = e;
         let state = if dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
         // `sent_at` means something only once the event is sent (every query reads it with `state =
         // sent`); it starts as the queue time, an integer of the size the send time will have, so
         // marking the event sent rewrites its row in place. Left NULL, the row grew by 4 bytes when
         // sent and the full pages of a backlog split (bytes written: see BENCHMARKS.md).
-        let inserted = {
-            let mut stmt = self
-                .tx()
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, sent_at, dead_reason, dead_message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
-                )
-                .map_err(|err| self.err(err))?;
-            stmt.execute(params![
+        let inserted = inserts
+            .event
+            .execute(params![
                 event_name,
                 event_id,
                 event_time,
@@ -338,14 +359,10 @@ impl<'q> Ingest<'q> {
                 dead_reason,
                 dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE)
             ])
-            .map_err(|err| self.err(err))?
-        };
+            .map_err(|err| self.err(err))?;
         if inserted == 1 {
             let id = self.tx().last_insert_rowid();
-            self.tx()
-                .prepare_cached("INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")
-                .and_then(|mut stmt| stmt.execute(params![id, stored, checksum]))
-                .map_err(|err| self.err(err))?;
+            inserts.payload.execute(params![id, stored, checksum]).map_err(|err| self.err(err))?;
             self.counts.events += 1;
             if state == EventState::Dead {
                 self.counts.dead += 1;

@@ -472,52 +472,23 @@ pub fn unpack(packed: &[u8], row: Row<'_>) -> Result<String, Unpackable> {
         VERSION_1 => false,
         _ => return Err(Unpackable("unknown format version")),
     };
-    // Measured first, then written into a buffer of that size: the sender holds a batch of these,
-    // and a buffer grown by doubling would hold up to twice the JSON.
-    let mut len = Measure(0);
-    expand(rest, refers, row, &mut len)?;
-    let mut out = Vec::with_capacity(len.0);
+    // Room for the JSON of a usual payload (a quarter of it packed; a payload of many pieces grows
+    // the buffer), then given back down to its size: the sender holds a batch of these, and a
+    // buffer grown by doubling would hold up to twice the JSON. Shrinking splits it in place.
+    let refs = row.event_id.len() + row.order_id.len() + 20;
+    let mut out = Vec::with_capacity(packed.len() * 4 + refs + 64);
     expand(rest, refers, row, &mut out)?;
+    out.shrink_to_fit();
     String::from_utf8(out).map_err(|_| Unpackable("not UTF-8"))
-}
-
-/// Where [`expand`] puts the JSON: a buffer, or a count of its bytes.
-trait Output {
-    fn put(&mut self, bytes: &[u8]);
-    /// 32 bytes as 64 lowercase hex characters.
-    fn put_hex(&mut self, raw: &[u8; 32]);
-}
-
-struct Measure(usize);
-
-impl Output for Measure {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-    fn put_hex(&mut self, _: &[u8; 32]) {
-        self.0 += 64;
-    }
-}
-
-impl Output for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-    fn put_hex(&mut self, raw: &[u8; 32]) {
-        for byte in raw {
-            self.push(HEX_DIGITS[usize::from(byte >> 4)]);
-            self.push(HEX_DIGITS[usize::from(byte & 0x0f)]);
-        }
-    }
 }
 
 /// The packed bytes after the version byte, expanded into `out` (`refers`: version 2, with
 /// references to `row`).
-fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut impl Output) -> Result<(), Unpackable> {
+fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut Vec<u8>) -> Result<(), Unpackable> {
     loop {
         // The literal run up to the next code.
         let run = rest.iter().position(|&b| b < 0x20 || (refers && b == REF)).unwrap_or(rest.len());
-        out.put(&rest[..run]);
+        out.extend_from_slice(&rest[..run]);
         let Some((&code, tail)) = rest[run..].split_first() else { return Ok(()) };
         rest = tail;
         match code {
@@ -526,7 +497,10 @@ fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut impl Output) ->
                     return Err(Unpackable("a hash cut short"));
                 };
                 rest = tail;
-                out.put_hex(raw);
+                for byte in raw {
+                    out.push(HEX_DIGITS[usize::from(byte >> 4)]);
+                    out.push(HEX_DIGITS[usize::from(byte & 0x0f)]);
+                }
             }
             REF => {
                 let Some((&what, tail)) = rest.split_first() else {
@@ -534,15 +508,15 @@ fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut impl Output) ->
                 };
                 rest = tail;
                 match what {
-                    REF => out.put(&[REF]),
-                    REF_EVENT_ID => out.put(row.event_id.as_bytes()),
-                    REF_ORDER_ID => out.put(row.order_id.as_bytes()),
-                    REF_EVENT_TIME => out.put(decimal(row.event_time, &mut [0; 20])),
+                    REF => out.push(REF),
+                    REF_EVENT_ID => out.extend_from_slice(row.event_id.as_bytes()),
+                    REF_ORDER_ID => out.extend_from_slice(row.order_id.as_bytes()),
+                    REF_EVENT_TIME => out.extend_from_slice(decimal(row.event_time, &mut [0; 20])),
                     _ => return Err(Unpackable("an unknown reference")),
                 }
             }
             0x00 => return Err(Unpackable("a zero byte")),
-            code => out.put(PIECES[usize::from(code - FIRST_PIECE)].as_bytes()),
+            code => out.extend_from_slice(PIECES[usize::from(code - FIRST_PIECE)].as_bytes()),
         }
     }
 }

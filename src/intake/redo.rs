@@ -13,7 +13,6 @@ use super::{age_policy, ingest};
 use crate::config::{AfterIngest, Config, SourceConfig};
 use crate::queue::{CorruptEvent, Queue, QueueError};
 use crate::source::{open, shown};
-use crate::tiktok::wire;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -214,7 +213,7 @@ pub fn rebuild_corrupt(queue: &mut Queue, config: &Config) -> Result<usize, Queu
         let mut wanted: HashMap<(String, String), CorruptEvent> =
             events.into_iter().map(|e| ((e.event_name.clone(), e.event_id.clone()), e)).collect();
         let expected = wanted.values().next().and_then(|e| e.content_hash.clone());
-        let mut found: Vec<(CorruptEvent, String)> = Vec::new();
+        let mut found: Vec<(CorruptEvent, crate::event::Event)> = Vec::new();
         match ingest::scan_content(&path) {
             Ok((hash, utf8)) if Some(&hash) == expected.as_ref() => {
                 let ages = age_policy(config, crate::now());
@@ -222,7 +221,7 @@ pub fn rebuild_corrupt(queue: &mut Queue, config: &Config) -> Result<usize, Queu
                     if let ingest::Found::Event { event, .. } = f {
                         let key = (event.event.to_string(), event.event_id.as_str().to_string());
                         if let Some(e) = wanted.remove(&key) {
-                            found.push((e, wire::event_json(event)));
+                            found.push((e, event.clone()));
                         }
                     }
                     ControlFlow::Continue(())
@@ -231,8 +230,8 @@ pub fn rebuild_corrupt(queue: &mut Queue, config: &Config) -> Result<usize, Queu
             Ok(_) => tracing::warn!("{}: not the archived file it was (its content changed)", shown(&path)),
             Err(e) => tracing::warn!("{}: cannot read the archived file: {e}", shown(&path)),
         }
-        for (event, json) in found {
-            if queue.restore_payload(event.id, &json)? {
+        for (event, built) in found {
+            if queue.restore_payload(event.id, &built)? {
                 tracing::warn!(
                     "event {}: its damaged JSON was rebuilt from {} and it is queued again",
                     event.event_id,

@@ -27,10 +27,12 @@ pub struct NewEvent<'a> {
     pub key: MatchKey,
 }
 
-/// What an event sends: its wire JSON, or the event it is written from (packed straight from it,
+/// What an event sends: the event its wire JSON is written from (packed straight from it,
 /// `packed::pack_event`, without building the JSON).
 #[derive(Debug, Clone, Copy)]
 pub enum Payload<'a> {
+    /// Tests: JSON text, packed as it is.
+    #[cfg(test)]
     Json(&'a str),
     Event(&'a Event),
 }
@@ -280,6 +282,7 @@ impl<'q> Ingest<'q> {
     pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<()> {
         let row = Row { event_id: e.event_id, order_id: e.order_id, event_time: e.event_time };
         let stored = match e.payload {
+            #[cfg(test)]
             Payload::Json(json) => Stored::of(json, row),
             Payload::Event(event) => Stored::Packed(super::packed::pack_event(event, row)),
         };

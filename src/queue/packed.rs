@@ -5,9 +5,10 @@
 //! its ~415 bytes about half is that skeleton and a quarter is hex, and every stored byte is
 //! written twice (the WAL, then the database). Packing stores each hash as its 32 bytes, each
 //! piece of the skeleton as one byte, and the event id, order id and event time, which the event's
-//! row in `events` holds already, as a reference to it: about 26% of the JSON. Ingest packs
-//! straight from the event ([`pack_event`], no JSON built); [`pack`] packs a JSON (a payload
-//! rebuilt from an archived file; it finds fewer pieces). Pure, no allocation past the output.
+//! row in `events` holds already, as a reference to it: about 26% of the JSON. The agent packs
+//! straight from the event ([`pack_event`], no JSON built: at ingest, and for a payload rebuilt
+//! from an archived file); the tests also pack JSON text (`pack`, which searches it for pieces and
+//! hashes). Pure, no allocation past the output.
 //!
 //! Format (version 2; version 1, the same without references, is still read), stored as a BLOB
 //! (a payload stored as TEXT is plain JSON, as written by agents before this format, and is read
@@ -93,6 +94,7 @@ pub const PIECES: [&str; 30] = [
 
 /// The pieces a reference to the row may follow: the event time after either of the first two,
 /// the event id, the order id.
+#[cfg(test)]
 const EVENT_TIME_AFTER: [usize; 2] = [0, 2];
 const EVENT_ID_AFTER: usize = 3;
 const ORDER_ID_AFTER: usize = 23;
@@ -144,7 +146,9 @@ pub enum Stored {
 }
 
 impl Stored {
-    /// How `json`, the payload of the event of `row`, is stored.
+    /// How `json`, the payload of the event of `row`, is stored (tests: the agent packs from the
+    /// event, [`pack_event`]).
+    #[cfg(test)]
     pub fn of(json: &str, row: Row<'_>) -> Stored {
         pack(json, row).map_or_else(|| Stored::Text(json.to_owned()), Stored::Packed)
     }
@@ -217,6 +221,7 @@ impl FromSql for Stored {
 
 /// `json`, the payload of the event of `row`, packed, or `None` where it holds a byte the format
 /// cannot carry (store it as TEXT).
+#[cfg(test)]
 pub fn pack(json: &str, row: Row<'_>) -> Option<Vec<u8>> {
     let bytes = json.as_bytes();
     let mut time = [0u8; 20];
@@ -433,6 +438,7 @@ impl Packer {
 
 /// The reference to the row's value that `at`, just after the piece `piece`, starts with (the
 /// value and the byte that ends it in the JSON), as its code and the length of the value.
+#[cfg(test)]
 fn row_value_at(piece: usize, at: &[u8], row: Row<'_>, time: &[u8]) -> Option<(u8, usize)> {
     let (code, value, end) = match piece {
         EVENT_ID_AFTER => (REF_EVENT_ID, row.event_id.as_bytes(), b'"'),
@@ -524,6 +530,7 @@ fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut Vec<u8>) -> Res
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// The longest piece `at` starts with, by index.
+#[cfg(test)]
 fn piece_at(at: &[u8]) -> Option<usize> {
     let candidates = BY_FIRST_BYTE.get(usize::from(at[0]))?;
     if candidates[0] == NONE {
@@ -539,6 +546,7 @@ fn piece_at(at: &[u8]) -> Option<usize> {
 
 /// Each piece's first 8 bytes (fewer for a shorter piece) as a little-endian word, and the mask of
 /// the bytes it has.
+#[cfg(test)]
 static HEADS: [(u64, u64); PIECES.len()] = {
     let mut heads = [(0u64, 0u64); PIECES.len()];
     let mut i = 0;
@@ -555,10 +563,12 @@ static HEADS: [(u64, u64); PIECES.len()] = {
     heads
 };
 
+#[cfg(test)]
 const NONE: u8 = u8::MAX;
 
 /// For each byte below 128, the indices of the pieces starting with it, longest first
 /// ([`NONE`]-terminated).
+#[cfg(test)]
 static BY_FIRST_BYTE: [[u8; 32]; 128] = {
     let mut table = [[NONE; 32]; 128];
     let mut i = 0;
@@ -584,6 +594,7 @@ static BY_FIRST_BYTE: [[u8; 32]; 128] = {
 };
 
 /// The 32 bytes of 64 lowercase hex characters at the start of `at` followed by `"`.
+#[cfg(test)]
 fn hash_at(at: &[u8]) -> Option<[u8; 32]> {
     if at.len() < 65 || at[64] != b'"' {
         return None;

@@ -106,9 +106,9 @@ impl Queue {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
-    /// Put a corrupt event back in the queue with its JSON rebuilt (and a fresh checksum). False
-    /// when it was no longer dead as `corrupt`.
-    pub fn restore_payload(&mut self, id: i64, json: &str) -> Result<bool> {
+    /// Put a corrupt event back in the queue with its payload rebuilt from `event` (read again from
+    /// its archived file) and a fresh checksum. False when it was no longer dead as `corrupt`.
+    pub fn restore_payload(&mut self, id: i64, event: &crate::event::Event) -> Result<bool> {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
@@ -125,8 +125,10 @@ impl Queue {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .map_err(err)?;
+            // Packed against the row as it is: a value of the row that is not the event's is
+            // written out, not referred to.
             let row = super::packed::Row { event_id: &event_id, order_id: &order_id, event_time };
-            let stored = super::packed::Stored::of(json, row);
+            let stored = super::packed::Stored::Packed(super::packed::pack_event(event, row));
             tx.execute(
                 "INSERT OR REPLACE INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)",
                 params![id, stored, stored.checksum(row)],

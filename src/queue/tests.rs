@@ -297,8 +297,24 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     assert_eq!(corrupt.len(), 1);
     assert_eq!(corrupt[0].archived, Some(("/pos/archive/a.csv".into(), "till".into())));
     assert_eq!(corrupt[0].content_hash.as_deref(), Some("h1"));
-    assert!(q.restore_payload(corrupt[0].id, "{\"event_id\":\"e2\"}").unwrap());
-    assert!(q.pending_batch(10).unwrap().iter().all(|e| e.intact));
+    // Read again from the archived file: the event, packed against the row as it is (its event id
+    // here is not the row's, so it is written out).
+    let rebuilt = crate::event::Event {
+        event: "Purchase",
+        event_time: 10,
+        event_id: crate::event::id::EventId::derive("s042", "t1", "e2"),
+        user: crate::event::User::default(),
+        contents: vec![],
+        currency: crate::event::money::Currency::parse("USD").unwrap(),
+        value: rust_decimal::Decimal::ONE,
+        order_id: "e2".into(),
+        shop_id: "s042".into(),
+        description: None,
+    };
+    assert!(q.restore_payload(corrupt[0].id, &rebuilt).unwrap());
+    let batch = q.pending_batch(10).unwrap();
+    assert!(batch.iter().all(|e| e.intact));
+    assert_eq!(batch[1].payload, crate::tiktok::wire::event_json(&rebuilt));
     assert_eq!(q.counts().unwrap().pending, 2);
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     // Given up on: stays dead, no longer offered for a rebuild.

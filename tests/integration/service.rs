@@ -171,9 +171,12 @@ fn a_full_queue_holds_files_back_keeps_sending_and_takes_them_once_there_is_room
     fake.set_down(true);
     let agent = Agent::new(&fake.base_url(), Opts { top: "max_queue_mb = 16".into(), ..Opts::default() });
     let daemon = agent.spawn();
-    agent.drop_file("a.csv", &csv_orders("A", 32_000, 2));
+    // Six line items an order (a payload stores the JSON's skeleton as a few bytes and each hash
+    // as its bytes, but every item's id, name and price as text): the first file fits in the
+    // 16 MB, the second does not.
+    agent.drop_file("a.csv", &csv_orders("A", 32_000, 6));
     assert!(wait_until(T, || agent.counts().0 == 32_000), "{}", daemon.log_text());
-    agent.drop_file("b.csv", &csv_orders("B", 32_000, 2));
+    agent.drop_file("b.csv", &csv_orders("B", 32_000, 6));
     assert!(wait_until(T, || agent.status()["ingest_held"].is_string()), "{}", daemon.log_text());
     assert!(agent.inbox.join("b.csv").exists(), "a held file waits in its folder");
     let text = agent.cmd_ok(&["status"]);

@@ -493,15 +493,21 @@ fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
         br#"Purchase","event_time":10,"event_id":"v1","properties":{"value":1.0,"order_id":"v1"}}"#,
     ]
     .concat();
-    q.conn
-        .execute(
-            "UPDATE payloads SET json = ?1, checksum = ?2 WHERE id = 4",
-            rusqlite::params![&v1[..], super::packed::checksum(&v1)],
-        )
-        .unwrap();
+    store_blob(&q, 4, &v1);
     let batch = q.pending_batch(10).unwrap();
     let seen: Vec<(bool, &str)> = batch.iter().map(|e| (e.intact, e.payload.as_str())).collect();
     assert_eq!(seen, [(true, json("kept").as_str()), (false, ""), (false, ""), (true, json("v1").as_str())]);
+}
+
+/// Store `blob` as event `id`'s payload with the checksum of its bytes alone (as for version 1 and
+/// for bytes of no known format).
+fn store_blob(q: &Queue, id: i64, blob: &[u8]) {
+    q.conn
+        .execute(
+            "UPDATE payloads SET json = ?2, checksum = ?3 WHERE id = ?1",
+            rusqlite::params![id, blob, super::packed::checksum(blob)],
+        )
+        .unwrap();
 }
 
 /// The WAL is checkpointed at an eighth of the queue cap (64 MiB at most): a 16 MB queue keeps a
@@ -524,13 +530,7 @@ fn a_blob_that_matches_its_checksum_but_does_not_unpack_is_not_intact() {
     let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
     ingest.add_event(&NewEvent { payload: Payload::Json(r#"{"event_id":"e1"}"#), ..event("e1", 10) }).unwrap();
     ingest.commit().unwrap();
-    let foreign = [9u8, b'{', b'}'];
-    q.conn
-        .execute(
-            "UPDATE payloads SET json = ?1, checksum = ?2",
-            rusqlite::params![&foreign[..], super::packed::checksum(&foreign)],
-        )
-        .unwrap();
+    store_blob(&q, 1, &[9u8, b'{', b'}']);
     let batch = q.pending_batch(10).unwrap();
     assert_eq!(batch.iter().map(|e| (e.intact, e.payload.as_str())).collect::<Vec<_>>(), [(false, "")]);
 }

@@ -316,7 +316,9 @@ impl<'q> Ingest<'q> {
         // Looked up in the statement cache once per write, not once per event.
         let conn = self.conn;
         let mut inserts = None;
-        for item in std::mem::take(&mut self.unwritten) {
+        // Drained, and kept with its room for the next part (not grown again from empty).
+        let mut unwritten = std::mem::take(&mut self.unwritten);
+        for item in unwritten.drain(..) {
             match item {
                 Unwritten::Event(e) => {
                     let inserts = match &mut inserts {
@@ -339,6 +341,7 @@ impl<'q> Ingest<'q> {
                 Unwritten::Reject { line, field, reason } => self.insert_reject(line, field.as_deref(), &reason)?,
             }
         }
+        self.unwritten = unwritten;
         Ok(())
     }
 

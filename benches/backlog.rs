@@ -184,7 +184,7 @@ fn startup_with_backlog(dir: &Path, run: &Path, rows: usize) {
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("export-")))
         .collect();
     assert_eq!(archived.len(), FILES, "the archived exports");
-    let mut import = Command::new(agent_binary());
+    let mut import = Command::new(common::agent_binary());
     import.arg("--config").arg(second.join("config.toml")).arg("import").args(&archived).env("OEA_BENCH_TOKEN", TOKEN);
     let out = import.stderr(Stdio::null()).output().unwrap();
     assert!(out.status.success(), "import");
@@ -209,26 +209,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The agent binary to run: `OEA_BENCH_AGENT`, else this build's.
-fn agent_binary() -> PathBuf {
-    std::env::var_os("OEA_BENCH_AGENT").map_or_else(|| env!("CARGO_BIN_EXE_offline-events-agent").into(), PathBuf::from)
-}
-
-/// The `Environment=` settings of the packaged systemd unit: the agent runs here as it runs there.
-fn unit_environment() -> Vec<(String, String)> {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/offline-events-agent.service");
-    std::fs::read_to_string(unit)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("Environment="))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
 fn spawn(dir: &Path, notify: &Notify) -> Child {
-    Command::new(agent_binary())
-        .envs(unit_environment())
+    Command::new(common::agent_binary())
+        .envs(common::unit_environment())
         .arg("--config")
         .arg(dir.join("config.toml"))
         .arg("run")

@@ -5,7 +5,8 @@
 //!     cargo bench --bench pipeline                      # 1,000,000 rows / 250,000 orders
 //!     OEA_BENCH_ROWS=40000 cargo bench --bench pipeline # a quick run
 //!
-//! Prints one line per figure; BENCHMARKS.md records the results.
+//! Prints one line per figure; BENCHMARKS.md records the results. The idle daemon is the release
+//! binary (or `OEA_BENCH_AGENT`) with the packaged unit's `Environment=` lines.
 
 #[path = "../tests/support/fake_tiktok.rs"]
 mod fake_tiktok;
@@ -183,7 +184,8 @@ fn orchestrate() {
 
 /// Start the real daemon on an empty folder with a full (all sent) queue and watch it do nothing.
 fn idle(dir: &Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_offline-events-agent"))
+    let mut child = Command::new(common::agent_binary())
+        .envs(common::unit_environment())
         .arg("--config")
         .arg(dir.join("config.toml"))
         .arg("run")

@@ -109,9 +109,15 @@ impl Watching {
         let (tx, signals) = mpsc::channel(4096);
         let watcher = match Watcher::new(tx) {
             Ok(mut w) => {
+                // Only local folders here: READY must not wait on a share that does not answer
+                // (adding a watch looks the path up). A share's folder, and a folder missing now,
+                // is watched by the first rescan, which runs off the runtime (and logs).
+                let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
                 for src in &config.sources {
-                    // A folder missing now is watched once a rescan finds it (and logged there).
-                    let _ = w.ensure(&src.path);
+                    let network = source::filesystem_of(&mounts, &src.path).is_some_and(|f| source::is_network_fs(&f));
+                    if !network {
+                        let _ = w.ensure(&src.path);
+                    }
                 }
                 Some(w)
             }

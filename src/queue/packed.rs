@@ -179,15 +179,19 @@ impl Stored {
 /// A stored payload as SQLite hands it over (not copied), its stored checksum, and its event's
 /// row: the JSON, or `None` when it is damaged (it, or the row's values it refers to, do not match
 /// its checksum, or it does not unpack). No checksum (stored by an agent before checksums): not
-/// verified.
+/// verified, except a version 2 payload, always stored with one: damaged.
 pub fn verified(stored: ValueRef<'_>, checksum: Option<i64>, row: Row<'_>) -> Option<String> {
     let (bytes, packed) = match stored {
         ValueRef::Blob(b) => (b, true),
         ValueRef::Text(t) => (t, false),
         _ => return None,
     };
-    if checksum.is_some_and(|sum| sum != checksum_of(bytes, packed, row)) {
-        return None;
+    // Version 2 is written only with a checksum: without one it is damaged (the column).
+    let refers = packed && bytes.first() == Some(&VERSION);
+    match checksum {
+        None if refers => return None,
+        Some(sum) if sum != checksum_of(bytes, packed, row) => return None,
+        _ => {}
     }
     if packed {
         unpack(bytes, row).ok()

@@ -468,8 +468,9 @@ fn payloads_stored_as_json_text_by_older_agents_are_still_read() {
 }
 
 /// A packed payload refers to its row for the event id, order id and event time: damage to those
-/// values in `events` is caught as damage to the payload is (not sent), and a payload packed by
-/// the agent before references (version 1, its checksum over its bytes only) is still sent.
+/// values in `events` is caught as damage to the payload is (not sent), a version 2 payload
+/// without its checksum is not sent, and a payload packed by the agent before references (version
+/// 1, its checksum over its bytes only) is still sent.
 #[test]
 fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
     let (_dir, mut q) = temp_queue();
@@ -479,7 +480,7 @@ fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
             r#"{{"event":"Purchase","event_time":10,"event_id":"{id}","properties":{{"value":1.0,"order_id":"{id}"}}}}"#
         )
     };
-    for id in ["kept", "order", "time", "v1"] {
+    for id in ["kept", "order", "time", "v1", "nullsum"] {
         ingest.add_event(&NewEvent { payload: Payload::Json(&json(id)), ..event(id, 10) }).unwrap();
     }
     ingest.commit().unwrap();
@@ -494,9 +495,14 @@ fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
     ]
     .concat();
     store_blob(&q, 4, &v1);
+    // A version 2 payload is always stored with its checksum: one without is damaged.
+    q.conn.execute("UPDATE payloads SET checksum = NULL WHERE id = 5", []).unwrap();
     let batch = q.pending_batch(10).unwrap();
     let seen: Vec<(bool, &str)> = batch.iter().map(|e| (e.intact, e.payload.as_str())).collect();
-    assert_eq!(seen, [(true, json("kept").as_str()), (false, ""), (false, ""), (true, json("v1").as_str())]);
+    assert_eq!(
+        seen,
+        [(true, json("kept").as_str()), (false, ""), (false, ""), (true, json("v1").as_str()), (false, "")]
+    );
 }
 
 /// Store `blob` as event `id`'s payload with the checksum of its bytes alone (as for version 1 and

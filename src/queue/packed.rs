@@ -109,7 +109,7 @@ pub fn checksum(stored: &[u8]) -> i64 {
 /// for the event of `row`: [`checksum`], and for a packed payload that refers to its row, of the
 /// row's values too.
 fn checksum_of(stored: &[u8], blob: bool, row: Row<'_>) -> i64 {
-    if !(blob && stored.first() == Some(&VERSION)) {
+    if !refers_to_row(stored, blob) {
         return checksum(stored);
     }
     let mut hasher = Sha256::new();
@@ -121,6 +121,12 @@ fn checksum_of(stored: &[u8], blob: bool, row: Row<'_>) -> i64 {
     hasher.update(row.order_id.as_bytes());
     hasher.update(row.event_time.to_be_bytes());
     first_8(hasher.finalize().as_slice())
+}
+
+/// Whether stored bytes (`blob`: a BLOB, else TEXT) are a packed payload that refers to its row
+/// (version 2).
+fn refers_to_row(stored: &[u8], blob: bool) -> bool {
+    blob && stored.first() == Some(&VERSION)
 }
 
 fn first_8(digest: &[u8]) -> i64 {
@@ -187,9 +193,8 @@ pub fn verified(stored: ValueRef<'_>, checksum: Option<i64>, row: Row<'_>) -> Op
         _ => return None,
     };
     // Version 2 is written only with a checksum: without one it is damaged (the column).
-    let refers = packed && bytes.first() == Some(&VERSION);
     match checksum {
-        None if refers => return None,
+        None if refers_to_row(bytes, packed) => return None,
         Some(sum) if sum != checksum_of(bytes, packed, row) => return None,
         _ => {}
     }
@@ -228,8 +233,8 @@ impl FromSql for Stored {
 #[cfg(test)]
 pub fn pack(json: &str, row: Row<'_>) -> Option<Vec<u8>> {
     let bytes = json.as_bytes();
-    let mut time = [0u8; 20];
-    let time = decimal(row.event_time, &mut time);
+    let mut time = itoa::Buffer::new();
+    let time = time.format(row.event_time).as_bytes();
     let mut out = Vec::with_capacity(bytes.len() / 2 + 16);
     out.push(VERSION);
     // Literal bytes are copied a run at a time, up to the next piece, hash or 0x7F.
@@ -291,7 +296,7 @@ pub fn pack_event(event: &Event, row: Row<'_>) -> Vec<u8> {
     if event.event_time == row.event_time {
         p.refer(REF_EVENT_TIME);
     } else {
-        p.0.extend_from_slice(decimal(event.event_time, &mut [0; 20]));
+        p.0.extend_from_slice(itoa::Buffer::new().format(event.event_time).as_bytes());
     }
     p.piece(EVENT_ID_AFTER);
     // A reference stands for JSON text: only a value that JSON writes as it is.
@@ -354,7 +359,7 @@ pub fn pack_event(event: &Event, row: Row<'_>) -> Vec<u8> {
         p.piece(17);
         p.number(c.price.to_f64().unwrap_or(0.0));
         p.piece(19);
-        p.0.extend_from_slice(decimal(c.quantity, &mut [0; 20]));
+        p.0.extend_from_slice(itoa::Buffer::new().format(c.quantity).as_bytes());
     }
     if !contents.is_empty() {
         p.piece(21);
@@ -372,7 +377,7 @@ pub fn pack_event(event: &Event, row: Row<'_>) -> Vec<u8> {
     p.string(&event.shop_id);
     if !contents.is_empty() {
         p.piece(25);
-        p.0.extend_from_slice(decimal(event.num_items(), &mut [0; 20]));
+        p.0.extend_from_slice(itoa::Buffer::new().format(event.num_items()).as_bytes());
     }
     match (&event.description, contents.is_empty()) {
         (Some(description), no_contents) => {
@@ -453,25 +458,6 @@ fn row_value_at(piece: usize, at: &[u8], row: Row<'_>, time: &[u8]) -> Option<(u
     (!value.is_empty() && at.starts_with(value) && at.get(value.len()) == Some(&end)).then_some((code, value.len()))
 }
 
-/// `n` in decimal, written into `buf`.
-fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    &buf[at..]
-}
-
 /// The JSON of a packed payload of the event of `row`.
 pub fn unpack(packed: &[u8], row: Row<'_>) -> Result<String, Unpackable> {
     let Some((&version, rest)) = packed.split_first() else {
@@ -521,7 +507,7 @@ fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut Vec<u8>) -> Res
                     REF => out.push(REF),
                     REF_EVENT_ID => out.extend_from_slice(row.event_id.as_bytes()),
                     REF_ORDER_ID => out.extend_from_slice(row.order_id.as_bytes()),
-                    REF_EVENT_TIME => out.extend_from_slice(decimal(row.event_time, &mut [0; 20])),
+                    REF_EVENT_TIME => out.extend_from_slice(itoa::Buffer::new().format(row.event_time).as_bytes()),
                     _ => return Err(Unpackable("an unknown reference")),
                 }
             }
@@ -889,7 +875,8 @@ mod tests {
     #[test]
     fn numbers_are_written_in_decimal() {
         for n in [0, 7, -7, 10, 1796459308, i64::MAX, i64::MIN] {
-            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes(), "{n}");
+            let row = Row { event_time: n, ..ROW };
+            assert_eq!(unpack(&[VERSION, REF, REF_EVENT_TIME], row), Ok(n.to_string()), "{n}");
         }
     }
 

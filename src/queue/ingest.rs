@@ -314,34 +314,36 @@ impl<'q> Ingest<'q> {
         let file_id = self.file_id()?;
         self.unwritten_bytes = 0;
         // Looked up in the statement cache once per write, not once per event.
-        let conn = self.conn;
-        let mut inserts = None;
+        let mut inserts = Inserts::prepare(self.conn).map_err(|err| self.err(err))?;
         // Drained, and kept with its room for the next part (not grown again from empty).
         let mut unwritten = std::mem::take(&mut self.unwritten);
         for item in unwritten.drain(..) {
             match item {
                 Unwritten::Event(e) => {
-                    let inserts = match &mut inserts {
-                        Some(i) => i,
-                        None => inserts.insert(Inserts::prepare(conn).map_err(|err| self.err(err))?),
-                    };
-                    match self.insert_event(inserts, file_id, &e)? {
-                        Added::Queued => self.count_match_key(e.key),
-                        Added::Duplicate => self.counts.duplicates += 1,
-                        Added::RepeatedInFile => {
-                            let reason = format!(
-                            "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
-                            e.order_id
-                        );
-                            tracing::warn!("{}:{}: field `order_id`: {reason}", self.shown, e.line);
-                            self.insert_reject(e.line, Some("order_id"), &reason)?;
-                        }
-                    }
+                    let added = self.insert_event(&mut inserts, file_id, &e)?;
+                    self.count_added(added, &e)?;
                 }
                 Unwritten::Reject { line, field, reason } => self.insert_reject(line, field.as_deref(), &reason)?,
             }
         }
         self.unwritten = unwritten;
+        Ok(())
+    }
+
+    /// Count what writing `e` did; a repeat of an order earlier in this file becomes a rejected row.
+    fn count_added(&mut self, added: Added, e: &HeldEvent) -> Result<()> {
+        match added {
+            Added::Queued => self.count_match_key(e.key),
+            Added::Duplicate => self.counts.duplicates += 1,
+            Added::RepeatedInFile => {
+                let reason = format!(
+                    "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
+                    e.order_id
+                );
+                tracing::warn!("{}:{}: field `order_id`: {reason}", self.shown, e.line);
+                self.insert_reject(e.line, Some("order_id"), &reason)?;
+            }
+        }
         Ok(())
     }
 
@@ -489,19 +491,26 @@ impl<'q> Ingest<'q> {
     fn add_counts(&mut self) -> Result<()> {
         self.write_unwritten()?;
         let c = self.counts;
-        self.tx()
-            .execute(
-                "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
-                   warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7 WHERE id = ?1",
-                params![self.row_id(), c.events, c.duplicates, c.rejects, c.warnings, c.skipped, self.now],
-            )
-            .map_err(|err| self.err(err))?;
         let [email, phone, external_id, none] = std::mem::take(&mut self.keys);
         self.tx()
             .execute(
-                "UPDATE files SET keys_email = keys_email + ?2, keys_phone = keys_phone + ?3,
-                   keys_external_id = keys_external_id + ?4, keys_none = keys_none + ?5 WHERE id = ?1",
-                params![self.row_id(), email, phone, external_id, none],
+                "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
+                   warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7, keys_email = keys_email + ?8,
+                   keys_phone = keys_phone + ?9, keys_external_id = keys_external_id + ?10, keys_none = keys_none + ?11
+                 WHERE id = ?1",
+                params![
+                    self.row_id(),
+                    c.events,
+                    c.duplicates,
+                    c.rejects,
+                    c.warnings,
+                    c.skipped,
+                    self.now,
+                    email,
+                    phone,
+                    external_id,
+                    none
+                ],
             )
             .map(drop)
             .map_err(|err| self.err(err))

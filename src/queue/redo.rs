@@ -120,11 +120,7 @@ impl Queue {
             )
             .map_err(err)?;
         if changed == 1 {
-            let (event_id, order_id, event_time): (String, String, i64) = tx
-                .query_row("SELECT event_id, order_id, event_time FROM events WHERE id = ?1", [id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(err)?;
+            let (event_id, order_id, event_time) = row_values(&tx, id).map_err(err)?;
             // Packed against the row as it is: a value of the row that is not the event's is
             // written out, not referred to.
             let row = super::packed::Row { event_id: &event_id, order_id: &order_id, event_time };
@@ -155,16 +151,18 @@ impl Queue {
     /// Flip bytes of a stored payload without its checksum (tests of the verification).
     #[cfg(test)]
     pub(crate) fn damage_payload(&self, id: i64, json: &str) -> Result<()> {
-        let (event_id, order_id, event_time): (String, String, i64) = self
-            .conn
-            .query_row("SELECT event_id, order_id, event_time FROM events WHERE id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| self.sqlite(e))?;
+        let (event_id, order_id, event_time) = row_values(&self.conn, id).map_err(|e| self.sqlite(e))?;
         let row = super::packed::Row { event_id: &event_id, order_id: &order_id, event_time };
         self.conn
             .execute("UPDATE payloads SET json = ?2 WHERE id = ?1", params![id, super::packed::Stored::of(json, row)])
             .map(drop)
             .map_err(|e| self.sqlite(e))
     }
+}
+
+/// The values of event `id`'s row that its packed payload may refer to: event id, order id, time.
+fn row_values(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<(String, String, i64)> {
+    conn.query_row("SELECT event_id, order_id, event_time FROM events WHERE id = ?1", [id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
 }

@@ -3,12 +3,16 @@
 //! big for one transaction; [`Ingest::commit_at`]: the parts of an append-mode file). The records
 //! of files read are in `files.rs`.
 
-use super::packed::{Row, Stored};
+use super::packed::Row;
+#[cfg(test)]
+use super::packed::Stored;
 use super::{DeadReason, EventState, FileState, Position, Queue, QueueError, Result};
 use crate::event::screen::MatchKey;
 use crate::event::Event;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// An event ready to be queued.
@@ -37,27 +41,122 @@ pub enum Payload<'a> {
     Event(&'a Event),
 }
 
-/// An event or rejected row read but not yet written. They are written in order when their part
-/// commits (or once [`UNWRITTEN_BYTES`] pile up), so the queue's write lock is held for the writes,
-/// not while the file is read and its events are built: the sender marks batches sent meanwhile.
+/// What a read found and an ingest has not written yet: events (packed and checksummed), rejected
+/// rows, counts of skipped sales and warnings. Written in order when their part commits (or once
+/// [`UNWRITTEN_BYTES`] pile up), so the queue's write lock is held for the writes, not while the
+/// file is read and its events are built: the sender marks batches sent meanwhile. The held
+/// events' texts and payloads share two buffers, kept with their room from part to part: no
+/// allocation per event.
+#[derive(Debug, Default)]
+pub struct Held {
+    items: Vec<HeldItem>,
+    /// The event ids and order ids of the held events, one after the other.
+    texts: String,
+    /// The stored payloads of the held events, one after the other.
+    payloads: Vec<u8>,
+    skipped: i64,
+    warnings: i64,
+    /// About how many bytes it holds.
+    bytes: usize,
+}
+
 #[derive(Debug)]
-enum Unwritten {
+enum HeldItem {
     Event(HeldEvent),
     Reject { line: u64, field: Option<String>, reason: String },
 }
 
-/// An event as [`Ingest::add_event`] keeps it: its payload already packed and checksummed.
+/// An event as [`Held::add_event`] keeps it: its texts and payload as ranges of the [`Held`]'s
+/// buffers.
 #[derive(Debug)]
 struct HeldEvent {
     event_name: &'static str,
-    event_id: String,
+    event_id: Range<usize>,
+    order_id: Range<usize>,
     event_time: i64,
-    order_id: String,
-    stored: Stored,
+    payload: Range<usize>,
+    /// Packed (a BLOB), else JSON text (tests).
+    blob: bool,
     checksum: i64,
     dead_reason: Option<DeadReason>,
     line: u64,
     key: MatchKey,
+}
+
+impl Held {
+    /// Hold an event: its payload packed and checksummed now, outside the write lock.
+    pub fn add_event(&mut self, e: &NewEvent<'_>) {
+        let row = Row { event_id: e.event_id, order_id: e.order_id, event_time: e.event_time };
+        let event_id = push_text(&mut self.texts, e.event_id);
+        let order_id = push_text(&mut self.texts, e.order_id);
+        let start = self.payloads.len();
+        let blob = match e.payload {
+            #[cfg(test)]
+            Payload::Json(json) => {
+                let stored = Stored::of(json, row);
+                self.payloads.extend_from_slice(stored.bytes());
+                matches!(stored, Stored::Packed(_))
+            }
+            Payload::Event(event) => {
+                super::packed::pack_event_into(event, row, &mut self.payloads);
+                true
+            }
+        };
+        let payload = start..self.payloads.len();
+        let checksum = super::packed::checksum_of(&self.payloads[payload.clone()], blob, row);
+        self.bytes += payload.len() + e.event_id.len() + e.order_id.len() + 96;
+        self.items.push(HeldItem::Event(HeldEvent {
+            event_name: e.event_name,
+            event_id,
+            order_id,
+            event_time: e.event_time,
+            payload,
+            blob,
+            checksum,
+            dead_reason: e.dead_reason,
+            line: e.line,
+            key: e.key,
+        }));
+    }
+
+    /// Hold a rejected row (written after what was held before it).
+    pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) {
+        self.bytes += reason.len() + 64;
+        self.items.push(HeldItem::Reject { line, field: field.map(str::to_owned), reason: reason.to_owned() });
+    }
+
+    /// Count a transaction the reader decided not to send (refund, void, training...).
+    pub fn add_skip(&mut self) {
+        self.skipped += 1;
+    }
+
+    pub fn add_warnings(&mut self, n: usize) {
+        self.warnings += n as i64;
+    }
+
+    /// Whether it holds enough to be written before its part commits.
+    pub fn is_big(&self) -> bool {
+        self.bytes >= UNWRITTEN_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.skipped == 0 && self.warnings == 0
+    }
+
+    /// Empty, keeping its room.
+    fn clear(&mut self) {
+        self.items.clear();
+        self.texts.clear();
+        self.payloads.clear();
+        (self.skipped, self.warnings, self.bytes) = (0, 0, 0);
+    }
+}
+
+/// Append `s` to `texts`; returns where it is.
+fn push_text(texts: &mut String, s: &str) -> Range<usize> {
+    let start = texts.len();
+    texts.push_str(s);
+    start..texts.len()
 }
 
 /// The two statements that queue an event, prepared once for a write of held rows.
@@ -196,9 +295,8 @@ pub struct Ingest<'q> {
     committed: IngestCounts,
     /// Events queued since the last committed part, by match key.
     keys: [i64; 4],
-    /// Read, not yet written (see [`Unwritten`]), and about how many bytes they hold.
-    unwritten: Vec<Unwritten>,
-    unwritten_bytes: usize,
+    /// Read, not yet written (see [`Held`]).
+    held: Held,
     /// The file's path as logs show it.
     shown: String,
 }
@@ -222,8 +320,7 @@ impl<'q> Ingest<'q> {
             counts,
             committed: counts,
             keys: Default::default(),
-            unwritten: Vec::new(),
-            unwritten_bytes: 0,
+            held: Held::default(),
             shown: crate::source::shown(Path::new(&path)),
             path,
         }
@@ -280,65 +377,62 @@ impl<'q> Ingest<'q> {
     /// Queue an event (written when its part commits; a repeat of an order read earlier in this
     /// file becomes a rejected row then, a re-export of one queued before is counted as such).
     pub fn add_event(&mut self, e: &NewEvent<'_>) -> Result<()> {
-        let row = Row { event_id: e.event_id, order_id: e.order_id, event_time: e.event_time };
-        let stored = match e.payload {
-            #[cfg(test)]
-            Payload::Json(json) => Stored::of(json, row),
-            Payload::Event(event) => Stored::Packed(super::packed::pack_event(event, row)),
-        };
-        let checksum = stored.checksum(row);
-        self.unwritten_bytes += stored.bytes().len() + e.event_id.len() + e.order_id.len() + 96;
-        self.unwritten.push(Unwritten::Event(HeldEvent {
-            event_name: e.event_name,
-            event_id: e.event_id.to_owned(),
-            event_time: e.event_time,
-            order_id: e.order_id.to_owned(),
-            stored,
-            checksum,
-            dead_reason: e.dead_reason,
-            line: e.line,
-            key: e.key,
-        }));
+        self.held.add_event(e);
         self.write_if_big()
     }
 
-    fn write_if_big(&mut self) -> Result<()> {
-        if self.unwritten_bytes >= UNWRITTEN_BYTES {
+    /// What this ingest holds unwritten, to add to (then [`Ingest::write_if_big`]).
+    pub fn held(&mut self) -> &mut Held {
+        &mut self.held
+    }
+
+    /// Write what is held if it is big enough not to wait for its part's commit.
+    pub fn write_if_big(&mut self) -> Result<()> {
+        if self.held.is_big() {
             self.write_unwritten()?;
         }
         Ok(())
     }
 
-    /// Write what was read since the last write, in order, in the open transaction.
+    /// Write what this ingest holds, in order, in the open transaction; emptied, the buffers keep
+    /// their room for the next part (not grown again from empty).
     fn write_unwritten(&mut self) -> Result<()> {
+        let mut held = std::mem::take(&mut self.held);
+        let written = self.write_held(&held);
+        held.clear();
+        self.held = held;
+        written
+    }
+
+    fn write_held(&mut self, held: &Held) -> Result<()> {
+        self.counts.skipped += held.skipped;
+        self.counts.warnings += held.warnings;
+        if held.items.is_empty() {
+            return Ok(());
+        }
         let file_id = self.file_id()?;
-        self.unwritten_bytes = 0;
         // Looked up in the statement cache once per write, not once per event.
         let mut inserts = Inserts::prepare(self.conn).map_err(|err| self.err(err))?;
-        // Drained, and kept with its room for the next part (not grown again from empty).
-        let mut unwritten = std::mem::take(&mut self.unwritten);
-        for item in unwritten.drain(..) {
+        for item in &held.items {
             match item {
-                Unwritten::Event(e) => {
-                    let added = self.insert_event(&mut inserts, file_id, &e)?;
-                    self.count_added(added, &e)?;
+                HeldItem::Event(e) => {
+                    let added = self.insert_event(&mut inserts, file_id, held, e)?;
+                    self.count_added(added, &held.texts[e.order_id.clone()], e)?;
                 }
-                Unwritten::Reject { line, field, reason } => self.insert_reject(line, field.as_deref(), &reason)?,
+                HeldItem::Reject { line, field, reason } => self.insert_reject(*line, field.as_deref(), reason)?,
             }
         }
-        self.unwritten = unwritten;
         Ok(())
     }
 
     /// Count what writing `e` did; a repeat of an order earlier in this file becomes a rejected row.
-    fn count_added(&mut self, added: Added, e: &HeldEvent) -> Result<()> {
+    fn count_added(&mut self, added: Added, order_id: &str, e: &HeldEvent) -> Result<()> {
         match added {
             Added::Queued => self.count_match_key(e.key),
             Added::Duplicate => self.counts.duplicates += 1,
             Added::RepeatedInFile => {
                 let reason = format!(
-                    "order `{}` appears again after other orders; its rows must be consecutive, so this part was not taken",
-                    e.order_id
+                    "order `{order_id}` appears again after other orders; its rows must be consecutive, so this part was not taken"
                 );
                 tracing::warn!("{}:{}: field `order_id`: {reason}", self.shown, e.line);
                 self.insert_reject(e.line, Some("order_id"), &reason)?;
@@ -347,8 +441,11 @@ impl<'q> Ingest<'q> {
         Ok(())
     }
 
-    fn insert_event(&mut self, inserts: &mut Inserts<'q>, file_id: i64, e: &HeldEvent) -> Result<Added> {
-        let HeldEvent { event_name, event_id, event_time, order_id, stored, checksum, dead_reason, .. } = e;
+    fn insert_event(&mut self, inserts: &mut Inserts<'q>, file_id: i64, held: &Held, e: &HeldEvent) -> Result<Added> {
+        let HeldEvent { event_name, event_time, checksum, dead_reason, .. } = e;
+        let (event_id, order_id) = (&held.texts[e.event_id.clone()], &held.texts[e.order_id.clone()]);
+        let bytes = &held.payloads[e.payload.clone()];
+        let stored = ToSqlOutput::Borrowed(if e.blob { ValueRef::Blob(bytes) } else { ValueRef::Text(bytes) });
         let state = if dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
         // `sent_at` means something only once the event is sent (every query reads it with `state =
         // sent`); it starts as the queue time, an integer of the size the send time will have, so
@@ -392,8 +489,7 @@ impl<'q> Ingest<'q> {
 
     /// Record a rejected row (written when its part commits, after what was read before it).
     pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {
-        self.unwritten_bytes += reason.len() + 64;
-        self.unwritten.push(Unwritten::Reject { line, field: field.map(str::to_owned), reason: reason.to_owned() });
+        self.held.add_reject(line, field, reason);
         self.write_if_big()
     }
 
@@ -421,18 +517,9 @@ impl<'q> Ingest<'q> {
         self.keys[i] += 1;
     }
 
-    /// Count a transaction the reader decided not to send (refund, void, training...).
-    pub fn add_skip(&mut self) {
-        self.counts.skipped += 1;
-    }
-
-    pub fn add_warnings(&mut self, n: usize) {
-        self.counts.warnings += n as i64;
-    }
-
     /// Whether nothing was added since the last committed part.
     pub fn is_empty(&self) -> bool {
-        self.unwritten.is_empty() && self.counts == IngestCounts::default()
+        self.held.is_empty() && self.counts == IngestCounts::default()
     }
 
     /// Commit durably: the file is ingested whole. After this returns the file may be archived or

@@ -108,7 +108,7 @@ pub fn checksum(stored: &[u8]) -> i64 {
 /// The checksum of a payload's stored bytes as the column holds them (`blob`: a BLOB, else TEXT),
 /// for the event of `row`: [`checksum`], and for a packed payload that refers to its row, of the
 /// row's values too.
-fn checksum_of(stored: &[u8], blob: bool, row: Row<'_>) -> i64 {
+pub(super) fn checksum_of(stored: &[u8], blob: bool, row: Row<'_>) -> i64 {
     if !refers_to_row(stored, blob) {
         return checksum(stored);
     }
@@ -284,7 +284,14 @@ pub fn pack(json: &str, row: Row<'_>) -> Option<Vec<u8>> {
 /// The layout follows `wire::Data`'s fields and their serde attributes; strings and numbers are
 /// written by serde_json, as there.
 pub fn pack_event(event: &Event, row: Row<'_>) -> Vec<u8> {
-    let mut p = Packer(Vec::with_capacity(256));
+    let mut out = Vec::with_capacity(256);
+    pack_event_into(event, row, &mut out);
+    out
+}
+
+/// [`pack_event`], appended to `out` (the held events of an ingest share one buffer).
+pub fn pack_event_into(event: &Event, row: Row<'_>, out: &mut Vec<u8>) {
+    let mut p = Packer(out);
     p.0.push(VERSION);
     if event.event == "Purchase" {
         p.piece(0);
@@ -393,7 +400,6 @@ pub fn pack_event(event: &Event, row: Row<'_>) -> Vec<u8> {
         (None, true) => p.piece(27),
         (None, false) => p.piece(28),
     }
-    p.0
 }
 
 /// Whether JSON writes the string `s` as it is inside its quotes (nothing to escape).
@@ -401,10 +407,10 @@ fn json_as_is(s: &str) -> bool {
     s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
-/// The packed bytes [`pack_event`] writes.
-struct Packer(Vec<u8>);
+/// The packed bytes [`pack_event`] writes, appended to a buffer.
+struct Packer<'a>(&'a mut Vec<u8>);
 
-impl Packer {
+impl Packer<'_> {
     fn piece(&mut self, index: usize) {
         self.0.push(FIRST_PIECE + index as u8);
     }
@@ -441,7 +447,7 @@ impl Packer {
     }
 
     fn number(&mut self, n: f64) {
-        serde_json::to_writer(&mut self.0, &n).expect("writing to a Vec cannot fail");
+        serde_json::to_writer(&mut *self.0, &n).expect("writing to a Vec cannot fail");
     }
 }
 

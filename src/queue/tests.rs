@@ -579,3 +579,42 @@ fn a_new_ingest_takes_the_write_lock_only_when_it_writes() {
     assert_eq!(q.file_by_hash("h1").unwrap().unwrap().id, file_id);
     assert_eq!(q.counts().unwrap().pending, 1);
 }
+
+/// An ingest holds its unwritten events' texts and payloads in two buffers that it empties and
+/// refills from write to write (past 1 MiB, at each part): every event still gets its own ids,
+/// payload and checksum, across writes inside a part, parts, and payloads of different sizes and
+/// kinds (packed, and JSON text the packing cannot carry).
+#[test]
+fn held_events_keep_their_own_texts_and_payloads_across_writes_and_parts() {
+    let (_dir, mut q) = temp_queue();
+    let json = |i: usize| {
+        let id = format!("e{i}");
+        match i % 3 {
+            // A raw control character: not packable, stored as TEXT.
+            0 => format!("{{\"event_id\":\"{id}\",\"note\":\"a\u{1}b\"}}"),
+            1 => format!(r#"{{"event":"Purchase","event_time":10,"event_id":"{id}","properties":{{}}}}"#),
+            _ => format!(r#"{{"event_id":"{id}","pad":"{}"}}"#, "x".repeat(i % 1997)),
+        }
+    };
+    let at = |offset| Position { offset, lines: offset, fingerprint: format!("f{offset}"), inode: 7 };
+    // About 2.5 MiB of payloads in two parts: written mid-part at least once in each.
+    let n = 5_000;
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    for i in 0..n {
+        let (id, payload) = (format!("e{i}"), json(i));
+        ingest.add_event(&NewEvent { payload: Payload::Json(&payload), ..event(&id, 10) }).unwrap();
+        if i == n / 2 {
+            ingest.commit_part("till", &at(i as u64), i as u64 + 1).unwrap();
+        }
+    }
+    assert_eq!(ingest.commit().unwrap().events, n as i64);
+    let text: i64 =
+        q.conn.query_row("SELECT COUNT(*) FROM payloads WHERE typeof(json) = 'text'", [], |r| r.get(0)).unwrap();
+    assert_eq!(text, (0..n).filter(|i| i % 3 == 0).count() as i64, "the unpackable ones are stored as TEXT");
+    let batch = q.pending_batch(n).unwrap();
+    assert_eq!(batch.len(), n);
+    for (i, e) in batch.iter().enumerate() {
+        assert_eq!((e.event_id.as_str(), e.intact), (format!("e{i}").as_str(), true));
+        assert_eq!(e.payload, json(i), "event {i}");
+    }
+}

@@ -456,22 +456,22 @@ impl<R: Read> Read for Counted<'_, R> {
 /// counted as a duplicate; a repeat of an order earlier in the same file becomes a rejected row),
 /// a rejected row, a skipped sale.
 pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Result<(), QueueError> {
-    let held = ingest.held();
     match found {
         Found::Skip(skip) => {
             tracing::info!("{shown}:{}: order `{}` not sent: {}", skip.line, skip.order_id, skip.reason);
-            held.add_skip();
+            ingest.add_skip();
+            Ok(())
         }
         Found::Reject { line, field, reason } => {
             tracing::warn!("{shown}:{line}: {}{reason}", field.map(|f| format!("field `{f}`: ")).unwrap_or_default());
-            held.add_reject(line, field, &reason);
+            ingest.add_reject(line, field, &reason)
         }
         Found::Event { event: ev, line, dead_reason, warnings } => {
             for w in warnings {
                 tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
             }
-            held.add_warnings(warnings.len());
-            held.add_event(&NewEvent {
+            ingest.add_warnings(warnings.len());
+            ingest.add_event(&NewEvent {
                 event_name: ev.event,
                 event_id: ev.event_id.as_str(),
                 event_time: ev.event_time,
@@ -480,10 +480,9 @@ pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Resu
                 dead_reason,
                 line,
                 key: crate::event::screen::MatchKey::of(&ev.user),
-            });
+            })
         }
     }
-    ingest.write_if_big()
 }
 
 #[cfg(test)]

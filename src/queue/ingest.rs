@@ -44,30 +44,26 @@ pub enum Payload<'a> {
 /// What a read found and an ingest has not written yet: events (packed and checksummed), rejected
 /// rows, counts of skipped sales and warnings. Written in order when their part commits (or once
 /// [`UNWRITTEN_BYTES`] pile up), so the queue's write lock is held for the writes, not while the
-/// file is read and its events are built: the sender marks batches sent meanwhile. The held
-/// events' texts and payloads share two buffers, kept with their room from part to part: no
-/// allocation per event.
+/// file is read and its events are built: the sender marks batches sent meanwhile. The held texts
+/// and payloads share two buffers, kept with their room from part to part: no allocation per event.
 #[derive(Debug, Default)]
-pub struct Held {
+struct Held {
     items: Vec<HeldItem>,
-    /// The event ids and order ids of the held events, one after the other.
+    /// The held events' ids and order ids, the rejected rows' fields and reasons, one after the other.
     texts: String,
     /// The stored payloads of the held events, one after the other.
     payloads: Vec<u8>,
     skipped: i64,
     warnings: i64,
-    /// About how many bytes it holds.
-    bytes: usize,
 }
 
+/// Held texts and payloads are ranges of the [`Held`]'s buffers.
 #[derive(Debug)]
 enum HeldItem {
     Event(HeldEvent),
-    Reject { line: u64, field: Option<String>, reason: String },
+    Reject { line: u64, field: Option<Range<usize>>, reason: Range<usize> },
 }
 
-/// An event as [`Held::add_event`] keeps it: its texts and payload as ranges of the [`Held`]'s
-/// buffers.
 #[derive(Debug)]
 struct HeldEvent {
     event_name: &'static str,
@@ -85,7 +81,7 @@ struct HeldEvent {
 
 impl Held {
     /// Hold an event: its payload packed and checksummed now, outside the write lock.
-    pub fn add_event(&mut self, e: &NewEvent<'_>) {
+    fn add_event(&mut self, e: &NewEvent<'_>) {
         let row = Row { event_id: e.event_id, order_id: e.order_id, event_time: e.event_time };
         let event_id = push_text(&mut self.texts, e.event_id);
         let order_id = push_text(&mut self.texts, e.order_id);
@@ -104,7 +100,6 @@ impl Held {
         };
         let payload = start..self.payloads.len();
         let checksum = super::packed::checksum_of(&self.payloads[payload.clone()], blob, row);
-        self.bytes += payload.len() + e.event_id.len() + e.order_id.len() + 96;
         self.items.push(HeldItem::Event(HeldEvent {
             event_name: e.event_name,
             event_id,
@@ -119,27 +114,18 @@ impl Held {
         }));
     }
 
-    /// Hold a rejected row (written after what was held before it).
-    pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) {
-        self.bytes += reason.len() + 64;
-        self.items.push(HeldItem::Reject { line, field: field.map(str::to_owned), reason: reason.to_owned() });
+    fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) {
+        let field = field.map(|f| push_text(&mut self.texts, f));
+        let reason = push_text(&mut self.texts, reason);
+        self.items.push(HeldItem::Reject { line, field, reason });
     }
 
-    /// Count a transaction the reader decided not to send (refund, void, training...).
-    pub fn add_skip(&mut self) {
-        self.skipped += 1;
+    /// About how many bytes it holds: its texts and payloads, and what an item costs besides.
+    fn bytes(&self) -> usize {
+        self.texts.len() + self.payloads.len() + 96 * self.items.len()
     }
 
-    pub fn add_warnings(&mut self, n: usize) {
-        self.warnings += n as i64;
-    }
-
-    /// Whether it holds enough to be written before its part commits.
-    pub fn is_big(&self) -> bool {
-        self.bytes >= UNWRITTEN_BYTES
-    }
-
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.items.is_empty() && self.skipped == 0 && self.warnings == 0
     }
 
@@ -148,7 +134,7 @@ impl Held {
         self.items.clear();
         self.texts.clear();
         self.payloads.clear();
-        (self.skipped, self.warnings, self.bytes) = (0, 0, 0);
+        (self.skipped, self.warnings) = (0, 0);
     }
 }
 
@@ -329,8 +315,20 @@ impl<'q> Ingest<'q> {
     /// This file's events in the open transaction (tests of when held rows are written).
     #[cfg(test)]
     pub(crate) fn written_events(&self) -> i64 {
+        self.written_in("events")
+    }
+
+    /// This file's rejected rows in the open transaction (as [`Ingest::written_events`]).
+    #[cfg(test)]
+    pub(crate) fn written_rejects(&self) -> i64 {
+        self.written_in("rejects")
+    }
+
+    #[cfg(test)]
+    fn written_in(&self, table: &str) -> i64 {
         let file_id = self.written_file_id().unwrap_or(0);
-        self.tx().query_row("SELECT COUNT(*) FROM events WHERE file_id = ?1", [file_id], |r| r.get(0)).unwrap()
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE file_id = ?1");
+        self.tx().query_row(&sql, [file_id], |r| r.get(0)).unwrap()
     }
 
     fn tx(&self) -> &Transaction<'q> {
@@ -381,22 +379,32 @@ impl<'q> Ingest<'q> {
         self.write_if_big()
     }
 
-    /// What this ingest holds unwritten, to add to (then [`Ingest::write_if_big`]).
-    pub fn held(&mut self) -> &mut Held {
-        &mut self.held
+    /// Record a rejected row (written when its part commits, after what was read before it).
+    pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {
+        self.held.add_reject(line, field, reason);
+        self.write_if_big()
     }
 
-    /// Write what is held if it is big enough not to wait for its part's commit.
-    pub fn write_if_big(&mut self) -> Result<()> {
-        if self.held.is_big() {
+    /// Count a transaction the reader decided not to send (refund, void, training...).
+    pub fn add_skip(&mut self) {
+        self.held.skipped += 1;
+    }
+
+    pub fn add_warnings(&mut self, n: usize) {
+        self.held.warnings += n as i64;
+    }
+
+    fn write_if_big(&mut self) -> Result<()> {
+        if self.held.bytes() >= UNWRITTEN_BYTES {
             self.write_unwritten()?;
         }
         Ok(())
     }
 
-    /// Write what this ingest holds, in order, in the open transaction; emptied, the buffers keep
-    /// their room for the next part (not grown again from empty).
+    /// Write what this ingest holds, in order, in the open transaction (the file's row first, if
+    /// it is not yet); emptied, the buffers keep their room for the next part.
     fn write_unwritten(&mut self) -> Result<()> {
+        // Taken out for the writes, which borrow the ingest mutably, and put back.
         let mut held = std::mem::take(&mut self.held);
         let written = self.write_held(&held);
         held.clear();
@@ -405,12 +413,9 @@ impl<'q> Ingest<'q> {
     }
 
     fn write_held(&mut self, held: &Held) -> Result<()> {
+        let file_id = self.file_id()?;
         self.counts.skipped += held.skipped;
         self.counts.warnings += held.warnings;
-        if held.items.is_empty() {
-            return Ok(());
-        }
-        let file_id = self.file_id()?;
         // Looked up in the statement cache once per write, not once per event.
         let mut inserts = Inserts::prepare(self.conn).map_err(|err| self.err(err))?;
         for item in &held.items {
@@ -419,7 +424,10 @@ impl<'q> Ingest<'q> {
                     let added = self.insert_event(&mut inserts, file_id, held, e)?;
                     self.count_added(added, &held.texts[e.order_id.clone()], e)?;
                 }
-                HeldItem::Reject { line, field, reason } => self.insert_reject(*line, field.as_deref(), reason)?,
+                HeldItem::Reject { line, field, reason } => {
+                    let field = field.clone().map(|f| &held.texts[f]);
+                    self.insert_reject(*line, field, &held.texts[reason.clone()])?
+                }
             }
         }
         Ok(())
@@ -485,12 +493,6 @@ impl<'q> Ingest<'q> {
         } else {
             Ok(Added::Duplicate)
         }
-    }
-
-    /// Record a rejected row (written when its part commits, after what was read before it).
-    pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {
-        self.held.add_reject(line, field, reason);
-        self.write_if_big()
     }
 
     fn insert_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<()> {

@@ -21,7 +21,7 @@ mod state;
 pub use agent::AgentState;
 pub use dead::{DeadEvent, DeadFilter, RejectRecord, RejectedFile, Superseded};
 pub use files::{FileRecord, Position, PositionRecord};
-pub use ingest::{Held, Ingest, IngestCounts, NewEvent, Payload};
+pub use ingest::{Ingest, IngestCounts, NewEvent, Payload};
 pub use open::{lock_wanted, Recovery};
 pub use outbox::{Disposition, Queued};
 pub use redo::CorruptEvent;

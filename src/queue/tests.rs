@@ -563,6 +563,25 @@ fn rows_written_early_still_find_repeats_and_duplicates() {
     assert_eq!(q.recent_rejects(10).unwrap()[0].line, 9);
 }
 
+/// Rejected rows count towards the 1 MiB too: long reasons are written early like big events.
+#[test]
+fn rejected_rows_with_long_reasons_are_written_early_too() {
+    let (_dir, mut q) = temp_queue();
+    let reason = "y".repeat(400_000);
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    ingest.add_reject(2, Some("price"), &reason).unwrap();
+    ingest.add_reject(3, None, &reason).unwrap();
+    assert_eq!(ingest.written_rejects(), 0, "under 1 MiB: held");
+    ingest.add_reject(4, Some("price"), &reason).unwrap();
+    assert_eq!(ingest.written_rejects(), 3);
+    assert_eq!(ingest.commit().unwrap().rejects, 3);
+    let rejects = q.recent_rejects(10).unwrap();
+    let mut seen: Vec<(i64, Option<&str>, usize)> =
+        rejects.iter().map(|r| (r.line, r.field.as_deref(), r.reason.len())).collect();
+    seen.sort();
+    assert_eq!(seen, [(2, Some("price"), 400_000), (3, None, 400_000), (4, Some("price"), 400_000)]);
+}
+
 /// A new file's ingest writes nothing, and so takes no write lock, until its first rows are
 /// written: another connection commits meanwhile without waiting.
 #[test]
@@ -617,4 +636,23 @@ fn held_events_keep_their_own_texts_and_payloads_across_writes_and_parts() {
         assert_eq!((e.event_id.as_str(), e.intact), (format!("e{i}").as_str(), true));
         assert_eq!(e.payload, json(i), "event {i}");
     }
+}
+
+/// A whole file's first part may hold nothing but skipped sales (refunds, voids): it commits
+/// like any part, the file's record written with it and counting them.
+#[test]
+fn a_first_part_of_only_skipped_sales_commits_with_its_file_record() {
+    let (_dir, mut q) = temp_queue();
+    let at = |offset| Position { offset, lines: offset, fingerprint: format!("f{offset}"), inode: 7 };
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/refunds.csv"), "till", 100).unwrap();
+    for _ in 0..3 {
+        ingest.add_skip();
+    }
+    let part = ingest.commit_part("till", &at(30), 3).unwrap();
+    assert_eq!((part.events, part.skipped), (0, 3));
+    ingest.add_event(&event("e1", 10)).unwrap();
+    let total = ingest.commit().unwrap();
+    assert_eq!((total.events, total.skipped), (1, 3));
+    let skipped: i64 = q.conn.query_row("SELECT skipped FROM files", [], |r| r.get(0)).unwrap();
+    assert_eq!(skipped, 3);
 }

@@ -47,18 +47,29 @@ pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
         Some((i, f)) => (i, Some(f)),
         None => (s, None),
     };
-    let groups: Vec<&str> = int_part.split(|c| thousands.contains(&c)).collect();
-    let grouped_ok = groups.len() == 1
-        || (!groups[0].is_empty() && groups[0].len() <= 3 && groups[1..].iter().all(|g| g.len() == 3));
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if !grouped_ok || !groups.iter().all(|g| digits(g)) || !frac_part.is_none_or(digits) {
+    // Digit groups between thousands separators: the first of 1 to 3 digits, every other of 3.
+    let mut groups = int_part.split(|c| thousands.contains(&c));
+    let first = groups.next().unwrap_or_default();
+    let grouped = groups.clone().next().is_some();
+    let grouped_ok = !grouped || (!first.is_empty() && first.len() <= 3 && groups.clone().all(|g| g.len() == 3));
+    if !grouped_ok || !digits(first) || !groups.clone().all(digits) || !frac_part.is_none_or(digits) {
         return Err(MoneyError::NotAnAmount);
     }
-    let mut plain: String = groups.concat();
-    if let Some(f) = frac_part {
-        plain.push('.');
-        plain.push_str(f);
-    }
+    // The number as `Decimal` reads it: as written when it has no thousands separator and a `.`
+    // decimal (no copy: most cells), else its digits joined and a `.` before the fraction.
+    let plain: std::borrow::Cow<str> = if !grouped && decimal == '.' {
+        s.into()
+    } else {
+        let mut plain = String::with_capacity(s.len() + 1);
+        plain.push_str(first);
+        groups.for_each(|g| plain.push_str(g));
+        if let Some(f) = frac_part {
+            plain.push('.');
+            plain.push_str(f);
+        }
+        plain.into()
+    };
     if plain.is_empty() || plain == "." {
         return Err(MoneyError::NotAnAmount);
     }

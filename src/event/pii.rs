@@ -8,40 +8,48 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A SHA-256 digest as 64 lowercase hex characters. Can only be built from a hash, never from raw PII.
+/// Held inline (no allocation per hashed identifier).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HashedId(String);
+pub struct HashedId([u8; 64]);
 
 impl HashedId {
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
     }
 
     fn of(normalised: &str) -> HashedId {
-        HashedId(hex(&Sha256::digest(normalised.as_bytes())))
+        let mut out = [0u8; 64];
+        hex_into(&Sha256::digest(normalised.as_bytes()), &mut out);
+        HashedId(out)
     }
 
     /// A value that already is a SHA-256 hex digest (any case) passes through, lower-cased.
     fn pre_hashed(value: &str) -> Option<HashedId> {
-        (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| HashedId(value.to_ascii_lowercase()))
+        let hex: &[u8; 64] = value.as_bytes().try_into().ok()?;
+        hex.iter().all(u8::is_ascii_hexdigit).then(|| HashedId(hex.map(|b| b.to_ascii_lowercase())))
     }
 }
 
 impl fmt::Debug for HashedId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HashedId({})", self.0)
+        write!(f, "HashedId({})", self.as_str())
     }
 }
 
-/// Lowercase hex of `bytes`, without a formatter per byte (two of these per order).
+/// Lowercase hex of `bytes`, without a formatter per byte.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
+    for (&b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
-    out
 }
 
 /// Why an identifier was dropped. The messages never contain the value itself.
@@ -126,19 +134,25 @@ pub fn normalise_phone(raw: &str, region: Option<phonenumber::country::Id>) -> R
 /// international prefix `00`, then 8 to 15 digits once punctuation is removed.
 fn explicit_international(raw: &str) -> Option<String> {
     const PUNCTUATION: &[char] = &[' ', '-', '.', '(', ')', '/', '\u{a0}'];
-    let mut digits = String::with_capacity(16);
+    // `+` and the digits, built in place (the `00` prefix removed once all are read).
+    let mut e164 = String::with_capacity(18);
+    e164.push('+');
     let mut plus = false;
     for c in raw.chars() {
         match c {
-            '+' if !plus && digits.is_empty() => plus = true,
-            '0'..='9' => digits.push(c),
+            '+' if !plus && e164.len() == 1 => plus = true,
+            '0'..='9' => e164.push(c),
             c if PUNCTUATION.contains(&c) => {}
             _ => return None,
         }
     }
-    let digits = if plus { digits } else { digits.strip_prefix("00")?.to_string() };
+    if !plus {
+        e164.strip_prefix("+00")?;
+        e164.replace_range(1..3, "");
+    }
+    let digits = &e164[1..];
     let plausible = (8..=15).contains(&digits.len()) && !digits.starts_with('0');
-    plausible.then(|| format!("+{digits}"))
+    plausible.then_some(e164)
 }
 
 /// Parse a configured default region (`"DE"`, `"us"`).

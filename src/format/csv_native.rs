@@ -128,36 +128,42 @@ fn merge(order: &mut RawOrder, row: &Row, columns: &[Option<usize>; 18]) {
     let mut has_item = false;
     for (col, at) in COLS.iter().zip(columns) {
         let cell = at.and_then(|at| row.cell(at).ok()).filter(|cell| !cell.trim().is_empty());
-        let Some(value) = cell.map(str::to_string) else { continue };
+        // A cell is copied only where it is kept.
+        let Some(value) = cell else { continue };
         let first = |slot: &mut Option<String>| {
             if slot.is_none() {
-                *slot = Some(value.clone());
+                *slot = Some(value.to_string());
             }
         };
+        let owned = || Some(value.to_string());
         match col {
             Col::OrderId => {}
-            Col::EventTime if order.event_time.is_empty() => order.event_time = value,
+            Col::EventTime if order.event_time.is_empty() => order.event_time = value.to_string(),
             Col::EventTime => {}
             Col::Event => first(&mut order.event),
-            Col::Email => order.emails.push(value),
-            Col::Phone => order.phones.push(value),
-            Col::ExternalId => order.external_ids.push(value),
+            Col::Email => order.emails.push(value.to_string()),
+            Col::Phone => order.phones.push(value.to_string()),
+            Col::ExternalId => order.external_ids.push(value.to_string()),
             Col::Currency => first(&mut order.currency),
-            Col::Value => order.value = order.value.take().or(Some(value.into())),
+            Col::Value => {
+                if order.value.is_none() {
+                    order.value = Some(value.into());
+                }
+            }
             Col::ShopId => first(&mut order.shop_id),
             Col::TillId => first(&mut order.till_id),
             Col::Description => first(&mut order.description),
-            Col::ContentId => (item.content_id, has_item) = (Some(value), true),
-            Col::ContentName => (item.content_name, has_item) = (Some(value), true),
-            Col::ContentCategory => item.content_category = Some(value),
-            Col::Brand => item.brand = Some(value),
+            Col::ContentId => (item.content_id, has_item) = (owned(), true),
+            Col::ContentName => (item.content_name, has_item) = (owned(), true),
+            Col::ContentCategory => item.content_category = owned(),
+            Col::Brand => item.brand = owned(),
             Col::Price => (item.price, has_item) = (Some(value.into()), true),
             Col::Quantity => (item.quantity, has_item) = (Some(value.into()), true),
             // Order-level, from the first row that has it (a file with a consent column but no
             // value for an order means no consent: see `finish`).
             Col::Consent => {
                 if order.consent.is_none() {
-                    order.consent = Some(super::consent_given(&value));
+                    order.consent = Some(super::consent_given(value));
                 }
             }
         }

@@ -61,6 +61,9 @@ pub(super) struct Table<R> {
     reader: Csv<R>,
     header: Rc<Header>,
     record: csv::ByteRecord,
+    /// A record handed back by [`Table::recycle`], read into next with its room: a reader that
+    /// hands its rows back allocates nothing per record.
+    spare: Option<csv::ByteRecord>,
 }
 
 /// One non-blank record and the line it starts on. Its cells are checked as they are read, unless
@@ -123,7 +126,7 @@ impl<R: Read> Table<R> {
                 }
             })
             .collect();
-        Ok(Table { reader, header: Rc::new(Header { names, conventions }), record })
+        Ok(Table { reader, header: Rc::new(Header { names, conventions }), record, spare: None })
     }
 
     /// The next non-blank record, unchecked, or `None` at the end.
@@ -140,7 +143,13 @@ impl<R: Read> Table<R> {
         }
         let start = self.record.position().map_or(0, |p| p.byte());
         let line = self.reader.get_mut().get_mut().get_mut().1.get_mut().line_of(start);
-        Ok(Some(Row { line, record: std::mem::take(&mut self.record), header: Rc::clone(&self.header) }))
+        let record = std::mem::replace(&mut self.record, self.spare.take().unwrap_or_default());
+        Ok(Some(Row { line, record, header: Rc::clone(&self.header) }))
+    }
+
+    /// Hand a row's record back, to be read into again.
+    pub fn recycle(&mut self, row: Row) {
+        self.spare = Some(row.record);
     }
 
     /// The next non-blank record checked as a whole ([`Check::EveryCell`]), or the reject that says
@@ -497,6 +506,7 @@ pub(super) fn read_orders<R: Read, K: Clone + PartialEq, G>(
         let id = match key(&row) {
             Ok(id) => id,
             Err(reject) => {
+                table.recycle(row);
                 if sink(Parsed::Reject(checked.err().unwrap_or(reject))).is_break() {
                     return Ok(());
                 }
@@ -514,6 +524,7 @@ pub(super) fn read_orders<R: Read, K: Clone + PartialEq, G>(
         if let Err(reject) = checked.and_then(|()| add(group, &row)) {
             bad.get_or_insert(reject);
         }
+        table.recycle(row);
     }
     if let Some((_, group, bad)) = current {
         let _ = sink(finish(group, bad));

@@ -620,12 +620,12 @@ mod tests {
 
         /// Each queued order with how many items it has.
         fn orders(&self) -> Vec<(String, usize)> {
-            self.queue
-                .pending_batch(1000)
-                .unwrap()
+            let batch = self.queue.pending_batch(1000).unwrap();
+            batch
+                .events
                 .iter()
                 .map(|q| {
-                    let json: serde_json::Value = serde_json::from_str(&q.payload).unwrap();
+                    let json: serde_json::Value = serde_json::from_str(batch.payload(q)).unwrap();
                     let items = json["properties"]["contents"].as_array().map_or(0, Vec::len);
                     (json["properties"]["order_id"].as_str().unwrap().to_string(), items)
                 })

@@ -23,7 +23,7 @@ pub use dead::{DeadEvent, DeadFilter, RejectRecord, RejectedFile, Superseded};
 pub use files::{FileRecord, Position, PositionRecord};
 pub use ingest::{Ingest, IngestCounts, NewEvent, Payload};
 pub use open::{lock_wanted, Recovery};
-pub use outbox::{Disposition, Queued};
+pub use outbox::{Batch, Disposition, Queued};
 pub use redo::CorruptEvent;
 pub use report::{Counts, SendLogEntry, SourceTotals, StateCounts, TapEvent};
 pub use state::{DeadReason, EventState, FileState, SendClass};

@@ -183,26 +183,40 @@ impl Stored {
 }
 
 /// A stored payload as SQLite hands it over (not copied), its stored checksum, and its event's
-/// row: the JSON, or `None` when it is damaged (it, or the row's values it refers to, do not match
-/// its checksum, or it does not unpack). No checksum (stored by an agent before checksums): not
-/// verified, except a version 2 payload, always stored with one: damaged.
-pub fn verified(stored: ValueRef<'_>, checksum: Option<i64>, row: Row<'_>) -> Option<String> {
+/// row: its JSON appended to `json`, or `false` (nothing appended) when it is damaged (it, or the
+/// row's values it refers to, do not match its checksum, or it does not unpack). No checksum
+/// (stored by an agent before checksums): not verified, except a version 2 payload, always stored
+/// with one: damaged. `scratch` is room to unpack in, kept by the caller from payload to payload.
+pub fn verified_into(
+    stored: ValueRef<'_>,
+    checksum: Option<i64>,
+    row: Row<'_>,
+    scratch: &mut Vec<u8>,
+    json: &mut String,
+) -> bool {
     let (bytes, packed) = match stored {
         ValueRef::Blob(b) => (b, true),
         ValueRef::Text(t) => (t, false),
-        _ => return None,
+        _ => return false,
     };
     // Version 2 is written only with a checksum: without one it is damaged (the column).
     match checksum {
-        None if refers_to_row(bytes, packed) => return None,
-        Some(sum) if sum != checksum_of(bytes, packed, row) => return None,
+        None if refers_to_row(bytes, packed) => return false,
+        Some(sum) if sum != checksum_of(bytes, packed, row) => return false,
         _ => {}
     }
-    if packed {
-        unpack(bytes, row).ok()
+    let text = if packed {
+        scratch.clear();
+        if unpack_into(bytes, row, scratch).is_err() {
+            return false;
+        }
+        std::str::from_utf8(scratch)
     } else {
-        String::from_utf8(bytes.to_vec()).ok()
-    }
+        std::str::from_utf8(bytes)
+    };
+    let Ok(text) = text else { return false };
+    json.push_str(text);
+    true
 }
 
 impl ToSql for Stored {
@@ -466,6 +480,13 @@ fn row_value_at(piece: usize, at: &[u8], row: Row<'_>, time: &[u8]) -> Option<(u
 
 /// The JSON of a packed payload of the event of `row`.
 pub fn unpack(packed: &[u8], row: Row<'_>) -> Result<String, Unpackable> {
+    let mut out = Vec::with_capacity(packed.len() * 4 + row.event_id.len() + row.order_id.len() + 84);
+    unpack_into(packed, row, &mut out)?;
+    String::from_utf8(out).map_err(|_| Unpackable("not UTF-8"))
+}
+
+/// [`unpack`], the JSON's bytes appended to `out` (not checked as UTF-8).
+fn unpack_into(packed: &[u8], row: Row<'_>, out: &mut Vec<u8>) -> Result<(), Unpackable> {
     let Some((&version, rest)) = packed.split_first() else {
         return Err(Unpackable("empty"));
     };
@@ -474,14 +495,7 @@ pub fn unpack(packed: &[u8], row: Row<'_>) -> Result<String, Unpackable> {
         VERSION_1 => false,
         _ => return Err(Unpackable("unknown format version")),
     };
-    // Room for the JSON of a usual payload (a quarter of it packed; a payload of many pieces grows
-    // the buffer), then given back down to its size: the sender holds a batch of these, and a
-    // buffer grown by doubling would hold up to twice the JSON. Shrinking splits it in place.
-    let refs = row.event_id.len() + row.order_id.len() + 20;
-    let mut out = Vec::with_capacity(packed.len() * 4 + refs + 64);
-    expand(rest, refers, row, &mut out)?;
-    out.shrink_to_fit();
-    String::from_utf8(out).map_err(|_| Unpackable("not UTF-8"))
+    expand(rest, refers, row, out)
 }
 
 /// The packed bytes after the version byte, expanded into `out` (`refers`: version 2, with
@@ -658,7 +672,6 @@ mod tests {
             let packed = pack(&json, ROW).unwrap_or_else(|| panic!("{what}: not packed"));
             let unpacked = unpack(&packed, ROW);
             assert_eq!(unpacked.as_deref(), Ok(json.as_str()), "{what}");
-            assert_eq!(unpacked.unwrap().capacity(), json.len(), "{what}: sized exactly");
             assert!(
                 packed.len() * 100 <= json.len().max(1) * at_most_percent,
                 "{what}: {} of {} bytes",
@@ -773,10 +786,9 @@ mod tests {
         let v1 = [&[VERSION_1, FIRST_PIECE + 1][..], b"Purchase\x7f", &[FIRST_PIECE + 27]].concat();
         assert_eq!(unpack(&v1, ROW).as_deref(), Ok("{\"event\":\"Purchase\u{7f}\"}}"));
         assert_eq!(Stored::Packed(v1.clone()).checksum(ROW), checksum(&v1));
-        assert_eq!(
-            verified(ValueRef::Blob(&v1), Some(checksum(&v1)), ELSEWHERE).as_deref(),
-            Some("{\"event\":\"Purchase\u{7f}\"}}")
-        );
+        let mut json = String::from("before,");
+        assert!(verified_into(ValueRef::Blob(&v1), Some(checksum(&v1)), ELSEWHERE, &mut Vec::new(), &mut json));
+        assert_eq!(json, "before,{\"event\":\"Purchase\u{7f}\"}}");
     }
 
     mod from_events {

@@ -93,15 +93,18 @@ fn states_expiry_requeue_and_purge() {
     }
     ingest.commit().unwrap();
     let batch = q.pending_batch(10).unwrap();
-    assert_eq!(batch.iter().map(|e| e.event_time).collect::<Vec<_>>(), vec![100, 200, 300, 400]);
+    assert_eq!(batch.events.iter().map(|e| e.event_time).collect::<Vec<_>>(), vec![100, 200, 300, 400]);
     assert_eq!(q.expire_older_than(150).unwrap(), 1);
-    q.mark_sent(&[batch[1].id], 5).unwrap();
-    q.mark_dead(&[batch[2].id], DeadReason::Invalid, "data.0: bad").unwrap();
+    q.mark_sent(&[batch.events[1].id], 5).unwrap();
+    q.mark_dead(&[batch.events[2].id], DeadReason::Invalid, "data.0: bad").unwrap();
     let c = q.counts().unwrap();
     assert_eq!((c.pending, c.sent, c.dead), (1, 1, 2));
     let dead = q.dead_events(10).unwrap();
     assert_eq!(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), vec!["expired", "invalid"]);
-    assert_eq!(q.not_dead(&[batch[0].id, batch[2].id, batch[3].id, 9999]).unwrap(), vec![batch[3].id, 9999]);
+    assert_eq!(
+        q.not_dead(&[batch.events[0].id, batch.events[2].id, batch.events[3].id, 9999]).unwrap(),
+        vec![batch.events[3].id, 9999]
+    );
     assert_eq!(q.requeue(&DeadFilter::Reason(DeadReason::Invalid)).unwrap(), 1);
     assert_eq!(q.purge(&DeadFilter::All).unwrap(), 1);
     let c = q.counts().unwrap();
@@ -197,7 +200,7 @@ fn agent_state_reads_what_the_typed_writers_wrote() {
     ingest.add_event(&event("e1", 10)).unwrap();
     ingest.add_event(&event("e2", 10)).unwrap();
     ingest.commit().unwrap();
-    let ids: Vec<i64> = q.pending_batch(10).unwrap().iter().map(|e| e.id).collect();
+    let ids: Vec<i64> = q.pending_batch(10).unwrap().events.iter().map(|e| e.id).collect();
     q.update_agent_state(|s| s.ingest_held = Some("queue full".into())).unwrap();
     let log = |class| SendLogEntry {
         id: 0,
@@ -288,11 +291,11 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     assert!(q.archive_known("/pos/archive/a.csv", 10, 5).unwrap());
     assert!(!q.archive_known("/pos/archive/a.csv", 11, 5).unwrap(), "another size is another file");
     let batch = q.pending_batch(10).unwrap();
-    assert!(batch.iter().all(|e| e.intact));
-    q.damage_payload(batch[1].id, "{\"event_id\":\"f2\"}").unwrap();
+    assert!(batch.events.iter().all(|e| e.intact));
+    q.damage_payload(batch.events[1].id, "{\"event_id\":\"f2\"}").unwrap();
     let batch = q.pending_batch(10).unwrap();
-    assert_eq!(batch.iter().map(|e| e.intact).collect::<Vec<_>>(), [true, false]);
-    q.mark_dead(&[batch[1].id], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
+    assert_eq!(batch.events.iter().map(|e| e.intact).collect::<Vec<_>>(), [true, false]);
+    q.mark_dead(&[batch.events[1].id], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
     let corrupt = q.corrupt_to_rebuild(10).unwrap();
     assert_eq!(corrupt.len(), 1);
     assert_eq!(corrupt[0].archived, Some(("/pos/archive/a.csv".into(), "till".into())));
@@ -313,13 +316,13 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     };
     assert!(q.restore_payload(corrupt[0].id, &rebuilt).unwrap());
     let batch = q.pending_batch(10).unwrap();
-    assert!(batch.iter().all(|e| e.intact));
-    assert_eq!(batch[1].payload, crate::tiktok::wire::event_json(&rebuilt));
+    assert!(batch.events.iter().all(|e| e.intact));
+    assert_eq!(batch.payload(&batch.events[1]), crate::tiktok::wire::event_json(&rebuilt));
     assert_eq!(q.counts().unwrap().pending, 2);
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     // Given up on: stays dead, no longer offered for a rebuild.
-    q.mark_dead(&[batch[0].id], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
-    q.give_up_rebuild(&[batch[0].id]).unwrap();
+    q.mark_dead(&[batch.events[0].id], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
+    q.give_up_rebuild(&[batch.events[0].id]).unwrap();
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     assert_eq!(q.counts().unwrap().dead, 1);
 }
@@ -460,7 +463,7 @@ fn payloads_stored_as_json_text_by_older_agents_are_still_read() {
     set(3, &json("oldest"), None);
     set(4, &json("dAmaged"), Some(old_sum(&json("damaged"))));
     let batch = q.pending_batch(10).unwrap();
-    let seen: Vec<(bool, &str)> = batch.iter().map(|e| (e.intact, e.payload.as_str())).collect();
+    let seen: Vec<(bool, &str)> = batch.events.iter().map(|e| (e.intact, batch.payload(e))).collect();
     assert_eq!(
         seen,
         [(true, json("new").as_str()), (true, json("old").as_str()), (true, json("oldest").as_str()), (false, "")]
@@ -498,7 +501,7 @@ fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
     // A version 2 payload is always stored with its checksum: one without is damaged.
     q.conn.execute("UPDATE payloads SET checksum = NULL WHERE id = 5", []).unwrap();
     let batch = q.pending_batch(10).unwrap();
-    let seen: Vec<(bool, &str)> = batch.iter().map(|e| (e.intact, e.payload.as_str())).collect();
+    let seen: Vec<(bool, &str)> = batch.events.iter().map(|e| (e.intact, batch.payload(e))).collect();
     assert_eq!(
         seen,
         [(true, json("kept").as_str()), (false, ""), (false, ""), (true, json("v1").as_str()), (false, "")]
@@ -538,7 +541,7 @@ fn a_blob_that_matches_its_checksum_but_does_not_unpack_is_not_intact() {
     ingest.commit().unwrap();
     store_blob(&q, 1, &[9u8, b'{', b'}']);
     let batch = q.pending_batch(10).unwrap();
-    assert_eq!(batch.iter().map(|e| (e.intact, e.payload.as_str())).collect::<Vec<_>>(), [(false, "")]);
+    assert_eq!(batch.events.iter().map(|e| (e.intact, batch.payload(e))).collect::<Vec<_>>(), [(false, "")]);
 }
 
 /// Rows held in memory are written early once they pass 1 MiB (in the open transaction): a repeat
@@ -631,10 +634,10 @@ fn held_events_keep_their_own_texts_and_payloads_across_writes_and_parts() {
         q.conn.query_row("SELECT COUNT(*) FROM payloads WHERE typeof(json) = 'text'", [], |r| r.get(0)).unwrap();
     assert_eq!(text, (0..n).filter(|i| i % 3 == 0).count() as i64, "the unpackable ones are stored as TEXT");
     let batch = q.pending_batch(n).unwrap();
-    assert_eq!(batch.len(), n);
-    for (i, e) in batch.iter().enumerate() {
+    assert_eq!(batch.events.len(), n);
+    for (i, e) in batch.events.iter().enumerate() {
         assert_eq!((e.event_id.as_str(), e.intact), (format!("e{i}").as_str(), true));
-        assert_eq!(e.payload, json(i), "event {i}");
+        assert_eq!(batch.payload(e), json(i), "event {i}");
     }
 }
 

@@ -22,7 +22,7 @@ pub use send_test::{SendTestReport, TestPurchase, TestSend};
 
 use crate::config::{load_token, Config, TokenError, TokenSource};
 use crate::event::BuildError;
-use crate::queue::{DeadReason, Disposition, Queue, QueueError, Queued, SendClass, SendLogEntry};
+use crate::queue::{Batch, DeadReason, Disposition, Queue, QueueError, Queued, SendClass, SendLogEntry};
 use crate::tiktok::backoff::{self, Policies, Policy};
 use crate::tiktok::classify::{classify_reply, Outcome};
 use crate::tiktok::client::{Client, ClientConfig, ClientError};
@@ -181,18 +181,20 @@ impl Sender {
     pub fn step(&mut self, now: i64) -> Result<Step, SendError> {
         self.judge_clock(now, None)?;
         self.held = 0;
-        let batch = self.queue.pending_batch(self.settings.batch_size)?;
-        if batch.is_empty() {
+        let mut batch = self.queue.pending_batch(self.settings.batch_size)?;
+        if batch.events.is_empty() {
             self.queue.release_memory();
             return Ok(Step::Idle);
         }
         // A payload damaged on disk is never sent as is: dead-lettered as `corrupt`, loudly, until
         // its archived file rebuilds it (`intake::redo`).
-        let (batch, corrupt) = self.drop_corrupt(batch)?;
-        if batch.is_empty() {
+        let corrupt = self.drop_corrupt(&mut batch.events)?;
+        if batch.events.is_empty() {
             return Ok(Step::Progress { sent: 0, dead: corrupt });
         }
-        let (expired, mut batch) = plan::partition_expired(batch, now, self.settings.window_secs);
+        let expired;
+        (expired, batch.events) =
+            plan::partition_expired(std::mem::take(&mut batch.events), now, self.settings.window_secs);
         if !expired.is_empty() {
             if !self.clock.verdict().may_expire() {
                 self.probe_clock(now)?;
@@ -204,21 +206,19 @@ impl Sender {
                     "{} events older than the attribution window were dead-lettered as expired, not sent",
                     ids.len()
                 );
-                if batch.is_empty() {
+                if batch.events.is_empty() {
                     return Ok(Step::Progress { sent: 0, dead: ids.len() });
                 }
             } else {
                 // Held: neither expired nor sent until TikTok's clock agrees with ours; the events
                 // inside the window go on meanwhile.
                 self.held = expired.len();
-                let since =
-                    self.queue.pending_batch_since(self.settings.batch_size, now - self.settings.window_secs)?;
-                let (since, corrupt) = self.drop_corrupt(since)?;
-                if corrupt > 0 && since.is_empty() {
+                batch = self.queue.pending_batch_since(self.settings.batch_size, now - self.settings.window_secs)?;
+                let corrupt = self.drop_corrupt(&mut batch.events)?;
+                if corrupt > 0 && batch.events.is_empty() {
                     return Ok(Step::Progress { sent: 0, dead: corrupt });
                 }
-                batch = since;
-                if batch.is_empty() {
+                if batch.events.is_empty() {
                     self.queue.release_memory();
                     return Ok(Step::Idle);
                 }
@@ -245,10 +245,11 @@ impl Sender {
 
     /// Send `batch`, splitting a refused part until every event is sent or dead, or until a pause
     /// or a transient failure stops the round. Each part's answer is decided by [`plan::plan`].
-    /// The intact events of `batch`, and how many were dead-lettered as `corrupt` (their payload
-    /// fails its checksum).
-    fn drop_corrupt(&mut self, batch: Vec<Queued>) -> Result<(Vec<Queued>, usize), SendError> {
-        let (batch, corrupt): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|e| e.intact);
+    /// Keep the intact events of `events`; returns how many were dead-lettered as `corrupt` (their
+    /// payload fails its checksum).
+    fn drop_corrupt(&mut self, events: &mut Vec<Queued>) -> Result<usize, SendError> {
+        let corrupt: Vec<Queued>;
+        (*events, corrupt) = std::mem::take(events).into_iter().partition(|e| e.intact);
         if !corrupt.is_empty() {
             for e in &corrupt {
                 tracing::error!("event {}: {}", e.event_id, DeadReason::CORRUPT_MESSAGE);
@@ -256,21 +257,21 @@ impl Sender {
             let ids: Vec<i64> = corrupt.iter().map(|e| e.id).collect();
             self.queue.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE)?;
         }
-        Ok((batch, corrupt.len()))
+        Ok(corrupt.len())
     }
 
-    fn deliver(&mut self, batch: Vec<Queued>, token: Option<&str>, now: i64) -> Result<Step, SendError> {
-        let batch_len = batch.len();
+    fn deliver(&mut self, mut batch: Batch, token: Option<&str>, now: i64) -> Result<Step, SendError> {
+        let batch_len = batch.events.len();
         let (mut sent, mut condemned) = (0, Vec::<Condemned>::new());
         let (mut first, mut isolating) = (true, false);
         let mut held: Option<String> = None;
-        let mut parts = vec![batch];
+        let mut parts = vec![std::mem::take(&mut batch.events)];
         while let Some(part) = parts.pop() {
             let ids: Vec<i64> = part.iter().map(|e| e.id).collect();
             let body = wire::batch_body(
                 &self.settings.event_source_id,
                 self.settings.test_event_code.as_deref(),
-                part.iter().map(|e| e.payload.as_str()),
+                part.iter().map(|e| batch.payload(e)),
             );
             tracing::debug!(
                 events = part.len(),

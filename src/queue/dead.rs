@@ -230,10 +230,15 @@ impl Queue {
 /// In the transaction of a file's new read (`import --force`): its old read (`files` row
 /// `file_id`) no longer names its content (`reread:<id>` instead of the hash, so the new read is a
 /// new file), and what the new read records again goes: the old read's rejected rows and dead
-/// events. Its queued and sent events stay; the new read counts them as duplicates (same event
-/// ids). Committed with the new read's first part, or not at all.
+/// events with their payloads. Its queued and sent events stay; the new read counts them as
+/// duplicates (same event ids). Committed with the new read's first part, or not at all.
 pub(super) fn supersede(tx: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM rejects WHERE file_id = ?1", [file_id])?;
+    // Not left to the cascade: foreign keys are not enforced inside an ingest (`ingest.rs`).
+    tx.execute(
+        "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE file_id = ?1 AND state = ?2)",
+        params![file_id, EventState::Dead],
+    )?;
     let dead =
         tx.execute("DELETE FROM events WHERE file_id = ?1 AND state = ?2", params![file_id, EventState::Dead])?;
     tx.execute(

@@ -659,3 +659,42 @@ fn a_first_part_of_only_skipped_sales_commits_with_its_file_record() {
     let skipped: i64 = q.conn.query_row("SELECT skipped FROM files", [], |r| r.get(0)).unwrap();
     assert_eq!(skipped, 3);
 }
+
+/// Foreign keys are not enforced inside an ingest (`ingest.rs`, `UnenforcedKeys`): what it writes
+/// must hold them all the same, a reread's deletions included, and the connection enforces them
+/// again once the ingest ends, committed or dropped.
+#[test]
+fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
+    let (_dir, mut q) = temp_queue();
+    let enforced = |q: &Queue| q.conn.query_row("PRAGMA foreign_keys", [], |r| r.get::<_, i64>(0)).unwrap();
+    let violations = |q: &Queue| {
+        let mut stmt = q.conn.prepare("PRAGMA foreign_key_check").unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().count()
+    };
+    let payloads = |q: &Queue| q.conn.query_row("SELECT COUNT(*) FROM payloads", [], |r| r.get::<_, i64>(0)).unwrap();
+    let mut first = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    assert!(!first.enforces_foreign_keys(), "not enforced while the ingest lasts");
+    first.add_event(&event("e1", 10)).unwrap();
+    first.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..event("e2", 10) }).unwrap();
+    first.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..event("e3", 10) }).unwrap();
+    first.commit().unwrap();
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 3));
+    let old = q.file_by_hash("h1").unwrap().unwrap().id;
+
+    let mut dropped = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 200).unwrap();
+    dropped.add_event(&event("e4", 10)).unwrap();
+    drop(dropped);
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 3), "a dropped ingest changes nothing");
+
+    // The reread deletes the dead events e2 and e3, and their payloads with them.
+    let mut again = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 300).unwrap();
+    again.add_event(&event("e1", 10)).unwrap();
+    again.add_event(&event("e5", 10)).unwrap();
+    again.commit().unwrap();
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 2));
+    let orphans: i64 = q
+        .conn
+        .query_row("SELECT COUNT(*) FROM payloads WHERE id NOT IN (SELECT id FROM events)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(orphans, 0);
+}

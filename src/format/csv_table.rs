@@ -555,6 +555,34 @@ mod tests {
         Table::open(text.as_bytes(), Dialect::default()).unwrap()
     }
 
+    /// Records are read into the record a row handed back (`Table::recycle`): a short record
+    /// after a wide one has only its own cells, and every order sees its own rows.
+    #[test]
+    fn a_recycled_record_holds_only_the_next_records_cells() {
+        let mut t = table("k,a,b,c\n1,x,y,z\n2,p\n2,,q\n3\n");
+        let mut seen: Vec<(String, Vec<String>)> = Vec::new();
+        read_orders(
+            &mut t,
+            Check::Nothing,
+            |row| row.key(0),
+            |key, _| (key, Vec::new()),
+            |(_, cells): &mut (String, Vec<String>), row| {
+                cells.push((1..4).map(|at| row.cell(at).unwrap_or("?")).collect::<Vec<_>>().join("|"));
+                Ok(())
+            },
+            |group, _| {
+                seen.push(group);
+                Parsed::Reject(Reject { line: 0, field: None, reason: String::new() })
+            },
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        let want = [("1", vec!["x|y|z"]), ("2", vec!["p||", "|q|"]), ("3", vec!["||"])];
+        let want: Vec<(String, Vec<String>)> =
+            want.iter().map(|(k, c)| (k.to_string(), c.iter().map(|c| c.to_string()).collect())).collect();
+        assert_eq!(seen, want);
+    }
+
     #[test]
     fn columns_are_found_by_name_and_missing_ones_are_all_named() {
         let t = table("B,A,C\n");

@@ -165,7 +165,14 @@ impl<'c> UnenforcedKeys<'c> {
 
 impl Drop for UnenforcedKeys<'_> {
     fn drop(&mut self) {
-        let _ = self.0.execute_batch("PRAGMA foreign_keys = ON;");
+        // The transaction has ended (committed, or rolled back when dropped) unless its rollback
+        // failed: end it here, or the pragma would do nothing and the connection stay unenforced.
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK;");
+        }
+        if let Err(e) = self.0.execute_batch("PRAGMA foreign_keys = ON;") {
+            tracing::warn!("queue: foreign keys not enforced again after an ingest: {e}");
+        }
     }
 }
 

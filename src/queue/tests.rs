@@ -697,4 +697,25 @@ fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
         .query_row("SELECT COUNT(*) FROM payloads WHERE id NOT IN (SELECT id FROM events)", [], |r| r.get(0))
         .unwrap();
     assert_eq!(orphans, 0);
+
+    // A whole file in parts, committed or dropped after a committed part; an append-mode part.
+    let at = |offset| Position { offset, lines: offset, fingerprint: format!("f{offset}"), inode: 7 };
+    for commit in [true, false] {
+        let hash = format!("parts-{commit}");
+        let mut parts = q.begin_ingest(&hash, Path::new("/pos/b.csv"), "till", 400).unwrap();
+        parts.add_event(&event(&format!("{hash}-1"), 10)).unwrap();
+        parts.commit_part("till", &at(10), 1).unwrap();
+        assert!(!parts.enforces_foreign_keys(), "still not enforced in the next part");
+        parts.add_event(&event(&format!("{hash}-2"), 10)).unwrap();
+        if commit {
+            parts.commit().unwrap();
+        } else {
+            drop(parts);
+        }
+        assert_eq!((enforced(&q), violations(&q)), (1, 0), "parts, committed: {commit}");
+    }
+    let mut append = q.begin_append(None, Path::new("/pos/day.csv"), "till", 500).unwrap();
+    append.add_event(&event("a1", 10)).unwrap();
+    append.commit_at("till", &at(20)).unwrap();
+    assert_eq!((enforced(&q), violations(&q)), (1, 0), "an append-mode part");
 }

@@ -20,10 +20,14 @@ pub struct Queued {
 
 /// Pending events as one read found them: the events, and their JSON one after the other in one
 /// buffer (a JSON allocated and freed per event cost the sender a tenth of its time in a backlog).
+/// Read into again ([`Queue::read_pending`]), it keeps its room: the sender keeps one from step to
+/// step while it has work.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub events: Vec<Queued>,
     json: String,
+    /// Room to unpack a payload in before it is appended to `json`.
+    scratch: Vec<u8>,
 }
 
 impl Batch {
@@ -76,16 +80,19 @@ pub enum Disposition<'a> {
 impl Queue {
     /// Up to `limit` pending events, oldest queued first.
     pub fn pending_batch(&self, limit: usize) -> Result<Batch> {
-        self.pending_batch_since(limit, i64::MIN)
+        let mut batch = Batch::default();
+        self.read_pending(&mut batch, limit, i64::MIN)?;
+        Ok(batch)
     }
 
-    /// Up to `limit` pending events whose `event_time` is at or after `cutoff`, oldest queued
-    /// first: the batch while older ones are held (the clock that would expire them is distrusted).
-    pub fn pending_batch_since(&self, limit: usize, cutoff: i64) -> Result<Batch> {
+    /// Read into `batch` (what it held is dropped, its room kept) up to `limit` pending events
+    /// whose `event_time` is at or after `cutoff`, oldest queued first (`i64::MIN`: all; a later
+    /// cutoff while older ones are held, the clock that would expire them distrusted).
+    pub fn read_pending(&self, batch: &mut Batch, limit: usize, cutoff: i64) -> Result<()> {
+        batch.events.clear();
+        batch.json.clear();
         let mut stmt = self.conn.prepare_cached(PENDING_BATCH).map_err(|e| self.sqlite(e))?;
         let mut rows = stmt.query(params![limit as i64, EventState::Pending, cutoff]).map_err(|e| self.sqlite(e))?;
-        let mut batch = Batch::default();
-        let mut scratch = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.sqlite(e))? {
             let mut read = |r: &rusqlite::Row| -> rusqlite::Result<Queued> {
                 let (event_id, event_time): (String, i64) = (r.get(1)?, r.get(2)?);
@@ -93,13 +100,14 @@ impl Queue {
                 // checksum; the batch goes on.
                 let row = Row { event_id: &event_id, order_id: r.get_ref(5)?.as_str().unwrap_or_default(), event_time };
                 let start = batch.json.len();
-                let intact = super::packed::verified_into(r.get_ref(3)?, r.get(4)?, row, &mut scratch, &mut batch.json);
+                let intact =
+                    super::packed::verified_into(r.get_ref(3)?, r.get(4)?, row, &mut batch.scratch, &mut batch.json);
                 Ok(Queued { id: r.get(0)?, event_id, event_time, payload: start..batch.json.len(), intact })
             };
             let queued = read(r).map_err(|e| self.sqlite(e))?;
             batch.events.push(queued);
         }
-        Ok(batch)
+        Ok(())
     }
 
     pub fn pending_count(&self) -> Result<i64> {

@@ -116,6 +116,9 @@ pub struct Sender {
     held: usize,
     /// Identical unknown answers in a row (isolated by splitting after a few).
     unknown: UnknownStreak,
+    /// The last batch and request body, their room kept while steps make progress ([`Sender::step`]).
+    batch: Batch,
+    body: String,
 }
 
 /// An event refused alone in this round, dead-lettered at the round's end unless the refusals
@@ -166,6 +169,8 @@ impl Sender {
             clock_marked: state.clock_wrong_since.is_some(),
             held: 0,
             unknown: UnknownStreak::default(),
+            batch: Batch::default(),
+            body: String::new(),
         })
     }
 
@@ -178,10 +183,26 @@ impl Sender {
     }
 
     /// One round: a batch of the oldest pending events, split as TikTok's answers require.
+    ///
+    /// The batch and request body buffers (about 1 MB for a batch of 1,000) are kept from step to
+    /// step while the steps make progress, and given back otherwise (idle, waiting): allocated
+    /// afresh for each batch, blocks of this size are mapped and unmapped by the allocator (the
+    /// unit's `MALLOC_MMAP_THRESHOLD_`), page faults and all.
     pub fn step(&mut self, now: i64) -> Result<Step, SendError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let step = self.step_with(&mut batch, now);
+        if matches!(step, Ok(Step::Progress { .. })) {
+            self.batch = batch;
+        } else {
+            self.body = String::new();
+        }
+        step
+    }
+
+    fn step_with(&mut self, batch: &mut Batch, now: i64) -> Result<Step, SendError> {
         self.judge_clock(now, None)?;
         self.held = 0;
-        let mut batch = self.queue.pending_batch(self.settings.batch_size)?;
+        self.queue.read_pending(batch, self.settings.batch_size, i64::MIN)?;
         if batch.events.is_empty() {
             self.queue.release_memory();
             return Ok(Step::Idle);
@@ -192,9 +213,7 @@ impl Sender {
         if batch.events.is_empty() {
             return Ok(Step::Progress { sent: 0, dead: corrupt });
         }
-        let expired;
-        (expired, batch.events) =
-            plan::partition_expired(std::mem::take(&mut batch.events), now, self.settings.window_secs);
+        let expired = plan::take_expired(&mut batch.events, now, self.settings.window_secs);
         if !expired.is_empty() {
             if !self.clock.verdict().may_expire() {
                 self.probe_clock(now)?;
@@ -213,7 +232,7 @@ impl Sender {
                 // Held: neither expired nor sent until TikTok's clock agrees with ours; the events
                 // inside the window go on meanwhile.
                 self.held = expired.len();
-                batch = self.queue.pending_batch_since(self.settings.batch_size, now - self.settings.window_secs)?;
+                self.queue.read_pending(batch, self.settings.batch_size, now - self.settings.window_secs)?;
                 let corrupt = self.drop_corrupt(&mut batch.events)?;
                 if corrupt > 0 && batch.events.is_empty() {
                     return Ok(Step::Progress { sent: 0, dead: corrupt });
@@ -248,8 +267,7 @@ impl Sender {
     /// Keep the intact events of `events`; returns how many were dead-lettered as `corrupt` (their
     /// payload fails its checksum).
     fn drop_corrupt(&mut self, events: &mut Vec<Queued>) -> Result<usize, SendError> {
-        let corrupt: Vec<Queued>;
-        (*events, corrupt) = std::mem::take(events).into_iter().partition(|e| e.intact);
+        let corrupt = plan::take_where(events, |e| !e.intact);
         if !corrupt.is_empty() {
             for e in &corrupt {
                 tracing::error!("event {}: {}", e.event_id, DeadReason::CORRUPT_MESSAGE);
@@ -260,18 +278,21 @@ impl Sender {
         Ok(corrupt.len())
     }
 
-    fn deliver(&mut self, mut batch: Batch, token: Option<&str>, now: i64) -> Result<Step, SendError> {
+    fn deliver(&mut self, batch: &Batch, token: Option<&str>, now: i64) -> Result<Step, SendError> {
         let batch_len = batch.events.len();
         let (mut sent, mut condemned) = (0, Vec::<Condemned>::new());
         let (mut first, mut isolating) = (true, false);
         let mut held: Option<String> = None;
-        let mut parts = vec![std::mem::take(&mut batch.events)];
+        // Parts are positions in `batch.events`.
+        let mut parts = vec![(0..batch_len).collect::<Vec<usize>>()];
         while let Some(part) = parts.pop() {
-            let ids: Vec<i64> = part.iter().map(|e| e.id).collect();
-            let body = wire::batch_body(
+            let ids: Vec<i64> = part.iter().map(|&i| batch.events[i].id).collect();
+            let mut body = std::mem::take(&mut self.body);
+            wire::batch_body_into(
+                &mut body,
                 &self.settings.event_source_id,
                 self.settings.test_event_code.as_deref(),
-                part.iter().map(|e| batch.payload(e)),
+                part.iter().map(|&i| batch.payload(&batch.events[i])),
             );
             tracing::debug!(
                 events = part.len(),
@@ -296,6 +317,7 @@ impl Sender {
                     (Reply::DryRun, None, false, None)
                 }
             };
+            self.body = body;
             if date.is_some() {
                 self.judge_clock(now, date.as_deref())?;
             }
@@ -347,7 +369,7 @@ impl Sender {
                     let code = log.code.unwrap_or_default();
                     condemned.push(Condemned {
                         id: ids[0],
-                        event_id: part[0].event_id.clone(),
+                        event_id: batch.events[part[0]].event_id.clone(),
                         reason,
                         message,
                         code,
@@ -361,7 +383,7 @@ impl Sender {
                     parts.push(next);
                 }
                 Action::Hold { reason } => {
-                    tracing::error!("event {}: {reason}", part[0].event_id);
+                    tracing::error!("event {}: {reason}", batch.events[part[0]].event_id);
                     self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
                     held = Some(reason);
                 }

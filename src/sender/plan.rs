@@ -213,11 +213,22 @@ pub fn split<T>(mut part: Vec<T>, how: Split) -> (Vec<T>, Vec<T>) {
     }
 }
 
-/// `(expired, sendable)`: events older than the attribution window (`event_time` before
-/// `now - window_secs`) are never sent.
-pub fn partition_expired(batch: Vec<Queued>, now: i64, window_secs: i64) -> (Vec<Queued>, Vec<Queued>) {
+/// Take the events older than the attribution window (`event_time` before `now - window_secs`),
+/// which are never sent, out of `events`; the sendable ones stay, in their order.
+pub fn take_expired(events: &mut Vec<Queued>, now: i64, window_secs: i64) -> Vec<Queued> {
     let cutoff = now - window_secs;
-    batch.into_iter().partition(|e| e.event_time < cutoff)
+    take_where(events, |e| e.event_time < cutoff)
+}
+
+/// Move the items `pick` picks out of `items`, in order; the others stay, in order. Picking none
+/// (a batch's usual case) moves nothing and allocates nothing.
+pub fn take_where<T>(items: &mut Vec<T>, pick: impl Fn(&T) -> bool) -> Vec<T> {
+    if !items.iter().any(&pick) {
+        return Vec::new();
+    }
+    let (picked, kept) = std::mem::take(items).into_iter().partition(|item| pick(item));
+    *items = kept;
+    picked
 }
 
 #[cfg(test)]
@@ -581,10 +592,25 @@ mod tests {
     }
 
     #[test]
+    fn picked_items_are_moved_out_in_order_and_the_rest_stay_in_order() {
+        let cases: [(&[i32], &[i32], &[i32]); 4] = [
+            (&[], &[], &[]),
+            (&[1, 3, 5], &[], &[1, 3, 5]),
+            (&[2, 1, 4, 3, 6], &[2, 4, 6], &[1, 3]),
+            (&[2, 4], &[2, 4], &[]),
+        ];
+        for (items, picked, kept) in cases {
+            let mut items = items.to_vec();
+            assert_eq!(take_where(&mut items, |i| i % 2 == 0), picked, "{items:?}");
+            assert_eq!(items, kept);
+        }
+    }
+
+    #[test]
     fn events_before_the_window_are_expired_and_the_rest_sendable() {
         let event = |id, event_time| Queued { id, event_id: format!("e{id}"), event_time, payload: 0..0, intact: true };
-        let batch = vec![event(1, 99), event(2, 100), event(3, 50), event(4, 500)];
-        let (expired, sendable) = partition_expired(batch, 1000, 900);
+        let mut sendable = vec![event(1, 99), event(2, 100), event(3, 50), event(4, 500)];
+        let expired = take_expired(&mut sendable, 1000, 900);
         assert_eq!(expired.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 3]);
         assert_eq!(sendable.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 4], "at the cutoff is still in the window");
     }

@@ -108,11 +108,23 @@ where
     I: IntoIterator<Item = &'a str>,
     I::IntoIter: Clone,
 {
+    let mut body = String::new();
+    batch_body_into(&mut body, event_source_id, test_event_code, events);
+    body
+}
+
+/// [`batch_body`] written into `body` (what it held is dropped, its room kept).
+pub fn batch_body_into<'a, I>(body: &mut String, event_source_id: &str, test_event_code: Option<&str>, events: I)
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
     let events = events.into_iter();
     // Sized once: a batch of 1000 is about half a megabyte, grown by doubling it was copied
     // several times and left the allocator holding a block twice its size.
     let size = events.clone().map(|e| e.len() + 1).sum::<usize>() + 256 + test_event_code.map_or(0, str::len);
-    let mut body = String::with_capacity(size);
+    body.clear();
+    body.reserve(size);
     body.push_str(r#"{"event_source":"offline","event_source_id":"#);
     body.push_str(&serde_json::to_string(event_source_id).expect("a string serialises"));
     if let Some(code) = test_event_code {
@@ -127,7 +139,6 @@ where
         body.push_str(event);
     }
     body.push_str("]}");
-    body
 }
 
 #[cfg(test)]

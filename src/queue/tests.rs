@@ -719,3 +719,40 @@ fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
     append.commit_at("till", &at(20)).unwrap();
     assert_eq!((enforced(&q), violations(&q)), (1, 0), "an append-mode part");
 }
+
+/// The sender reads batch after batch into the same `Batch`: what it reads is what a fresh read
+/// finds, the first read's events and JSON gone, a damaged payload's range empty.
+#[test]
+fn a_batch_read_into_again_holds_only_the_new_read() {
+    let (_dir, mut q) = temp_queue();
+    let big = |i: usize| format!(r#"{{"event_id":"b{i}","pad":"{}"}}"#, "x".repeat(3000 + i));
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    for i in 0..5 {
+        let (id, json) = (format!("b{i}"), big(i));
+        ingest.add_event(&NewEvent { payload: Payload::Json(&json), ..event(&id, 10) }).unwrap();
+    }
+    ingest.commit().unwrap();
+    let mut batch = Batch::default();
+    q.read_pending(&mut batch, 10, i64::MIN).unwrap();
+    assert_eq!(batch.events.len(), 5);
+    let first: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
+    q.mark_sent(&first, 200).unwrap();
+
+    let mut ingest = q.begin_ingest("h2", Path::new("/pos/b.csv"), "till", 300).unwrap();
+    for id in ["s1", "s2", "s3"] {
+        let json = format!(r#"{{"event_id":"{id}"}}"#);
+        ingest.add_event(&NewEvent { payload: Payload::Json(&json), ..event(id, 10) }).unwrap();
+    }
+    ingest.commit().unwrap();
+    let damaged = q.pending_batch(10).unwrap().events[1].id;
+    q.damage_payload(damaged, "{\"event_id\":\"other\"}").unwrap();
+
+    q.read_pending(&mut batch, 10, i64::MIN).unwrap();
+    let fresh = q.pending_batch(10).unwrap();
+    let seen = |b: &Batch| b.events.iter().map(|e| (e.id, e.intact, b.payload(e).to_string())).collect::<Vec<_>>();
+    assert_eq!(seen(&batch), seen(&fresh));
+    assert_eq!(
+        seen(&batch).iter().map(|(_, intact, json)| (*intact, json.as_str())).collect::<Vec<_>>(),
+        [(true, r#"{"event_id":"s1"}"#), (false, ""), (true, r#"{"event_id":"s3"}"#)]
+    );
+}

@@ -262,8 +262,6 @@ impl Sender {
         self.deliver(batch, token.as_ref().map(|t| t.expose()), now)
     }
 
-    /// Send `batch`, splitting a refused part until every event is sent or dead, or until a pause
-    /// or a transient failure stops the round. Each part's answer is decided by [`plan::plan`].
     /// Keep the intact events of `events`; returns how many were dead-lettered as `corrupt` (their
     /// payload fails its checksum).
     fn drop_corrupt(&mut self, events: &mut Vec<Queued>) -> Result<usize, SendError> {
@@ -278,6 +276,8 @@ impl Sender {
         Ok(corrupt.len())
     }
 
+    /// Send `batch`, splitting a refused part until every event is sent or dead, or until a pause
+    /// or a transient failure stops the round. Each part's answer is decided by [`plan::plan`].
     fn deliver(&mut self, batch: &Batch, token: Option<&str>, now: i64) -> Result<Step, SendError> {
         let batch_len = batch.events.len();
         let (mut sent, mut condemned) = (0, Vec::<Condemned>::new());

@@ -208,4 +208,12 @@ mod tests {
         assert_eq!(body["test_event_code"], "TEST\"1");
         assert_eq!(body["data"].as_array().unwrap().len(), 2);
     }
+
+    #[test]
+    fn a_body_written_into_a_used_buffer_is_the_same_body() {
+        let mut body = batch_body("1", Some("T"), ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+        batch_body_into(&mut body, "2", None, ["{}"]);
+        assert_eq!(body, batch_body("2", None, ["{}"]));
+        assert_eq!(body, r#"{"event_source":"offline","event_source_id":"2","data":[{}]}"#);
+    }
 }

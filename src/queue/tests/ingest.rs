@@ -1,0 +1,286 @@
+//! An ingest's transaction: what it commits together, parts, rereads, rows written early, the
+//! write lock and the foreign keys it does not enforce.
+
+use super::*;
+
+#[test]
+fn an_ingest_commits_events_rejects_and_the_file_record_together() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    ingest.add_event(&event("e2", 11)).unwrap();
+    // A repeat of an order earlier in the same file is a rejected row.
+    ingest.add_event(&NewEvent { line: 5, ..event("e1", 10) }).unwrap();
+    ingest.add_reject(7, Some("price"), "not an amount").unwrap();
+    let counts = ingest.commit().unwrap();
+    assert_eq!((counts.events, counts.rejects, counts.duplicates), (2, 2, 0));
+    let file = q.file_by_hash("h1").unwrap().unwrap();
+    assert_eq!((file.state.as_str(), file.events), ("ingested", 2));
+    assert_eq!(q.counts().unwrap().pending, 2);
+    // Written in the order they were read (the newest first here).
+    let lines: Vec<i64> = q.recent_rejects(10).unwrap().iter().map(|r| r.line).collect();
+    assert_eq!(lines, [7, 5]);
+}
+
+#[test]
+fn an_ingest_dropped_without_commit_leaves_nothing() {
+    let (_dir, mut q) = temp_queue();
+    {
+        let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+        ingest.add_event(&event("e1", 10)).unwrap();
+    }
+    assert!(q.file_by_hash("h1").unwrap().is_none());
+    assert_eq!(q.counts().unwrap().pending, 0);
+}
+
+#[test]
+fn a_re_export_is_not_queued_twice() {
+    let (_dir, mut q) = temp_queue();
+    let mut a = q.begin_ingest("h1", Path::new("a"), "s", 1).unwrap();
+    a.add_event(&event("e1", 10)).unwrap();
+    a.commit().unwrap();
+    let mut b = q.begin_ingest("h2", Path::new("b"), "s", 2).unwrap();
+    b.add_event(&event("e1", 10)).unwrap();
+    b.add_event(&event("e3", 10)).unwrap();
+    let counts = b.commit().unwrap();
+    assert_eq!((counts.events, counts.duplicates, counts.rejects), (1, 1, 0));
+    assert_eq!(q.counts().unwrap().pending, 2);
+}
+#[test]
+fn an_append_part_commits_with_its_position_or_not_at_all() {
+    let (_dir, mut q) = temp_queue();
+    let path = Path::new("/pos/day.csv");
+    let at = |offset| Position { offset, lines: offset / 10, fingerprint: format!("f{offset}"), inode: 7 };
+    {
+        let mut ingest = q.begin_append(None, path, "till", 100).unwrap();
+        ingest.add_event(&event("e1", 10)).unwrap();
+    }
+    assert!(q.position("till", path).unwrap().is_none(), "rolled back: no position");
+    assert_eq!(q.counts().unwrap().pending, 0);
+    assert_eq!(q.counts().unwrap().files, 0, "nor a file record");
+
+    let mut ingest = q.begin_append(None, path, "till", 100).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    ingest.commit_at("till", &at(120)).unwrap();
+    let (position, file_id) = q.position("till", path).unwrap().unwrap();
+    assert_eq!(position, at(120));
+
+    // The next part of the same file: its record adds up, and an order seen before is a repeat.
+    let mut ingest = q.begin_append(file_id, path, "till", 101).unwrap();
+    ingest.add_event(&event("e2", 11)).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    let counts = ingest.commit_at("till", &at(300)).unwrap();
+    assert_eq!((counts.events, counts.rejects), (1, 1), "e1 repeats an order of this file");
+    assert_eq!(q.position("till", path).unwrap().unwrap(), (at(300), file_id));
+    let file = &q.recent_files(10).unwrap()[0];
+    assert_eq!((file.state.as_str(), file.events, file.content_hash.starts_with("append:")), ("append", 2, true));
+
+    // Read again from the start (truncated): a new record, and what was queued is a duplicate.
+    let mut ingest = q.begin_append(None, path, "till", 102).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    assert_eq!(ingest.commit_at("till", &at(40)).unwrap().duplicates, 1);
+    let (position, new_id) = q.position("till", path).unwrap().unwrap();
+    assert_eq!(position, at(40));
+    assert_ne!(new_id, file_id);
+    assert_eq!(q.positions(10).unwrap().len(), 1);
+    assert_eq!(q.counts().unwrap().pending, 2);
+}
+#[test]
+fn a_reread_replaces_the_earlier_read_only_when_it_commits() {
+    let (_dir, mut q) = temp_queue();
+    let mut first = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    first.add_reject(2, Some("price"), "not an amount").unwrap();
+    first.commit().unwrap();
+    let old = q.file_by_hash("h1").unwrap().unwrap().id;
+    assert_eq!((q.superseded_counts(old).unwrap().rejects, q.recent_rejects(10).unwrap().len()), (1, 1));
+
+    // A new read that does not commit (dropped: the file changed, a crash) leaves the earlier one.
+    let mut again = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 200).unwrap();
+    again.add_event(&event("e1", 10)).unwrap();
+    drop(again);
+    assert_eq!(q.file_by_hash("h1").unwrap().map(|r| r.id), Some(old), "still the earlier read");
+    assert_eq!(q.recent_rejects(10).unwrap().len(), 1, "its rejected row is kept");
+
+    // One that commits replaces it in the same transaction.
+    let mut again = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 300).unwrap();
+    again.add_event(&event("e1", 10)).unwrap();
+    again.commit().unwrap();
+    assert_ne!(q.file_by_hash("h1").unwrap().map(|r| r.id), Some(old), "the content now names the new read");
+    assert!(q.recent_rejects(10).unwrap().is_empty(), "the earlier read's rejected row went with it");
+    assert_eq!(q.counts().unwrap().pending, 1);
+}
+/// Rows held in memory are written early once they pass 1 MiB (in the open transaction): a repeat
+/// of an order written that way is still a rejected row, and a re-export still a duplicate.
+#[test]
+fn rows_written_early_still_find_repeats_and_duplicates() {
+    let (_dir, mut q) = temp_queue();
+    let mut a = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    a.add_event(&event("old", 10)).unwrap();
+    a.commit().unwrap();
+    let big = format!(r#"{{"description":"{}"}}"#, "x".repeat(400_000));
+    let mut b = q.begin_ingest("h2", Path::new("/pos/b.csv"), "till", 200).unwrap();
+    for id in ["e1", "e2", "e3"] {
+        b.add_event(&NewEvent { payload: Payload::Json(&big), ..event(id, 10) }).unwrap();
+    }
+    // Past 1 MiB: written already, before the commit.
+    assert_eq!(b.written_events(), 3);
+    b.add_event(&NewEvent { line: 9, ..event("e1", 10) }).unwrap();
+    b.add_event(&event("old", 10)).unwrap();
+    let counts = b.commit().unwrap();
+    assert_eq!((counts.events, counts.rejects, counts.duplicates), (3, 1, 1));
+    assert_eq!(q.recent_rejects(10).unwrap()[0].line, 9);
+}
+
+/// Rejected rows count towards the 1 MiB too: long reasons are written early like big events.
+#[test]
+fn rejected_rows_with_long_reasons_are_written_early_too() {
+    let (_dir, mut q) = temp_queue();
+    let reason = "y".repeat(400_000);
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    ingest.add_reject(2, Some("price"), &reason).unwrap();
+    ingest.add_reject(3, None, &reason).unwrap();
+    assert_eq!(ingest.written_rejects(), 0, "under 1 MiB: held");
+    ingest.add_reject(4, Some("price"), &reason).unwrap();
+    assert_eq!(ingest.written_rejects(), 3);
+    assert_eq!(ingest.commit().unwrap().rejects, 3);
+    let rejects = q.recent_rejects(10).unwrap();
+    let mut seen: Vec<(i64, Option<&str>, usize)> =
+        rejects.iter().map(|r| (r.line, r.field.as_deref(), r.reason.len())).collect();
+    seen.sort();
+    assert_eq!(seen, [(2, Some("price"), 400_000), (3, None, 400_000), (4, Some("price"), 400_000)]);
+}
+
+/// A new file's ingest writes nothing, and so takes no write lock, until its first rows are
+/// written: another connection commits meanwhile without waiting.
+#[test]
+fn a_new_ingest_takes_the_write_lock_only_when_it_writes() {
+    let (dir, mut q) = temp_queue();
+    let other = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    ingest.add_event(&event("e1", 10)).unwrap();
+    assert_eq!(ingest.written_file_id(), None);
+    other.update_agent_state(|s| s.paused = Some("x".into())).unwrap();
+    let file_id = ingest.file_id().unwrap();
+    assert!(file_id > 0);
+    ingest.commit().unwrap();
+    assert_eq!(q.file_by_hash("h1").unwrap().unwrap().id, file_id);
+    assert_eq!(q.counts().unwrap().pending, 1);
+}
+
+/// An ingest holds its unwritten events' texts and payloads in two buffers that it empties and
+/// refills from write to write (past 1 MiB, at each part): every event still gets its own ids,
+/// payload and checksum, across writes inside a part, parts, and payloads of different sizes and
+/// kinds (packed, and JSON text the packing cannot carry).
+#[test]
+fn held_events_keep_their_own_texts_and_payloads_across_writes_and_parts() {
+    let (_dir, mut q) = temp_queue();
+    let json = |i: usize| {
+        let id = format!("e{i}");
+        match i % 3 {
+            // A raw control character: not packable, stored as TEXT.
+            0 => format!("{{\"event_id\":\"{id}\",\"note\":\"a\u{1}b\"}}"),
+            1 => format!(r#"{{"event":"Purchase","event_time":10,"event_id":"{id}","properties":{{}}}}"#),
+            _ => format!(r#"{{"event_id":"{id}","pad":"{}"}}"#, "x".repeat(i % 1997)),
+        }
+    };
+    let at = |offset| Position { offset, lines: offset, fingerprint: format!("f{offset}"), inode: 7 };
+    // About 2.5 MiB of payloads in two parts: written mid-part at least once in each.
+    let n = 5_000;
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    for i in 0..n {
+        let (id, payload) = (format!("e{i}"), json(i));
+        ingest.add_event(&NewEvent { payload: Payload::Json(&payload), ..event(&id, 10) }).unwrap();
+        if i == n / 2 {
+            ingest.commit_part("till", &at(i as u64), i as u64 + 1).unwrap();
+        }
+    }
+    assert_eq!(ingest.commit().unwrap().events, n as i64);
+    let text: i64 =
+        q.conn.query_row("SELECT COUNT(*) FROM payloads WHERE typeof(json) = 'text'", [], |r| r.get(0)).unwrap();
+    assert_eq!(text, (0..n).filter(|i| i % 3 == 0).count() as i64, "the unpackable ones are stored as TEXT");
+    let batch = q.pending_batch(n).unwrap();
+    assert_eq!(batch.events.len(), n);
+    for (i, e) in batch.events.iter().enumerate() {
+        assert_eq!((e.event_id.as_str(), e.intact), (format!("e{i}").as_str(), true));
+        assert_eq!(batch.payload(e), json(i), "event {i}");
+    }
+}
+
+/// A whole file's first part may hold nothing but skipped sales (refunds, voids): it commits
+/// like any part, the file's record written with it and counting them.
+#[test]
+fn a_first_part_of_only_skipped_sales_commits_with_its_file_record() {
+    let (_dir, mut q) = temp_queue();
+    let at = |offset| Position { offset, lines: offset, fingerprint: format!("f{offset}"), inode: 7 };
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/refunds.csv"), "till", 100).unwrap();
+    for _ in 0..3 {
+        ingest.add_skip();
+    }
+    let part = ingest.commit_part("till", &at(30), 3).unwrap();
+    assert_eq!((part.events, part.skipped), (0, 3));
+    ingest.add_event(&event("e1", 10)).unwrap();
+    let total = ingest.commit().unwrap();
+    assert_eq!((total.events, total.skipped), (1, 3));
+    let skipped: i64 = q.conn.query_row("SELECT skipped FROM files", [], |r| r.get(0)).unwrap();
+    assert_eq!(skipped, 3);
+}
+
+/// Foreign keys are not enforced inside an ingest (`ingest.rs`, `UnenforcedKeys`): what it writes
+/// must hold them all the same, a reread's deletions included, and the connection enforces them
+/// again once the ingest ends, committed or dropped.
+#[test]
+fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
+    let (_dir, mut q) = temp_queue();
+    let enforced = |q: &Queue| q.conn.query_row("PRAGMA foreign_keys", [], |r| r.get::<_, i64>(0)).unwrap();
+    let violations = |q: &Queue| {
+        let mut stmt = q.conn.prepare("PRAGMA foreign_key_check").unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().count()
+    };
+    let payloads = |q: &Queue| q.conn.query_row("SELECT COUNT(*) FROM payloads", [], |r| r.get::<_, i64>(0)).unwrap();
+    let mut first = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    assert!(!first.enforces_foreign_keys(), "not enforced while the ingest lasts");
+    first.add_event(&event("e1", 10)).unwrap();
+    first.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..event("e2", 10) }).unwrap();
+    first.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..event("e3", 10) }).unwrap();
+    first.commit().unwrap();
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 3));
+    let old = q.file_by_hash("h1").unwrap().unwrap().id;
+
+    let mut dropped = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 200).unwrap();
+    dropped.add_event(&event("e4", 10)).unwrap();
+    drop(dropped);
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 3), "a dropped ingest changes nothing");
+
+    // The reread deletes the dead events e2 and e3, and their payloads with them.
+    let mut again = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 300).unwrap();
+    again.add_event(&event("e1", 10)).unwrap();
+    again.add_event(&event("e5", 10)).unwrap();
+    again.commit().unwrap();
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 2));
+    let orphans: i64 = q
+        .conn
+        .query_row("SELECT COUNT(*) FROM payloads WHERE id NOT IN (SELECT id FROM events)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(orphans, 0);
+
+    // A whole file in parts, committed or dropped after a committed part; an append-mode part.
+    let at = |offset| Position { offset, lines: offset, fingerprint: format!("f{offset}"), inode: 7 };
+    for commit in [true, false] {
+        let hash = format!("parts-{commit}");
+        let mut parts = q.begin_ingest(&hash, Path::new("/pos/b.csv"), "till", 400).unwrap();
+        parts.add_event(&event(&format!("{hash}-1"), 10)).unwrap();
+        parts.commit_part("till", &at(10), 1).unwrap();
+        assert!(!parts.enforces_foreign_keys(), "still not enforced in the next part");
+        parts.add_event(&event(&format!("{hash}-2"), 10)).unwrap();
+        if commit {
+            parts.commit().unwrap();
+        } else {
+            drop(parts);
+        }
+        assert_eq!((enforced(&q), violations(&q)), (1, 0), "parts, committed: {commit}");
+    }
+    let mut append = q.begin_append(None, Path::new("/pos/day.csv"), "till", 500).unwrap();
+    append.add_event(&event("a1", 10)).unwrap();
+    append.commit_at("till", &at(20)).unwrap();
+    assert_eq!((enforced(&q), violations(&q)), (1, 0), "an append-mode part");
+}

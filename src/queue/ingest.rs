@@ -156,11 +156,12 @@ fn push_text(texts: &mut String, s: &str) -> Range<usize> {
 /// that it is dropped after it: the pragma is a no-op inside a transaction.
 struct UnenforcedKeys<'c>(&'c Connection);
 
-impl<'c> UnenforcedKeys<'c> {
-    fn new(conn: &'c Connection) -> rusqlite::Result<UnenforcedKeys<'c>> {
-        conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
-        Ok(UnenforcedKeys(conn))
-    }
+/// An ingest's transaction on `conn`, begun once its foreign keys are unenforced (the pragma is a
+/// no-op inside a transaction), with the guard that enforces them again.
+fn begin(conn: &Connection) -> rusqlite::Result<(Transaction<'_>, UnenforcedKeys<'_>)> {
+    conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
+    let keys = UnenforcedKeys(conn);
+    Ok((conn.unchecked_transaction()?, keys))
 }
 
 impl Drop for UnenforcedKeys<'_> {
@@ -243,13 +244,12 @@ impl Queue {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let conn: &Connection = &self.conn;
-        let keys = UnenforcedKeys::new(conn).map_err(err)?;
         // Nothing is written yet (the transaction takes the write lock at its first write): the
         // file's row, and the replacement of an earlier read, are written with its first rows.
-        let tx = conn.unchecked_transaction().map_err(err)?;
+        let tx = begin(conn).map_err(err)?;
         let file =
             FileRow::New(NewFile { supersede, content_hash: content_hash.to_owned(), source: source.to_owned() });
-        Ok(Ingest::new(conn, (tx, keys), file, path_text, now, qpath))
+        Ok(Ingest::new(conn, tx, file, path_text, now, qpath))
     }
 
     /// Go on ingesting a whole file some parts of which are committed (`files` row `file_id`, state
@@ -257,10 +257,8 @@ impl Queue {
     pub fn resume_ingest(&mut self, file_id: i64, path: &Path, now: i64) -> Result<Ingest<'_>> {
         let qpath = self.path.clone();
         let conn: &Connection = &self.conn;
-        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
-        let keys = UnenforcedKeys::new(conn).map_err(err)?;
-        let tx = conn.unchecked_transaction().map_err(err)?;
-        Ok(Ingest::new(conn, (tx, keys), FileRow::Written(file_id), path.display().to_string(), now, qpath))
+        let tx = begin(conn).map_err(|source| QueueError::Sqlite { path: qpath.clone(), source })?;
+        Ok(Ingest::new(conn, tx, FileRow::Written(file_id), path.display().to_string(), now, qpath))
     }
 
     /// Start reading the next part of a file in append mode: everything added through the returned
@@ -272,8 +270,7 @@ impl Queue {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let conn: &Connection = &self.conn;
-        let keys = UnenforcedKeys::new(conn).map_err(err)?;
-        let tx = conn.unchecked_transaction().map_err(err)?;
+        let (tx, keys) = begin(conn).map_err(err)?;
         let file_id = match file_id {
             Some(id) => id,
             None => {

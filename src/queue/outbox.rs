@@ -53,6 +53,18 @@ pub(super) const CLEAR_SENT_PAYLOADS: &str =
 /// Forget the events sent, and timed, before ?1 (?2: the sent state), found as above.
 pub(super) const PRUNE_SENT: &str = "DELETE FROM events WHERE state = ?2 AND event_time < ?1 AND sent_at < ?1";
 
+/// One row of [`PENDING_BATCH`] as a [`Queued`], its JSON appended to `batch`'s (nothing appended
+/// when it is not intact).
+fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Queued> {
+    let (event_id, event_time): (String, i64) = (r.get(1)?, r.get(2)?);
+    // An order id that is not text (damaged) makes a payload that refers to it fail its checksum;
+    // the batch goes on.
+    let row = Row { event_id: &event_id, order_id: r.get_ref(5)?.as_str().unwrap_or_default(), event_time };
+    let start = batch.json.len();
+    let intact = super::packed::verified_into(r.get_ref(3)?, r.get(4)?, row, &mut batch.scratch, &mut batch.json);
+    Ok(Queued { id: r.get(0)?, event_id, event_time, payload: start..batch.json.len(), intact })
+}
+
 /// `ids` as runs of consecutive ids, `(first, last)` inclusive, in ascending order: every id of a
 /// run is one of `ids`, so `id BETWEEN first AND last` touches exactly them. Pure.
 fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
@@ -94,17 +106,7 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(PENDING_BATCH).map_err(|e| self.sqlite(e))?;
         let mut rows = stmt.query(params![limit as i64, EventState::Pending, cutoff]).map_err(|e| self.sqlite(e))?;
         while let Some(r) = rows.next().map_err(|e| self.sqlite(e))? {
-            let mut read = |r: &rusqlite::Row| -> rusqlite::Result<Queued> {
-                let (event_id, event_time): (String, i64) = (r.get(1)?, r.get(2)?);
-                // An order id that is not text (damaged) makes a payload that refers to it fail its
-                // checksum; the batch goes on.
-                let row = Row { event_id: &event_id, order_id: r.get_ref(5)?.as_str().unwrap_or_default(), event_time };
-                let start = batch.json.len();
-                let intact =
-                    super::packed::verified_into(r.get_ref(3)?, r.get(4)?, row, &mut batch.scratch, &mut batch.json);
-                Ok(Queued { id: r.get(0)?, event_id, event_time, payload: start..batch.json.len(), intact })
-            };
-            let queued = read(r).map_err(|e| self.sqlite(e))?;
+            let queued = read_queued(r, batch).map_err(|e| self.sqlite(e))?;
             batch.events.push(queued);
         }
         Ok(())

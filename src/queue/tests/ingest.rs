@@ -46,6 +46,7 @@ fn a_re_export_is_not_queued_twice() {
     assert_eq!((counts.events, counts.duplicates, counts.rejects), (1, 1, 0));
     assert_eq!(q.counts().unwrap().pending, 2);
 }
+
 #[test]
 fn an_append_part_commits_with_its_position_or_not_at_all() {
     let (_dir, mut q) = temp_queue();
@@ -85,6 +86,7 @@ fn an_append_part_commits_with_its_position_or_not_at_all() {
     assert_eq!(q.positions(10).unwrap().len(), 1);
     assert_eq!(q.counts().unwrap().pending, 2);
 }
+
 #[test]
 fn a_reread_replaces_the_earlier_read_only_when_it_commits() {
     let (_dir, mut q) = temp_queue();
@@ -109,6 +111,7 @@ fn a_reread_replaces_the_earlier_read_only_when_it_commits() {
     assert!(q.recent_rejects(10).unwrap().is_empty(), "the earlier read's rejected row went with it");
     assert_eq!(q.counts().unwrap().pending, 1);
 }
+
 /// Rows held in memory are written early once they pass 1 MiB (in the open transaction): a repeat
 /// of an order written that way is still a rejected row, and a re-export still a duplicate.
 #[test]

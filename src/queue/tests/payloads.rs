@@ -51,6 +51,7 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     assert_eq!(q.counts().unwrap().dead, 1);
 }
+
 /// Payloads are stored packed (a BLOB); a queue written by an agent before that holds them as JSON
 /// text with the checksum of that text, or with none (before checksums): both are still sent as
 /// they are, and damage to the text is still caught.
@@ -140,6 +141,7 @@ fn store_blob(q: &Queue, id: i64, blob: &[u8]) {
         )
         .unwrap();
 }
+
 /// A packed payload whose checksum matches but which does not unpack (written by a newer format,
 /// or damaged before its checksum was taken) is not sent either.
 #[test]
@@ -152,6 +154,7 @@ fn a_blob_that_matches_its_checksum_but_does_not_unpack_is_not_intact() {
     let batch = q.pending_batch(10).unwrap();
     assert_eq!(batch.events.iter().map(|e| (e.intact, batch.payload(e))).collect::<Vec<_>>(), [(false, "")]);
 }
+
 /// The sender reads batch after batch into the same `Batch`: what it reads is what a fresh read
 /// finds, the first read's events and JSON gone, a damaged payload's range empty.
 #[test]

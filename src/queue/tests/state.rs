@@ -53,6 +53,7 @@ fn reopening_keeps_everything() {
     assert_eq!(q.counts().unwrap().pending, 1);
     assert!(matches!(Queue::open_existing(&dir.path().join("nope")), Err(QueueError::Missing(_))));
 }
+
 #[test]
 fn two_openers_racing_on_a_new_queue_both_succeed() {
     for _ in 0..20 {
@@ -154,6 +155,7 @@ fn agent_state_reads_what_the_typed_writers_wrote() {
         [("last_error", "http 503"), ("last_error_at", "50"), ("last_request_id", "r1"), ("last_success_at", "70")];
     assert_eq!(keys, want.map(|(k, v)| (k.to_string(), v.to_string())));
 }
+
 #[test]
 fn source_totals_count_files_keys_and_events_by_state() {
     use crate::event::screen::MatchKey;
@@ -192,6 +194,7 @@ fn data_version_changes_for_another_connections_commit_only() {
     cli.update_agent_state(|s| s.last_error = Some("another process".into())).unwrap();
     assert_ne!(sender.data_version().unwrap(), before, "another connection's commit does");
 }
+
 /// The WAL is checkpointed at an eighth of the queue cap (64 MiB at most): a 16 MB queue keeps a
 /// WAL of about 2 MB beside it, not the 64 MiB a big queue may use.
 #[test]
@@ -203,6 +206,7 @@ fn the_wal_checkpoint_follows_the_queue_cap() {
         assert_eq!(q.wal_autocheckpoint(), pages, "cap {cap}");
     }
 }
+
 /// SQLite's plan for `sql` with `params`, one line per step.
 fn query_plan(q: &Queue, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
     q.conn

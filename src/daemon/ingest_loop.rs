@@ -43,18 +43,18 @@ struct DisposeRetry {
 }
 
 /// The longest ingest waits after a committed part of a big file for another connection (the
-/// sender marking a batch sent) that polls for the write lock. SQLite's busy handler is not a
-/// queue: an ingest that started its next part at once would keep the lock from a waiting sender;
-/// the queue's connections poll every millisecond (`queue::open`), so a waiter takes the lock
-/// within about one. Ingest waits only while someone polls: none of the sender's HTTP time.
+/// sender marking a batch sent) that waits for the write lock. SQLite's busy handler is not a
+/// queue: an ingest that started its next part at once would keep the lock from a waiting sender.
+/// A waiter is woken by the commit's release (`queue::lock`) and leaves the wait within
+/// microseconds; ingest waits only while someone waits: none of the sender's HTTP time.
 const HAND_OVER_MAX: Duration = Duration::from_millis(20);
 
-/// Let a connection waiting for the write lock have it: wait while one polled within the last
-/// 2 ms, at most [`HAND_OVER_MAX`].
+/// Let a connection waiting for the write lock have it: yield while one waits, at most
+/// [`HAND_OVER_MAX`].
 fn hand_over_lock() {
     let deadline = Instant::now() + HAND_OVER_MAX;
-    while crate::queue::lock_wanted(Duration::from_millis(2)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
+    while crate::queue::lock_wanted() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(50));
     }
 }
 

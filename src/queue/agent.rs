@@ -160,7 +160,7 @@ impl Queue {
         // connection's commit in between cannot fail the upgrade from reader to writer.
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(|e| self.sqlite(e))?;
         update(&tx, change).map_err(|e| self.sqlite(e))?;
-        tx.commit().map_err(|e| self.sqlite(e))
+        super::lock::commit(tx).map_err(|e| self.sqlite(e))
     }
 }
 

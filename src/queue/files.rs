@@ -82,7 +82,7 @@ impl Queue {
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute("UPDATE files SET content_hash = 'changed:' || id WHERE id = ?1", [file_id]).map_err(err)?;
         tx.execute("DELETE FROM positions WHERE file_id = ?1", [file_id]).map_err(err)?;
-        tx.commit().map_err(err)
+        super::lock::commit(tx).map_err(err)
     }
 
     /// The committed position of a file read in append mode, and the `files` row its events are

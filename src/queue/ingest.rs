@@ -171,6 +171,8 @@ impl Drop for UnenforcedKeys<'_> {
         if !self.0.is_autocommit() {
             let _ = self.0.execute_batch("ROLLBACK;");
         }
+        // A rolled-back ingest let the write lock go too (a committed one has said so already).
+        super::lock::released();
         if let Err(e) = self.0.execute_batch("PRAGMA foreign_keys = ON;") {
             tracing::warn!("queue: foreign keys not enforced again after an ingest: {e}");
         }
@@ -595,7 +597,7 @@ impl<'q> Ingest<'q> {
         self.record_position(source, position, taken)?;
         let part = self.counts;
         let tx = self.tx.take().expect("an ingest always has its transaction open");
-        tx.commit().map_err(|err| self.err(err))?;
+        super::lock::commit(tx).map_err(|err| self.err(err))?;
         // SQLite's automatic checkpoint (PASSIVE, after a commit leaves the WAL past
         // `wal_autocheckpoint` pages) copies parts into the database without waiting for anyone,
         // and the WAL starts over at the next write once all of it is copied and no reader is in
@@ -675,7 +677,7 @@ impl<'q> Ingest<'q> {
     fn finish(mut self) -> Result<IngestCounts> {
         let total = self.committed.plus(self.counts);
         let tx = self.tx.take().expect("an ingest always has its transaction open");
-        tx.commit().map_err(|err| self.err(err))?;
+        super::lock::commit(tx).map_err(|err| self.err(err))?;
         Ok(total)
     }
 }

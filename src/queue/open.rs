@@ -1,10 +1,10 @@
 //! Opening the queue: create (mode 0600), configure the connection, migrate; and, for the service,
 //! a damaged file moved aside and what can still be read of it salvaged into a fresh one.
 
+use super::lock::{wait_for_lock, LOCK_POLL, LOCK_WAIT};
 use super::{schema, Queue, QueueError, Result};
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// What [`Queue::open_checked`] did about a damaged queue.
 #[derive(Debug, Clone)]
@@ -240,7 +240,7 @@ impl Queue {
                 }
             }
         }
-        if tx.commit().is_err() {
+        if super::lock::commit(tx).is_err() {
             return 0;
         }
         carried
@@ -281,64 +281,6 @@ impl Queue {
     }
 }
 
-/// How long a connection waits for another one's lock before giving up with "database is locked".
-const LOCK_WAIT: Duration = Duration::from_secs(10);
-const LOCK_POLL: Duration = Duration::from_millis(1);
-
-/// SQLite's busy handler: poll every millisecond, up to [`LOCK_WAIT`]. The built-in
-/// `busy_timeout` sleeps up to 100 ms between tries, so a writer that commits part after part
-/// (a big file) could keep the lock from the sender for the whole file; polling this finely, a
-/// short pause between two parts is enough for a waiting connection to get its turn.
-fn wait_for_lock(attempts: i32) -> bool {
-    let polled = since_process_start().as_micros() as u64;
-    LAST_LOCK_POLL.store(polled, std::sync::atomic::Ordering::Relaxed);
-    OWN_LAST_POLL.with(|own| own.set(polled));
-    thread_local! {
-        /// When this thread's connection started waiting for the lock it waits for now.
-        static WAITING_SINCE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
-    }
-    let now = std::time::Instant::now();
-    let since = WAITING_SINCE.with(|w| {
-        let since = if attempts == 0 { now } else { w.get().unwrap_or(now) };
-        w.set(Some(since));
-        since
-    });
-    if now.duration_since(since) >= LOCK_WAIT {
-        return false;
-    }
-    std::thread::sleep(LOCK_POLL);
-    true
-}
-
-/// When a connection of this process last polled for a lock (microseconds after
-/// [`since_process_start`]'s origin; 0: never).
-static LAST_LOCK_POLL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn since_process_start() -> Duration {
-    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    ORIGIN.get_or_init(std::time::Instant::now).elapsed()
-}
-
-thread_local! {
-    /// When a connection on this thread last polled for a lock (as [`LAST_LOCK_POLL`]).
-    static OWN_LAST_POLL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// Whether another thread's connection of this process polled for a lock within `within`: someone
-/// waits for the write lock that the caller (between two commits) could hand over. The caller's
-/// own poll (ingest waiting for the sender's commit before writing a part) is not someone else
-/// waiting: it would have made the caller wait for itself after its commit.
-pub fn lock_wanted(within: Duration) -> bool {
-    let last = LAST_LOCK_POLL.load(std::sync::atomic::Ordering::Relaxed);
-    wanted(last, OWN_LAST_POLL.with(|own| own.get()), since_process_start().as_micros() as u64, within)
-}
-
-/// [`lock_wanted`] over plain numbers (microseconds): the last poll of any thread, this thread's
-/// last poll, now. Pure.
-fn wanted(last: u64, own_last: u64, now: u64, within: Duration) -> bool {
-    last > 0 && last != own_last && now <= last + within.as_micros() as u64
-}
-
 /// Create the database file with mode 0600 if it does not exist yet (SQLite gives its -wal and
 /// -shm files the same mode).
 ///
@@ -360,25 +302,5 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod lock_tests {
-    use super::*;
-
-    #[test]
-    fn a_lock_is_wanted_after_another_threads_recent_poll_only() {
-        let ms = Duration::from_millis(2);
-        let cases = [
-            ("never polled", 0, 0, 10_000, false),
-            ("another thread polled 1 ms ago", 9_000, 0, 10_000, true),
-            ("another thread polled 2 ms ago", 8_000, 7_000, 10_000, true),
-            ("another thread polled 3 ms ago", 7_000, 0, 10_000, false),
-            ("the last poll was this thread's own", 9_000, 9_000, 10_000, false),
-        ];
-        for (what, last, own, now, want) in cases {
-            assert_eq!(wanted(last, own, now, ms), want, "{what}");
-        }
     }
 }

@@ -224,7 +224,7 @@ impl Queue {
             super::report::insert_send_log(&tx, log).map_err(err)?;
             agent::update(&tx, change).map_err(err)?;
         }
-        tx.commit().map_err(err)
+        super::lock::commit(tx).map_err(err)
     }
 
     /// Mark events sent without an attempt record (tests set up states with it).
@@ -256,7 +256,7 @@ impl Queue {
                 stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending]).map_err(err)?;
             }
         }
-        tx.commit().map_err(err)
+        super::lock::commit(tx).map_err(err)
     }
 
     /// Dead-letter pending events older than `cutoff` (reason `expired`). Returns how many.

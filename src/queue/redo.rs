@@ -131,7 +131,7 @@ impl Queue {
             )
             .map_err(err)?;
         }
-        tx.commit().map_err(err)?;
+        super::lock::commit(tx).map_err(err)?;
         Ok(changed == 1)
     }
 

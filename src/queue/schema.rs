@@ -192,7 +192,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
         tx.execute_batch(V9_NO_SENT_AT_INDEX)?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
-    tx.commit()?;
+    super::lock::commit(tx)?;
     Ok(found)
 }
 

@@ -1,0 +1,163 @@
+//! The queue's write lock between this process's connections (the ingest's and the sender's).
+//!
+//! SQLite's lock is the only lock: this module makes waiting for it short. A connection that finds
+//! it taken waits in [`wait_for_lock`], SQLite's busy handler, until a connection of this process
+//! says it let it go ([`released`], after each commit and rollback of a write transaction) or a
+//! millisecond has passed (another process's commit, which says nothing, and the commits of
+//! autocommit statements). A waiter so takes the lock within microseconds of its release instead
+//! of at its next poll: when the ingest and the sender take turns a thousand times a backlog, that
+//! poll's millisecond was the ingest's longest wait (BENCHMARKS.md).
+
+use rusqlite::Transaction;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a connection waits for another one's lock before giving up with "database is locked".
+pub(super) const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// The longest a waiter waits between two tries: another process releases the lock unannounced.
+pub(super) const LOCK_POLL: Duration = Duration::from_millis(1);
+
+/// Releases of the write lock announced by this process's connections, and who waits for one.
+pub(super) struct Releases {
+    /// Bumped at each release.
+    generation: Mutex<u64>,
+    changed: Condvar,
+    /// Threads inside [`Releases::wait`].
+    waiting: AtomicUsize,
+}
+
+impl Releases {
+    pub(super) const fn new() -> Releases {
+        Releases { generation: Mutex::new(0), changed: Condvar::new(), waiting: AtomicUsize::new(0) }
+    }
+
+    /// Wait up to `timeout` for the next release; whether one came.
+    pub(super) fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut generation = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = *generation;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        while *generation == seen {
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                break;
+            };
+            generation = self.changed.wait_timeout(generation, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        *generation != seen
+    }
+
+    /// A write lock was let go: wake whoever waits.
+    pub(super) fn release(&self) {
+        *self.generation.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// This process's releases.
+static RELEASES: Releases = Releases::new();
+
+/// A connection of this process let the write lock go (committed or rolled back a write
+/// transaction): a connection waiting for it takes it now.
+pub(super) fn released() {
+    RELEASES.release();
+}
+
+/// Commit `tx` and announce the release of the write lock (also when the commit failed: the
+/// transaction is then rolled back).
+pub(super) fn commit(tx: Transaction<'_>) -> rusqlite::Result<()> {
+    let committed = tx.commit();
+    released();
+    committed
+}
+
+/// Whether another thread's connection waits for the write lock now: one the caller, between two
+/// commits, should let take its turn before writing again ([`crate::daemon`]'s ingest).
+pub fn lock_wanted() -> bool {
+    RELEASES.waiting() > 0
+}
+
+/// SQLite's busy handler: wait for the next release, at most [`LOCK_POLL`] at a time, up to
+/// [`LOCK_WAIT`] in all. (The built-in `busy_timeout` sleeps up to 100 ms between tries, so a
+/// writer that commits part after part could keep the lock from the sender for a whole file.)
+pub(super) fn wait_for_lock(attempts: i32) -> bool {
+    thread_local! {
+        /// When this thread's connection started waiting for the lock it waits for now.
+        static WAITING_SINCE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = Instant::now();
+    let since = WAITING_SINCE.with(|w| {
+        let since = if attempts == 0 { now } else { w.get().unwrap_or(now) };
+        w.set(Some(since));
+        since
+    });
+    if now.duration_since(since) >= LOCK_WAIT {
+        return false;
+    }
+    RELEASES.wait(LOCK_POLL);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A waiter's wake-up comes from the release, not from its timeout (an hour here).
+    #[test]
+    fn a_release_wakes_the_waiter() {
+        let releases = Arc::new(Releases::new());
+        let waiter = {
+            let releases = releases.clone();
+            std::thread::spawn(move || releases.wait(Duration::from_secs(3600)))
+        };
+        while releases.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        releases.release();
+        assert!(waiter.join().unwrap(), "woken by the release");
+        assert_eq!(releases.waiting(), 0);
+    }
+
+    #[test]
+    fn without_a_release_the_wait_ends_at_its_timeout() {
+        let releases = Releases::new();
+        assert!(!releases.wait(Duration::from_millis(1)));
+        assert!(!releases.wait(Duration::ZERO));
+        assert_eq!(releases.waiting(), 0);
+    }
+
+    /// Two connections to one queue file: the second's write waits in the busy handler (counted as
+    /// a waiter, which is what the ingest hands the lock over to) and goes through once the first
+    /// commits with [`commit`].
+    #[test]
+    fn a_write_waits_for_the_committed_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite");
+        let first = crate::queue::Queue::open(&path).unwrap();
+        let tx = rusqlite::Transaction::new_unchecked(&first.conn, rusqlite::TransactionBehavior::Immediate).unwrap();
+        tx.execute("INSERT INTO agent_state (key, value) VALUES ('a', '1')", []).unwrap();
+        let other = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let second = crate::queue::Queue::open(&path).unwrap();
+                second.conn.execute("INSERT INTO agent_state (key, value) VALUES ('b', '2')", []).unwrap();
+            })
+        };
+        while !lock_wanted() && !other.is_finished() {
+            std::thread::yield_now();
+        }
+        commit(tx).unwrap();
+        other.join().unwrap();
+        let rows: i64 =
+            first.conn.query_row("SELECT COUNT(*) FROM agent_state WHERE key IN ('a', 'b')", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 2);
+    }
+}

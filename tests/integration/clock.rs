@@ -105,3 +105,67 @@ fn on_a_right_clock_events_older_than_the_window_still_expire() {
     assert_eq!(list.matches("[expired]").count(), 4, "{list}");
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
+
+/// Native CSV of one-line orders `{prefix}{n}` whose price is `n + 1` and whose product name is `n`
+/// characters long (payloads of varied sizes), the even ones `old` seconds old and the odd ones an
+/// hour old: each event's JSON tells which order it was built from.
+fn orders_mixed(prefix: &str, orders: usize, old: i64) -> String {
+    let mut out = String::from("order_id,event_time,email,content_id,content_name,price,quantity\n");
+    for o in 0..orders {
+        let age = if o % 2 == 0 { old } else { 3600 };
+        let name = "n".repeat(1 + o % 200);
+        out.push_str(&format!("{prefix}{o},{},c{o}@example.com,SKU-{o},{name},{}.00,1\n", now() - age, o + 1));
+    }
+    out
+}
+
+/// Every accepted event's JSON is its own order's (the value and the product name follow the order
+/// number in its event id): no payload of one event went out under another's id.
+fn assert_payloads_match_ids(fake: &FakeTikTok, prefix: &str) {
+    let accepted = fake.accepted();
+    assert!(!accepted.is_empty());
+    for e in accepted {
+        let id = e["event_id"].as_str().unwrap();
+        let o: usize = id.rsplit_once(prefix).unwrap().1.parse().unwrap();
+        assert_eq!(e["properties"]["value"], serde_json::json!((o + 1) as f64), "{e}");
+        assert_eq!(e["properties"]["contents"][0]["content_name"], serde_json::json!("n".repeat(1 + o % 200)), "{e}");
+    }
+}
+
+/// A batch whose events alternate between ones that look expired on a clock TikTok's disagrees with
+/// and ones inside the window: the sender reads the batch again without the old-looking ones (into
+/// the same buffers) and sends only the others, each with its own JSON, in small batches across
+/// many rounds; once the clock is right the held ones go out too, each once.
+#[test]
+fn a_mixed_batch_on_a_wrong_clock_sends_the_events_inside_the_window_with_their_own_json() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    fake.set_down(true);
+    let opts = Opts { sender: "batch_size = 7".into(), ..Opts::default() };
+    let agent = Agent::new(&fake.base_url(), opts);
+    // Queued on the right clock: the even orders 20 days old, the odd ones an hour.
+    agent.drop_file("mixed.csv", &orders_mixed("M", 60, 20 * DAY));
+    let out = agent.cmd(&["run", "--once", "--timeout-secs", "1"]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert_eq!(agent.counts(), (60, 0, 0));
+
+    // 10 days ahead, the even ones look 30 days old (past the 28-day window): held, not expired.
+    fake.set_down(false);
+    let ahead = (10 * DAY).to_string();
+    let out = agent.cmd_env(&["run", "--once", "--timeout-secs", "5"], &[(OFFSET, &ahead)]);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "the held events are undelivered: {log}");
+    let odd: std::collections::BTreeSet<String> = (1..60).step_by(2).map(|o| format!("s042:t1:M{o}")).collect();
+    assert_eq!(fake.unique_ids(), odd, "{log}");
+    assert_eq!(fake.accepted_ids().len(), 30, "each once");
+    assert_payloads_match_ids(&fake, ":M");
+    assert_eq!(agent.counts(), (30, 30, 0), "held, not expired");
+
+    // The clock is right: the held ones are 20 days old, inside the window, and go out.
+    let out = agent.cmd(&["run", "--once", "--timeout-secs", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fake.unique_ids(), ids("M", 60));
+    assert_eq!(fake.accepted_ids().len(), 60, "each once");
+    assert_payloads_match_ids(&fake, ":M");
+    assert_eq!(agent.counts(), (0, 60, 0));
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}

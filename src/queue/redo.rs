@@ -107,22 +107,32 @@ impl Queue {
     }
 
     /// Put a corrupt event back in the queue with its payload rebuilt from `event` (read again from
-    /// its archived file) and a fresh checksum. False when it was no longer dead as `corrupt`.
+    /// its archived file, found there by its event id) and a fresh checksum. The row's time and
+    /// order id are the rebuilt event's too: damage that reached them as well as the payload would
+    /// otherwise go on deciding when the event expires and is forgotten. False when it was no
+    /// longer dead as `corrupt`.
     pub fn restore_payload(&mut self, id: i64, event: &crate::event::Event) -> Result<bool> {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         let changed = tx
             .execute(
-                "UPDATE events SET state = ?2, dead_reason = NULL, dead_message = NULL
+                "UPDATE events SET state = ?2, dead_reason = NULL, dead_message = NULL, event_time = ?5, order_id = ?6
                  WHERE id = ?1 AND state = ?3 AND dead_reason = ?4",
-                params![id, EventState::Pending, EventState::Dead, DeadReason::Corrupt],
+                params![
+                    id,
+                    EventState::Pending,
+                    EventState::Dead,
+                    DeadReason::Corrupt,
+                    event.event_time,
+                    event.order_id
+                ],
             )
             .map_err(err)?;
         if changed == 1 {
             let (event_id, order_id, event_time) = row_values(&tx, id).map_err(err)?;
-            // Packed against the row as it is: a value of the row that is not the event's is
-            // written out, not referred to.
+            // Packed against the row as it is now: a value of the row that is still not the event's
+            // (its event id, say) is written out, not referred to.
             let row = super::packed::Row { event_id: &event_id, order_id: &order_id, event_time };
             let stored = super::packed::Stored::Packed(super::packed::pack_event(event, row));
             tx.execute(

@@ -39,10 +39,16 @@ fn a_payload_that_fails_its_checksum_is_found_and_restored_from_a_rebuilt_json()
         shop_id: "s042".into(),
         description: None,
     };
+    // The damage reached the row's time and order id too.
+    q.conn.execute("UPDATE events SET event_time = 3, order_id = 'x2' WHERE id = ?1", [corrupt[0].id]).unwrap();
     assert!(q.restore_payload(corrupt[0].id, &rebuilt).unwrap());
     let batch = q.pending_batch(10).unwrap();
     assert!(batch.events.iter().all(|e| e.intact));
     assert_eq!(batch.payload(&batch.events[1]), crate::tiktok::wire::event_json(&rebuilt));
+    assert_eq!(batch.events[1].event_time, 10, "the rebuilt event's time, which expiry reads");
+    let order_id: String =
+        q.conn.query_row("SELECT order_id FROM events WHERE id = ?1", [corrupt[0].id], |r| r.get(0)).unwrap();
+    assert_eq!(order_id, "e2");
     assert_eq!(q.counts().unwrap().pending, 2);
     assert!(q.corrupt_to_rebuild(10).unwrap().is_empty());
     // Given up on: stays dead, no longer offered for a rebuild.

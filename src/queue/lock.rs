@@ -2,11 +2,13 @@
 //!
 //! SQLite's lock is the only lock: this module makes waiting for it short. A connection that finds
 //! it taken waits in [`wait_for_lock`], SQLite's busy handler, until a connection of this process
-//! says it let it go ([`released`], after each commit and rollback of a write transaction) or a
-//! millisecond has passed (another process's commit, which says nothing, and the commits of
-//! autocommit statements). A waiter so takes the lock within microseconds of its release instead
-//! of at its next poll: when the ingest and the sender take turns a thousand times a backlog, that
-//! poll's millisecond was the ingest's longest wait (BENCHMARKS.md).
+//! says it let it go ([`released`]: after each commit of an explicit transaction, through
+//! [`commit`], and after an ingest's rollback) or a millisecond has passed: the releases nobody
+//! announces (autocommit statements, a transaction dropped on an error, a checkpoint, another
+//! process) are seen at the next poll. A waiter so takes the lock within microseconds of an
+//! announced release instead of at its next poll: when the ingest and the sender take turns a
+//! thousand times a backlog, that poll's millisecond was the ingest's longest wait
+//! (BENCHMARKS.md).
 
 use rusqlite::Transaction;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,14 +39,21 @@ impl Releases {
         let deadline = Instant::now() + timeout;
         let mut generation = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
         let seen = *generation;
+        /// Counts its thread as waiting while it lives.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         while *generation == seen {
             let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
                 break;
             };
             generation = self.changed.wait_timeout(generation, left).unwrap_or_else(PoisonError::into_inner).0;
         }
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
         *generation != seen
     }
 
@@ -73,8 +82,12 @@ pub(super) fn released() {
 /// Commit `tx` and announce the release of the write lock (also when the commit failed: the
 /// transaction is then rolled back).
 pub(super) fn commit(tx: Transaction<'_>) -> rusqlite::Result<()> {
+    commit_to(tx, &RELEASES)
+}
+
+fn commit_to(tx: Transaction<'_>, releases: &Releases) -> rusqlite::Result<()> {
     let committed = tx.commit();
-    released();
+    releases.release();
     committed
 }
 
@@ -110,17 +123,24 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    /// A waiter's wake-up comes from the release, not from its timeout (an hour here).
+    /// Spin until `done`, at most 10 s (a broken count fails the test, it does not hang it).
+    fn until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "gave up waiting");
+            std::thread::yield_now();
+        }
+    }
+
+    /// A waiter's wake-up comes from the release, not from its timeout.
     #[test]
     fn a_release_wakes_the_waiter() {
         let releases = Arc::new(Releases::new());
         let waiter = {
             let releases = releases.clone();
-            std::thread::spawn(move || releases.wait(Duration::from_secs(3600)))
+            std::thread::spawn(move || releases.wait(Duration::from_secs(10)))
         };
-        while releases.waiting() == 0 {
-            std::thread::yield_now();
-        }
+        until(|| releases.waiting() == 1);
         releases.release();
         assert!(waiter.join().unwrap(), "woken by the release");
         assert_eq!(releases.waiting(), 0);
@@ -134,11 +154,27 @@ mod tests {
         assert_eq!(releases.waiting(), 0);
     }
 
-    /// Two connections to one queue file: the second's write waits in the busy handler (counted as
-    /// a waiter, which is what the ingest hands the lock over to) and goes through once the first
-    /// commits with [`commit`].
+    /// A commit announces its release: a waiter with a long timeout is woken by it.
     #[test]
-    fn a_write_waits_for_the_committed_release() {
+    fn a_commit_announces_its_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = crate::queue::Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let releases = Arc::new(Releases::new());
+        let waiter = {
+            let releases = releases.clone();
+            std::thread::spawn(move || releases.wait(Duration::from_secs(10)))
+        };
+        until(|| releases.waiting() == 1);
+        let tx = rusqlite::Transaction::new_unchecked(&queue.conn, rusqlite::TransactionBehavior::Immediate).unwrap();
+        tx.execute("INSERT INTO agent_state (key, value) VALUES ('a', '1')", []).unwrap();
+        commit_to(tx, &releases).unwrap();
+        assert!(waiter.join().unwrap(), "woken by the commit");
+    }
+
+    /// Two connections to one queue file: the second's write waits in the busy handler (counted as
+    /// a waiter: what the ingest hands the lock over to) and goes through once the first commits.
+    #[test]
+    fn a_write_waits_for_the_lock_and_goes_through_after_the_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.sqlite");
         let first = crate::queue::Queue::open(&path).unwrap();
@@ -151,9 +187,7 @@ mod tests {
                 second.conn.execute("INSERT INTO agent_state (key, value) VALUES ('b', '2')", []).unwrap();
             })
         };
-        while !lock_wanted() && !other.is_finished() {
-            std::thread::yield_now();
-        }
+        until(|| lock_wanted() || other.is_finished());
         commit(tx).unwrap();
         other.join().unwrap();
         let rows: i64 =

@@ -334,3 +334,37 @@ fn a_file_renamed_in_right_after_ready_is_taken_without_waiting_to_settle() {
     let (status, _) = daemon.terminate();
     assert!(status.success(), "{status:?}\n{}", daemon.log_text());
 }
+
+/// The unhappy side of watching before READY: a file renamed in while the queue is checked after
+/// READY (the check takes 2 s more here), and the check then finds the queue damaged. The pipeline
+/// restarts to recover the queue, and its watch with it: the file's rename went with the old
+/// watch, and the new one's first scan finds the file. Every event arrives: the damaged queue's
+/// (salvaged, or read again from the kept export) and the file's.
+#[test]
+fn a_file_renamed_in_while_a_damaged_queue_is_checked_is_taken_after_the_recovery() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    fake.set_down(true);
+    let agent = Agent::new(&fake.base_url(), Opts { source: "after_ingest = \"keep\"".into(), ..Opts::default() });
+    agent.drop_file("a.csv", &csv_orders("C", 400, 2));
+    let out = agent.cmd(&["run", "--once", "--timeout-secs", "1"]);
+    assert_eq!(out.status.code(), Some(75));
+    let len = std::fs::metadata(&agent.queue).unwrap().len();
+    overwrite(&agent.queue, len / 2 / 4096 * 4096, &vec![0u8; 4096 * 3]);
+    fake.set_down(false);
+    let notify = NotifySocket::bind(agent.dir.path());
+    let mut daemon = agent.spawn_with_env(&[
+        ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
+        ("OFFLINE_EVENTS_AGENT_FAULT", "queue-check"),
+    ]);
+    assert!(wait_until(T, || notify.first("READY=1").is_some()), "{:?}\n{}", notify.messages(), daemon.log_text());
+    agent.drop_file("b.csv", &csv_orders("D", 3, 1));
+    let mut expected = ids("C", 400);
+    expected.extend(ids("D", 3));
+    assert!(fake.wait_for_unique(expected.len(), Duration::from_secs(30)), "{}", daemon.log_text());
+    assert_eq!(fake.unique_ids(), expected);
+    let log = daemon.log_text();
+    assert!(log.contains("the queue check found damage"), "damage found after READY, while the file came in: {log}");
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log_text());
+}

@@ -190,16 +190,30 @@ fn a_full_queue_holds_files_back_keeps_sending_and_takes_them_once_there_is_room
     assert!(wait_until(T, || agent.status()["ingest_held"].is_null()));
 }
 
-/// Queue events with TikTok down, damage the queue file, start the service: it must start, say so,
-/// and deliver every event (salvaged, or re-ingested from the kept export file).
-fn damaged_queue_recovers(damage: impl Fn(&std::path::Path), expect_recovery: bool) {
-    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+/// A store whose 400 orders `C…` were queued while TikTok (`fake`, left down) could not be
+/// reached; their export file is kept in its folder.
+fn queued_while_down(fake: &FakeTikTok) -> Agent {
     fake.set_down(true);
     let agent = Agent::new(&fake.base_url(), Opts { source: "after_ingest = \"keep\"".into(), ..Opts::default() });
     agent.drop_file("a.csv", &csv_orders("C", 400, 2));
     let out = agent.cmd(&["run", "--once", "--timeout-secs", "1"]);
     assert_eq!(out.status.code(), Some(75));
     assert_eq!(agent.counts(), (400, 0, 0));
+    agent
+}
+
+/// Three pages in the middle of the queue file zeroed: damage that opening the queue does not
+/// see and `quick_check` does.
+fn zero_pages_midway(q: &std::path::Path) {
+    let len = std::fs::metadata(q).unwrap().len();
+    overwrite(q, len / 2 / 4096 * 4096, &vec![0u8; 4096 * 3]);
+}
+
+/// Queue events with TikTok down, damage the queue file, start the service: it must start, say so,
+/// and deliver every event (salvaged, or re-ingested from the kept export file).
+fn damaged_queue_recovers(damage: impl Fn(&std::path::Path), expect_recovery: bool) {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    let agent = queued_while_down(&fake);
     damage(&agent.queue);
     fake.set_down(false);
     let daemon = agent.spawn();
@@ -232,13 +246,7 @@ fn a_queue_with_a_garbage_header_is_moved_aside() {
 
 #[test]
 fn a_queue_with_zeroed_pages_is_moved_aside() {
-    damaged_queue_recovers(
-        |q| {
-            let len = std::fs::metadata(q).unwrap().len();
-            overwrite(q, len / 2 / 4096 * 4096, &vec![0u8; 4096 * 3]);
-        },
-        true,
-    );
+    damaged_queue_recovers(zero_pages_midway, true);
 }
 
 #[test]
@@ -313,6 +321,18 @@ fn systemd_status_follows_a_delivery_at_once_not_only_on_the_watchdog_tick() {
     daemon.terminate();
 }
 
+/// The service started with its queue check after READY held 2 s longer (the `queue-check` fault
+/// point), once it said READY; with the notify socket it says so on (kept open: systemd's stays).
+fn spawn_ready_while_checking(agent: &Agent) -> (NotifySocket, Daemon) {
+    let notify = NotifySocket::bind(agent.dir.path());
+    let daemon = agent.spawn_with_env(&[
+        ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
+        ("OFFLINE_EVENTS_AGENT_FAULT", "queue-check"),
+    ]);
+    assert!(wait_until(T, || notify.first("READY=1").is_some()), "{:?}\n{}", notify.messages(), daemon.log_text());
+    (notify, daemon)
+}
+
 /// READY means the source folders are watched: a file renamed into one while the queue is still
 /// being checked after READY (here the check takes 2 s more) is known to be complete and taken once
 /// the check passed, not after the settle time (here two minutes) as a file that the first scan of
@@ -323,12 +343,7 @@ fn a_file_renamed_in_right_after_ready_is_taken_without_waiting_to_settle() {
     let agent = Agent::new(&fake.base_url(), Opts::default());
     let config = std::fs::read_to_string(&agent.config).unwrap();
     std::fs::write(&agent.config, config.replace("settle_secs = 1", "settle_secs = 120")).unwrap();
-    let notify = NotifySocket::bind(agent.dir.path());
-    let mut daemon = agent.spawn_with_env(&[
-        ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
-        ("OFFLINE_EVENTS_AGENT_FAULT", "queue-check"),
-    ]);
-    assert!(wait_until(T, || notify.first("READY=1").is_some()), "{:?}\n{}", notify.messages(), daemon.log_text());
+    let (_notify, mut daemon) = spawn_ready_while_checking(&agent);
     agent.drop_file("a.csv", &csv_orders("R", 3, 1));
     assert!(fake.wait_for_unique(3, Duration::from_secs(20)), "{}", daemon.log_text());
     let (status, _) = daemon.terminate();
@@ -343,20 +358,10 @@ fn a_file_renamed_in_right_after_ready_is_taken_without_waiting_to_settle() {
 #[test]
 fn a_file_renamed_in_while_a_damaged_queue_is_checked_is_taken_after_the_recovery() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
-    fake.set_down(true);
-    let agent = Agent::new(&fake.base_url(), Opts { source: "after_ingest = \"keep\"".into(), ..Opts::default() });
-    agent.drop_file("a.csv", &csv_orders("C", 400, 2));
-    let out = agent.cmd(&["run", "--once", "--timeout-secs", "1"]);
-    assert_eq!(out.status.code(), Some(75));
-    let len = std::fs::metadata(&agent.queue).unwrap().len();
-    overwrite(&agent.queue, len / 2 / 4096 * 4096, &vec![0u8; 4096 * 3]);
+    let agent = queued_while_down(&fake);
+    zero_pages_midway(&agent.queue);
     fake.set_down(false);
-    let notify = NotifySocket::bind(agent.dir.path());
-    let mut daemon = agent.spawn_with_env(&[
-        ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
-        ("OFFLINE_EVENTS_AGENT_FAULT", "queue-check"),
-    ]);
-    assert!(wait_until(T, || notify.first("READY=1").is_some()), "{:?}\n{}", notify.messages(), daemon.log_text());
+    let (_notify, mut daemon) = spawn_ready_while_checking(&agent);
     agent.drop_file("b.csv", &csv_orders("D", 3, 1));
     let mut expected = ids("C", 400);
     expected.extend(ids("D", 3));

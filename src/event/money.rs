@@ -52,8 +52,8 @@ pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
     let mut groups = int_part.split(|c| thousands.contains(&c));
     let first = groups.next().unwrap_or_default();
     let grouped = groups.clone().next().is_some();
-    let grouped_ok = !grouped || (!first.is_empty() && first.len() <= 3 && groups.clone().all(|g| g.len() == 3));
-    if !grouped_ok || !digits(first) || !groups.clone().all(digits) || !frac_part.is_none_or(digits) {
+    let grouped_ok = !grouped || ((1..=3).contains(&first.len()) && groups.clone().all(|g| g.len() == 3 && digits(g)));
+    if !grouped_ok || !digits(first) || !frac_part.is_none_or(digits) {
         return Err(MoneyError::NotAnAmount);
     }
     // The number as `Decimal` reads it: as written when it has no thousands separator and a `.`

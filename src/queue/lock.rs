@@ -132,15 +132,29 @@ mod tests {
         }
     }
 
-    /// A waiter's wake-up comes from the release, not from its timeout.
-    #[test]
-    fn a_release_wakes_the_waiter() {
-        let releases = Arc::new(Releases::new());
+    /// A thread waiting on `releases` for up to 10 s, once it waits; it answers whether a release
+    /// woke it.
+    fn waiter(releases: &Arc<Releases>) -> std::thread::JoinHandle<bool> {
         let waiter = {
             let releases = releases.clone();
             std::thread::spawn(move || releases.wait(Duration::from_secs(10)))
         };
         until(|| releases.waiting() == 1);
+        waiter
+    }
+
+    /// A write transaction open on `queue`'s connection, holding the write lock.
+    fn writing(queue: &crate::queue::Queue) -> Transaction<'_> {
+        let tx = Transaction::new_unchecked(&queue.conn, rusqlite::TransactionBehavior::Immediate).unwrap();
+        tx.execute("INSERT INTO agent_state (key, value) VALUES ('a', '1')", []).unwrap();
+        tx
+    }
+
+    /// A waiter's wake-up comes from the release, not from its timeout.
+    #[test]
+    fn a_release_wakes_the_waiter() {
+        let releases = Arc::new(Releases::new());
+        let waiter = waiter(&releases);
         releases.release();
         assert!(waiter.join().unwrap(), "woken by the release");
         assert_eq!(releases.waiting(), 0);
@@ -160,14 +174,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = crate::queue::Queue::open(&dir.path().join("q.sqlite")).unwrap();
         let releases = Arc::new(Releases::new());
-        let waiter = {
-            let releases = releases.clone();
-            std::thread::spawn(move || releases.wait(Duration::from_secs(10)))
-        };
-        until(|| releases.waiting() == 1);
-        let tx = rusqlite::Transaction::new_unchecked(&queue.conn, rusqlite::TransactionBehavior::Immediate).unwrap();
-        tx.execute("INSERT INTO agent_state (key, value) VALUES ('a', '1')", []).unwrap();
-        commit_to(tx, &releases).unwrap();
+        let waiter = waiter(&releases);
+        commit_to(writing(&queue), &releases).unwrap();
         assert!(waiter.join().unwrap(), "woken by the commit");
     }
 
@@ -178,8 +186,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.sqlite");
         let first = crate::queue::Queue::open(&path).unwrap();
-        let tx = rusqlite::Transaction::new_unchecked(&first.conn, rusqlite::TransactionBehavior::Immediate).unwrap();
-        tx.execute("INSERT INTO agent_state (key, value) VALUES ('a', '1')", []).unwrap();
+        let tx = writing(&first);
         let other = {
             let path = path.clone();
             std::thread::spawn(move || {

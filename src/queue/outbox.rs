@@ -90,7 +90,9 @@ pub enum Disposition<'a> {
 }
 
 impl Queue {
-    /// Up to `limit` pending events, oldest queued first.
+    /// Up to `limit` pending events, oldest queued first (tests; the sender reads into its own
+    /// [`Batch`] with [`Queue::read_pending`]).
+    #[cfg(test)]
     pub fn pending_batch(&self, limit: usize) -> Result<Batch> {
         let mut batch = Batch::default();
         self.read_pending(&mut batch, limit, i64::MIN)?;

@@ -222,6 +222,7 @@ pub fn take_expired(events: &mut Vec<Queued>, now: i64, window_secs: i64) -> Vec
 
 /// Move the items `pick` picks out of `items`, in order; the others stay, in order, and `items`
 /// keeps its room. Picking none (a batch's usual case) moves nothing and allocates nothing.
+/// `Vec::extract_if` does this from Rust 1.87; the crate's `rust-version` is 1.85.
 pub fn take_where<T>(items: &mut Vec<T>, pick: impl Fn(&T) -> bool) -> Vec<T> {
     let Some(first) = items.iter().position(&pick) else {
         return Vec::new();

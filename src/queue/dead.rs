@@ -1,7 +1,8 @@
 //! Dead letters and rejected rows: listed, requeued, purged; the files behind rejected rows found
 //! again and their old reads superseded, so that a file read under a wrong config can be read again.
 
-use super::{DeadReason, EventState, FileState, Queue, Result};
+use super::cursor::states;
+use super::{DeadReason, FileState, Queue, Result};
 use rusqlite::params;
 use serde::Serialize;
 
@@ -65,10 +66,10 @@ impl Queue {
     pub fn rejected_files(&self, path: Option<&str>) -> Result<Vec<RejectedFile>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&states(
                 "WITH r AS (SELECT file_id, COUNT(*) AS n FROM rejects WHERE file_id IS NOT NULL GROUP BY file_id),
                       d AS (SELECT file_id, COUNT(*) AS n FROM events
-                            WHERE state = ?3 AND dead_message = ?4 AND file_id IS NOT NULL GROUP BY file_id),
+                            WHERE state = {dead} AND {listed} AND dead_message = ?3 AND file_id IS NOT NULL GROUP BY file_id),
                       both AS (SELECT file_id FROM r UNION SELECT file_id FROM d)
                  SELECT f.id, f.content_hash, f.source, f.path, COALESCE(r.n, 0), COALESCE(d.n, 0)
                  FROM both JOIN files f ON f.id = both.file_id
@@ -77,10 +78,10 @@ impl Queue {
                        OR EXISTS (SELECT 1 FROM rejects x WHERE x.file_id = f.id AND x.path = ?2)
                        OR EXISTS (SELECT 1 FROM archived a WHERE a.content_hash = f.content_hash AND a.path = ?2))
                  ORDER BY f.id",
-            )
+            ))
             .map_err(|e| self.sqlite(e))?;
         let files = stmt
-            .query_map(params![FileState::Ingested, path, EventState::Dead, DeadReason::ON_ARRIVAL_MESSAGE], |r| {
+            .query_map(params![FileState::Ingested, path, DeadReason::ON_ARRIVAL_MESSAGE], |r| {
                 Ok(RejectedFile {
                     file_id: r.get(0)?,
                     content_hash: r.get(1)?,
@@ -116,9 +117,11 @@ impl Queue {
     pub fn superseded_counts(&self, file_id: i64) -> Result<Superseded> {
         self.conn
             .query_row(
-                "SELECT (SELECT COUNT(*) FROM rejects WHERE file_id = ?1),
-                        (SELECT COUNT(*) FROM events WHERE file_id = ?1 AND state = ?2)",
-                params![file_id, EventState::Dead],
+                &states(
+                    "SELECT (SELECT COUNT(*) FROM rejects WHERE file_id = ?1),
+                            (SELECT COUNT(*) FROM events WHERE file_id = ?1 AND state = {dead} AND {listed})",
+                ),
+                params![file_id],
                 |r| Ok(Superseded { rejects: r.get::<_, i64>(0)? as usize, dead: r.get::<_, i64>(1)? as usize }),
             )
             .map_err(|e| self.sqlite(e))
@@ -127,13 +130,13 @@ impl Queue {
     pub fn dead_events(&self, limit: usize) -> Result<Vec<DeadEvent>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&states(
                 "SELECT id, event_id, order_id, event_time, dead_reason, dead_message, attempts
-                 FROM events WHERE state = ?2 ORDER BY id LIMIT ?1",
-            )
+                 FROM events WHERE state = {dead} AND {listed} ORDER BY id LIMIT ?1",
+            ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map(params![limit as i64, EventState::Dead], |r| {
+            .query_map(params![limit as i64], |r| {
                 Ok(DeadEvent {
                     id: r.get(0)?,
                     event_id: r.get(1)?,
@@ -170,10 +173,9 @@ impl Queue {
 
     /// Put dead events back in the queue (attempts reset). Returns how many.
     pub fn requeue(&self, filter: &DeadFilter) -> Result<usize> {
-        let base = format!(
-            "UPDATE events SET state = {}, attempts = 0, dead_reason = NULL, dead_message = NULL WHERE state = {}",
-            EventState::Pending.code(),
-            EventState::Dead.code()
+        let base = states(
+            "UPDATE events SET state = {pending}, attempts = 0, dead_reason = NULL, dead_message = NULL
+             WHERE state = {dead} AND {listed}",
         );
         self.dead_update(&base, filter)
     }
@@ -184,27 +186,29 @@ impl Queue {
     pub fn requeue_wrongly_expired(&self, cutoff: i64) -> Result<usize> {
         self.conn
             .execute(
-                "UPDATE events SET state = ?1, attempts = 0, dead_reason = NULL, dead_message = NULL
-                 WHERE state = ?2 AND dead_reason = ?3 AND event_time >= ?4",
-                rusqlite::params![EventState::Pending, EventState::Dead, DeadReason::Expired, cutoff],
+                &states(
+                    "UPDATE events SET state = {pending}, attempts = 0, dead_reason = NULL, dead_message = NULL
+                     WHERE state = {dead} AND {listed} AND dead_reason = ?1 AND event_time >= ?2",
+                ),
+                rusqlite::params![DeadReason::Expired, cutoff],
             )
             .map_err(|e| self.sqlite(e))
     }
 
     /// Delete dead events for good. Returns how many.
     pub fn purge(&self, filter: &DeadFilter) -> Result<usize> {
-        self.dead_update(&format!("DELETE FROM events WHERE state = {}", EventState::Dead.code()), filter)
+        self.dead_update(&states("DELETE FROM events WHERE state = {dead} AND {listed}"), filter)
     }
 
     /// Those of `ids` that name no dead event (a typo, or already requeued or purged).
     pub fn not_dead(&self, ids: &[i64]) -> Result<Vec<i64>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT 1 FROM events WHERE id = ?1 AND state = ?2")
+            .prepare_cached(&states("SELECT 1 FROM events WHERE id = ?1 AND state = {dead}"))
             .map_err(|e| self.sqlite(e))?;
         let mut missing = Vec::new();
         for &id in ids {
-            if !stmt.exists(rusqlite::params![id, EventState::Dead.code()]).map_err(|e| self.sqlite(e))? {
+            if !stmt.exists([id]).map_err(|e| self.sqlite(e))? {
                 missing.push(id);
             }
         }
@@ -236,11 +240,11 @@ pub(super) fn supersede(tx: &rusqlite::Connection, file_id: i64) -> rusqlite::Re
     tx.execute("DELETE FROM rejects WHERE file_id = ?1", [file_id])?;
     // Not left to the cascade: foreign keys are not enforced inside an ingest (`ingest.rs`).
     tx.execute(
-        "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE file_id = ?1 AND state = ?2)",
-        params![file_id, EventState::Dead],
+        &states("DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE file_id = ?1 AND state = {dead} AND {listed})"),
+        [file_id],
     )?;
     let dead =
-        tx.execute("DELETE FROM events WHERE file_id = ?1 AND state = ?2", params![file_id, EventState::Dead])?;
+        tx.execute(&states("DELETE FROM events WHERE file_id = ?1 AND state = {dead} AND {listed}"), [file_id])?;
     tx.execute(
         "UPDATE files SET content_hash = 'reread:' || id, rejects = 0, events = MAX(events - ?2, 0) WHERE id = ?1",
         params![file_id, dead as i64],

@@ -189,8 +189,8 @@ impl<'c> Inserts<'c> {
     fn prepare(conn: &'c Connection) -> rusqlite::Result<Inserts<'c>> {
         Ok(Inserts {
             event: conn.prepare_cached(
-                "INSERT OR IGNORE INTO events (event_name, event_id, event_time, order_id, file_id, state, queued_at, sent_at, dead_reason, dead_message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO events (id, event_name, event_id, event_time, order_id, file_id, state, queued_at, sent_at, dead_reason, dead_message)
+                 VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
             )?,
             payload: conn.prepare_cached("INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")?,
         })
@@ -319,6 +319,9 @@ pub struct Ingest<'q> {
     held: Held,
     /// The file's path as logs show it.
     shown: String,
+    /// The id the next event queued in the open transaction takes (`cursor::next_id`), once the
+    /// transaction holds the write lock.
+    next_id: Option<i64>,
     /// Last: dropped after `tx`.
     _keys: UnenforcedKeys<'q>,
 }
@@ -344,6 +347,7 @@ impl<'q> Ingest<'q> {
             keys: Default::default(),
             held: Held::default(),
             shown: crate::source::shown(Path::new(&path)),
+            next_id: None,
             path,
             _keys: keys,
         }
@@ -459,6 +463,15 @@ impl<'q> Ingest<'q> {
         let file_id = self.file_id()?;
         self.counts.skipped += held.skipped;
         self.counts.warnings += held.warnings;
+        if self.next_id.is_none() {
+            // Write first (a no-op but for the time): the read of the next id must be made with
+            // the write lock held.
+            self.tx()
+                .execute("UPDATE files SET ingested_at = ?2 WHERE id = ?1", params![file_id, self.now])
+                .and_then(|_| super::cursor::next_id(self.tx()))
+                .map(|id| self.next_id = Some(id))
+                .map_err(|err| self.err(err))?;
+        }
         // Looked up in the statement cache once per write, not once per event.
         let mut inserts = Inserts::prepare(self.conn).map_err(|err| self.err(err))?;
         for item in &held.items {
@@ -497,11 +510,12 @@ impl<'q> Ingest<'q> {
         let (event_id, order_id) = (&held.texts[e.event_id.clone()], &held.texts[e.order_id.clone()]);
         let bytes = &held.payloads[e.payload.clone()];
         let stored = ToSqlOutput::Borrowed(if e.blob { ValueRef::Blob(bytes) } else { ValueRef::Text(bytes) });
-        let state = if dead_reason.is_some() { EventState::Dead } else { EventState::Pending };
-        // `sent_at` means something only once the event is sent (every query reads it with `state =
-        // sent`); it starts as the queue time, an integer of the size the send time will have, so
-        // marking the event sent rewrites its row in place. Left NULL, the row grew by 4 bytes when
-        // sent and the full pages of a backlog split (bytes written: see BENCHMARKS.md).
+        let state = if dead_reason.is_some() { EventState::Dead.code() } else { super::cursor::QUEUED };
+        let id = self.next_id.expect("the next id is read before the first insert of a transaction");
+        // `sent_at` means something only for an event whose row says it is sent (state 1: sent
+        // after it was held back or put back in the queue; the cursor's sends are timed by
+        // `sent_runs`); it starts as the queue time, an integer of the size the send time will
+        // have, so that such a mark rewrites the row in place.
         let inserted = inserts
             .event
             .execute(params![
@@ -513,14 +527,15 @@ impl<'q> Ingest<'q> {
                 state,
                 self.now,
                 dead_reason,
-                dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE)
+                dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE),
+                id
             ])
             .map_err(|err| self.err(err))?;
         if inserted == 1 {
-            let id = self.tx().last_insert_rowid();
+            self.next_id = Some(id + 1);
             inserts.payload.execute(params![id, stored, checksum]).map_err(|err| self.err(err))?;
             self.counts.events += 1;
-            if state == EventState::Dead {
+            if dead_reason.is_some() {
                 self.counts.dead += 1;
             }
             return Ok(Added::Queued);
@@ -616,6 +631,7 @@ impl<'q> Ingest<'q> {
         self.committed = self.committed.plus(part);
         self.counts = IngestCounts::default();
         self.tx = Some(self.conn.unchecked_transaction().map_err(|err| self.err(err))?);
+        self.next_id = None;
         Ok(part)
     }
 

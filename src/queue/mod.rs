@@ -7,6 +7,7 @@
 //! returns.
 
 mod agent;
+pub(crate) mod cursor;
 mod dead;
 mod files;
 mod ingest;

@@ -168,7 +168,7 @@ impl Queue {
     /// only the rows on it. Payload checksums come along (a payload damaged on disk is caught
     /// before it is sent). Returns how many were carried over. Files are not: the archive is
     /// reconciled with the fresh queue after it (`intake::redo`).
-    fn salvage_from(&mut self, damaged: &Path) -> usize {
+    pub(super) fn salvage_from(&mut self, damaged: &Path) -> usize {
         let Ok(old) = Connection::open_with_flags(damaged, OpenFlags::SQLITE_OPEN_READ_ONLY) else { return 0 };
         // The highest id, or (its page unreadable) an upper bound past any the agent could have used.
         let max_id = old
@@ -180,8 +180,18 @@ impl Queue {
         } else {
             "NULL"
         };
+        // Schema 10: a queued event at or below the sent cursor was sent (`cursor.rs`); it is
+        // carried over as sent (its send time taken as its queue time: its JSON is dropped and it
+        // is forgotten that much sooner). No cursor (an older schema), or an unreadable one: 0,
+        // and those events are sent again rather than lost (TikTok drops a repeated event id
+        // within 48 hours).
+        let old_cursor: i64 =
+            old.query_row(&format!("SELECT {}", super::cursor::CURSOR), [], |r| r.get(0)).unwrap_or(0);
+        let state = super::cursor::states(&format!(
+            "CASE WHEN state = {{queued}} AND id <= {old_cursor} THEN {{sent}} ELSE state END"
+        ));
         let columns = format!(
-            "SELECT id, event_name, event_id, event_time, order_id, state, attempts, queued_at, sent_at,
+            "SELECT id, event_name, event_id, event_time, order_id, {state}, attempts, queued_at, sent_at,
                     dead_reason, dead_message, (SELECT json FROM payloads p WHERE p.id = events.id), {checksum}
              FROM events"
         );

@@ -1,9 +1,10 @@
 //! The outbox: pending batches, what one delivery attempt did to its events, expiry, pruning, and
 //! the space sent events' JSON takes.
 
+use super::cursor::{cursor, plan_sent, states};
 use super::packed::Row;
-use super::{agent, AgentState, DeadReason, EventState, Queue, QueueError, Result, SendLogEntry};
-use rusqlite::params;
+use super::{agent, AgentState, DeadReason, Queue, QueueError, Result, SendLogEntry};
+use rusqlite::{params, Transaction, TransactionBehavior};
 
 /// A queued event as the sender sees it.
 #[derive(Debug, Clone)]
@@ -37,23 +38,37 @@ impl Batch {
     }
 }
 
-/// The batch read. Walked in id order on `events_by_state` (state, id), so a batch reads its
-/// `LIMIT` rows and stops: left to itself the planner took the (state, event_time) index of
-/// schemas before v6 for the `event_time` bound and then sorted, reading every pending event and
-/// its JSON for each batch (O(N) per batch: half the agent's CPU in a 200,000-event backlog).
-pub(super) const PENDING_BATCH: &str =
-    "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id FROM events e INDEXED BY events_by_state
-     JOIN payloads p ON p.id = e.id WHERE e.state = ?2 AND e.event_time >= ?3 ORDER BY e.id LIMIT ?1";
+/// The batch read: first the events whose row says they are pending (held back, put back in the
+/// queue; few, found by `events_exceptions`), then those queued above the sent cursor, walked in
+/// id order from it: a batch reads its `LIMIT` rows and stops. Both orders are by id, so neither
+/// sorts the backlog (O(N) per batch: half the agent's CPU in a 200,000-event backlog, once).
+/// ?1 the limit, ?2 the cutoff on `event_time`.
+pub(super) const PENDING_HELD: &str = "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
+     FROM events e JOIN payloads p ON p.id = e.id WHERE e.state = {pending} AND e.{listed} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1";
+pub(super) const PENDING_QUEUED: &str = "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
+     FROM events e JOIN payloads p ON p.id = e.id
+     WHERE e.id > {cursor} AND e.state = {queued} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1";
 
-/// Drop the JSON of the events sent before ?1 (?2: the sent state). With no index by send time
-/// (schema v9) the sent events are found through `events_by_state`: those of the retention only.
-pub(super) const CLEAR_SENT_PAYLOADS: &str =
-    "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE state = ?2 AND sent_at < ?1)";
+/// Drop the JSON of the events sent before ?1: those whose row says so (by `events_exceptions`),
+/// and those the cursor sent, walked from the lowest JSON still kept (the payloads of events
+/// long sent are gone already).
+pub(super) const CLEAR_SENT_PAYLOADS: [&str; 2] = [
+    "DELETE FROM payloads WHERE id IN (SELECT id FROM events WHERE state = {sent} AND {listed} AND sent_at < ?1)",
+    "DELETE FROM payloads WHERE id <= (SELECT IFNULL(MAX(upto), 0) FROM sent_runs WHERE at < ?1)
+       AND (SELECT e.state FROM events e WHERE e.id = payloads.id) = {queued}",
+];
 
-/// Forget the events sent, and timed, before ?1 (?2: the sent state), found as above.
-pub(super) const PRUNE_SENT: &str = "DELETE FROM events WHERE state = ?2 AND event_time < ?1 AND sent_at < ?1";
+/// Forget the events sent, and timed, before ?1, found as above; and the `sent_runs` rows that no
+/// queued event is under any longer (never the highest: the cursor).
+pub(super) const PRUNE_SENT: [&str; 3] = [
+    "DELETE FROM events WHERE state = {sent} AND {listed} AND event_time < ?1 AND sent_at < ?1",
+    "DELETE FROM events WHERE id <= (SELECT IFNULL(MAX(upto), 0) FROM sent_runs WHERE at < ?1)
+       AND state = {queued} AND event_time < ?1",
+    "DELETE FROM sent_runs WHERE upto < {cursor}
+       AND upto < IFNULL((SELECT MIN(id) FROM events WHERE state = {queued}), {cursor})",
+];
 
-/// One row of [`PENDING_BATCH`] as a [`Queued`], its JSON appended to `batch`'s (nothing appended
+/// One row of [`PENDING_HELD`] or [`PENDING_QUEUED`] as a [`Queued`], its JSON appended to `batch`'s (nothing appended
 /// when it is not intact).
 fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Queued> {
     let (event_id, event_time): (String, i64) = (r.get(1)?, r.get(2)?);
@@ -63,22 +78,6 @@ fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Que
     let start = batch.json.len();
     let intact = super::packed::verified_into(r.get_ref(3)?, r.get(4)?, row, &mut batch.scratch, &mut batch.json);
     Ok(Queued { id: r.get(0)?, event_id, event_time, payload: start..batch.json.len(), intact })
-}
-
-/// `ids` as runs of consecutive ids, `(first, last)` inclusive, in ascending order: every id of a
-/// run is one of `ids`, so `id BETWEEN first AND last` touches exactly them. Pure.
-fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut runs: Vec<(i64, i64)> = Vec::new();
-    for id in sorted {
-        match runs.last_mut() {
-            Some((_, last)) if last.checked_add(1) == Some(id) => *last = id,
-            _ => runs.push((id, id)),
-        }
-    }
-    runs
 }
 
 /// What one delivery attempt did to its events.
@@ -105,19 +104,31 @@ impl Queue {
     pub fn read_pending(&self, batch: &mut Batch, limit: usize, cutoff: i64) -> Result<()> {
         batch.events.clear();
         batch.json.clear();
-        let mut stmt = self.conn.prepare_cached(PENDING_BATCH).map_err(|e| self.sqlite(e))?;
-        let mut rows = stmt.query(params![limit as i64, EventState::Pending, cutoff]).map_err(|e| self.sqlite(e))?;
-        while let Some(r) = rows.next().map_err(|e| self.sqlite(e))? {
-            let queued = read_queued(r, batch).map_err(|e| self.sqlite(e))?;
-            batch.events.push(queued);
+        for sql in [PENDING_HELD, PENDING_QUEUED] {
+            let left = limit - batch.events.len();
+            if left == 0 {
+                break;
+            }
+            let mut stmt = self.conn.prepare_cached(&states(sql)).map_err(|e| self.sqlite(e))?;
+            let mut rows = stmt.query(params![left as i64, cutoff]).map_err(|e| self.sqlite(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.sqlite(e))? {
+                let queued = read_queued(r, batch).map_err(|e| self.sqlite(e))?;
+                batch.events.push(queued);
+            }
+        }
+        // Oldest queued first across the two reads (the JSON stays where it is).
+        if !batch.events.is_sorted_by_key(|e| e.id) {
+            batch.events.sort_by_key(|e| e.id);
         }
         Ok(())
     }
 
     pub fn pending_count(&self) -> Result<i64> {
-        self.conn
-            .query_row("SELECT COUNT(*) FROM events WHERE state = ?1", [EventState::Pending], |r| r.get(0))
-            .map_err(|e| self.sqlite(e))
+        let sql = states(
+            "SELECT (SELECT COUNT(*) FROM events WHERE state = {pending} AND {listed})
+                  + (SELECT COUNT(*) FROM events WHERE id > {cursor} AND state = {queued})",
+        );
+        self.conn.query_row(&sql, [], |r| r.get(0)).map_err(|e| self.sqlite(e))
     }
 
     /// Bytes the database's pages in use hold (free pages not counted; the WAL is bounded
@@ -158,7 +169,11 @@ impl Queue {
     /// Drop the JSON of events sent before `cutoff`: only their ids are still needed (to recognise
     /// re-exports). Returns how many.
     pub fn clear_sent_payloads(&self, cutoff: i64) -> Result<usize> {
-        self.conn.execute(CLEAR_SENT_PAYLOADS, params![cutoff, EventState::Sent]).map_err(|e| self.sqlite(e))
+        let mut n = 0;
+        for sql in CLEAR_SENT_PAYLOADS {
+            n += self.conn.execute(&states(sql), [cutoff]).map_err(|e| self.sqlite(e))?;
+        }
+        Ok(n)
     }
 
     /// Return free pages to the file system and bound the WAL (after a backlog drained).
@@ -172,9 +187,11 @@ impl Queue {
     }
 
     pub fn has_pending(&self) -> Result<bool> {
-        self.conn
-            .query_row("SELECT EXISTS (SELECT 1 FROM events WHERE state = ?1)", [EventState::Pending], |r| r.get(0))
-            .map_err(|e| self.sqlite(e))
+        let sql = states(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE state = {pending} AND {listed})
+                 OR EXISTS (SELECT 1 FROM events WHERE id > {cursor} AND state = {queued})",
+        );
+        self.conn.query_row(&sql, [], |r| r.get(0)).map_err(|e| self.sqlite(e))
     }
 
     /// Record one delivery attempt of `ids` in a single transaction: the events' new state, the
@@ -188,32 +205,13 @@ impl Queue {
     ) -> Result<()> {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
-        let tx = self.conn.transaction().map_err(err)?;
+        // Immediate: the cursor is read before the first write, and must be the one written after.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         {
             match disposition {
-                // One statement per run of consecutive ids (a batch walks the queue in id order, so
-                // mostly one run): each statement is ~1 µs of SQLite overhead beside the row's.
-                Disposition::Sent { at } => {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "UPDATE events SET attempts = attempts + 1, state = ?4, sent_at = ?3
-                             WHERE id BETWEEN ?1 AND ?2 AND state = ?5",
-                        )
-                        .map_err(err)?;
-                    for (first, last) in id_runs(ids) {
-                        stmt.execute(params![first, last, at, EventState::Sent, EventState::Pending]).map_err(err)?;
-                    }
-                }
+                Disposition::Sent { at } => mark_sent(&tx, ids, at).map_err(err)?,
                 Disposition::Dead { reason, message } => {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "UPDATE events SET attempts = attempts + 1, state = ?4, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = ?5",
-                        )
-                        .map_err(err)?;
-                    for id in ids {
-                        stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending])
-                            .map_err(err)?;
-                    }
+                    mark_dead(&tx, ids, reason, message, "attempts = attempts + 1,").map_err(err)?
                 }
                 Disposition::StillPending => {
                     let mut stmt =
@@ -232,55 +230,50 @@ impl Queue {
     /// Mark events sent without an attempt record (tests set up states with it).
     #[cfg(test)]
     pub(crate) fn mark_sent(&mut self, ids: &[i64], now: i64) -> Result<()> {
-        for id in ids {
-            self.conn
-                .execute(
-                    "UPDATE events SET state = ?3, sent_at = ?2 WHERE id = ?1 AND state = ?4",
-                    params![id, now, EventState::Sent, EventState::Pending],
-                )
-                .map_err(|e| self.sqlite(e))?;
-        }
-        Ok(())
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        mark_sent(&tx, ids, now).map_err(err)?;
+        super::lock::commit(tx).map_err(err)
     }
 
     /// Dead-letter pending events without an attempt (expired before they were sent).
     pub fn mark_dead(&mut self, ids: &[i64], reason: DeadReason, message: &str) -> Result<()> {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "UPDATE events SET state = ?4, dead_reason = ?2, dead_message = ?3 WHERE id = ?1 AND state = ?5",
-                )
-                .map_err(err)?;
-            for id in ids {
-                stmt.execute(params![id, reason, message, EventState::Dead, EventState::Pending]).map_err(err)?;
-            }
-        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        mark_dead(&tx, ids, reason, message, "").map_err(err)?;
         super::lock::commit(tx).map_err(err)
     }
 
     /// Dead-letter pending events older than `cutoff` (reason `expired`). Returns how many.
     pub fn expire_older_than(&self, cutoff: i64) -> Result<usize> {
-        self.conn
-            .execute(
-                "UPDATE events SET state = ?2, dead_reason = ?3, dead_message = ?4 WHERE state = ?5 AND event_time < ?1",
-                params![
-                    cutoff,
-                    EventState::Dead,
-                    DeadReason::Expired,
-                    DeadReason::EXPIRED_MESSAGE,
-                    EventState::Pending
-                ],
-            )
-            .map_err(|e| self.sqlite(e))
+        // Pending by its row (by `events_exceptions`), and queued above the cursor (walked from it).
+        let mut n = 0;
+        for pending in ["state = {pending} AND {listed}", "id > {cursor} AND state = {queued}"] {
+            let sql = states(&format!(
+                "UPDATE events SET state = {{dead}}, dead_reason = ?2, dead_message = ?3 WHERE {pending} AND event_time < ?1"
+            ));
+            n += self
+                .conn
+                .execute(&sql, params![cutoff, DeadReason::Expired, DeadReason::EXPIRED_MESSAGE])
+                .map_err(|e| self.sqlite(e))?;
+        }
+        Ok(n)
     }
 
     /// Forget sent events that can no longer be re-queued by a re-export (older than `cutoff`,
     /// which the caller sets beyond the attribution window), and old send-log rows.
     pub fn prune(&self, sent_cutoff: i64, log_keep: i64) -> Result<usize> {
-        let n = self.conn.execute(PRUNE_SENT, params![sent_cutoff, EventState::Sent]).map_err(|e| self.sqlite(e))?;
+        let mut n = 0;
+        for (i, sql) in PRUNE_SENT.iter().enumerate() {
+            let sql = states(sql);
+            if i == 2 {
+                self.conn.execute(&sql, []).map_err(|e| self.sqlite(e))?;
+            } else {
+                n += self.conn.execute(&sql, [sent_cutoff]).map_err(|e| self.sqlite(e))?;
+            }
+        }
         self.conn
             .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])
             .map_err(|e| self.sqlite(e))?;
@@ -288,23 +281,42 @@ impl Queue {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::id_runs;
-
-    #[test]
-    fn ids_make_runs_of_consecutive_ids() {
-        type Case = (&'static str, &'static [i64], &'static [(i64, i64)]);
-        let cases: [Case; 6] = [
-            ("none", &[], &[]),
-            ("one", &[7], &[(7, 7)]),
-            ("a batch in id order", &[1, 2, 3, 4], &[(1, 4)]),
-            ("a gap (an event held or dead between)", &[1, 2, 5, 6], &[(1, 2), (5, 6)]),
-            ("a split part, out of order, repeated", &[9, 3, 4, 9, 8], &[(3, 4), (8, 9)]),
-            ("the largest id", &[i64::MAX - 1, i64::MAX], &[(i64::MAX - 1, i64::MAX)]),
-        ];
-        for (what, ids, want) in cases {
-            assert_eq!(id_runs(ids), want, "{what}");
-        }
+/// Record a delivered request of `ids` sent at `at` (`cursor.rs`): the events pending by their row
+/// become sent; the cursor moves past the highest id delivered above it, once the queued events it
+/// passes and the request did not deliver (held back) say they are pending.
+fn mark_sent(tx: &Transaction<'_>, ids: &[i64], at: i64) -> rusqlite::Result<()> {
+    let plan = plan_sent(ids, cursor(tx)?);
+    let mut held = tx.prepare_cached(&states(
+        "UPDATE events SET attempts = attempts + 1, state = {sent}, sent_at = ?3
+         WHERE state = {pending} AND {listed} AND id BETWEEN ?1 AND ?2",
+    ))?;
+    // One statement per run of consecutive ids (a batch walks the queue in id order, so mostly
+    // one run): each statement is ~1 µs of SQLite overhead beside the rows'.
+    for (first, last) in plan.runs {
+        held.execute(params![first, last, at])?;
     }
+    let mut gap = tx.prepare_cached(&states(
+        "UPDATE events SET state = {pending} WHERE id BETWEEN ?1 AND ?2 AND state = {queued}",
+    ))?;
+    for (first, last) in plan.gaps {
+        gap.execute(params![first, last])?;
+    }
+    if let Some(upto) = plan.cursor {
+        tx.prepare_cached("INSERT INTO sent_runs (upto, at) VALUES (?1, ?2)")?.execute(params![upto, at])?;
+    }
+    Ok(())
+}
+
+/// Dead-letter those of `ids` that are pending (by their row, or queued above the cursor), with
+/// `also` (`attempts = attempts + 1,` or nothing) in the update.
+fn mark_dead(tx: &Transaction<'_>, ids: &[i64], reason: DeadReason, message: &str, also: &str) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(&states(&format!(
+        "UPDATE events SET {also} state = {{dead}}, dead_reason = ?2, dead_message = ?3
+         WHERE id = ?1 AND (state = {{pending}} OR (state = {{queued}} AND id > ?4))"
+    )))?;
+    let cursor = cursor(tx)?;
+    for id in ids {
+        stmt.execute(params![id, reason, message, cursor])?;
+    }
+    Ok(())
 }

@@ -82,16 +82,16 @@ impl Queue {
     pub fn corrupt_to_rebuild(&self, limit: usize) -> Result<Vec<CorruptEvent>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&super::cursor::states(
                 "SELECT e.id, e.event_name, e.event_id, f.content_hash,
                         (SELECT a.path FROM archived a WHERE a.content_hash = f.content_hash ORDER BY a.recorded_at DESC LIMIT 1),
                         (SELECT a.source FROM archived a WHERE a.content_hash = f.content_hash ORDER BY a.recorded_at DESC LIMIT 1)
                  FROM events e LEFT JOIN files f ON f.id = e.file_id
-                 WHERE e.dead_reason = ?1 AND e.state = ?2 AND e.dead_message = ?3 ORDER BY e.id LIMIT ?4",
-            )
+                 WHERE e.dead_reason = ?1 AND e.state = {dead} AND e.{listed} AND e.dead_message = ?2 ORDER BY e.id LIMIT ?3",
+            ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map(params![DeadReason::Corrupt, EventState::Dead, DeadReason::CORRUPT_MESSAGE, limit as i64], |r| {
+            .query_map(params![DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE, limit as i64], |r| {
                 let path: Option<String> = r.get(4)?;
                 let source: Option<String> = r.get(5)?;
                 Ok(CorruptEvent {

@@ -1,5 +1,6 @@
 //! What `status`, `watch` and the supervisor read: counts, the send log, new events, agent state.
 
+use super::cursor::{effective_state, states};
 use super::{EventState, Queue, Result, SendClass};
 use crate::event::screen::Coverage;
 use rusqlite::{params, OptionalExtension};
@@ -124,10 +125,10 @@ impl Queue {
     pub fn events_by_source(&self) -> Result<BTreeMap<String, StateCounts>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT f.source, e.state, COUNT(*) FROM events e JOIN files f ON f.id = e.file_id
-                 GROUP BY f.source, e.state",
-            )
+            .prepare_cached(&format!(
+                "SELECT f.source, {}, COUNT(*) FROM events e JOIN files f ON f.id = e.file_id GROUP BY 1, 2",
+                effective_state("e")
+            ))
             .map_err(|e| self.sqlite(e))?;
         let mut out: BTreeMap<String, StateCounts> = BTreeMap::new();
         let rows = stmt
@@ -145,10 +146,11 @@ impl Queue {
     pub fn events_of_recent_files(&self, limit: usize) -> Result<BTreeMap<i64, StateCounts>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT file_id, state, COUNT(*) FROM events
-                 WHERE file_id IN (SELECT id FROM files ORDER BY id DESC LIMIT ?1) GROUP BY file_id, state",
-            )
+            .prepare_cached(&format!(
+                "SELECT e.file_id, {}, COUNT(*) FROM events e
+                 WHERE e.file_id IN (SELECT id FROM files ORDER BY id DESC LIMIT ?1) GROUP BY 1, 2",
+                effective_state("e")
+            ))
             .map_err(|e| self.sqlite(e))?;
         let mut out: BTreeMap<i64, StateCounts> = BTreeMap::new();
         let rows = stmt
@@ -165,11 +167,12 @@ impl Queue {
     pub fn dead_by_reason(&self) -> Result<BTreeMap<String, i64>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT COALESCE(dead_reason, ''), COUNT(*) FROM events WHERE state = ?1 GROUP BY 1")
+            .prepare_cached(&states(
+                "SELECT COALESCE(dead_reason, ''), COUNT(*) FROM events WHERE state = {dead} AND {listed} GROUP BY 1",
+            ))
             .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([EventState::Dead], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.sqlite(e))?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.sqlite(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
@@ -203,13 +206,14 @@ impl Queue {
     pub fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<TapEvent>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT e.id, e.state, f.path, p.json,
+            .prepare_cached(&format!(
+                "SELECT e.id, {}, f.path, p.json,
                         e.queued_at, e.dead_reason, e.dead_message, COALESCE(f.warnings, 0),
                         e.event_id, e.order_id, e.event_time FROM events e
                  LEFT JOIN files f ON f.id = e.file_id LEFT JOIN payloads p ON p.id = e.id
                  WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
-            )
+                effective_state("e")
+            ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![after_id, limit as i64], |r| {
@@ -258,7 +262,7 @@ impl Queue {
         let mut counts = Counts::default();
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")
+            .prepare_cached(&format!("SELECT {}, COUNT(*) FROM events e GROUP BY 1", effective_state("e")))
             .map_err(|e| self.sqlite(e))?;
         let rows =
             stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.sqlite(e))?;
@@ -273,8 +277,14 @@ impl Queue {
         (counts.oldest_pending_queued_at, counts.oldest_pending_event_time) = self
             .conn
             .query_row(
-                "SELECT queued_at, event_time FROM events WHERE state = ?1 ORDER BY id LIMIT 1",
-                [EventState::Pending],
+                &states(
+                    "SELECT queued_at, event_time FROM (
+                       SELECT * FROM (SELECT id, queued_at, event_time FROM events WHERE state = {pending} AND {listed} ORDER BY id LIMIT 1)
+                       UNION ALL
+                       SELECT * FROM (SELECT id, queued_at, event_time FROM events WHERE id > {cursor} AND state = {queued} ORDER BY id LIMIT 1)
+                     ) ORDER BY id LIMIT 1",
+                ),
+                [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 9;
+pub const VERSION: i64 = 10;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -150,6 +150,22 @@ CREATE INDEX events_by_state ON events (state DESC, id);
 /// event id, order id and event time: `packed.rs`), which an agent of schema 8 cannot read.
 const V9_NO_SENT_AT_INDEX: &str = "DROP INDEX IF EXISTS events_sent_at;";
 
+/// Backlog speed (issue 12): the sent cursor (`cursor.rs`). An event queued by an ingest keeps
+/// `state` 0 (queued) when it is sent: it is sent when its id is at or below the cursor, the
+/// highest `upto` of `sent_runs`. A delivered request adds one `sent_runs` row instead of
+/// rewriting a thousand event rows and their index entries, and the ingest writes no state index
+/// entry: the other states (1 sent, 2 dead, 3 pending: written when an event is refused, held back,
+/// put back in the queue...) are in `events_exceptions`. The events pending at the migration keep
+/// their state 0 under a cursor of 0: still pending. An agent of schema 9 reads state 0 as pending
+/// and would send again what this one sent: it refuses this schema ([`QueueError::TooNew`]).
+///
+/// [`QueueError::TooNew`]: super::QueueError::TooNew
+const V10_SENT_CURSOR: &str = "
+CREATE TABLE sent_runs (upto INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+DROP INDEX IF EXISTS events_by_state;
+CREATE INDEX events_exceptions ON events (state, id) WHERE state <> 0;
+";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -191,6 +207,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found < 9 {
         tx.execute_batch(V9_NO_SENT_AT_INDEX)?;
     }
+    if found < 10 {
+        tx.execute_batch(V10_SENT_CURSOR)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     super::lock::commit(tx)?;
     Ok(found)
@@ -212,10 +231,11 @@ mod tests {
         assert_eq!(migrate(&mut fresh).unwrap(), 0);
         let want = objects(&fresh);
         assert!(want.iter().any(|o| o.starts_with("rejects_whole_files: ")), "{want:?}");
-        assert!(want.iter().any(|o| o.ends_with("ON events (state DESC, id)")), "{want:?}");
+        assert!(want.iter().any(|o| o.ends_with("ON events (state, id) WHERE state <> 0")), "{want:?}");
+        assert!(!want.iter().any(|o| o.starts_with("events_by_state")), "{want:?}");
         // Databases left by earlier agents: the schema at each version, with a row to keep.
         assert!(!want.iter().any(|o| o.starts_with("events_sent_at")), "{want:?}");
-        let all = [V1, V2, V3, V4_REDO, V5_PARTS, V6_MATCH_KEYS, V7_BACKLOG, V8_STATE_ORDER];
+        let all = [V1, V2, V3, V4_REDO, V5_PARTS, V6_MATCH_KEYS, V7_BACKLOG, V8_STATE_ORDER, V9_NO_SENT_AT_INDEX];
         for version in 1..VERSION {
             let steps = &all[..version as usize];
             let mut old = Connection::open_in_memory().unwrap();
@@ -230,5 +250,29 @@ mod tests {
             assert_eq!(kept, 1);
             assert_eq!(migrate(&mut old).unwrap(), VERSION, "a second open changes nothing");
         }
+    }
+
+    #[test]
+    fn the_events_of_a_schema_9_queue_keep_their_states_under_the_sent_cursor() {
+        let mut old = Connection::open_in_memory().unwrap();
+        for step in [V1, V2, V3, V4_REDO, V5_PARTS, V6_MATCH_KEYS, V7_BACKLOG, V8_STATE_ORDER, V9_NO_SENT_AT_INDEX] {
+            old.execute_batch(step).unwrap();
+        }
+        old.execute_batch("PRAGMA user_version = 9;").unwrap();
+        // Schema 9 stored pending as 0, sent as 1, dead as 2.
+        for (id, state) in [(1, 1), (2, 0), (3, 2), (4, 0), (5, 1)] {
+            old.execute(
+                "INSERT INTO events (id, event_name, event_id, event_time, order_id, state, queued_at)
+                 VALUES (?1, 'Purchase', ?1, 1, ?1, ?2, 1)",
+                [id, state],
+            )
+            .unwrap();
+        }
+        assert_eq!(migrate(&mut old).unwrap(), 9);
+        let sql = format!("SELECT {} FROM events e ORDER BY id", super::super::cursor::effective_state("e"));
+        let states: Vec<i64> =
+            old.prepare(&sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+        use super::super::EventState::{Dead, Pending, Sent};
+        assert_eq!(states, [Sent, Pending, Dead, Pending, Sent].map(|s| s.code()));
     }
 }

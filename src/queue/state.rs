@@ -6,7 +6,8 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use serde::{Serialize, Serializer};
 use std::fmt;
 
-/// Where an event is: `events.state` (0, 1, 2 on disk).
+/// Where an event is. Its code is what `events.state` holds when the row says it; a row with
+/// state 0 (`cursor::QUEUED`) is sent or pending by where the sent cursor is (`cursor.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventState {
     Pending,
@@ -20,7 +21,7 @@ impl EventState {
     /// The integer stored in `events.state`.
     pub const fn code(self) -> i64 {
         match self {
-            EventState::Pending => 0,
+            EventState::Pending => 3,
             EventState::Sent => 1,
             EventState::Dead => 2,
         }
@@ -244,8 +245,9 @@ mod tests {
             assert_eq!(EventState::from_code(state.code()), Some(state));
         }
         let codes: Vec<i64> = EventState::ALL.iter().map(|s| s.code()).collect();
-        assert_eq!(codes, [0, 1, 2], "the on-disk values never change");
-        assert_eq!(EventState::from_code(3), None);
+        // Pending was 0 up to schema 9; 0 is now a queued event, sent or pending by the cursor.
+        assert_eq!(codes, [3, 1, 2], "the on-disk values never change");
+        assert_eq!(EventState::from_code(0), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 use super::*;
 
+mod cursor;
 mod ingest;
 mod payloads;
 mod state;

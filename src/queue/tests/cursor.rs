@@ -1,0 +1,168 @@
+//! The sent cursor (`cursor.rs`) through the queue's own calls: what a delivered request writes,
+//! what it holds back, what the maintenance forgets, what a new event's id is after that.
+
+use super::*;
+
+fn log() -> SendLogEntry {
+    SendLogEntry {
+        id: 0,
+        at: 50,
+        events: 1,
+        http_status: Some(200),
+        code: Some(0),
+        class: SendClass::Delivered,
+        message: "ok".into(),
+        request_id: None,
+        test_event_code: None,
+    }
+}
+
+fn queue_events(q: &mut Queue, hash: &str, events: &[(&str, i64)]) -> Vec<i64> {
+    let mut ingest = q.begin_ingest(hash, Path::new("a.csv"), "till", 1).unwrap();
+    for (id, time) in events {
+        ingest.add_event(&event(id, *time)).unwrap();
+    }
+    ingest.commit().unwrap();
+    let ids = q.conn.prepare("SELECT id FROM events ORDER BY id").unwrap();
+    let all: Vec<i64> = { ids }.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+    all[all.len() - events.len()..].to_vec()
+}
+
+/// `(id, state as stored)` of every event, in id order.
+fn stored_states(q: &Queue) -> Vec<(i64, i64)> {
+    let mut stmt = q.conn.prepare("SELECT id, state FROM events ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+}
+
+fn cursor_of(q: &Queue) -> i64 {
+    crate::queue::cursor::cursor(&q.conn).unwrap()
+}
+
+fn counts(q: &Queue) -> (i64, i64, i64) {
+    let c = q.counts().unwrap();
+    assert_eq!(q.pending_count().unwrap(), c.pending, "pending_count and counts agree");
+    assert_eq!(q.has_pending().unwrap(), c.pending > 0);
+    (c.pending, c.sent, c.dead)
+}
+
+#[test]
+fn a_delivered_request_moves_the_cursor_and_writes_the_held_back_events_it_passes() {
+    let (_dir, mut q) = temp_queue();
+    let ids = queue_events(&mut q, "h", &[("e1", 100), ("e2", 100), ("e3", 10), ("e4", 100), ("e5", 100)]);
+    // A clock distrusted: e3 looks expired and is held back; the batch skips it.
+    let mut batch = Batch::default();
+    q.read_pending(&mut batch, 3, 50).unwrap();
+    let read: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
+    assert_eq!(read, [ids[0], ids[1], ids[3]]);
+    q.record_attempt(&read, Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    assert_eq!(cursor_of(&q), ids[3]);
+    // The delivered rows are not rewritten; the one passed over says it is pending.
+    let pending = EventState::Pending.code();
+    assert_eq!(stored_states(&q), [(ids[0], 0), (ids[1], 0), (ids[2], pending), (ids[3], 0), (ids[4], 0)]);
+    assert_eq!(counts(&q), (2, 3, 0));
+    // Once the clock is trusted again, the held-back event goes out with the rest, in id order.
+    q.read_pending(&mut batch, 10, i64::MIN).unwrap();
+    let read: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
+    assert_eq!(read, [ids[2], ids[4]]);
+    q.record_attempt(&read, Disposition::Sent { at: 70 }, &log(), |_| {}).unwrap();
+    assert_eq!(cursor_of(&q), ids[4]);
+    assert_eq!(counts(&q), (0, 5, 0));
+    let sent_at: i64 = q.conn.query_row("SELECT sent_at FROM events WHERE id = ?1", [ids[2]], |r| r.get(0)).unwrap();
+    assert_eq!(sent_at, 70);
+    // A sent event is not dead-lettered, expired or sent again.
+    q.mark_dead(&[ids[0], ids[2]], DeadReason::Invalid, "x").unwrap();
+    assert_eq!(q.expire_older_than(1_000).unwrap(), 0);
+    assert_eq!(counts(&q), (0, 5, 0));
+    q.read_pending(&mut batch, 10, i64::MIN).unwrap();
+    assert!(batch.events.is_empty());
+}
+
+#[test]
+fn refused_and_retried_events_are_written_and_the_cursor_stays() {
+    let (_dir, mut q) = temp_queue();
+    let ids = queue_events(&mut q, "h", &[("e1", 100), ("e2", 100), ("e3", 100)]);
+    let retry = SendLogEntry { class: SendClass::Retry, ..log() };
+    q.record_attempt(&ids, Disposition::StillPending, &retry, |_| {}).unwrap();
+    assert_eq!(cursor_of(&q), 0);
+    let refused = Disposition::Dead { reason: DeadReason::Invalid, message: "data.1: bad" };
+    q.record_attempt(&ids[1..2], refused, &log(), |_| {}).unwrap();
+    assert_eq!(counts(&q), (2, 0, 1));
+    // The rest delivered: the cursor passes the dead one, which stays dead.
+    q.record_attempt(&[ids[0], ids[2]], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    assert_eq!(counts(&q), (0, 2, 1));
+    let attempts: Vec<i64> = ids
+        .iter()
+        .map(|id| q.conn.query_row("SELECT attempts FROM events WHERE id = ?1", [id], |r| r.get(0)).unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 1], "each attempt counted; a send by the cursor writes no row");
+    // Put back in the queue below the cursor: pending by its row, and sent again.
+    assert_eq!(q.requeue(&DeadFilter::All).unwrap(), 1);
+    assert_eq!(counts(&q), (1, 2, 0));
+    let batch = q.pending_batch(10).unwrap();
+    assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1]]);
+    q.record_attempt(&[ids[1]], Disposition::Sent { at: 70 }, &log(), |_| {}).unwrap();
+    assert_eq!(counts(&q), (0, 3, 0));
+    assert_eq!(cursor_of(&q), ids[2], "the cursor never moves down");
+}
+
+#[test]
+fn an_event_queued_after_every_sent_one_was_forgotten_is_pending() {
+    let (_dir, mut q) = temp_queue();
+    let ids = queue_events(&mut q, "h1", &[("e1", 100), ("e2", 100)]);
+    q.record_attempt(&ids, Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    // Their JSON dropped, then the events forgotten: the table is empty, the cursor stays.
+    assert_eq!(q.clear_sent_payloads(61).unwrap(), 2);
+    assert_eq!(q.prune(1_000, 10).unwrap(), 2);
+    assert!(stored_states(&q).is_empty());
+    assert_eq!(cursor_of(&q), ids[1]);
+    // SQLite alone would give the next event id 1, at or below the cursor: sent, never sent.
+    let new = queue_events(&mut q, "h2", &[("e3", 100)]);
+    assert!(new[0] > ids[1], "{new:?} after {ids:?}");
+    assert_eq!(counts(&q), (1, 0, 0));
+    assert_eq!(q.pending_batch(10).unwrap().events.len(), 1);
+}
+
+#[test]
+fn maintenance_drops_and_forgets_what_the_cursor_sent_by_its_send_time() {
+    let (_dir, mut q) = temp_queue();
+    let ids = queue_events(&mut q, "h", &[("e1", 100), ("e2", 100), ("e3", 100), ("e4", 100)]);
+    q.record_attempt(&ids[..1], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    q.record_attempt(&ids[1..3], Disposition::Sent { at: 80 }, &log(), |_| {}).unwrap();
+    let payloads = |q: &Queue| -> i64 { q.conn.query_row("SELECT COUNT(*) FROM payloads", [], |r| r.get(0)).unwrap() };
+    assert_eq!(q.clear_sent_payloads(70).unwrap(), 1, "sent at 60");
+    assert_eq!(payloads(&q), 3);
+    assert_eq!(q.clear_sent_payloads(70).unwrap(), 0, "not again");
+    assert_eq!(q.clear_sent_payloads(90).unwrap(), 2, "sent at 80");
+    // Forgotten only once timed and sent before the cutoff; the pending one stays.
+    assert_eq!(q.prune(70, 10).unwrap(), 0, "timed after the cutoff");
+    assert_eq!(q.prune(101, 10).unwrap(), 3);
+    assert_eq!(stored_states(&q), [(ids[3], 0)]);
+    assert_eq!(counts(&q), (1, 0, 0));
+    let runs: Vec<i64> = {
+        let mut stmt = q.conn.prepare("SELECT upto FROM sent_runs ORDER BY upto").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    };
+    assert_eq!(runs, [ids[2]], "only the cursor's row is left");
+}
+
+#[test]
+fn a_salvaged_queue_keeps_what_the_cursor_sent_as_sent() {
+    let dir = tempdir::Dir::new();
+    let old_path = dir.path().join("old.sqlite");
+    {
+        let mut old = Queue::open(&old_path).unwrap();
+        let ids = queue_events(&mut old, "h", &[("e1", 100), ("e2", 100), ("e3", 10), ("e4", 100)]);
+        let mut batch = Batch::default();
+        old.read_pending(&mut batch, 2, 50).unwrap();
+        let read: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
+        assert_eq!(read, [ids[0], ids[1]]);
+        old.record_attempt(&read, Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+        old.mark_dead(&[ids[3]], DeadReason::Invalid, "x").unwrap();
+        assert_eq!(counts(&old), (1, 2, 1));
+    }
+    let mut fresh = Queue::open(&dir.path().join("new.sqlite")).unwrap();
+    assert_eq!(fresh.salvage_from(&old_path), 4);
+    assert_eq!(counts(&fresh), (1, 2, 1));
+    let batch = fresh.pending_batch(10).unwrap();
+    assert_eq!(batch.events.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["e3"]);
+}

@@ -186,6 +186,14 @@ impl Queue {
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(|e| self.sqlite(e))
     }
 
+    /// Copy the WAL into the database without waiting for anyone (`PASSIVE`): with no reader in
+    /// it, the next commit starts the WAL over. Returns the WAL's frames and how many are copied.
+    pub fn checkpoint(&self) -> Result<(i64, i64)> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.sqlite(e))
+    }
+
     pub fn has_pending(&self) -> Result<bool> {
         let sql = states(
             "SELECT EXISTS (SELECT 1 FROM events WHERE state = {pending} AND {listed})

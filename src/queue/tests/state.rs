@@ -245,6 +245,19 @@ fn maintenance_finds_sent_events_without_reading_the_whole_queue() {
 }
 
 #[test]
+fn a_checkpoint_copies_the_whole_wal_when_no_one_reads_it() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h", Path::new("a"), "s", 1).unwrap();
+    for i in 0..100 {
+        ingest.add_event(&event(&format!("e{i}"), 10)).unwrap();
+    }
+    ingest.commit().unwrap();
+    let (frames, copied) = q.checkpoint().unwrap();
+    assert!(frames > 0, "the ingest's pages are in the WAL");
+    assert_eq!(copied, frames);
+}
+
+#[test]
 fn the_wal_is_emptied_past_an_eighth_of_the_cap_or_64_mib() {
     let mib = 1024 * 1024;
     let cases = [(16 * mib, 2 * mib), (512 * mib, 64 * mib), (2048 * mib, 64 * mib), (u64::MAX, 64 * mib)];

@@ -9,11 +9,13 @@
 #   bash benches/storage_designs.sh             # 1,000,000 events
 #   N=20000 bash benches/storage_designs.sh     # short form (CI)
 #
-# Designs: `current` (schema v9: events + payloads, the unique key and `events_by_state`, a sent
-# mark updates each event's row and index entry), `pending-index` (v9 with a partial index of
-# pending events in place of `events_by_state`), `merged` (the payload in the event's row, the
-# partial index), `cursor` (one row per event with its payload, the unique key, and sent events
-# told by one cursor row that a request moves). Prints CPU seconds (GNU time) and MB written
+# Designs: `v10` (the current schema: events + payloads, the unique key, the partial index of the
+# states other than queued, which a backlog never writes, and sent events told by the sent
+# cursor: one `sent_runs` row a request adds), `v9` (events + payloads, the unique key and
+# `events_by_state`; a sent mark updated each event's row and index entry), `pending-index` (v9
+# with a partial index of pending events in place of `events_by_state`), `merged` (the payload in
+# the event's row, the partial index), `cursor` (one row per event with its payload, the unique
+# key, and one cursor row that a request moves). Prints CPU seconds (GNU time) and MB written
 # (`write_bytes` of a shell that waited for the sqlite3 process), ingest alone and ingest plus
 # marks. The database is made under target/ (a tmpfs counts no bytes written).
 set -euo pipefail
@@ -34,7 +36,9 @@ schema() {
         dead_message TEXT"
     local payloads="CREATE TABLE payloads (id INTEGER PRIMARY KEY, json BLOB NOT NULL, checksum INTEGER);"
     case $1 in
-    current) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_by_state ON events (state DESC, id); $payloads" ;;
+    v10) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_exceptions ON events (state, id) WHERE state <> 0;
+        $payloads CREATE TABLE sent_runs (upto INTEGER PRIMARY KEY, at INTEGER NOT NULL);" ;;
+    v9) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_by_state ON events (state DESC, id); $payloads" ;;
     pending-index) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_pending ON events (id) WHERE state = 0; $payloads" ;;
     merged) echo "$events, json BLOB, checksum INTEGER, UNIQUE (event_name, event_id));
         CREATE INDEX events_pending ON events (id) WHERE state = 0;" ;;
@@ -61,11 +65,11 @@ script() {
         local rows="generate_series($s, $e)"
         echo "BEGIN;"
         case $1-$2 in
-        current-rows | pending-index-rows)
+        v10-rows | v9-rows | pending-index-rows)
             echo "SELECT max($used) FROM (SELECT $vals FROM $rows);"
             echo "SELECT max(value + length(g) + h) FROM (SELECT value, $blob FROM $rows);" ;;
         merged-rows | cursor-rows) echo "SELECT max($used + length(g) + h) FROM (SELECT $vals, $blob FROM $rows);" ;;
-        current-* | pending-index-*)
+        v10-* | v9-* | pending-index-*)
             echo "INSERT INTO events ($cols, sent_at) SELECT $vals, 1765000000 FROM $rows;"
             echo "INSERT INTO payloads SELECT value, $blob FROM $rows;" ;;
         merged-*) echo "INSERT INTO events ($cols, sent_at, json, checksum) SELECT $vals, 1765000000, $blob FROM $rows;" ;;
@@ -78,6 +82,7 @@ script() {
         e=$((s + 999))
         case $1 in
         cursor) echo "UPDATE cursor SET sent_upto = $e, at = 1765000100 WHERE k = 1;" ;;
+        v10) echo "INSERT INTO sent_runs VALUES ($e, 1765000100);" ;;
         *) echo "UPDATE events SET attempts = attempts + 1, state = 1, sent_at = 1765000100 WHERE id BETWEEN $s AND $e AND state = 0;" ;;
         esac
     done
@@ -95,7 +100,7 @@ measure() {
 }
 
 echo "$N events, the storage's CPU (the rows' own taken off) and bytes written: ingest alone | ingest, then marked sent"
-for design in current pending-index merged cursor; do
+for design in ${DESIGNS:-v10 v9 pending-index merged cursor}; do
     # Assigned first: a failed measurement stops the script (set -e sees an assignment's status).
     out_rows=$(measure $design rows)
     out_ingest=$(measure $design ingest)

@@ -15,9 +15,17 @@
 //!   below the highest are deleted.
 //! - Before the cursor moves past a queued event, the event was delivered in the request that
 //!   moves it, or its row says what it is instead ([`plan_sent`]'s gaps become explicit pending).
-//! - An event is queued with an id above the cursor and above every id in the table
-//!   ([`next_id`]): SQLite's own choice (the highest id + 1) would reuse an id at or below the
-//!   cursor once the events there are forgotten, and the new event would count as sent.
+//! - An event is queued with an id above the cursor and above every id ever queued
+//!   ([`next_id`], `high_water.last_event_id`): SQLite's own choice (the highest id + 1) would
+//!   reuse an id at or below the cursor once the events there are forgotten, and the new event
+//!   would count as sent; or the id of an event deleted while a request that carried it was on
+//!   its way, which the request's record would then move the cursor past.
+//! - An event whose row says pending (3) is at or below the cursor: one put back in the queue
+//!   above it is written queued (0) instead (`{requeued}`). So the cursor moves past queued
+//!   events only, read in id order from it, and a batch is in id order without a sort (those
+//!   pending by their row first, all below the cursor, then the queued ones above it).
+//! - `high_water.sent_upto` is the cursor too, written with each `sent_runs` row: a salvage of a
+//!   damaged queue reads whichever of the two it can (and the higher).
 
 use super::EventState;
 use rusqlite::Connection;
@@ -37,12 +45,14 @@ pub(super) fn effective_state(alias: &str) -> String {
 }
 
 /// `sql` with the state codes it names written in: `{queued}`, `{pending}`, `{sent}`, `{dead}`;
-/// `{cursor}` ([`CURSOR`]); and `{listed}`, the condition of the partial index
+/// `{cursor}` ([`CURSOR`]); `{requeued}`, the state of an event put back in the queue (pending by
+/// its row at or below the cursor, queued above it); and `{listed}`, the condition of the partial index
 /// `events_exceptions` (`state <> 0`), which SQLite uses for a query only if its WHERE clause
 /// has that very term (`state = 2` is not enough), so every query that looks an event up by a
 /// state its row holds says it too: `state = {dead} AND {listed}` (`e.{listed}` with an alias).
 pub(super) fn states(sql: &str) -> String {
     sql.replace("{listed}", "state <> {queued}")
+        .replace("{requeued}", "CASE WHEN id > {cursor} THEN {queued} ELSE {pending} END")
         .replace("{queued}", &QUEUED.to_string())
         .replace("{pending}", &EventState::Pending.code().to_string())
         .replace("{sent}", &EventState::Sent.code().to_string())
@@ -55,11 +65,14 @@ pub(super) fn cursor(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row(&format!("SELECT {CURSOR}"), [], |r| r.get(0))
 }
 
-/// The id the next queued event is to take: above every id in the table and above the cursor.
+/// The id the next queued event is to take: above every id queued before and above the cursor.
 /// Read with the write lock held (after the transaction's first write), so that no other
 /// connection can queue an event between this read and the insert.
 pub(super) fn next_id(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(&format!("SELECT MAX(IFNULL((SELECT MAX(id) FROM events), 0), {CURSOR}) + 1"), [], |r| r.get(0))
+    let sql = format!(
+        "SELECT MAX(IFNULL((SELECT MAX(id) FROM events), 0), {CURSOR}, (SELECT last_event_id FROM high_water)) + 1"
+    );
+    conn.query_row(&sql, [], |r| r.get(0))
 }
 
 /// What a delivered request does to the queue: the ids it delivered, the cursor before it.

@@ -174,7 +174,7 @@ impl Queue {
     /// Put dead events back in the queue (attempts reset). Returns how many.
     pub fn requeue(&self, filter: &DeadFilter) -> Result<usize> {
         let base = states(
-            "UPDATE events SET state = {pending}, attempts = 0, dead_reason = NULL, dead_message = NULL
+            "UPDATE events SET state = {requeued}, attempts = 0, dead_reason = NULL, dead_message = NULL
              WHERE state = {dead} AND {listed}",
         );
         self.dead_update(&base, filter)
@@ -187,7 +187,7 @@ impl Queue {
         self.conn
             .execute(
                 &states(
-                    "UPDATE events SET state = {pending}, attempts = 0, dead_reason = NULL, dead_message = NULL
+                    "UPDATE events SET state = {requeued}, attempts = 0, dead_reason = NULL, dead_message = NULL
                      WHERE state = {dead} AND {listed} AND dead_reason = ?1 AND event_time >= ?2",
                 ),
                 rusqlite::params![DeadReason::Expired, cutoff],

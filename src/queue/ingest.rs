@@ -638,6 +638,11 @@ impl<'q> Ingest<'q> {
     /// Write what is unwritten, and add this transaction's counts to the file's record.
     fn add_counts(&mut self) -> Result<()> {
         self.write_unwritten()?;
+        if let Some(next) = self.next_id {
+            self.tx()
+                .execute("UPDATE high_water SET last_event_id = MAX(last_event_id, ?1)", [next - 1])
+                .map_err(|err| self.err(err))?;
+        }
         let c = self.counts;
         let [email, phone, external_id, none] = std::mem::take(&mut self.keys);
         self.tx()

@@ -181,17 +181,19 @@ impl Queue {
             "NULL"
         };
         // Schema 10: a queued event at or below the sent cursor was sent (`cursor.rs`); it is
-        // carried over as sent (its send time taken as its queue time: its JSON is dropped and it
-        // is forgotten that much sooner). No cursor (an older schema), or an unreadable one: 0,
-        // and those events are sent again rather than lost (TikTok drops a repeated event id
-        // within 48 hours).
-        let old_cursor: i64 =
-            old.query_row(&format!("SELECT {}", super::cursor::CURSOR), [], |r| r.get(0)).unwrap_or(0);
-        let state = super::cursor::states(&format!(
-            "CASE WHEN state = {{queued}} AND id <= {old_cursor} THEN {{sent}} ELSE state END"
-        ));
+        // carried over as sent, its send time taken as its queue time (its JSON is dropped and it
+        // is forgotten that much sooner). The cursor is kept twice, in `sent_runs` and in
+        // `high_water`: the higher of the two that can be read. No cursor (an older schema), or
+        // neither readable: 0, and those events are sent again rather than lost (TikTok drops a
+        // repeated event id within 48 hours).
+        let read = |sql: &str| old.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0);
+        let old_cursor =
+            read(&format!("SELECT {}", super::cursor::CURSOR)).max(read("SELECT sent_upto FROM high_water"));
+        let sent = format!("state = {} AND id <= {old_cursor}", super::cursor::QUEUED);
+        let state = super::cursor::states(&format!("CASE WHEN {sent} THEN {{sent}} ELSE state END"));
+        let sent_at = format!("CASE WHEN {sent} THEN COALESCE(sent_at, queued_at) ELSE sent_at END");
         let columns = format!(
-            "SELECT id, event_name, event_id, event_time, order_id, {state}, attempts, queued_at, sent_at,
+            "SELECT id, event_name, event_id, event_time, order_id, {state}, attempts, queued_at, {sent_at},
                     dead_reason, dead_message, (SELECT json FROM payloads p WHERE p.id = events.id), {checksum}
              FROM events"
         );

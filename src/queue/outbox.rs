@@ -39,9 +39,10 @@ impl Batch {
 }
 
 /// The batch read: first the events whose row says they are pending (held back, put back in the
-/// queue; few, found by `events_exceptions`), then those queued above the sent cursor, walked in
-/// id order from it: a batch reads its `LIMIT` rows and stops. Both orders are by id, so neither
-/// sorts the backlog (O(N) per batch: half the agent's CPU in a 200,000-event backlog, once).
+/// queue; few, found by `events_exceptions`, all at or below the cursor), then those queued above
+/// the sent cursor, walked in id order from it: a batch reads its `LIMIT` rows and stops, in id
+/// order, and neither read sorts the backlog (O(N) per batch: half the agent's CPU in a
+/// 200,000-event backlog, once).
 /// ?1 the limit, ?2 the cutoff on `event_time`.
 pub(super) const PENDING_HELD: &str = "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
      FROM events e JOIN payloads p ON p.id = e.id WHERE e.state = {pending} AND e.{listed} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1";
@@ -115,10 +116,6 @@ impl Queue {
                 let queued = read_queued(r, batch).map_err(|e| self.sqlite(e))?;
                 batch.events.push(queued);
             }
-        }
-        // Oldest queued first across the two reads (the JSON stays where it is).
-        if !batch.events.is_sorted_by_key(|e| e.id) {
-            batch.events.sort_by_key(|e| e.id);
         }
         Ok(())
     }
@@ -311,6 +308,7 @@ fn mark_sent(tx: &Transaction<'_>, ids: &[i64], at: i64) -> rusqlite::Result<()>
     }
     if let Some(upto) = plan.cursor {
         tx.prepare_cached("INSERT INTO sent_runs (upto, at) VALUES (?1, ?2)")?.execute(params![upto, at])?;
+        tx.prepare_cached("UPDATE high_water SET sent_upto = MAX(sent_upto, ?1)")?.execute([upto])?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! mtime → content hash), and events whose stored JSON failed its checksum, to be rebuilt from
 //! their archived file.
 
-use super::{DeadReason, EventState, FileState, Queue, QueueError, Result};
+use super::{DeadReason, FileState, Queue, QueueError, Result};
 use rusqlite::{params, OptionalExtension};
 
 /// An event dead-lettered as `corrupt` that has not been rebuilt yet, with the archived copy of its
@@ -117,16 +117,11 @@ impl Queue {
         let tx = self.conn.transaction().map_err(err)?;
         let changed = tx
             .execute(
-                "UPDATE events SET state = ?2, dead_reason = NULL, dead_message = NULL, event_time = ?5, order_id = ?6
-                 WHERE id = ?1 AND state = ?3 AND dead_reason = ?4",
-                params![
-                    id,
-                    EventState::Pending,
-                    EventState::Dead,
-                    DeadReason::Corrupt,
-                    event.event_time,
-                    event.order_id
-                ],
+                &super::cursor::states(
+                    "UPDATE events SET state = {requeued}, dead_reason = NULL, dead_message = NULL, event_time = ?3,
+                       order_id = ?4 WHERE id = ?1 AND state = {dead} AND dead_reason = ?2",
+                ),
+                params![id, DeadReason::Corrupt, event.event_time, event.order_id],
             )
             .map_err(err)?;
         if changed == 1 {

@@ -155,13 +155,22 @@ const V9_NO_SENT_AT_INDEX: &str = "DROP INDEX IF EXISTS events_sent_at;";
 /// highest `upto` of `sent_runs`. A delivered request adds one `sent_runs` row instead of
 /// rewriting a thousand event rows and their index entries, and the ingest writes no state index
 /// entry: the other states (1 sent, 2 dead, 3 pending: written when an event is refused, held back,
-/// put back in the queue...) are in `events_exceptions`. The events pending at the migration keep
+/// put back in the queue...) are in `events_exceptions`. `high_water` keeps, in one row, the
+/// cursor again (what a salvage of a damaged queue reads if `sent_runs` is unreadable) and the
+/// highest id ever queued (an id is never used twice, even once its event is deleted: see
+/// `cursor::next_id`). The events pending at the migration keep
 /// their state 0 under a cursor of 0: still pending. An agent of schema 9 reads state 0 as pending
 /// and would send again what this one sent: it refuses this schema ([`QueueError::TooNew`]).
 ///
 /// [`QueueError::TooNew`]: super::QueueError::TooNew
 const V10_SENT_CURSOR: &str = "
 CREATE TABLE sent_runs (upto INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE high_water (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    sent_upto INTEGER NOT NULL DEFAULT 0,
+    last_event_id INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO high_water (id, last_event_id) SELECT 1, IFNULL(MAX(id), 0) FROM events;
 DROP INDEX IF EXISTS events_by_state;
 CREATE INDEX events_exceptions ON events (state, id) WHERE state <> 0;
 ";

@@ -166,3 +166,56 @@ fn a_salvaged_queue_keeps_what_the_cursor_sent_as_sent() {
     let batch = fresh.pending_batch(10).unwrap();
     assert_eq!(batch.events.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["e3"]);
 }
+
+#[test]
+fn an_event_put_back_above_the_cursor_is_queued_and_below_it_pending_by_its_row() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h", Path::new("a.csv"), "till", 1).unwrap();
+    for (id, dead) in [("e1", true), ("e2", false), ("e3", true), ("e4", false)] {
+        let dead_reason = dead.then_some(DeadReason::Expired);
+        ingest.add_event(&NewEvent { dead_reason, ..event(id, 100) }).unwrap();
+    }
+    ingest.commit().unwrap();
+    let ids: Vec<i64> = stored_states(&q).iter().map(|(id, _)| *id).collect();
+    q.record_attempt(&[ids[1]], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    assert_eq!(cursor_of(&q), ids[1]);
+    assert_eq!(q.requeue(&DeadFilter::All).unwrap(), 2);
+    let (pending, queued) = (EventState::Pending.code(), crate::queue::cursor::QUEUED);
+    assert_eq!(stored_states(&q), [(ids[0], pending), (ids[1], queued), (ids[2], queued), (ids[3], queued)]);
+    // A batch in id order: the one below the cursor, then those above it; a delivery of it moves
+    // the cursor past queued events only.
+    let batch = q.pending_batch(10).unwrap();
+    assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[0], ids[2], ids[3]]);
+    q.record_attempt(&[ids[0], ids[2]], Disposition::Sent { at: 70 }, &log(), |_| {}).unwrap();
+    assert_eq!(cursor_of(&q), ids[2]);
+    assert_eq!(counts(&q), (1, 3, 0));
+}
+
+#[test]
+fn an_id_is_never_used_twice_even_once_its_event_is_deleted() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h1", Path::new("a.csv"), "till", 1).unwrap();
+    ingest.add_event(&event("e1", 100)).unwrap();
+    ingest.add_event(&NewEvent { dead_reason: Some(DeadReason::Expired), ..event("e2", 100) }).unwrap();
+    ingest.commit().unwrap();
+    let top = stored_states(&q)[1].0;
+    assert_eq!(q.purge(&DeadFilter::All).unwrap(), 1);
+    let new = queue_events(&mut q, "h2", &[("e3", 100)]);
+    assert!(new[0] > top, "{new:?} after {top}");
+}
+
+#[test]
+fn a_salvage_reads_the_cursor_kept_twice_when_one_copy_is_lost() {
+    let dir = tempdir::Dir::new();
+    let old_path = dir.path().join("old.sqlite");
+    {
+        let mut old = Queue::open(&old_path).unwrap();
+        let ids = queue_events(&mut old, "h", &[("e1", 100), ("e2", 100), ("e3", 100)]);
+        old.record_attempt(&ids[..2], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+        // The page of `sent_runs` lost: the table unreadable.
+        old.conn.execute_batch("DROP TABLE sent_runs;").unwrap();
+    }
+    let mut fresh = Queue::open(&dir.path().join("new.sqlite")).unwrap();
+    assert_eq!(fresh.salvage_from(&old_path), 3);
+    assert_eq!(counts(&fresh), (1, 2, 0));
+}

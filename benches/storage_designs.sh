@@ -37,7 +37,9 @@ schema() {
     local payloads="CREATE TABLE payloads (id INTEGER PRIMARY KEY, json BLOB NOT NULL, checksum INTEGER);"
     case $1 in
     v10) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_exceptions ON events (state, id) WHERE state <> 0;
-        $payloads CREATE TABLE sent_runs (upto INTEGER PRIMARY KEY, at INTEGER NOT NULL);" ;;
+        $payloads CREATE TABLE sent_runs (upto INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+        CREATE TABLE high_water (id INTEGER PRIMARY KEY, sent_upto INTEGER NOT NULL, last_event_id INTEGER NOT NULL);
+        INSERT INTO high_water VALUES (1, 0, 0);" ;;
     v9) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_by_state ON events (state DESC, id); $payloads" ;;
     pending-index) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_pending ON events (id) WHERE state = 0; $payloads" ;;
     merged) echo "$events, json BLOB, checksum INTEGER, UNIQUE (event_name, event_id));
@@ -75,6 +77,9 @@ script() {
         merged-*) echo "INSERT INTO events ($cols, sent_at, json, checksum) SELECT $vals, 1765000000, $blob FROM $rows;" ;;
         cursor-*) echo "INSERT INTO events ($cols, json, checksum) SELECT $vals, $blob FROM $rows;" ;;
         esac
+        if [ "$1" = v10 ] && [ "$2" != rows ]; then
+            echo "UPDATE high_water SET last_event_id = $e;"
+        fi
         echo "COMMIT;"
     done
     [ "$2" = marks ] || return 0
@@ -82,7 +87,7 @@ script() {
         e=$((s + 999))
         case $1 in
         cursor) echo "UPDATE cursor SET sent_upto = $e, at = 1765000100 WHERE k = 1;" ;;
-        v10) echo "INSERT INTO sent_runs VALUES ($e, 1765000100);" ;;
+        v10) echo "BEGIN; INSERT INTO sent_runs VALUES ($e, 1765000100); UPDATE high_water SET sent_upto = $e; COMMIT;" ;;
         *) echo "UPDATE events SET attempts = attempts + 1, state = 1, sent_at = 1765000100 WHERE id BETWEEN $s AND $e AND state = 0;" ;;
         esac
     done

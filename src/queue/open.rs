@@ -190,7 +190,11 @@ impl Queue {
         let old_cursor =
             read(&format!("SELECT {}", super::cursor::CURSOR)).max(read("SELECT sent_upto FROM high_water"));
         let sent = format!("state = {} AND id <= {old_cursor}", super::cursor::QUEUED);
-        let state = super::cursor::states(&format!("CASE WHEN {sent} THEN {{sent}} ELSE state END"));
+        // Pending by its row (3) is pending under the fresh queue's cursor of 0 as queued (0): an
+        // event pending by its row stays at or below the cursor (`cursor.rs`).
+        let state = super::cursor::states(&format!(
+            "CASE WHEN {sent} THEN {{sent}} WHEN state = {{pending}} THEN {{queued}} ELSE state END"
+        ));
         let sent_at = format!("CASE WHEN {sent} THEN COALESCE(sent_at, queued_at) ELSE sent_at END");
         let columns = format!(
             "SELECT id, event_name, event_id, event_time, order_id, {state}, attempts, queued_at, {sent_at},
@@ -252,7 +256,12 @@ impl Queue {
                 }
             }
         }
-        if super::lock::commit(tx).is_err() {
+        // The ids the fresh queue gave them are queued ids too (`cursor::next_id`).
+        let high = tx.execute(
+            "UPDATE high_water SET last_event_id = MAX(last_event_id, (SELECT IFNULL(MAX(id), 0) FROM events))",
+            [],
+        );
+        if high.is_err() || super::lock::commit(tx).is_err() {
             return 0;
         }
         carried

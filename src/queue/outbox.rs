@@ -38,14 +38,15 @@ impl Batch {
     }
 }
 
-/// The batch read: first the events whose row says they are pending (held back, put back in the
-/// queue; few, found by `events_exceptions`, all at or below the cursor), then those queued above
-/// the sent cursor, walked in id order from it: a batch reads its `LIMIT` rows and stops, in id
-/// order, and neither read sorts the backlog (O(N) per batch: half the agent's CPU in a
-/// 200,000-event backlog, once).
-/// ?1 the limit, ?2 the cutoff on `event_time`.
+/// The batch read, in two (?1 the limit, ?2 the cutoff on `event_time`): first the events whose
+/// row says they are pending (held back, put back in the queue; few, found by
+/// `events_exceptions`, all at or below the cursor), then ([`PENDING_QUEUED`]) those queued above
+/// the cursor, walked in id order from it. A batch reads its `LIMIT` rows and stops, in id order;
+/// neither read sorts (a sort read every pending event for each batch: O(N) per batch, which once
+/// took half the agent's CPU in a 200,000-event backlog).
 pub(super) const PENDING_HELD: &str = "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
      FROM events e JOIN payloads p ON p.id = e.id WHERE e.state = {pending} AND e.{listed} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1";
+/// The second read of a batch: the events queued above the cursor (see [`PENDING_HELD`]).
 pub(super) const PENDING_QUEUED: &str = "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
      FROM events e JOIN payloads p ON p.id = e.id
      WHERE e.id > {cursor} AND e.state = {queued} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1";
@@ -69,8 +70,8 @@ pub(super) const PRUNE_SENT: [&str; 3] = [
        AND upto < IFNULL((SELECT MIN(id) FROM events WHERE state = {queued}), {cursor})",
 ];
 
-/// One row of [`PENDING_HELD`] or [`PENDING_QUEUED`] as a [`Queued`], its JSON appended to `batch`'s (nothing appended
-/// when it is not intact).
+/// One row of [`PENDING_HELD`] or [`PENDING_QUEUED`] as a [`Queued`], its JSON appended to
+/// `batch`'s (nothing appended when it is not intact).
 fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Queued> {
     let (event_id, event_time): (String, i64) = (r.get(1)?, r.get(2)?);
     // An order id that is not text (damaged) makes a payload that refers to it fail its checksum;

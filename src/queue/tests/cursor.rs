@@ -165,6 +165,38 @@ fn a_salvaged_queue_keeps_what_the_cursor_sent_as_sent() {
     assert_eq!(counts(&fresh), (1, 2, 1));
     let batch = fresh.pending_batch(10).unwrap();
     assert_eq!(batch.events.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["e3"]);
+    // Carried over as sent, timed by their queue time (a NULL send time would never be cleaned).
+    let sent_at: Vec<Option<i64>> = {
+        let mut stmt = fresh.conn.prepare("SELECT sent_at FROM events WHERE state = 1 ORDER BY id").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    };
+    assert_eq!(sent_at, [Some(1), Some(1)]);
+    // The salvaged ids count as queued: the highest, deleted, is not given again.
+    let top: i64 = fresh.conn.query_row("SELECT MAX(id) FROM events", [], |r| r.get(0)).unwrap();
+    fresh.conn.execute("DELETE FROM events WHERE id = ?1", [top]).unwrap();
+    let new = queue_events(&mut fresh, "h2", &[("e5", 100)]);
+    assert!(new[0] > top, "{new:?} after {top}");
+}
+
+#[test]
+fn a_salvage_without_a_readable_cursor_keeps_pending_events_below_the_new_one() {
+    let dir = tempdir::Dir::new();
+    let old_path = dir.path().join("old.sqlite");
+    {
+        let mut old = Queue::open(&old_path).unwrap();
+        let ids = queue_events(&mut old, "h", &[("e1", 10), ("e2", 100), ("e3", 100)]);
+        let mut batch = Batch::default();
+        old.read_pending(&mut batch, 1, 50).unwrap();
+        assert_eq!(batch.events[0].id, ids[1]);
+        // e1 held back and passed: pending by its row; then neither cursor copy readable.
+        old.record_attempt(&[ids[1]], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+        old.conn.execute_batch("DROP TABLE sent_runs; DROP TABLE high_water;").unwrap();
+    }
+    let mut fresh = Queue::open(&dir.path().join("new.sqlite")).unwrap();
+    assert_eq!(fresh.salvage_from(&old_path), 3);
+    // Sent again rather than lost; none pending by its row above the fresh cursor.
+    assert_eq!(counts(&fresh), (3, 0, 0));
+    assert!(stored_states(&fresh).iter().all(|&(_, state)| state == crate::queue::cursor::QUEUED));
 }
 
 #[test]

@@ -45,6 +45,28 @@ fn counts(q: &Queue) -> (i64, i64, i64) {
     (c.pending, c.sent, c.dead)
 }
 
+/// A queue with `events` queued and then `prepare`d (given the queue and the events' ids), salvaged
+/// into a fresh one as a damaged queue would be: the fresh queue (and its directory) and how many
+/// events the salvage carried over.
+fn salvaged(events: &[(&str, i64)], prepare: impl FnOnce(&mut Queue, &[i64])) -> (tempdir::Dir, Queue, usize) {
+    let dir = tempdir::Dir::new();
+    let old_path = dir.path().join("old.sqlite");
+    {
+        let mut old = Queue::open(&old_path).unwrap();
+        let ids = queue_events(&mut old, "h", events);
+        prepare(&mut old, &ids);
+    }
+    let mut fresh = Queue::open(&dir.path().join("new.sqlite")).unwrap();
+    let carried = fresh.salvage_from(&old_path);
+    (dir, fresh, carried)
+}
+
+/// The next event queued in `q` takes an id above `top`.
+fn assert_next_id_above(q: &mut Queue, top: i64) {
+    let new = queue_events(q, "next", &[("next", 100)]);
+    assert!(new[0] > top, "{new:?} after {top}");
+}
+
 #[test]
 fn a_delivered_request_moves_the_cursor_and_writes_the_held_back_events_it_passes() {
     let (_dir, mut q) = temp_queue();
@@ -116,8 +138,7 @@ fn an_event_queued_after_every_sent_one_was_forgotten_is_pending() {
     assert!(stored_states(&q).is_empty());
     assert_eq!(cursor_of(&q), ids[1]);
     // SQLite alone would give the next event id 1, at or below the cursor: sent, never sent.
-    let new = queue_events(&mut q, "h2", &[("e3", 100)]);
-    assert!(new[0] > ids[1], "{new:?} after {ids:?}");
+    assert_next_id_above(&mut q, ids[1]);
     assert_eq!(counts(&q), (1, 0, 0));
     assert_eq!(q.pending_batch(10).unwrap().events.len(), 1);
 }
@@ -147,21 +168,17 @@ fn maintenance_drops_and_forgets_what_the_cursor_sent_by_its_send_time() {
 
 #[test]
 fn a_salvaged_queue_keeps_what_the_cursor_sent_as_sent() {
-    let dir = tempdir::Dir::new();
-    let old_path = dir.path().join("old.sqlite");
-    {
-        let mut old = Queue::open(&old_path).unwrap();
-        let ids = queue_events(&mut old, "h", &[("e1", 100), ("e2", 100), ("e3", 10), ("e4", 100)]);
+    let events = [("e1", 100), ("e2", 100), ("e3", 10), ("e4", 100)];
+    let (_dir, mut fresh, carried) = salvaged(&events, |old, ids| {
         let mut batch = Batch::default();
         old.read_pending(&mut batch, 2, 50).unwrap();
         let read: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
         assert_eq!(read, [ids[0], ids[1]]);
         old.record_attempt(&read, Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
         old.mark_dead(&[ids[3]], DeadReason::Invalid, "x").unwrap();
-        assert_eq!(counts(&old), (1, 2, 1));
-    }
-    let mut fresh = Queue::open(&dir.path().join("new.sqlite")).unwrap();
-    assert_eq!(fresh.salvage_from(&old_path), 4);
+        assert_eq!(counts(old), (1, 2, 1));
+    });
+    assert_eq!(carried, 4);
     assert_eq!(counts(&fresh), (1, 2, 1));
     let batch = fresh.pending_batch(10).unwrap();
     assert_eq!(batch.events.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["e3"]);
@@ -174,26 +191,20 @@ fn a_salvaged_queue_keeps_what_the_cursor_sent_as_sent() {
     // The salvaged ids count as queued: the highest, deleted, is not given again.
     let top: i64 = fresh.conn.query_row("SELECT MAX(id) FROM events", [], |r| r.get(0)).unwrap();
     fresh.conn.execute("DELETE FROM events WHERE id = ?1", [top]).unwrap();
-    let new = queue_events(&mut fresh, "h2", &[("e5", 100)]);
-    assert!(new[0] > top, "{new:?} after {top}");
+    assert_next_id_above(&mut fresh, top);
 }
 
 #[test]
 fn a_salvage_without_a_readable_cursor_keeps_pending_events_below_the_new_one() {
-    let dir = tempdir::Dir::new();
-    let old_path = dir.path().join("old.sqlite");
-    {
-        let mut old = Queue::open(&old_path).unwrap();
-        let ids = queue_events(&mut old, "h", &[("e1", 10), ("e2", 100), ("e3", 100)]);
+    let (_dir, fresh, carried) = salvaged(&[("e1", 10), ("e2", 100), ("e3", 100)], |old, ids| {
         let mut batch = Batch::default();
         old.read_pending(&mut batch, 1, 50).unwrap();
         assert_eq!(batch.events[0].id, ids[1]);
         // e1 held back and passed: pending by its row; then neither cursor copy readable.
         old.record_attempt(&[ids[1]], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
         old.conn.execute_batch("DROP TABLE sent_runs; DROP TABLE high_water;").unwrap();
-    }
-    let mut fresh = Queue::open(&dir.path().join("new.sqlite")).unwrap();
-    assert_eq!(fresh.salvage_from(&old_path), 3);
+    });
+    assert_eq!(carried, 3);
     // Sent again rather than lost; none pending by its row above the fresh cursor.
     assert_eq!(counts(&fresh), (3, 0, 0));
     assert!(stored_states(&fresh).iter().all(|&(_, state)| state == crate::queue::cursor::QUEUED));
@@ -232,22 +243,16 @@ fn an_id_is_never_used_twice_even_once_its_event_is_deleted() {
     ingest.commit().unwrap();
     let top = stored_states(&q)[1].0;
     assert_eq!(q.purge(&DeadFilter::All).unwrap(), 1);
-    let new = queue_events(&mut q, "h2", &[("e3", 100)]);
-    assert!(new[0] > top, "{new:?} after {top}");
+    assert_next_id_above(&mut q, top);
 }
 
 #[test]
 fn a_salvage_reads_the_cursor_kept_twice_when_one_copy_is_lost() {
-    let dir = tempdir::Dir::new();
-    let old_path = dir.path().join("old.sqlite");
-    {
-        let mut old = Queue::open(&old_path).unwrap();
-        let ids = queue_events(&mut old, "h", &[("e1", 100), ("e2", 100), ("e3", 100)]);
+    let (_dir, fresh, carried) = salvaged(&[("e1", 100), ("e2", 100), ("e3", 100)], |old, ids| {
         old.record_attempt(&ids[..2], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
         // The page of `sent_runs` lost: the table unreadable.
         old.conn.execute_batch("DROP TABLE sent_runs;").unwrap();
-    }
-    let mut fresh = Queue::open(&dir.path().join("new.sqlite")).unwrap();
-    assert_eq!(fresh.salvage_from(&old_path), 3);
+    });
+    assert_eq!(carried, 3);
     assert_eq!(counts(&fresh), (1, 2, 0));
 }

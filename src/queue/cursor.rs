@@ -29,12 +29,37 @@
 
 use super::EventState;
 use rusqlite::Connection;
+use std::sync::OnceLock;
 
 /// `events.state` of an event queued by an ingest: sent at or below the cursor, pending above.
 pub(super) const QUEUED: i64 = 0;
 
+/// [`CURSOR`]'s text, for `concat!` (the reads below are whole literals, not formatted per call).
+macro_rules! cursor_sql {
+    () => {
+        "(SELECT IFNULL(MAX(upto), 0) FROM sent_runs)"
+    };
+}
+
 /// The cursor, as an SQL expression (0 before anything was sent).
-pub(super) const CURSOR: &str = "(SELECT IFNULL(MAX(upto), 0) FROM sent_runs)";
+pub(super) const CURSOR: &str = cursor_sql!();
+
+/// A statement written with [`states`]' placeholders, expanded once, when first used: for the
+/// statements of the sender's every batch and request.
+pub(super) struct Sql {
+    template: &'static str,
+    text: OnceLock<String>,
+}
+
+impl Sql {
+    pub(super) const fn new(template: &'static str) -> Sql {
+        Sql { template, text: OnceLock::new() }
+    }
+
+    pub(super) fn get(&self) -> &str {
+        self.text.get_or_init(|| states(self.template))
+    }
+}
 
 /// An event's state as `EventState::code` numbers it (1 sent, 2 dead, 3 pending), as an SQL
 /// expression over the columns of `events` (named `{alias}.state`, `{alias}.id`).
@@ -62,17 +87,19 @@ pub(super) fn states(sql: &str) -> String {
 
 /// The cursor as `conn` sees it.
 pub(super) fn cursor(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(&format!("SELECT {CURSOR}"), [], |r| r.get(0))
+    conn.prepare_cached(concat!("SELECT ", cursor_sql!()))?.query_row([], |r| r.get(0))
 }
 
 /// The id the next queued event is to take: above every id queued before and above the cursor.
 /// Read with the write lock held (after the transaction's first write), so that no other
 /// connection can queue an event between this read and the insert.
 pub(super) fn next_id(conn: &Connection) -> rusqlite::Result<i64> {
-    let sql = format!(
-        "SELECT MAX(IFNULL((SELECT MAX(id) FROM events), 0), {CURSOR}, (SELECT last_event_id FROM high_water)) + 1"
+    let sql = concat!(
+        "SELECT MAX(IFNULL((SELECT MAX(id) FROM events), 0), ",
+        cursor_sql!(),
+        ", (SELECT last_event_id FROM high_water)) + 1"
     );
-    conn.query_row(&sql, [], |r| r.get(0))
+    conn.prepare_cached(sql)?.query_row([], |r| r.get(0))
 }
 
 /// What a delivered request does to the queue: the ids it delivered, the cursor before it.

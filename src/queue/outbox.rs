@@ -1,7 +1,7 @@
 //! The outbox: pending batches, what one delivery attempt did to its events, expiry, pruning, and
 //! the space sent events' JSON takes.
 
-use super::cursor::{cursor, plan_sent, states};
+use super::cursor::{cursor, plan_sent, states, Sql};
 use super::packed::Row;
 use super::{agent, AgentState, DeadReason, Queue, QueueError, Result, SendLogEntry};
 use rusqlite::{params, Transaction, TransactionBehavior};
@@ -44,12 +44,16 @@ impl Batch {
 /// the cursor, walked in id order from it. A batch reads its `LIMIT` rows and stops, in id order;
 /// neither read sorts (a sort read every pending event for each batch: O(N) per batch, which once
 /// took half the agent's CPU in a 200,000-event backlog).
-pub(super) const PENDING_HELD: &str = "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
-     FROM events e JOIN payloads p ON p.id = e.id WHERE e.state = {pending} AND e.{listed} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1";
+pub(super) static PENDING_HELD: Sql = Sql::new(
+    "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
+     FROM events e JOIN payloads p ON p.id = e.id WHERE e.state = {pending} AND e.{listed} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1",
+);
 /// The second read of a batch: the events queued above the cursor (see [`PENDING_HELD`]).
-pub(super) const PENDING_QUEUED: &str = "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
+pub(super) static PENDING_QUEUED: Sql = Sql::new(
+    "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
      FROM events e JOIN payloads p ON p.id = e.id
-     WHERE e.id > {cursor} AND e.state = {queued} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1";
+     WHERE e.id > {cursor} AND e.state = {queued} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1",
+);
 
 /// Drop the JSON of the events sent before ?1: those whose row says so (by `events_exceptions`),
 /// and those the cursor sent, walked from the lowest JSON still kept (the payloads of events
@@ -60,15 +64,17 @@ pub(super) const CLEAR_SENT_PAYLOADS: [&str; 2] = [
        AND (SELECT e.state FROM events e WHERE e.id = payloads.id) = {queued}",
 ];
 
-/// Forget the events sent, and timed, before ?1, found as above; and the `sent_runs` rows that no
-/// queued event is under any longer (never the highest: the cursor).
-pub(super) const PRUNE_SENT: [&str; 3] = [
+/// Forget the events sent, and timed, before ?1, found as above.
+pub(super) const PRUNE_SENT: [&str; 2] = [
     "DELETE FROM events WHERE state = {sent} AND {listed} AND event_time < ?1 AND sent_at < ?1",
     "DELETE FROM events WHERE id <= (SELECT IFNULL(MAX(upto), 0) FROM sent_runs WHERE at < ?1)
        AND state = {queued} AND event_time < ?1",
-    "DELETE FROM sent_runs WHERE upto < {cursor}
-       AND upto < IFNULL((SELECT MIN(id) FROM events WHERE state = {queued}), {cursor})",
 ];
+
+/// Forget the `sent_runs` rows that no queued event is under any longer (never the highest: the
+/// cursor).
+pub(super) const FORGET_RUNS: &str = "DELETE FROM sent_runs WHERE upto < {cursor}
+       AND upto < IFNULL((SELECT MIN(id) FROM events WHERE state = {queued}), {cursor})";
 
 /// One row of [`PENDING_HELD`] or [`PENDING_QUEUED`] as a [`Queued`], its JSON appended to
 /// `batch`'s (nothing appended when it is not intact).
@@ -106,12 +112,12 @@ impl Queue {
     pub fn read_pending(&self, batch: &mut Batch, limit: usize, cutoff: i64) -> Result<()> {
         batch.events.clear();
         batch.json.clear();
-        for sql in [PENDING_HELD, PENDING_QUEUED] {
+        for sql in [&PENDING_HELD, &PENDING_QUEUED] {
             let left = limit - batch.events.len();
             if left == 0 {
                 break;
             }
-            let mut stmt = self.conn.prepare_cached(&states(sql)).map_err(|e| self.sqlite(e))?;
+            let mut stmt = self.conn.prepare_cached(sql.get()).map_err(|e| self.sqlite(e))?;
             let mut rows = stmt.query(params![left as i64, cutoff]).map_err(|e| self.sqlite(e))?;
             while let Some(r) = rows.next().map_err(|e| self.sqlite(e))? {
                 let queued = read_queued(r, batch).map_err(|e| self.sqlite(e))?;
@@ -122,11 +128,12 @@ impl Queue {
     }
 
     pub fn pending_count(&self) -> Result<i64> {
-        let sql = states(
+        // Once a second for the service's STATUS line.
+        static PENDING_COUNT: Sql = Sql::new(
             "SELECT (SELECT COUNT(*) FROM events WHERE state = {pending} AND {listed})
                   + (SELECT COUNT(*) FROM events WHERE id > {cursor} AND state = {queued})",
         );
-        self.conn.query_row(&sql, [], |r| r.get(0)).map_err(|e| self.sqlite(e))
+        self.conn.query_row(PENDING_COUNT.get(), [], |r| r.get(0)).map_err(|e| self.sqlite(e))
     }
 
     /// Bytes the database's pages in use hold (free pages not counted; the WAL is bounded
@@ -193,11 +200,11 @@ impl Queue {
     }
 
     pub fn has_pending(&self) -> Result<bool> {
-        let sql = states(
+        static HAS_PENDING: Sql = Sql::new(
             "SELECT EXISTS (SELECT 1 FROM events WHERE state = {pending} AND {listed})
                  OR EXISTS (SELECT 1 FROM events WHERE id > {cursor} AND state = {queued})",
         );
-        self.conn.query_row(&sql, [], |r| r.get(0)).map_err(|e| self.sqlite(e))
+        self.conn.query_row(HAS_PENDING.get(), [], |r| r.get(0)).map_err(|e| self.sqlite(e))
     }
 
     /// Record one delivery attempt of `ids` in a single transaction: the events' new state, the
@@ -217,7 +224,7 @@ impl Queue {
             match disposition {
                 Disposition::Sent { at } => mark_sent(&tx, ids, at).map_err(err)?,
                 Disposition::Dead { reason, message } => {
-                    mark_dead(&tx, ids, reason, message, "attempts = attempts + 1,").map_err(err)?
+                    mark_dead(&tx, ids, reason, message, &MARK_DEAD_ATTEMPTED).map_err(err)?
                 }
                 Disposition::StillPending => {
                     let mut stmt =
@@ -248,7 +255,7 @@ impl Queue {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        mark_dead(&tx, ids, reason, message, "").map_err(err)?;
+        mark_dead(&tx, ids, reason, message, &MARK_DEAD).map_err(err)?;
         super::lock::commit(tx).map_err(err)
     }
 
@@ -272,14 +279,10 @@ impl Queue {
     /// which the caller sets beyond the attribution window), and old send-log rows.
     pub fn prune(&self, sent_cutoff: i64, log_keep: i64) -> Result<usize> {
         let mut n = 0;
-        for (i, sql) in PRUNE_SENT.iter().enumerate() {
-            let sql = states(sql);
-            if i == 2 {
-                self.conn.execute(&sql, []).map_err(|e| self.sqlite(e))?;
-            } else {
-                n += self.conn.execute(&sql, [sent_cutoff]).map_err(|e| self.sqlite(e))?;
-            }
+        for sql in PRUNE_SENT {
+            n += self.conn.execute(&states(sql), [sent_cutoff]).map_err(|e| self.sqlite(e))?;
         }
+        self.conn.execute(&states(FORGET_RUNS), []).map_err(|e| self.sqlite(e))?;
         self.conn
             .execute("DELETE FROM send_log WHERE id <= (SELECT MAX(id) FROM send_log) - ?1", [log_keep])
             .map_err(|e| self.sqlite(e))?;
@@ -291,19 +294,19 @@ impl Queue {
 /// become sent; the cursor moves past the highest id delivered above it, once the queued events it
 /// passes and the request did not deliver (held back) say they are pending.
 fn mark_sent(tx: &Transaction<'_>, ids: &[i64], at: i64) -> rusqlite::Result<()> {
-    let plan = plan_sent(ids, cursor(tx)?);
-    let mut held = tx.prepare_cached(&states(
+    static HELD_SENT: Sql = Sql::new(
         "UPDATE events SET attempts = attempts + 1, state = {sent}, sent_at = ?3
          WHERE state = {pending} AND {listed} AND id BETWEEN ?1 AND ?2",
-    ))?;
+    );
+    static GAP: Sql = Sql::new("UPDATE events SET state = {pending} WHERE id BETWEEN ?1 AND ?2 AND state = {queued}");
+    let plan = plan_sent(ids, cursor(tx)?);
+    let mut held = tx.prepare_cached(HELD_SENT.get())?;
     // One statement per run of consecutive ids (a batch walks the queue in id order, so mostly
     // one run): each statement is ~1 µs of SQLite overhead beside the rows'.
     for (first, last) in plan.runs {
         held.execute(params![first, last, at])?;
     }
-    let mut gap = tx.prepare_cached(&states(
-        "UPDATE events SET state = {pending} WHERE id BETWEEN ?1 AND ?2 AND state = {queued}",
-    ))?;
+    let mut gap = tx.prepare_cached(GAP.get())?;
     for (first, last) in plan.gaps {
         gap.execute(params![first, last])?;
     }
@@ -314,16 +317,25 @@ fn mark_sent(tx: &Transaction<'_>, ids: &[i64], at: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// Dead-letter those of `ids` that are pending (by their row, or queued above the cursor), with
-/// `also` (`attempts = attempts + 1,` or nothing) in the update.
-fn mark_dead(tx: &Transaction<'_>, ids: &[i64], reason: DeadReason, message: &str, also: &str) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(&states(&format!(
-        "UPDATE events SET {also} state = {{dead}}, dead_reason = ?2, dead_message = ?3
-         WHERE id = ?1 AND (state = {{pending}} OR (state = {{queued}} AND id > ?4))"
-    )))?;
+/// Dead-letter those of `ids` that are pending (by their row, or queued above the cursor) with
+/// `sql`: [`MARK_DEAD`], or [`MARK_DEAD_ATTEMPTED`] after a delivery attempt.
+fn mark_dead(tx: &Transaction<'_>, ids: &[i64], reason: DeadReason, message: &str, sql: &Sql) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(sql.get())?;
     let cursor = cursor(tx)?;
     for id in ids {
         stmt.execute(params![id, reason, message, cursor])?;
     }
     Ok(())
 }
+
+/// Dead-letter a pending event (?1 its id, ?2 and ?3 the reason and message, ?4 the cursor).
+static MARK_DEAD: Sql = Sql::new(
+    "UPDATE events SET state = {dead}, dead_reason = ?2, dead_message = ?3
+     WHERE id = ?1 AND (state = {pending} OR (state = {queued} AND id > ?4))",
+);
+
+/// [`MARK_DEAD`], counting the delivery attempt that refused it.
+static MARK_DEAD_ATTEMPTED: Sql = Sql::new(
+    "UPDATE events SET attempts = attempts + 1, state = {dead}, dead_reason = ?2, dead_message = ?3
+     WHERE id = ?1 AND (state = {pending} OR (state = {queued} AND id > ?4))",
+);

@@ -220,9 +220,9 @@ fn query_plan(q: &Queue, sql: &str) -> Vec<String> {
 #[test]
 fn a_batch_is_read_in_id_order_without_sorting_the_whole_backlog() {
     let (_dir, q) = temp_queue();
-    let held = query_plan(&q, crate::queue::outbox::PENDING_HELD);
+    let held = query_plan(&q, crate::queue::outbox::PENDING_HELD.get());
     assert!(held.iter().any(|l| l.contains("USING INDEX events_exceptions (state=?")), "{held:?}");
-    let queued = query_plan(&q, crate::queue::outbox::PENDING_QUEUED);
+    let queued = query_plan(&q, crate::queue::outbox::PENDING_QUEUED.get());
     assert!(queued.iter().any(|l| l.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid>?)")), "{queued:?}");
     for plan in [held, queued] {
         assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
@@ -232,7 +232,10 @@ fn a_batch_is_read_in_id_order_without_sorting_the_whole_backlog() {
 #[test]
 fn maintenance_finds_sent_events_without_reading_the_whole_queue() {
     let (_dir, q) = temp_queue();
-    let outbox = crate::queue::outbox::CLEAR_SENT_PAYLOADS.iter().chain(&crate::queue::outbox::PRUNE_SENT);
+    let outbox = crate::queue::outbox::CLEAR_SENT_PAYLOADS
+        .iter()
+        .chain(&crate::queue::outbox::PRUNE_SENT)
+        .chain([&crate::queue::outbox::FORGET_RUNS]);
     for sql in outbox {
         let plan = query_plan(&q, sql);
         assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{sql}: {plan:?}");

@@ -16,7 +16,7 @@ use crate::event::{self, time::Age};
 use crate::event::{Event, Warning};
 use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
 use crate::queue::{
-    DeadReason, FileRecord, FileState, Ingest, IngestCounts, NewEvent, Payload, Position, Queue, QueueError,
+    DeadReason, FileRecord, FileState, Held, Ingest, IngestCounts, NewEvent, Payload, Position, Queue, QueueError,
 };
 use crate::source::open::{self, Links};
 use crate::source::{self, shown};
@@ -44,6 +44,10 @@ pub const PART_BYTES: u64 = 2 * 1024 * 1024;
 pub fn part_full(orders: u64, bytes: u64) -> bool {
     orders >= PART_ORDERS || bytes >= PART_BYTES
 }
+
+/// The reader of a file hands what it built to the writer at the end of each part and whenever it
+/// holds this many bytes: small pieces keep the memory of the two threads' buffers small.
+const HAND_OFF_BYTES: usize = 256 * 1024;
 
 /// The clock and window an ingest judges event ages with.
 #[derive(Debug, Clone, Copy)]
@@ -355,55 +359,63 @@ pub fn ingest_settled(
         None => queue.begin_reread(supersede, &hash, path, &source.name, ages.now)?,
     };
     let mut failure: Option<QueueError> = None;
-    let (mut found_so_far, mut part_orders, mut part_from, mut parts) = (0u64, 0u64, 0u64, 0u32);
-    let mut changed = false;
-    let consumed = Cell::new(0u64);
-    let input = Counted { inner: &file, bytes: &consumed };
-    let read = read(source, input, path, utf8, ages, &mut |found| {
-        found_so_far += 1;
-        if found_so_far <= skip {
-            // Committed in an earlier part.
-            part_from = consumed.get();
-            return ControlFlow::Continue(());
-        }
-        let order = match &found {
-            Found::Event { line, .. } => Some(*line),
-            Found::Skip(skip) => Some(skip.line),
-            Found::Reject { .. } => None,
+    let mut parts = 0u32;
+    let reading =
+        Reading { source, path, utf8, ages, skip, shown: &shown, hash: &hash, inode: before.1, stable: &stable };
+    let (read, changed, mut rest) = {
+        // What the reader hands over is written in the open transaction; the part it ends, if it
+        // ends one, is committed.
+        let mut write = |held: &mut Held, end: Option<PartEnd>| -> Result<(), QueueError> {
+            ingest.write(held)?;
+            let Some(PartEnd { position, taken }) = end else { return Ok(()) };
+            let counts = ingest.commit_part(&source.name, &position, taken)?;
+            tracing::debug!(
+                "{shown}: a part of {} events committed (read to about byte {})",
+                counts.events,
+                position.offset
+            );
+            on_part(&counts);
+            parts += 1;
+            crate::fault_point("ingest-part");
+            Ok(())
         };
-        if let Err(e) = add_found(&mut ingest, &shown, found) {
-            failure = Some(e);
-            return ControlFlow::Break(());
+        if opened.len() <= INLINE_BYTES {
+            // A small file is read and written on this thread.
+            reading.run(&file, &mut |held, end| match write(held, end) {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            })
+        } else {
+            // Two threads: this one writes and commits while a reader thread reads the file and
+            // builds what comes next (parsing, hashing, packing: no SQLite), a piece or two ahead.
+            let file = &file;
+            std::thread::scope(|scope| {
+                let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(1);
+                let (spare_out, spare_in) = std::sync::mpsc::channel::<Held>();
+                let reader = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
+                    reading.run(file, &mut |held, end| {
+                        let spare = spare_in.try_recv().unwrap_or_default();
+                        to_writer.send(Piece { held: std::mem::replace(held, spare), end }).is_ok()
+                    })
+                })?;
+                while let Ok(Piece { mut held, end }) = pieces.recv() {
+                    let written = write(&mut held, end);
+                    let _ = spare_out.send(held);
+                    if let Err(e) = written {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                // A writer that failed stops the reader at its next hand-over.
+                drop(pieces);
+                Ok(reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            })
+            .map_err(io)?
         }
-        let Some(line) = order else { return ControlFlow::Continue(()) };
-        part_orders += 1;
-        if !part_full(part_orders, consumed.get() - part_from) {
-            return ControlFlow::Continue(());
-        }
-        // Between two orders: commit the part, if the file is still the one that was hashed.
-        if !stable(&file) {
-            changed = true;
-            return ControlFlow::Break(());
-        }
-        let position = Position { offset: consumed.get(), lines: line, fingerprint: hash.clone(), inode: before.1 };
-        match ingest.commit_part(&source.name, &position, found_so_far) {
-            Ok(counts) => {
-                tracing::debug!(
-                    "{shown}: a part of {} events committed (read to about byte {})",
-                    counts.events,
-                    position.offset
-                );
-                on_part(&counts);
-                (part_orders, part_from, parts) = (0, consumed.get(), parts + 1);
-                crate::fault_point("ingest-part");
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                failure = Some(e);
-                ControlFlow::Break(())
-            }
-        }
-    });
+    };
     if let Some(e) = failure {
         if parts > 0 {
             tracing::info!("{shown}: {parts} parts committed; the rest waits");
@@ -434,9 +446,100 @@ pub fn ingest_settled(
         Err(format::FormatError::Io(e)) => return Err(io(e)),
         Err(e) => return Ok(Outcome::Unreadable(e.to_string())),
     }
+    ingest.write(&mut rest)?;
     let file_id = ingest.file_id()?;
     let counts = ingest.commit()?;
     Ok(Outcome::Ingested { file_id, counts })
+}
+
+/// A piece of a file read and built, for the writer: what it holds and where its part ends, if a
+/// part ends with it.
+struct Piece {
+    held: Held,
+    end: Option<PartEnd>,
+}
+
+/// The end of a part: the position the next part starts at, and how many things the reader found
+/// before it.
+struct PartEnd {
+    position: Position,
+    taken: u64,
+}
+
+/// Files up to this size are read and written on one thread; bigger ones on two ([`ingest_settled`]).
+const INLINE_BYTES: u64 = 64 * 1024;
+
+/// A file's read into [`Held`] pieces ([`Reading::run`]), apart from the queue.
+#[derive(Clone, Copy)]
+struct Reading<'a> {
+    source: &'a SourceConfig,
+    path: &'a Path,
+    utf8: bool,
+    ages: AgePolicy,
+    /// Things found before this many were committed in earlier parts.
+    skip: u64,
+    shown: &'a str,
+    hash: &'a str,
+    inode: u64,
+    /// Whether the file is still the one that was opened and hashed.
+    stable: &'a (dyn Fn(&std::fs::File) -> bool + Sync),
+}
+
+impl Reading<'_> {
+    /// Read `file` from its start, handing what it finds to `hand` at the end of each part (with
+    /// the part's position) and whenever it holds [`HAND_OFF_BYTES`]. `hand` says false to stop
+    /// the read. Returns the read's result, whether the file changed under it (the read stopped at
+    /// a part's end), and what was found after the last hand-over.
+    fn run(
+        self,
+        file: &std::fs::File,
+        hand: &mut dyn FnMut(&mut Held, Option<PartEnd>) -> bool,
+    ) -> (Result<Summary, FormatError>, bool, Held) {
+        let mut held = Held::default();
+        let (mut found_so_far, mut part_orders, mut part_from) = (0u64, 0u64, 0u64);
+        let mut changed = false;
+        let consumed = Cell::new(0u64);
+        let input = Counted { inner: file, bytes: &consumed };
+        let read = read(self.source, input, self.path, self.utf8, self.ages, &mut |found| {
+            found_so_far += 1;
+            if found_so_far <= self.skip {
+                // Committed in an earlier part.
+                part_from = consumed.get();
+                return ControlFlow::Continue(());
+            }
+            let order = match &found {
+                Found::Event { line, .. } => Some(*line),
+                Found::Skip(skip) => Some(skip.line),
+                Found::Reject { .. } => None,
+            };
+            let _ = add_found(&mut held, self.shown, found);
+            let end = match order {
+                Some(line) => {
+                    part_orders += 1;
+                    part_full(part_orders, consumed.get() - part_from).then_some(line)
+                }
+                None => None,
+            };
+            let Some(line) = end else {
+                let go_on = held.bytes() < HAND_OFF_BYTES || hand(&mut held, None);
+                return if go_on { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
+            };
+            // Between two orders: the part ends, if the file is still the one that was hashed.
+            if !(self.stable)(file) {
+                changed = true;
+                return ControlFlow::Break(());
+            }
+            let position =
+                Position { offset: consumed.get(), lines: line, fingerprint: self.hash.to_owned(), inode: self.inode };
+            (part_orders, part_from) = (0, consumed.get());
+            if hand(&mut held, Some(PartEnd { position, taken: found_so_far })) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        (read, changed, held)
+    }
 }
 
 /// A reader that counts the bytes read through it (how far into a file a part ends, roughly: the
@@ -454,26 +557,68 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
-/// Record one thing found in `shown` in an ingest (logging it as it goes): an event queued (or
-/// counted as a duplicate; a repeat of an order earlier in the same file becomes a rejected row),
-/// a rejected row, a skipped sale.
-pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Result<(), QueueError> {
+/// Where [`add_found`] records what a read found: an [`Ingest`] (written as it goes, the whole of a
+/// small read), or a [`Held`] part built apart from the queue, written by an ingest on another
+/// thread ([`ingest_settled`]).
+pub trait FoundSink {
+    fn add_event(&mut self, e: &NewEvent<'_>) -> Result<(), QueueError>;
+    fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<(), QueueError>;
+    fn add_skip(&mut self);
+    fn add_warnings(&mut self, n: usize);
+}
+
+impl FoundSink for Ingest<'_> {
+    fn add_event(&mut self, e: &NewEvent<'_>) -> Result<(), QueueError> {
+        Ingest::add_event(self, e)
+    }
+    fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<(), QueueError> {
+        Ingest::add_reject(self, line, field, reason)
+    }
+    fn add_skip(&mut self) {
+        Ingest::add_skip(self)
+    }
+    fn add_warnings(&mut self, n: usize) {
+        Ingest::add_warnings(self, n)
+    }
+}
+
+impl FoundSink for Held {
+    fn add_event(&mut self, e: &NewEvent<'_>) -> Result<(), QueueError> {
+        Held::add_event(self, e);
+        Ok(())
+    }
+    fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<(), QueueError> {
+        Held::add_reject(self, line, field, reason);
+        Ok(())
+    }
+    fn add_skip(&mut self) {
+        Held::add_skip(self)
+    }
+    fn add_warnings(&mut self, n: usize) {
+        Held::add_warnings(self, n)
+    }
+}
+
+/// Record one thing found in `shown` (logging it as it goes): an event queued (or counted as a
+/// duplicate; a repeat of an order earlier in the same file becomes a rejected row), a rejected
+/// row, a skipped sale.
+pub fn add_found(sink: &mut dyn FoundSink, shown: &str, found: Found<'_>) -> Result<(), QueueError> {
     match found {
         Found::Skip(skip) => {
             tracing::info!("{shown}:{}: order `{}` not sent: {}", skip.line, skip.order_id, skip.reason);
-            ingest.add_skip();
+            sink.add_skip();
             Ok(())
         }
         Found::Reject { line, field, reason } => {
             tracing::warn!("{shown}:{line}: {}{reason}", field.map(|f| format!("field `{f}`: ")).unwrap_or_default());
-            ingest.add_reject(line, field, &reason)
+            sink.add_reject(line, field, &reason)
         }
         Found::Event { event: ev, line, dead_reason, warnings } => {
             for w in warnings {
                 tracing::warn!("{shown}:{}: field `{}`: {}", w.line, w.field, w.reason);
             }
-            ingest.add_warnings(warnings.len());
-            ingest.add_event(&NewEvent {
+            sink.add_warnings(warnings.len());
+            sink.add_event(&NewEvent {
                 event_name: ev.event,
                 event_id: ev.event_id.as_str(),
                 event_time: ev.event_time,
@@ -490,6 +635,147 @@ pub fn add_found(ingest: &mut Ingest<'_>, shown: &str, found: Found<'_>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// The one source of a config reading native CSV from `dir`.
+    fn native_source(dir: &Path) -> SourceConfig {
+        let text = format!(
+            "event_source_id = \"7181537436256731137\"\naccess_token_file = \"token\"\n\n[[source]]\npath = \"{}\"\nformat = \"native-csv\"\ntime_zone = \"UTC\"\ncurrency = \"USD\"\nshop_id = \"s042\"\n",
+            dir.display()
+        );
+        let ctx = crate::config::Context {
+            config_dir: dir.into(),
+            state_directory: Some(dir.join("state")),
+            user_data_dir: None,
+        };
+        crate::config::parse(&text, &ctx).unwrap().sources.remove(0)
+    }
+
+    fn ages() -> AgePolicy {
+        AgePolicy { now: 1_700_000_000, window_secs: 28 * 86_400, future_secs: 3600, clock_trusted: true }
+    }
+
+    /// A native CSV of `orders` one-item orders `o0`, `o1`, ...; every order whose number is in
+    /// `bad` has a price that is not a number (a rejected row).
+    fn orders_csv(orders: usize, bad: &[usize]) -> String {
+        let mut out = String::from("order_id,event_time,email,content_id,content_name,price,quantity\n");
+        for o in 0..orders {
+            let price = if bad.contains(&o) { "n/a".to_string() } else { format!("{}.50", o % 90 + 1) };
+            out.push_str(&format!(
+                "o{o},{},c{o}@example.com,SKU-{o},item {o},{price},1\n",
+                1_699_990_000 + (o % 3000) as i64
+            ));
+        }
+        out
+    }
+
+    /// Ingest `path` counting the parts committed; the ingest runs on another thread and must end
+    /// within a minute (a reader left waiting on a writer that stopped would hang it).
+    fn ingest_counting_parts(
+        queue: Queue,
+        source: SourceConfig,
+        path: PathBuf,
+    ) -> (Queue, Result<Outcome, IngestError>, u32) {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut queue = queue;
+            let parts = AtomicU32::new(0);
+            let on_part = |_: &IngestCounts| {
+                parts.fetch_add(1, Ordering::SeqCst);
+            };
+            let outcome = ingest_settled(&mut queue, &source, &path, ages(), None, None, &on_part);
+            let _ = done.send((queue, outcome, parts.load(Ordering::SeqCst)));
+        });
+        result.recv_timeout(std::time::Duration::from_secs(60)).expect("the ingest ended")
+    }
+
+    /// A file too big to read on one thread is read on two (one reads and builds, one writes): every
+    /// order is queued once, in the file's order, with its own payload, and the rejected rows are
+    /// recorded with their lines, as a small file read on one thread would have them.
+    #[test]
+    fn a_big_file_read_on_two_threads_queues_every_order_in_order_with_its_own_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = native_source(dir.path());
+        let orders = 2 * PART_ORDERS as usize + 700;
+        let bad = [5, 3001, orders - 1];
+        for (name, orders, bad, parts) in [("big.csv", orders, &bad[..], 2), ("small.csv", 40, &[5][..], 0)] {
+            let queue = Queue::open(&dir.path().join(format!("{name}.sqlite"))).unwrap();
+            let path = dir.path().join(name);
+            std::fs::write(&path, orders_csv(orders, bad)).unwrap();
+            let two_threads = std::fs::metadata(&path).unwrap().len() > INLINE_BYTES;
+            assert_eq!(two_threads, parts > 0, "{name}: the file is of the size meant");
+            let (queue, outcome, committed) = ingest_counting_parts(queue, source.clone(), path);
+            let Ok(Outcome::Ingested { counts, .. }) = outcome else { panic!("{name}: {outcome:?}") };
+            assert_eq!((counts.events, counts.rejects), ((orders - bad.len()) as i64, bad.len() as i64), "{name}");
+            assert_eq!(committed, parts, "{name}: parts committed before the last");
+            let batch = queue.pending_batch(orders).unwrap();
+            let expected: Vec<String> = (0..orders).filter(|o| !bad.contains(o)).map(|o| format!("o{o}")).collect();
+            let queued: Vec<&str> = batch.events.iter().map(|e| e.event_id.rsplit(':').next().unwrap()).collect();
+            assert_eq!(queued, expected, "{name}: queued in the file's order");
+            for e in &batch.events {
+                let order = e.event_id.rsplit(':').next().unwrap();
+                assert!(e.intact, "{name}: {order}");
+                assert!(
+                    batch.payload(e).contains(&format!("\"order_id\":\"{order}\"")),
+                    "{name}: {order}: {}",
+                    batch.payload(e)
+                );
+            }
+            let mut lines: Vec<i64> = queue.recent_rejects(10).unwrap().iter().map(|r| r.line).collect();
+            lines.sort();
+            assert_eq!(
+                lines,
+                bad.iter().map(|o| *o as i64 + 2).collect::<Vec<_>>(),
+                "{name}: the rejected rows' lines"
+            );
+        }
+    }
+
+    /// The writer stops at a part that does not fit the queue: the reader, ahead of it, stops too,
+    /// the ingest ends with the error, and the parts committed before it stay.
+    #[test]
+    fn a_part_that_does_not_fit_stops_the_reader_and_keeps_the_parts_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = native_source(dir.path());
+        let queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        queue.set_size_limit(3 * 1024 * 1024).unwrap();
+        let path = dir.path().join("big.csv");
+        std::fs::write(&path, orders_csv(40 * PART_ORDERS as usize, &[])).unwrap();
+        let (queue, outcome, parts) = ingest_counting_parts(queue, source, path);
+        assert!(matches!(&outcome, Err(IngestError::Queue(e)) if e.is_full()), "{outcome:?}");
+        assert!((1..40).contains(&parts), "{parts} parts committed");
+        assert_eq!(queue.counts().unwrap().pending, i64::from(parts) * PART_ORDERS as i64);
+    }
+
+    /// A file that changes after parts of it were committed is not ingested: the parts are
+    /// abandoned (read again from its start later), whichever thread sees the change.
+    #[test]
+    fn a_big_file_that_changes_between_parts_is_left_to_be_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = native_source(dir.path());
+        let mut queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let path = dir.path().join("big.csv");
+        std::fs::write(&path, orders_csv(4 * PART_ORDERS as usize, &[])).unwrap();
+        let appended = std::sync::atomic::AtomicBool::new(false);
+        let on_part = |_: &IngestCounts| {
+            if !appended.swap(true, Ordering::SeqCst) {
+                let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                std::io::Write::write_all(&mut file, b"late,1699990000,l@example.com,SKU,late,1.00,1\n").unwrap();
+            }
+        };
+        let hash = scan_content(&path).unwrap().0;
+        let outcome = ingest_settled(&mut queue, &source, &path, ages(), None, None, &on_part);
+        assert!(matches!(outcome, Ok(Outcome::Changed)), "{outcome:?}");
+        assert!(appended.load(Ordering::SeqCst));
+        let record = queue.file_by_hash(&hash).unwrap();
+        assert!(record.is_none(), "the parts are no longer recorded as the file's content: {record:?}");
+        let pending = queue.counts().unwrap().pending;
+        assert!(
+            pending >= PART_ORDERS as i64 && pending % PART_ORDERS as i64 == 0,
+            "the parts' events stay: {pending}"
+        );
+    }
 
     #[test]
     fn a_part_is_full_at_its_order_or_byte_bound() {

@@ -46,8 +46,11 @@ pub enum Payload<'a> {
 /// [`UNWRITTEN_BYTES`] pile up), so the queue's write lock is held for the writes, not while the
 /// file is read and its events are built: the sender marks batches sent meanwhile. The held texts
 /// and payloads share two buffers, kept with their room from part to part: no allocation per event.
+///
+/// Filled without the queue (no SQLite: packing and checksums only), a `Held` can be built on one
+/// thread while an [`Ingest`] writes the one before on another ([`Ingest::write`]).
 #[derive(Debug, Default)]
-struct Held {
+pub struct Held {
     items: Vec<HeldItem>,
     /// The held events' ids and order ids, the rejected rows' fields and reasons, one after the other.
     texts: String,
@@ -81,7 +84,7 @@ struct HeldEvent {
 
 impl Held {
     /// Hold an event: its payload packed and checksummed now, outside the write lock.
-    fn add_event(&mut self, e: &NewEvent<'_>) {
+    pub fn add_event(&mut self, e: &NewEvent<'_>) {
         let row = Row { event_id: e.event_id, order_id: e.order_id, event_time: e.event_time };
         let event_id = push_text(&mut self.texts, e.event_id);
         let order_id = push_text(&mut self.texts, e.order_id);
@@ -114,23 +117,37 @@ impl Held {
         }));
     }
 
-    fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) {
+    pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) {
         let field = field.map(|f| push_text(&mut self.texts, f));
         let reason = push_text(&mut self.texts, reason);
         self.items.push(HeldItem::Reject { line, field, reason });
     }
 
+    /// Count a transaction the reader decided not to send.
+    pub fn add_skip(&mut self) {
+        self.skipped += 1;
+    }
+
+    pub fn add_warnings(&mut self, n: usize) {
+        self.warnings += n as i64;
+    }
+
+    /// Whether it holds so much that it is to be written before its part ends.
+    pub fn is_big(&self) -> bool {
+        self.bytes() >= UNWRITTEN_BYTES
+    }
+
     /// About how many bytes it holds: its texts and payloads, and what an item costs besides.
-    fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.texts.len() + self.payloads.len() + 96 * self.items.len()
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.items.is_empty() && self.skipped == 0 && self.warnings == 0
     }
 
     /// Empty, keeping its room.
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.items.clear();
         self.texts.clear();
         self.payloads.clear();
@@ -434,18 +451,27 @@ impl<'q> Ingest<'q> {
 
     /// Count a transaction the reader decided not to send (refund, void, training...).
     pub fn add_skip(&mut self) {
-        self.held.skipped += 1;
+        self.held.add_skip();
     }
 
     pub fn add_warnings(&mut self, n: usize) {
-        self.held.warnings += n as i64;
+        self.held.add_warnings(n);
     }
 
     fn write_if_big(&mut self) -> Result<()> {
-        if self.held.bytes() >= UNWRITTEN_BYTES {
+        if self.held.is_big() {
             self.write_unwritten()?;
         }
         Ok(())
+    }
+
+    /// Write what `held` holds (built apart from this ingest, on another thread, say) in the open
+    /// transaction, after what this ingest holds itself; emptied, `held` keeps its room.
+    pub fn write(&mut self, held: &mut Held) -> Result<()> {
+        self.write_unwritten()?;
+        let written = self.write_held(held);
+        held.clear();
+        written
     }
 
     /// Write what this ingest holds, in order, in the open transaction (the file's row first, if

@@ -392,18 +392,21 @@ pub fn ingest_settled(
             // Two threads: this one writes and commits while a reader thread reads the file and
             // builds what comes next (parsing, hashing, packing: no SQLite), a piece or two ahead.
             let file = &file;
+            // Written pieces, emptied with their room kept, for the reader to fill again.
+            let spares = &std::sync::Mutex::new(Vec::<Held>::new());
             std::thread::scope(|scope| {
                 let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(1);
-                let (spare_out, spare_in) = std::sync::mpsc::channel::<Held>();
                 let reader = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
                     reading.run(file, &mut |held, end| {
-                        let spare = spare_in.try_recv().unwrap_or_default();
+                        let spare = spares.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
                         to_writer.send(Piece { held: std::mem::replace(held, spare), end }).is_ok()
                     })
                 })?;
                 while let Ok(Piece { mut held, end }) = pieces.recv() {
                     let written = write(&mut held, end);
-                    let _ = spare_out.send(held);
+                    if let Ok(mut spares) = spares.lock() {
+                        spares.push(held);
+                    }
                     if let Err(e) = written {
                         failure = Some(e);
                         break;

@@ -46,8 +46,13 @@ pub fn part_full(orders: u64, bytes: u64) -> bool {
 }
 
 /// The reader of a file hands what it built to the writer at the end of each part and whenever it
-/// holds this many bytes: small pieces keep the memory of the two threads' buffers small.
-const HAND_OFF_BYTES: usize = 256 * 1024;
+/// holds this many bytes (~200 one-order events), up to [`PIECES_AHEAD`] pieces ahead of the writer.
+/// Small pieces keep the buffers of the two threads small: pieces of 256 KiB, one ahead, took peak
+/// RSS ~1.5 MB higher (BENCHMARKS.md).
+const HAND_OFF_BYTES: usize = 64 * 1024;
+
+/// How many pieces the reader may have handed over that the writer has not taken yet.
+const PIECES_AHEAD: usize = 3;
 
 /// The clock and window an ingest judges event ages with.
 #[derive(Debug, Clone, Copy)]
@@ -390,12 +395,12 @@ pub fn ingest_settled(
             })
         } else {
             // Two threads: this one writes and commits while a reader thread reads the file and
-            // builds what comes next (parsing, hashing, packing: no SQLite), a piece or two ahead.
+            // builds what comes next (parsing, hashing, packing: no SQLite), a few pieces ahead.
             let file = &file;
             // Written pieces, emptied with their room kept, for the reader to fill again.
             let spares = &std::sync::Mutex::new(Vec::<Held>::new());
             std::thread::scope(|scope| {
-                let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(1);
+                let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(PIECES_AHEAD);
                 let reader = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
                     reading.run(file, &mut |held, end| {
                         let spare = spares.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();

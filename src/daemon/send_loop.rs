@@ -39,6 +39,8 @@ pub(super) async fn send_loop(
     let mut limiter = LogLimiter::new(Duration::from_secs(600));
     let mut token = TokenWatch::new(config.token.as_ref());
     let mut streak = 0;
+    // The idle checkpoint is due: run before the next step, on the step's blocking call.
+    let mut checkpoint_due = false;
     // After a shared power or network outage a whole fleet starts at once: spread the first send.
     if sender.queue().has_pending().unwrap_or(false) {
         let jitter = config.sender.recovery_jitter.mul_f64(fastrand::f64());
@@ -64,7 +66,19 @@ pub(super) async fn send_loop(
         }
         token.mark();
         health.begin(Part::Send);
-        let (s, step) = blocking(sender, |s| s.step(crate::now())).await;
+        let checkpoint = std::mem::take(&mut checkpoint_due);
+        let (s, step) = blocking(sender, move |s| {
+            if checkpoint {
+                match s.queue().checkpoint() {
+                    Ok((frames, copied)) => {
+                        tracing::debug!("idle after a backlog: {copied} of {frames} WAL frames copied")
+                    }
+                    Err(e) => tracing::debug!("idle after a backlog: no checkpoint: {e}"),
+                }
+            }
+            s.step(crate::now())
+        })
+        .await;
         health.end(Part::Send);
         sender = s;
         let wait = match step {
@@ -89,7 +103,7 @@ pub(super) async fn send_loop(
                 continue;
             }
             Ok(Step::Idle) => {
-                let mut checkpoint_at = (streak >= CHECKPOINT_AFTER).then(|| Instant::now() + CHECKPOINT_IDLE);
+                let checkpoint_at = (streak >= CHECKPOINT_AFTER).then(|| Instant::now() + CHECKPOINT_IDLE);
                 tracing::debug!(
                     "nothing to send; waiting for new events (maintenance at the latest in {:?})",
                     next_maintenance.saturating_duration_since(Instant::now())
@@ -102,13 +116,8 @@ pub(super) async fn send_loop(
                         _ = stop.changed() => return,
                         _ = wake.notified() => break,
                         _ = tokio::time::sleep_until(checkpoint_at.unwrap_or(next_maintenance).into()), if checkpoint_at.is_some() => {
-                            (checkpoint_at, streak) = (None, 0);
-                            let (s, r) = blocking(sender, |s| s.queue().checkpoint()).await;
-                            sender = s;
-                            match r {
-                                Ok((frames, copied)) => tracing::debug!("idle after a backlog: {copied} of {frames} WAL frames copied"),
-                                Err(e) => tracing::debug!("idle after a backlog: no checkpoint: {e}"),
-                            }
+                            (checkpoint_due, streak) = (true, 0);
+                            break;
                         }
                         _ = tokio::time::sleep_until(next_maintenance.into()) => break,
                         _ = tokio::time::sleep(LOOK_EVERY) => {

@@ -32,7 +32,7 @@ fn wal_size(queue: &Path) -> u64 {
 fn a_file_bigger_than_the_queue_cap_is_delivered_in_parts_each_order_once_with_a_bounded_wal() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let agent = Agent::new(&fake.base_url(), small_queue());
-    let mut daemon = agent.spawn();
+    let mut daemon = agent.spawn_with_env(&[("OFFLINE_EVENTS_AGENT_LOG", "debug")]);
     drop_big(&agent, "big.csv", "B");
     let taken = Instant::now();
     let mut max_wal = 0;
@@ -70,6 +70,12 @@ fn a_file_bigger_than_the_queue_cap_is_delivered_in_parts_each_order_once_with_a
     let status = agent.status();
     assert_eq!(status["counts"]["rejects"], 0, "{status}");
     assert_eq!(status["counts"]["pending"], 0, "{status}");
+    // Idle after a backlog, the sender checkpoints the WAL the backlog's partial checkpoints left.
+    assert!(
+        wait_until(Duration::from_secs(10), || daemon.log_text().contains("idle after a backlog: ")),
+        "{}",
+        daemon.log_text()
+    );
     daemon.terminate();
 }
 

@@ -9,7 +9,7 @@
 //! a durable commit.
 //!
 //! [`read`] (any `io::Read` through a reader and `event::build`) and [`add_found`] (one thing found
-//! into an ingest) are shared with [`super::append`], which reads a growing file part by part.
+//! into a [`FoundSink`]) are shared with [`super::append`], which reads a growing file part by part.
 
 use crate::config::SourceConfig;
 use crate::event::{self, time::Age};
@@ -17,6 +17,7 @@ use crate::event::{Event, Warning};
 use crate::format::{self, ConsentPolicy, FormatError, Parsed, ReadOptions, Skip, Summary};
 use crate::queue::{
     DeadReason, FileRecord, FileState, Held, Ingest, IngestCounts, NewEvent, Payload, Position, Queue, QueueError,
+    UNWRITTEN_BYTES,
 };
 use crate::source::open::{self, Links};
 use crate::source::{self, shown};
@@ -46,12 +47,12 @@ pub fn part_full(orders: u64, bytes: u64) -> bool {
 }
 
 /// The reader of a file hands what it built to the writer at the end of each part and whenever it
-/// holds this many bytes (~200 one-order events), up to [`PIECES_AHEAD`] pieces ahead of the writer.
-/// Small pieces keep the buffers of the two threads small: pieces of 256 KiB, one ahead, took peak
-/// RSS ~1.5 MB higher (BENCHMARKS.md).
+/// holds this many bytes (~200 one-order events), up to [`PIECES_AHEAD`] pieces ahead of the writer,
+/// which writes a part's pieces together once it ends. Small pieces keep the reader's buffers small.
 const HAND_OFF_BYTES: usize = 64 * 1024;
 
-/// How many pieces the reader may have handed over that the writer has not taken yet.
+/// How many pieces the reader may have handed over that the writer has not taken yet (the reader
+/// waits with one more).
 const PIECES_AHEAD: usize = 3;
 
 /// The clock and window an ingest judges event ages with.
@@ -368,10 +369,13 @@ pub fn ingest_settled(
     let reading =
         Reading { source, path, utf8, ages, skip, shown: &shown, hash: &hash, inode: before.1, stable: &stable };
     let (read, changed, mut rest) = {
-        // What the reader hands over is written in the open transaction; the part it ends, if it
-        // ends one, is committed.
-        let mut write = |held: &mut Held, end: Option<PartEnd>| -> Result<(), QueueError> {
-            ingest.write(held)?;
+        // What the reader handed over is written in the open transaction, in the order it was read
+        // (the first write of a part takes the queue's write lock); the part it ends, if it ends
+        // one, is committed.
+        let mut write = |pieces: &mut [Held], end: Option<PartEnd>| -> Result<(), QueueError> {
+            for held in pieces {
+                ingest.write(held)?;
+            }
             let Some(PartEnd { position, taken }) = end else { return Ok(()) };
             let counts = ingest.commit_part(&source.name, &position, taken)?;
             tracing::debug!(
@@ -384,33 +388,35 @@ pub fn ingest_settled(
             crate::fault_point("ingest-part");
             Ok(())
         };
-        if opened.len() <= INLINE_BYTES {
-            // A small file is read and written on this thread.
-            reading.run(&file, &mut |held, end| match write(held, end) {
-                Ok(()) => true,
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            })
-        } else {
+        let threads = (opened.len() > INLINE_BYTES).then(|| {
             // Two threads: this one writes and commits while a reader thread reads the file and
-            // builds what comes next (parsing, hashing, packing: no SQLite), a few pieces ahead.
+            // builds what comes next (parsing, hashing, packing: no SQLite), in pieces. The pieces
+            // of a part are written together once it ends (or once they hold [`UNWRITTEN_BYTES`]),
+            // as on one thread: the write lock is not held while the reader reads.
             let file = &file;
             // Written pieces, emptied with their room kept, for the reader to fill again.
             let spares = &std::sync::Mutex::new(Vec::<Held>::new());
             std::thread::scope(|scope| {
                 let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(PIECES_AHEAD);
-                let reader = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
-                    reading.run(file, &mut |held, end| {
+                let spawned = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
+                    reading.run(file, HAND_OFF_BYTES, &mut |held, end| {
                         let spare = spares.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
                         to_writer.send(Piece { held: std::mem::replace(held, spare), end }).is_ok()
                     })
-                })?;
-                while let Ok(Piece { mut held, end }) = pieces.recv() {
-                    let written = write(&mut held, end);
-                    if let Ok(mut spares) = spares.lock() {
-                        spares.push(held);
+                });
+                let reader = spawned?;
+                let mut unwritten = Vec::new();
+                while let Ok(Piece { held, end }) = pieces.recv() {
+                    unwritten.push(held);
+                    if end.is_none() && unwritten.iter().map(Held::bytes).sum::<usize>() < UNWRITTEN_BYTES {
+                        continue;
+                    }
+                    let written = write(&mut unwritten, end);
+                    for mut held in unwritten.drain(..) {
+                        held.clear();
+                        if let Ok(mut spares) = spares.lock() {
+                            spares.push(held);
+                        }
                     }
                     if let Err(e) = written {
                         failure = Some(e);
@@ -419,9 +425,32 @@ pub fn ingest_settled(
                 }
                 // A writer that failed stops the reader at its next hand-over.
                 drop(pieces);
-                Ok(reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                let (read, changed, last) = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                // Handed over after the last part and not written yet, then what the reader held
+                // at the end: the rest of the file.
+                unwritten.push(last);
+                Ok::<_, std::io::Error>((read, changed, unwritten))
             })
-            .map_err(io)?
+        });
+        match threads {
+            Some(Ok(done)) => done,
+            not_on_two => {
+                if let Some(Err(e)) = not_on_two {
+                    tracing::warn!("{shown}: no thread to read it on ({e}); reading it on this one");
+                }
+                // Read and written on this thread, a part (or `UNWRITTEN_BYTES`) at a time.
+                let (read, changed, rest) = reading.run(&file, UNWRITTEN_BYTES, &mut |held, end| match write(
+                    std::slice::from_mut(held),
+                    end,
+                ) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
+                });
+                (read, changed, vec![rest])
+            }
         }
     };
     if let Some(e) = failure {
@@ -454,7 +483,9 @@ pub fn ingest_settled(
         Err(format::FormatError::Io(e)) => return Err(io(e)),
         Err(e) => return Ok(Outcome::Unreadable(e.to_string())),
     }
-    ingest.write(&mut rest)?;
+    for held in &mut rest {
+        ingest.write(held)?;
+    }
     let file_id = ingest.file_id()?;
     let counts = ingest.commit()?;
     Ok(Outcome::Ingested { file_id, counts })
@@ -495,12 +526,13 @@ struct Reading<'a> {
 
 impl Reading<'_> {
     /// Read `file` from its start, handing what it finds to `hand` at the end of each part (with
-    /// the part's position) and whenever it holds [`HAND_OFF_BYTES`]. `hand` says false to stop
+    /// the part's position) and whenever it holds `hand_off` bytes. `hand` says false to stop
     /// the read. Returns the read's result, whether the file changed under it (the read stopped at
     /// a part's end), and what was found after the last hand-over.
     fn run(
         self,
         file: &std::fs::File,
+        hand_off: usize,
         hand: &mut dyn FnMut(&mut Held, Option<PartEnd>) -> bool,
     ) -> (Result<Summary, FormatError>, bool, Held) {
         let mut held = Held::default();
@@ -529,7 +561,7 @@ impl Reading<'_> {
                 None => None,
             };
             let Some(line) = end else {
-                let go_on = held.bytes() < HAND_OFF_BYTES || hand(&mut held, None);
+                let go_on = held.bytes() < hand_off || hand(&mut held, None);
                 return if go_on { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
             };
             // Between two orders: the part ends, if the file is still the one that was hashed.
@@ -565,9 +597,9 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
-/// Where [`add_found`] records what a read found: an [`Ingest`] (written as it goes, the whole of a
-/// small read), or a [`Held`] part built apart from the queue, written by an ingest on another
-/// thread ([`ingest_settled`]).
+/// Where [`add_found`] records what a read found: an [`Ingest`] (append mode), or a [`Held`] piece
+/// built apart from the queue and written by an ingest afterwards, or on another thread
+/// ([`ingest_settled`]).
 pub trait FoundSink {
     fn add_event(&mut self, e: &NewEvent<'_>) -> Result<(), QueueError>;
     fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) -> Result<(), QueueError>;
@@ -756,6 +788,35 @@ mod tests {
         assert_eq!(queue.counts().unwrap().pending, i64::from(parts) * PART_ORDERS as i64);
     }
 
+    /// A read stopped by a full queue and resumed (on two threads both times) takes every order and
+    /// rejected row once: the parts' `taken` counts match what was written before each commit.
+    #[test]
+    fn a_big_file_resumed_after_a_full_queue_takes_every_order_and_rejected_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = native_source(dir.path());
+        let queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        queue.set_size_limit(3 * 1024 * 1024).unwrap();
+        let path = dir.path().join("big.csv");
+        let orders = 20 * PART_ORDERS as usize;
+        // Rejected rows at a part's start and end and here and there.
+        let bad: Vec<usize> = vec![0, 2999, 3000, 4321, 9000, orders - 1];
+        std::fs::write(&path, orders_csv(orders, &bad)).unwrap();
+        let (queue, outcome, first) = ingest_counting_parts(queue, source.clone(), path.clone());
+        assert!(matches!(&outcome, Err(IngestError::Queue(e)) if e.is_full()), "{outcome:?}");
+        queue.set_size_limit(1 << 30).unwrap();
+        let (queue, outcome, second) = ingest_counting_parts(queue, source, path);
+        let Ok(Outcome::Ingested { counts, .. }) = outcome else { panic!("{outcome:?}") };
+        assert!(first >= 1 && second >= 1, "parts: {first} then {second}");
+        assert_eq!(counts.duplicates, 0);
+        let batch = queue.pending_batch(orders).unwrap();
+        let queued: Vec<&str> = batch.events.iter().map(|e| e.event_id.rsplit(':').next().unwrap()).collect();
+        let expected: Vec<String> = (0..orders).filter(|o| !bad.contains(o)).map(|o| format!("o{o}")).collect();
+        assert_eq!(queued, expected, "each order once, in the file's order");
+        let mut lines: Vec<i64> = queue.recent_rejects(100).unwrap().iter().map(|r| r.line).collect();
+        lines.sort();
+        assert_eq!(lines, bad.iter().map(|o| *o as i64 + 2).collect::<Vec<_>>(), "each rejected row once");
+    }
+
     /// A file that changes after parts of it were committed is not ingested: the parts are
     /// abandoned (read again from its start later), whichever thread sees the change.
     #[test]
@@ -764,9 +825,11 @@ mod tests {
         let source = native_source(dir.path());
         let mut queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
         let path = dir.path().join("big.csv");
-        std::fs::write(&path, orders_csv(4 * PART_ORDERS as usize, &[])).unwrap();
+        std::fs::write(&path, orders_csv(12 * PART_ORDERS as usize, &[])).unwrap();
         let appended = std::sync::atomic::AtomicBool::new(false);
+        let parts = AtomicU32::new(0);
         let on_part = |_: &IngestCounts| {
+            parts.fetch_add(1, Ordering::SeqCst);
             if !appended.swap(true, Ordering::SeqCst) {
                 let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
                 std::io::Write::write_all(&mut file, b"late,1699990000,l@example.com,SKU,late,1.00,1\n").unwrap();
@@ -778,11 +841,11 @@ mod tests {
         assert!(appended.load(Ordering::SeqCst));
         let record = queue.file_by_hash(&hash).unwrap();
         assert!(record.is_none(), "the parts are no longer recorded as the file's content: {record:?}");
-        let pending = queue.counts().unwrap().pending;
-        assert!(
-            pending >= PART_ORDERS as i64 && pending % PART_ORDERS as i64 == 0,
-            "the parts' events stay: {pending}"
-        );
+        // The reader stops at the first part's end after the change (it is at most a few pieces
+        // ahead of the writer), not at the end of the file.
+        let parts = parts.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&parts), "{parts} parts committed after the change");
+        assert_eq!(queue.counts().unwrap().pending, i64::from(parts) * PART_ORDERS as i64, "the parts' events stay");
     }
 
     #[test]

@@ -232,7 +232,7 @@ struct NewFile {
 
 /// Bytes of unwritten events and rows past which they are written before their part commits (a
 /// part is at most [`crate::intake`]'s 2 MiB of file; an append-mode read may be longer).
-const UNWRITTEN_BYTES: usize = 1024 * 1024;
+pub const UNWRITTEN_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Added {
@@ -468,8 +468,7 @@ impl<'q> Ingest<'q> {
     /// Write what `held` holds (built apart from this ingest, on another thread, say) in the open
     /// transaction, after what this ingest holds itself; emptied, `held` keeps its room.
     pub fn write(&mut self, held: &mut Held) -> Result<()> {
-        self.write_unwritten()?;
-        let written = self.write_held(held);
+        let written = self.write_unwritten().and_then(|()| self.write_held(held));
         held.clear();
         written
     }

@@ -48,12 +48,17 @@ pub fn part_full(orders: u64, bytes: u64) -> bool {
 
 /// The reader of a file hands what it built to the writer at the end of each part and whenever it
 /// holds this many bytes (~200 one-order events), up to [`PIECES_AHEAD`] pieces ahead of the writer,
-/// which writes a part's pieces together once it ends. Small pieces keep the reader's buffers small.
+/// which writes each as it comes. Small pieces keep the two threads' buffers small: pieces of
+/// 256 KiB, one ahead, took peak RSS ~1.5 MB higher (BENCHMARKS.md).
 const HAND_OFF_BYTES: usize = 64 * 1024;
 
 /// How many pieces the reader may have handed over that the writer has not taken yet (the reader
 /// waits with one more).
 const PIECES_AHEAD: usize = 3;
+
+/// The longest the writer holds the queue's write lock waiting for the reader's next piece: past
+/// it, what is written commits as a part (the sender records deliveries meanwhile).
+const LOCK_HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The clock and window an ingest judges event ages with.
 #[derive(Debug, Clone, Copy)]
@@ -370,10 +375,10 @@ pub fn ingest_settled(
         Reading { source, path, utf8, ages, skip, shown: &shown, hash: &hash, inode: before.1, stable: &stable };
     let (read, changed, mut rest) = {
         // What the reader handed over is written in the open transaction, in the order it was read
-        // (the first write of a part takes the queue's write lock); the part it ends, if it ends
-        // one, is committed.
-        let mut write = |pieces: &mut [Held], end: Option<PartEnd>| -> Result<(), QueueError> {
-            for held in pieces {
+        // (the first write of a part takes the queue's write lock); `end`: the part ends there, and
+        // is committed.
+        let mut write = |held: Option<&mut Held>, end: Option<PartEnd>| -> Result<(), QueueError> {
+            if let Some(held) = held {
                 ingest.write(held)?;
             }
             let Some(PartEnd { position, taken }) = end else { return Ok(()) };
@@ -390,46 +395,25 @@ pub fn ingest_settled(
         };
         let threads = (opened.len() > INLINE_BYTES).then(|| {
             // Two threads: this one writes and commits while a reader thread reads the file and
-            // builds what comes next (parsing, hashing, packing: no SQLite), in pieces. The pieces
-            // of a part are written together once it ends (or once they hold [`UNWRITTEN_BYTES`]),
-            // as on one thread: the write lock is not held while the reader reads.
+            // builds what comes next (parsing, hashing, packing: no SQLite), in pieces written as
+            // they come. The write lock a part's first piece takes is held while the reader builds
+            // the rest, but never for more than [`LOCK_HOLD_MAX`] waiting for the next piece: a read
+            // that stalls (a network share, a cold disk) commits what is written as a part.
             let file = &file;
             // Written pieces, emptied with their room kept, for the reader to fill again.
             let spares = &std::sync::Mutex::new(Vec::<Held>::new());
             std::thread::scope(|scope| {
                 let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(PIECES_AHEAD);
-                let spawned = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
-                    reading.run(file, HAND_OFF_BYTES, &mut |held, end| {
+                let reader = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
+                    reading.run(file, HAND_OFF_BYTES, &mut |held, at, ends_part| {
                         let spare = spares.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
-                        to_writer.send(Piece { held: std::mem::replace(held, spare), end }).is_ok()
+                        to_writer.send(Piece { held: std::mem::replace(held, spare), at, ends_part }).is_ok()
                     })
-                });
-                let reader = spawned?;
-                let mut unwritten = Vec::new();
-                while let Ok(Piece { held, end }) = pieces.recv() {
-                    unwritten.push(held);
-                    if end.is_none() && unwritten.iter().map(Held::bytes).sum::<usize>() < UNWRITTEN_BYTES {
-                        continue;
-                    }
-                    let written = write(&mut unwritten, end);
-                    for mut held in unwritten.drain(..) {
-                        held.clear();
-                        if let Ok(mut spares) = spares.lock() {
-                            spares.push(held);
-                        }
-                    }
-                    if let Err(e) = written {
-                        failure = Some(e);
-                        break;
-                    }
-                }
+                })?;
+                failure = write_pieces(&pieces, LOCK_HOLD_MAX, spares, &mut write).err();
                 // A writer that failed stops the reader at its next hand-over.
                 drop(pieces);
-                let (read, changed, last) = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                // Handed over after the last part and not written yet, then what the reader held
-                // at the end: the rest of the file.
-                unwritten.push(last);
-                Ok::<_, std::io::Error>((read, changed, unwritten))
+                Ok::<_, std::io::Error>(reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             })
         });
         match threads {
@@ -439,17 +423,16 @@ pub fn ingest_settled(
                     tracing::warn!("{shown}: no thread to read it on ({e}); reading it on this one");
                 }
                 // Read and written on this thread, a part (or `UNWRITTEN_BYTES`) at a time.
-                let (read, changed, rest) = reading.run(&file, UNWRITTEN_BYTES, &mut |held, end| match write(
-                    std::slice::from_mut(held),
-                    end,
+                reading.run(&file, UNWRITTEN_BYTES, &mut |held, at, ends_part| match write(
+                    Some(held),
+                    ends_part.then_some(at),
                 ) {
                     Ok(()) => true,
                     Err(e) => {
                         failure = Some(e);
                         false
                     }
-                });
-                (read, changed, vec![rest])
+                })
             }
         }
     };
@@ -483,23 +466,60 @@ pub fn ingest_settled(
         Err(format::FormatError::Io(e)) => return Err(io(e)),
         Err(e) => return Ok(Outcome::Unreadable(e.to_string())),
     }
-    for held in &mut rest {
-        ingest.write(held)?;
-    }
+    ingest.write(&mut rest)?;
     let file_id = ingest.file_id()?;
     let counts = ingest.commit()?;
     Ok(Outcome::Ingested { file_id, counts })
 }
 
-/// A piece of a file read and built, for the writer: what it holds and where its part ends, if a
-/// part ends with it.
-struct Piece {
-    held: Held,
-    end: Option<PartEnd>,
+/// The writer's side of a two-thread ingest: write each piece as it comes, commit at a part's end,
+/// and commit what is written once no piece came for `hold_max` (the write lock is not held
+/// waiting for a stalled read). Written pieces go to `spares`. Stops at the first failure.
+fn write_pieces(
+    pieces: &std::sync::mpsc::Receiver<Piece>,
+    hold_max: std::time::Duration,
+    spares: &std::sync::Mutex<Vec<Held>>,
+    write: &mut WritePiece<'_>,
+) -> Result<(), QueueError> {
+    // Written since the last commit, up to there.
+    let mut open: Option<PartEnd> = None;
+    loop {
+        let next = match open.take() {
+            None => pieces.recv().ok(),
+            Some(at) => match pieces.recv_timeout(hold_max) {
+                Ok(piece) => Some(piece),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    write(None, Some(at))?;
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            },
+        };
+        let Some(Piece { mut held, at, ends_part }) = next else { return Ok(()) };
+        let (end, left_open) = if ends_part { (Some(at), None) } else { (None, Some(at)) };
+        let written = write(Some(&mut held), end);
+        open = left_open;
+        if let Ok(mut spares) = spares.lock() {
+            spares.push(held);
+        }
+        written?;
+    }
 }
 
-/// The end of a part: the position the next part starts at, and how many things the reader found
-/// before it.
+/// Writes a piece (if any) in the open transaction and commits there (if a position is given).
+type WritePiece<'a> = dyn FnMut(Option<&mut Held>, Option<PartEnd>) -> Result<(), QueueError> + 'a;
+
+/// A piece of a file read and built, for the writer.
+struct Piece {
+    held: Held,
+    /// Where it ends: where a read could resume after it.
+    at: PartEnd,
+    /// Whether a part ends with it.
+    ends_part: bool,
+}
+
+/// Where a part ends (or could): the position the next part starts at, and how many things the
+/// reader found before it.
 struct PartEnd {
     position: Position,
     taken: u64,
@@ -525,15 +545,15 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    /// Read `file` from its start, handing what it finds to `hand` at the end of each part (with
-    /// the part's position) and whenever it holds `hand_off` bytes. `hand` says false to stop
-    /// the read. Returns the read's result, whether the file changed under it (the read stopped at
+    /// Read `file` from its start, handing what it finds to `hand` at the end of each part and
+    /// whenever it holds `hand_off` bytes, with the position it was found up to and whether a part
+    /// ends there. `hand` says false to stop the read. Returns the read's result, whether the file changed under it (the read stopped at
     /// a part's end), and what was found after the last hand-over.
     fn run(
         self,
         file: &std::fs::File,
         hand_off: usize,
-        hand: &mut dyn FnMut(&mut Held, Option<PartEnd>) -> bool,
+        hand: &mut dyn FnMut(&mut Held, PartEnd, bool) -> bool,
     ) -> (Result<Summary, FormatError>, bool, Held) {
         let mut held = Held::default();
         let (mut found_so_far, mut part_orders, mut part_from) = (0u64, 0u64, 0u64);
@@ -547,32 +567,29 @@ impl Reading<'_> {
                 part_from = consumed.get();
                 return ControlFlow::Continue(());
             }
-            let order = match &found {
-                Found::Event { line, .. } => Some(*line),
-                Found::Skip(skip) => Some(skip.line),
-                Found::Reject { .. } => None,
+            let (line, order) = match &found {
+                Found::Event { line, .. } => (*line, true),
+                Found::Skip(skip) => (skip.line, true),
+                Found::Reject { line, .. } => (*line, false),
             };
             let _ = add_found(&mut held, self.shown, found);
-            let end = match order {
-                Some(line) => {
-                    part_orders += 1;
-                    part_full(part_orders, consumed.get() - part_from).then_some(line)
-                }
-                None => None,
-            };
-            let Some(line) = end else {
-                let go_on = held.bytes() < hand_off || hand(&mut held, None);
-                return if go_on { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
-            };
-            // Between two orders: the part ends, if the file is still the one that was hashed.
-            if !(self.stable)(file) {
+            part_orders += u64::from(order);
+            let ends_part = order && part_full(part_orders, consumed.get() - part_from);
+            if !ends_part && held.bytes() < hand_off {
+                return ControlFlow::Continue(());
+            }
+            // Between two things found (orders or rejected rows): a position a read can resume at.
+            // A part ends here if the file is still the one that was hashed.
+            if ends_part && !(self.stable)(file) {
                 changed = true;
                 return ControlFlow::Break(());
             }
             let position =
                 Position { offset: consumed.get(), lines: line, fingerprint: self.hash.to_owned(), inode: self.inode };
-            (part_orders, part_from) = (0, consumed.get());
-            if hand(&mut held, Some(PartEnd { position, taken: found_so_far })) {
+            if ends_part {
+                (part_orders, part_from) = (0, consumed.get());
+            }
+            if hand(&mut held, PartEnd { position, taken: found_so_far }, ends_part) {
                 ControlFlow::Continue(())
             } else {
                 ControlFlow::Break(())
@@ -815,6 +832,67 @@ mod tests {
         let mut lines: Vec<i64> = queue.recent_rejects(100).unwrap().iter().map(|r| r.line).collect();
         lines.sort();
         assert_eq!(lines, bad.iter().map(|o| *o as i64 + 2).collect::<Vec<_>>(), "each rejected row once");
+    }
+
+    /// The writer writes each piece as it comes and commits at a part's end; a read that stalls
+    /// mid-part (no piece for the hold time) gets what is written committed, so that the write lock
+    /// is let go; a failed write stops it.
+    #[test]
+    fn the_writer_commits_at_a_part_end_and_when_the_reader_stalls() {
+        let at = |taken| PartEnd {
+            position: Position { offset: taken * 10, lines: taken, fingerprint: "h".into(), inode: 1 },
+            taken,
+        };
+        let piece = |taken, ends_part| Piece { held: Held::default(), at: at(taken), ends_part };
+        let run = |script: Vec<(Piece, u64)>, fail_at: Option<usize>| {
+            let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(8);
+            let sender = std::thread::spawn(move || {
+                for (piece, pause_ms) in script {
+                    std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+                    if to_writer.send(piece).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut calls: Vec<(bool, Option<u64>)> = Vec::new();
+            let spares = std::sync::Mutex::new(Vec::new());
+            let failure = write_pieces(&pieces, std::time::Duration::from_millis(20), &spares, &mut |held, end| {
+                calls.push((held.is_some(), end.map(|e| e.taken)));
+                match fail_at {
+                    Some(n) if calls.len() == n => Err(QueueError::Missing("q".into())),
+                    _ => Ok(()),
+                }
+            });
+            drop(pieces);
+            sender.join().unwrap();
+            let spares = spares.lock().unwrap().len();
+            (calls, failure.is_err(), spares)
+        };
+        // A part in three pieces, then a stall of 200 ms inside the next part, then its end.
+        let (calls, failed, spares) = run(
+            vec![
+                (piece(1, false), 0),
+                (piece(2, false), 0),
+                (piece(3, true), 0),
+                (piece(4, false), 0),
+                (piece(5, true), 200),
+            ],
+            None,
+        );
+        assert_eq!(
+            calls,
+            [(true, None), (true, None), (true, Some(3)), (true, None), (false, Some(4)), (true, Some(5))],
+            "written as they come; the part before the stall committed at the last piece written"
+        );
+        assert!(!failed);
+        assert_eq!(spares, 5, "every written piece goes back to the reader");
+        // Nothing written and not committed: no commit for a stall (the lock is not held).
+        let (calls, _, _) = run(vec![(piece(1, true), 0), (piece(2, true), 100)], None);
+        assert_eq!(calls, [(true, Some(1)), (true, Some(2))]);
+        // The second write fails: nothing more is taken.
+        let (calls, failed, _) = run(vec![(piece(1, false), 0), (piece(2, true), 0), (piece(3, true), 0)], Some(2));
+        assert_eq!(calls, [(true, None), (true, Some(2))]);
+        assert!(failed);
     }
 
     /// A file that changes after parts of it were committed is not ingested: the parts are

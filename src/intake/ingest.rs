@@ -727,6 +727,16 @@ mod tests {
         out
     }
 
+    /// In `dir`: a queue capped at 3 MB (a few parts fit), the source, and `big.csv` of
+    /// [`orders_csv`]`(orders, bad)`.
+    fn small_queue_and_file(dir: &Path, orders: usize, bad: &[usize]) -> (Queue, SourceConfig, PathBuf) {
+        let queue = Queue::open(&dir.join("q.sqlite")).unwrap();
+        queue.set_size_limit(3 * 1024 * 1024).unwrap();
+        let path = dir.join("big.csv");
+        std::fs::write(&path, orders_csv(orders, bad)).unwrap();
+        (queue, native_source(dir), path)
+    }
+
     /// Ingest `path` counting the parts committed; the ingest runs on another thread and must end
     /// within a minute (a reader left waiting on a writer that stopped would hang it).
     fn ingest_counting_parts(
@@ -794,11 +804,7 @@ mod tests {
     #[test]
     fn a_part_that_does_not_fit_stops_the_reader_and_keeps_the_parts_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let source = native_source(dir.path());
-        let queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
-        queue.set_size_limit(3 * 1024 * 1024).unwrap();
-        let path = dir.path().join("big.csv");
-        std::fs::write(&path, orders_csv(40 * PART_ORDERS as usize, &[])).unwrap();
+        let (queue, source, path) = small_queue_and_file(dir.path(), 40 * PART_ORDERS as usize, &[]);
         let (queue, outcome, parts) = ingest_counting_parts(queue, source, path);
         assert!(matches!(&outcome, Err(IngestError::Queue(e)) if e.is_full()), "{outcome:?}");
         assert!((1..40).contains(&parts), "{parts} parts committed");
@@ -810,14 +816,10 @@ mod tests {
     #[test]
     fn a_big_file_resumed_after_a_full_queue_takes_every_order_and_rejected_row_once() {
         let dir = tempfile::tempdir().unwrap();
-        let source = native_source(dir.path());
-        let queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
-        queue.set_size_limit(3 * 1024 * 1024).unwrap();
-        let path = dir.path().join("big.csv");
         let orders = 20 * PART_ORDERS as usize;
         // Rejected rows at a part's start and end and here and there.
         let bad: Vec<usize> = vec![0, 2999, 3000, 4321, 9000, orders - 1];
-        std::fs::write(&path, orders_csv(orders, &bad)).unwrap();
+        let (queue, source, path) = small_queue_and_file(dir.path(), orders, &bad);
         let (queue, outcome, first) = ingest_counting_parts(queue, source.clone(), path.clone());
         assert!(matches!(&outcome, Err(IngestError::Queue(e)) if e.is_full()), "{outcome:?}");
         queue.set_size_limit(1 << 30).unwrap();

@@ -58,7 +58,12 @@ const PIECES_AHEAD: usize = 3;
 
 /// The longest the writer holds the queue's write lock waiting for the reader's next piece: past
 /// it, what is written commits as a part (the sender records deliveries meanwhile).
+#[cfg(not(test))]
 const LOCK_HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+/// The unit tests of whole ingests count parts of [`PART_ORDERS`]: a debug build on a loaded
+/// machine must not commit after a "stall" there ([`write_pieces`] has its own test).
+#[cfg(test)]
+const LOCK_HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The clock and window an ingest judges event ages with.
 #[derive(Debug, Clone, Copy)]
@@ -410,7 +415,7 @@ pub fn ingest_settled(
                         to_writer.send(Piece { held: std::mem::replace(held, spare), at, ends_part }).is_ok()
                     })
                 })?;
-                failure = write_pieces(&pieces, LOCK_HOLD_MAX, spares, &mut write).err();
+                failure = write_pieces(&pieces, LOCK_HOLD_MAX, &|| stable(file), spares, &mut write).err();
                 // A writer that failed stops the reader at its next hand-over.
                 drop(pieces);
                 Ok::<_, std::io::Error>(reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
@@ -473,11 +478,14 @@ pub fn ingest_settled(
 }
 
 /// The writer's side of a two-thread ingest: write each piece as it comes, commit at a part's end,
-/// and commit what is written once no piece came for `hold_max` (the write lock is not held
-/// waiting for a stalled read). Written pieces go to `spares`. Stops at the first failure.
+/// and commit what is written once no piece came for `hold_max` if the file is still `stable`
+/// (the write lock is not held waiting for a stalled read; a file that changed is not committed
+/// from, and stops the writer: the caller's check after the read finds the change). Written
+/// pieces go to `spares`. Stops at the first failure.
 fn write_pieces(
     pieces: &std::sync::mpsc::Receiver<Piece>,
     hold_max: std::time::Duration,
+    stable: &dyn Fn() -> bool,
     spares: &std::sync::Mutex<Vec<Held>>,
     write: &mut WritePiece<'_>,
 ) -> Result<(), QueueError> {
@@ -488,6 +496,7 @@ fn write_pieces(
             None => pieces.recv().ok(),
             Some(at) => match pieces.recv_timeout(hold_max) {
                 Ok(piece) => Some(piece),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !stable() => return Ok(()),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     write(None, Some(at))?;
                     continue;
@@ -526,7 +535,9 @@ struct PartEnd {
 }
 
 /// Files up to this size are read and written on one thread; bigger ones on two ([`ingest_settled`]).
-const INLINE_BYTES: u64 = 64 * 1024;
+/// A bigger file always commits in several parts ([`PART_BYTES`]): a commit after a stalled read
+/// never splits a file that would have committed whole.
+const INLINE_BYTES: u64 = PART_BYTES;
 
 /// A file's read into [`Held`] pieces ([`Reading::run`]), apart from the queue.
 #[derive(Clone, Copy)]
@@ -764,9 +775,9 @@ mod tests {
     fn a_big_file_read_on_two_threads_queues_every_order_in_order_with_its_own_payload() {
         let dir = tempfile::tempdir().unwrap();
         let source = native_source(dir.path());
-        let orders = 2 * PART_ORDERS as usize + 700;
+        let orders = 12 * PART_ORDERS as usize + 700;
         let bad = [5, 3001, orders - 1];
-        for (name, orders, bad, parts) in [("big.csv", orders, &bad[..], 2), ("small.csv", 40, &[5][..], 0)] {
+        for (name, orders, bad, parts) in [("big.csv", orders, &bad[..], 12), ("small.csv", 40, &[5][..], 0)] {
             let queue = Queue::open(&dir.path().join(format!("{name}.sqlite"))).unwrap();
             let path = dir.path().join(name);
             std::fs::write(&path, orders_csv(orders, bad)).unwrap();
@@ -846,10 +857,18 @@ mod tests {
             taken,
         };
         let piece = |taken, ends_part| Piece { held: Held::default(), at: at(taken), ends_part };
-        let run = |script: Vec<(Piece, u64)>, fail_at: Option<usize>| {
+        // The pieces before the first pause are in the channel before the writer starts (no stall
+        // between them however the machine is loaded); the rest come from a thread, each after its
+        // pause. `stable`: whether the file is still the one read.
+        let run = |script: Vec<(Piece, u64)>, fail_at: Option<usize>, stable: bool| {
             let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(8);
+            let mut script = script.into_iter().peekable();
+            while let Some((piece, _)) = script.next_if(|(_, pause_ms)| *pause_ms == 0) {
+                to_writer.send(piece).unwrap();
+            }
+            let later: Vec<_> = script.collect();
             let sender = std::thread::spawn(move || {
-                for (piece, pause_ms) in script {
+                for (piece, pause_ms) in later {
                     std::thread::sleep(std::time::Duration::from_millis(pause_ms));
                     if to_writer.send(piece).is_err() {
                         return;
@@ -858,7 +877,8 @@ mod tests {
             });
             let mut calls: Vec<(bool, Option<u64>)> = Vec::new();
             let spares = std::sync::Mutex::new(Vec::new());
-            let failure = write_pieces(&pieces, std::time::Duration::from_millis(20), &spares, &mut |held, end| {
+            let hold = std::time::Duration::from_millis(20);
+            let failure = write_pieces(&pieces, hold, &|| stable, &spares, &mut |held, end| {
                 calls.push((held.is_some(), end.map(|e| e.taken)));
                 match fail_at {
                     Some(n) if calls.len() == n => Err(QueueError::Missing("q".into())),
@@ -871,16 +891,16 @@ mod tests {
             (calls, failure.is_err(), spares)
         };
         // A part in three pieces, then a stall of 200 ms inside the next part, then its end.
-        let (calls, failed, spares) = run(
+        let stalled = || {
             vec![
                 (piece(1, false), 0),
                 (piece(2, false), 0),
                 (piece(3, true), 0),
                 (piece(4, false), 0),
                 (piece(5, true), 200),
-            ],
-            None,
-        );
+            ]
+        };
+        let (calls, failed, spares) = run(stalled(), None, true);
         assert_eq!(
             calls,
             [(true, None), (true, None), (true, Some(3)), (true, None), (false, Some(4)), (true, Some(5))],
@@ -888,11 +908,17 @@ mod tests {
         );
         assert!(!failed);
         assert_eq!(spares, 5, "every written piece goes back to the reader");
+        // The file changed under the reader: nothing is committed after the stall, and the writer
+        // takes no more.
+        let (calls, failed, _) = run(stalled(), None, false);
+        assert_eq!(calls, [(true, None), (true, None), (true, Some(3)), (true, None)]);
+        assert!(!failed);
         // Nothing written and not committed: no commit for a stall (the lock is not held).
-        let (calls, _, _) = run(vec![(piece(1, true), 0), (piece(2, true), 100)], None);
+        let (calls, _, _) = run(vec![(piece(1, true), 0), (piece(2, true), 100)], None, true);
         assert_eq!(calls, [(true, Some(1)), (true, Some(2))]);
         // The second write fails: nothing more is taken.
-        let (calls, failed, _) = run(vec![(piece(1, false), 0), (piece(2, true), 0), (piece(3, true), 0)], Some(2));
+        let (calls, failed, _) =
+            run(vec![(piece(1, false), 0), (piece(2, true), 0), (piece(3, true), 0)], Some(2), true);
         assert_eq!(calls, [(true, None), (true, Some(2))]);
         assert!(failed);
     }
@@ -905,7 +931,7 @@ mod tests {
         let source = native_source(dir.path());
         let mut queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
         let path = dir.path().join("big.csv");
-        std::fs::write(&path, orders_csv(12 * PART_ORDERS as usize, &[])).unwrap();
+        std::fs::write(&path, orders_csv(15 * PART_ORDERS as usize, &[])).unwrap();
         let appended = std::sync::atomic::AtomicBool::new(false);
         let parts = AtomicU32::new(0);
         let on_part = |_: &IngestCounts| {

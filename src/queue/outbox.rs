@@ -223,9 +223,7 @@ impl Queue {
         {
             match disposition {
                 Disposition::Sent { at } => mark_sent(&tx, ids, at).map_err(err)?,
-                Disposition::Dead { reason, message } => {
-                    mark_dead(&tx, ids, reason, message, &MARK_DEAD_ATTEMPTED).map_err(err)?
-                }
+                Disposition::Dead { reason, message } => mark_dead(&tx, ids, reason, message, 1).map_err(err)?,
                 Disposition::StillPending => {
                     let mut stmt =
                         tx.prepare_cached("UPDATE events SET attempts = attempts + 1 WHERE id = ?1").map_err(err)?;
@@ -255,7 +253,7 @@ impl Queue {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        mark_dead(&tx, ids, reason, message, &MARK_DEAD).map_err(err)?;
+        mark_dead(&tx, ids, reason, message, 0).map_err(err)?;
         super::lock::commit(tx).map_err(err)
     }
 
@@ -317,25 +315,23 @@ fn mark_sent(tx: &Transaction<'_>, ids: &[i64], at: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// Dead-letter those of `ids` that are pending (by their row, or queued above the cursor) with
-/// `sql`: [`MARK_DEAD`], or [`MARK_DEAD_ATTEMPTED`] after a delivery attempt.
-fn mark_dead(tx: &Transaction<'_>, ids: &[i64], reason: DeadReason, message: &str, sql: &Sql) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(sql.get())?;
+/// Dead-letter those of `ids` that are pending (by their row, or queued above the cursor), adding
+/// `attempts` (1 after the delivery attempt that refused them) to their attempt counts.
+fn mark_dead(
+    tx: &Transaction<'_>,
+    ids: &[i64],
+    reason: DeadReason,
+    message: &str,
+    attempts: i64,
+) -> rusqlite::Result<()> {
+    static MARK_DEAD: Sql = Sql::new(
+        "UPDATE events SET attempts = attempts + ?5, state = {dead}, dead_reason = ?2, dead_message = ?3
+         WHERE id = ?1 AND (state = {pending} OR (state = {queued} AND id > ?4))",
+    );
+    let mut stmt = tx.prepare_cached(MARK_DEAD.get())?;
     let cursor = cursor(tx)?;
     for id in ids {
-        stmt.execute(params![id, reason, message, cursor])?;
+        stmt.execute(params![id, reason, message, cursor, attempts])?;
     }
     Ok(())
 }
-
-/// Dead-letter a pending event (?1 its id, ?2 and ?3 the reason and message, ?4 the cursor).
-static MARK_DEAD: Sql = Sql::new(
-    "UPDATE events SET state = {dead}, dead_reason = ?2, dead_message = ?3
-     WHERE id = ?1 AND (state = {pending} OR (state = {queued} AND id > ?4))",
-);
-
-/// [`MARK_DEAD`], counting the delivery attempt that refused it.
-static MARK_DEAD_ATTEMPTED: Sql = Sql::new(
-    "UPDATE events SET attempts = attempts + 1, state = {dead}, dead_reason = ?2, dead_message = ?3
-     WHERE id = ?1 AND (state = {pending} OR (state = {queued} AND id > ?4))",
-);

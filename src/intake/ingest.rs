@@ -398,31 +398,12 @@ pub fn ingest_settled(
             crate::fault_point("ingest-part");
             Ok(())
         };
-        let threads = (opened.len() > INLINE_BYTES).then(|| {
-            // Two threads: this one writes and commits while a reader thread reads the file and
-            // builds what comes next (parsing, hashing, packing: no SQLite), in pieces written as
-            // they come. The write lock a part's first piece takes is held while the reader builds
-            // the rest, but never for more than [`LOCK_HOLD_MAX`] waiting for the next piece: a read
-            // that stalls (a network share, a cold disk) commits what is written as a part.
-            let file = &file;
-            // Written pieces, emptied with their room kept, for the reader to fill again.
-            let spares = &std::sync::Mutex::new(Vec::<Held>::new());
-            std::thread::scope(|scope| {
-                let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(PIECES_AHEAD);
-                let reader = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
-                    reading.run(file, HAND_OFF_BYTES, &mut |held, at, ends_part| {
-                        let spare = spares.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
-                        to_writer.send(Piece { held: std::mem::replace(held, spare), at, ends_part }).is_ok()
-                    })
-                })?;
-                failure = write_pieces(&pieces, LOCK_HOLD_MAX, &|| stable(file), spares, &mut write).err();
-                // A writer that failed stops the reader at its next hand-over.
-                drop(pieces);
-                Ok::<_, std::io::Error>(reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            })
-        });
-        match threads {
-            Some(Ok(done)) => done,
+        let two = (opened.len() > INLINE_BYTES).then(|| on_two_threads(reading, &file, &mut write));
+        match two {
+            Some(Ok((read, written))) => {
+                failure = written.err();
+                read
+            }
             not_on_two => {
                 if let Some(Err(e)) = not_on_two {
                     tracing::warn!("{shown}: no thread to read it on ({e}); reading it on this one");
@@ -475,6 +456,37 @@ pub fn ingest_settled(
     let file_id = ingest.file_id()?;
     let counts = ingest.commit()?;
     Ok(Outcome::Ingested { file_id, counts })
+}
+
+/// What [`Reading::run`] returns: the read's result, whether the file changed under it, and what
+/// was found after the last hand-over.
+type ReadOut = (Result<Summary, FormatError>, bool, Held);
+
+/// Read `file` on a scoped thread `ingest-read` while this one writes what it hands over
+/// ([`write_pieces`]): the read's outcome and the writer's. Pieces are written as they come; the
+/// write lock a part's first piece takes is held while the reader builds the rest, but never for
+/// more than [`LOCK_HOLD_MAX`] waiting for the next piece (a read that stalls on a network share or
+/// a cold disk commits what is written as a part). Err: no thread could be started.
+fn on_two_threads(
+    reading: Reading<'_>,
+    file: &std::fs::File,
+    write: &mut WritePiece<'_>,
+) -> std::io::Result<(ReadOut, Result<(), QueueError>)> {
+    // Written pieces, emptied with their room kept, for the reader to fill again.
+    let spares = &std::sync::Mutex::new(Vec::<Held>::new());
+    std::thread::scope(|scope| {
+        let (to_writer, pieces) = std::sync::mpsc::sync_channel::<Piece>(PIECES_AHEAD);
+        let reader = std::thread::Builder::new().name("ingest-read".into()).spawn_scoped(scope, move || {
+            reading.run(file, HAND_OFF_BYTES, &mut |held, at, ends_part| {
+                let spare = spares.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
+                to_writer.send(Piece { held: std::mem::replace(held, spare), at, ends_part }).is_ok()
+            })
+        })?;
+        let written = write_pieces(&pieces, LOCK_HOLD_MAX, &|| (reading.stable)(file), spares, write);
+        // A writer that failed stops the reader at its next hand-over.
+        drop(pieces);
+        Ok((reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), written))
+    })
 }
 
 /// The writer's side of a two-thread ingest: write each piece as it comes, commit at a part's end,
@@ -558,14 +570,14 @@ struct Reading<'a> {
 impl Reading<'_> {
     /// Read `file` from its start, handing what it finds to `hand` at the end of each part and
     /// whenever it holds `hand_off` bytes, with the position it was found up to and whether a part
-    /// ends there. `hand` says false to stop the read. Returns the read's result, whether the file changed under it (the read stopped at
-    /// a part's end), and what was found after the last hand-over.
+    /// ends there. `hand` says false to stop the read. The file changed under it if the read stopped
+    /// at a part's end for that.
     fn run(
         self,
         file: &std::fs::File,
         hand_off: usize,
         hand: &mut dyn FnMut(&mut Held, PartEnd, bool) -> bool,
-    ) -> (Result<Summary, FormatError>, bool, Held) {
+    ) -> ReadOut {
         let mut held = Held::default();
         let (mut found_so_far, mut part_orders, mut part_from) = (0u64, 0u64, 0u64);
         let mut changed = false;

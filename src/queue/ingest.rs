@@ -133,7 +133,7 @@ impl Held {
     }
 
     /// Whether it holds so much that it is to be written before its part ends.
-    pub fn is_big(&self) -> bool {
+    fn is_big(&self) -> bool {
         self.bytes() >= UNWRITTEN_BYTES
     }
 
@@ -142,12 +142,12 @@ impl Held {
         self.texts.len() + self.payloads.len() + 96 * self.items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.items.is_empty() && self.skipped == 0 && self.warnings == 0
     }
 
     /// Empty, keeping its room.
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.items.clear();
         self.texts.clear();
         self.payloads.clear();
@@ -468,7 +468,9 @@ impl<'q> Ingest<'q> {
     /// Write what `held` holds (built apart from this ingest, on another thread, say) in the open
     /// transaction, after what this ingest holds itself; emptied, `held` keeps its room.
     pub fn write(&mut self, held: &mut Held) -> Result<()> {
-        let written = self.write_unwritten().and_then(|()| self.write_held(held));
+        // Its own is empty when all is read apart (each write would prepare the inserts twice).
+        let own = if self.held.is_empty() { Ok(()) } else { self.write_unwritten() };
+        let written = own.and_then(|()| self.write_held(held));
         held.clear();
         written
     }

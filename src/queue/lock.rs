@@ -97,10 +97,39 @@ pub fn lock_wanted() -> bool {
     RELEASES.waiting() > 0
 }
 
+thread_local! {
+    /// Whether this thread's connections give up at once on a write lock another one holds.
+    static NO_WAIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with this thread's connections not waiting for the write lock: a statement that needs it
+/// while another connection holds it fails at once with `SQLITE_BUSY` (what [`is_busy`] tells).
+pub(super) fn without_waiting<T>(f: impl FnOnce() -> T) -> T {
+    /// Waiting again when dropped, also on a panic.
+    struct Again;
+    impl Drop for Again {
+        fn drop(&mut self) {
+            NO_WAIT.with(|w| w.set(false));
+        }
+    }
+    NO_WAIT.with(|w| w.set(true));
+    let _again = Again;
+    f()
+}
+
+/// Whether `e` says the write lock was taken (by another connection) and not waited for.
+pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+}
+
 /// SQLite's busy handler: wait for the next release, at most [`LOCK_POLL`] at a time, up to
-/// [`LOCK_WAIT`] in all. (The built-in `busy_timeout` sleeps up to 100 ms between tries, so a
-/// writer that commits part after part could keep the lock from the sender for a whole file.)
+/// [`LOCK_WAIT`] in all (not at all inside [`without_waiting`]). (The built-in `busy_timeout`
+/// sleeps up to 100 ms between tries, so a writer that commits part after part could keep the lock
+/// from the sender for a whole file.)
 pub(super) fn wait_for_lock(attempts: i32) -> bool {
+    if NO_WAIT.with(|w| w.get()) {
+        return false;
+    }
     thread_local! {
         /// When this thread's connection started waiting for the lock it waits for now.
         static WAITING_SINCE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };

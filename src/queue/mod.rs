@@ -26,7 +26,7 @@ pub use files::{FileRecord, Position, PositionRecord};
 pub use ingest::{Held, Ingest, IngestCounts, NewEvent, Payload, UNWRITTEN_BYTES};
 pub use lock::lock_wanted;
 pub use open::Recovery;
-pub use outbox::{Batch, Disposition, Queued};
+pub use outbox::{Batch, Delivered, Disposition, Queued};
 pub use redo::CorruptEvent;
 pub use report::{Counts, SendLogEntry, SourceTotals, StateCounts, TapEvent};
 pub use state::{DeadReason, EventState, FileState, SendClass};

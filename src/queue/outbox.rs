@@ -26,6 +26,9 @@ pub struct Queued {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub events: Vec<Queued>,
+    /// How many of `events`, the first ones, were read as pending by their row ([`PENDING_HELD`]:
+    /// at or below the cursor); the others are queued above it.
+    pub pending_by_row: usize,
     json: String,
     /// Room to unpack a payload in before it is appended to `json`.
     scratch: Vec<u8>,
@@ -48,11 +51,12 @@ pub(super) static PENDING_HELD: Sql = Sql::new(
     "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
      FROM events e JOIN payloads p ON p.id = e.id WHERE e.state = {pending} AND e.{listed} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1",
 );
-/// The second read of a batch: the events queued above the cursor (see [`PENDING_HELD`]).
+/// The second read of a batch: the events queued above the cursor, and above ?3 (the highest id
+/// of the requests delivered and not recorded yet: `Sender`), see [`PENDING_HELD`].
 pub(super) static PENDING_QUEUED: Sql = Sql::new(
     "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
      FROM events e JOIN payloads p ON p.id = e.id
-     WHERE e.id > {cursor} AND e.state = {queued} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1",
+     WHERE e.id > MAX({cursor}, ?3) AND e.state = {queued} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1",
 );
 
 /// Drop the JSON of the events sent before ?1: those whose row says so (by `events_exceptions`),
@@ -88,6 +92,15 @@ fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Que
     Ok(Queued { id: r.get(0)?, event_id, event_time, payload: start..batch.json.len(), intact })
 }
 
+/// A request TikTok took (or a dry run wrote): what [`Queue::record_delivered`] records.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub ids: Vec<i64>,
+    pub log: SendLogEntry,
+    /// TikTok confirmed it (not a dry run), with this request id.
+    pub confirmed: Option<Option<String>>,
+}
+
 /// What one delivery attempt did to its events.
 #[derive(Debug, Clone, Copy)]
 pub enum Disposition<'a> {
@@ -98,7 +111,7 @@ pub enum Disposition<'a> {
 
 impl Queue {
     /// Up to `limit` pending events, oldest queued first (tests; the sender reads into its own
-    /// [`Batch`] with [`Queue::read_pending`]).
+    /// [`Batch`] with [`Queue::read_pending_after`]).
     #[cfg(test)]
     pub fn pending_batch(&self, limit: usize) -> Result<Batch> {
         let mut batch = Batch::default();
@@ -106,23 +119,36 @@ impl Queue {
         Ok(batch)
     }
 
+    /// [`Queue::read_pending_after`] with no request waiting for its record.
+    #[cfg(test)]
+    pub fn read_pending(&self, batch: &mut Batch, limit: usize, cutoff: i64) -> Result<()> {
+        self.read_pending_after(batch, limit, cutoff, 0)
+    }
+
     /// Read into `batch` (what it held is dropped, its room kept) up to `limit` pending events
     /// whose `event_time` is at or after `cutoff`, oldest queued first (`i64::MIN`: all; a later
-    /// cutoff while older ones are held, the clock that would expire them distrusted).
-    pub fn read_pending(&self, batch: &mut Batch, limit: usize, cutoff: i64) -> Result<()> {
+    /// cutoff while older ones are held, the clock that would expire them distrusted). Of the
+    /// events queued above the cursor, only those above `after`: the requests delivered up to
+    /// there wait for their record ([`Queue::record_delivered`]).
+    pub fn read_pending_after(&self, batch: &mut Batch, limit: usize, cutoff: i64, after: i64) -> Result<()> {
         batch.events.clear();
         batch.json.clear();
-        for sql in [&PENDING_HELD, &PENDING_QUEUED] {
-            let left = limit - batch.events.len();
-            if left == 0 {
-                break;
-            }
-            let mut stmt = self.conn.prepare_cached(sql.get()).map_err(|e| self.sqlite(e))?;
-            let mut rows = stmt.query(params![left as i64, cutoff]).map_err(|e| self.sqlite(e))?;
-            while let Some(r) = rows.next().map_err(|e| self.sqlite(e))? {
-                let queued = read_queued(r, batch).map_err(|e| self.sqlite(e))?;
-                batch.events.push(queued);
-            }
+        self.read_rows(&PENDING_HELD, params![limit as i64, cutoff], batch)?;
+        batch.pending_by_row = batch.events.len();
+        let left = limit - batch.events.len();
+        if left > 0 {
+            self.read_rows(&PENDING_QUEUED, params![left as i64, cutoff, after], batch)?;
+        }
+        Ok(())
+    }
+
+    /// Append the rows `sql` reads with `params` to `batch`.
+    fn read_rows(&self, sql: &Sql, params: &[&dyn rusqlite::ToSql], batch: &mut Batch) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(sql.get()).map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt.query(params).map_err(|e| self.sqlite(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.sqlite(e))? {
+            let queued = read_queued(r, batch).map_err(|e| self.sqlite(e))?;
+            batch.events.push(queued);
         }
         Ok(())
     }
@@ -236,6 +262,38 @@ impl Queue {
             agent::update(&tx, change).map_err(err)?;
         }
         super::lock::commit(tx).map_err(err)
+    }
+
+    /// Record requests TikTok took (`delivered`, in the order they were sent) in one transaction:
+    /// their events sent, their send-log lines, and the agent state as `change` leaves it. With
+    /// `wait` false nothing is waited for: `Ok(false)`, and nothing written, when another
+    /// connection holds the write lock (an ingest writing a part); the caller sends on and records
+    /// later, with the next requests.
+    pub fn record_delivered(
+        &mut self,
+        delivered: &[Delivered],
+        wait: bool,
+        change: impl FnOnce(&mut AgentState),
+    ) -> Result<bool> {
+        let qpath = self.path.clone();
+        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
+        // Immediate: the cursor is read before the first write, and must be the one written after.
+        let begin = || Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate);
+        let tx = match if wait { begin() } else { super::lock::without_waiting(begin) } {
+            Ok(tx) => tx,
+            Err(e) if !wait && super::lock::is_busy(&e) => return Ok(false),
+            Err(e) => return Err(err(e)),
+        };
+        let ids: Vec<i64> = delivered.iter().flat_map(|d| d.ids.iter().copied()).collect();
+        if let Some(last) = delivered.last() {
+            mark_sent(&tx, &ids, last.log.at).map_err(err)?;
+        }
+        for d in delivered {
+            super::report::insert_send_log(&tx, &d.log).map_err(err)?;
+        }
+        agent::update(&tx, change).map_err(err)?;
+        super::lock::commit(tx).map_err(err)?;
+        Ok(true)
     }
 
     /// Mark events sent without an attempt record (tests set up states with it).

@@ -22,7 +22,7 @@ pub use send_test::{SendTestReport, TestPurchase, TestSend};
 
 use crate::config::{load_token, Config, TokenError, TokenSource};
 use crate::event::BuildError;
-use crate::queue::{Batch, DeadReason, Disposition, Queue, QueueError, Queued, SendClass, SendLogEntry};
+use crate::queue::{Batch, DeadReason, Delivered, Disposition, Queue, QueueError, Queued, SendClass, SendLogEntry};
 use crate::tiktok::backoff::{self, Policies, Policy};
 use crate::tiktok::classify::{classify_reply, Outcome};
 use crate::tiktok::client::{Client, ClientConfig, ClientError};
@@ -119,7 +119,17 @@ pub struct Sender {
     /// The last batch and request body, their room kept while steps make progress ([`Sender::step`]).
     batch: Batch,
     body: String,
+    /// Requests TikTok took whose record waits for the write lock, oldest first: at most
+    /// [`UNRECORDED_MAX`], whole batches queued above the cursor only ([`Sender::record_delivered`]).
+    unrecorded: Vec<Delivered>,
 }
+
+/// Requests delivered in a row whose record may wait for the write lock while the sender goes on.
+/// In a backlog the ingest holds the lock while it writes a part (3,000 orders): waiting for it at
+/// each request kept the sender at a fraction of its pace. A crash before the record sends them
+/// again, as a crash between a request and its record always did: TikTok keeps the first of an
+/// event id for 48 hours.
+const UNRECORDED_MAX: usize = 8;
 
 /// An event refused alone in this round, dead-lettered at the round's end unless the refusals
 /// turn out systemic.
@@ -171,11 +181,47 @@ impl Sender {
             unknown: UnknownStreak::default(),
             batch: Batch::default(),
             body: String::new(),
+            unrecorded: Vec::new(),
         })
     }
 
     pub fn queue(&self) -> &Queue {
         &self.queue
+    }
+
+    /// The queue, to write to: the requests delivered and not recorded yet are recorded first, so
+    /// that every other write (a dead letter, a pause, the maintenance) comes after them.
+    fn writable(&mut self) -> Result<&mut Queue, SendError> {
+        self.record_delivered(true)?;
+        Ok(&mut self.queue)
+    }
+
+    /// Record the requests delivered and not recorded yet, waiting for the write lock if `wait`;
+    /// without waiting they stay for later when another connection holds it.
+    fn record_delivered(&mut self, wait: bool) -> Result<(), SendError> {
+        if self.unrecorded.is_empty() {
+            return Ok(());
+        }
+        let delivered = &self.unrecorded;
+        let recorded = self.queue.record_delivered(delivered, wait, |s| {
+            for (at, request_id) in delivered.iter().filter_map(|d| Some((d.log.at, d.confirmed.as_ref()?))) {
+                s.last_success_at = Some(at);
+                s.last_request_id = request_id.clone();
+                s.paused = None;
+                s.paused_on_token = false;
+                s.next_retry_at = None;
+                s.consecutive_failures = None;
+            }
+        })?;
+        if recorded {
+            self.unrecorded.clear();
+        }
+        Ok(())
+    }
+
+    /// The highest id of the requests delivered and not recorded yet (0: none).
+    fn unrecorded_upto(&self) -> i64 {
+        self.unrecorded.iter().flat_map(|d| d.ids.iter().copied()).max().unwrap_or(0)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -202,8 +248,14 @@ impl Sender {
     fn step_with(&mut self, batch: &mut Batch, now: i64) -> Result<Step, SendError> {
         self.judge_clock(now, None)?;
         self.held = 0;
-        self.queue.read_pending(batch, self.settings.batch_size, i64::MIN)?;
+        if self.unrecorded.len() >= UNRECORDED_MAX {
+            // Their record failed before: nothing more is sent until it is written.
+            self.record_delivered(true)?;
+        }
+        let after = self.unrecorded_upto();
+        self.queue.read_pending_after(batch, self.settings.batch_size, i64::MIN, after)?;
         if batch.events.is_empty() {
+            self.record_delivered(true)?;
             self.queue.release_memory();
             return Ok(Step::Idle);
         }
@@ -220,7 +272,7 @@ impl Sender {
             }
             if self.clock.verdict().may_expire() {
                 let ids: Vec<i64> = expired.iter().map(|e| e.id).collect();
-                self.queue.mark_dead(&ids, DeadReason::Expired, DeadReason::EXPIRED_MESSAGE)?;
+                self.writable()?.mark_dead(&ids, DeadReason::Expired, DeadReason::EXPIRED_MESSAGE)?;
                 tracing::warn!(
                     "{} events older than the attribution window were dead-lettered as expired, not sent",
                     ids.len()
@@ -232,12 +284,18 @@ impl Sender {
                 // Held: neither expired nor sent until TikTok's clock agrees with ours; the events
                 // inside the window go on meanwhile.
                 self.held = expired.len();
-                self.queue.read_pending(batch, self.settings.batch_size, now - self.settings.window_secs)?;
+                self.queue.read_pending_after(
+                    batch,
+                    self.settings.batch_size,
+                    now - self.settings.window_secs,
+                    after,
+                )?;
                 let corrupt = self.drop_corrupt(&mut batch.events)?;
                 if corrupt > 0 && batch.events.is_empty() {
                     return Ok(Step::Progress { sent: 0, dead: corrupt });
                 }
                 if batch.events.is_empty() {
+                    self.record_delivered(true)?;
                     self.queue.release_memory();
                     return Ok(Step::Idle);
                 }
@@ -250,7 +308,7 @@ impl Sender {
                 Err(e) => {
                     let reason = format!("access token: {e}");
                     let retry_at = now + self.settings.auth_retry.as_secs() as i64;
-                    self.queue.update_agent_state(|s| {
+                    self.writable()?.update_agent_state(|s| {
                         s.paused = Some(reason.clone());
                         s.paused_on_token = true;
                         s.next_retry_at = Some(retry_at);
@@ -271,7 +329,7 @@ impl Sender {
                 tracing::error!("event {}: {}", e.event_id, DeadReason::CORRUPT_MESSAGE);
             }
             let ids: Vec<i64> = corrupt.iter().map(|e| e.id).collect();
-            self.queue.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE)?;
+            self.writable()?.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE)?;
         }
         Ok(corrupt.len())
     }
@@ -344,28 +402,23 @@ impl Sender {
                 test_event_code: self.settings.test_event_code.clone(),
             };
             match action {
-                Action::Deliver { confirmed: false, .. } => {
-                    self.queue.record_attempt(&ids, Disposition::Sent { at: now }, &log, |_| {})?;
-                    sent += ids.len();
-                }
-                Action::Deliver { confirmed: true, request_id } => {
-                    if log.class == SendClass::Partial {
-                        tracing::warn!("tiktok reported partial success for {} events: {}", ids.len(), log.message);
+                Action::Deliver { confirmed, request_id } => {
+                    if confirmed {
+                        if log.class == SendClass::Partial {
+                            tracing::warn!("tiktok reported partial success for {} events: {}", ids.len(), log.message);
+                        }
+                        self.streak.reset();
                     }
-                    self.queue.record_attempt(&ids, Disposition::Sent { at: now }, &log, |s| {
-                        s.last_success_at = Some(now);
-                        s.last_request_id = request_id;
-                        s.paused = None;
-                        s.paused_on_token = false;
-                        s.next_retry_at = None;
-                        s.consecutive_failures = None;
-                    })?;
-                    self.streak.reset();
                     sent += ids.len();
+                    // A whole batch queued above the cursor may wait for its record (the next
+                    // reads start above it); anything else is recorded before the round goes on.
+                    let may_wait = part.len() == batch_len && batch.pending_by_row == 0;
+                    self.unrecorded.push(Delivered { ids, log, confirmed: confirmed.then_some(request_id) });
+                    self.record_delivered(!may_wait || self.unrecorded.len() >= UNRECORDED_MAX)?;
                 }
                 Action::DeadLetter { reason, message } => {
                     // Dead-lettered at the end of the round, unless every event was refused alike.
-                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    self.writable()?.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
                     let code = log.code.unwrap_or_default();
                     condemned.push(Condemned {
                         id: ids[0],
@@ -377,14 +430,14 @@ impl Sender {
                     });
                 }
                 Action::Split(how) => {
-                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    self.writable()?.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
                     let (later, next) = plan::split(part, how);
                     parts.push(later);
                     parts.push(next);
                 }
                 Action::Hold { reason } => {
                     tracing::error!("event {}: {reason}", batch.events[part[0]].event_id);
-                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    self.writable()?.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
                     held = Some(reason);
                 }
                 Action::Pause { reason } => {
@@ -400,7 +453,7 @@ impl Sender {
                     let failures = self.streak.fail(throttled);
                     let policy = self.settings.backoff.pick(throttled);
                     let delay = backoff::delay(policy, failures, retry_after, fastrand::f64());
-                    self.queue.record_attempt(&ids, Disposition::StillPending, &log, |s| {
+                    self.writable()?.record_attempt(&ids, Disposition::StillPending, &log, |s| {
                         s.last_error = Some(reason.clone());
                         s.last_error_at = Some(now);
                         s.next_retry_at = Some(now + delay.as_secs() as i64);
@@ -429,7 +482,7 @@ impl Sender {
     /// queued and is tried again after `auth_retry`.
     fn paused_after_round(&mut self, now: i64, reason: String) -> Result<Step, SendError> {
         let retry_at = now + self.settings.auth_retry.as_secs() as i64;
-        self.queue.update_agent_state(|s| {
+        self.writable()?.update_agent_state(|s| {
             s.paused = Some(reason.clone());
             s.paused_on_token = false;
             s.last_error = Some(reason.clone());
@@ -448,7 +501,7 @@ impl Sender {
         }
         for c in &condemned {
             tracing::error!("event {} dead-lettered: {}", c.event_id, c.message);
-            self.queue.mark_dead(&[c.id], c.reason, &c.message)?;
+            self.writable()?.mark_dead(&[c.id], c.reason, &c.message)?;
         }
         Ok(condemned.len())
     }
@@ -456,7 +509,7 @@ impl Sender {
     /// Pause sending: the part's attempt logged, everything kept queued, the reason in the state.
     fn pause(&mut self, ids: &[i64], log: &SendLogEntry, now: i64, reason: &str) -> Result<(), SendError> {
         let retry_at = now + self.settings.auth_retry.as_secs() as i64;
-        self.queue.record_attempt(ids, Disposition::StillPending, log, |s| {
+        self.writable()?.record_attempt(ids, Disposition::StillPending, log, |s| {
             s.paused = Some(reason.to_string());
             s.paused_on_token = log.class == SendClass::Auth;
             s.last_error = Some(reason.to_string());
@@ -477,7 +530,7 @@ impl Sender {
                 if self.clock_shown.is_none() {
                     tracing::warn!("{text}");
                 }
-                self.queue.update_agent_state(|s| {
+                self.writable()?.update_agent_state(|s| {
                     s.clock_wrong = Some(text.clone());
                     s.clock_wrong_since.get_or_insert(now - by_secs);
                 })?;
@@ -485,8 +538,9 @@ impl Sender {
                 self.clock_marked = true;
             }
             (Verdict::Right, _) if self.clock_shown.is_some() || self.clock_marked => {
-                let back = self.queue.requeue_wrongly_expired(now - self.settings.window_secs)?;
-                self.queue.update_agent_state(|s| {
+                let cutoff = now - self.settings.window_secs;
+                let back = self.writable()?.requeue_wrongly_expired(cutoff)?;
+                self.writable()?.update_agent_state(|s| {
                     s.clock_wrong = None;
                     s.clock_wrong_since = None;
                 })?;
@@ -585,12 +639,24 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
     }
 }
 
+impl Drop for Sender {
+    /// A sender stopped (the service stopping) records what it delivered.
+    fn drop(&mut self) {
+        if let Err(e) = self.record_delivered(true) {
+            tracing::warn!(
+                "{} events delivered but not recorded as sent: they will be sent again ({e})",
+                self.unrecorded.iter().map(|d| d.ids.len()).sum::<usize>()
+            );
+        }
+    }
+}
+
 impl Sender {
     /// The queue is full and files wait: drop the JSON of every sent event now and give the pages
     /// back, so ingest can go on.
-    pub fn free_space(&self) -> Result<(), SendError> {
-        if self.queue.clear_sent_payloads(i64::MAX)? > 0 {
-            self.queue.give_back_space()?;
+    pub fn free_space(&mut self) -> Result<(), SendError> {
+        if self.writable()?.clear_sent_payloads(i64::MAX)? > 0 {
+            self.writable()?.give_back_space()?;
         }
         Ok(())
     }
@@ -601,7 +667,8 @@ impl Sender {
     pub fn maintain(&mut self, now: i64, sent_retention: Duration) -> Result<(), SendError> {
         let verdict = self.judge_clock(now, None)?;
         if verdict.may_expire() {
-            let expired = self.queue.expire_older_than(now - self.settings.window_secs)?;
+            let cutoff = now - self.settings.window_secs;
+            let expired = self.writable()?.expire_older_than(cutoff)?;
             if expired > 0 {
                 tracing::warn!(
                     "{expired} pending events passed the attribution window and were dead-lettered as expired"
@@ -615,19 +682,124 @@ impl Sender {
         // Sent rows are kept beyond the window so that a re-export of an old order is recognised
         // as a duplicate rather than queued again.
         let keep = (sent_retention.as_secs() as i64).max(self.settings.window_secs + 2 * 86_400);
-        let pruned = self.queue.prune(now - keep, 10_000)?;
+        let pruned = self.writable()?.prune(now - keep, 10_000)?;
         if pruned > 0 {
             tracing::info!("forgot {pruned} sent events older than {} days", keep / 86_400);
         }
-        let cleared = self.queue.clear_sent_payloads(now - 3600)?;
+        let cleared = self.writable()?.clear_sent_payloads(now - 3600)?;
         tracing::debug!(
             "maintenance: {pruned} old sent events forgotten, {cleared} sent events' JSON dropped{}",
             if cleared > 0 || pruned > 0 { "; WAL checkpointed" } else { "" }
         );
         if cleared > 0 || pruned > 0 {
-            self.queue.give_back_space()?;
+            self.writable()?.give_back_space()?;
         }
         self.queue.release_memory();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{NewEvent, Payload};
+    use std::path::Path;
+
+    /// A dry-run sender (batches of 2, request bodies in `dir/out`) on the queue `path`, holding
+    /// `n` events `e0`, `e1`...
+    fn dry_sender(dir: &Path, n: usize) -> Sender {
+        let mut queue = Queue::open(&dir.join("q.sqlite")).unwrap();
+        let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+        let payloads: Vec<String> = ids.iter().map(|id| format!(r#"{{"event_id":"{id}"}}"#)).collect();
+        let mut ingest = queue.begin_ingest("h", Path::new("a.csv"), "till", 1).unwrap();
+        for (id, payload) in ids.iter().zip(&payloads) {
+            let event = NewEvent {
+                event_name: "Purchase",
+                event_id: id,
+                event_time: crate::now(),
+                order_id: id,
+                payload: Payload::Json(payload),
+                dead_reason: None,
+                line: 0,
+                key: crate::event::screen::MatchKey::None,
+            };
+            ingest.add_event(&event).unwrap();
+        }
+        ingest.commit().unwrap();
+        let text = r#"
+            event_source_id = "7181537436256731137"
+            dry_run = true
+            queue_path = "q.sqlite"
+            [[source]]
+            path = "/srv/pos"
+            format = "native-csv"
+            time_zone = "America/New_York"
+            currency = "USD"
+            shop_id = "s042"
+        "#;
+        let ctx = crate::config::Context { config_dir: dir.into(), state_directory: None, user_data_dir: None };
+        let config = crate::config::parse(text, &ctx).unwrap();
+        let settings =
+            Settings { batch_size: 2, dry_run: Some(DryRun::Dir(dir.join("out"))), ..Settings::from_config(&config) };
+        Sender::new(queue, &config, settings).unwrap()
+    }
+
+    /// The event ids of every request body written to `dir/out`, in request order.
+    fn sent_ids(dir: &Path) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join("out")).unwrap().map(|f| f.unwrap().path()).collect();
+        files.sort();
+        let mut ids = Vec::new();
+        for file in files {
+            let body: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+            ids.extend(body["data"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        }
+        ids
+    }
+
+    /// A connection of another thread holding the queue's write lock, as an ingest writing a part
+    /// does, until it is dropped.
+    fn lock_held(dir: &Path) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(dir.join("q.sqlite")).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO agent_state (key, value) VALUES ('held', '1');").unwrap();
+        conn
+    }
+
+    fn send_log_lines(dir: &Path) -> i64 {
+        let conn = rusqlite::Connection::open(dir.join("q.sqlite")).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM send_log", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn while_another_connection_holds_the_write_lock_the_sender_goes_on_and_records_each_request_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sender = dry_sender(dir.path(), 7);
+        let now = crate::now();
+        let lock = lock_held(dir.path());
+        for _ in 0..3 {
+            assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        }
+        // Three requests went out, each with the next events; none is recorded yet.
+        assert_eq!(sent_ids(dir.path()), ["e0", "e1", "e2", "e3", "e4", "e5"]);
+        assert_eq!(sender.queue().pending_count().unwrap(), 7);
+        drop(lock);
+        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 1, dead: 0 });
+        assert_eq!(sender.queue().pending_count().unwrap(), 0);
+        assert_eq!(sender.step(now).unwrap(), Step::Idle);
+        assert_eq!(sent_ids(dir.path()), ["e0", "e1", "e2", "e3", "e4", "e5", "e6"]);
+        assert_eq!(send_log_lines(dir.path()), 4);
+    }
+
+    #[test]
+    fn a_sender_stopped_records_what_it_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sender = dry_sender(dir.path(), 5);
+        let lock = lock_held(dir.path());
+        assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        assert_eq!(sender.queue().pending_count().unwrap(), 5);
+        drop(lock);
+        drop(sender);
+        let queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        assert_eq!(queue.pending_count().unwrap(), 3);
+        assert_eq!(send_log_lines(dir.path()), 1);
     }
 }

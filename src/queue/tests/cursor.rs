@@ -86,6 +86,7 @@ fn a_delivered_request_moves_the_cursor_and_writes_the_held_back_events_it_passe
     q.read_pending(&mut batch, 10, i64::MIN).unwrap();
     let read: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
     assert_eq!(read, [ids[2], ids[4]]);
+    assert_eq!(batch.pending_by_row, 1, "the held-back event was read as pending by its row");
     q.record_attempt(&read, Disposition::Sent { at: 70 }, &log(), |_| {}).unwrap();
     assert_eq!(cursor_of(&q), ids[4]);
     assert_eq!(counts(&q), (0, 5, 0));
@@ -255,4 +256,48 @@ fn a_salvage_reads_the_cursor_kept_twice_when_one_copy_is_lost() {
     });
     assert_eq!(carried, 3);
     assert_eq!(counts(&fresh), (1, 2, 0));
+}
+
+/// The sender's requests while an ingest holds the write lock: a record that does not wait writes
+/// nothing, the next read starts above the requests not recorded, and once the lock is free one
+/// record moves the cursor past them all, with a send-log line each.
+#[test]
+fn requests_not_recorded_are_read_past_and_recorded_together_once_the_lock_is_free() {
+    let (dir, mut q) = temp_queue();
+    let ids = queue_events(&mut q, "d", &[("a", 100), ("b", 100), ("c", 100), ("d", 100), ("e", 100)]);
+    let other = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+    let writing = rusqlite::Transaction::new_unchecked(&other.conn, rusqlite::TransactionBehavior::Immediate).unwrap();
+    writing.execute("INSERT INTO agent_state (key, value) VALUES ('x', '1')", []).unwrap();
+    let delivered = |batch: &Batch, request: &str| Delivered {
+        ids: batch.events.iter().map(|e| e.id).collect(),
+        log: SendLogEntry { request_id: Some(request.into()), ..log() },
+        confirmed: Some(Some(request.into())),
+    };
+    let mut batch = Batch::default();
+    q.read_pending_after(&mut batch, 2, i64::MIN, 0).unwrap();
+    assert_eq!((batch.events.len(), batch.pending_by_row), (2, 0));
+    let first = delivered(&batch, "r1");
+    let started = std::time::Instant::now();
+    assert!(!q.record_delivered(std::slice::from_ref(&first), false, |_| panic!("nothing is written")).unwrap());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "it waited for the lock");
+    assert_eq!((cursor_of(&q), counts(&q)), (0, (5, 0, 0)));
+    q.read_pending_after(&mut batch, 2, i64::MIN, ids[1]).unwrap();
+    assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..4]);
+    let second = delivered(&batch, "r2");
+    drop(writing);
+    let recorded = q.record_delivered(&[first, second], false, |s| s.last_request_id = Some("r2".into())).unwrap();
+    assert!(recorded);
+    assert_eq!((cursor_of(&q), counts(&q)), (ids[3], (1, 4, 0)));
+    let lines: Vec<String> = q
+        .conn
+        .prepare("SELECT request_id FROM send_log ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(lines, ["r1", "r2"]);
+    assert_eq!(q.agent_state().unwrap().last_request_id.as_deref(), Some("r2"));
+    q.read_pending_after(&mut batch, 10, i64::MIN, 0).unwrap();
+    assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), ids[4..]);
 }

@@ -49,9 +49,9 @@ pub(super) async fn send_loop(
             _ = tokio::time::sleep(jitter) => {}
         }
     }
-    loop {
+    'run: loop {
         if *stop.borrow() {
-            return;
+            break;
         }
         if Instant::now() >= next_maintenance {
             let retention = config.sender.sent_retention;
@@ -113,7 +113,7 @@ pub(super) async fn send_loop(
                 let seen = sender.queue().data_version().ok();
                 loop {
                     tokio::select! {
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => break 'run,
                         _ = wake.notified() => break,
                         _ = tokio::time::sleep_until(checkpoint_at.unwrap_or(next_maintenance).into()), if checkpoint_at.is_some() => {
                             (checkpoint_due, streak) = (true, 0);
@@ -182,7 +182,7 @@ pub(super) async fn send_loop(
         let until = tokio::time::Instant::now() + delay;
         loop {
             tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.changed() => break 'run,
                 _ = tokio::time::sleep_until(until) => break,
                 _ = &mut recovered => {
                     tracing::info!("{} is reachable again; sending now", crate::config::redact_url(&config.api_base));
@@ -196,6 +196,12 @@ pub(super) async fn send_loop(
                 }
             }
         }
+    }
+    // Stopping: the requests delivered and not recorded yet are recorded (waiting for the lock off
+    // the runtime's thread).
+    let (_, r) = blocking(sender, |s| s.finish()).await;
+    if let Err(e) = r {
+        tracing::warn!("stopping: {e}");
     }
 }
 

@@ -1,7 +1,8 @@
 //! The agent's persisted state for `status`, STATUS lines and metrics: typed here, stored as the
 //! `agent_state` key/value table (one row per field that has a value). Read with
 //! [`Queue::agent_state`]; written with [`Queue::update_agent_state`] or inside
-//! [`Queue::record_attempt`], which write only the keys that changed.
+//! [`Queue::record_attempt`] and [`Queue::record_delivered`], which write only the keys that
+//! changed.
 
 use super::{Queue, Result};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};

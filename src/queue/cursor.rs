@@ -13,8 +13,9 @@
 //! Invariants, kept by the functions of this module and the statements that use them:
 //! - The cursor never moves down: `sent_runs` rows are added with a higher `upto` and only rows
 //!   below the highest are deleted.
-//! - Before the cursor moves past a queued event, the event was delivered in the request that
-//!   moves it, or its row says what it is instead ([`plan_sent`]'s gaps become explicit pending).
+//! - Before the cursor moves past a queued event, the event was delivered in the requests whose
+//!   record moves it, or its row says what it is instead ([`plan_sent`]'s gaps become explicit
+//!   pending).
 //! - An event is queued with an id above the cursor and above every id ever queued
 //!   ([`next_id`], `high_water.last_event_id`): SQLite's own choice (the highest id + 1) would
 //!   reuse an id at or below the cursor once the events there are forgotten, and the new event

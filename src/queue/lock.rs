@@ -8,7 +8,8 @@
 //! process) are seen at the next poll. A waiter so takes the lock within microseconds of an
 //! announced release instead of at its next poll: when the ingest and the sender take turns a
 //! thousand times a backlog, that poll's millisecond was the ingest's longest wait
-//! (BENCHMARKS.md).
+//! (BENCHMARKS.md). Inside [`without_waiting`] a connection does not wait at all: the sender
+//! records a delivered request that way, and sends on if an ingest holds the lock.
 
 use rusqlite::Transaction;
 use std::sync::atomic::{AtomicUsize, Ordering};

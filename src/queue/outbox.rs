@@ -21,8 +21,8 @@ pub struct Queued {
 
 /// Pending events as one read found them: the events, and their JSON one after the other in one
 /// buffer (a JSON allocated and freed per event cost the sender a tenth of its time in a backlog).
-/// Read into again ([`Queue::read_pending`]), it keeps its room: the sender keeps one from step to
-/// step while it has work.
+/// Read into again ([`Queue::read_pending_after`]), it keeps its room: the sender keeps one from
+/// step to step while it has work.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub events: Vec<Queued>,

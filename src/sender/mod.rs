@@ -119,8 +119,9 @@ pub struct Sender {
     /// The last batch and request body, their room kept while steps make progress ([`Sender::step`]).
     batch: Batch,
     body: String,
-    /// Requests TikTok took whose record waits for the write lock, oldest first: at most
-    /// [`UNRECORDED_MAX`], whole batches queued above the cursor only ([`Sender::record_delivered`]).
+    /// Requests TikTok took whose record waits for the write lock, oldest first: fewer than
+    /// [`UNRECORDED_MAX`], whole batches queued above the cursor only, between two steps
+    /// ([`Sender::record_delivered`]).
     unrecorded: Vec<Delivered>,
 }
 
@@ -196,8 +197,30 @@ impl Sender {
         Ok(&mut self.queue)
     }
 
+    /// Read the next batch of events at or after `cutoff`, above the requests waiting for their
+    /// record. Found empty while some wait, they are recorded and the queue read again from the
+    /// cursor: the record writes the events they passed over (held back, put back in the queue)
+    /// pending by their row, which only a read from the cursor finds.
+    fn read_batch(&mut self, batch: &mut Batch, cutoff: i64) -> Result<(), SendError> {
+        let size = self.settings.batch_size;
+        self.queue.read_pending_after(batch, size, cutoff, self.unrecorded_upto())?;
+        if batch.events.is_empty() && !self.unrecorded.is_empty() {
+            self.record_delivered(true)?;
+            self.queue.read_pending_after(batch, size, cutoff, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Record what was delivered and is not recorded yet (a sender stopping).
+    pub fn finish(&mut self) -> Result<(), SendError> {
+        self.record_delivered(true)
+    }
+
     /// Record the requests delivered and not recorded yet, waiting for the write lock if `wait`;
-    /// without waiting they stay for later when another connection holds it.
+    /// without waiting they stay for later when another connection holds it. A record that fails
+    /// gives them up: their events stay pending and are sent again (TikTok keeps the first of an
+    /// event id for 48 hours), where waiting on they would hold back every other write of the
+    /// sender, those that free space in a full queue included.
     fn record_delivered(&mut self, wait: bool) -> Result<(), SendError> {
         if self.unrecorded.is_empty() {
             return Ok(());
@@ -212,9 +235,15 @@ impl Sender {
                 s.next_retry_at = None;
                 s.consecutive_failures = None;
             }
-        })?;
-        if recorded {
-            self.unrecorded.clear();
+        });
+        match recorded {
+            Ok(true) => self.unrecorded.clear(),
+            Ok(false) => {}
+            Err(e) => {
+                let events: usize = self.unrecorded.drain(..).map(|d| d.ids.len()).sum();
+                tracing::warn!("{events} events delivered but not recorded as sent: they will be sent again");
+                return Err(e.into());
+            }
         }
         Ok(())
     }
@@ -248,14 +277,8 @@ impl Sender {
     fn step_with(&mut self, batch: &mut Batch, now: i64) -> Result<Step, SendError> {
         self.judge_clock(now, None)?;
         self.held = 0;
-        if self.unrecorded.len() >= UNRECORDED_MAX {
-            // Their record failed before: nothing more is sent until it is written.
-            self.record_delivered(true)?;
-        }
-        let after = self.unrecorded_upto();
-        self.queue.read_pending_after(batch, self.settings.batch_size, i64::MIN, after)?;
+        self.read_batch(batch, i64::MIN)?;
         if batch.events.is_empty() {
-            self.record_delivered(true)?;
             self.queue.release_memory();
             return Ok(Step::Idle);
         }
@@ -284,18 +307,12 @@ impl Sender {
                 // Held: neither expired nor sent until TikTok's clock agrees with ours; the events
                 // inside the window go on meanwhile.
                 self.held = expired.len();
-                self.queue.read_pending_after(
-                    batch,
-                    self.settings.batch_size,
-                    now - self.settings.window_secs,
-                    after,
-                )?;
+                self.read_batch(batch, now - self.settings.window_secs)?;
                 let corrupt = self.drop_corrupt(&mut batch.events)?;
                 if corrupt > 0 && batch.events.is_empty() {
                     return Ok(Step::Progress { sent: 0, dead: corrupt });
                 }
                 if batch.events.is_empty() {
-                    self.record_delivered(true)?;
                     self.queue.release_memory();
                     return Ok(Step::Idle);
                 }
@@ -640,12 +657,16 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
 }
 
 impl Drop for Sender {
-    /// A sender stopped (the service stopping) records what it delivered.
+    /// A sender dropped without [`Sender::finish`] records what it delivered if the write lock is
+    /// free: it may be dropped on the runtime's thread, which must not wait for the lock.
     fn drop(&mut self) {
-        if let Err(e) = self.record_delivered(true) {
+        if let Err(e) = self.record_delivered(false) {
+            tracing::warn!("dropping the sender: {e}");
+        }
+        if !self.unrecorded.is_empty() {
+            let events: usize = self.unrecorded.iter().map(|d| d.ids.len()).sum();
             tracing::warn!(
-                "{} events delivered but not recorded as sent: they will be sent again ({e})",
-                self.unrecorded.iter().map(|d| d.ids.len()).sum::<usize>()
+                "{events} events delivered but not recorded as sent (the queue's write lock was taken): they will be sent again"
             );
         }
     }
@@ -790,16 +811,62 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_stopped_records_what_it_delivered() {
+    fn a_sender_stopping_records_what_it_delivered_and_one_dropped_never_waits_for_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let mut sender = dry_sender(dir.path(), 5);
         let lock = lock_held(dir.path());
         assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
         assert_eq!(sender.queue().pending_count().unwrap(), 5);
         drop(lock);
+        sender.finish().unwrap();
+        assert_eq!(sender.queue().pending_count().unwrap(), 3);
+        assert_eq!(send_log_lines(dir.path()), 1);
+        // Dropped with a request waiting and the lock taken: it is not recorded (it will be sent
+        // again), and the drop does not wait.
+        let lock = lock_held(dir.path());
+        assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        let started = std::time::Instant::now();
         drop(sender);
+        assert!(started.elapsed() < Duration::from_secs(5), "the drop waited for the lock");
+        drop(lock);
         let queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
         assert_eq!(queue.pending_count().unwrap(), 3);
-        assert_eq!(send_log_lines(dir.path()), 1);
+    }
+
+    /// A read above the requests waiting for their record finds nothing: they are recorded, and an
+    /// event they passed over (here one put back in the queue meanwhile) is sent, not left behind.
+    #[test]
+    fn an_event_passed_over_by_requests_not_recorded_is_sent_once_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sender = dry_sender(dir.path(), 3);
+        let lock = lock_held(dir.path());
+        lock.execute("UPDATE events SET state = 2 WHERE event_id = 'e1'", []).unwrap();
+        lock.execute_batch("COMMIT; BEGIN IMMEDIATE; INSERT INTO agent_state (key, value) VALUES ('held2', '1');")
+            .unwrap();
+        let now = crate::now();
+        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        // `dead-letter requeue` in another process, once the lock is free.
+        lock.execute("UPDATE events SET state = 0 WHERE event_id = 'e1'", []).unwrap();
+        lock.execute_batch("COMMIT;").unwrap();
+        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 1, dead: 0 });
+        assert_eq!(sender.step(now).unwrap(), Step::Idle);
+        assert_eq!(sent_ids(dir.path()), ["e0", "e2", "e1"]);
+        assert_eq!(sender.queue().pending_count().unwrap(), 0);
+    }
+
+    /// A record that fails gives its requests up (their events are sent again) instead of holding
+    /// back every later write, those that free space included.
+    #[test]
+    fn a_failed_record_gives_its_requests_up_and_later_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sender = dry_sender(dir.path(), 2);
+        let lock = lock_held(dir.path());
+        assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        // The record cannot be written (a damaged queue, here one table gone).
+        lock.execute_batch("DROP TABLE send_log; COMMIT;").unwrap();
+        assert!(sender.step(crate::now()).is_err());
+        assert_eq!(sender.queue().pending_count().unwrap(), 2, "not recorded: still pending");
+        sender.free_space().unwrap();
+        assert!(sender.unrecorded.is_empty());
     }
 }

@@ -18,7 +18,7 @@ mod folders;
 mod raw;
 mod source;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod token;
 mod url;
 mod validate;

@@ -1,11 +1,11 @@
-//! Shared by the config's unit tests: a minimal valid file, a fixed [`Context`], and the errors
-//! of a file as `(key, line)`.
+//! Shared by the config's unit tests (and others that need a config): a minimal valid file, a
+//! fixed [`Context`], and the errors of a file as `(key, line)`.
 
 use super::defaults::Limit;
 use super::{parse, Context};
 use std::path::PathBuf;
 
-pub(super) fn ctx() -> Context {
+pub(crate) fn ctx() -> Context {
     Context {
         config_dir: PathBuf::from("/etc/oea"),
         state_directory: None,
@@ -13,7 +13,7 @@ pub(super) fn ctx() -> Context {
     }
 }
 
-pub(super) const MINIMAL: &str = r#"
+pub(crate) const MINIMAL: &str = r#"
 event_source_id = "7181537436256731137"
 access_token_file = "token"
 

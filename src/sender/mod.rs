@@ -747,19 +747,8 @@ mod tests {
             ingest.add_event(&event).unwrap();
         }
         ingest.commit().unwrap();
-        let text = r#"
-            event_source_id = "7181537436256731137"
-            dry_run = true
-            queue_path = "q.sqlite"
-            [[source]]
-            path = "/srv/pos"
-            format = "native-csv"
-            time_zone = "America/New_York"
-            currency = "USD"
-            shop_id = "s042"
-        "#;
-        let ctx = crate::config::Context { config_dir: dir.into(), state_directory: None, user_data_dir: None };
-        let config = crate::config::parse(text, &ctx).unwrap();
+        let text = format!("dry_run = true\n{}", crate::config::test_support::MINIMAL);
+        let config = crate::config::parse(&text, &crate::config::test_support::ctx()).unwrap();
         let settings =
             Settings { batch_size: 2, dry_run: Some(DryRun::Dir(dir.join("out"))), ..Settings::from_config(&config) };
         Sender::new(queue, &config, settings).unwrap()

@@ -843,6 +843,31 @@ mod tests {
         assert_eq!(sender.queue().pending_count().unwrap(), 0);
     }
 
+    /// A batch with an event pending by its row (below the cursor) is recorded before the sender
+    /// goes on, waiting for the lock: a later read from the cursor would find that event again.
+    #[test]
+    fn a_batch_with_an_event_pending_by_its_row_waits_for_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sender = dry_sender(dir.path(), 4);
+        let now = crate::now();
+        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        // `e1`, below the cursor now, put back in the queue (as a requeue or a rebuild does).
+        let lock = lock_held(dir.path());
+        lock.execute("UPDATE events SET state = 3 WHERE event_id = 'e1'", []).unwrap();
+        lock.execute_batch("COMMIT; BEGIN IMMEDIATE; INSERT INTO agent_state (key, value) VALUES ('held2', '1');")
+            .unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            lock.execute_batch("COMMIT;").unwrap();
+        });
+        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        assert_eq!(sender.queue().pending_count().unwrap(), 1, "recorded before the step returned");
+        release.join().unwrap();
+        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 1, dead: 0 });
+        assert_eq!(sender.step(now).unwrap(), Step::Idle);
+        assert_eq!(sent_ids(dir.path()), ["e0", "e1", "e1", "e2", "e3"]);
+    }
+
     /// A record that fails gives its requests up (their events are sent again) instead of holding
     /// back every later write, those that free space included.
     #[test]

@@ -1,7 +1,9 @@
 //! Backlog benchmark, end to end: N one-order rows in 10 files renamed into the watched folder of
 //! the real release binary running as a service, delivered to a local HTTP receiver that answers
 //! TikTok's success body. Beside it, in the same run, the durable-ingest floor: `sqlite3 .import`
-//! of the same rows into a WAL database with `synchronous=FULL`.
+//! of the same rows into a WAL database with `synchronous=FULL`, timed before the backlog and again
+//! after it (the mean of the two: this machine's pace drifts by a third within minutes, and a
+//! floor timed on one side only moved the ratio more than some changes did).
 //!
 //!     cargo bench --bench backlog                       # 1,000,000 rows (the figures in BENCHMARKS.md)
 //!     OEA_BENCH_ROWS=20000 cargo bench --bench backlog  # short form (CI)
@@ -43,11 +45,7 @@ fn main() {
     let csv_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
     println!("generated {rows} one-order rows in {FILES} files ({:.1} MB)", csv_bytes as f64 / 1e6);
 
-    let floor = sqlite_floor(dir.path(), &files);
-    match floor {
-        Some(s) => println!("floor: sqlite3 .import into WAL, synchronous=FULL: {s:.2} s"),
-        None => println!("floor: sqlite3 not installed (apt-get install sqlite3); no ratio"),
-    }
+    let floor_before = sqlite_floor(dir.path(), &files);
 
     let receiver = Receiver::start();
     let run = dir.path().join("run");
@@ -74,6 +72,20 @@ fn main() {
     let json = receiver.bytes();
     let (p50, p99) = trickle(&run, &staging, &receiver, rows, TRICKLE_FILES);
     stop(&mut agent);
+    let floor_after = floor_before.and_then(|_| sqlite_floor(dir.path(), &archived_exports(&run)));
+    let floor = match (floor_before, floor_after) {
+        (Some(before), Some(after)) => {
+            let mean = (before + after) / 2.0;
+            println!(
+                "floor: sqlite3 .import into WAL, synchronous=FULL: {mean:.2} s (before the backlog {before:.2} s, after it {after:.2} s)"
+            );
+            Some(mean)
+        }
+        _ => {
+            println!("floor: sqlite3 not installed (apt-get install sqlite3); no ratio");
+            None
+        }
+    };
     let wall = (last - t0).as_secs_f64();
     let first = (receiver.first().expect("a first event") - t0).as_secs_f64();
     println!("backlog: {rows} events delivered; wall to last event {wall:.2} s, to first event {first:.3} s");
@@ -164,6 +176,9 @@ fn generate(dir: &Path, rows: usize) -> Vec<PathBuf> {
 /// `synchronous=FULL`, one transaction per file as the shell does; None without a sqlite3 binary.
 fn sqlite_floor(dir: &Path, files: &[PathBuf]) -> Option<f64> {
     let db = dir.join("floor.sqlite");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("floor.sqlite{suffix}")));
+    }
     let mut script = String::from(
         "PRAGMA journal_mode=WAL;\nPRAGMA synchronous=FULL;\n\
          CREATE TABLE t(order_id, event_time, email, phone, content_id, content_name, price, quantity);\n",
@@ -180,18 +195,25 @@ fn sqlite_floor(dir: &Path, files: &[PathBuf]) -> Option<f64> {
     Some(secs)
 }
 
+/// The backlog's exports, archived by the agent in `run`'s folder.
+fn archived_exports(run: &Path) -> Vec<PathBuf> {
+    let mut archived: Vec<PathBuf> = walk(&run.join("inbox"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("export-")))
+        .collect();
+    archived.sort();
+    assert_eq!(archived.len(), FILES, "the archived exports");
+    archived
+}
+
 /// Start-up to READY of the service with `rows` events queued and not yet sent (queued by
 /// `import` into a fresh queue; the receiver is not running, so nothing is sent meanwhile).
 fn startup_with_backlog(dir: &Path, run: &Path, rows: usize) {
     let second = dir.join("second");
     std::fs::create_dir_all(second.join("inbox")).unwrap();
     std::fs::write(second.join("config.toml"), common::config_text(&second, "http://127.0.0.1:9", "")).unwrap();
-    let archived: Vec<PathBuf> = walk(&run.join("inbox"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("export-")))
-        .collect();
-    assert_eq!(archived.len(), FILES, "the archived exports");
+    let archived = archived_exports(run);
     let mut import = Command::new(common::agent_binary());
     import.arg("--config").arg(second.join("config.toml")).arg("import").args(&archived).env("OEA_BENCH_TOKEN", TOKEN);
     let out = import.stderr(Stdio::null()).output().unwrap();

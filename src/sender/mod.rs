@@ -132,6 +132,20 @@ pub struct Sender {
 /// event id for 48 hours.
 const UNRECORDED_MAX: usize = 8;
 
+/// What recording `delivered` does to the agent state: a confirmed request is the last success.
+fn delivered_state(delivered: &[Delivered]) -> impl FnOnce(&mut crate::queue::AgentState) + '_ {
+    move |s| {
+        for (at, request_id) in delivered.iter().filter_map(|d| Some((d.log.at, d.confirmed.as_ref()?))) {
+            s.last_success_at = Some(at);
+            s.last_request_id = request_id.clone();
+            s.paused = None;
+            s.paused_on_token = false;
+            s.next_retry_at = None;
+            s.consecutive_failures = None;
+        }
+    }
+}
+
 /// An event refused alone in this round, dead-lettered at the round's end unless the refusals
 /// turn out systemic.
 struct Condemned {
@@ -225,17 +239,15 @@ impl Sender {
         if self.unrecorded.is_empty() {
             return Ok(());
         }
-        let delivered = &self.unrecorded;
-        let recorded = self.queue.record_delivered(delivered, wait, |s| {
-            for (at, request_id) in delivered.iter().filter_map(|d| Some((d.log.at, d.confirmed.as_ref()?))) {
-                s.last_success_at = Some(at);
-                s.last_request_id = request_id.clone();
-                s.paused = None;
-                s.paused_on_token = false;
-                s.next_retry_at = None;
-                s.consecutive_failures = None;
-            }
-        });
+        let mut recorded = self.queue.record_delivered(&self.unrecorded, wait, delivered_state(&self.unrecorded));
+        if recorded.as_ref().is_err_and(QueueError::is_full)
+            && self.queue.clear_sent_payloads(i64::MAX).unwrap_or(0) > 0
+        {
+            // A queue at its cap (filled by an ingest, or by the sent events' JSON kept for an
+            // hour): that JSON makes room for the record, as `free_space` does for a held ingest.
+            tracing::info!("the queue is full: the JSON of the events sent is dropped to record the last requests");
+            recorded = self.queue.record_delivered(&self.unrecorded, true, delivered_state(&self.unrecorded));
+        }
         match recorded {
             Ok(true) => self.unrecorded.clear(),
             Ok(false) => {}
@@ -731,7 +743,9 @@ mod tests {
     fn dry_sender(dir: &Path, n: usize) -> Sender {
         let mut queue = Queue::open(&dir.join("q.sqlite")).unwrap();
         let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
-        let payloads: Vec<String> = ids.iter().map(|id| format!(r#"{{"event_id":"{id}"}}"#)).collect();
+        // Each payload about as big as a real one's packed JSON.
+        let payloads: Vec<String> =
+            ids.iter().map(|id| format!(r#"{{"event_id":"{id}","properties":"{}"}}"#, "x".repeat(100))).collect();
         let mut ingest = queue.begin_ingest("h", Path::new("a.csv"), "till", 1).unwrap();
         for (id, payload) in ids.iter().zip(&payloads) {
             let event = NewEvent {
@@ -866,6 +880,26 @@ mod tests {
         assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 1, dead: 0 });
         assert_eq!(sender.step(now).unwrap(), Step::Idle);
         assert_eq!(sent_ids(dir.path()), ["e0", "e1", "e1", "e2", "e3"]);
+    }
+
+    /// A queue at its cap (here from the start): a record that needs a page makes room by dropping
+    /// the JSON of the events sent before, and the sender goes on to the end.
+    #[test]
+    fn a_record_in_a_full_queue_makes_room_with_the_sent_events_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sender = dry_sender(dir.path(), 1000);
+        let conn = rusqlite::Connection::open(dir.path().join("q.sqlite")).unwrap();
+        let size: u64 = conn
+            .query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
+            .unwrap();
+        sender.queue().set_size_limit(size).unwrap();
+        let mut steps = 0;
+        while sender.step(crate::now()).unwrap() != Step::Idle {
+            steps += 1;
+        }
+        assert_eq!(steps, 500);
+        assert_eq!(sender.queue().pending_count().unwrap(), 0);
+        assert_eq!(send_log_lines(dir.path()), 500);
     }
 
     /// A record that fails gives its requests up (their events are sent again) instead of holding

@@ -15,6 +15,7 @@
 
 pub mod clock;
 pub mod plan;
+mod records;
 pub mod send_test;
 pub mod token_watch;
 
@@ -120,30 +121,8 @@ pub struct Sender {
     batch: Batch,
     body: String,
     /// Requests TikTok took whose record waits for the write lock, oldest first: fewer than
-    /// [`UNRECORDED_MAX`], whole batches queued above the cursor only, between two steps
-    /// ([`Sender::record_delivered`]).
+    /// eight, whole batches queued above the cursor only, between two steps ([`records`]).
     unrecorded: Vec<Delivered>,
-}
-
-/// Requests delivered in a row whose record may wait for the write lock while the sender goes on.
-/// In a backlog the ingest holds the lock while it writes a part (3,000 orders): waiting for it at
-/// each request kept the sender at a fraction of its pace. A crash before the record sends them
-/// again, as a crash between a request and its record always did: TikTok keeps the first of an
-/// event id for 48 hours.
-const UNRECORDED_MAX: usize = 8;
-
-/// What recording `delivered` does to the agent state: a confirmed request is the last success.
-fn delivered_state(delivered: &[Delivered]) -> impl FnOnce(&mut crate::queue::AgentState) + '_ {
-    move |s| {
-        for (at, request_id) in delivered.iter().filter_map(|d| Some((d.log.at, d.confirmed.as_ref()?))) {
-            s.last_success_at = Some(at);
-            s.last_request_id = request_id.clone();
-            s.paused = None;
-            s.paused_on_token = false;
-            s.next_retry_at = None;
-            s.consecutive_failures = None;
-        }
-    }
 }
 
 /// An event refused alone in this round, dead-lettered at the round's end unless the refusals
@@ -202,67 +181,6 @@ impl Sender {
 
     pub fn queue(&self) -> &Queue {
         &self.queue
-    }
-
-    /// The queue, to write to: the requests delivered and not recorded yet are recorded first, so
-    /// that every other write (a dead letter, a pause, the maintenance) comes after them.
-    fn writable(&mut self) -> Result<&mut Queue, SendError> {
-        self.record_delivered(true)?;
-        Ok(&mut self.queue)
-    }
-
-    /// Read the next batch of events at or after `cutoff`, above the requests waiting for their
-    /// record. Found empty while some wait, they are recorded and the queue read again from the
-    /// cursor: the record writes the events they passed over (held back, put back in the queue)
-    /// pending by their row, which only a read from the cursor finds.
-    fn read_batch(&mut self, batch: &mut Batch, cutoff: i64) -> Result<(), SendError> {
-        let size = self.settings.batch_size;
-        self.queue.read_pending_after(batch, size, cutoff, self.unrecorded_upto())?;
-        if batch.events.is_empty() && !self.unrecorded.is_empty() {
-            self.record_delivered(true)?;
-            self.queue.read_pending_after(batch, size, cutoff, 0)?;
-        }
-        Ok(())
-    }
-
-    /// Record what was delivered and is not recorded yet (a sender stopping).
-    pub fn finish(&mut self) -> Result<(), SendError> {
-        self.record_delivered(true)
-    }
-
-    /// Record the requests delivered and not recorded yet, waiting for the write lock if `wait`;
-    /// without waiting they stay for later when another connection holds it. A record that fails
-    /// gives them up: their events stay pending and are sent again (TikTok keeps the first of an
-    /// event id for 48 hours), where waiting on they would hold back every other write of the
-    /// sender, those that free space in a full queue included.
-    fn record_delivered(&mut self, wait: bool) -> Result<(), SendError> {
-        if self.unrecorded.is_empty() {
-            return Ok(());
-        }
-        let mut recorded = self.queue.record_delivered(&self.unrecorded, wait, delivered_state(&self.unrecorded));
-        if recorded.as_ref().is_err_and(QueueError::is_full)
-            && self.queue.clear_sent_payloads(i64::MAX).unwrap_or(0) > 0
-        {
-            // A queue at its cap (filled by an ingest, or by the sent events' JSON kept for an
-            // hour): that JSON makes room for the record, as `free_space` does for a held ingest.
-            tracing::info!("the queue is full: the JSON of the events sent is dropped to record the last requests");
-            recorded = self.queue.record_delivered(&self.unrecorded, true, delivered_state(&self.unrecorded));
-        }
-        match recorded {
-            Ok(true) => self.unrecorded.clear(),
-            Ok(false) => {}
-            Err(e) => {
-                let events: usize = self.unrecorded.drain(..).map(|d| d.ids.len()).sum();
-                tracing::warn!("{events} events delivered but not recorded as sent: they will be sent again");
-                return Err(e.into());
-            }
-        }
-        Ok(())
-    }
-
-    /// The highest id of the requests delivered and not recorded yet (0: none).
-    fn unrecorded_upto(&self) -> i64 {
-        self.unrecorded.iter().flat_map(|d| d.ids.iter().copied()).max().unwrap_or(0)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -442,8 +360,7 @@ impl Sender {
                     // A whole batch queued above the cursor may wait for its record (the next
                     // reads start above it); anything else is recorded before the round goes on.
                     let may_wait = part.len() == batch_len && batch.pending_by_row == 0;
-                    self.unrecorded.push(Delivered { ids, log, confirmed: confirmed.then_some(request_id) });
-                    self.record_delivered(!may_wait || self.unrecorded.len() >= UNRECORDED_MAX)?;
+                    self.delivered(Delivered { ids, log, confirmed: confirmed.then_some(request_id) }, may_wait)?;
                 }
                 Action::DeadLetter { reason, message } => {
                     // Dead-lettered at the end of the round, unless every event was refused alike.
@@ -668,22 +585,6 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
     }
 }
 
-impl Drop for Sender {
-    /// A sender dropped without [`Sender::finish`] records what it delivered if the write lock is
-    /// free: it may be dropped on the runtime's thread, which must not wait for the lock.
-    fn drop(&mut self) {
-        if let Err(e) = self.record_delivered(false) {
-            tracing::warn!("dropping the sender: {e}");
-        }
-        if !self.unrecorded.is_empty() {
-            let events: usize = self.unrecorded.iter().map(|d| d.ids.len()).sum();
-            tracing::warn!(
-                "{events} events delivered but not recorded as sent (the queue's write lock was taken): they will be sent again"
-            );
-        }
-    }
-}
-
 impl Sender {
     /// The queue is full and files wait: drop the JSON of every sent event now and give the pages
     /// back, so ingest can go on.
@@ -729,192 +630,5 @@ impl Sender {
         }
         self.queue.release_memory();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::queue::{NewEvent, Payload};
-    use std::path::Path;
-
-    /// A dry-run sender (batches of 2, request bodies in `dir/out`) on the queue `path`, holding
-    /// `n` events `e0`, `e1`...
-    fn dry_sender(dir: &Path, n: usize) -> Sender {
-        let mut queue = Queue::open(&dir.join("q.sqlite")).unwrap();
-        let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
-        // Each payload about as big as a real one's packed JSON.
-        let payloads: Vec<String> =
-            ids.iter().map(|id| format!(r#"{{"event_id":"{id}","properties":"{}"}}"#, "x".repeat(100))).collect();
-        let mut ingest = queue.begin_ingest("h", Path::new("a.csv"), "till", 1).unwrap();
-        for (id, payload) in ids.iter().zip(&payloads) {
-            let event = NewEvent {
-                event_name: "Purchase",
-                event_id: id,
-                event_time: crate::now(),
-                order_id: id,
-                payload: Payload::Json(payload),
-                dead_reason: None,
-                line: 0,
-                key: crate::event::screen::MatchKey::None,
-            };
-            ingest.add_event(&event).unwrap();
-        }
-        ingest.commit().unwrap();
-        let text = format!("dry_run = true\n{}", crate::config::test_support::MINIMAL);
-        let config = crate::config::parse(&text, &crate::config::test_support::ctx()).unwrap();
-        let settings =
-            Settings { batch_size: 2, dry_run: Some(DryRun::Dir(dir.join("out"))), ..Settings::from_config(&config) };
-        Sender::new(queue, &config, settings).unwrap()
-    }
-
-    /// The event ids of every request body written to `dir/out`, in request order.
-    fn sent_ids(dir: &Path) -> Vec<String> {
-        let mut files: Vec<_> = std::fs::read_dir(dir.join("out")).unwrap().map(|f| f.unwrap().path()).collect();
-        files.sort();
-        let mut ids = Vec::new();
-        for file in files {
-            let body: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
-            ids.extend(body["data"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
-        }
-        ids
-    }
-
-    /// A connection of another thread holding the queue's write lock, as an ingest writing a part
-    /// does, until it is dropped.
-    fn lock_held(dir: &Path) -> rusqlite::Connection {
-        let conn = rusqlite::Connection::open(dir.join("q.sqlite")).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO agent_state (key, value) VALUES ('held', '1');").unwrap();
-        conn
-    }
-
-    fn send_log_lines(dir: &Path) -> i64 {
-        let conn = rusqlite::Connection::open(dir.join("q.sqlite")).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM send_log", [], |r| r.get(0)).unwrap()
-    }
-
-    #[test]
-    fn while_another_connection_holds_the_write_lock_the_sender_goes_on_and_records_each_request_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sender = dry_sender(dir.path(), 7);
-        let now = crate::now();
-        let lock = lock_held(dir.path());
-        for _ in 0..3 {
-            assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 2, dead: 0 });
-        }
-        // Three requests went out, each with the next events; none is recorded yet.
-        assert_eq!(sent_ids(dir.path()), ["e0", "e1", "e2", "e3", "e4", "e5"]);
-        assert_eq!(sender.queue().pending_count().unwrap(), 7);
-        drop(lock);
-        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 1, dead: 0 });
-        assert_eq!(sender.queue().pending_count().unwrap(), 0);
-        assert_eq!(sender.step(now).unwrap(), Step::Idle);
-        assert_eq!(sent_ids(dir.path()), ["e0", "e1", "e2", "e3", "e4", "e5", "e6"]);
-        assert_eq!(send_log_lines(dir.path()), 4);
-    }
-
-    #[test]
-    fn a_sender_stopping_records_what_it_delivered_and_one_dropped_never_waits_for_the_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sender = dry_sender(dir.path(), 5);
-        let lock = lock_held(dir.path());
-        assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
-        assert_eq!(sender.queue().pending_count().unwrap(), 5);
-        drop(lock);
-        sender.finish().unwrap();
-        assert_eq!(sender.queue().pending_count().unwrap(), 3);
-        assert_eq!(send_log_lines(dir.path()), 1);
-        // Dropped with a request waiting and the lock taken: it is not recorded (it will be sent
-        // again), and the drop does not wait.
-        let lock = lock_held(dir.path());
-        assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
-        let started = std::time::Instant::now();
-        drop(sender);
-        assert!(started.elapsed() < Duration::from_secs(5), "the drop waited for the lock");
-        drop(lock);
-        let queue = Queue::open(&dir.path().join("q.sqlite")).unwrap();
-        assert_eq!(queue.pending_count().unwrap(), 3);
-    }
-
-    /// A read above the requests waiting for their record finds nothing: they are recorded, and an
-    /// event they passed over (here one put back in the queue meanwhile) is sent, not left behind.
-    #[test]
-    fn an_event_passed_over_by_requests_not_recorded_is_sent_once_they_are() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sender = dry_sender(dir.path(), 3);
-        let lock = lock_held(dir.path());
-        lock.execute("UPDATE events SET state = 2 WHERE event_id = 'e1'", []).unwrap();
-        lock.execute_batch("COMMIT; BEGIN IMMEDIATE; INSERT INTO agent_state (key, value) VALUES ('held2', '1');")
-            .unwrap();
-        let now = crate::now();
-        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 2, dead: 0 });
-        // `dead-letter requeue` in another process, once the lock is free.
-        lock.execute("UPDATE events SET state = 0 WHERE event_id = 'e1'", []).unwrap();
-        lock.execute_batch("COMMIT;").unwrap();
-        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 1, dead: 0 });
-        assert_eq!(sender.step(now).unwrap(), Step::Idle);
-        assert_eq!(sent_ids(dir.path()), ["e0", "e2", "e1"]);
-        assert_eq!(sender.queue().pending_count().unwrap(), 0);
-    }
-
-    /// A batch with an event pending by its row (below the cursor) is recorded before the sender
-    /// goes on, waiting for the lock: a later read from the cursor would find that event again.
-    #[test]
-    fn a_batch_with_an_event_pending_by_its_row_waits_for_its_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sender = dry_sender(dir.path(), 4);
-        let now = crate::now();
-        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 2, dead: 0 });
-        // `e1`, below the cursor now, put back in the queue (as a requeue or a rebuild does).
-        let lock = lock_held(dir.path());
-        lock.execute("UPDATE events SET state = 3 WHERE event_id = 'e1'", []).unwrap();
-        lock.execute_batch("COMMIT; BEGIN IMMEDIATE; INSERT INTO agent_state (key, value) VALUES ('held2', '1');")
-            .unwrap();
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            lock.execute_batch("COMMIT;").unwrap();
-        });
-        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 2, dead: 0 });
-        assert_eq!(sender.queue().pending_count().unwrap(), 1, "recorded before the step returned");
-        release.join().unwrap();
-        assert_eq!(sender.step(now).unwrap(), Step::Progress { sent: 1, dead: 0 });
-        assert_eq!(sender.step(now).unwrap(), Step::Idle);
-        assert_eq!(sent_ids(dir.path()), ["e0", "e1", "e1", "e2", "e3"]);
-    }
-
-    /// A queue at its cap (here from the start): a record that needs a page makes room by dropping
-    /// the JSON of the events sent before, and the sender goes on to the end.
-    #[test]
-    fn a_record_in_a_full_queue_makes_room_with_the_sent_events_json() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sender = dry_sender(dir.path(), 1000);
-        let conn = rusqlite::Connection::open(dir.path().join("q.sqlite")).unwrap();
-        let size: u64 = conn
-            .query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
-            .unwrap();
-        sender.queue().set_size_limit(size).unwrap();
-        let mut steps = 0;
-        while sender.step(crate::now()).unwrap() != Step::Idle {
-            steps += 1;
-        }
-        assert_eq!(steps, 500);
-        assert_eq!(sender.queue().pending_count().unwrap(), 0);
-        assert_eq!(send_log_lines(dir.path()), 500);
-    }
-
-    /// A record that fails gives its requests up (their events are sent again) instead of holding
-    /// back every later write, those that free space included.
-    #[test]
-    fn a_failed_record_gives_its_requests_up_and_later_writes_go_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sender = dry_sender(dir.path(), 2);
-        let lock = lock_held(dir.path());
-        assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
-        // The record cannot be written (a damaged queue, here one table gone).
-        lock.execute_batch("DROP TABLE send_log; COMMIT;").unwrap();
-        assert!(sender.step(crate::now()).is_err());
-        assert_eq!(sender.queue().pending_count().unwrap(), 2, "not recorded: still pending");
-        sender.free_space().unwrap();
-        assert!(sender.unrecorded.is_empty());
     }
 }

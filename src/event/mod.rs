@@ -184,9 +184,6 @@ pub fn build(raw: &RawOrder, defaults: &SourceDefaults) -> Result<(Event, Vec<Wa
             .ok_or_else(|| err(line, "value", "out of range (the sum of the items)".into()))?,
         None => return Err(err(line, "value", "empty, and the order has no priced items".into())),
     };
-    if value.to_f64().is_none() {
-        return Err(err(line, "value", "out of range".into()));
-    }
     if value.is_sign_negative() && !value.is_zero() {
         // A refund or return as a whole: not a purchase (readers net partial refunds themselves).
         return Err(err(line, "value", format!("negative ({value}), so this is not a sale")));
@@ -241,9 +238,6 @@ fn build_content(item: &RawItem, decimal: char) -> Result<Content, BuildError> {
     } else {
         (price.checked_mul(quantity).ok_or_else(|| err("quantity", "out of range".into()))?, 1)
     };
-    if price.to_f64().is_none() {
-        return Err(err("price", "out of range".into()));
-    }
     Ok(Content {
         content_id,
         content_name: non_empty(item.content_name.as_deref()).map(|s| s.trim().to_string()),

@@ -146,6 +146,61 @@ fn strip_currency(s: &str) -> &str {
     s
 }
 
+/// Append `value` as a JSON number, exactly as serde_json writes it once it is an `f64` (the wire
+/// has always sent amounts as JSON floats: `12.5`, `10.0`, `0.05`), without going through one.
+/// A value of at most 15 significant digits is one `f64` apart from every other such value, so the
+/// shortest text that reads back as that `f64` (what serde_json writes, through `zmij`) is the
+/// value's own digits, trailing zeros dropped; it is written from them in serde_json's layout. Any
+/// other value (more digits, zero, or a size written with an exponent) goes through the `f64`.
+/// A test holds the two to the same text over every amount a till writes.
+pub fn write_json_number(value: Decimal, out: &mut Vec<u8>) {
+    if !write_plain(value, out) {
+        let float = rust_decimal::prelude::ToPrimitive::to_f64(&value).unwrap_or(0.0);
+        serde_json::to_writer(out, &float).expect("writing to a Vec cannot fail");
+    }
+}
+
+/// [`write_json_number`] for a value of at most 15 significant digits written without an
+/// exponent; `false` (nothing written) for any other.
+fn write_plain(value: Decimal, out: &mut Vec<u8>) -> bool {
+    let (mut mantissa, mut scale) = (value.mantissa().unsigned_abs(), value.scale());
+    if mantissa == 0 {
+        return false;
+    }
+    while scale > 0 && mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    if mantissa >= 1_000_000_000_000_000 {
+        return false;
+    }
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(mantissa as u64).as_bytes();
+    // Where the decimal point falls in the digits: serde_json (`zmij`) writes 0.0000ddd down to
+    // four zeros, and with an exponent below that.
+    let point = digits.len() as i64 - i64::from(scale);
+    if point <= -5 {
+        return false;
+    }
+    if value.is_sign_negative() {
+        out.push(b'-');
+    }
+    if scale == 0 {
+        out.extend_from_slice(digits);
+        out.extend_from_slice(b".0");
+    } else if point > 0 {
+        let (int, frac) = digits.split_at(point as usize);
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    } else {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
+        out.extend_from_slice(digits);
+    }
+    true
+}
+
 /// ISO 4217 codes TikTok accepts (`tiktok-events-api.md`).
 pub const CURRENCIES: [&str; 62] = [
     "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CRC", "CZK", "DKK",
@@ -242,6 +297,46 @@ mod tests {
             assert_eq!(parse_amount(&value.to_string(), '.'), Ok(value));
             let comma = value.to_string().replace('.', ",");
             assert_eq!(parse_amount(&comma, ','), Ok(value));
+        }
+    }
+
+    #[test]
+    fn json_numbers_are_written_as_serde_json_writes_the_float() {
+        let serde =
+            |v: Decimal| serde_json::to_string(&rust_decimal::prelude::ToPrimitive::to_f64(&v).unwrap()).unwrap();
+        let ours = |v: Decimal| {
+            let mut out = Vec::new();
+            write_json_number(v, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let cases: &[(&str, &str)] = &[
+            ("12.50", "12.5"),
+            ("10", "10.0"),
+            ("46.00", "46.0"),
+            ("0.05", "0.05"),
+            ("-0.95", "-0.95"),
+            ("1200", "1200.0"),
+            ("0.00001", "0.00001"),
+            ("0.000001", "1e-6"),
+            ("0.0001234", "0.0001234"),
+            ("999999999999999", "999999999999999.0"),
+            ("999999999999999.99", "1000000000000000.0"),
+            ("0", "0.0"),
+            ("0.00", "0.0"),
+            ("79228162514264337593543950335", "7.922816251426434e+28"),
+        ];
+        for (value, want) in cases {
+            assert_eq!(ours(d(value)), *want, "{value}");
+            assert_eq!(ours(d(value)), serde(d(value)), "{value}");
+        }
+        // Every amount of up to 5 digits at every scale a till writes, and a spread of longer ones
+        // up to 15 digits and past them (checked once with 10x as many of each).
+        for mantissa in (0..100_000i64).chain((0..20_000).map(|i| i * 49_999_999_999 + 17)) {
+            for scale in 0..=6 {
+                for value in [Decimal::new(mantissa, scale), Decimal::new(-mantissa, scale)] {
+                    assert_eq!(ours(value), serde(value), "{value}");
+                }
+            }
         }
     }
 

@@ -29,7 +29,6 @@
 
 use crate::event::Event;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rust_decimal::prelude::ToPrimitive;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -378,7 +377,7 @@ pub fn pack_event_into(event: &Event, row: Row<'_>, out: &mut Vec<u8>) {
             }
         }
         p.piece(17);
-        p.number(c.price.to_f64().unwrap_or(0.0));
+        p.amount(c.price);
         p.piece(19);
         p.0.extend_from_slice(itoa::Buffer::new().format(c.quantity).as_bytes());
     }
@@ -387,7 +386,7 @@ pub fn pack_event_into(event: &Event, row: Row<'_>, out: &mut Vec<u8>) {
     }
     p.string(event.currency.code());
     p.piece(22);
-    p.number(event.value.to_f64().unwrap_or(0.0));
+    p.amount(event.value);
     p.piece(ORDER_ID_AFTER);
     if event.order_id == row.order_id && json_as_is(row.order_id) {
         p.refer(REF_ORDER_ID);
@@ -460,8 +459,9 @@ impl Packer<'_> {
         }
     }
 
-    fn number(&mut self, n: f64) {
-        serde_json::to_writer(&mut *self.0, &n).expect("writing to a Vec cannot fail");
+    /// An amount, as the wire JSON writes it (a float: `tiktok::wire`).
+    fn amount(&mut self, value: rust_decimal::Decimal) {
+        crate::event::money::write_json_number(value, self.0);
     }
 }
 

@@ -101,10 +101,9 @@ pub struct Delivered {
     pub confirmed: Option<Option<String>>,
 }
 
-/// What one delivery attempt did to its events.
+/// What a delivery attempt TikTok did not take does to its events.
 #[derive(Debug, Clone, Copy)]
 pub enum Disposition<'a> {
-    Sent { at: i64 },
     Dead { reason: DeadReason, message: &'a str },
     StillPending,
 }
@@ -233,8 +232,9 @@ impl Queue {
         self.conn.query_row(HAS_PENDING.get(), [], |r| r.get(0)).map_err(|e| self.sqlite(e))
     }
 
-    /// Record one delivery attempt of `ids` in a single transaction: the events' new state, the
-    /// send-log line and the agent state for `status`, as `change` leaves it.
+    /// Record one delivery attempt of `ids` that TikTok did not take, in a single transaction: the
+    /// events' new state, the send-log line and the agent state for `status`, as `change` leaves
+    /// it. (A request TikTok took is recorded by [`Queue::record_delivered`].)
     pub fn record_attempt(
         &mut self,
         ids: &[i64],
@@ -242,26 +242,14 @@ impl Queue {
         log: &SendLogEntry,
         change: impl FnOnce(&mut AgentState),
     ) -> Result<()> {
-        let qpath = self.path.clone();
-        let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
-        // Immediate: the cursor is read before the first write, and must be the one written after.
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        {
-            match disposition {
-                Disposition::Sent { at } => mark_sent(&tx, ids, at).map_err(err)?,
-                Disposition::Dead { reason, message } => mark_dead(&tx, ids, reason, message, 1).map_err(err)?,
-                Disposition::StillPending => {
-                    let mut stmt =
-                        tx.prepare_cached("UPDATE events SET attempts = attempts + 1 WHERE id = ?1").map_err(err)?;
-                    for id in ids {
-                        stmt.execute(params![id]).map_err(err)?;
-                    }
-                }
+        let marks = |tx: &Transaction<'_>| match disposition {
+            Disposition::Dead { reason, message } => mark_dead(tx, ids, reason, message, 1),
+            Disposition::StillPending => {
+                let mut stmt = tx.prepare_cached("UPDATE events SET attempts = attempts + 1 WHERE id = ?1")?;
+                ids.iter().try_for_each(|id| stmt.execute(params![id]).map(drop))
             }
-            super::report::insert_send_log(&tx, log).map_err(err)?;
-            agent::update(&tx, change).map_err(err)?;
-        }
-        super::lock::commit(tx).map_err(err)
+        };
+        self.record(true, marks, [log], change).map(drop)
     }
 
     /// Record requests TikTok took (`delivered`, in the order they were sent) in one transaction:
@@ -275,6 +263,24 @@ impl Queue {
         wait: bool,
         change: impl FnOnce(&mut AgentState),
     ) -> Result<bool> {
+        let ids: Vec<i64> = delivered.iter().flat_map(|d| d.ids.iter().copied()).collect();
+        let marks = |tx: &Transaction<'_>| match delivered.last() {
+            Some(last) => mark_sent(tx, &ids, last.log.at),
+            None => Ok(()),
+        };
+        self.record(wait, marks, delivered.iter().map(|d| &d.log), change)
+    }
+
+    /// One transaction recording delivery attempts: `marks` writes the events' states, then a
+    /// send-log line for each of `logs` and the agent state as `change` leaves it. Without `wait`,
+    /// `Ok(false)` and nothing written when another connection holds the write lock.
+    fn record<'l>(
+        &mut self,
+        wait: bool,
+        marks: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()>,
+        logs: impl IntoIterator<Item = &'l SendLogEntry>,
+        change: impl FnOnce(&mut AgentState),
+    ) -> Result<bool> {
         let qpath = self.path.clone();
         let err = |source| QueueError::Sqlite { path: qpath.clone(), source };
         // Immediate: the cursor is read before the first write, and must be the one written after.
@@ -284,12 +290,9 @@ impl Queue {
             Err(e) if !wait && super::lock::is_busy(&e) => return Ok(false),
             Err(e) => return Err(err(e)),
         };
-        let ids: Vec<i64> = delivered.iter().flat_map(|d| d.ids.iter().copied()).collect();
-        if let Some(last) = delivered.last() {
-            mark_sent(&tx, &ids, last.log.at).map_err(err)?;
-        }
-        for d in delivered {
-            super::report::insert_send_log(&tx, &d.log).map_err(err)?;
+        marks(&tx).map_err(err)?;
+        for log in logs {
+            super::report::insert_send_log(&tx, log).map_err(err)?;
         }
         agent::update(&tx, change).map_err(err)?;
         super::lock::commit(tx).map_err(err)?;

@@ -225,7 +225,7 @@ impl Sender {
             }
             if self.clock.verdict().may_expire() {
                 let ids: Vec<i64> = expired.iter().map(|e| e.id).collect();
-                self.writable()?.mark_dead(&ids, DeadReason::Expired, DeadReason::EXPIRED_MESSAGE)?;
+                self.write(|q| q.mark_dead(&ids, DeadReason::Expired, DeadReason::EXPIRED_MESSAGE))?;
                 tracing::warn!(
                     "{} events older than the attribution window were dead-lettered as expired, not sent",
                     ids.len()
@@ -255,10 +255,12 @@ impl Sender {
                 Err(e) => {
                     let reason = format!("access token: {e}");
                     let retry_at = now + self.settings.auth_retry.as_secs() as i64;
-                    self.writable()?.update_agent_state(|s| {
-                        s.paused = Some(reason.clone());
-                        s.paused_on_token = true;
-                        s.next_retry_at = Some(retry_at);
+                    self.write(|q| {
+                        q.update_agent_state(|s| {
+                            s.paused = Some(reason.clone());
+                            s.paused_on_token = true;
+                            s.next_retry_at = Some(retry_at);
+                        })
                     })?;
                     return Ok(Step::Paused { retry: self.settings.auth_retry, reason });
                 }
@@ -276,7 +278,7 @@ impl Sender {
                 tracing::error!("event {}: {}", e.event_id, DeadReason::CORRUPT_MESSAGE);
             }
             let ids: Vec<i64> = corrupt.iter().map(|e| e.id).collect();
-            self.writable()?.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE)?;
+            self.write(|q| q.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE))?;
         }
         Ok(corrupt.len())
     }
@@ -364,7 +366,7 @@ impl Sender {
                 }
                 Action::DeadLetter { reason, message } => {
                     // Dead-lettered at the end of the round, unless every event was refused alike.
-                    self.writable()?.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    self.write(|q| q.record_attempt(&ids, Disposition::StillPending, &log, |_| {}))?;
                     let code = log.code.unwrap_or_default();
                     condemned.push(Condemned {
                         id: ids[0],
@@ -376,14 +378,14 @@ impl Sender {
                     });
                 }
                 Action::Split(how) => {
-                    self.writable()?.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    self.write(|q| q.record_attempt(&ids, Disposition::StillPending, &log, |_| {}))?;
                     let (later, next) = plan::split(part, how);
                     parts.push(later);
                     parts.push(next);
                 }
                 Action::Hold { reason } => {
                     tracing::error!("event {}: {reason}", batch.events[part[0]].event_id);
-                    self.writable()?.record_attempt(&ids, Disposition::StillPending, &log, |_| {})?;
+                    self.write(|q| q.record_attempt(&ids, Disposition::StillPending, &log, |_| {}))?;
                     held = Some(reason);
                 }
                 Action::Pause { reason } => {
@@ -399,11 +401,13 @@ impl Sender {
                     let failures = self.streak.fail(throttled);
                     let policy = self.settings.backoff.pick(throttled);
                     let delay = backoff::delay(policy, failures, retry_after, fastrand::f64());
-                    self.writable()?.record_attempt(&ids, Disposition::StillPending, &log, |s| {
-                        s.last_error = Some(reason.clone());
-                        s.last_error_at = Some(now);
-                        s.next_retry_at = Some(now + delay.as_secs() as i64);
-                        s.consecutive_failures = Some(failures);
+                    self.write(|q| {
+                        q.record_attempt(&ids, Disposition::StillPending, &log, |s| {
+                            s.last_error = Some(reason.clone());
+                            s.last_error_at = Some(now);
+                            s.next_retry_at = Some(now + delay.as_secs() as i64);
+                            s.consecutive_failures = Some(failures);
+                        })
                     })?;
                     return Ok(Step::Retry { delay, connect_failure, reason });
                 }
@@ -428,12 +432,14 @@ impl Sender {
     /// queued and is tried again after `auth_retry`.
     fn paused_after_round(&mut self, now: i64, reason: String) -> Result<Step, SendError> {
         let retry_at = now + self.settings.auth_retry.as_secs() as i64;
-        self.writable()?.update_agent_state(|s| {
-            s.paused = Some(reason.clone());
-            s.paused_on_token = false;
-            s.last_error = Some(reason.clone());
-            s.last_error_at = Some(now);
-            s.next_retry_at = Some(retry_at);
+        self.write(|q| {
+            q.update_agent_state(|s| {
+                s.paused = Some(reason.clone());
+                s.paused_on_token = false;
+                s.last_error = Some(reason.clone());
+                s.last_error_at = Some(now);
+                s.next_retry_at = Some(retry_at);
+            })
         })?;
         Ok(Step::Paused { retry: self.settings.auth_retry, reason })
     }
@@ -447,7 +453,7 @@ impl Sender {
         }
         for c in &condemned {
             tracing::error!("event {} dead-lettered: {}", c.event_id, c.message);
-            self.writable()?.mark_dead(&[c.id], c.reason, &c.message)?;
+            self.write(|q| q.mark_dead(&[c.id], c.reason, &c.message))?;
         }
         Ok(condemned.len())
     }
@@ -455,12 +461,14 @@ impl Sender {
     /// Pause sending: the part's attempt logged, everything kept queued, the reason in the state.
     fn pause(&mut self, ids: &[i64], log: &SendLogEntry, now: i64, reason: &str) -> Result<(), SendError> {
         let retry_at = now + self.settings.auth_retry.as_secs() as i64;
-        self.writable()?.record_attempt(ids, Disposition::StillPending, log, |s| {
-            s.paused = Some(reason.to_string());
-            s.paused_on_token = log.class == SendClass::Auth;
-            s.last_error = Some(reason.to_string());
-            s.last_error_at = Some(now);
-            s.next_retry_at = Some(retry_at);
+        self.write(|q| {
+            q.record_attempt(ids, Disposition::StillPending, log, |s| {
+                s.paused = Some(reason.to_string());
+                s.paused_on_token = log.class == SendClass::Auth;
+                s.last_error = Some(reason.to_string());
+                s.last_error_at = Some(now);
+                s.next_retry_at = Some(retry_at);
+            })
         })?;
         Ok(())
     }
@@ -476,19 +484,23 @@ impl Sender {
                 if self.clock_shown.is_none() {
                     tracing::warn!("{text}");
                 }
-                self.writable()?.update_agent_state(|s| {
-                    s.clock_wrong = Some(text.clone());
-                    s.clock_wrong_since.get_or_insert(now - by_secs);
+                self.write(|q| {
+                    q.update_agent_state(|s| {
+                        s.clock_wrong = Some(text.clone());
+                        s.clock_wrong_since.get_or_insert(now - by_secs);
+                    })
                 })?;
                 self.clock_shown = Some(text);
                 self.clock_marked = true;
             }
             (Verdict::Right, _) if self.clock_shown.is_some() || self.clock_marked => {
                 let cutoff = now - self.settings.window_secs;
-                let back = self.writable()?.requeue_wrongly_expired(cutoff)?;
-                self.writable()?.update_agent_state(|s| {
-                    s.clock_wrong = None;
-                    s.clock_wrong_since = None;
+                let back = self.write(|q| q.requeue_wrongly_expired(cutoff))?;
+                self.write(|q| {
+                    q.update_agent_state(|s| {
+                        s.clock_wrong = None;
+                        s.clock_wrong_since = None;
+                    })
                 })?;
                 tracing::warn!(
                     "the clock is right again (tiktok's agrees); {back} events dead-lettered as expired while it was wrong are queued again"
@@ -589,8 +601,8 @@ impl Sender {
     /// The queue is full and files wait: drop the JSON of every sent event now and give the pages
     /// back, so ingest can go on.
     pub fn free_space(&mut self) -> Result<(), SendError> {
-        if self.writable()?.clear_sent_payloads(i64::MAX)? > 0 {
-            self.writable()?.give_back_space()?;
+        if self.write(|q| q.clear_sent_payloads(i64::MAX))? > 0 {
+            self.write(|q| q.give_back_space())?;
         }
         Ok(())
     }
@@ -602,7 +614,7 @@ impl Sender {
         let verdict = self.judge_clock(now, None)?;
         if verdict.may_expire() {
             let cutoff = now - self.settings.window_secs;
-            let expired = self.writable()?.expire_older_than(cutoff)?;
+            let expired = self.write(|q| q.expire_older_than(cutoff))?;
             if expired > 0 {
                 tracing::warn!(
                     "{expired} pending events passed the attribution window and were dead-lettered as expired"
@@ -616,17 +628,17 @@ impl Sender {
         // Sent rows are kept beyond the window so that a re-export of an old order is recognised
         // as a duplicate rather than queued again.
         let keep = (sent_retention.as_secs() as i64).max(self.settings.window_secs + 2 * 86_400);
-        let pruned = self.writable()?.prune(now - keep, 10_000)?;
+        let pruned = self.write(|q| q.prune(now - keep, 10_000))?;
         if pruned > 0 {
             tracing::info!("forgot {pruned} sent events older than {} days", keep / 86_400);
         }
-        let cleared = self.writable()?.clear_sent_payloads(now - 3600)?;
+        let cleared = self.write(|q| q.clear_sent_payloads(now - 3600))?;
         tracing::debug!(
             "maintenance: {pruned} old sent events forgotten, {cleared} sent events' JSON dropped{}",
             if cleared > 0 || pruned > 0 { "; WAL checkpointed" } else { "" }
         );
         if cleared > 0 || pruned > 0 {
-            self.writable()?.give_back_space()?;
+            self.write(|q| q.give_back_space())?;
         }
         self.queue.release_memory();
         Ok(())

@@ -30,11 +30,12 @@ fn delivered_state(delivered: &[Delivered]) -> impl FnOnce(&mut crate::queue::Ag
 }
 
 impl Sender {
-    /// The queue, to write to: the requests delivered and not recorded yet are recorded first, so
-    /// that every other write (a dead letter, a pause, the maintenance) comes after them.
-    pub(super) fn writable(&mut self) -> Result<&mut Queue, SendError> {
+    /// Run a write of the sender (a dead letter, a refused request's record, a pause, the
+    /// maintenance) after the requests delivered and not recorded yet are recorded, and with room
+    /// made if the queue is full ([`with_room`]).
+    pub(super) fn write<T>(&mut self, write: impl FnMut(&mut Queue) -> Result<T, QueueError>) -> Result<T, SendError> {
         self.record_delivered(true)?;
-        Ok(&mut self.queue)
+        Ok(with_room(&mut self.queue, write)?)
     }
 
     /// Read the next batch of events at or after `cutoff`, above the requests waiting for their
@@ -72,15 +73,9 @@ impl Sender {
         if self.unrecorded.is_empty() {
             return Ok(());
         }
-        let mut recorded = self.queue.record_delivered(&self.unrecorded, wait, delivered_state(&self.unrecorded));
-        if recorded.as_ref().is_err_and(QueueError::is_full)
-            && self.queue.clear_sent_payloads(i64::MAX).unwrap_or(0) > 0
-        {
-            // A queue at its cap (filled by an ingest, or by the sent events' JSON kept for an
-            // hour): that JSON makes room for the record, as `free_space` does for a held ingest.
-            tracing::info!("the queue is full: the JSON of the events sent is dropped to record the last requests");
-            recorded = self.queue.record_delivered(&self.unrecorded, true, delivered_state(&self.unrecorded));
-        }
+        let unrecorded = &self.unrecorded;
+        let recorded =
+            with_room(&mut self.queue, |q| q.record_delivered(unrecorded, wait, delivered_state(unrecorded)));
         match recorded {
             Ok(true) => self.unrecorded.clear(),
             Ok(false) => {}
@@ -93,9 +88,27 @@ impl Sender {
         Ok(())
     }
 
-    /// The highest id of the requests delivered and not recorded yet (0: none).
+    /// The highest id of the requests delivered and not recorded yet (0: none): the last of them
+    /// holds it, as each is read above the ones before ([`Sender::read_batch`]).
     fn unrecorded_upto(&self) -> i64 {
-        self.unrecorded.iter().flat_map(|d| d.ids.iter().copied()).max().unwrap_or(0)
+        self.unrecorded.last().and_then(|d| d.ids.iter().max()).copied().unwrap_or(0)
+    }
+}
+
+/// Run `write` on `queue`; if it fails because the queue is at its cap (filled by an ingest, or by
+/// the JSON of sent events, kept for an hour), that JSON is dropped, as [`Sender::free_space`] does
+/// for a held ingest, and `write` runs once more. Without it a full queue failed the sender's
+/// records until the next maintenance, and re-sent the same requests every few seconds.
+fn with_room<T>(
+    queue: &mut Queue,
+    mut write: impl FnMut(&mut Queue) -> Result<T, QueueError>,
+) -> Result<T, QueueError> {
+    match write(queue) {
+        Err(e) if e.is_full() && queue.clear_sent_payloads(i64::MAX).unwrap_or(0) > 0 => {
+            tracing::info!("the queue is full: the JSON of the events sent is dropped to make room");
+            write(queue)
+        }
+        done => done,
     }
 }
 
@@ -292,6 +305,41 @@ mod tests {
         assert_eq!(steps, 500);
         assert_eq!(sender.queue().pending_count().unwrap(), 0);
         assert_eq!(send_log_lines(dir.path()), 500);
+    }
+
+    /// Every other write of the sender makes room in a full queue as its delivery records do:
+    /// here the record of a request TikTok did not take, whose send-log line needs pages that a
+    /// queue at its cap has not.
+    #[test]
+    fn every_write_of_the_sender_makes_room_in_a_full_queue() {
+        use crate::queue::{Disposition, SendClass, SendLogEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sender = dry_sender(dir.path(), 200);
+        for _ in 0..75 {
+            assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        }
+        sender.finish().unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("q.sqlite")).unwrap();
+        let size: u64 = conn
+            .query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
+            .unwrap();
+        sender.queue().set_size_limit(size).unwrap();
+        let log = SendLogEntry {
+            id: 0,
+            at: crate::now(),
+            events: 2,
+            http_status: Some(503),
+            code: None,
+            class: SendClass::Retry,
+            message: "x".repeat(6 * 1024),
+            request_id: None,
+            test_event_code: None,
+        };
+        let refused = |q: &mut Queue| q.record_attempt(&[], Disposition::StillPending, &log, |_| {});
+        assert!(refused(&mut sender.queue).unwrap_err().is_full(), "the queue is at its cap");
+        sender.write(refused).unwrap();
+        assert_eq!(send_log_lines(dir.path()), 76);
+        assert_eq!(sender.queue().pending_count().unwrap(), 50, "the events not sent keep their JSON");
     }
 
     /// A record that fails gives its requests up (their events are sent again) instead of holding

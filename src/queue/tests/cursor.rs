@@ -17,6 +17,12 @@ fn log() -> SendLogEntry {
     }
 }
 
+/// Record a request of `ids` TikTok took at `at`, as the sender does.
+fn deliver(q: &mut Queue, ids: &[i64], at: i64) {
+    let delivered = Delivered { ids: ids.to_vec(), log: SendLogEntry { at, ..log() }, confirmed: None };
+    assert!(q.record_delivered(&[delivered], true, |_| {}).unwrap());
+}
+
 fn queue_events(q: &mut Queue, hash: &str, events: &[(&str, i64)]) -> Vec<i64> {
     let mut ingest = q.begin_ingest(hash, Path::new("a.csv"), "till", 1).unwrap();
     for (id, time) in events {
@@ -76,7 +82,7 @@ fn a_delivered_request_moves_the_cursor_and_writes_the_held_back_events_it_passe
     q.read_pending(&mut batch, 3, 50).unwrap();
     let read: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
     assert_eq!(read, [ids[0], ids[1], ids[3]]);
-    q.record_attempt(&read, Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    deliver(&mut q, &read, 60);
     assert_eq!(cursor_of(&q), ids[3]);
     // The delivered rows are not rewritten; the one passed over says it is pending.
     let pending = EventState::Pending.code();
@@ -87,7 +93,7 @@ fn a_delivered_request_moves_the_cursor_and_writes_the_held_back_events_it_passe
     let read: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
     assert_eq!(read, [ids[2], ids[4]]);
     assert_eq!(batch.pending_by_row, 1, "the held-back event was read as pending by its row");
-    q.record_attempt(&read, Disposition::Sent { at: 70 }, &log(), |_| {}).unwrap();
+    deliver(&mut q, &read, 70);
     assert_eq!(cursor_of(&q), ids[4]);
     assert_eq!(counts(&q), (0, 5, 0));
     let sent_at: i64 = q.conn.query_row("SELECT sent_at FROM events WHERE id = ?1", [ids[2]], |r| r.get(0)).unwrap();
@@ -111,7 +117,7 @@ fn refused_and_retried_events_are_written_and_the_cursor_stays() {
     q.record_attempt(&ids[1..2], refused, &log(), |_| {}).unwrap();
     assert_eq!(counts(&q), (2, 0, 1));
     // The rest delivered: the cursor passes the dead one, which stays dead.
-    q.record_attempt(&[ids[0], ids[2]], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    deliver(&mut q, &[ids[0], ids[2]], 60);
     assert_eq!(counts(&q), (0, 2, 1));
     let attempts: Vec<i64> = ids
         .iter()
@@ -123,7 +129,7 @@ fn refused_and_retried_events_are_written_and_the_cursor_stays() {
     assert_eq!(counts(&q), (1, 2, 0));
     let batch = q.pending_batch(10).unwrap();
     assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1]]);
-    q.record_attempt(&[ids[1]], Disposition::Sent { at: 70 }, &log(), |_| {}).unwrap();
+    deliver(&mut q, &[ids[1]], 70);
     assert_eq!(counts(&q), (0, 3, 0));
     assert_eq!(cursor_of(&q), ids[2], "the cursor never moves down");
 }
@@ -132,7 +138,7 @@ fn refused_and_retried_events_are_written_and_the_cursor_stays() {
 fn an_event_queued_after_every_sent_one_was_forgotten_is_pending() {
     let (_dir, mut q) = temp_queue();
     let ids = queue_events(&mut q, "h1", &[("e1", 100), ("e2", 100)]);
-    q.record_attempt(&ids, Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    deliver(&mut q, &ids, 60);
     // Their JSON dropped, then the events forgotten: the table is empty, the cursor stays.
     assert_eq!(q.clear_sent_payloads(61).unwrap(), 2);
     assert_eq!(q.prune(1_000, 10).unwrap(), 2);
@@ -148,8 +154,8 @@ fn an_event_queued_after_every_sent_one_was_forgotten_is_pending() {
 fn maintenance_drops_and_forgets_what_the_cursor_sent_by_its_send_time() {
     let (_dir, mut q) = temp_queue();
     let ids = queue_events(&mut q, "h", &[("e1", 100), ("e2", 100), ("e3", 100), ("e4", 100)]);
-    q.record_attempt(&ids[..1], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
-    q.record_attempt(&ids[1..3], Disposition::Sent { at: 80 }, &log(), |_| {}).unwrap();
+    deliver(&mut q, &ids[..1], 60);
+    deliver(&mut q, &ids[1..3], 80);
     let payloads = |q: &Queue| -> i64 { q.conn.query_row("SELECT COUNT(*) FROM payloads", [], |r| r.get(0)).unwrap() };
     assert_eq!(q.clear_sent_payloads(70).unwrap(), 1, "sent at 60");
     assert_eq!(payloads(&q), 3);
@@ -175,7 +181,7 @@ fn a_salvaged_queue_keeps_what_the_cursor_sent_as_sent() {
         old.read_pending(&mut batch, 2, 50).unwrap();
         let read: Vec<i64> = batch.events.iter().map(|e| e.id).collect();
         assert_eq!(read, [ids[0], ids[1]]);
-        old.record_attempt(&read, Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+        deliver(old, &read, 60);
         old.mark_dead(&[ids[3]], DeadReason::Invalid, "x").unwrap();
         assert_eq!(counts(old), (1, 2, 1));
     });
@@ -202,7 +208,7 @@ fn a_salvage_without_a_readable_cursor_keeps_pending_events_below_the_new_one() 
         old.read_pending(&mut batch, 1, 50).unwrap();
         assert_eq!(batch.events[0].id, ids[1]);
         // e1 held back and passed: pending by its row; then neither cursor copy readable.
-        old.record_attempt(&[ids[1]], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+        deliver(old, &[ids[1]], 60);
         old.conn.execute_batch("DROP TABLE sent_runs; DROP TABLE high_water;").unwrap();
     });
     assert_eq!(carried, 3);
@@ -221,7 +227,7 @@ fn an_event_put_back_above_the_cursor_is_queued_and_below_it_pending_by_its_row(
     }
     ingest.commit().unwrap();
     let ids: Vec<i64> = stored_states(&q).iter().map(|(id, _)| *id).collect();
-    q.record_attempt(&[ids[1]], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+    deliver(&mut q, &[ids[1]], 60);
     assert_eq!(cursor_of(&q), ids[1]);
     assert_eq!(q.requeue(&DeadFilter::All).unwrap(), 2);
     let (pending, queued) = (EventState::Pending.code(), crate::queue::cursor::QUEUED);
@@ -230,7 +236,7 @@ fn an_event_put_back_above_the_cursor_is_queued_and_below_it_pending_by_its_row(
     // the cursor past queued events only.
     let batch = q.pending_batch(10).unwrap();
     assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[0], ids[2], ids[3]]);
-    q.record_attempt(&[ids[0], ids[2]], Disposition::Sent { at: 70 }, &log(), |_| {}).unwrap();
+    deliver(&mut q, &[ids[0], ids[2]], 70);
     assert_eq!(cursor_of(&q), ids[2]);
     assert_eq!(counts(&q), (1, 3, 0));
 }
@@ -250,7 +256,7 @@ fn an_id_is_never_used_twice_even_once_its_event_is_deleted() {
 #[test]
 fn a_salvage_reads_the_cursor_kept_twice_when_one_copy_is_lost() {
     let (_dir, fresh, carried) = salvaged(&[("e1", 100), ("e2", 100), ("e3", 100)], |old, ids| {
-        old.record_attempt(&ids[..2], Disposition::Sent { at: 60 }, &log(), |_| {}).unwrap();
+        deliver(old, &ids[..2], 60);
         // The page of `sent_runs` lost: the table unreadable.
         old.conn.execute_batch("DROP TABLE sent_runs;").unwrap();
     });

@@ -111,7 +111,8 @@ fn agent_state_reads_what_the_typed_writers_wrote() {
             ..AgentState::default()
         }
     );
-    q.record_attempt(&ids[..1], Disposition::Sent { at: 70 }, &log(SendClass::Delivered), |s| {
+    let delivered = Delivered { ids: ids[..1].to_vec(), log: log(SendClass::Delivered), confirmed: None };
+    q.record_delivered(&[delivered], true, |s| {
         s.last_success_at = Some(70);
         s.last_request_id = Some("r1".into());
         s.next_retry_at = None;

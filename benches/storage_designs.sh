@@ -15,7 +15,8 @@
 # `events_by_state`; a sent mark updated each event's row and index entry), `pending-index` (v9
 # with a partial index of pending events in place of `events_by_state`), `merged` (the payload in
 # the event's row, the partial index), `cursor` (one row per event with its payload, the unique
-# key, and one cursor row that a request moves). Prints CPU seconds (GNU time) and MB written
+# key, and one cursor row that a request moves), `blobs` (v10 with the payloads of 200 events in
+# one row, as an ingest's pieces hold them, each event's checksum in its row). Prints CPU seconds (GNU time) and MB written
 # (`write_bytes` of a shell that waited for the sqlite3 process), ingest alone and ingest plus
 # marks. The database is made under target/ (a tmpfs counts no bytes written).
 set -euo pipefail
@@ -38,6 +39,11 @@ schema() {
     case $1 in
     v10) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_exceptions ON events (state, id) WHERE state <> 0;
         $payloads CREATE TABLE sent_runs (upto INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+        CREATE TABLE high_water (id INTEGER PRIMARY KEY, sent_upto INTEGER NOT NULL, last_event_id INTEGER NOT NULL);
+        INSERT INTO high_water VALUES (1, 0, 0);" ;;
+    blobs) echo "$events, checksum INTEGER, UNIQUE (event_name, event_id)); CREATE INDEX events_exceptions ON events (state, id) WHERE state <> 0;
+        CREATE TABLE payloads (first INTEGER PRIMARY KEY, json BLOB NOT NULL);
+        CREATE TABLE sent_runs (upto INTEGER PRIMARY KEY, at INTEGER NOT NULL);
         CREATE TABLE high_water (id INTEGER PRIMARY KEY, sent_upto INTEGER NOT NULL, last_event_id INTEGER NOT NULL);
         INSERT INTO high_water VALUES (1, 0, 0);" ;;
     v9) echo "$events, UNIQUE (event_name, event_id)); CREATE INDEX events_by_state ON events (state DESC, id); $payloads" ;;
@@ -74,10 +80,16 @@ script() {
         v10-* | v9-* | pending-index-*)
             echo "INSERT INTO events ($cols, sent_at) SELECT $vals, 1765000000 FROM $rows;"
             echo "INSERT INTO payloads SELECT value, $blob FROM $rows;" ;;
+        blobs-rows)
+            echo "SELECT max($used + value * 7) FROM (SELECT value, $vals FROM $rows);"
+            echo "SELECT max(value + length(g)) FROM (SELECT value, randomblob(21400) AS g FROM generate_series($s, $e, 200));" ;;
+        blobs-*)
+            echo "INSERT INTO events ($cols, sent_at, checksum) SELECT $vals, 1765000000, value * 7 FROM $rows;"
+            echo "INSERT INTO payloads SELECT value, randomblob(21400) FROM generate_series($s, $e, 200);" ;;
         merged-*) echo "INSERT INTO events ($cols, sent_at, json, checksum) SELECT $vals, 1765000000, $blob FROM $rows;" ;;
         cursor-*) echo "INSERT INTO events ($cols, json, checksum) SELECT $vals, $blob FROM $rows;" ;;
         esac
-        if [ "$1" = v10 ] && [ "$2" != rows ]; then
+        if { [ "$1" = v10 ] || [ "$1" = blobs ]; } && [ "$2" != rows ]; then
             echo "UPDATE high_water SET last_event_id = $e;"
         fi
         echo "COMMIT;"
@@ -87,7 +99,7 @@ script() {
         e=$((s + 999))
         case $1 in
         cursor) echo "UPDATE cursor SET sent_upto = $e, at = 1765000100 WHERE k = 1;" ;;
-        v10) echo "BEGIN; INSERT INTO sent_runs VALUES ($e, 1765000100); UPDATE high_water SET sent_upto = $e; COMMIT;" ;;
+        v10 | blobs) echo "BEGIN; INSERT INTO sent_runs VALUES ($e, 1765000100); UPDATE high_water SET sent_upto = $e; COMMIT;" ;;
         *) echo "UPDATE events SET attempts = attempts + 1, state = 1, sent_at = 1765000100 WHERE id BETWEEN $s AND $e AND state = 0;" ;;
         esac
     done
@@ -105,7 +117,7 @@ measure() {
 }
 
 echo "$N events, the storage's CPU (the rows' own taken off) and bytes written: ingest alone | ingest, then marked sent"
-for design in ${DESIGNS:-v10 v9 pending-index merged cursor}; do
+for design in ${DESIGNS:-v10 v9 pending-index merged cursor blobs}; do
     # Assigned first: a failed measurement stops the script (set -e sees an assignment's status).
     out_rows=$(measure $design rows)
     out_ingest=$(measure $design ingest)

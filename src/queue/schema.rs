@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-pub const VERSION: i64 = 10;
+pub const VERSION: i64 = 11;
 
 const V1: &str = "
 CREATE TABLE files (
@@ -175,6 +175,13 @@ DROP INDEX IF EXISTS events_by_state;
 CREATE INDEX events_exceptions ON events (state, id) WHERE state <> 0;
 ";
 
+/// Backlog speed (issue 12): payloads packed in version 3 (`packed.rs`), whose checksum is XXH3
+/// rather than SHA-256. No table changes; the version tells an agent of schema 10, which would
+/// find every new payload damaged, to refuse the queue ([`QueueError::TooNew`]).
+///
+/// [`QueueError::TooNew`]: super::QueueError::TooNew
+const V11_XXH3_CHECKSUMS: &str = "";
+
 /// Bring the schema up to [`VERSION`]; returns the version found before (so the caller can refuse
 /// a database from a newer agent).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -219,6 +226,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     if found < 10 {
         tx.execute_batch(V10_SENT_CURSOR)?;
     }
+    if found < 11 {
+        tx.execute_batch(V11_XXH3_CHECKSUMS)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION};"))?;
     super::lock::commit(tx)?;
     Ok(found)
@@ -244,7 +254,18 @@ mod tests {
         assert!(!want.iter().any(|o| o.starts_with("events_by_state")), "{want:?}");
         // Databases left by earlier agents: the schema at each version, with a row to keep.
         assert!(!want.iter().any(|o| o.starts_with("events_sent_at")), "{want:?}");
-        let all = [V1, V2, V3, V4_REDO, V5_PARTS, V6_MATCH_KEYS, V7_BACKLOG, V8_STATE_ORDER, V9_NO_SENT_AT_INDEX];
+        let all = [
+            V1,
+            V2,
+            V3,
+            V4_REDO,
+            V5_PARTS,
+            V6_MATCH_KEYS,
+            V7_BACKLOG,
+            V8_STATE_ORDER,
+            V9_NO_SENT_AT_INDEX,
+            V10_SENT_CURSOR,
+        ];
         for version in 1..VERSION {
             let steps = &all[..version as usize];
             let mut old = Connection::open_in_memory().unwrap();

@@ -8,25 +8,43 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A SHA-256 digest as 64 lowercase hex characters. Can only be built from a hash, never from raw PII.
-/// Held inline (no allocation per hashed identifier).
+/// Held inline (no allocation per hashed identifier), with the digest's 32 bytes, which the queue
+/// stores (`queue::packed`) without reading the hex back.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HashedId([u8; 64]);
+pub struct HashedId {
+    hex: [u8; 64],
+    digest: [u8; 32],
+}
 
 impl HashedId {
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+        std::str::from_utf8(&self.hex).expect("hex digits are ASCII")
+    }
+
+    /// The digest's bytes: what [`HashedId::as_str`] writes in hex.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
     }
 
     fn of(normalised: &str) -> HashedId {
-        let mut out = [0u8; 64];
-        hex_into(&Sha256::digest(normalised.as_bytes()), &mut out);
-        HashedId(out)
+        let digest: [u8; 32] = Sha256::digest(normalised.as_bytes()).into();
+        let mut hex = [0u8; 64];
+        hex_into(&digest, &mut hex);
+        HashedId { hex, digest }
     }
 
     /// A value that already is a SHA-256 hex digest (any case) passes through, lower-cased.
     fn pre_hashed(value: &str) -> Option<HashedId> {
         let hex: &[u8; 64] = value.as_bytes().try_into().ok()?;
-        hex.iter().all(u8::is_ascii_hexdigit).then(|| HashedId(hex.map(|b| b.to_ascii_lowercase())))
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (byte, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(HashedId { hex: hex.map(|b| b.to_ascii_lowercase()), digest })
     }
 }
 
@@ -291,6 +309,11 @@ mod tests {
         assert_eq!(hex(hash_email(upper).unwrap()), lower);
         assert_eq!(hex(hash_phone(upper, None).unwrap()), lower);
         assert_eq!(hex(hash_external_id(upper)), lower);
+        // The digest the queue stores is the one the hex spells, hashed here or passed through.
+        for h in [hash_external_id(upper), hash_external_id("user_123")].into_iter().flatten() {
+            assert_eq!(super::hex(h.digest()), h.as_str());
+        }
+        assert!(HashedId::pre_hashed(&format!("+{}", &lower[1..])).is_none(), "a sign is not a hex digit");
     }
 
     #[test]

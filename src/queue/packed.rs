@@ -370,7 +370,7 @@ pub fn pack_event_into(event: &Event, row: Row<'_>, out: &mut Vec<u8>) {
                 p.piece(7);
                 p.0.push(b'"');
             }
-            p.hash(hash.as_str());
+            p.digest(hash.digest());
         }
     }
     let contents = &event.contents;
@@ -468,16 +468,10 @@ impl Packer<'_> {
         }
     }
 
-    /// A hash, stored as its 32 bytes when it is 64 lowercase hex characters (always, from
-    /// `event::pii`), else as a string.
-    fn hash(&mut self, h: &str) {
-        match hex_64(h.as_bytes()) {
-            Some(raw) => {
-                self.0.push(HEX);
-                self.0.extend_from_slice(&raw);
-            }
-            None => self.string(h),
-        }
+    /// A SHA-256 digest, stored as its 32 bytes (unpacked as 64 lowercase hex characters).
+    fn digest(&mut self, digest: &[u8; 32]) {
+        self.0.push(HEX);
+        self.0.extend_from_slice(digest);
     }
 
     /// An amount, as the wire JSON writes it (a float: `tiktok::wire`).
@@ -634,6 +628,7 @@ fn hash_at(at: &[u8]) -> Option<[u8; 32]> {
 }
 
 /// The 32 bytes of exactly 64 lowercase hex characters.
+#[cfg(test)]
 fn hex_64(hex: &[u8]) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;
@@ -645,6 +640,7 @@ fn hex_64(hex: &[u8]) -> Option<[u8; 32]> {
     Some(raw)
 }
 
+#[cfg(test)]
 fn nibble(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

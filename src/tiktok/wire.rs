@@ -4,7 +4,6 @@
 //! strings joined ([`batch_body`]), so sending never re-parses the queue.
 
 use crate::event::Event;
-use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -82,13 +81,13 @@ pub fn event_json(event: &Event) -> String {
                     content_name: c.content_name.as_deref(),
                     content_category: c.content_category.as_deref(),
                     brand: c.brand.as_deref(),
-                    price: c.price.to_f64().unwrap_or(0.0),
+                    price: crate::event::money::as_f64(c.price),
                     quantity: c.quantity,
                 })
                 .collect(),
             content_type: (!event.contents.is_empty()).then_some("product"),
             currency: event.currency.code(),
-            value: event.value.to_f64().unwrap_or(0.0),
+            value: crate::event::money::as_f64(event.value),
             order_id: &event.order_id,
             shop_id: &event.shop_id,
             num_items: (!event.contents.is_empty()).then(|| event.num_items()),

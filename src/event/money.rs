@@ -150,6 +150,10 @@ fn strip_currency(s: &str) -> &str {
 /// conversion is not always the nearest (-8042607218703.55 became ...703.551); Rust's parsing of
 /// the exact decimal text is.
 pub fn as_f64(value: Decimal) -> f64 {
+    if value.is_zero() {
+        // `-0` and `-0.00` too: a zero amount is sent as `0.0`, never `-0.0`.
+        return 0.0;
+    }
     value.to_string().parse().unwrap_or(0.0)
 }
 
@@ -158,8 +162,9 @@ pub fn as_f64(value: Decimal) -> f64 {
 /// of at most 15 significant digits is one `f64` apart from every other such value, so the shortest
 /// text that reads back as its nearest `f64` (what serde_json writes, through `zmij`) is the
 /// value's own digits, trailing zeros dropped; it is written from them in serde_json's layout. Any
-/// other value (more digits, zero, or a size written with an exponent) goes through the `f64`.
-/// A test holds the two to the same text over every amount a till writes.
+/// other value (more digits, or a size written with an exponent) goes through the `f64`. A test
+/// holds the two to the same text over every amount of up to 5 digits at scales 0 to 6 and a
+/// spread of longer ones, and a property test holds the packed JSON to the wire's.
 pub fn write_json_number(value: Decimal, out: &mut Vec<u8>) {
     if !write_plain(value, out) {
         serde_json::to_writer(out, &as_f64(value)).expect("writing to a Vec cannot fail");
@@ -171,7 +176,8 @@ pub fn write_json_number(value: Decimal, out: &mut Vec<u8>) {
 fn write_plain(value: Decimal, out: &mut Vec<u8>) -> bool {
     let (mut mantissa, mut scale) = (value.mantissa().unsigned_abs(), value.scale());
     if mantissa == 0 {
-        return false;
+        out.extend_from_slice(b"0.0");
+        return true;
     }
     while scale > 0 && mantissa % 10 == 0 {
         mantissa /= 10;
@@ -328,6 +334,8 @@ mod tests {
             ("999999999999999.99", "1000000000000000.0"),
             ("0", "0.0"),
             ("0.00", "0.0"),
+            ("-0", "0.0"),
+            ("-0.00", "0.0"),
             ("79228162514264337593543950335", "7.922816251426434e+28"),
             // rust_decimal's to_f64 gives -8042607218703.551 here: not the nearest f64.
             ("-8042607218703.55", "-8042607218703.55"),

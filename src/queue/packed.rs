@@ -330,8 +330,9 @@ pub fn pack(json: &str, row: Row<'_>) -> Option<Vec<u8>> {
 /// The payload of `event` (its row `row`) packed, written straight from the event: the same bytes
 /// once unpacked as [`pack`] of `tiktok::wire::event_json(event)` (a test holds the two together
 /// over generated events), without building that JSON and searching it for pieces and hashes.
-/// The layout follows `wire::Data`'s fields and their serde attributes; strings and numbers are
-/// written by serde_json, as there.
+/// The layout follows `wire::Data`'s fields and their serde attributes; strings are escaped by
+/// serde_json, as there, and amounts written by `money::write_json_number` as serde_json writes
+/// the wire's `f64`.
 pub fn pack_event(event: &Event, row: Row<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     pack_event_into(event, row, &mut out);
@@ -528,7 +529,7 @@ fn unpack_into(packed: &[u8], row: Row<'_>, out: &mut Vec<u8>) -> Result<(), Unp
     expand(rest, refers, row, out)
 }
 
-/// The packed bytes after the version byte, expanded into `out` (`refers`: version 2, with
+/// The packed bytes after the version byte, expanded into `out` (`refers`: version 2 or 3, with
 /// references to `row`).
 fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut Vec<u8>) -> Result<(), Unpackable> {
     loop {

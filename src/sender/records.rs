@@ -2,8 +2,8 @@
 //! cursor is recorded without waiting for the queue's write lock, which an ingest holds while it
 //! writes a part; if the lock is taken the request waits in `Sender::unrecorded` while the next
 //! batches are read above it and sent, and one transaction records them all later. Every other
-//! write of the sender records them first ([`Sender::writable`]), and so do going idle and
-//! stopping.
+//! write of the sender records them first ([`Sender::write`]), and so do going idle and
+//! stopping. A write that finds the queue full makes room and runs again ([`with_room`]).
 
 use super::{SendError, Sender};
 use crate::queue::{Batch, Delivered, Queue, QueueError};
@@ -74,8 +74,16 @@ impl Sender {
             return Ok(());
         }
         let unrecorded = &self.unrecorded;
-        let recorded =
-            with_room(&mut self.queue, |q| q.record_delivered(unrecorded, wait, delivered_state(unrecorded)));
+        let record = |q: &mut Queue| q.record_delivered(unrecorded, wait, delivered_state(unrecorded));
+        let recorded = match wait {
+            true => with_room(&mut self.queue, record),
+            // Making room waits for the lock: a full queue is left to the next record that waits,
+            // as a lock taken is (at the latest the one at `UNRECORDED_MAX`).
+            false => match record(&mut self.queue) {
+                Err(e) if e.is_full() => Ok(false),
+                recorded => recorded,
+            },
+        };
         match recorded {
             Ok(true) => self.unrecorded.clear(),
             Ok(false) => {}
@@ -122,7 +130,7 @@ impl Drop for Sender {
         if !self.unrecorded.is_empty() {
             let events: usize = self.unrecorded.iter().map(|d| d.ids.len()).sum();
             tracing::warn!(
-                "{events} events delivered but not recorded as sent (the queue's write lock was taken): they will be sent again"
+                "{events} events delivered but not recorded as sent (the queue's write lock was taken, or the queue was full): they will be sent again"
             );
         }
     }
@@ -340,6 +348,50 @@ mod tests {
         sender.write(refused).unwrap();
         assert_eq!(send_log_lines(dir.path()), 76);
         assert_eq!(sender.queue().pending_count().unwrap(), 50, "the events not sent keep their JSON");
+    }
+
+    /// A record that does not wait for the lock does not make room in a full queue either (that
+    /// waits for the lock): its request stays waiting, and the next record that waits makes room.
+    #[test]
+    fn a_record_that_does_not_wait_leaves_a_full_queue_to_the_next_one() {
+        use crate::queue::{SendClass, SendLogEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sender = dry_sender(dir.path(), 200);
+        for _ in 0..75 {
+            assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
+        }
+        sender.finish().unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("q.sqlite")).unwrap();
+        let size: u64 = conn
+            .query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
+            .unwrap();
+        let ids: Vec<i64> = conn
+            .prepare("SELECT id FROM events ORDER BY id LIMIT 2 OFFSET 150")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        sender.queue().set_size_limit(size).unwrap();
+        let log = SendLogEntry {
+            id: 0,
+            at: crate::now(),
+            events: 2,
+            http_status: Some(200),
+            code: Some(0),
+            class: SendClass::Delivered,
+            message: "x".repeat(6 * 1024),
+            request_id: None,
+            test_event_code: None,
+        };
+        sender.unrecorded.push(Delivered { ids, log, confirmed: None });
+        sender.record_delivered(false).unwrap();
+        assert_eq!(sender.unrecorded.len(), 1, "still waiting");
+        assert_eq!(send_log_lines(dir.path()), 75);
+        sender.record_delivered(true).unwrap();
+        assert!(sender.unrecorded.is_empty());
+        assert_eq!(send_log_lines(dir.path()), 76);
+        assert_eq!(sender.queue().pending_count().unwrap(), 48);
     }
 
     /// A record that fails gives its requests up (their events are sent again) instead of holding

@@ -100,8 +100,8 @@ fn payloads_stored_as_json_text_by_older_agents_are_still_read() {
 }
 
 /// A packed payload refers to its row for the event id, order id and event time: damage to those
-/// values in `events` is caught as damage to the payload is (not sent), a version 2 payload
-/// without its checksum is not sent, and a payload packed by the agent before references (version
+/// values in `events` is caught as damage to the payload is (not sent), a payload that refers
+/// to its row (version 2 or 3) without its checksum is not sent, and a payload packed by the agent before references (version
 /// 1, its checksum over its bytes only) is still sent.
 #[test]
 fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
@@ -127,7 +127,7 @@ fn damage_to_the_row_values_a_payload_refers_to_is_caught() {
     ]
     .concat();
     store_blob(&q, 4, &v1);
-    // A version 2 payload is always stored with its checksum: one without is damaged.
+    // A payload that refers to its row is always stored with its checksum: one without is damaged.
     q.conn.execute("UPDATE payloads SET checksum = NULL WHERE id = 5", []).unwrap();
     let batch = q.pending_batch(10).unwrap();
     let seen: Vec<(bool, &str)> = batch.events.iter().map(|e| (e.intact, batch.payload(e))).collect();

@@ -301,11 +301,7 @@ mod tests {
     fn a_record_in_a_full_queue_makes_room_with_the_sent_events_json() {
         let dir = tempfile::tempdir().unwrap();
         let mut sender = dry_sender(dir.path(), 1000);
-        let conn = rusqlite::Connection::open(dir.path().join("q.sqlite")).unwrap();
-        let size: u64 = conn
-            .query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
-            .unwrap();
-        sender.queue().set_size_limit(size).unwrap();
+        sender.queue().set_size_limit(queue_size(dir.path())).unwrap();
         let mut steps = 0;
         while sender.step(crate::now()).unwrap() != Step::Idle {
             steps += 1;
@@ -315,34 +311,44 @@ mod tests {
         assert_eq!(send_log_lines(dir.path()), 500);
     }
 
-    /// Every other write of the sender makes room in a full queue as its delivery records do:
-    /// here the record of a request TikTok did not take, whose send-log line needs pages that a
-    /// queue at its cap has not.
-    #[test]
-    fn every_write_of_the_sender_makes_room_in_a_full_queue() {
-        use crate::queue::{Disposition, SendClass, SendLogEntry};
+    /// The size of the queue file at `dir` (its cap makes it full).
+    fn queue_size(dir: &Path) -> u64 {
+        let conn = rusqlite::Connection::open(dir.join("q.sqlite")).unwrap();
+        conn.query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A dry-run sender that sent and recorded 150 of 200 events, its queue then capped at its
+    /// size, and a send-log line of `class` too big for the pages left.
+    fn full_after_150_sent(class: crate::queue::SendClass) -> (tempfile::TempDir, Sender, crate::queue::SendLogEntry) {
         let dir = tempfile::tempdir().unwrap();
         let mut sender = dry_sender(dir.path(), 200);
         for _ in 0..75 {
             assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
         }
         sender.finish().unwrap();
-        let conn = rusqlite::Connection::open(dir.path().join("q.sqlite")).unwrap();
-        let size: u64 = conn
-            .query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
-            .unwrap();
-        sender.queue().set_size_limit(size).unwrap();
-        let log = SendLogEntry {
+        sender.queue().set_size_limit(queue_size(dir.path())).unwrap();
+        let log = crate::queue::SendLogEntry {
             id: 0,
             at: crate::now(),
             events: 2,
-            http_status: Some(503),
+            http_status: Some(200),
             code: None,
-            class: SendClass::Retry,
+            class,
             message: "x".repeat(6 * 1024),
             request_id: None,
             test_event_code: None,
         };
+        (dir, sender, log)
+    }
+
+    /// Every other write of the sender makes room in a full queue as its delivery records do:
+    /// here the record of a request TikTok did not take, whose send-log line needs pages that a
+    /// queue at its cap has not.
+    #[test]
+    fn every_write_of_the_sender_makes_room_in_a_full_queue() {
+        use crate::queue::{Disposition, SendClass};
+        let (dir, mut sender, log) = full_after_150_sent(SendClass::Retry);
         let refused = |q: &mut Queue| q.record_attempt(&[], Disposition::StillPending, &log, |_| {});
         assert!(refused(&mut sender.queue).unwrap_err().is_full(), "the queue is at its cap");
         sender.write(refused).unwrap();
@@ -354,36 +360,9 @@ mod tests {
     /// waits for the lock): its request stays waiting, and the next record that waits makes room.
     #[test]
     fn a_record_that_does_not_wait_leaves_a_full_queue_to_the_next_one() {
-        use crate::queue::{SendClass, SendLogEntry};
-        let dir = tempfile::tempdir().unwrap();
-        let mut sender = dry_sender(dir.path(), 200);
-        for _ in 0..75 {
-            assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
-        }
-        sender.finish().unwrap();
-        let conn = rusqlite::Connection::open(dir.path().join("q.sqlite")).unwrap();
-        let size: u64 = conn
-            .query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
-            .unwrap();
-        let ids: Vec<i64> = conn
-            .prepare("SELECT id FROM events ORDER BY id LIMIT 2 OFFSET 150")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        sender.queue().set_size_limit(size).unwrap();
-        let log = SendLogEntry {
-            id: 0,
-            at: crate::now(),
-            events: 2,
-            http_status: Some(200),
-            code: Some(0),
-            class: SendClass::Delivered,
-            message: "x".repeat(6 * 1024),
-            request_id: None,
-            test_event_code: None,
-        };
+        let (dir, mut sender, log) = full_after_150_sent(crate::queue::SendClass::Delivered);
+        let batch = sender.queue().pending_batch(2).unwrap();
+        let ids = batch.events.iter().map(|e| e.id).collect();
         sender.unrecorded.push(Delivered { ids, log, confirmed: None });
         sender.record_delivered(false).unwrap();
         assert_eq!(sender.unrecorded.len(), 1, "still waiting");

@@ -35,16 +35,9 @@ impl HashedId {
 
     /// A value that already is a SHA-256 hex digest (any case) passes through, lower-cased.
     fn pre_hashed(value: &str) -> Option<HashedId> {
-        let hex: &[u8; 64] = value.as_bytes().try_into().ok()?;
-        if !hex.iter().all(u8::is_ascii_hexdigit) {
-            return None;
-        }
-        let mut digest = [0u8; 32];
-        for (byte, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
-            let pair = std::str::from_utf8(pair).ok()?;
-            *byte = u8::from_str_radix(pair, 16).ok()?;
-        }
-        Some(HashedId { hex: hex.map(|b| b.to_ascii_lowercase()), digest })
+        let hex: [u8; 64] = value.as_bytes().try_into().ok()?;
+        let hex = hex.map(|b| b.to_ascii_lowercase());
+        Some(HashedId { digest: unhex_64(&hex)?, hex })
     }
 }
 
@@ -59,6 +52,21 @@ pub fn hex(bytes: &[u8]) -> String {
     let mut out = vec![0u8; bytes.len() * 2];
     hex_into(bytes, &mut out);
     String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// The 32 bytes that exactly 64 lowercase hex characters spell (what [`hex`] writes of them).
+pub fn unhex_64(hex: &[u8]) -> Option<[u8; 32]> {
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let hex: &[u8; 64] = hex.try_into().ok()?;
+    let mut raw = [0u8; 32];
+    for (byte, pair) in raw.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(raw)
 }
 
 /// Lowercase hex of `bytes` into `out` (twice as long).

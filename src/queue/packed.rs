@@ -640,29 +640,7 @@ fn hash_at(at: &[u8]) -> Option<[u8; 32]> {
     if at.len() < 65 || at[64] != b'"' {
         return None;
     }
-    hex_64(&at[..64])
-}
-
-/// The 32 bytes of exactly 64 lowercase hex characters.
-#[cfg(test)]
-fn hex_64(hex: &[u8]) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut raw = [0u8; 32];
-    for (k, pair) in hex.chunks_exact(2).enumerate() {
-        raw[k] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(raw)
-}
-
-#[cfg(test)]
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
+    crate::event::pii::unhex_64(&at[..64])
 }
 
 #[cfg(test)]

@@ -121,15 +121,15 @@ pub(super) fn checksum_of(stored: &[u8], blob: bool, row: Row<'_>) -> i64 {
             // XXH3 of the bytes one after the other: in one call on a copy where they fit the
             // stack (a packed payload is ~110 bytes), for what the streaming hasher costs beside.
             let mut buffer = [0u8; 512];
-            let mut len = 0;
-            row_checksum(stored, row, |b| {
-                if let Some(room) = buffer.get_mut(len..len + b.len()) {
-                    room.copy_from_slice(b);
+            match buffer.get_mut(..row_checksum_len(stored, row)) {
+                Some(copy) => {
+                    let mut len = 0;
+                    row_checksum(stored, row, |b| {
+                        copy[len..len + b.len()].copy_from_slice(b);
+                        len += b.len();
+                    });
+                    xxhash_rust::xxh3::xxh3_64(copy) as i64
                 }
-                len += b.len();
-            });
-            match buffer.get(..len) {
-                Some(covered) => xxhash_rust::xxh3::xxh3_64(covered) as i64,
                 None => {
                     let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
                     row_checksum(stored, row, |b| hasher.update(b));
@@ -156,6 +156,11 @@ fn row_checksum(stored: &[u8], row: Row<'_>, mut hash: impl FnMut(&[u8])) {
     hash(&[0]);
     hash(row.order_id.as_bytes());
     hash(&row.event_time.to_be_bytes());
+}
+
+/// How many bytes [`row_checksum`] feeds its hasher.
+fn row_checksum_len(stored: &[u8], row: Row<'_>) -> usize {
+    stored.len() + 1 + row.event_id.len() + 1 + row.order_id.len() + 8
 }
 
 /// Whether stored bytes (`blob`: a BLOB, else TEXT) are a packed payload that refers to its row
@@ -804,10 +809,16 @@ mod tests {
             [&v3[..], b"\0", ROW.event_id.as_bytes(), b"\0", ROW.order_id.as_bytes(), &ROW.event_time.to_be_bytes()]
                 .concat();
         assert_eq!(Stored::Packed(v3.clone()).checksum(ROW), xxhash_rust::xxh3::xxh3_64(&covered) as i64);
-        // A payload too long to be copied whole is hashed as a stream, to the same checksum.
-        let long = pack(&format!(r#"{{"event":"{}"}}"#, "x".repeat(600)), ROW).unwrap();
-        let covered_long = [&long[..], &covered[v3.len()..]].concat();
-        assert_eq!(Stored::Packed(long).checksum(ROW), xxhash_rust::xxh3::xxh3_64(&covered_long) as i64);
+        // A payload too long to be copied whole is hashed as a stream, to the same checksum; either
+        // side of the copy's 512 bytes.
+        let mut lengths = Vec::new();
+        for n in (300..=520).chain([600, 2000]) {
+            let long = pack(&format!(r#"{{"event":"{}"}}"#, "x".repeat(n)), ROW).unwrap();
+            let covered_long = [&long[..], &covered[v3.len()..]].concat();
+            lengths.push(covered_long.len());
+            assert_eq!(Stored::Packed(long).checksum(ROW), xxhash_rust::xxh3::xxh3_64(&covered_long) as i64, "{n}");
+        }
+        assert!(lengths.contains(&512) && lengths.contains(&513), "{lengths:?}");
         let covered_v2 = [&v2[..], &covered[v3.len()..]].concat();
         let sha = checksum(&covered_v2);
         assert_eq!(Stored::Packed(v2.clone()).checksum(ROW), sha);

@@ -121,7 +121,8 @@ pub struct Sender {
     batch: Batch,
     body: String,
     /// Requests TikTok took whose record waits for the write lock, oldest first: fewer than
-    /// eight, whole batches queued above the cursor only, between two steps ([`records`]).
+    /// `records::UNRECORDED_MAX`, whole batches queued above the cursor only, between two steps
+    /// ([`records`]).
     unrecorded: Vec<Delivered>,
 }
 
@@ -599,12 +600,9 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
 
 impl Sender {
     /// The queue is full and files wait: drop the JSON of every sent event now and give the pages
-    /// back, so ingest can go on.
+    /// back, so ingest can go on ([`records::make_room`]).
     pub fn free_space(&mut self) -> Result<(), SendError> {
-        if self.write(|q| q.clear_sent_payloads(i64::MAX))? > 0 {
-            self.write(|q| q.give_back_space())?;
-        }
-        Ok(())
+        self.write(records::make_room).map(drop)
     }
 
     /// Housekeeping: dead-letter expired pending events and forget old sent ones. Run now and then,

@@ -75,14 +75,15 @@ impl Sender {
         }
         let unrecorded = &self.unrecorded;
         let record = |q: &mut Queue| q.record_delivered(unrecorded, wait, delivered_state(unrecorded));
-        let recorded = match wait {
-            true => with_room(&mut self.queue, record),
+        let recorded = if wait {
+            with_room(&mut self.queue, record)
+        } else {
             // Making room waits for the lock: a full queue is left to the next record that waits,
             // as a lock taken is (at the latest the one at `UNRECORDED_MAX`).
-            false => match record(&mut self.queue) {
+            match record(&mut self.queue) {
                 Err(e) if e.is_full() => Ok(false),
                 recorded => recorded,
-            },
+            }
         };
         match recorded {
             Ok(true) => self.unrecorded.clear(),
@@ -104,20 +105,33 @@ impl Sender {
 }
 
 /// Run `write` on `queue`; if it fails because the queue is at its cap (filled by an ingest, or by
-/// the JSON of sent events, kept for an hour), that JSON is dropped, as [`Sender::free_space`] does
-/// for a held ingest, and `write` runs once more. Without it a full queue failed the sender's
-/// records until the next maintenance, and re-sent the same requests every few seconds.
+/// the JSON of sent events, kept for an hour), room is made ([`make_room`]) and `write` runs once
+/// more. Without it a full queue failed the sender's records until the next maintenance, and
+/// re-sent the same requests every few seconds.
 fn with_room<T>(
     queue: &mut Queue,
     mut write: impl FnMut(&mut Queue) -> Result<T, QueueError>,
 ) -> Result<T, QueueError> {
     match write(queue) {
-        Err(e) if e.is_full() && queue.clear_sent_payloads(i64::MAX).unwrap_or(0) > 0 => {
+        Err(e) if e.is_full() && make_room(queue).unwrap_or(0) > 0 => {
             tracing::info!("the queue is full: the JSON of the events sent is dropped to make room");
             write(queue)
         }
         done => done,
     }
+}
+
+/// Drop the JSON of every sent event and give the pages it held back to the file system (and the
+/// WAL's, on a full disk); how many events' JSON was dropped. Giving back is worth a try only: the
+/// pages are free for the queue's next writes either way.
+pub(super) fn make_room(queue: &mut Queue) -> Result<usize, QueueError> {
+    let cleared = queue.clear_sent_payloads(i64::MAX)?;
+    if cleared > 0 {
+        if let Err(e) = queue.give_back_space() {
+            tracing::warn!("the pages of the JSON dropped were not given back to the file system: {e}");
+        }
+    }
+    Ok(cleared)
 }
 
 impl Drop for Sender {
@@ -351,8 +365,10 @@ mod tests {
         let (dir, mut sender, log) = full_after_150_sent(SendClass::Retry);
         let refused = |q: &mut Queue| q.record_attempt(&[], Disposition::StillPending, &log, |_| {});
         assert!(refused(&mut sender.queue).unwrap_err().is_full(), "the queue is at its cap");
+        let capped = queue_size(dir.path());
         sender.write(refused).unwrap();
         assert_eq!(send_log_lines(dir.path()), 76);
+        assert!(queue_size(dir.path()) < capped, "the pages of the JSON dropped are given back");
         assert_eq!(sender.queue().pending_count().unwrap(), 50, "the events not sent keep their JSON");
     }
 

@@ -70,8 +70,36 @@ pub(super) struct Table<R> {
 /// [`Table::next_row`] (or [`Row::check`]) checked them all first.
 pub(super) struct Row {
     pub line: u64,
-    record: csv::ByteRecord,
+    cells: Cells,
     header: Rc<Header>,
+}
+
+/// A record's cells: text when the whole record is valid UTF-8 (checked once, by the csv crate:
+/// a pass over its bytes where they are ASCII), else bytes, each checked as it is read, so that
+/// a reject names the column that is not UTF-8.
+enum Cells {
+    Text(csv::StringRecord),
+    Bytes(csv::ByteRecord),
+}
+
+impl Cells {
+    fn of(record: csv::ByteRecord) -> Cells {
+        csv::StringRecord::from_byte_record(record).map_or_else(|e| Cells::Bytes(e.into_byte_record()), Cells::Text)
+    }
+
+    fn bytes(&self) -> &csv::ByteRecord {
+        match self {
+            Cells::Text(text) => text.as_byte_record(),
+            Cells::Bytes(bytes) => bytes,
+        }
+    }
+
+    fn into_bytes(self) -> csv::ByteRecord {
+        match self {
+            Cells::Text(text) => text.into_byte_record(),
+            Cells::Bytes(bytes) => bytes,
+        }
+    }
 }
 
 /// What a record must pass before it counts as a row.
@@ -144,12 +172,12 @@ impl<R: Read> Table<R> {
         let start = self.record.position().map_or(0, |p| p.byte());
         let line = self.reader.get_mut().get_mut().get_mut().1.get_mut().line_of(start);
         let record = std::mem::replace(&mut self.record, self.spare.take().unwrap_or_default());
-        Ok(Some(Row { line, record, header: Rc::clone(&self.header) }))
+        Ok(Some(Row { line, cells: Cells::of(record), header: Rc::clone(&self.header) }))
     }
 
     /// Hand a row's record back, to be read into again.
     pub fn recycle(&mut self, row: Row) {
-        self.spare = Some(row.record);
+        self.spare = Some(row.cells.into_bytes());
     }
 
     /// The next non-blank record checked as a whole ([`Check::EveryCell`]), or the reject that says
@@ -231,7 +259,7 @@ impl Row {
             }
             Check::EveryCell => {
                 self.check_width()?;
-                (0..self.record.len()).try_for_each(|at| self.cell(at).map(drop))
+                (0..self.cells.bytes().len()).try_for_each(|at| self.cell(at).map(drop))
             }
         }
     }
@@ -240,10 +268,11 @@ impl Row {
     /// slipped into the wrong columns.
     pub fn check_width(&self) -> Result<(), Reject> {
         let width = self.header.names.len();
-        if self.record.len() == width {
+        let record = self.cells.bytes();
+        if record.len() == width {
             return Ok(());
         }
-        Err(self.reject(None, width_mismatch(&self.record, width)))
+        Err(self.reject(None, width_mismatch(record, width)))
     }
 
     /// The header's name of column `at`.
@@ -258,8 +287,11 @@ impl Row {
 
     /// The text of column `at` as written (untrimmed); empty when the record has no such field.
     pub fn cell(&self, at: usize) -> Result<&str, Reject> {
-        let bytes = self.record.get(at).unwrap_or_default();
-        std::str::from_utf8(bytes).map_err(|_| self.reject(Some(at), "not valid UTF-8"))
+        match &self.cells {
+            Cells::Text(text) => Ok(text.get(at).unwrap_or_default()),
+            Cells::Bytes(bytes) => std::str::from_utf8(bytes.get(at).unwrap_or_default())
+                .map_err(|_| self.reject(Some(at), "not valid UTF-8")),
+        }
     }
 
     /// The trimmed text of a column; empty when the column is absent from the file or the cell is.
@@ -289,7 +321,7 @@ impl Row {
     /// The order key in column `at`: its trimmed text, which must not be empty. A record of NUL
     /// bytes only (padding) has none: it belongs to no order.
     pub fn key(&self, at: usize) -> Result<String, Reject> {
-        if is_nul_padding(&self.record) {
+        if is_nul_padding(self.cells.bytes()) {
             return Err(self.reject(None, NUL_PADDING));
         }
         match self.text(at)? {
@@ -596,11 +628,11 @@ mod tests {
 
     #[test]
     fn bad_records_name_line_field_and_key() {
-        let mut bytes = b"key,name\nK1,ok\n\nK2\nK3,Caf".to_vec();
+        let mut bytes = "key,name\nK1,Zoë ok\n\nK2\nK3,Caf".as_bytes().to_vec();
         bytes.extend_from_slice(&[0xE9, b'\n']);
         let mut t = Table::open(&bytes[..], Dialect::default()).unwrap();
         let row = t.next_row().unwrap().unwrap().ok().unwrap();
-        assert_eq!((row.line, row.get(1)), (2, "ok"));
+        assert_eq!((row.line, row.get(1)), (2, "Zoë ok"));
         let short = t.next_record().unwrap().unwrap();
         let Err(reject) = short.check(Check::EveryCell) else { panic!("a short row is bad") };
         assert_eq!((short.key(0).ok().as_deref(), reject.line), (Some("K2"), 4));

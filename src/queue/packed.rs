@@ -549,10 +549,9 @@ fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut Vec<u8>) -> Res
                     return Err(Unpackable("a hash cut short"));
                 };
                 rest = tail;
-                for byte in raw {
-                    out.push(HEX_DIGITS[usize::from(byte >> 4)]);
-                    out.push(HEX_DIGITS[usize::from(byte & 0x0f)]);
-                }
+                let mut hex = [0u8; 64];
+                crate::event::pii::hex_into(raw, &mut hex);
+                out.extend_from_slice(&hex);
             }
             REF => {
                 let Some((&what, tail)) = rest.split_first() else {
@@ -572,8 +571,6 @@ fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut Vec<u8>) -> Res
         }
     }
 }
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// The longest piece `at` starts with, by index.
 #[cfg(test)]
@@ -744,7 +741,7 @@ mod tests {
                     }
                     3 => {
                         let len = [64, 63, 65, 1][next(4)];
-                        let hex: String = (0..len).map(|_| HEX_DIGITS[next(16)] as char).collect();
+                        let hex: String = (0..len).map(|_| b"0123456789abcdef"[next(16)] as char).collect();
                         text.push_str(&hex);
                         if next(2) == 0 {
                             text.push('"');

@@ -272,28 +272,35 @@ fn decimal_separator(key: &str, raw: Option<&Spanned<String>>, format: Format, f
     }
 }
 
-/// `delimiter`: one ASCII character other than `"`, or a tab.
+/// `delimiter`: one ASCII character other than `"` and the line ends, or a tab.
 fn delimiter(key: &str, raw: &Spanned<String>, f: &mut Findings) -> Option<u8> {
     match raw.get_ref().as_str() {
         "\\t" | "\t" | "tab" => Some(b'\t'),
-        s if s.len() == 1 && s.is_ascii() && s != "\"" => Some(s.as_bytes()[0]),
+        s if s.len() == 1 && s.is_ascii() && !matches!(s, "\"" | "\r" | "\n") => Some(s.as_bytes()[0]),
         _ => {
-            f.error(key, Some(raw.span()), "must be one ASCII character (or \"tab\")");
+            f.error(key, Some(raw.span()), "must be one ASCII character other than a line end (or \"tab\")");
             None
         }
     }
 }
 
-/// `quote`: one ASCII character other than the delimiter, or `none`; detected when absent.
+/// `quote`: one ASCII character other than the delimiter and the line ends, or `none`; detected
+/// when absent.
 fn quote(key: &str, raw: Option<&Spanned<String>>, delimiter: Option<u8>, f: &mut Findings) -> Quoting {
     match raw.map(|q| (q.get_ref().as_str(), q.span())) {
         None => Quoting::Detect,
         Some(("none", _)) => Quoting::Off,
-        Some((q, _)) if q.len() == 1 && q.is_ascii() && Some(q.as_bytes()[0]) != delimiter => {
+        Some((q, _))
+            if q.len() == 1 && q.is_ascii() && !matches!(q, "\r" | "\n") && Some(q.as_bytes()[0]) != delimiter =>
+        {
             Quoting::Char(q.as_bytes()[0])
         }
         Some((_, span)) => {
-            f.error(key, Some(span), "must be one ASCII character other than the delimiter (e.g. \"'\"), or \"none\"");
+            f.error(
+                key,
+                Some(span),
+                "must be one ASCII character other than the delimiter or a line end (e.g. \"'\"), or \"none\"",
+            );
             Quoting::Detect
         }
     }
@@ -560,7 +567,9 @@ mod tests {
         assert_eq!(quote(""), Quoting::Detect);
         assert_eq!(quote("quote = \"'\""), Quoting::Char(b'\''));
         assert_eq!(quote("quote = \"none\""), Quoting::Off);
-        for bad in ["quote = \"\"", "quote = \"ab\"", "quote = \";\"\ndelimiter = \";\"", "quote = \"é\""] {
+        for bad in
+            ["quote = \"\"", "quote = \"ab\"", "quote = \";\"\ndelimiter = \";\"", "quote = \"é\"", "quote = \"\\n\""]
+        {
             assert_eq!(errors(&with(bad))[0], ("source[0].quote".into(), Some(8)), "{bad}");
         }
     }
@@ -649,6 +658,8 @@ mod tests {
             ("\\t", Some(b'\t')),
             ("\t", Some(b'\t')),
             ("\"", None),
+            ("\n", None),
+            ("\r", None),
             (";;", None),
             ("é", None),
         ];

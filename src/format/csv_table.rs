@@ -75,8 +75,8 @@ pub(super) struct Row {
 }
 
 /// A record's cells: text when the whole record is valid UTF-8 (checked once, by the csv crate:
-/// a pass over its bytes where they are ASCII), else bytes, each checked as it is read, so that
-/// a reject names the column that is not UTF-8.
+/// a pass over its bytes where they are ASCII), else bytes, each checked again as it is read, so
+/// that a reject names the column that is not UTF-8.
 enum Cells {
     Text(csv::StringRecord),
     Bytes(csv::ByteRecord),

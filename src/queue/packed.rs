@@ -128,6 +128,7 @@ pub(super) fn checksum_of(stored: &[u8], blob: bool, row: Row<'_>) -> i64 {
                         copy[len..len + b.len()].copy_from_slice(b);
                         len += b.len();
                     });
+                    debug_assert_eq!(len, copy.len(), "row_checksum_len counts what row_checksum feeds");
                     xxhash_rust::xxh3::xxh3_64(copy) as i64
                 }
                 None => {

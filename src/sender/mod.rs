@@ -124,6 +124,9 @@ pub struct Sender {
     /// `records::UNRECORDED_MAX`, whole batches queued above the cursor only, between two steps
     /// ([`records`]).
     unrecorded: Vec<Delivered>,
+    /// A write found the queue full and dropped sent events' JSON ([`records`]'s `with_room`):
+    /// pages to give back at the next [`Sender::free_space`] or maintenance.
+    room_made: bool,
 }
 
 /// An event refused alone in this round, dead-lettered at the round's end unless the refusals
@@ -177,6 +180,7 @@ impl Sender {
             batch: Batch::default(),
             body: String::new(),
             unrecorded: Vec::new(),
+            room_made: false,
         })
     }
 
@@ -600,9 +604,13 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
 
 impl Sender {
     /// The queue is full and files wait: drop the JSON of every sent event now and give the pages
-    /// back, so ingest can go on ([`records::make_room`]).
+    /// back (those a full write freed before too), so ingest can go on.
     pub fn free_space(&mut self) -> Result<(), SendError> {
-        self.write(records::make_room).map(drop)
+        let cleared = self.write(|q| q.clear_sent_payloads(i64::MAX))?;
+        if std::mem::take(&mut self.room_made) || cleared > 0 {
+            self.write(|q| q.give_back_space())?;
+        }
+        Ok(())
     }
 
     /// Housekeeping: dead-letter expired pending events and forget old sent ones. Run now and then,
@@ -635,7 +643,7 @@ impl Sender {
             "maintenance: {pruned} old sent events forgotten, {cleared} sent events' JSON dropped{}",
             if cleared > 0 || pruned > 0 { "; WAL checkpointed" } else { "" }
         );
-        if cleared > 0 || pruned > 0 {
+        if std::mem::take(&mut self.room_made) || cleared > 0 || pruned > 0 {
             self.write(|q| q.give_back_space())?;
         }
         self.queue.release_memory();

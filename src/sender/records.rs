@@ -35,7 +35,7 @@ impl Sender {
     /// made if the queue is full ([`with_room`]).
     pub(super) fn write<T>(&mut self, write: impl FnMut(&mut Queue) -> Result<T, QueueError>) -> Result<T, SendError> {
         self.record_delivered(true)?;
-        Ok(with_room(&mut self.queue, write)?)
+        Ok(with_room(&mut self.queue, &mut self.room_made, write)?)
     }
 
     /// Read the next batch of events at or after `cutoff`, above the requests waiting for their
@@ -76,7 +76,7 @@ impl Sender {
         let unrecorded = &self.unrecorded;
         let record = |q: &mut Queue| q.record_delivered(unrecorded, wait, delivered_state(unrecorded));
         let recorded = if wait {
-            with_room(&mut self.queue, record)
+            with_room(&mut self.queue, &mut self.room_made, record)
         } else {
             // Making room waits for the lock: a full queue is left to the next record that waits,
             // as a lock taken is (at the latest the one at `UNRECORDED_MAX`).
@@ -105,33 +105,24 @@ impl Sender {
 }
 
 /// Run `write` on `queue`; if it fails because the queue is at its cap (filled by an ingest, or by
-/// the JSON of sent events, kept for an hour), room is made ([`make_room`]) and `write` runs once
-/// more. Without it a full queue failed the sender's records until the next maintenance, and
-/// re-sent the same requests every few seconds.
+/// the JSON of sent events, kept for an hour), that JSON is dropped and `write` runs once more.
+/// Without it a full queue failed the sender's records until the next maintenance, and re-sent
+/// the same requests every few seconds. The pages freed are reused at once; giving them back to
+/// the file system (a checkpoint that may wait for the ingest) is left to [`Sender::free_space`]
+/// and the maintenance, which `room_made` tells.
 fn with_room<T>(
     queue: &mut Queue,
+    room_made: &mut bool,
     mut write: impl FnMut(&mut Queue) -> Result<T, QueueError>,
 ) -> Result<T, QueueError> {
     match write(queue) {
-        Err(e) if e.is_full() && make_room(queue).unwrap_or(0) > 0 => {
+        Err(e) if e.is_full() && queue.clear_sent_payloads(i64::MAX).unwrap_or(0) > 0 => {
             tracing::info!("the queue is full: the JSON of the events sent is dropped to make room");
+            *room_made = true;
             write(queue)
         }
         done => done,
     }
-}
-
-/// Drop the JSON of every sent event and give the pages it held back to the file system (and the
-/// WAL's, on a full disk); how many events' JSON was dropped. Giving back is worth a try only: the
-/// pages are free for the queue's next writes either way.
-pub(super) fn make_room(queue: &mut Queue) -> Result<usize, QueueError> {
-    let cleared = queue.clear_sent_payloads(i64::MAX)?;
-    if cleared > 0 {
-        if let Err(e) = queue.give_back_space() {
-            tracing::warn!("the pages of the JSON dropped were not given back to the file system: {e}");
-        }
-    }
-    Ok(cleared)
 }
 
 impl Drop for Sender {
@@ -368,6 +359,8 @@ mod tests {
         let capped = queue_size(dir.path());
         sender.write(refused).unwrap();
         assert_eq!(send_log_lines(dir.path()), 76);
+        // The JSON is dropped already: freeing space gives its pages back.
+        sender.free_space().unwrap();
         assert!(queue_size(dir.path()) < capped, "the pages of the JSON dropped are given back");
         assert_eq!(sender.queue().pending_count().unwrap(), 50, "the events not sent keep their JSON");
     }

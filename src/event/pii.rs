@@ -71,12 +71,23 @@ pub fn unhex_64(hex: &[u8]) -> Option<[u8; 32]> {
 
 /// Lowercase hex of `bytes` into `out` (twice as long).
 pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (&b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 15)];
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
 }
+
+/// Each byte's two lowercase hex digits: one load and one store a byte (hex is written twice
+/// per identifier, once hashed and once more for each request that sends it).
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 15]];
+        b += 1;
+    }
+    pairs
+};
 
 /// Why an identifier was dropped. The messages never contain the value itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -286,6 +297,14 @@ pub fn shown(cell: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_byte_is_written_as_two_lowercase_hex_digits() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(super::hex(&bytes), want);
+        assert_eq!(unhex_64(super::hex(&bytes[224..]).as_bytes()).map(Vec::from), Some(bytes[224..].to_vec()));
+    }
 
     fn hex(h: Option<HashedId>) -> String {
         h.expect("a hash").as_str().to_string()

@@ -541,7 +541,10 @@ fn expand(mut rest: &[u8], refers: bool, row: Row<'_>, out: &mut Vec<u8>) -> Res
     loop {
         // The literal run up to the next code.
         let run = rest.iter().position(|&b| b < 0x20 || (refers && b == REF)).unwrap_or(rest.len());
-        out.extend_from_slice(&rest[..run]);
+        // Most codes follow one another without a literal between them.
+        if run > 0 {
+            out.extend_from_slice(&rest[..run]);
+        }
         let Some((&code, tail)) = rest[run..].split_first() else { return Ok(()) };
         rest = tail;
         match code {

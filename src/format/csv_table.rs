@@ -507,10 +507,8 @@ impl<R> LineEnds<R> {
 impl<R: Read> Read for LineEnds<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        for (i, byte) in buf[..n].iter().enumerate() {
-            if matches!(byte, b'\r' | b'\n') {
-                self.ends.push_back((self.offset + i as u64, *byte));
-            }
+        for i in memchr::memchr2_iter(b'\r', b'\n', &buf[..n]) {
+            self.ends.push_back((self.offset + i as u64, buf[i]));
         }
         self.offset += n as u64;
         Ok(n)

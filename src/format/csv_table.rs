@@ -253,6 +253,8 @@ impl Row {
     pub fn check(&self, check: Check) -> Result<(), Reject> {
         match check {
             Check::Nothing => Ok(()),
+            // Every cell of a record held as text is UTF-8 already.
+            Check::Cells(_) | Check::EveryCell if matches!(self.cells, Cells::Text(_)) => self.check_width(),
             Check::Cells(cells) => {
                 self.check_width()?;
                 cells.iter().try_for_each(|&at| self.cell(at).map(drop))

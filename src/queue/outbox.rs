@@ -206,6 +206,12 @@ impl Queue {
         Ok(n)
     }
 
+    /// Pages on the free list: the room of dropped rows, not given back to the file system yet
+    /// (the queue's `auto_vacuum` is incremental: [`Queue::give_back_space`] empties the list).
+    pub fn free_pages(&self) -> Result<i64> {
+        self.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).map_err(|e| self.sqlite(e))
+    }
+
     /// Return free pages to the file system and bound the WAL (after a backlog drained).
     pub fn give_back_space(&self) -> Result<()> {
         // `incremental_vacuum` frees one page per step: step it to the end.

@@ -124,9 +124,6 @@ pub struct Sender {
     /// `records::UNRECORDED_MAX`, whole batches queued above the cursor only, between two steps
     /// ([`records`]).
     unrecorded: Vec<Delivered>,
-    /// A write found the queue full and dropped sent events' JSON ([`records`]'s `with_room`):
-    /// pages to give back at the next [`Sender::free_space`] or maintenance.
-    room_made: bool,
 }
 
 /// An event refused alone in this round, dead-lettered at the round's end unless the refusals
@@ -180,7 +177,6 @@ impl Sender {
             batch: Batch::default(),
             body: String::new(),
             unrecorded: Vec::new(),
-            room_made: false,
         })
     }
 
@@ -604,10 +600,10 @@ pub fn flush(sender: &mut Sender, timeout: Duration) -> Result<FlushReport, Send
 
 impl Sender {
     /// The queue is full and files wait: drop the JSON of every sent event now and give the pages
-    /// back (those a full write freed before too), so ingest can go on.
+    /// back (those a full write freed before too: every free page), so ingest can go on.
     pub fn free_space(&mut self) -> Result<(), SendError> {
-        let cleared = self.write(|q| q.clear_sent_payloads(i64::MAX))?;
-        if std::mem::take(&mut self.room_made) || cleared > 0 {
+        self.write(|q| q.clear_sent_payloads(i64::MAX))?;
+        if self.queue.free_pages()? > 0 {
             self.write(|q| q.give_back_space())?;
         }
         Ok(())
@@ -643,7 +639,7 @@ impl Sender {
             "maintenance: {pruned} old sent events forgotten, {cleared} sent events' JSON dropped{}",
             if cleared > 0 || pruned > 0 { "; WAL checkpointed" } else { "" }
         );
-        if std::mem::take(&mut self.room_made) || cleared > 0 || pruned > 0 {
+        if cleared > 0 || pruned > 0 || self.queue.free_pages()? > 0 {
             self.write(|q| q.give_back_space())?;
         }
         self.queue.release_memory();

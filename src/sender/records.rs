@@ -35,7 +35,7 @@ impl Sender {
     /// made if the queue is full ([`with_room`]).
     pub(super) fn write<T>(&mut self, write: impl FnMut(&mut Queue) -> Result<T, QueueError>) -> Result<T, SendError> {
         self.record_delivered(true)?;
-        Ok(with_room(&mut self.queue, &mut self.room_made, write)?)
+        Ok(with_room(&mut self.queue, write)?)
     }
 
     /// Read the next batch of events at or after `cutoff`, above the requests waiting for their
@@ -76,7 +76,7 @@ impl Sender {
         let unrecorded = &self.unrecorded;
         let record = |q: &mut Queue| q.record_delivered(unrecorded, wait, delivered_state(unrecorded));
         let recorded = if wait {
-            with_room(&mut self.queue, &mut self.room_made, record)
+            with_room(&mut self.queue, record)
         } else {
             // Making room waits for the lock: a full queue is left to the next record that waits,
             // as a lock taken is (at the latest the one at `UNRECORDED_MAX`).
@@ -109,16 +109,14 @@ impl Sender {
 /// Without it a full queue failed the sender's records until the next maintenance, and re-sent
 /// the same requests every few seconds. The pages freed are reused at once; giving them back to
 /// the file system (a checkpoint that may wait for the ingest) is left to [`Sender::free_space`]
-/// and the maintenance, which `room_made` tells.
+/// and the maintenance, which find them on the free list.
 fn with_room<T>(
     queue: &mut Queue,
-    room_made: &mut bool,
     mut write: impl FnMut(&mut Queue) -> Result<T, QueueError>,
 ) -> Result<T, QueueError> {
     match write(queue) {
         Err(e) if e.is_full() && queue.clear_sent_payloads(i64::MAX).unwrap_or(0) > 0 => {
             tracing::info!("the queue is full: the JSON of the events sent is dropped to make room");
-            *room_made = true;
             write(queue)
         }
         done => done,

@@ -6,7 +6,9 @@
 //! comes back as a [`Reply`] with its `Location` (see [`super::classify::classify_reply`]). URLs in
 //! errors and in [`Client::url`] are redacted ([`crate::config::redact_url`]).
 
+use super::lookup::Lookups;
 use crate::config::{redact_in, redact_url};
+use ureq::unversioned::transport::DefaultConnector;
 use std::time::Duration;
 
 pub const TRACK_PATH: &str = "/open_api/v1.3/event/track/";
@@ -63,6 +65,8 @@ pub enum ClientError {
 
 pub struct Client {
     agent: ureq::Agent,
+    /// The host lookups `agent` makes, kept for a while; forgotten when a request gets no answer.
+    lookups: Lookups,
     /// The endpoint, redacted, for messages.
     url: String,
     /// The endpoint as requested.
@@ -94,7 +98,7 @@ impl Client {
             roots.extend(extra);
             tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let settings = ureq::Agent::config_builder()
             .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
@@ -103,10 +107,11 @@ impl Client {
             .timeout_connect(Some(config.connect_timeout))
             .timeout_global(Some(config.request_timeout))
             .user_agent(concat!("offline-events-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let lookups = Lookups::default();
+        let agent = ureq::Agent::with_parts(settings, DefaultConnector::new(), lookups.clone());
         let target = track_url(&config.api_base);
-        Ok(Client { agent, url: redact_url(&target), target, proxy: config.proxy.clone() })
+        Ok(Client { agent, lookups, url: redact_url(&target), target, proxy: config.proxy.clone() })
     }
 
     /// The endpoint, redacted for display (credentials and query hidden).
@@ -140,6 +145,7 @@ impl Client {
 
     /// A request that got no answer, its URL and reason redacted.
     fn transport(&self, e: ureq::Error) -> ClientError {
+        self.lookups.forget();
         let connect = matches!(e, ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_))
             || matches!(&e, ureq::Error::Timeout(t) if matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve));
         let reason = redact_in(&e.to_string(), &self.target);
@@ -206,5 +212,48 @@ mod tests {
         assert!(matches!(err, ClientError::Transport { .. }), "{err}");
         let shown = err.to_string();
         assert!(!shown.contains("s3cr3t") && !shown.contains("abc"), "{shown}");
+    }
+
+    /// The client keeps its host lookup while requests are answered, and forgets it when one is
+    /// not, so that the retry looks the host up again.
+    #[test]
+    fn a_lookup_is_kept_while_requests_are_answered() {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // One connection, two answered requests, then closed with the listener.
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            for _ in 0..2 {
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                reader.by_ref().take(length).read_to_end(&mut Vec::new()).unwrap();
+                (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+            }
+        });
+        let client = Client::new(&ClientConfig {
+            api_base: format!("http://127.0.0.1:{port}"),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            proxy: None,
+            ca_bundle: None,
+        })
+        .unwrap();
+        assert_eq!(client.post("t", "{}").unwrap().status, 200);
+        assert_eq!(client.lookups.kept_hosts(), 1);
+        assert_eq!(client.post("t", "{}").unwrap().status, 200);
+        server.join().unwrap();
+        assert!(client.post("t", "{}").is_err(), "nothing listens any more");
+        assert_eq!(client.lookups.kept_hosts(), 0);
     }
 }

@@ -7,4 +7,5 @@ pub mod classify;
 pub mod client;
 #[cfg(test)]
 mod fleet;
+mod lookup;
 pub mod wire;

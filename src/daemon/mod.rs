@@ -327,7 +327,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                 // The queue check passed: the start (or reload) is recorded, and STATUS turns from
                 // "checking the queue" to the counts.
                 monitor.write_deferred();
-                service::status(&monitor.status_line(&pipeline.config, &health));
+                monitor.refresh_status(&health);
                 status_sent = Instant::now();
             }
             reason = damaged(check) => {
@@ -337,7 +337,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                     tracing::warn!("a part did not stop in time for the recovery");
                 }
                 // Every connection to the damaged file closed before it is moved aside.
-                drop(monitor);
+                monitor.close().await;
                 pipeline = Pipeline::start(config, health.clone(), true)?;
                 monitor = Monitor::open(&pipeline.config, pipeline.check.clone())?;
             }
@@ -370,14 +370,16 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                         });
                     }
                 }
-                service::ready(&monitor.status_line(&pipeline.config, &health));
+                service::ready("configuration reloaded");
+                monitor.refresh_status(&health);
+                status_sent = Instant::now();
             }
             _ = health.changed(), if status_due.is_none() => {
-                status_due = Some((status_sent + Duration::from_secs(1)).max(Instant::now()));
+                status_due = Some((status_sent + monitor.status_gap()).max(Instant::now()));
             }
             _ = tokio::time::sleep_until(status_due.unwrap_or(next_tick).into()), if status_due.is_some() => {
                 status_due = None;
-                service::status(&monitor.status_line(&pipeline.config, &health));
+                monitor.refresh_status(&health);
                 status_sent = Instant::now();
             }
             _ = tokio::time::sleep_until(next_tick.into()) => {
@@ -397,7 +399,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                         }
                     }
                 }
-                service::status(&monitor.status_line(&pipeline.config, &health));
+                monitor.refresh_status(&health);
                 status_sent = Instant::now();
                 monitor.beat();
                 monitor.write_metrics(&pipeline.config, &config_path, &health, stuck_logged);
@@ -428,16 +430,50 @@ fn reload_error(e: &config::LoadError) -> String {
     }
 }
 
-/// The supervisor's own read connection, for STATUS lines and metrics, and a connection for the
-/// heartbeat, written on the blocking pool (a busy queue must not hold up the supervisor).
+/// The supervisor's own read connection, for STATUS lines, and a connection for the heartbeat and
+/// metrics, both used on the blocking pool: a busy queue must not hold up the supervisor, and
+/// counting a big backlog's pending events takes a while (~0.1 s for a million). Each is taken out
+/// (`None`) when the monitor closes, so that no task still holds it open.
 struct Monitor {
-    queue: Queue,
-    heartbeat: Arc<std::sync::Mutex<Queue>>,
+    queue: Shared,
+    heartbeat: Shared,
+    /// What the last STATUS line's count took, in microseconds ([`status_gap`]).
+    status_cost: Arc<std::sync::atomic::AtomicU64>,
     last_metrics: Option<Instant>,
     /// The pipeline's queue check: nothing is written before it passed.
     check: watch::Receiver<Check>,
     /// State changes recorded while the check runs, written once it passed.
     deferred: Vec<Change>,
+}
+
+type Shared = Arc<std::sync::Mutex<Option<Queue>>>;
+
+/// The connection in `shared`, while the monitor is open; waits for the task using it.
+fn connection(shared: &Shared) -> std::sync::MutexGuard<'_, Option<Queue>> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The least time between two STATUS lines: a second, or fifty times what counting the pending
+/// events took the last time, so that the count never takes over 2% of a core.
+fn status_gap(cost: Duration) -> Duration {
+    cost.saturating_mul(50).max(Duration::from_secs(1))
+}
+
+/// The STATUS line: the pending events, the last delivery, a pause or a retry, a held ingest.
+fn status_line(queue: &Queue, ingest_held: Option<&str>) -> String {
+    let pending = queue.pending_count().unwrap_or(-1);
+    let state = queue.agent_state().unwrap_or_default();
+    let last = state.last_success_at.map_or("never".to_string(), |t| format!("{}s ago", crate::now() - t));
+    let mut line = format!("{pending} events queued, last delivery {last}");
+    if let Some(p) = &state.paused {
+        line.push_str(&format!("; PAUSED: {p}"));
+    } else if let Some(e) = state.last_error.filter(|_| state.next_retry_at.is_some()) {
+        line.push_str(&format!("; retrying: {e}"));
+    }
+    if let Some(held) = ingest_held {
+        line.push_str(&format!("; {held}"));
+    }
+    line
 }
 
 /// A change of the service's own state, given the time it is written.
@@ -452,8 +488,9 @@ impl Monitor {
         let heartbeat = Queue::open(&config.queue_path)?;
         heartbeat.set_cache_kib(256);
         Ok(Monitor {
-            queue,
-            heartbeat: Arc::new(std::sync::Mutex::new(heartbeat)),
+            queue: Arc::new(std::sync::Mutex::new(Some(queue))),
+            heartbeat: Arc::new(std::sync::Mutex::new(Some(heartbeat))),
+            status_cost: Arc::default(),
             last_metrics: None,
             check,
             deferred: Vec::new(),
@@ -474,7 +511,10 @@ impl Monitor {
         }
         let changes = std::mem::take(&mut self.deferred);
         let now = crate::now();
-        if let Err(e) = self.queue.update_agent_state(|s| changes.into_iter().for_each(|c| c(s, now))) {
+        // On this thread: these are rare (start, reload, stop), and a count in progress is short.
+        let queue = connection(&self.queue);
+        let Some(queue) = queue.as_ref() else { return };
+        if let Err(e) = queue.update_agent_state(|s| changes.into_iter().for_each(|c| c(s, now))) {
             tracing::warn!("cannot record the service's state in the queue: {e}");
         }
     }
@@ -487,6 +527,7 @@ impl Monitor {
         let heartbeat = self.heartbeat.clone();
         tokio::task::spawn_blocking(move || {
             let Ok(queue) = heartbeat.try_lock() else { return };
+            let Some(queue) = queue.as_ref() else { return };
             let now = crate::now();
             if let Err(e) = queue.update_agent_state(|s| s.heartbeat_at = Some(now)) {
                 tracing::debug!("heartbeat not recorded: {e}");
@@ -494,20 +535,32 @@ impl Monitor {
         });
     }
 
-    fn status_line(&self, _config: &Config, health: &Health) -> String {
-        let pending = self.queue.pending_count().unwrap_or(-1);
-        let state = self.queue.agent_state().unwrap_or_default();
-        let last = state.last_success_at.map_or("never".to_string(), |t| format!("{}s ago", crate::now() - t));
-        let mut line = format!("{pending} events queued, last delivery {last}");
-        if let Some(p) = &state.paused {
-            line.push_str(&format!("; PAUSED: {p}"));
-        } else if let Some(e) = state.last_error.filter(|_| state.next_retry_at.is_some()) {
-            line.push_str(&format!("; retrying: {e}"));
-        }
-        if let Some(held) = health.ingest_held() {
-            line.push_str(&format!("; {held}"));
-        }
-        line
+    /// Send a STATUS line, counted on the blocking pool.
+    fn refresh_status(&self, health: &Health) {
+        let (queue, cost, held) = (self.queue.clone(), self.status_cost.clone(), health.ingest_held());
+        tokio::task::spawn_blocking(move || {
+            let queue = connection(&queue);
+            let Some(queue) = queue.as_ref() else { return };
+            let started = Instant::now();
+            let line = status_line(queue, held.as_deref());
+            cost.store(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+            service::status(&line);
+        });
+    }
+
+    /// The least time from this STATUS line to the next.
+    fn status_gap(&self) -> Duration {
+        status_gap(Duration::from_micros(self.status_cost.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    /// Close both connections, once the tasks using them are done.
+    async fn close(self) {
+        let (queue, heartbeat) = (self.queue, self.heartbeat);
+        let _ = tokio::task::spawn_blocking(move || {
+            connection(&queue).take();
+            connection(&heartbeat).take();
+        })
+        .await;
     }
 
     /// Write the metrics file (at most every 15 s), on the blocking pool: the report looks at the
@@ -526,7 +579,8 @@ impl Monitor {
         let connection = self.heartbeat.clone();
         tokio::task::spawn_blocking(move || {
             // Waits for a heartbeat write on the same connection (never more than the busy timeout).
-            let queue = connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let queue = self::connection(&connection);
+            let Some(queue) = queue.as_ref() else { return };
             let Some(path) = &config.metrics_textfile else { return };
             let now = crate::now();
             let origin = crate::status::Origin::of(&config, &config_path);
@@ -552,6 +606,14 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lines_are_a_second_apart_or_fifty_counts() {
+        let ms = Duration::from_millis;
+        for (cost, gap) in [(0, 1000), (2, 1000), (20, 1000), (21, 1050), (100, 5000), (1000, 50_000)] {
+            assert_eq!(status_gap(ms(cost)), ms(gap), "{cost} ms");
+        }
+    }
 
     #[tokio::test]
     async fn a_part_that_ends_is_named_with_how_it_ended() {

@@ -287,3 +287,59 @@ fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
     append.commit_at("till", &at(20)).unwrap();
     assert_eq!((enforced(&q), violations(&q)), (1, 0), "an append-mode part");
 }
+
+/// Events are written `RUN` at a time (`queue::ingest`): a run holding a re-export of an earlier
+/// file's event, a repeat of an order earlier in the file, an event dead on arrival or cut by a
+/// rejected row is queued as one by one: the same counts, rejected rows and states, ids in the
+/// file's order without a gap, each payload under its event.
+#[test]
+fn events_written_in_runs_are_queued_as_one_by_one() {
+    use crate::queue::ingest::RUN;
+    impl NewEvent<'_> {
+        fn at(self, line: usize) -> Self {
+            NewEvent { line: line as u64, ..self }
+        }
+    }
+    let (_dir, mut q) = temp_queue();
+    let mut a = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    a.add_event(&event("e100", 10)).unwrap();
+    a.commit().unwrap();
+    let n = 5 * RUN + 7;
+    let (repeat, dead, reject) = (2 * RUN + 5, 3 * RUN + 1, 4 * RUN + 10);
+    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+    let payloads: Vec<String> = (0..n).map(|i| format!(r#"{{"event_id":"e{i}"}}"#)).collect();
+    let mut b = q.begin_ingest("h2", Path::new("/pos/b.csv"), "till", 200).unwrap();
+    for i in 0..n {
+        let e = NewEvent { payload: Payload::Json(&payloads[i]), ..event(&ids[i], 10) }.at(i);
+        match i {
+            _ if i == repeat => b.add_event(&NewEvent { payload: Payload::Json(&payloads[5]), ..event(&ids[5], 10) }.at(i)),
+            _ if i == dead => b.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..e }),
+            _ if i == reject => b.add_reject(i as u64, Some("price"), "not an amount"),
+            _ => b.add_event(&e),
+        }
+        .unwrap();
+    }
+    let counts = b.commit().unwrap();
+    assert_eq!((counts.events, counts.dead, counts.duplicates, counts.rejects), (n as i64 - 3, 1, 1, 2));
+    let file = q.file_by_hash("h2").unwrap().unwrap().id;
+    let (first, last, rows): (i64, i64, i64) = q
+        .conn
+        .query_row("SELECT MIN(id), MAX(id), COUNT(*) FROM events WHERE file_id = ?1", [file], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((rows, last - first + 1), (n as i64 - 3, rows), "no gap in the ids");
+    let dead_id: String =
+        q.conn.query_row("SELECT event_id FROM events WHERE state = 2", [], |r| r.get(0)).unwrap();
+    assert_eq!(dead_id, ids[dead]);
+    let queued: Vec<usize> = (0..n).filter(|&i| ![100, repeat, dead, reject].contains(&i)).collect();
+    let batch = q.pending_batch(n).unwrap();
+    let sent: Vec<(&str, &str)> = batch.events.iter().map(|e| (e.event_id.as_str(), batch.payload(e))).collect();
+    // The earlier file's event first.
+    let want: Vec<(&str, &str)> =
+        [("e100", "{}")].into_iter().chain(queued.iter().map(|&i| (ids[i].as_str(), payloads[i].as_str()))).collect();
+    assert_eq!(sent, want);
+    let mut lines: Vec<i64> = q.recent_rejects(10).unwrap().iter().map(|r| r.line).collect();
+    lines.sort();
+    assert_eq!(lines, [repeat as i64, reject as i64]);
+}

@@ -217,6 +217,12 @@ struct Inserts<'c> {
 /// ended (ids and event ids ascending), and the statement's set-up and ending are paid once. The
 /// SQLite side of queueing an event, in a test of 20,000 rows: half the instructions at 40 rows a
 /// statement, the unique index's seeks a sixth (BENCHMARKS.md).
+///
+/// Both statements ignore a conflict (`OR IGNORE`) rather than abort on it: a statement of many
+/// rows that may abort midway keeps a journal of its own (SQLite's statement journal: the pages
+/// it changes copied first, into memory allocated and freed at each execution, which glibc maps
+/// and unmaps at the service's `MALLOC_MMAP_THRESHOLD_`). A payload row that was there already
+/// under a new event's id (a stray: ids are never used twice) is replaced one by one.
 pub(super) const RUN: usize = 64;
 
 /// The columns an event's row is written with, in [`Inserts`]' statements.
@@ -237,9 +243,10 @@ impl<'c> Inserts<'c> {
         let payloads = rows(&|k| format!("(?1 + {k}, ?{}, ?{})", 2 + 2 * k, 3 + 2 * k));
         Ok(Inserts {
             event: conn.prepare_cached(&format!("{EVENT_COLUMNS}(?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)"))?,
-            payload: conn.prepare_cached("INSERT INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")?,
+            payload: conn.prepare_cached("INSERT OR REPLACE INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")?,
             events: conn.prepare_cached(&format!("{EVENT_COLUMNS}{events}"))?,
-            payloads: conn.prepare_cached(&format!("INSERT INTO payloads (id, json, checksum) VALUES {payloads}"))?,
+            payloads: conn
+                .prepare_cached(&format!("INSERT OR IGNORE INTO payloads (id, json, checksum) VALUES {payloads}"))?,
         })
     }
 }
@@ -601,7 +608,13 @@ impl<'q> Ingest<'q> {
             }
             payloads.raw_execute()
         })();
-        bound.map_err(|err| self.err(err))?;
+        if bound.map_err(|err| self.err(err))? != run.len() {
+            tracing::warn!("queue: stray payload rows under the ids of new events were replaced");
+            for (k, e) in run.iter().enumerate() {
+                let id = first + k as i64;
+                inserts.payload.execute(params![id, stored(held, e), e.checksum]).map_err(|err| self.err(err))?;
+            }
+        }
         self.next_id = Some(first + run.len() as i64);
         for e in run {
             self.queued(e);

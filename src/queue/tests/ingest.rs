@@ -343,3 +343,31 @@ fn events_written_in_runs_are_queued_as_one_by_one() {
     lines.sort();
     assert_eq!(lines, [repeat as i64, reject as i64]);
 }
+
+/// A payload row left under an id no event has had yet (a stray: ids are never used twice, so it
+/// belongs to nothing) does not stop an ingest: the new event's payload replaces it, in a run of
+/// events (`RUN`, `queue::ingest`) and one by one.
+#[test]
+fn a_stray_payload_under_a_new_events_id_is_replaced() {
+    use crate::queue::ingest::RUN;
+    let (_dir, mut q) = temp_queue();
+    // The ids start at 1: a stray in the first run, and one among the events after it.
+    let strays = format!("(3, 'stray'), ({}, 'stray')", RUN + 2);
+    q.conn
+        .execute_batch(&format!(
+            "PRAGMA foreign_keys = OFF; INSERT INTO payloads (id, json) VALUES {strays}; PRAGMA foreign_keys = ON;"
+        ))
+        .unwrap();
+    let n = RUN + 5;
+    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+    let payloads: Vec<String> = (0..n).map(|i| format!(r#"{{"event_id":"e{i}"}}"#)).collect();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    for i in 0..n {
+        ingest.add_event(&NewEvent { payload: Payload::Json(&payloads[i]), ..event(&ids[i], 10) }).unwrap();
+    }
+    assert_eq!(ingest.commit().unwrap().events, n as i64);
+    let batch = q.pending_batch(n).unwrap();
+    let got: Vec<(i64, &str, &str)> = batch.events.iter().map(|e| (e.id, e.event_id.as_str(), batch.payload(e))).collect();
+    let want: Vec<(i64, &str, &str)> = (0..n).map(|i| (i as i64 + 1, ids[i].as_str(), payloads[i].as_str())).collect();
+    assert_eq!(got, want);
+}

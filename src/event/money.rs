@@ -24,7 +24,38 @@ const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 /// (`,`/`'`/space for a `.` decimal; `.`/space for a `,` decimal). Magnitudes of 10^15 or more are
 /// [`MoneyError::OutOfRange`].
 pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
-    let mut s = raw.trim();
+    let s = raw.trim();
+    match plain_amount(s, decimal) {
+        Some(value) => Ok(value),
+        None => parse_written(s, decimal),
+    }
+}
+
+/// The shape most cells have, read at once: digits, and a fraction after `decimal` (`1`, `49.68`;
+/// at most 18 digits in all, and under [`MAX_AMOUNT`]). `None` for anything else, which
+/// [`parse_written`] reads (or refuses) as written; both read such a cell alike (a property test).
+fn plain_amount(s: &str, decimal: char) -> Option<Decimal> {
+    let (int, frac) = match s.split_once(decimal) {
+        Some((_, "")) => return None,
+        Some((int, frac)) => (int, frac),
+        None => (s, ""),
+    };
+    if int.is_empty() || int.len() + frac.len() > 18 {
+        return None;
+    }
+    let mut mantissa: i64 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        mantissa = mantissa * 10 + i64::from(b - b'0');
+    }
+    let value = Decimal::new(mantissa, frac.len() as u32);
+    (value < Decimal::from(MAX_AMOUNT)).then_some(value)
+}
+
+/// [`parse_amount`] of a trimmed cell in any of the shapes it accepts.
+fn parse_written(mut s: &str, decimal: char) -> Result<Decimal, MoneyError> {
     if s.is_empty() {
         return Err(MoneyError::Empty);
     }
@@ -284,6 +315,31 @@ mod tests {
             let input = input.trim_matches('"');
             assert_eq!(parse_amount(input, *sep), Ok(d(expected)), "{input:?}");
         }
+    }
+
+    proptest::proptest! {
+        /// A cell of digits and separators is read alike by the plain shape's shortcut and as
+        /// written: the same value and the same number of decimals.
+        #[test]
+        fn the_plain_shape_is_read_as_written(s in "[0-9.,]{0,22}", comma in proptest::bool::ANY) {
+            let decimal = if comma { ',' } else { '.' };
+            if let Some(v) = plain_amount(&s, decimal) {
+                let written = parse_written(&s, decimal).unwrap();
+                proptest::prop_assert_eq!((v.mantissa(), v.scale()), (written.mantissa(), written.scale()), "{:?}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn the_plain_shape() {
+        for (s, decimal, want) in [("49.68", '.', Some("49.68")), ("007", '.', Some("7")), ("10,50", ',', Some("10.50"))] {
+            assert_eq!(plain_amount(s, decimal), want.map(d), "{s}");
+        }
+        for (s, decimal) in [("1.", '.'), (".5", '.'), ("1,5", '.'), ("1.5", ','), ("-1", '.'), ("1000000000000000", '.')] {
+            assert_eq!(plain_amount(s, decimal), None, "{s}");
+        }
+        assert_eq!(plain_amount("999999999999999.999", '.'), Some(d("999999999999999.999")));
+        assert_eq!(plain_amount("0.0000000000000001", '.').map(|v| v.scale()), Some(16));
     }
 
     #[test]

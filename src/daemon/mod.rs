@@ -585,7 +585,7 @@ impl Monitor {
             let now = crate::now();
             let origin = crate::status::Origin::of(&config, &config_path);
             // The report has read the counts and the agent's state already.
-            let report = crate::status::gather_from(&queue, &origin, now, crate::status::Depth::Light).ok();
+            let report = crate::status::gather_from(queue, &origin, now, crate::status::Depth::Light).ok();
             let snapshot = service::Snapshot {
                 counts: report.as_ref().map(|r| r.counts.clone()).unwrap_or_default(),
                 now,

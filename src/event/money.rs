@@ -332,10 +332,14 @@ mod tests {
 
     #[test]
     fn the_plain_shape() {
-        for (s, decimal, want) in [("49.68", '.', Some("49.68")), ("007", '.', Some("7")), ("10,50", ',', Some("10.50"))] {
+        for (s, decimal, want) in
+            [("49.68", '.', Some("49.68")), ("007", '.', Some("7")), ("10,50", ',', Some("10.50"))]
+        {
             assert_eq!(plain_amount(s, decimal), want.map(d), "{s}");
         }
-        for (s, decimal) in [("1.", '.'), (".5", '.'), ("1,5", '.'), ("1.5", ','), ("-1", '.'), ("1000000000000000", '.')] {
+        for (s, decimal) in
+            [("1.", '.'), (".5", '.'), ("1,5", '.'), ("1.5", ','), ("-1", '.'), ("1000000000000000", '.')]
+        {
             assert_eq!(plain_amount(s, decimal), None, "{s}");
         }
         assert_eq!(plain_amount("999999999999999.999", '.'), Some(d("999999999999999.999")));

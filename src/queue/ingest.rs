@@ -238,7 +238,16 @@ impl<'c> Inserts<'c> {
         let rows = |row: &dyn Fn(usize) -> String| (0..RUN).map(row).collect::<Vec<_>>().join(", ");
         let events = rows(&|k| {
             let p = 4 + EVENT_PARAMS * k;
-            format!("(?3 + {k}, ?{}, ?{}, ?{}, ?{}, ?1, ?{}, ?2, ?2, ?{}, ?{})", p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6)
+            format!(
+                "(?3 + {k}, ?{}, ?{}, ?{}, ?{}, ?1, ?{}, ?2, ?2, ?{}, ?{})",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6
+            )
         });
         let payloads = rows(&|k| format!("(?1 + {k}, ?{}, ?{})", 2 + 2 * k, 3 + 2 * k));
         Ok(Inserts {
@@ -560,7 +569,13 @@ impl<'q> Ingest<'q> {
         self.insert_one_by_one(&mut inserts, file_id, held, &run)
     }
 
-    fn insert_one_by_one(&mut self, inserts: &mut Inserts<'q>, file_id: i64, held: &Held, run: &[&HeldEvent]) -> Result<()> {
+    fn insert_one_by_one(
+        &mut self,
+        inserts: &mut Inserts<'q>,
+        file_id: i64,
+        held: &Held,
+        run: &[&HeldEvent],
+    ) -> Result<()> {
         for e in run {
             let added = self.insert_event(inserts, file_id, held, e)?;
             self.count_added(added, &held.texts[e.order_id.clone()], e)?;
@@ -596,7 +611,9 @@ impl<'q> Ingest<'q> {
         let inserted = bound.map_err(|err| self.err(err))?;
         if inserted != run.len() {
             let last = first + run.len() as i64 - 1;
-            self.tx().execute("DELETE FROM events WHERE id BETWEEN ?1 AND ?2", [first, last]).map_err(|err| self.err(err))?;
+            self.tx()
+                .execute("DELETE FROM events WHERE id BETWEEN ?1 AND ?2", [first, last])
+                .map_err(|err| self.err(err))?;
             return self.insert_one_by_one(inserts, file_id, held, run);
         }
         let payloads = &mut inserts.payloads;

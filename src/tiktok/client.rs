@@ -8,8 +8,8 @@
 
 use super::lookup::Lookups;
 use crate::config::{redact_in, redact_url};
-use ureq::unversioned::transport::DefaultConnector;
 use std::time::Duration;
+use ureq::unversioned::transport::DefaultConnector;
 
 pub const TRACK_PATH: &str = "/open_api/v1.3/event/track/";
 

@@ -74,7 +74,13 @@ impl<R> Lookups<R> {
 }
 
 impl<R: Resolver> Lookups<R> {
-    fn resolve_at(&self, uri: &Uri, config: &Config, timeout: NextTimeout, now: Instant) -> Result<ResolvedSocketAddrs, ureq::Error> {
+    fn resolve_at(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+        now: Instant,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let host = format!("{}://{}", uri.scheme_str().unwrap_or_default(), uri.authority().map_or("", |a| a.as_str()));
         if let Some(kept) = self.kept().iter().find(|k| k.host == host && fresh(k.at, now)) {
             return Ok(kept.addrs.clone());

@@ -295,11 +295,6 @@ fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
 #[test]
 fn events_written_in_runs_are_queued_as_one_by_one() {
     use crate::queue::ingest::RUN;
-    impl NewEvent<'_> {
-        fn at(self, line: usize) -> Self {
-            NewEvent { line: line as u64, ..self }
-        }
-    }
     let (_dir, mut q) = temp_queue();
     let mut a = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
     a.add_event(&event("e100", 10)).unwrap();
@@ -310,9 +305,12 @@ fn events_written_in_runs_are_queued_as_one_by_one() {
     let payloads: Vec<String> = (0..n).map(|i| format!(r#"{{"event_id":"e{i}"}}"#)).collect();
     let mut b = q.begin_ingest("h2", Path::new("/pos/b.csv"), "till", 200).unwrap();
     for i in 0..n {
-        let e = NewEvent { payload: Payload::Json(&payloads[i]), ..event(&ids[i], 10) }.at(i);
+        let line = i as u64;
+        let e = NewEvent { line, payload: Payload::Json(&payloads[i]), ..event(&ids[i], 10) };
         match i {
-            _ if i == repeat => b.add_event(&NewEvent { payload: Payload::Json(&payloads[5]), ..event(&ids[5], 10) }.at(i)),
+            _ if i == repeat => {
+                b.add_event(&NewEvent { line, payload: Payload::Json(&payloads[5]), ..event(&ids[5], 10) })
+            }
             _ if i == dead => b.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..e }),
             _ if i == reject => b.add_reject(i as u64, Some("price"), "not an amount"),
             _ => b.add_event(&e),
@@ -329,8 +327,7 @@ fn events_written_in_runs_are_queued_as_one_by_one() {
         })
         .unwrap();
     assert_eq!((rows, last - first + 1), (n as i64 - 3, rows), "no gap in the ids");
-    let dead_id: String =
-        q.conn.query_row("SELECT event_id FROM events WHERE state = 2", [], |r| r.get(0)).unwrap();
+    let dead_id: String = q.conn.query_row("SELECT event_id FROM events WHERE state = 2", [], |r| r.get(0)).unwrap();
     assert_eq!(dead_id, ids[dead]);
     let queued: Vec<usize> = (0..n).filter(|&i| ![100, repeat, dead, reject].contains(&i)).collect();
     let batch = q.pending_batch(n).unwrap();
@@ -367,7 +364,8 @@ fn a_stray_payload_under_a_new_events_id_is_replaced() {
     }
     assert_eq!(ingest.commit().unwrap().events, n as i64);
     let batch = q.pending_batch(n).unwrap();
-    let got: Vec<(i64, &str, &str)> = batch.events.iter().map(|e| (e.id, e.event_id.as_str(), batch.payload(e))).collect();
+    let got: Vec<(i64, &str, &str)> =
+        batch.events.iter().map(|e| (e.id, e.event_id.as_str(), batch.payload(e))).collect();
     let want: Vec<(i64, &str, &str)> = (0..n).map(|i| (i as i64 + 1, ids[i].as_str(), payloads[i].as_str())).collect();
     assert_eq!(got, want);
 }

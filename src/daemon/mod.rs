@@ -10,6 +10,7 @@ use crate::config::{self, Config, Overrides};
 use crate::queue::{Queue, QueueError};
 use crate::sender::{SendError, Sender, Settings};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -320,6 +321,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
             (index, result) = pipeline.ended() => {
                 let e = pipeline.abandon(index, result, Duration::from_secs(4)).await;
                 tracing::error!("{e}");
+                monitor.quiet();
                 service::status(&e.to_string());
                 return Err(e);
             }
@@ -336,8 +338,11 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                 if !pipeline.stop(Duration::from_secs(4)).await {
                     tracing::warn!("a part did not stop in time for the recovery");
                 }
-                // Every connection to the damaged file closed before it is moved aside.
-                monitor.close().await;
+                // Every connection to the damaged file closed before it is moved aside (bounded: a
+                // metrics task may be waiting on a hung network share).
+                if tokio::time::timeout(Duration::from_secs(4), monitor.close()).await.is_err() {
+                    tracing::warn!("a monitor task still held the queue when its damaged file was moved aside");
+                }
                 pipeline = Pipeline::start(config, health.clone(), true)?;
                 monitor = Monitor::open(&pipeline.config, pipeline.check.clone())?;
             }
@@ -346,8 +351,10 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                 match config::load(&config_path) {
                     Err(e) => {
                         tracing::error!("config reload failed; keeping the running configuration: {e}");
-                        service::status(&format!("config reload failed: {e}"));
                         let error = reload_error(&e);
+                        // One line: a STATUS value cannot hold a line break.
+                        let shown = error.replace('\n', " ");
+                        service::ready(&format!("config reload failed, the running configuration is kept: {shown}"));
                         monitor.record(move |s, now| {
                             s.reload_failed = Some(error);
                             s.reload_failed_at = Some(now);
@@ -368,11 +375,11 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                             s.heartbeat_secs = Some(heartbeat_secs);
                             s.stopped_at = None;
                         });
+                        service::ready("configuration reloaded");
+                        monitor.refresh_status(&health);
+                        status_sent = Instant::now();
                     }
                 }
-                service::ready("configuration reloaded");
-                monitor.refresh_status(&health);
-                status_sent = Instant::now();
             }
             _ = health.changed(), if status_due.is_none() => {
                 status_due = Some((status_sent + monitor.status_gap()).max(Instant::now()));
@@ -399,13 +406,17 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> Re
                         }
                     }
                 }
-                monitor.refresh_status(&health);
-                status_sent = Instant::now();
+                // Within the gap too: a count that takes long is not repeated at every tick.
+                if Instant::now() >= status_sent + monitor.status_gap() {
+                    monitor.refresh_status(&health);
+                    status_sent = Instant::now();
+                }
                 monitor.beat();
                 monitor.write_metrics(&pipeline.config, &config_path, &health, stuck_logged);
             }
         }
     }
+    monitor.quiet();
     service::stopping();
     tracing::info!("stopping: no new files taken; in-flight work gets up to 4 s");
     if !pipeline.stop(Duration::from_secs(4)).await {
@@ -437,8 +448,7 @@ fn reload_error(e: &config::LoadError) -> String {
 struct Monitor {
     queue: Shared,
     heartbeat: Shared,
-    /// What the last STATUS line's count took, in microseconds ([`status_gap`]).
-    status_cost: Arc<std::sync::atomic::AtomicU64>,
+    status: Arc<StatusTask>,
     last_metrics: Option<Instant>,
     /// The pipeline's queue check: nothing is written before it passed.
     check: watch::Receiver<Check>,
@@ -447,6 +457,19 @@ struct Monitor {
 }
 
 type Shared = Arc<std::sync::Mutex<Option<Queue>>>;
+
+/// The STATUS count on the blocking pool ([`Monitor::refresh_status`]).
+#[derive(Default)]
+struct StatusTask {
+    /// A task is counting.
+    running: AtomicBool,
+    /// A line was asked for since the running task started its count.
+    again: AtomicBool,
+    /// No more lines ([`Monitor::quiet`]).
+    quiet: AtomicBool,
+    /// What the last count took, in microseconds ([`status_gap`]).
+    cost_us: AtomicU64,
+}
 
 /// The connection in `shared`, while the monitor is open; waits for the task using it.
 fn connection(shared: &Shared) -> std::sync::MutexGuard<'_, Option<Queue>> {
@@ -490,7 +513,7 @@ impl Monitor {
         Ok(Monitor {
             queue: Arc::new(std::sync::Mutex::new(Some(queue))),
             heartbeat: Arc::new(std::sync::Mutex::new(Some(heartbeat))),
-            status_cost: Arc::default(),
+            status: Arc::default(),
             last_metrics: None,
             check,
             deferred: Vec::new(),
@@ -535,22 +558,46 @@ impl Monitor {
         });
     }
 
-    /// Send a STATUS line, counted on the blocking pool.
-    fn refresh_status(&self, health: &Health) {
-        let (queue, cost, held) = (self.queue.clone(), self.status_cost.clone(), health.ingest_held());
-        tokio::task::spawn_blocking(move || {
-            let queue = connection(&queue);
-            let Some(queue) = queue.as_ref() else { return };
-            let started = Instant::now();
-            let line = status_line(queue, held.as_deref());
-            cost.store(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-            service::status(&line);
+    /// Send a STATUS line, counted on the blocking pool by one task at a time: asked while one
+    /// counts, that task counts once more when it is done, so the last line sent is the newest.
+    fn refresh_status(&self, health: &Arc<Health>) {
+        let task = self.status.clone();
+        task.again.store(true, SeqCst);
+        if task.running.swap(true, SeqCst) {
+            return;
+        }
+        let (queue, health) = (self.queue.clone(), health.clone());
+        tokio::task::spawn_blocking(move || loop {
+            task.again.store(false, SeqCst);
+            let line = {
+                let queue = connection(&queue);
+                let Some(queue) = queue.as_ref() else {
+                    task.running.store(false, SeqCst);
+                    return;
+                };
+                let started = Instant::now();
+                let line = status_line(queue, health.ingest_held().as_deref());
+                task.cost_us.store(started.elapsed().as_micros() as u64, SeqCst);
+                line
+            };
+            if !task.quiet.load(SeqCst) {
+                service::status(&line);
+            }
+            task.running.store(false, SeqCst);
+            if !task.again.load(SeqCst) || task.running.swap(true, SeqCst) {
+                return;
+            }
         });
     }
 
     /// The least time from this STATUS line to the next.
     fn status_gap(&self) -> Duration {
-        status_gap(Duration::from_micros(self.status_cost.load(std::sync::atomic::Ordering::Relaxed)))
+        status_gap(Duration::from_micros(self.status.cost_us.load(SeqCst)))
+    }
+
+    /// No more STATUS lines: the service is stopping or failing, and says so.
+    fn quiet(&self) {
+        self.status.quiet.store(true, SeqCst);
     }
 
     /// Close both connections, once the tasks using them are done.

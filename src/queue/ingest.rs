@@ -547,14 +547,18 @@ impl<'q> Ingest<'q> {
         }
         // Looked up in the statement cache once per write, not once per event.
         let mut inserts = Inserts::prepare(self.conn).map_err(|err| self.err(err))?;
-        // Events in a row, written [`RUN`] at a time; the rest of a run one by one.
+        // Events in a row, written [`RUN`] at a time; the rest of a run one by one, and everything
+        // after a run with a duplicate: a re-export of a day's sales so far (a duplicate in every
+        // run) costs what it did one by one.
         let mut run: Vec<&HeldEvent> = Vec::with_capacity(RUN);
+        let mut duplicates = false;
         for item in &held.items {
             match item {
+                HeldItem::Event(e) if duplicates => self.insert_one_by_one(&mut inserts, file_id, held, &[e])?,
                 HeldItem::Event(e) => {
                     run.push(e);
                     if run.len() == RUN {
-                        self.insert_run(&mut inserts, file_id, held, &run)?;
+                        duplicates = !self.insert_run(&mut inserts, file_id, held, &run)?;
                         run.clear();
                     }
                 }
@@ -586,8 +590,8 @@ impl<'q> Ingest<'q> {
     /// Queue [`RUN`] events with one statement, and their payloads with another. If one of them
     /// is not new (a duplicate of an earlier export, or of an order earlier in the file), the
     /// statement queued the others: they are deleted again and the run is queued one by one,
-    /// which tells each duplicate apart, with the same ids.
-    fn insert_run(&mut self, inserts: &mut Inserts<'q>, file_id: i64, held: &Held, run: &[&HeldEvent]) -> Result<()> {
+    /// which tells each duplicate apart, with the same ids. Whether all were new.
+    fn insert_run(&mut self, inserts: &mut Inserts<'q>, file_id: i64, held: &Held, run: &[&HeldEvent]) -> Result<bool> {
         debug_assert_eq!(run.len(), RUN);
         let first = self.next_id.expect("the next id is read before the first insert of a transaction");
         let events = &mut inserts.events;
@@ -610,11 +614,13 @@ impl<'q> Ingest<'q> {
         })();
         let inserted = bound.map_err(|err| self.err(err))?;
         if inserted != run.len() {
-            let last = first + run.len() as i64 - 1;
-            self.tx()
-                .execute("DELETE FROM events WHERE id BETWEEN ?1 AND ?2", [first, last])
-                .map_err(|err| self.err(err))?;
-            return self.insert_one_by_one(inserts, file_id, held, run);
+            if inserted > 0 {
+                let last = first + run.len() as i64 - 1;
+                self.tx()
+                    .execute("DELETE FROM events WHERE id BETWEEN ?1 AND ?2", [first, last])
+                    .map_err(|err| self.err(err))?;
+            }
+            return self.insert_one_by_one(inserts, file_id, held, run).map(|()| false);
         }
         let payloads = &mut inserts.payloads;
         let bound = (|| {
@@ -636,7 +642,7 @@ impl<'q> Ingest<'q> {
         for e in run {
             self.queued(e);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Count a queued event.

@@ -40,7 +40,7 @@ struct Shared<R> {
 
 #[derive(Debug)]
 struct Kept {
-    /// `scheme://authority`, as the request has them.
+    /// `scheme://host:port`, as the request has them.
     host: String,
     at: Instant,
     addrs: ResolvedSocketAddrs,
@@ -81,7 +81,13 @@ impl<R: Resolver> Lookups<R> {
         timeout: NextTimeout,
         now: Instant,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let host = format!("{}://{}", uri.scheme_str().unwrap_or_default(), uri.authority().map_or("", |a| a.as_str()));
+        // Not the authority: its user information may hold a password.
+        let host = format!(
+            "{}://{}:{:?}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.host().unwrap_or_default(),
+            uri.port_u16()
+        );
         if let Some(kept) = self.kept().iter().find(|k| k.host == host && fresh(k.at, now)) {
             return Ok(kept.addrs.clone());
         }
@@ -155,6 +161,10 @@ mod tests {
         assert_eq!(lookup(&l, "https://api.example:9443/a", t0).unwrap(), 9443);
         assert_eq!(lookup(&l, "http://api.example:8443/a", t0).unwrap(), 8443);
         assert_eq!(count(), 3);
+        // Credentials are not part of what is kept.
+        lookup(&l, "https://user:s3cr3t@api.example:8443/a", t0).unwrap();
+        assert_eq!(count(), 3);
+        assert!(!format!("{l:?}").contains("s3cr3t"));
         // Stale: looked up again, and kept from then.
         let t1 = t0 + KEEP_FOR;
         lookup(&l, "https://api.example:8443/a", t1).unwrap();

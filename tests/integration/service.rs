@@ -144,7 +144,8 @@ fn sd_notify_ready_status_watchdog_stopping_in_order_and_no_watchdog_while_stuck
 fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_the_new_is_invalid() {
     let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
     let mut agent = Agent::new(&fake.base_url(), Opts::default());
-    let daemon = agent.spawn();
+    let notify = NotifySocket::bind(agent.dir.path());
+    let daemon = agent.spawn_with_env(&[("NOTIFY_SOCKET", notify.path.to_str().unwrap())]);
     agent.drop_file("a.csv", &csv_orders("H", 2, 1));
     assert!(fake.wait_for_unique(2, T));
     assert_eq!(fake.requests()[0].test_event_code, None);
@@ -160,6 +161,19 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_the_new_is_invalid()
     std::fs::write(&agent.config, format!("{good}\nthis is not toml = = =\n")).unwrap();
     daemon.signal("HUP");
     assert!(wait_until(T, || daemon.log_text().contains("config reload failed")), "{}", daemon.log_text());
+    // systemd hears each reload end with READY, and which way it went.
+    let readies = |text: &str| {
+        let messages = notify.messages();
+        messages.windows(2).filter(|w| w[0].1 == "READY=1" && w[1].1.starts_with(text)).count()
+    };
+    assert!(
+        wait_until(T, || readies("STATUS=config reload failed, the running configuration is kept") == 1),
+        "{:?}",
+        notify.messages()
+    );
+    assert_eq!(readies("STATUS=configuration reloaded"), 1, "{:?}", notify.messages());
+    // Every line an assignment: a multi-line error would break the protocol.
+    assert!(notify.messages().iter().all(|(_, m)| m.contains('=')), "{:?}", notify.messages());
     agent.drop_file("c.csv", &csv_orders("L", 2, 1));
     assert!(fake.wait_for_unique(6, T), "the old config must keep working:\n{}", daemon.log_text());
     assert_eq!(fake.requests().last().unwrap().test_event_code.as_deref(), Some("RELOADED1"));

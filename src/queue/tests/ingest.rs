@@ -288,57 +288,92 @@ fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
     assert_eq!((enforced(&q), violations(&q)), (1, 0), "an append-mode part");
 }
 
-/// Events are written `RUN` at a time (`queue::ingest`): a run holding a re-export of an earlier
-/// file's event, a repeat of an order earlier in the file, an event dead on arrival or cut by a
-/// rejected row is queued as one by one: the same counts, rejected rows and states, ids in the
-/// file's order without a gap, each payload under its event.
+/// Events are written `RUN` at a time (`queue::ingest`): a run holding an event dead on arrival,
+/// cut by a rejected row, holding a repeat of an order earlier in the same run, or re-exports of
+/// an earlier file's events (some or all) is queued as one by one: the same counts, rejected rows
+/// and rows, ids in the file's order without a gap, each payload under its event.
 #[test]
 fn events_written_in_runs_are_queued_as_one_by_one() {
     use crate::queue::ingest::RUN;
     let (_dir, mut q) = temp_queue();
-    let mut a = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
-    a.add_event(&event("e100", 10)).unwrap();
-    a.commit().unwrap();
-    let n = 5 * RUN + 7;
-    let (repeat, dead, reject) = (2 * RUN + 5, 3 * RUN + 1, 4 * RUN + 10);
+    let n = 4 * RUN + 7;
+    let (dead, reject, repeat, repeated) = (1, RUN + 10, 2 * RUN + 2, 2 * RUN - 8);
     let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
     let payloads: Vec<String> = (0..n).map(|i| format!(r#"{{"event_id":"e{i}"}}"#)).collect();
-    let mut b = q.begin_ingest("h2", Path::new("/pos/b.csv"), "till", 200).unwrap();
+    let mut b = q.begin_ingest("h1", Path::new("/pos/b.csv"), "till", 200).unwrap();
     for i in 0..n {
         let line = i as u64;
-        let e = NewEvent { line, payload: Payload::Json(&payloads[i]), ..event(&ids[i], 10) };
+        let e = NewEvent { line, payload: Payload::Json(&payloads[i]), ..event(&ids[i], 10 + i as i64) };
         match i {
-            _ if i == repeat => {
-                b.add_event(&NewEvent { line, payload: Payload::Json(&payloads[5]), ..event(&ids[5], 10) })
-            }
             _ if i == dead => b.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..e }),
-            _ if i == reject => b.add_reject(i as u64, Some("price"), "not an amount"),
+            _ if i == reject => b.add_reject(line, Some("price"), "not an amount"),
+            _ if i == repeat => b.add_event(&NewEvent { line, ..event(&ids[repeated], 10 + repeated as i64) }),
             _ => b.add_event(&e),
         }
         .unwrap();
     }
     let counts = b.commit().unwrap();
-    assert_eq!((counts.events, counts.dead, counts.duplicates, counts.rejects), (n as i64 - 3, 1, 1, 2));
-    let file = q.file_by_hash("h2").unwrap().unwrap().id;
-    let (first, last, rows): (i64, i64, i64) = q
+    assert_eq!((counts.events, counts.dead, counts.duplicates, counts.rejects), (n as i64 - 2, 1, 0, 2));
+    // Every row as one by one writes it, in the file's order from id 1.
+    let mut stmt = q
         .conn
-        .query_row("SELECT MIN(id), MAX(id), COUNT(*) FROM events WHERE file_id = ?1", [file], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .prepare("SELECT id, event_id, order_id, event_time, state, queued_at, dead_reason, dead_message FROM events ORDER BY id")
         .unwrap();
-    assert_eq!((rows, last - first + 1), (n as i64 - 3, rows), "no gap in the ids");
-    let dead_id: String = q.conn.query_row("SELECT event_id FROM events WHERE state = 2", [], |r| r.get(0)).unwrap();
-    assert_eq!(dead_id, ids[dead]);
-    let queued: Vec<usize> = (0..n).filter(|&i| ![100, repeat, dead, reject].contains(&i)).collect();
+    type Row = (i64, String, String, i64, i64, i64, Option<String>, Option<String>);
+    let rows: Vec<Row> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    drop(stmt);
+    let queued: Vec<usize> = (0..n).filter(|&i| i != reject && i != repeat).collect();
+    let want: Vec<Row> = queued
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let (state, reason, message) = if i == dead {
+                (2, Some("invalid".to_string()), Some(DeadReason::ON_ARRIVAL_MESSAGE.to_string()))
+            } else {
+                (0, None, None)
+            };
+            (k as i64 + 1, ids[i].clone(), ids[i].clone(), 10 + i as i64, state, 200, reason, message)
+        })
+        .collect();
+    assert_eq!(rows, want);
     let batch = q.pending_batch(n).unwrap();
     let sent: Vec<(&str, &str)> = batch.events.iter().map(|e| (e.event_id.as_str(), batch.payload(e))).collect();
-    // The earlier file's event first.
     let want: Vec<(&str, &str)> =
-        [("e100", "{}")].into_iter().chain(queued.iter().map(|&i| (ids[i].as_str(), payloads[i].as_str()))).collect();
+        queued.iter().filter(|&&i| i != dead).map(|&i| (ids[i].as_str(), payloads[i].as_str())).collect();
     assert_eq!(sent, want);
     let mut lines: Vec<i64> = q.recent_rejects(10).unwrap().iter().map(|r| r.line).collect();
     lines.sort();
-    assert_eq!(lines, [repeat as i64, reject as i64]);
+    assert_eq!(lines, [reject as i64, repeat as i64]);
+
+    // A re-export: a run of new events and old ones, then a run of old ones only, then new ones.
+    let new: Vec<String> = (0..2 * RUN).map(|i| format!("x{i}")).collect();
+    let file: Vec<&str> = new[..RUN / 2]
+        .iter()
+        .chain(&ids[RUN + RUN / 2..2 * RUN])
+        .chain(&ids[2 * RUN + 10..3 * RUN + 10])
+        .chain(&new[RUN / 2..])
+        .map(String::as_str)
+        .collect();
+    let mut c = q.begin_ingest("h2", Path::new("/pos/c.csv"), "till", 300).unwrap();
+    for id in &file {
+        c.add_event(&event(id, 10)).unwrap();
+    }
+    let counts = c.commit().unwrap();
+    assert_eq!((counts.events, counts.duplicates, counts.rejects), (2 * RUN as i64, RUN as i64 + RUN as i64 / 2, 0));
+    let c_ids: Vec<(i64, String)> = q
+        .conn
+        .prepare("SELECT id, event_id FROM events WHERE queued_at = 300 ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let first = n as i64 - 1;
+    assert_eq!(c_ids, new.iter().enumerate().map(|(k, id)| (first + k as i64, id.clone())).collect::<Vec<_>>());
 }
 
 /// A payload row left under an id no event has had yet (a stray: ids are never used twice, so it

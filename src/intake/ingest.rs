@@ -47,7 +47,8 @@ pub fn part_full(orders: u64, bytes: u64) -> bool {
 }
 
 /// The reader of a file hands what it built to the writer at the end of each part and whenever it
-/// holds this many bytes (~200 one-order events), up to [`PIECES_AHEAD`] pieces ahead of the writer,
+/// holds this many bytes (~300 one-order events) and its events end with whole runs (of
+/// `queue::ingest`'s 64), up to [`PIECES_AHEAD`] pieces ahead of the writer,
 /// which writes each as it comes. Small pieces keep the two threads' buffers small: pieces of
 /// 256 KiB, one ahead, took peak RSS ~1.5 MB higher (BENCHMARKS.md).
 const HAND_OFF_BYTES: usize = 64 * 1024;
@@ -598,7 +599,10 @@ impl Reading<'_> {
             let _ = add_found(&mut held, self.shown, found);
             part_orders += u64::from(order);
             let ends_part = order && part_full(part_orders, consumed.get() - part_from);
-            if !ends_part && held.bytes() < hand_off {
+            // A piece ends with whole runs of events where it can (the writer writes them 64 at a
+            // time, the rest one by one), at twice the size at the latest.
+            let whole = held.ends_whole_runs() || held.bytes() >= 2 * hand_off;
+            if !ends_part && (held.bytes() < hand_off || !whole) {
                 return ControlFlow::Continue(());
             }
             // Between two things found (orders or rejected rows): a position a read can resume at.

@@ -58,6 +58,8 @@ pub struct Held {
     payloads: Vec<u8>,
     skipped: i64,
     warnings: i64,
+    /// Events held since the last rejected row: the run [`Ingest::write`] ends with.
+    trailing: usize,
 }
 
 /// Held texts and payloads are ranges of the [`Held`]'s buffers.
@@ -115,12 +117,14 @@ impl Held {
             line: e.line,
             key: e.key,
         }));
+        self.trailing += 1;
     }
 
     pub fn add_reject(&mut self, line: u64, field: Option<&str>, reason: &str) {
         let field = field.map(|f| push_text(&mut self.texts, f));
         let reason = push_text(&mut self.texts, reason);
         self.items.push(HeldItem::Reject { line, field, reason });
+        self.trailing = 0;
     }
 
     /// Count a transaction the reader decided not to send.
@@ -151,7 +155,12 @@ impl Held {
         self.items.clear();
         self.texts.clear();
         self.payloads.clear();
-        (self.skipped, self.warnings) = (0, 0);
+        (self.skipped, self.warnings, self.trailing) = (0, 0, 0);
+    }
+
+    /// Whether its events end with whole runs of [`RUN`]: written now, none goes one by one.
+    pub fn ends_whole_runs(&self) -> bool {
+        self.trailing % RUN == 0
     }
 }
 

@@ -404,3 +404,22 @@ fn a_stray_payload_under_a_new_events_id_is_replaced() {
     let want: Vec<(i64, &str, &str)> = (0..n).map(|i| (i as i64 + 1, ids[i].as_str(), payloads[i].as_str())).collect();
     assert_eq!(got, want);
 }
+
+/// A reader hands its `Held` over when its events end with whole runs (`RUN`, `queue::ingest`),
+/// so that none of them is written one by one: the trailing run restarts after a rejected row.
+#[test]
+fn a_held_part_tells_whether_its_events_end_with_whole_runs() {
+    use crate::queue::ingest::RUN;
+    let mut held = Held::default();
+    assert!(held.ends_whole_runs());
+    for i in 0..2 * RUN {
+        held.add_event(&event("e", i as i64));
+        assert_eq!(held.ends_whole_runs(), (i + 1) % RUN == 0, "after {} events", i + 1);
+    }
+    held.add_event(&event("e", 0));
+    assert!(!held.ends_whole_runs());
+    held.add_reject(3, None, "bad");
+    assert!(held.ends_whole_runs(), "a rejected row ends the run");
+    held.add_event(&event("e", 0));
+    assert!(!held.ends_whole_runs());
+}

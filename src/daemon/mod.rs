@@ -471,6 +471,35 @@ struct StatusTask {
     cost_us: AtomicU64,
 }
 
+impl StatusTask {
+    /// A line is wanted: whether the caller is to start a count (else the running one counts
+    /// once more when it is done).
+    fn ask(&self) -> bool {
+        self.again.store(true, SeqCst);
+        !self.running.swap(true, SeqCst)
+    }
+
+    /// A count starts: it serves what was asked so far.
+    fn start(&self) {
+        self.again.store(false, SeqCst);
+    }
+
+    /// A count ended: whether it is to count again (asked meanwhile, and no new task took over).
+    fn end(&self) -> bool {
+        self.stopped();
+        self.once_more()
+    }
+
+    fn stopped(&self) {
+        self.running.store(false, SeqCst);
+    }
+
+    /// Whether a task that stopped counting is to count again, and takes the count if so.
+    fn once_more(&self) -> bool {
+        self.again.load(SeqCst) && !self.running.swap(true, SeqCst)
+    }
+}
+
 /// The connection in `shared`, while the monitor is open; waits for the task using it.
 fn connection(shared: &Shared) -> std::sync::MutexGuard<'_, Option<Queue>> {
     shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -534,7 +563,8 @@ impl Monitor {
         }
         let changes = std::mem::take(&mut self.deferred);
         let now = crate::now();
-        // On this thread: these are rare (start, reload, stop), and a count in progress is short.
+        // On this thread: these are rare (start, reload, stop); a STATUS count in progress holds
+        // the connection for its time (~0.1 s with a million events pending).
         let queue = connection(&self.queue);
         let Some(queue) = queue.as_ref() else { return };
         if let Err(e) = queue.update_agent_state(|s| changes.into_iter().for_each(|c| c(s, now))) {
@@ -562,17 +592,16 @@ impl Monitor {
     /// counts, that task counts once more when it is done, so the last line sent is the newest.
     fn refresh_status(&self, health: &Arc<Health>) {
         let task = self.status.clone();
-        task.again.store(true, SeqCst);
-        if task.running.swap(true, SeqCst) {
+        if !task.ask() {
             return;
         }
         let (queue, health) = (self.queue.clone(), health.clone());
         tokio::task::spawn_blocking(move || loop {
-            task.again.store(false, SeqCst);
+            task.start();
             let line = {
                 let queue = connection(&queue);
                 let Some(queue) = queue.as_ref() else {
-                    task.running.store(false, SeqCst);
+                    task.stopped();
                     return;
                 };
                 let started = Instant::now();
@@ -583,8 +612,7 @@ impl Monitor {
             if !task.quiet.load(SeqCst) {
                 service::status(&line);
             }
-            task.running.store(false, SeqCst);
-            if !task.again.load(SeqCst) || task.running.swap(true, SeqCst) {
+            if !task.end() {
                 return;
             }
         });
@@ -653,6 +681,25 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One STATUS count at a time; a line asked for during a count is counted once more after it,
+    /// by the task that counts, unless a new task took over.
+    #[test]
+    fn a_status_asked_for_while_one_is_counted_is_counted_once_more() {
+        let t = StatusTask::default();
+        assert!(t.ask(), "nothing counts: start");
+        t.start();
+        assert!(!t.ask() && !t.ask(), "one counts: it counts again");
+        assert!(t.end(), "asked meanwhile: once more");
+        t.start();
+        assert!(!t.end(), "nothing asked since");
+        assert!(t.ask(), "idle again: start");
+        t.start();
+        // The count ends, and a new task starts before the old one looks again: the new one counts.
+        t.stopped();
+        assert!(t.ask());
+        assert!(!t.once_more(), "the old task stops");
+    }
 
     #[test]
     fn status_lines_are_a_second_apart_or_fifty_counts() {

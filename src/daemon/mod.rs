@@ -651,10 +651,10 @@ impl Monitor {
         self.last_metrics = Some(Instant::now());
         let (config, config_path) = (config.clone(), config_path.to_path_buf());
         let ingest_held = health.ingest_held().is_some();
-        let connection = self.heartbeat.clone();
+        let heartbeat = self.heartbeat.clone();
         tokio::task::spawn_blocking(move || {
             // Waits for a heartbeat write on the same connection (never more than the busy timeout).
-            let queue = self::connection(&connection);
+            let queue = connection(&heartbeat);
             let Some(queue) = queue.as_ref() else { return };
             let Some(path) = &config.metrics_textfile else { return };
             let now = crate::now();

@@ -234,39 +234,99 @@ struct Inserts<'c> {
 /// under a new event's id (a stray: ids are never used twice) is replaced one by one.
 pub(super) const RUN: usize = 64;
 
-/// The columns an event's row is written with, in [`Inserts`]' statements.
-const EVENT_COLUMNS: &str =
-    "INSERT OR IGNORE INTO events (id, event_name, event_id, event_time, order_id, file_id, state, queued_at, sent_at, dead_reason, dead_message) VALUES ";
-
-/// The parameters of one event in [`Inserts::events`], after the three all share: `?1` the file's
-/// row, `?2` the time, `?3` the first id.
+/// The parameters of one event in an events statement ([`events_sql`]), after the three all
+/// share: `?1` the file's row, `?2` the time, `?3` the first id.
 const EVENT_PARAMS: usize = 7;
+
+/// `INSERT OR IGNORE` of `n` events, the `k`th with the id `?3 + k`. `sent_at` means something
+/// only for an event whose row says it is sent (state 1: sent after it was held back or put back
+/// in the queue; the cursor's sends are timed by `sent_runs`); it starts as the queue time, an
+/// integer of the size the send time will have, so that such a mark rewrites the row in place.
+fn events_sql(n: usize) -> String {
+    let rows: Vec<String> = (0..n)
+        .map(|k| {
+            let p = 4 + EVENT_PARAMS * k;
+            let [name, id, time, order, state, reason, message] = std::array::from_fn(|i| p + i);
+            format!("(?3 + {k}, ?{name}, ?{id}, ?{time}, ?{order}, ?1, ?{state}, ?2, ?2, ?{reason}, ?{message})")
+        })
+        .collect();
+    format!(
+        "INSERT OR IGNORE INTO events (id, event_name, event_id, event_time, order_id, file_id, state, queued_at, sent_at, dead_reason, dead_message) VALUES {}",
+        rows.join(", ")
+    )
+}
+
+/// `INSERT OR {conflict}` of `n` payloads, the `k`th under the id `?1 + k`.
+fn payloads_sql(conflict: &str, n: usize) -> String {
+    let rows: Vec<String> = (0..n).map(|k| format!("(?1 + {k}, ?{}, ?{})", 2 + 2 * k, 3 + 2 * k)).collect();
+    format!("INSERT OR {conflict} INTO payloads (id, json, checksum) VALUES {}", rows.join(", "))
+}
+
+/// [`Inserts`]' statements, written once: one event, its payload (replacing a stray), [`RUN`]
+/// events, their payloads.
+static INSERTS_SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+    [events_sql(1), payloads_sql("REPLACE", 1), events_sql(RUN), payloads_sql("IGNORE", RUN)]
+});
 
 impl<'c> Inserts<'c> {
     fn prepare(conn: &'c Connection) -> rusqlite::Result<Inserts<'c>> {
-        let rows = |row: &dyn Fn(usize) -> String| (0..RUN).map(row).collect::<Vec<_>>().join(", ");
-        let events = rows(&|k| {
-            let p = 4 + EVENT_PARAMS * k;
-            format!(
-                "(?3 + {k}, ?{}, ?{}, ?{}, ?{}, ?1, ?{}, ?2, ?2, ?{}, ?{})",
-                p,
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6
-            )
-        });
-        let payloads = rows(&|k| format!("(?1 + {k}, ?{}, ?{})", 2 + 2 * k, 3 + 2 * k));
+        let [event, payload, events, payloads] = &*INSERTS_SQL;
         Ok(Inserts {
-            event: conn.prepare_cached(&format!("{EVENT_COLUMNS}(?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)"))?,
-            payload: conn.prepare_cached("INSERT OR REPLACE INTO payloads (id, json, checksum) VALUES (?1, ?2, ?3)")?,
-            events: conn.prepare_cached(&format!("{EVENT_COLUMNS}{events}"))?,
-            payloads: conn
-                .prepare_cached(&format!("INSERT OR IGNORE INTO payloads (id, json, checksum) VALUES {payloads}"))?,
+            event: conn.prepare_cached(event)?,
+            payload: conn.prepare_cached(payload)?,
+            events: conn.prepare_cached(events)?,
+            payloads: conn.prepare_cached(payloads)?,
         })
     }
+}
+
+/// Bind `run`'s events, ids from `first`, to `stmt` ([`events_sql`] of `run.len()`). An event dead
+/// on arrival is queued dead, with its reason and message.
+fn bind_events(
+    stmt: &mut rusqlite::Statement<'_>,
+    (file_id, now, first): (i64, i64, i64),
+    held: &Held,
+    run: &[&HeldEvent],
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(1, file_id)?;
+    stmt.raw_bind_parameter(2, now)?;
+    stmt.raw_bind_parameter(3, first)?;
+    for (k, e) in run.iter().enumerate() {
+        let p = 4 + EVENT_PARAMS * k;
+        let state = if e.dead_reason.is_some() { EventState::Dead.code() } else { super::cursor::QUEUED };
+        stmt.raw_bind_parameter(p, e.event_name)?;
+        stmt.raw_bind_parameter(p + 1, &held.texts[e.event_id.clone()])?;
+        stmt.raw_bind_parameter(p + 2, e.event_time)?;
+        stmt.raw_bind_parameter(p + 3, &held.texts[e.order_id.clone()])?;
+        stmt.raw_bind_parameter(p + 4, state)?;
+        stmt.raw_bind_parameter(p + 5, e.dead_reason)?;
+        stmt.raw_bind_parameter(p + 6, e.dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE))?;
+    }
+    Ok(())
+}
+
+/// Bind `run`'s payloads, ids from `first`, to `stmt` ([`payloads_sql`] of `run.len()`).
+fn bind_payloads(
+    stmt: &mut rusqlite::Statement<'_>,
+    first: i64,
+    held: &Held,
+    run: &[&HeldEvent],
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(1, first)?;
+    for (k, e) in run.iter().enumerate() {
+        stmt.raw_bind_parameter(2 + 2 * k, stored(held, e))?;
+        stmt.raw_bind_parameter(3 + 2 * k, e.checksum)?;
+    }
+    Ok(())
+}
+
+/// Execute `stmt` once bound by `bind`; the rows it changed.
+fn execute_bound(
+    stmt: &mut rusqlite::Statement<'_>,
+    bind: impl FnOnce(&mut rusqlite::Statement<'_>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<usize> {
+    bind(stmt)?;
+    stmt.raw_execute()
 }
 
 /// An ingest's `files` row: to be written with its first rows, or written (its id).
@@ -603,25 +663,9 @@ impl<'q> Ingest<'q> {
     fn insert_run(&mut self, inserts: &mut Inserts<'q>, file_id: i64, held: &Held, run: &[&HeldEvent]) -> Result<bool> {
         debug_assert_eq!(run.len(), RUN);
         let first = self.next_id.expect("the next id is read before the first insert of a transaction");
-        let events = &mut inserts.events;
-        let bound = (|| {
-            events.raw_bind_parameter(1, file_id)?;
-            events.raw_bind_parameter(2, self.now)?;
-            events.raw_bind_parameter(3, first)?;
-            for (k, e) in run.iter().enumerate() {
-                let p = 4 + EVENT_PARAMS * k;
-                let state = if e.dead_reason.is_some() { EventState::Dead.code() } else { super::cursor::QUEUED };
-                events.raw_bind_parameter(p, e.event_name)?;
-                events.raw_bind_parameter(p + 1, &held.texts[e.event_id.clone()])?;
-                events.raw_bind_parameter(p + 2, e.event_time)?;
-                events.raw_bind_parameter(p + 3, &held.texts[e.order_id.clone()])?;
-                events.raw_bind_parameter(p + 4, state)?;
-                events.raw_bind_parameter(p + 5, e.dead_reason)?;
-                events.raw_bind_parameter(p + 6, e.dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE))?;
-            }
-            events.raw_execute()
-        })();
-        let inserted = bound.map_err(|err| self.err(err))?;
+        let shared = (file_id, self.now, first);
+        let inserted =
+            execute_bound(&mut inserts.events, |s| bind_events(s, shared, held, run)).map_err(|err| self.err(err))?;
         if inserted != run.len() {
             if inserted > 0 {
                 let last = first + run.len() as i64 - 1;
@@ -631,20 +675,13 @@ impl<'q> Ingest<'q> {
             }
             return self.insert_one_by_one(inserts, file_id, held, run).map(|()| false);
         }
-        let payloads = &mut inserts.payloads;
-        let bound = (|| {
-            payloads.raw_bind_parameter(1, first)?;
-            for (k, e) in run.iter().enumerate() {
-                payloads.raw_bind_parameter(2 + 2 * k, stored(held, e))?;
-                payloads.raw_bind_parameter(3 + 2 * k, e.checksum)?;
-            }
-            payloads.raw_execute()
-        })();
-        if bound.map_err(|err| self.err(err))? != run.len() {
+        let payloads = execute_bound(&mut inserts.payloads, |s| bind_payloads(s, first, held, run));
+        if payloads.map_err(|err| self.err(err))? != run.len() {
             tracing::warn!("queue: stray payload rows under the ids of new events were replaced");
             for (k, e) in run.iter().enumerate() {
                 let id = first + k as i64;
-                inserts.payload.execute(params![id, stored(held, e), e.checksum]).map_err(|err| self.err(err))?;
+                execute_bound(&mut inserts.payload, |s| bind_payloads(s, id, held, &[e]))
+                    .map_err(|err| self.err(err))?;
             }
         }
         self.next_id = Some(first + run.len() as i64);
@@ -680,32 +717,13 @@ impl<'q> Ingest<'q> {
     }
 
     fn insert_event(&mut self, inserts: &mut Inserts<'q>, file_id: i64, held: &Held, e: &HeldEvent) -> Result<Added> {
-        let HeldEvent { event_name, event_time, checksum, dead_reason, .. } = e;
-        let (event_id, order_id) = (&held.texts[e.event_id.clone()], &held.texts[e.order_id.clone()]);
-        let state = if dead_reason.is_some() { EventState::Dead.code() } else { super::cursor::QUEUED };
+        let (event_name, event_id) = (e.event_name, &held.texts[e.event_id.clone()]);
         let id = self.next_id.expect("the next id is read before the first insert of a transaction");
-        // `sent_at` means something only for an event whose row says it is sent (state 1: sent
-        // after it was held back or put back in the queue; the cursor's sends are timed by
-        // `sent_runs`); it starts as the queue time, an integer of the size the send time will
-        // have, so that such a mark rewrites the row in place.
-        let inserted = inserts
-            .event
-            .execute(params![
-                event_name,
-                event_id,
-                event_time,
-                order_id,
-                file_id,
-                state,
-                self.now,
-                dead_reason,
-                dead_reason.map(|_| DeadReason::ON_ARRIVAL_MESSAGE),
-                id
-            ])
+        let inserted = execute_bound(&mut inserts.event, |s| bind_events(s, (file_id, self.now, id), held, &[e]))
             .map_err(|err| self.err(err))?;
         if inserted == 1 {
             self.next_id = Some(id + 1);
-            inserts.payload.execute(params![id, stored(held, e), checksum]).map_err(|err| self.err(err))?;
+            execute_bound(&mut inserts.payload, |s| bind_payloads(s, id, held, &[e])).map_err(|err| self.err(err))?;
             return Ok(Added::Queued);
         }
         let existing_file: Option<i64> = self

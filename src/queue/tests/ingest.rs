@@ -364,14 +364,7 @@ fn events_written_in_runs_are_queued_as_one_by_one() {
     }
     let counts = c.commit().unwrap();
     assert_eq!((counts.events, counts.duplicates, counts.rejects), (2 * RUN as i64, RUN as i64 + RUN as i64 / 2, 0));
-    let c_ids: Vec<(i64, String)> = q
-        .conn
-        .prepare("SELECT id, event_id FROM events WHERE queued_at = 300 ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let c_ids: Vec<(i64, String)> = pairs(&q, "SELECT id, event_id FROM events WHERE queued_at = 300 ORDER BY id");
     let first = n as i64 - 1;
     assert_eq!(c_ids, new.iter().enumerate().map(|(k, id)| (first + k as i64, id.clone())).collect::<Vec<_>>());
 }

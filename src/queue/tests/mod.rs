@@ -31,6 +31,12 @@ mod tempdir {
     }
 }
 
+/// The rows `sql` reads from `q`, as pairs of their two columns.
+pub(super) fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(q: &Queue, sql: &str) -> Vec<(A, B)> {
+    let mut stmt = q.conn.prepare(sql).unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+}
+
 pub(super) fn event<'a>(id: &'a str, time: i64) -> NewEvent<'a> {
     NewEvent {
         event_name: "Purchase",

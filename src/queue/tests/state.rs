@@ -144,14 +144,7 @@ fn agent_state_reads_what_the_typed_writers_wrote() {
     let classes: Vec<SendClass> = q.send_log_after(0, 10).unwrap().iter().map(|l| l.class).collect();
     assert_eq!(classes, [SendClass::Retry, SendClass::Delivered, SendClass::Rejected(DeadReason::TooLarge)]);
     // Stored as before the types: the same keys and text.
-    let keys: Vec<(String, String)> = q
-        .conn
-        .prepare("SELECT key, value FROM agent_state ORDER BY key")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let keys: Vec<(String, String)> = pairs(&q, "SELECT key, value FROM agent_state ORDER BY key");
     let want =
         [("last_error", "http 503"), ("last_error_at", "50"), ("last_request_id", "r1"), ("last_success_at", "70")];
     assert_eq!(keys, want.map(|(k, v)| (k.to_string(), v.to_string())));

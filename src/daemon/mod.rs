@@ -7,7 +7,7 @@
 //! it stops pinging the watchdog and exits non-zero, so systemd restarts the whole service.
 
 use crate::config::{self, Config, Overrides};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, WalDuty};
 use crate::sender::{SendError, Sender, Settings};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -113,13 +113,13 @@ impl Pipeline {
                 r.salvaged
             );
         }
-        ingest_queue.set_size_limit(config.max_queue_bytes)?;
+        ingest_queue.set_size_limit(config.max_queue_bytes, WalDuty::AtBound)?;
         // The ingest appends at the right edge of each table and index, and a part's dirty pages
         // (~0.7 MB for 3,000 one-order events) stay below this: the default 2 MiB only held
         // pages it would not touch again.
         ingest_queue.set_cache_kib(1024);
         let send_queue = Queue::open(&config.queue_path)?;
-        send_queue.set_size_limit(config.max_queue_bytes)?;
+        send_queue.set_size_limit(config.max_queue_bytes, WalDuty::Early)?;
         // The sender walks the queue in id order, each page once: a small cache does.
         send_queue.set_cache_kib(512);
         let sender = Sender::new(send_queue, &config, Settings::from_config(&config))?;

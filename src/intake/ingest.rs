@@ -758,7 +758,7 @@ mod tests {
     /// [`orders_csv`]`(orders, bad)`.
     fn small_queue_and_file(dir: &Path, orders: usize, bad: &[usize]) -> (Queue, SourceConfig, PathBuf) {
         let queue = Queue::open(&dir.join("q.sqlite")).unwrap();
-        queue.set_size_limit(3 * 1024 * 1024).unwrap();
+        queue.set_size_limit(3 * 1024 * 1024, crate::queue::WalDuty::AtBound).unwrap();
         let path = dir.join("big.csv");
         std::fs::write(&path, orders_csv(orders, bad)).unwrap();
         (queue, native_source(dir), path)
@@ -849,7 +849,7 @@ mod tests {
         let (queue, source, path) = small_queue_and_file(dir.path(), orders, &bad);
         let (queue, outcome, first) = ingest_counting_parts(queue, source.clone(), path.clone());
         assert!(matches!(&outcome, Err(IngestError::Queue(e)) if e.is_full()), "{outcome:?}");
-        queue.set_size_limit(1 << 30).unwrap();
+        queue.set_size_limit(1 << 30, crate::queue::WalDuty::AtBound).unwrap();
         let (queue, outcome, second) = ingest_counting_parts(queue, source, path);
         let Ok(Outcome::Ingested { counts, .. }) = outcome else { panic!("{outcome:?}") };
         assert!(first >= 1 && second >= 1, "parts: {first} then {second}");

@@ -23,7 +23,7 @@ mod state;
 pub use agent::AgentState;
 pub use dead::{DeadEvent, DeadFilter, RejectRecord, RejectedFile, Superseded};
 pub use files::{FileRecord, Position, PositionRecord};
-pub use ingest::{Held, Ingest, IngestCounts, NewEvent, Payload, UNWRITTEN_BYTES};
+pub use ingest::{Held, Ingest, IngestCounts, NewEvent, Payload, WalDuty, UNWRITTEN_BYTES};
 pub use lock::lock_wanted;
 pub use open::Recovery;
 pub use outbox::{Batch, Delivered, Disposition, Queued};

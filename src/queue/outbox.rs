@@ -3,7 +3,7 @@
 
 use super::cursor::{cursor, plan_sent, states, Sql};
 use super::packed::Row;
-use super::{agent, AgentState, DeadReason, Queue, QueueError, Result, SendLogEntry};
+use super::{agent, AgentState, DeadReason, Queue, QueueError, Result, SendLogEntry, WalDuty};
 use rusqlite::{params, Transaction, TransactionBehavior};
 
 /// A queued event as the sender sees it.
@@ -179,12 +179,13 @@ impl Queue {
     /// Refuse to grow the database file past `bytes` (SQLite answers "database or disk is full",
     /// and the transaction that hit it rolls back), and checkpoint the WAL once it holds an eighth
     /// of that ([`super::ingest::wal_bound`]; 64 MiB at most, as `open` sets for a queue without a
-    /// cap): a small queue cap keeps a small WAL beside it.
-    pub fn set_size_limit(&self, bytes: u64) -> Result<()> {
+    /// cap), or a quarter of that for the sender's connection ([`WalDuty`]): a small queue cap
+    /// keeps a small WAL beside it.
+    pub fn set_size_limit(&self, bytes: u64, duty: WalDuty) -> Result<()> {
         let page_size: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| self.sqlite(e))?;
         let pages = (bytes / page_size.max(512)).max(1);
         self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(|e| self.sqlite(e))?;
-        let checkpoint_pages = (super::ingest::wal_bound(bytes) / page_size.max(512)).max(100);
+        let checkpoint_pages = super::ingest::checkpoint_pages(bytes, page_size, duty);
         self.conn
             .query_row(&format!("PRAGMA wal_autocheckpoint = {checkpoint_pages}"), [], |_| Ok(()))
             .map_err(|e| self.sqlite(e))

@@ -304,7 +304,7 @@ mod tests {
     fn a_record_in_a_full_queue_makes_room_with_the_sent_events_json() {
         let dir = tempfile::tempdir().unwrap();
         let mut sender = dry_sender(dir.path(), 1000);
-        sender.queue().set_size_limit(queue_size(dir.path())).unwrap();
+        sender.queue().set_size_limit(queue_size(dir.path()), crate::queue::WalDuty::Early).unwrap();
         let mut steps = 0;
         while sender.step(crate::now()).unwrap() != Step::Idle {
             steps += 1;
@@ -330,7 +330,7 @@ mod tests {
             assert_eq!(sender.step(crate::now()).unwrap(), Step::Progress { sent: 2, dead: 0 });
         }
         sender.finish().unwrap();
-        sender.queue().set_size_limit(queue_size(dir.path())).unwrap();
+        sender.queue().set_size_limit(queue_size(dir.path()), crate::queue::WalDuty::Early).unwrap();
         let log = crate::queue::SendLogEntry {
             id: 0,
             at: crate::now(),

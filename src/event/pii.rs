@@ -109,14 +109,25 @@ pub fn hash_email(raw: &str) -> Result<Option<HashedId>, PiiError> {
     if let Some(h) = HashedId::pre_hashed(trimmed) {
         return Ok(Some(h));
     }
-    let normalised = trimmed.to_lowercase();
+    // Addresses are ASCII and short: lower-cased on the stack, the same as `to_lowercase` gives.
+    let mut buf = [0u8; 256];
+    if trimmed.is_ascii() && trimmed.len() <= buf.len() {
+        let lower = &mut buf[..trimmed.len()];
+        lower.copy_from_slice(trimmed.as_bytes());
+        lower.make_ascii_lowercase();
+        return hash_normalised_email(std::str::from_utf8(lower).expect("ASCII"));
+    }
+    hash_normalised_email(&trimmed.to_lowercase())
+}
+
+fn hash_normalised_email(normalised: &str) -> Result<Option<HashedId>, PiiError> {
     let Some((local, domain)) = normalised.split_once('@') else {
         return Err(PiiError::NotAnEmail);
     };
     if local.is_empty() || domain.is_empty() || normalised.chars().any(char::is_whitespace) {
         return Err(PiiError::NotAnEmail);
     }
-    Ok(Some(HashedId::of(&normalised)))
+    Ok(Some(HashedId::of(normalised)))
 }
 
 /// The value as given (surrounding white space removed), hashed. Empty input is `None`.

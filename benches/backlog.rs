@@ -12,7 +12,7 @@
 //! written (`/proc/<pid>/io`) once it is idle after the last event (what the backlog left to do
 //! after it counts; CPU and bytes at the last event too), the JSON bytes received, the floor and
 //! the ratio to it; then the trickle that follows (a one-order file every 100 ms: rename to
-//! delivery, p50 and p99); then the
+//! delivery, p50 and p99, and the bytes written per sale); then the
 //! start-up to READY with the whole backlog queued. No figure is asserted: every event must arrive,
 //! that is all.
 //!
@@ -71,6 +71,8 @@ fn main() {
     let (cpu, rss, written) = (cpu_secs(pid), status_kb(pid, "VmHWM:"), io_write_bytes(pid));
     let json = receiver.bytes();
     let (p50, p99) = trickle(&run, &staging, &receiver, rows, TRICKLE_FILES);
+    settle(pid);
+    let trickle_bytes = io_write_bytes(pid).saturating_sub(written) / TRICKLE_FILES as u64;
     stop(&mut agent);
     let floor_after = floor_before.and_then(|_| sqlite_floor(dir.path(), &archived_exports(&run)));
     let floor = match (floor_before, floor_after) {
@@ -102,9 +104,10 @@ fn main() {
         println!("ratio to the floor: {:.2}x (goal: at most 2.0x)", wall / floor);
     }
     println!(
-        "trickle, then: a one-order file every 100 ms, rename to delivery p50 {:.1} ms, p99 {:.1} ms",
+        "trickle, then: a one-order file every 100 ms, rename to delivery p50 {:.1} ms, p99 {:.1} ms, {:.1} KB written per sale",
         p50 * 1e3,
-        p99 * 1e3
+        p99 * 1e3,
+        trickle_bytes as f64 / 1e3
     );
     drop(receiver);
 

@@ -259,7 +259,7 @@ pub fn read(
     format::read(source.format, input, &options, &mut |parsed| match parsed {
         Parsed::Skip(skip) => sink(Found::Skip(&skip)),
         Parsed::Reject(r) => sink(Found::Reject { line: r.line, field: r.field.as_deref(), reason: r.reason }),
-        Parsed::Order(raw) => match event::build(&raw, &source.defaults) {
+        Parsed::Order(mut raw) => match event::build_taking(&mut raw, &source.defaults) {
             Err(e) => sink(Found::Reject {
                 line: e.line,
                 // Named as the export names it when the source maps it (`Datum`, `closed_at`).
@@ -272,7 +272,7 @@ pub fn read(
                         ConsentPolicy::Skip => {
                             let skip = Skip {
                                 line: raw.line,
-                                order_id: raw.order_id.clone(),
+                                order_id: ev.order_id.clone(),
                                 reason: "the customer gave no consent (consent = \"skip\")".into(),
                             };
                             return sink(Found::Skip(&skip));
@@ -289,7 +289,7 @@ pub fn read(
                     }
                 }
                 if let Some(reason) = event::screen::screen(&ev, &source.screen) {
-                    let skip = Skip { line: raw.line, order_id: raw.order_id.clone(), reason: reason.into() };
+                    let skip = Skip { line: raw.line, order_id: ev.order_id.clone(), reason: reason.into() };
                     return sink(Found::Skip(&skip));
                 }
                 let dead_reason = match event::time::age(ev.event_time, ages.now, ages.window_secs, ages.future_secs) {

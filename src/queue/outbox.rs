@@ -46,17 +46,20 @@ impl Batch {
 /// `events_exceptions`, all at or below the cursor), then ([`PENDING_QUEUED`]) those queued above
 /// the cursor, walked in id order from it. A batch reads its `LIMIT` rows and stops, in id order;
 /// neither read sorts (a sort read every pending event for each batch: O(N) per batch, which once
-/// took half the agent's CPU in a 200,000-event backlog).
+/// took half the agent's CPU in a 200,000-event backlog). `LIMIT ?1 + 0`, not `LIMIT ?1`: SQLite's
+/// planner reads a plain bound LIMIT's value, so binding another one made it prepare the statement
+/// again before every batch (`StatementStatus::RePrepare`; ~150,000 instructions each time). The
+/// plan does not depend on it (the id-order test).
 pub(super) static PENDING_HELD: Sql = Sql::new(
     "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
-     FROM events e JOIN payloads p ON p.id = e.id WHERE e.state = {pending} AND e.{listed} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1",
+     FROM events e JOIN payloads p ON p.id = e.id WHERE e.state = {pending} AND e.{listed} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1 + 0",
 );
 /// The second read of a batch: the events queued above the cursor, and above ?3 (the highest id
 /// of the requests delivered and not recorded yet: `Sender`), see [`PENDING_HELD`].
 pub(super) static PENDING_QUEUED: Sql = Sql::new(
     "SELECT e.id, e.event_id, e.event_time, p.json, p.checksum, e.order_id
      FROM events e JOIN payloads p ON p.id = e.id
-     WHERE e.id > MAX({cursor}, ?3) AND e.state = {queued} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1",
+     WHERE e.id > MAX({cursor}, ?3) AND e.state = {queued} AND e.event_time >= ?2 ORDER BY e.id LIMIT ?1 + 0",
 );
 
 /// Drop the JSON of the events sent before ?1: those whose row says so (by `events_exceptions`),

@@ -307,3 +307,22 @@ fn requests_not_recorded_are_read_past_and_recorded_together_once_the_lock_is_fr
     q.read_pending_after(&mut batch, 10, i64::MIN, 0).unwrap();
     assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), ids[4..]);
 }
+
+/// A batch read binds a new limit and cutoff each time; SQLite must not prepare its statements
+/// again for that (a plain `LIMIT ?1` made it do so before every batch).
+#[test]
+fn batch_reads_are_not_prepared_again_for_each_batch() {
+    let (_dir, mut q) = temp_queue();
+    let ids = queue_events(&mut q, "r", &[("e1", 100), ("e2", 100), ("e3", 10), ("e4", 100)]);
+    let mut batch = Batch::default();
+    q.read_pending(&mut batch, 1, 50).unwrap();
+    deliver(&mut q, &[ids[0]], 60);
+    for (limit, cutoff, after) in [(2, 50, 0), (3, i64::MIN, 0), (1, 0, ids[1]), (5, 20, 0)] {
+        q.read_pending_after(&mut batch, limit, cutoff, after).unwrap();
+        assert!(!batch.events.is_empty(), "limit {limit}, cutoff {cutoff}, after {after}");
+    }
+    for sql in [crate::queue::outbox::PENDING_HELD.get(), crate::queue::outbox::PENDING_QUEUED.get()] {
+        let stmt = q.conn.prepare_cached(sql).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
+    }
+}

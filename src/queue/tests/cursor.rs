@@ -326,3 +326,24 @@ fn batch_reads_are_not_prepared_again_for_each_batch() {
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
     }
 }
+
+/// A damaged queue whose schema SQLite cannot read has nothing to carry over: the salvage says so
+/// at once (it used to try 500,000 reads one by one first, ~14 s before the service started).
+#[test]
+fn a_salvage_of_a_queue_with_an_unreadable_schema_carries_nothing() {
+    let dir = tempdir::Dir::new();
+    let damaged = dir.path().join("damaged.sqlite");
+    {
+        let old = rusqlite::Connection::open(&damaged).unwrap();
+        old.execute_batch(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, x);
+             PRAGMA writable_schema = ON;
+             UPDATE sqlite_master SET sql = 'CREATE TABLE events (id INTEGER PRIMARY KEY, x' WHERE name = 'events';",
+        )
+        .unwrap();
+    }
+    let mut fresh = Queue::open(&dir.path().join("new.sqlite")).unwrap();
+    assert_eq!(fresh.salvage_from(&damaged), 0);
+    let ids = queue_events(&mut fresh, "f", &[("after", 100)]);
+    assert_eq!(ids.len(), 1, "the fresh queue takes events");
+}

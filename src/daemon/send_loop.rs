@@ -20,7 +20,8 @@ pub(super) const LOOK_EVERY: Duration = Duration::from_millis(500);
 /// Events sent (or dead-lettered) in a row past which the sender checkpoints the WAL once it has
 /// been idle for [`CHECKPOINT_IDLE`]. The automatic checkpoints of a backlog are partial (the
 /// sender is always reading), and a WAL left past `wal_autocheckpoint` is copied by whichever
-/// commit next finds it so, likely on a new sale's way out (~0.1 s for 64 MiB). Not while the
+/// commit next finds it so, likely on a new sale's way out (~0.1 s for 64 MiB; the sender's
+/// commits copy it at a quarter of its bound, `queue::WalDuty`, so less is left). Not while the
 /// backlog is ingested (the ingest wakes the sender every part, well within the idle time), and
 /// never for a trickle of sales (no checkpoint and `fsync` per sale).
 const CHECKPOINT_AFTER: usize = 10_000;

@@ -914,12 +914,18 @@ pub(super) fn wal_bound(cap_bytes: u64) -> u64 {
 /// The WAL size, in pages of `page_size` bytes, past which a commit of a connection with `duty`
 /// checkpoints it (SQLite's automatic `PASSIVE` checkpoint; at least 100 pages). Pure.
 pub(super) fn checkpoint_pages(cap_bytes: u64, page_size: u64, duty: WalDuty) -> u64 {
+    let bound = wal_bound(cap_bytes);
     let bytes = match duty {
-        WalDuty::AtBound => wal_bound(cap_bytes),
-        WalDuty::Early => wal_bound(cap_bytes) / 4,
+        WalDuty::AtBound => bound,
+        WalDuty::Early => (bound / 4).max(EARLY_CHECKPOINT_MIN).min(bound),
     };
     (bytes / page_size.max(512)).max(100)
 }
+
+/// The sender's checkpoints copy at least this much WAL: each one copies the pages the sales since
+/// the last one touched and `fsync`s the database, and a trickle of sales (~73 KB of WAL each)
+/// would pay that every few sales under a small queue cap's bound (2 MB at 16 MB).
+const EARLY_CHECKPOINT_MIN: u64 = 4 * 1024 * 1024;
 
 /// Which connection's commits copy the WAL into the database in the service.
 ///
@@ -927,9 +933,10 @@ pub(super) fn checkpoint_pages(cap_bytes: u64, page_size: u64, duty: WalDuty) ->
 /// readers wait for it. When its commits did the checkpoints, it spent ~10% of its time copying
 /// the WAL (perf), and past [`wal_bound`] a part's TRUNCATE checkpoint copied the rest and waited
 /// for the sender's reads (3 times per 1M events, 60–190 ms each). The sender's commits (its
-/// deliveries, between batches) now checkpoint at a quarter of the bound: the copies run on its
-/// thread, and the WAL, all of it copied each time, starts over before it reaches the bound. The
-/// ingest's own checkpoints are the fallback, for when nothing is being sent.
+/// deliveries, between batches) now checkpoint at a quarter of the bound (4 MiB at least, the
+/// bound at most): the copies run on its thread, and the WAL, all of it copied each time, starts
+/// over before it reaches the bound. The ingest's own checkpoints are the fallback, for when
+/// nothing is being sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalDuty {
     /// At the bound: the ingest's connection (and any other).

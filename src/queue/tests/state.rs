@@ -191,14 +191,16 @@ fn data_version_changes_for_another_connections_commit_only() {
 
 /// The WAL is checkpointed at an eighth of the queue cap (64 MiB at most): a 16 MB queue keeps a
 /// WAL of about 2 MB beside it, not the 64 MiB a big queue may use. The sender's connection
-/// checkpoints at a quarter of that.
+/// checkpoints at a quarter of that, 4 MiB at least, the bound at most.
 #[test]
 fn the_wal_checkpoint_follows_the_queue_cap() {
     let (_dir, q) = temp_queue();
     assert_eq!(q.wal_autocheckpoint(), 16384, "no cap: 64 MiB of 4 KiB pages");
     let cases = [
         (16_000_000u64, WalDuty::AtBound, 488),
-        (16_000_000, WalDuty::Early, 122),
+        (16_000_000, WalDuty::Early, 488),
+        (100_000_000, WalDuty::AtBound, 3051),
+        (100_000_000, WalDuty::Early, 1024),
         (10_000_000_000, WalDuty::AtBound, 16384),
         (10_000_000_000, WalDuty::Early, 4096),
         (1_000_000, WalDuty::AtBound, 100),

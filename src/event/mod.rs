@@ -241,9 +241,7 @@ fn amount_problem(amount: &Amount, e: money::MoneyError) -> String {
 
 fn build_content(item: &mut RawItem, decimal: char) -> Result<Content, BuildError> {
     let err = |field: &'static str, reason: String| BuildError { line: item.line, field, reason };
-    if non_empty(item.content_id.as_deref()).is_none() {
-        return Err(err("content_id", "empty".into()));
-    }
+    let content_id = take_non_empty(&mut item.content_id).ok_or_else(|| err("content_id", "empty".into()))?;
     let price = match given(item.price.as_ref()) {
         Some(p) => p.resolve(decimal).map_err(|e| err("price", amount_problem(p, e)))?,
         None => return Err(err("price", "empty".into())),
@@ -264,7 +262,7 @@ fn build_content(item: &mut RawItem, decimal: char) -> Result<Content, BuildErro
         (price.checked_mul(quantity).ok_or_else(|| err("quantity", "out of range".into()))?, 1)
     };
     Ok(Content {
-        content_id: take_non_empty(&mut item.content_id).expect("checked above"),
+        content_id,
         content_name: take_non_empty(&mut item.content_name),
         content_category: take_non_empty(&mut item.content_category),
         brand: take_non_empty(&mut item.brand),

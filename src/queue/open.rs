@@ -33,7 +33,8 @@ struct SalvagedRow {
 
 /// The events `sql` (one of [`Queue::salvage_from`]'s reads) finds with `arg`.
 fn read_rows(old: &Connection, sql: &str, arg: i64) -> rusqlite::Result<Vec<SalvagedRow>> {
-    let mut stmt = old.prepare(sql)?;
+    // Cached: a damaged stretch is read one row at a time, 500 reads of the same statement.
+    let mut stmt = old.prepare_cached(sql)?;
     let rows = stmt.query_map([arg], |r| {
         Ok(SalvagedRow {
             id: r.get(0)?,
@@ -206,7 +207,7 @@ impl Queue {
         // A schema SQLite cannot read (or without these columns) fails every read before its
         // first row: nothing to carry over. Reading on would fail 1000 stretches of 500 rows one
         // by one, re-reading the schema each time: ~14 s before the service could start.
-        if old.prepare(&row_sql).is_err() {
+        if old.prepare_cached(&row_sql).is_err() {
             return 0;
         }
         let mut failures = 0;

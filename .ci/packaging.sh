@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packaging CI: builds the .deb and the .rpm from Cargo.toml's metadata and checks them: lintian,
-# the installed layout and modes (shell completions and man pages generated from the command line
-# by the release binary included), the conffile, the config template (check-config by the installed
+# the installed layout and modes (shell completions and man pages generated from the command line's
+# definitions by examples/generate.rs included), the conffile, the config template (check-config by the installed
 # binary, as the service's group would read it), install/upgrade/remove/purge with the maintainer
 # scripts, the unit (systemd-analyze verify: no output) and its sandboxing (systemd-analyze security
 # exposure at most 2.0), and the .rpm's scriptlets (install, upgrade, erase in a throwaway root).
@@ -67,8 +67,9 @@ step "shell completions and man pages (generated from the command line's definit
 # Where Cargo.toml's assets expect them; the man pages gzipped as both distributions install them.
 ASSETS=target/assets
 rm -rf "$ASSETS"
-"$CARGO_TARGET_DIR/release/$PKG" generate completions "$ASSETS/completions"
-"$CARGO_TARGET_DIR/release/$PKG" generate man "$ASSETS/man"
+# examples/generate.rs: the generators are dev-dependencies, not part of the shipped binary.
+cargo run --release --locked --quiet --example generate -- completions "$ASSETS/completions"
+cargo run --release --locked --quiet --example generate -- man "$ASSETS/man"
 gzip -9n "$ASSETS"/man/*.1
 man_pages=$(ls "$ASSETS"/man/*.1.gz | wc -l)
 ((man_pages >= 10)) || fail "only $man_pages man pages were generated"

@@ -8,6 +8,7 @@
 //! [`commands`] (the one-shot commands), `status`/`tap` (reports) and `main.rs` (the command line).
 //! See ARCHITECTURE.md.
 
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;

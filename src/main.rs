@@ -2,9 +2,10 @@
 //! logging and hands over to the library. `anyhow` lives here and nowhere else.
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
+use offline_events_agent::cli::{Cli, Command, DeadAction, Selection};
 use offline_events_agent::config::{self, Config};
-use offline_events_agent::queue::{DeadFilter, DeadReason, Queue};
+use offline_events_agent::queue::{DeadFilter, Queue};
 use offline_events_agent::sender;
 use offline_events_agent::tiktok::wire;
 use offline_events_agent::{commands, daemon, logging, status, tap};
@@ -14,217 +15,9 @@ use std::time::Duration;
 
 const EXIT_UNDELIVERED: u8 = 75;
 const EXIT_CONFIG: u8 = 78;
-const DEFAULT_CONFIG: &str = "/etc/offline-events-agent/config.toml";
-
-#[derive(Parser)]
-#[command(name = "offline-events-agent", version, about = "Turns point-of-sale exports into TikTok offline events")]
-struct Cli {
-    /// Config file.
-    #[arg(long, short, global = true, env = "OFFLINE_EVENTS_AGENT_CONFIG", default_value = DEFAULT_CONFIG)]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Watch the source folders, queue every sale and send in the background (the service).
-    Run {
-        /// Ingest the files present now, send everything, then exit (non-zero if something stays queued).
-        #[arg(long)]
-        once: bool,
-        /// Send live events as test events with this code (TikTok Events Manager, Test Events tab).
-        #[arg(long, value_parser = test_event_code)]
-        test_event_code: Option<String>,
-        /// Do everything but the POST: print the exact request bodies instead (uses a separate queue).
-        #[arg(long)]
-        dry_run: bool,
-        /// With --once: how long to keep retrying transient failures before giving up.
-        #[arg(long, default_value = "60", value_parser = config::parse_cli_timeout)]
-        timeout_secs: Duration,
-    },
-    /// Validate the config and print the effective settings (the token is never shown).
-    CheckConfig {
-        /// Also show what this real export becomes with the config, as `preview` does (repeatable).
-        #[arg(long, value_name = "FILE")]
-        sample: Vec<PathBuf>,
-        /// With --sample: use this source's settings; default as for `import`.
-        #[arg(long, requires = "sample")]
-        source: Option<String>,
-    },
-    /// Is the service running and delivering? State, queue, each source, and what needs attention.
-    /// Works with an invalid config too (it needs only the queue); exit 0 whenever a report is shown.
-    Status {
-        /// Everything as JSON (for monitoring scripts).
-        #[arg(long)]
-        json: bool,
-        /// The queue to report on, instead of the config's `queue_path`.
-        #[arg(long, value_name = "PATH")]
-        queue: Option<PathBuf>,
-    },
-    /// Ingest these files once (no watching; the files are left where they are).
-    Import {
-        /// Use this source's settings (format, time zone, currency...); default: the source whose folder holds the file, or the only source.
-        #[arg(long)]
-        source: Option<String>,
-        /// Read files again that were read before (same content), with the current config: after
-        /// fixing a config mistake. Orders queued or sent before are not queued again.
-        #[arg(long)]
-        force: bool,
-        /// Export files to read.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Show what the agent would make of files (events with PII hashed, skipped sales, rejected rows)
-    /// without queueing or sending anything.
-    Preview {
-        /// Use this source's settings; default as for `import`.
-        #[arg(long)]
-        source: Option<String>,
-        /// Print each event's JSON as it would be sent.
-        #[arg(long)]
-        json: bool,
-        /// Export files to show.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Send what is queued now and exit; non-zero when something could not be delivered.
-    Flush {
-        /// How long to keep retrying transient failures.
-        #[arg(long, default_value = "60", value_parser = config::parse_cli_timeout)]
-        timeout_secs: Duration,
-    },
-    /// Send one test Purchase with a test_event_code, to check the token and event set.
-    SendTest {
-        /// The code from TikTok Events Manager's Test Events tab, where the event then shows.
-        #[arg(long, value_parser = test_event_code)]
-        test_event_code: String,
-    },
-    /// Follow events as they are captured and sent (PII shown only as hashes).
-    Watch {
-        /// Start with the most recent history instead of only new activity.
-        #[arg(long)]
-        history: bool,
-        /// Exit after this many seconds.
-        #[arg(long)]
-        exit_after_secs: Option<u64>,
-        /// Follow the test session's queue (`run --test-event-code`) instead of the real one.
-        #[arg(long)]
-        test: bool,
-    },
-    /// Events that could not be delivered.
-    DeadLetter {
-        #[command(subcommand)]
-        action: DeadAction,
-    },
-    /// Shell completions and man pages, generated from this command line (for packaging).
-    #[command(hide = true)]
-    Generate {
-        #[command(subcommand)]
-        what: Generate,
-    },
-}
-
-#[derive(Subcommand)]
-enum Generate {
-    /// bash, zsh and fish completions, written into DIR.
-    Completions {
-        /// Folder to write offline-events-agent.bash, _offline-events-agent and offline-events-agent.fish into.
-        dir: PathBuf,
-    },
-    /// Man pages (section 1: the command and each subcommand), written into DIR.
-    Man {
-        /// Folder to write offline-events-agent.1 and offline-events-agent-SUBCOMMAND.1 into.
-        dir: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum DeadAction {
-    /// List dead events and rejected rows.
-    List {
-        /// Print them as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Put dead events back in the queue.
-    Requeue(Selection),
-    /// Delete dead events for good.
-    Purge(Selection),
-    /// Read the files behind rejected rows and events dead on arrival again with the current
-    /// config (`import --force`), found where they were read or in the archive.
-    Reread {
-        /// Every file with rejected rows or events dead on arrival.
-        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-        all: bool,
-        /// The file with this path (as `dead-letter list` shows it, or its archived path).
-        #[arg(long)]
-        file: Option<PathBuf>,
-    },
-}
-
-#[derive(clap::Args)]
-struct Selection {
-    /// Every dead event.
-    #[arg(long, conflicts_with_all = ["reason", "ids"])]
-    all: bool,
-    /// Dead events with this reason.
-    #[arg(long, conflicts_with = "ids", value_parser = dead_reason_parser())]
-    reason: Option<DeadReason>,
-    /// Dead event ids (from `dead-letter list`).
-    ids: Vec<i64>,
-}
-
-/// `--reason` takes exactly the reasons the queue records (listed in help and in the error).
-fn dead_reason_parser() -> impl clap::builder::TypedValueParser<Value = DeadReason> {
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(DeadReason::ALL.map(DeadReason::as_str))
-        .map(|r| DeadReason::parse(&r).expect("one of the possible values"))
-}
-
-impl Selection {
-    /// What to act on; ids that name no dead event are an error, not "0 requeued".
-    fn filter(&self, queue: &Queue) -> anyhow::Result<DeadFilter> {
-        match (self.all, &self.reason, self.ids.is_empty()) {
-            (true, _, _) => Ok(DeadFilter::All),
-            (_, Some(r), _) => Ok(DeadFilter::Reason(*r)),
-            (_, None, false) => {
-                let missing = queue.not_dead(&self.ids)?;
-                if !missing.is_empty() {
-                    let list = missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
-                    anyhow::bail!("no dead event with id {list} (see `dead-letter list`); nothing changed");
-                }
-                Ok(DeadFilter::Ids(self.ids.clone()))
-            }
-            _ => anyhow::bail!("say which: --all, --reason REASON, or ids"),
-        }
-    }
-}
-
-/// A test event code as given on the command line: trimmed, never empty (an empty code would send
-/// the sales as live events from the test session's queue, and the real queue again later).
-fn test_event_code(text: &str) -> Result<String, String> {
-    let code = text.trim();
-    if code.is_empty() || code.chars().any(char::is_control) {
-        return Err(
-            "a test event code is the code shown on the Test Events tab: not empty, no control characters".into()
-        );
-    }
-    Ok(code.to_string())
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Needs no config: it runs at packaging time.
-    if let Command::Generate { what } = &cli.command {
-        return match generate(what) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                logging::eprint_error(&format_args!("{e:#}"));
-                ExitCode::FAILURE
-            }
-        };
-    }
     // Absolute once, here: relative source folders resolve against it, and the watcher reports
     // absolute paths, so a relative `--config` would make every file event miss its source.
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
@@ -294,29 +87,6 @@ fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-/// Write completions or man pages generated from [`Cli`]'s definitions into their folder.
-fn generate(what: &Generate) -> anyhow::Result<()> {
-    use clap::CommandFactory as _;
-    let cmd = Cli::command();
-    let name = cmd.get_name().to_string();
-    match what {
-        Generate::Completions { dir } => {
-            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-            for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
-                let path = clap_complete::generate_to(shell, &mut cmd.clone(), &name, dir)
-                    .with_context(|| format!("{shell} completions into {}", dir.display()))?;
-                outln!("{}", path.display());
-            }
-        }
-        Generate::Man { dir } => {
-            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-            clap_mangen::generate_to(cmd, dir).with_context(|| format!("man pages into {}", dir.display()))?;
-            outln!("{}", dir.display());
-        }
-    }
-    Ok(())
-}
-
 /// Whether an error comes from writing to a pipe whose reader has gone.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
@@ -373,7 +143,6 @@ fn execute(
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter { action } => dead_letter(&config, action),
-        Command::Generate { what } => generate(&what).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -650,8 +419,8 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
                 outln!("  {}", status::reject_line(r));
             }
         }
-        DeadAction::Requeue(sel) => outln!("requeued {} events", queue.requeue(&sel.filter(&queue)?)?),
-        DeadAction::Purge(sel) => outln!("purged {} events", queue.purge(&sel.filter(&queue)?)?),
+        DeadAction::Requeue(sel) => outln!("requeued {} events", queue.requeue(&dead_filter(&sel, &queue)?)?),
+        DeadAction::Purge(sel) => outln!("purged {} events", queue.purge(&dead_filter(&sel, &queue)?)?),
         DeadAction::Reread { file, .. } => {
             drop(queue);
             return reread(config, file.as_deref());
@@ -660,54 +429,20 @@ fn dead_letter(config: &Config, action: DeadAction) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory as _;
-
-    #[test]
-    fn a_test_event_code_is_trimmed_and_never_empty() {
-        let cases =
-            [("TEST12345", Some("TEST12345")), (" TEST1 ", Some("TEST1")), ("", None), ("  ", None), ("T\n1", None)];
-        for (given, want) in cases {
-            assert_eq!(test_event_code(given).ok().as_deref(), want, "{given:?}");
-        }
-    }
-
-    /// Every subcommand, hidden or not, and every argument it takes, with the path to it.
-    fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<(String, Option<String>)>) {
-        for arg in cmd.get_arguments() {
-            let id = arg.get_id().as_str();
-            if matches!(id, "help" | "version") {
-                continue;
+/// What a `dead-letter requeue|purge` acts on; ids that name no dead event are an error, not "0
+/// requeued".
+fn dead_filter(selection: &Selection, queue: &Queue) -> anyhow::Result<DeadFilter> {
+    match (selection.all, &selection.reason, selection.ids.is_empty()) {
+        (true, _, _) => Ok(DeadFilter::All),
+        (_, Some(r), _) => Ok(DeadFilter::Reason(*r)),
+        (_, None, false) => {
+            let missing = queue.not_dead(&selection.ids)?;
+            if !missing.is_empty() {
+                let list = missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+                anyhow::bail!("no dead event with id {list} (see `dead-letter list`); nothing changed");
             }
-            let help = arg.get_help().or(arg.get_long_help()).map(|h| h.to_string());
-            found.push((format!("{path} {id}"), help));
+            Ok(DeadFilter::Ids(selection.ids.clone()))
         }
-        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-            let here = format!("{path} {}", sub.get_name());
-            found.push((here.clone(), sub.get_about().or(sub.get_long_about()).map(|h| h.to_string())));
-            walk(sub, &here, found);
-        }
-    }
-
-    #[test]
-    fn every_subcommand_and_argument_has_help() {
-        let mut cmd = Cli::command();
-        cmd.build();
-        let mut found = Vec::new();
-        walk(&cmd, "offline-events-agent", &mut found);
-        assert!(found.len() > 30, "the walk found only {found:?}");
-        let missing: Vec<&str> = found
-            .iter()
-            .filter(|(_, help)| help.as_deref().is_none_or(|h| h.trim().is_empty()))
-            .map(|(p, _)| p.as_str())
-            .collect();
-        assert!(missing.is_empty(), "without help text: {missing:?}");
-    }
-
-    #[test]
-    fn the_command_line_definition_is_consistent() {
-        Cli::command().debug_assert();
+        _ => anyhow::bail!("say which: --all, --reason REASON, or ids"),
     }
 }

@@ -251,7 +251,7 @@ pub(super) async fn ingest_loop(
         let held = in_hold
             || any_ready && {
                 let used = queue.used_bytes();
-                let full = used > config.max_queue_bytes / 10 * 9;
+                let full = super::over_high_water(used, config.max_queue_bytes);
                 if full {
                     let why = format!(
                         "queue full ({} of {} MB): new files wait in their folders until sending frees space",

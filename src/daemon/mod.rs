@@ -61,6 +61,57 @@ pub fn run(config: Config, config_path: PathBuf, overrides: Overrides) -> Result
 
 type Task = (&'static str, tokio::task::JoinHandle<()>);
 
+/// The pipeline's writers to the queue, each on its own connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Takes export files: big transactions, appended at the right edge of each table and index.
+    Ingest,
+    /// Sends: reads the queue in id order and marks what was delivered.
+    Send,
+    /// Reconciles the archive with the queue and rebuilds damaged payloads (`redo_loop`).
+    Redo,
+}
+
+impl Role {
+    /// Who copies the WAL into the database: the sender's commits, early and between its batches,
+    /// so that the ingest (the narrowest step of a backlog) seldom does; the writers only at the
+    /// bound, the fallback when nothing is sent. Pure.
+    fn wal_duty(self) -> WalDuty {
+        match self {
+            Role::Send => WalDuty::Early,
+            Role::Ingest | Role::Redo => WalDuty::AtBound,
+        }
+    }
+
+    /// The connection's page cache. The ingest's part holds ~0.7 MB of dirty pages for 3,000
+    /// one-order events (the default 2 MiB only held pages it would not touch again); the sender
+    /// walks the queue in id order, each page once; the redo loop keeps SQLite's default. Pure.
+    fn cache_kib(self) -> Option<u32> {
+        match self {
+            Role::Ingest => Some(1024),
+            Role::Send => Some(512),
+            Role::Redo => None,
+        }
+    }
+
+    /// Set a connection up for this role: the queue's cap (`max_queue_mb`: every writer is held
+    /// to it), its WAL duty and its cache.
+    fn configure(self, queue: &Queue, config: &Config) -> Result<(), QueueError> {
+        queue.set_size_limit(config.max_queue_bytes, self.wal_duty())?;
+        if let Some(kib) = self.cache_kib() {
+            queue.set_cache_kib(kib);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a queue using `used` bytes of its `cap` is too full to take more files (or archived
+/// files to reconcile): past 90%, so that sending, which needs some room to record what it did,
+/// never finds it full. Pure.
+fn over_high_water(used: u64, cap: u64) -> bool {
+    used > cap / 10 * 9
+}
+
 /// Where the full check of the queue file (`PRAGMA quick_check`, seconds for a big queue) stands.
 /// It runs after READY; the loops start once it passed, so a damaged queue is still caught before
 /// anything is written to it.
@@ -113,15 +164,9 @@ impl Pipeline {
                 r.salvaged
             );
         }
-        ingest_queue.set_size_limit(config.max_queue_bytes, WalDuty::AtBound)?;
-        // The ingest appends at the right edge of each table and index, and a part's dirty pages
-        // (~0.7 MB for 3,000 one-order events) stay below this: the default 2 MiB only held
-        // pages it would not touch again.
-        ingest_queue.set_cache_kib(1024);
+        Role::Ingest.configure(&ingest_queue, &config)?;
         let send_queue = Queue::open(&config.queue_path)?;
-        send_queue.set_size_limit(config.max_queue_bytes, WalDuty::Early)?;
-        // The sender walks the queue in id order, each page once: a small cache does.
-        send_queue.set_cache_kib(512);
+        Role::Send.configure(&send_queue, &config)?;
         let sender = Sender::new(send_queue, &config, Settings::from_config(&config))?;
         if let Some(code) = config.test_event_code.as_deref().filter(|_| !config.dry_run) {
             tracing::warn!("{}", test_session_warning(code, &config.queue_path));
@@ -681,6 +726,34 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every writer is held to the queue's cap; the sender's commits copy the WAL early, the
+    /// others' only at the bound (a swap would put the copies back on the ingest's thread).
+    #[test]
+    fn each_connection_of_the_pipeline_has_its_role_s_cap_wal_duty_and_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("max_queue_mb = 100\n{}", crate::config::test_support::MINIMAL);
+        let config = crate::config::parse(&text, &crate::config::test_support::ctx()).unwrap();
+        let default_cache = Queue::open(&dir.path().join("default.sqlite")).unwrap().pragma("cache_size");
+        // (role, WAL pages before a commit checkpoints: an eighth of 100 MiB, or a quarter of
+        // that but 4 MiB at least; cache_size: negative in KiB)
+        let cases = [(Role::Ingest, 3200, -1024), (Role::Send, 1024, -512), (Role::Redo, 3200, default_cache)];
+        for (role, wal_pages, cache) in cases {
+            let queue = Queue::open(&dir.path().join(format!("{role:?}.sqlite"))).unwrap();
+            role.configure(&queue, &config).unwrap();
+            assert_eq!(queue.pragma("max_page_count"), 100 * 1024 * 1024 / 4096, "{role:?}");
+            assert_eq!(queue.wal_autocheckpoint(), wal_pages, "{role:?}");
+            assert_eq!(queue.pragma("cache_size"), cache, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn a_queue_is_over_its_high_water_past_nine_tenths_of_its_cap() {
+        let cases = [(0, 100, false), (90, 100, false), (91, 100, true), (100, 100, true), (8_999, 10_000, false)];
+        for (used, cap, over) in cases {
+            assert_eq!(over_high_water(used, cap), over, "{used} of {cap}");
+        }
+    }
 
     /// One STATUS count at a time; a line asked for during a count is counted once more after it,
     /// by the task that counts, unless a new task took over.

@@ -1,9 +1,10 @@
 //! The archive as the redo log, in the background: started with the pipeline (after READY, so it
-//! never delays start-up), it reconciles the archive with the queue once, then now and then
-//! rebuilds payloads the sender found damaged and prunes archived files past their keep time.
+//! never delays start-up), it reconciles the archive with the queue once (again once there is room,
+//! if the queue filled up on the way), then now and then rebuilds payloads the sender found damaged
+//! and prunes archived files past their keep time. Its connection is held to the queue's cap.
 //! Orchestration only: the work is [`crate::intake::redo`].
 
-use super::blocking;
+use super::{blocking, over_high_water, Role};
 use crate::config::Config;
 use crate::intake::redo;
 use crate::queue::Queue;
@@ -23,7 +24,8 @@ pub(super) async fn redo_loop(config: Arc<Config>, wake: Arc<Notify>, mut stop: 
         let _ = stop.changed().await;
         return;
     }
-    let queue = match Queue::open(&config.queue_path) {
+    let opened = Queue::open(&config.queue_path).and_then(|q| Role::Redo.configure(&q, &config).map(|()| q));
+    let mut queue = match opened {
         Ok(q) => q,
         Err(e) => {
             // Not a reason to stop delivering: wait for the pipeline to stop (a loop that returned
@@ -33,33 +35,41 @@ pub(super) async fn redo_loop(config: Arc<Config>, wake: Arc<Notify>, mut stop: 
             return;
         }
     };
-    let cfg = config.clone();
-    let halt = stop.clone();
-    let (mut queue, done) = blocking(queue, move |q| redo::reconcile(q, &cfg, &|| *halt.borrow())).await;
-    if done.events > 0 {
-        wake.notify_one();
-    }
-    tracing::debug!(
-        "archive reconciled with the queue: {} files looked at, {} hashed, {} re-ingested",
-        done.looked_at,
-        done.hashed,
-        done.reingested
-    );
+    // Until the archive is reconciled whole: a reconcile that stopped at a full queue is tried
+    // again once the queue has room (sending frees it), every REBUILD_EVERY.
+    let mut unreconciled = true;
     let mut next_prune = Instant::now();
     loop {
         if *stop.borrow() {
             return;
         }
         let cfg = config.clone();
+        let halt = stop.clone();
         let prune = Instant::now() >= next_prune;
-        let (q, rebuilt) = blocking(queue, move |q| {
+        let (q, (reconciled, rebuilt)) = blocking(queue, move |q| {
+            // What it writes waits while the queue is past its high water, as new files do.
+            let room = !over_high_water(q.used_bytes(), cfg.max_queue_bytes);
+            let reconciled = (unreconciled && room).then(|| redo::reconcile(q, &cfg, &|| *halt.borrow()));
             if prune {
                 redo::prune_archive(q, &cfg);
             }
-            redo::rebuild_corrupt(q, &cfg)
+            (reconciled, if room { redo::rebuild_corrupt(q, &cfg) } else { Ok(0) })
         })
         .await;
         queue = q;
+        if let Some(done) = reconciled {
+            if done.events > 0 {
+                wake.notify_one();
+            }
+            tracing::debug!(
+                "archive reconciled with the queue: {} files looked at, {} hashed, {} re-ingested{}",
+                done.looked_at,
+                done.hashed,
+                done.reingested,
+                if done.waiting_for_room { "; the rest waits for room in the queue" } else { "" }
+            );
+            unreconciled = done.waiting_for_room && !*stop.borrow();
+        }
         if prune {
             next_prune = Instant::now() + PRUNE_EVERY;
         }

@@ -11,7 +11,7 @@
 
 use super::{age_policy, ingest};
 use crate::config::{AfterIngest, Config, SourceConfig};
-use crate::queue::{CorruptEvent, Queue, QueueError};
+use crate::queue::{CorruptEvent, FileState, Queue, QueueError};
 use crate::source::{open, shown};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -54,6 +54,26 @@ pub struct Reconciled {
     pub reingested: usize,
     /// Events those files queued again (not known to the queue any more).
     pub events: i64,
+    /// It stopped at a file that did not fit the queue (its cap, or the disk): that file and the
+    /// ones after it wait for the next reconcile (the parts of it that fitted are kept).
+    pub waiting_for_room: bool,
+}
+
+/// Why an archived file was not reconciled.
+enum NotReconciled {
+    /// The queue is full: the file waits for room, and so do the ones after it.
+    QueueFull(QueueError),
+    Failed(String),
+}
+
+impl From<QueueError> for NotReconciled {
+    fn from(e: QueueError) -> Self {
+        if e.is_full() {
+            NotReconciled::QueueFull(e)
+        } else {
+            NotReconciled::Failed(e.to_string())
+        }
+    }
 }
 
 /// The archived files of `src` (regular files its format reads; companions and other files
@@ -91,16 +111,17 @@ fn archives(src: &SourceConfig) -> bool {
 
 /// Ingest again every archived file younger than the attribution window whose content the queue
 /// does not know; record the others' size and mtime so the next start does not hash them. Stops
-/// between two files once `stop` says so. Loud: one warning per file, one summary, and the
-/// queue's `recovered` note for `status`.
+/// between two files once `stop` says so, and at a file that does not fit the queue
+/// ([`Reconciled::waiting_for_room`]: call it again once there is room). Loud: one warning per
+/// file, one summary, and the queue's `recovered` note for `status`.
 pub fn reconcile(queue: &mut Queue, config: &Config, stop: &dyn Fn() -> bool) -> Reconciled {
     let mut done = Reconciled::default();
     let now = SystemTime::now();
-    for src in config.sources.iter().filter(|s| archives(s)) {
+    'sources: for src in config.sources.iter().filter(|s| archives(s)) {
         let keep = src.archive_keep(config.attribution_window);
         for (path, meta) in archived_files(src) {
             if stop() {
-                return done;
+                break 'sources;
             }
             let (Ok(mtime), true) = (meta.modified(), reads(src, &path)) else { continue };
             if archive_age(mtime, now, config.attribution_window, keep) != ArchiveAge::Reconcile {
@@ -112,8 +133,19 @@ pub fn reconcile(queue: &mut Queue, config: &Config, stop: &dyn Fn() -> bool) ->
                 continue;
             }
             done.hashed += 1;
-            if let Err(e) = reconcile_file(queue, config, src, &path, &meta, &mut done) {
-                tracing::warn!("{}: archived file not reconciled with the queue: {e}", shown(&path));
+            match reconcile_file(queue, config, src, &path, &meta, &mut done) {
+                Ok(()) => {}
+                Err(NotReconciled::QueueFull(e)) => {
+                    tracing::warn!(
+                        "{}: archived file not reconciled with the queue yet: the queue is full ({e}); it and the archived files after it are tried again once sending frees space",
+                        shown(&path)
+                    );
+                    done.waiting_for_room = true;
+                    break 'sources;
+                }
+                Err(NotReconciled::Failed(e)) => {
+                    tracing::warn!("{}: archived file not reconciled with the queue: {e}", shown(&path))
+                }
             }
         }
     }
@@ -142,16 +174,23 @@ fn reconcile_file(
     path: &Path,
     meta: &std::fs::Metadata,
     done: &mut Reconciled,
-) -> Result<(), String> {
+) -> Result<(), NotReconciled> {
     let text = path.display().to_string();
-    let hash = ingest::content_hash(path, open::Links::Refuse).map_err(|e| e.to_string())?;
+    let hash = ingest::content_hash(path, open::Links::Refuse).map_err(|e| NotReconciled::Failed(e.to_string()))?;
     let remember = |queue: &Queue, hash: &str| {
         queue.remember_archived(&text, &src.name, meta.len(), mtime_ns(meta), hash, crate::now())
     };
-    if queue.file_by_hash(&hash).map_err(|e| e.to_string())?.is_some() {
-        return remember(queue, &hash).map_err(|e| e.to_string());
+    // Known whole: only recorded. Known in part (a reconcile stopped by a full queue committed
+    // some of its parts): read on, from where it stopped.
+    if queue.file_by_hash(&hash)?.is_some_and(|f| f.state == FileState::Ingested) {
+        return Ok(remember(queue, &hash)?);
     }
-    match ingest::ingest_file(queue, src, path, age_policy(config, crate::now())).map_err(|e| e.to_string())? {
+    let outcome = match ingest::ingest_file(queue, src, path, age_policy(config, crate::now())) {
+        Ok(outcome) => outcome,
+        Err(ingest::IngestError::Queue(e)) => return Err(e.into()),
+        Err(e) => return Err(NotReconciled::Failed(e.to_string())),
+    };
+    match outcome {
         ingest::Outcome::Ingested { counts, .. } => {
             let queued = counts.events - counts.dead;
             tracing::warn!(
@@ -161,11 +200,11 @@ fn reconcile_file(
             );
             done.reingested += 1;
             done.events += queued;
-            remember(queue, &hash).map_err(|e| e.to_string())
+            Ok(remember(queue, &hash)?)
         }
-        ingest::Outcome::AlreadyIngested(_) => remember(queue, &hash).map_err(|e| e.to_string()),
-        ingest::Outcome::Changed => Err("it changed while being read".into()),
-        ingest::Outcome::Unreadable(reason) => Err(format!("cannot be read: {reason}")),
+        ingest::Outcome::AlreadyIngested(_) => Ok(remember(queue, &hash)?),
+        ingest::Outcome::Changed => Err(NotReconciled::Failed("it changed while being read".into())),
+        ingest::Outcome::Unreadable(reason) => Err(NotReconciled::Failed(format!("cannot be read: {reason}"))),
     }
 }
 
@@ -307,5 +346,73 @@ mod tests {
         }
         // A modification time in the future (a clock set back) is young.
         assert_eq!(archive_age(now + day, now, day * 28, day * 35), ArchiveAge::Reconcile);
+    }
+
+    /// A config reading native CSV from `dir/inbox` (archived to `dir/inbox/archive`), its queue in
+    /// `dir`.
+    fn archiving_config(dir: &Path) -> Config {
+        let text = format!(
+            "event_source_id = \"7181537436256731137\"\naccess_token_file = \"token\"\nqueue_path = \"{}\"\n\n[[source]]\npath = \"{}\"\nformat = \"native-csv\"\ntime_zone = \"UTC\"\ncurrency = \"USD\"\nshop_id = \"s042\"\n",
+            dir.join("q.sqlite").display(),
+            dir.join("inbox").display()
+        );
+        let ctx = crate::config::Context {
+            config_dir: dir.into(),
+            state_directory: Some(dir.join("state")),
+            user_data_dir: None,
+        };
+        crate::config::parse(&text, &ctx).unwrap()
+    }
+
+    /// A native CSV of `orders` one-item orders `{prefix}0`, `{prefix}1`..., sold an hour ago.
+    fn orders_csv(prefix: &str, orders: usize) -> String {
+        let at = crate::now() - 3600;
+        let mut out = String::from("order_id,event_time,email,content_id,content_name,price,quantity\n");
+        for o in 0..orders {
+            out.push_str(&format!("{prefix}{o},{at},c{o}@example.com,SKU-{o},item {o},{}.50,1\n", o % 90 + 1));
+        }
+        out
+    }
+
+    /// Archived files whose events the queue lost, re-ingested into a queue that fills on the way:
+    /// the reconcile stops at the file that does not fit (the parts of it that did are kept) and
+    /// says so; once there is room, the next one reads that file on from where it stopped and takes
+    /// the files after it. Every order is queued once.
+    #[test]
+    fn a_reconcile_stopped_by_a_full_queue_goes_on_from_where_it_stopped_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = archiving_config(dir.path());
+        let archive = &config.sources[0].archive_dir;
+        std::fs::create_dir_all(archive).unwrap();
+        let per_file = 4 * ingest::PART_ORDERS as usize;
+        for prefix in ["a", "b", "c"] {
+            std::fs::write(archive.join(format!("{prefix}.csv")), orders_csv(prefix, per_file)).unwrap();
+        }
+        let mut queue = Queue::open(&config.queue_path).unwrap();
+        // A few parts fit, not three files.
+        queue.set_size_limit(3 * 1024 * 1024, crate::queue::WalDuty::AtBound).unwrap();
+
+        let first = reconcile(&mut queue, &config, &|| false);
+        assert!(first.waiting_for_room, "{first:?}");
+        assert!(first.reingested < 3, "{first:?}");
+        let queued_first = queue.counts().unwrap().pending;
+        assert!(queued_first > 0 && queued_first < 3 * per_file as i64, "{queued_first} queued");
+
+        queue.set_size_limit(1 << 30, crate::queue::WalDuty::AtBound).unwrap();
+        let second = reconcile(&mut queue, &config, &|| false);
+        assert!(!second.waiting_for_room, "{second:?}");
+        assert_eq!(first.reingested + second.reingested, 3, "{first:?} then {second:?}");
+        let batch = queue.pending_batch(4 * per_file).unwrap();
+        let mut queued: Vec<String> =
+            batch.events.iter().map(|e| e.event_id.rsplit(':').next().unwrap().to_string()).collect();
+        queued.sort();
+        let mut expected: Vec<String> =
+            ["a", "b", "c"].iter().flat_map(|p| (0..per_file).map(move |o| format!("{p}{o}"))).collect();
+        expected.sort();
+        assert_eq!(queued.len(), expected.len(), "each order once");
+        assert_eq!(queued, expected);
+
+        let third = reconcile(&mut queue, &config, &|| false);
+        assert_eq!((third.hashed, third.reingested), (0, 0), "recorded as reconciled: {third:?}");
     }
 }

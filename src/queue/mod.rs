@@ -78,13 +78,13 @@ impl Queue {
         QueueError::Sqlite { path: self.path.clone(), source }
     }
 
-    /// Give the page cache back to the allocator (after big scans, when idle).
     /// Bound this connection's page cache to `kib` KiB (the queue's default is 2 MiB a
-    /// connection): for a connection that only counts now and then.
+    /// connection).
     pub fn set_cache_kib(&self, kib: u32) {
         let _ = self.conn.execute_batch(&format!("PRAGMA cache_size = -{kib};"));
     }
 
+    /// Give the page cache back to the allocator (after big scans, when idle).
     pub fn release_memory(&self) {
         let _ = self.conn.execute_batch("PRAGMA shrink_memory;");
     }

@@ -197,7 +197,13 @@ impl Queue {
     /// The WAL size (in pages) past which this connection's commits checkpoint it.
     #[cfg(test)]
     pub(crate) fn wal_autocheckpoint(&self) -> i64 {
-        self.conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap()
+        self.pragma("wal_autocheckpoint")
+    }
+
+    /// A setting of this connection (`PRAGMA name`), for tests.
+    #[cfg(test)]
+    pub(crate) fn pragma(&self, name: &str) -> i64 {
+        self.conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).unwrap()
     }
 
     /// Drop the JSON of events sent before `cutoff`: only their ids are still needed (to recognise

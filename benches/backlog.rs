@@ -18,7 +18,8 @@
 //!
 //! `OEA_BENCH_AGENT=/path/to/binary` runs another build of the agent (an older one to compare
 //! against, or one under a profiler wrapper) in place of this build's. `OEA_BENCH_KEEP=1` keeps
-//! the run's folder (queue, agent log) and prints where it is.
+//! the run's folder (queue, agent log) and prints where it is. `OEA_BENCH_QUEUE_MB=16` runs the
+//! agent with that `max_queue_mb` (the rows must fit in it: 20,000 do in 16).
 
 mod common;
 use common::TOKEN;
@@ -50,7 +51,11 @@ fn main() {
     let receiver = Receiver::start();
     let run = dir.path().join("run");
     std::fs::create_dir_all(run.join("inbox")).unwrap();
-    std::fs::write(run.join("config.toml"), common::config_text(&run, &receiver.base_url(), "")).unwrap();
+    // `OEA_BENCH_QUEUE_MB`: the agent's `max_queue_mb` (its default otherwise); the WAL's bound and
+    // the sender's checkpoints follow it, so the trickle's bytes a sale do too.
+    let cap = std::env::var("OEA_BENCH_QUEUE_MB").map(|mb| format!("max_queue_mb = {mb}\n")).unwrap_or_default();
+    let config = format!("{cap}{}", common::config_text(&run, &receiver.base_url(), ""));
+    std::fs::write(run.join("config.toml"), config).unwrap();
     let notify = Notify::bind(&run);
     let started = Instant::now();
     let mut agent = spawn(&run, &notify);

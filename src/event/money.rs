@@ -24,7 +24,7 @@ const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 /// (`,`/`'`/space for a `.` decimal; `.`/space for a `,` decimal). Magnitudes of 10^15 or more are
 /// [`MoneyError::OutOfRange`].
 pub fn parse_amount(raw: &str, decimal: char) -> Result<Decimal, MoneyError> {
-    let s = raw.trim();
+    let s = super::trim(raw);
     match plain_amount(s, decimal) {
         Some(value) => Ok(value),
         None => parse_written(s, decimal),
@@ -133,7 +133,7 @@ impl Amount {
 
     /// Text that is empty or white space: no amount given.
     pub fn is_blank(&self) -> bool {
-        matches!(self, Amount::Text(text) if text.trim().is_empty())
+        matches!(self, Amount::Text(text) if super::trim(text).is_empty())
     }
 
     /// The text of the cell, for an amount the reader did not compute.

@@ -102,7 +102,7 @@ pub enum PiiError {
 
 /// Trim and lower-case, then hash. Empty input is `Ok(None)`.
 pub fn hash_email(raw: &str) -> Result<Option<HashedId>, PiiError> {
-    let trimmed = raw.trim();
+    let trimmed = super::trim(raw);
     if trimmed.is_empty() {
         return Ok(None);
     }
@@ -132,7 +132,7 @@ fn hash_normalised_email(normalised: &str) -> Result<Option<HashedId>, PiiError>
 
 /// The value as given (surrounding white space removed), hashed. Empty input is `None`.
 pub fn hash_external_id(raw: &str) -> Option<HashedId> {
-    let trimmed = raw.trim();
+    let trimmed = super::trim(raw);
     if trimmed.is_empty() {
         return None;
     }
@@ -146,7 +146,7 @@ pub fn hash_external_id(raw: &str) -> Option<HashedId> {
 /// with `region` (ISO 3166 alpha-2) and must be valid there, as libphonenumber decides. Either way
 /// the result has 8 to 15 digits. Anything else is an error: a number is never sent unnormalised.
 pub fn hash_phone(raw: &str, region: Option<phonenumber::country::Id>) -> Result<Option<HashedId>, PiiError> {
-    let trimmed = raw.trim();
+    let trimmed = super::trim(raw);
     if trimmed.is_empty() {
         return Ok(None);
     }
@@ -244,7 +244,7 @@ const MAX_WORD: usize = 32;
 
 /// The shape of a cell (trimmed). Pure; the cell is never kept.
 pub fn shape(cell: &str) -> Shape {
-    let cell = cell.trim();
+    let cell = super::trim(cell);
     if cell.is_empty() {
         return Shape::Empty;
     }

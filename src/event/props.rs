@@ -92,6 +92,16 @@ fn email_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    /// The readers' fast trim is `str::trim` for every string: any text, and cells with white
+    /// space (ASCII, no-break, ideographic) or control characters at either end.
+    #[test]
+    fn the_fast_trim_is_str_trim(text in prop_oneof![
+        any::<String>(),
+        "[ \t\r\n\u{a0}\u{3000}\u{1}\u{7f}]{0,2}[a-z0-9@.é]{0,4}[ \t\u{a0}\u{2003}\u{7f}\u{85}]{0,2}",
+    ]) {
+        prop_assert_eq!(super::trim(&text), text.trim());
+    }
+
     /// An address is hashed as its trimmed text lower-cased (`str::to_lowercase`), and refused when
     /// that has no `@` with text on both sides, or white space inside.
     #[test]

@@ -23,7 +23,7 @@ pub enum TimeError {
 /// an offset (`%z`). A local time that falls in a DST gap or fold resolves as the "compatible" rule
 /// does (the later instant for a gap, the earlier for a fold).
 pub fn parse_event_time(raw: &str, tz: &TimeZone, formats: &[String]) -> Result<i64, TimeError> {
-    let s = raw.trim();
+    let s = super::trim(raw);
     if s.is_empty() {
         return Err(TimeError::Empty);
     }

@@ -127,7 +127,7 @@ fn merge(order: &mut RawOrder, row: &Row, columns: &[Option<usize>; 18]) {
     let mut item = RawItem { line: row.line, ..RawItem::default() };
     let mut has_item = false;
     for (col, at) in COLS.iter().zip(columns) {
-        let cell = at.and_then(|at| row.cell(at).ok()).filter(|cell| !cell.trim().is_empty());
+        let cell = at.and_then(|at| row.cell(at).ok()).filter(|cell| !crate::event::trim(cell).is_empty());
         // A cell is copied only where it is kept.
         let Some(value) = cell else { continue };
         let first = |slot: &mut Option<String>| {

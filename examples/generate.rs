@@ -2,8 +2,8 @@
 //! (`offline_events_agent::cli`), for packaging. Run at packaging time, not shipped:
 //!
 //! ```sh
-//! cargo run --release --locked --example generate -- completions DIR   # bash, zsh and fish
-//! cargo run --release --locked --example generate -- man DIR           # section 1, one page a subcommand
+//! cargo run --locked --example generate -- completions DIR   # bash, zsh and fish
+//! cargo run --locked --example generate -- man DIR           # section 1, one page a subcommand
 //! ```
 //!
 //! It lives here rather than in the program so that the generators (clap_complete, clap_mangen)

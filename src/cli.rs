@@ -184,7 +184,7 @@ mod tests {
         }
     }
 
-    /// Every subcommand, hidden or not, and every argument it takes, with the path to it.
+    /// Every subcommand (hidden ones too) and every argument it takes, with the path to it.
     fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<(String, Option<String>)>) {
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();

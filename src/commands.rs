@@ -5,7 +5,7 @@
 use crate::config::{Config, SourceConfig};
 use crate::format::{FormatError, Summary};
 use crate::intake::{self, ingest, FileResult};
-use crate::queue::{Queue, QueueError, RejectedFile, Superseded};
+use crate::queue::{Queue, QueueError, RejectedFile, Role, Superseded};
 use crate::sender::{self, FlushReport, SendError, Sender, Settings};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -25,13 +25,16 @@ pub enum CommandError {
 /// `timeout` runs out on transient failures.
 pub fn run_once(config: &Config, timeout: Duration) -> Result<FlushReport, CommandError> {
     let mut queue = Queue::open(&config.queue_path)?;
+    Role::Ingest.configure(&queue, config.max_queue_bytes)?;
     intake::take_present(&mut queue, config, config.disposes_files());
     flush(config, timeout)
 }
 
 /// `flush`: send what is queued now.
 pub fn flush(config: &Config, timeout: Duration) -> Result<FlushReport, CommandError> {
-    let mut sender = Sender::new(Queue::open(&config.queue_path)?, config, Settings::from_config(config))?;
+    let queue = Queue::open(&config.queue_path)?;
+    Role::Send.configure(&queue, config.max_queue_bytes)?;
+    let mut sender = Sender::new(queue, config, Settings::from_config(config))?;
     Ok(sender::flush(&mut sender, timeout)?)
 }
 
@@ -80,6 +83,7 @@ pub fn import<'c>(
     on_file: &mut dyn FnMut(&Path, &Imported),
 ) -> Result<bool, CommandError> {
     let mut queue = Queue::open(&config.queue_path)?;
+    Role::Ingest.configure(&queue, config.max_queue_bytes)?;
     let mut failed = false;
     for (src, path) in files {
         let imported = import_one(&mut queue, config, src, &path, force)?;

@@ -5,7 +5,8 @@
 //! raw orders) → [`event`] (normalise, hash, derive ids; pure) → [`queue`] (SQLite, the only durable
 //! state). Delivery: [`queue`] → [`sender`] → [`tiktok`] (wire format, classification, HTTP).
 //! Above them and never called back: [`daemon`] (the service's tasks, signals, sd_notify),
-//! [`commands`] (the one-shot commands), `status`/`tap` (reports) and `main.rs` (the command line).
+//! [`commands`] (the one-shot commands), `status`/`tap` (reports), [`cli`] (the command line's
+//! definitions) and `main.rs` (the command line).
 //! See ARCHITECTURE.md.
 
 pub mod cli;

@@ -40,6 +40,8 @@ struct State {
     busy: [Option<Instant>; 2],
     /// Why ingest is holding files back (queue full), for STATUS.
     ingest_held: Option<String>,
+    /// Why archived files wait to be re-ingested (the reconcile stopped at a full queue).
+    reconcile_held: Option<String>,
 }
 
 impl Health {
@@ -77,6 +79,20 @@ impl Health {
 
     pub fn ingest_held(&self) -> Option<String> {
         self.with(|s| s.ingest_held.clone())
+    }
+
+    pub fn set_reconcile_held(&self, why: Option<String>) {
+        self.with(|s| s.reconcile_held = why);
+        self.changed.notify_one();
+    }
+
+    /// Whatever waits for room in the queue (new files, archived files to re-ingest), in words:
+    /// for STATUS, and for the sender, which frees space while something does.
+    pub fn held(&self) -> Option<String> {
+        self.with(|s| match (&s.ingest_held, &s.reconcile_held) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        })
     }
 }
 

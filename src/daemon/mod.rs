@@ -7,7 +7,7 @@
 //! it stops pinging the watchdog and exits non-zero, so systemd restarts the whole service.
 
 use crate::config::{self, Config, Overrides};
-use crate::queue::{Queue, QueueError, WalDuty};
+use crate::queue::{Queue, QueueError, Role};
 use crate::sender::{SendError, Sender, Settings};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -60,50 +60,6 @@ pub fn run(config: Config, config_path: PathBuf, overrides: Overrides) -> Result
 }
 
 type Task = (&'static str, tokio::task::JoinHandle<()>);
-
-/// The pipeline's writers to the queue, each on its own connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// Takes export files: big transactions, appended at the right edge of each table and index.
-    Ingest,
-    /// Sends: reads the queue in id order and marks what was delivered.
-    Send,
-    /// Reconciles the archive with the queue and rebuilds damaged payloads (`redo_loop`).
-    Redo,
-}
-
-impl Role {
-    /// Who copies the WAL into the database: the sender's commits, early and between its batches,
-    /// so that the ingest (the narrowest step of a backlog) seldom does; the writers only at the
-    /// bound, the fallback when nothing is sent. Pure.
-    fn wal_duty(self) -> WalDuty {
-        match self {
-            Role::Send => WalDuty::Early,
-            Role::Ingest | Role::Redo => WalDuty::AtBound,
-        }
-    }
-
-    /// The connection's page cache. The ingest's part holds ~0.7 MB of dirty pages for 3,000
-    /// one-order events (the default 2 MiB only held pages it would not touch again); the sender
-    /// walks the queue in id order, each page once; the redo loop keeps SQLite's default. Pure.
-    fn cache_kib(self) -> Option<u32> {
-        match self {
-            Role::Ingest => Some(1024),
-            Role::Send => Some(512),
-            Role::Redo => None,
-        }
-    }
-
-    /// Set a connection up for this role: the queue's cap (`max_queue_mb`: every writer is held
-    /// to it), its WAL duty and its cache.
-    fn configure(self, queue: &Queue, config: &Config) -> Result<(), QueueError> {
-        queue.set_size_limit(config.max_queue_bytes, self.wal_duty())?;
-        if let Some(kib) = self.cache_kib() {
-            queue.set_cache_kib(kib);
-        }
-        Ok(())
-    }
-}
 
 /// Whether a queue using `used` bytes of its `cap` is too full to take more files (or archived
 /// files to reconcile): past 90%, so that sending, which needs some room to record what it did,
@@ -164,9 +120,9 @@ impl Pipeline {
                 r.salvaged
             );
         }
-        Role::Ingest.configure(&ingest_queue, &config)?;
+        Role::Ingest.configure(&ingest_queue, config.max_queue_bytes)?;
         let send_queue = Queue::open(&config.queue_path)?;
-        Role::Send.configure(&send_queue, &config)?;
+        Role::Send.configure(&send_queue, config.max_queue_bytes)?;
         let sender = Sender::new(send_queue, &config, Settings::from_config(&config))?;
         if let Some(code) = config.test_event_code.as_deref().filter(|_| !config.dry_run) {
             tracing::warn!("{}", test_session_warning(code, &config.queue_path));
@@ -219,7 +175,7 @@ impl Pipeline {
         let redo = tokio::spawn(after_check(
             check.clone(),
             stop_rx.clone(),
-            Box::pin(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone())),
+            Box::pin(redo_loop::redo_loop(config.clone(), wake.clone(), stop_rx.clone(), health.clone())),
         ));
         let send = tokio::spawn(after_check(
             check.clone(),
@@ -650,7 +606,7 @@ impl Monitor {
                     return;
                 };
                 let started = Instant::now();
-                let line = status_line(queue, health.ingest_held().as_deref());
+                let line = status_line(queue, health.held().as_deref());
                 task.cost_us.store(started.elapsed().as_micros() as u64, SeqCst);
                 line
             };
@@ -695,7 +651,7 @@ impl Monitor {
         }
         self.last_metrics = Some(Instant::now());
         let (config, config_path) = (config.clone(), config_path.to_path_buf());
-        let ingest_held = health.ingest_held().is_some();
+        let ingest_held = health.held().is_some();
         let heartbeat = self.heartbeat.clone();
         tokio::task::spawn_blocking(move || {
             // Waits for a heartbeat write on the same connection (never more than the busy timeout).
@@ -726,26 +682,6 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every writer is held to the queue's cap; the sender's commits copy the WAL early, the
-    /// others' only at the bound (a swap would put the copies back on the ingest's thread).
-    #[test]
-    fn each_connection_of_the_pipeline_has_its_role_s_cap_wal_duty_and_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!("max_queue_mb = 100\n{}", crate::config::test_support::MINIMAL);
-        let config = crate::config::parse(&text, &crate::config::test_support::ctx()).unwrap();
-        let default_cache = Queue::open(&dir.path().join("default.sqlite")).unwrap().pragma("cache_size");
-        // (role, WAL pages before a commit checkpoints: an eighth of 100 MiB, or a quarter of
-        // that but 4 MiB at least; cache_size: negative in KiB)
-        let cases = [(Role::Ingest, 3200, -1024), (Role::Send, 1024, -512), (Role::Redo, 3200, default_cache)];
-        for (role, wal_pages, cache) in cases {
-            let queue = Queue::open(&dir.path().join(format!("{role:?}.sqlite"))).unwrap();
-            role.configure(&queue, &config).unwrap();
-            assert_eq!(queue.pragma("max_page_count"), 100 * 1024 * 1024 / 4096, "{role:?}");
-            assert_eq!(queue.wal_autocheckpoint(), wal_pages, "{role:?}");
-            assert_eq!(queue.pragma("cache_size"), cache, "{role:?}");
-        }
-    }
 
     #[test]
     fn a_queue_is_over_its_high_water_past_nine_tenths_of_its_cap() {

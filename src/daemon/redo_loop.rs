@@ -4,10 +4,10 @@
 //! and prunes archived files past their keep time. Its connection is held to the queue's cap.
 //! Orchestration only: the work is [`crate::intake::redo`].
 
-use super::{blocking, over_high_water, Role};
+use super::{blocking, over_high_water, Health};
 use crate::config::Config;
 use crate::intake::redo;
-use crate::queue::Queue;
+use crate::queue::{Queue, Role};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -17,14 +17,35 @@ const REBUILD_EVERY: Duration = Duration::from_secs(5);
 /// How often old archived files are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-pub(super) async fn redo_loop(config: Arc<Config>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+/// How long a reconcile stopped by a full queue waits before it tries again though the queue has
+/// not shrunk: the disk may have been what was full, or a part needed more than the room left.
+const RECONCILE_RETRY: Duration = Duration::from_secs(300);
+
+/// A reconcile that stopped at a full queue: the queue's used bytes then, and when.
+type Waiting = (u64, Instant);
+
+/// Whether to run the archive's reconcile now: until it went through once; not while the queue
+/// is past its high water; after a stop at a full queue, once the queue has shrunk since (the
+/// sender frees space while something waits for room) or [`RECONCILE_RETRY`] has passed. Pure.
+fn reconcile_due(waiting: Option<Waiting>, used: u64, cap: u64, now: Instant) -> bool {
+    !over_high_water(used, cap)
+        && waiting.is_none_or(|(used_then, since)| used < used_then || now.duration_since(since) >= RECONCILE_RETRY)
+}
+
+pub(super) async fn redo_loop(
+    config: Arc<Config>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    health: Arc<Health>,
+) {
     // The archive is the real queue's redo log: a test session (its own queue) leaves it alone
     // rather than send every archived sale again as a test event.
     if config.test_session() && !config.dry_run {
         let _ = stop.changed().await;
         return;
     }
-    let opened = Queue::open(&config.queue_path).and_then(|q| Role::Redo.configure(&q, &config).map(|()| q));
+    let opened =
+        Queue::open(&config.queue_path).and_then(|q| Role::Redo.configure(&q, config.max_queue_bytes).map(|()| q));
     let mut queue = match opened {
         Ok(q) => q,
         Err(e) => {
@@ -35,9 +56,10 @@ pub(super) async fn redo_loop(config: Arc<Config>, wake: Arc<Notify>, mut stop: 
             return;
         }
     };
-    // Until the archive is reconciled whole: a reconcile that stopped at a full queue is tried
-    // again once the queue has room (sending frees it), every REBUILD_EVERY.
-    let mut unreconciled = true;
+    // Until the archive went through once: a reconcile that stopped at a full queue waits for
+    // room (`waiting`), and `status` says what waits.
+    let mut reconciled = false;
+    let mut waiting: Option<Waiting> = None;
     let mut next_prune = Instant::now();
     loop {
         if *stop.borrow() {
@@ -46,29 +68,60 @@ pub(super) async fn redo_loop(config: Arc<Config>, wake: Arc<Notify>, mut stop: 
         let cfg = config.clone();
         let halt = stop.clone();
         let prune = Instant::now() >= next_prune;
-        let (q, (reconciled, rebuilt)) = blocking(queue, move |q| {
-            // What it writes waits while the queue is past its high water, as new files do.
-            let room = !over_high_water(q.used_bytes(), cfg.max_queue_bytes);
-            let reconciled = (unreconciled && room).then(|| redo::reconcile(q, &cfg, &|| *halt.borrow()));
+        let (q, (done, used, rebuilt)) = blocking(queue, move |q| {
+            let due = !reconciled && reconcile_due(waiting, q.used_bytes(), cfg.max_queue_bytes, Instant::now());
+            let done = due.then(|| redo::reconcile(q, &cfg, &|| *halt.borrow()));
             if prune {
                 redo::prune_archive(q, &cfg);
             }
-            (reconciled, if room { redo::rebuild_corrupt(q, &cfg) } else { Ok(0) })
+            // What it writes waits while the queue is past its high water, as new files do, and
+            // after a reconcile that just found it full.
+            let full = done.as_ref().is_some_and(|d| d.waiting_for_room.is_some());
+            let rebuilt = if full || over_high_water(q.used_bytes(), cfg.max_queue_bytes) {
+                Ok(0)
+            } else {
+                redo::rebuild_corrupt(q, &cfg)
+            };
+            (done, q.used_bytes(), rebuilt)
         })
         .await;
         queue = q;
-        if let Some(done) = reconciled {
-            if done.events > 0 {
+        if let Some(done) = done.filter(|_| !*stop.borrow()) {
+            if done.events > 0 || done.waiting_for_room.is_some() {
+                // Parts of a file that did not fit whole are committed too.
                 wake.notify_one();
             }
-            tracing::debug!(
-                "archive reconciled with the queue: {} files looked at, {} hashed, {} re-ingested{}",
-                done.looked_at,
-                done.hashed,
-                done.reingested,
-                if done.waiting_for_room { "; the rest waits for room in the queue" } else { "" }
-            );
-            unreconciled = done.waiting_for_room && !*stop.borrow();
+            match done.waiting_for_room {
+                Some(why) => {
+                    let text = format!(
+                        "archived files whose events the queue lost wait for room in the queue to be re-ingested, from {why}; tried again once sending frees space"
+                    );
+                    if waiting.is_none() {
+                        tracing::warn!("{text}");
+                        let _ = queue.update_agent_state(|s| s.reconcile_held = Some(text.clone()));
+                        health.set_reconcile_held(Some(text));
+                    } else {
+                        tracing::debug!("{text} (still)");
+                    }
+                    waiting = Some((used, Instant::now()));
+                }
+                None => {
+                    reconciled = true;
+                    if waiting.take().is_some() {
+                        tracing::info!("the archive is reconciled with the queue: every archived file waiting for room was re-ingested");
+                    }
+                    if queue.agent_state().is_ok_and(|s| s.reconcile_held.is_some()) {
+                        let _ = queue.update_agent_state(|s| s.reconcile_held = None);
+                    }
+                    health.set_reconcile_held(None);
+                    tracing::debug!(
+                        "archive reconciled with the queue: {} files looked at, {} hashed, {} re-ingested",
+                        done.looked_at,
+                        done.hashed,
+                        done.reingested
+                    );
+                }
+            }
         }
         if prune {
             next_prune = Instant::now() + PRUNE_EVERY;
@@ -82,6 +135,32 @@ pub(super) async fn redo_loop(config: Arc<Config>, wake: Arc<Notify>, mut stop: 
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(REBUILD_EVERY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconcile_runs_once_then_after_a_full_queue_when_it_shrank_or_after_a_while() {
+        let then = Instant::now();
+        let (soon, later) = (then + Duration::from_secs(5), then + RECONCILE_RETRY);
+        let cap = 1000;
+        // (case, the stop: used bytes then and when, used bytes now, now, due)
+        let cases = [
+            ("the first run", None, 100, soon, true),
+            ("the first run, past the high water", None, 950, soon, false),
+            ("stopped at 850: not shrunk", Some((850, then)), 850, soon, false),
+            ("stopped at 850: grown", Some((850, then)), 870, soon, false),
+            ("stopped at 850: shrunk", Some((850, then)), 849, soon, true),
+            ("stopped at 990: shrunk, still past the high water", Some((990, then)), 950, soon, false),
+            ("stopped a while ago", Some((850, then)), 850, later, true),
+            ("stopped a while ago, past the high water", Some((950, then)), 950, later, false),
+        ];
+        for (name, waiting, used, now, due) in cases {
+            assert_eq!(reconcile_due(waiting, used, cap, now), due, "{name}");
         }
     }
 }

@@ -86,7 +86,7 @@ pub(super) async fn send_loop(
             Ok(Step::Progress { sent, dead }) => {
                 streak += sent + dead;
                 limiter.reset("delivery failed");
-                if health.ingest_held().is_some() {
+                if health.held().is_some() {
                     let (s, r) = blocking(sender, |s| s.free_space()).await;
                     sender = s;
                     if let Err(e) = r {

@@ -177,7 +177,7 @@ pub fn metrics_text(s: &Snapshot) -> String {
         ),
         (
             "offline_events_agent_ingest_held",
-            "1 while files are held back because the queue is full.",
+            "1 while files (new ones, or archived ones to re-ingest) are held back because the queue is full.",
             u8::from(s.ingest_held).to_string(),
         ),
         ("offline_events_agent_healthy", "1 while no part of the pipeline is stuck.", u8::from(s.healthy).to_string()),

@@ -44,7 +44,7 @@ pub fn archive_age(mtime: SystemTime, now: SystemTime, window: Duration, keep: D
 }
 
 /// What [`reconcile`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reconciled {
     /// Archived files young enough to be looked at.
     pub looked_at: usize,
@@ -54,9 +54,10 @@ pub struct Reconciled {
     pub reingested: usize,
     /// Events those files queued again (not known to the queue any more).
     pub events: i64,
-    /// It stopped at a file that did not fit the queue (its cap, or the disk): that file and the
-    /// ones after it wait for the next reconcile (the parts of it that fitted are kept).
-    pub waiting_for_room: bool,
+    /// It stopped at a file that did not fit the queue (its cap, or the disk), named here with
+    /// the error: that file and the ones after it wait for the next reconcile (the parts of it
+    /// that fitted are kept). The caller says so (once, not at every try).
+    pub waiting_for_room: Option<String>,
 }
 
 /// Why an archived file was not reconciled.
@@ -136,11 +137,7 @@ pub fn reconcile(queue: &mut Queue, config: &Config, stop: &dyn Fn() -> bool) ->
             match reconcile_file(queue, config, src, &path, &meta, &mut done) {
                 Ok(()) => {}
                 Err(NotReconciled::QueueFull(e)) => {
-                    tracing::warn!(
-                        "{}: archived file not reconciled with the queue yet: the queue is full ({e}); it and the archived files after it are tried again once sending frees space",
-                        shown(&path)
-                    );
-                    done.waiting_for_room = true;
+                    done.waiting_for_room = Some(format!("{}: the queue is full ({e})", shown(&path)));
                     break 'sources;
                 }
                 Err(NotReconciled::Failed(e)) => {
@@ -393,14 +390,17 @@ mod tests {
         queue.set_size_limit(3 * 1024 * 1024, crate::queue::WalDuty::AtBound).unwrap();
 
         let first = reconcile(&mut queue, &config, &|| false);
-        assert!(first.waiting_for_room, "{first:?}");
+        assert!(
+            first.waiting_for_room.as_deref().is_some_and(|w| w.contains("a.csv") || w.contains("b.csv")),
+            "{first:?}"
+        );
         assert!(first.reingested < 3, "{first:?}");
         let queued_first = queue.counts().unwrap().pending;
         assert!(queued_first > 0 && queued_first < 3 * per_file as i64, "{queued_first} queued");
 
         queue.set_size_limit(1 << 30, crate::queue::WalDuty::AtBound).unwrap();
         let second = reconcile(&mut queue, &config, &|| false);
-        assert!(!second.waiting_for_room, "{second:?}");
+        assert_eq!(second.waiting_for_room, None, "{second:?}");
         assert_eq!(first.reingested + second.reingested, 3, "{first:?} then {second:?}");
         let batch = queue.pending_batch(4 * per_file).unwrap();
         let mut queued: Vec<String> =

@@ -25,6 +25,9 @@ pub struct AgentState {
     pub consecutive_failures: Option<u32>,
     /// Ingest holds files back (the queue is full): why.
     pub ingest_held: Option<String>,
+    /// Archived files whose events the queue lost wait for room in the queue to be re-ingested
+    /// (`intake::redo::reconcile` stopped at a full queue): why.
+    pub reconcile_held: Option<String>,
     /// The queue was found damaged at start-up and recovered: what happened.
     pub recovered: Option<String>,
     /// The wall clock disagrees with TikTok's (or jumped): how far, in words. Expiry is held.
@@ -55,6 +58,7 @@ const LAST_SUCCESS_AT: &str = "last_success_at";
 const LAST_REQUEST_ID: &str = "last_request_id";
 const CONSECUTIVE_FAILURES: &str = "consecutive_failures";
 const INGEST_HELD: &str = "ingest_held";
+const RECONCILE_HELD: &str = "reconcile_held";
 const RECOVERED: &str = "recovered";
 const CLOCK_WRONG: &str = "clock_wrong";
 const CLOCK_WRONG_SINCE: &str = "clock_wrong_since";
@@ -68,7 +72,7 @@ const PAUSED_ON_TOKEN: &str = "paused_on_token";
 
 impl AgentState {
     /// Each field as its key and stored text: the one table of the on-disk form.
-    fn rows(&self) -> [(&'static str, Option<String>); 18] {
+    fn rows(&self) -> [(&'static str, Option<String>); 19] {
         let num = |n: Option<i64>| n.map(|n| n.to_string());
         [
             (PAUSED, self.paused.clone()),
@@ -79,6 +83,7 @@ impl AgentState {
             (LAST_REQUEST_ID, self.last_request_id.clone()),
             (CONSECUTIVE_FAILURES, self.consecutive_failures.map(|n| n.to_string())),
             (INGEST_HELD, self.ingest_held.clone()),
+            (RECONCILE_HELD, self.reconcile_held.clone()),
             (RECOVERED, self.recovered.clone()),
             (CLOCK_WRONG, self.clock_wrong.clone()),
             (CLOCK_WRONG_SINCE, num(self.clock_wrong_since)),
@@ -105,6 +110,7 @@ impl AgentState {
                 LAST_REQUEST_ID => s.last_request_id = Some(value),
                 CONSECUTIVE_FAILURES => s.consecutive_failures = value.parse().ok(),
                 INGEST_HELD => s.ingest_held = Some(value),
+                RECONCILE_HELD => s.reconcile_held = Some(value),
                 RECOVERED => s.recovered = Some(value),
                 CLOCK_WRONG => s.clock_wrong = Some(value),
                 CLOCK_WRONG_SINCE => s.clock_wrong_since = value.parse().ok(),
@@ -180,6 +186,7 @@ mod tests {
             last_request_id: Some("r1".into()),
             consecutive_failures: Some(3),
             ingest_held: Some("queue full".into()),
+            reconcile_held: Some("archived files wait".into()),
             recovered: Some("moved aside".into()),
             clock_wrong: Some("clock is wrong by ~30 days".into()),
             clock_wrong_since: Some(7),
@@ -205,6 +212,7 @@ mod tests {
                 "last_request_id",
                 "consecutive_failures",
                 "ingest_held",
+                "reconcile_held",
                 "recovered",
                 "clock_wrong",
                 "clock_wrong_since",
@@ -216,7 +224,7 @@ mod tests {
                 "reload_failed_at",
                 "paused_on_token"
             ],
-            "the stored keys never change"
+            "the stored keys never change (new ones are added)"
         );
     }
 

@@ -17,6 +17,7 @@ mod outbox;
 mod packed;
 mod redo;
 mod report;
+mod role;
 mod schema;
 mod state;
 
@@ -29,6 +30,7 @@ pub use open::Recovery;
 pub use outbox::{Batch, Delivered, Disposition, Queued};
 pub use redo::CorruptEvent;
 pub use report::{Counts, SendLogEntry, SourceTotals, StateCounts, TapEvent};
+pub use role::Role;
 pub use state::{DeadReason, EventState, FileState, SendClass};
 
 use rusqlite::Connection;

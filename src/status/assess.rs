@@ -161,7 +161,7 @@ pub fn assess(r: &Report) -> Vec<Issue> {
     if let Some(age) = r.oldest_pending_age_secs.filter(|a| *a > STALLED_AFTER_SECS) {
         issues.push(Issue::Stalled { oldest_pending_age_secs: age, last_success_at: r.last_success_at });
     }
-    if let Some(text) = &r.ingest_held {
+    for text in [&r.ingest_held, &r.reconcile_held].into_iter().flatten() {
         issues.push(Issue::IngestHeld { text: text.clone() });
     }
     if r.service.running == Running::Never {
@@ -228,6 +228,7 @@ pub(super) mod tests {
             paused: None,
             recovered: None,
             ingest_held: None,
+            reconcile_held: None,
             clock_wrong: None,
             service: Service::at(now, Some(now - 10), Some(30), Some(now - 5000), None),
             reload_failed: None,
@@ -271,8 +272,13 @@ pub(super) mod tests {
     fn each_condition_is_named_with_its_level_worst_first() {
         type Change = fn(&mut Report);
         type Case = (&'static str, Change, &'static [(&'static str, Level)]);
-        let cases: [Case; 17] = [
+        let cases: [Case; 18] = [
             ("healthy", |_| {}, &[]),
+            (
+                "archived files wait for room to be re-ingested",
+                |r| r.reconcile_held = Some("archived files wait".into()),
+                &[("ingest_held", Level::NotOk)],
+            ),
             ("never run", |r| r.service = Service::default(), &[("not_running", Level::NotOk)]),
             (
                 "heartbeat stale",

@@ -42,6 +42,8 @@ pub struct Report {
     pub paused: Option<String>,
     pub recovered: Option<String>,
     pub ingest_held: Option<String>,
+    /// Archived files wait for room in the queue to be re-ingested: why.
+    pub reconcile_held: Option<String>,
     /// The wall clock disagrees with TikTok's: by how much (expiry is held meanwhile).
     pub clock_wrong: Option<String>,
     pub service: Service,
@@ -325,6 +327,7 @@ pub fn gather_from(queue: &Queue, origin: &Origin<'_>, now: i64, depth: Depth) -
         paused: state.paused,
         recovered: state.recovered,
         ingest_held: state.ingest_held,
+        reconcile_held: state.reconcile_held,
         clock_wrong: state.clock_wrong,
         service: Service::at(now, state.heartbeat_at, state.heartbeat_secs, state.started_at, state.stopped_at),
         reload_failed: state.reload_failed,

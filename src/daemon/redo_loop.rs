@@ -82,7 +82,8 @@ pub(super) async fn redo_loop(
             } else {
                 redo::rebuild_corrupt(q, &cfg)
             };
-            (done, q.used_bytes(), rebuilt)
+            let used = done.as_ref().map_or(0, |_| q.used_bytes());
+            (done, used, rebuilt)
         })
         .await;
         queue = q;

@@ -79,6 +79,13 @@ pub struct SourceTotals {
     pub coverage: Coverage,
 }
 
+/// `watch`'s read of the send log. `LIMIT ?2 + 0`, not `LIMIT ?2`: SQLite's planner reads a plain
+/// bound limit, so binding one expires the statement and it is prepared again at every call (as
+/// `events_after`'s is not either).
+pub(super) const SEND_LOG_AFTER: &str =
+    "SELECT id, at, events, http_status, code, class, message, request_id, test_event_code
+     FROM send_log WHERE id > ?1 ORDER BY id LIMIT ?2 + 0";
+
 impl Queue {
     /// The paths a source's files were read from, each with when it was last read: tells a file
     /// still in its folder after being read (`after_ingest = "keep"`, a dry run, a test session)
@@ -176,14 +183,9 @@ impl Queue {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sqlite(e))
     }
 
+    /// Requests logged after `after_id`, for `watch` (which asks 4 times a second).
     pub fn send_log_after(&self, after_id: i64, limit: usize) -> Result<Vec<SendLogEntry>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, at, events, http_status, code, class, message, request_id, test_event_code
-                 FROM send_log WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )
-            .map_err(|e| self.sqlite(e))?;
+        let mut stmt = self.conn.prepare_cached(SEND_LOG_AFTER).map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![after_id, limit as i64], |r| {
                 Ok(SendLogEntry {
@@ -211,7 +213,7 @@ impl Queue {
                         e.queued_at, e.dead_reason, e.dead_message, COALESCE(f.warnings, 0),
                         e.event_id, e.order_id, e.event_time FROM events e
                  LEFT JOIN files f ON f.id = e.file_id LEFT JOIN payloads p ON p.id = e.id
-                 WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+                 WHERE e.id > ?1 ORDER BY e.id LIMIT ?2 + 0",
                 effective_state("e")
             ))
             .map_err(|e| self.sqlite(e))?;

@@ -327,6 +327,21 @@ fn batch_reads_are_not_prepared_again_for_each_batch() {
     }
 }
 
+/// `watch` reads the send log 4 times a second, each time after the last id it showed: the read
+/// is not prepared again for the new bounds.
+#[test]
+fn the_tap_s_send_log_read_is_not_prepared_again_at_each_poll() {
+    let (_dir, q) = temp_queue();
+    for at in [10, 20, 30] {
+        q.log_request(&SendLogEntry { at, ..log() }).unwrap();
+    }
+    for (after, limit, expected) in [(0, 500, 3), (1, 1, 1), (2, 500, 1), (3, 7, 0)] {
+        assert_eq!(q.send_log_after(after, limit).unwrap().len(), expected, "after {after}, limit {limit}");
+    }
+    let stmt = q.conn.prepare_cached(crate::queue::report::SEND_LOG_AFTER).unwrap();
+    assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+}
+
 /// A damaged queue whose schema SQLite cannot read has nothing to carry over, and the fresh queue
 /// works. (That the salvage now says so at once, where it tried 500,000 reads one by one first,
 /// 22.7 s in a debug build, is not asserted: no timing in tests.)

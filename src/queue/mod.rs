@@ -86,6 +86,13 @@ impl Queue {
         let _ = self.conn.execute_batch(&format!("PRAGMA cache_size = -{kib};"));
     }
 
+    /// Enforce foreign keys on this connection, or not (`queue::Role`; every connection enforces
+    /// them when opened).
+    pub fn enforce_foreign_keys(&self, on: bool) -> Result<()> {
+        let sql = if on { "PRAGMA foreign_keys = ON;" } else { "PRAGMA foreign_keys = OFF;" };
+        self.conn.execute_batch(sql).map_err(|e| self.sqlite(e))
+    }
+
     /// Give the page cache back to the allocator (after big scans, when idle).
     pub fn release_memory(&self) {
         let _ = self.conn.execute_batch("PRAGMA shrink_memory;");

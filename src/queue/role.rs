@@ -1,5 +1,6 @@
 //! What a connection to the queue is for, and how that sets it up: every writer of events is held
-//! to the queue's cap; who copies the WAL, and how much page cache it keeps.
+//! to the queue's cap; who copies the WAL, how much page cache it keeps, whether it enforces
+//! foreign keys.
 
 use super::{Queue, Result, WalDuty};
 
@@ -38,14 +39,27 @@ impl Role {
         }
     }
 
+    /// Whether the connection enforces foreign keys. The ingest's writes keep them by
+    /// construction (an event under the `files` row it wrote, a payload under its event's id; see
+    /// `ingest::UnenforcedKeys`), and an ingest would turn them off anyway: a connection that
+    /// ingests leaves them off for good rather than turn them off and on around every file, which
+    /// expires every statement prepared on it. The sender enforces them: its deletes of sent
+    /// events take their payloads by cascade. Pure.
+    pub fn enforces_foreign_keys(self) -> bool {
+        match self {
+            Role::Send => true,
+            Role::Ingest | Role::Redo => false,
+        }
+    }
+
     /// Set `queue`'s connection up for this role: the queue's cap of `cap_bytes`
-    /// (`max_queue_mb`), its WAL duty and its cache.
+    /// (`max_queue_mb`), its WAL duty, its cache and its foreign keys.
     pub fn configure(self, queue: &Queue, cap_bytes: u64) -> Result<()> {
         queue.set_size_limit(cap_bytes, self.wal_duty())?;
         if let Some(kib) = self.cache_kib() {
             queue.set_cache_kib(kib);
         }
-        Ok(())
+        queue.enforce_foreign_keys(self.enforces_foreign_keys())
     }
 }
 
@@ -61,14 +75,15 @@ mod tests {
         let cap = 100 * 1024 * 1024;
         let default_cache = Queue::open(&dir.path().join("default.sqlite")).unwrap().pragma("cache_size");
         // (role, WAL pages before a commit checkpoints: an eighth of 100 MiB, or a quarter of
-        // that but 4 MiB at least; cache_size: negative in KiB)
-        let cases = [(Role::Ingest, 3200, -1024), (Role::Send, 1024, -512), (Role::Redo, 3200, default_cache)];
-        for (role, wal_pages, cache) in cases {
+        // that but 4 MiB at least; cache_size: negative in KiB; foreign keys enforced)
+        let cases = [(Role::Ingest, 3200, -1024, 0), (Role::Send, 1024, -512, 1), (Role::Redo, 3200, default_cache, 0)];
+        for (role, wal_pages, cache, keys) in cases {
             let queue = Queue::open(&dir.path().join(format!("{role:?}.sqlite"))).unwrap();
             role.configure(&queue, cap).unwrap();
             assert_eq!(queue.pragma("max_page_count"), cap as i64 / 4096, "{role:?}");
             assert_eq!(queue.wal_autocheckpoint(), wal_pages, "{role:?}");
             assert_eq!(queue.pragma("cache_size"), cache, "{role:?}");
+            assert_eq!(queue.pragma("foreign_keys"), keys, "{role:?}");
         }
     }
 }

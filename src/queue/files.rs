@@ -50,12 +50,8 @@ impl Queue {
     /// The record of a file already ingested, by content hash.
     pub fn file_by_hash(&self, content_hash: &str) -> Result<Option<FileRecord>> {
         self.conn
-            .query_row(
-                &format!("SELECT {FILE_COLUMNS} FROM files WHERE content_hash = ?1"),
-                [content_hash],
-                file_record,
-            )
-            .optional()
+            .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE content_hash = ?1"))
+            .and_then(|mut s| s.query_row([content_hash], file_record).optional())
             .map_err(|e| self.sqlite(e))
     }
 

@@ -537,12 +537,12 @@ impl<'q> Ingest<'q> {
         if let Some(old) = f.supersede {
             super::dead::supersede(self.tx(), old).map_err(|err| self.err(err))?;
         }
-        self.tx()
-            .execute(
-                "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![f.content_hash, self.path, f.source, FileState::Ingesting, self.now],
-            )
-            .map_err(|err| self.err(err))?;
+        super::execute_cached(
+            self.tx(),
+            "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![f.content_hash, self.path, f.source, FileState::Ingesting, self.now],
+        )
+        .map_err(|err| self.err(err))?;
         let id = self.tx().last_insert_rowid();
         self.file = FileRow::Written(id);
         Ok(id)
@@ -622,11 +622,14 @@ impl<'q> Ingest<'q> {
         if self.next_id.is_none() {
             // Write first (a no-op but for the time): the read of the next id must be made with
             // the write lock held.
-            self.tx()
-                .execute("UPDATE files SET ingested_at = ?2 WHERE id = ?1", params![file_id, self.now])
-                .and_then(|_| super::cursor::next_id(self.tx()))
-                .map(|id| self.next_id = Some(id))
-                .map_err(|err| self.err(err))?;
+            super::execute_cached(
+                self.tx(),
+                "UPDATE files SET ingested_at = ?2 WHERE id = ?1",
+                params![file_id, self.now],
+            )
+            .and_then(|_| super::cursor::next_id(self.tx()))
+            .map(|id| self.next_id = Some(id))
+            .map_err(|err| self.err(err))?;
         }
         // Looked up in the statement cache once per write, not once per event.
         let mut inserts = Inserts::prepare(self.conn).map_err(|err| self.err(err))?;
@@ -788,8 +791,8 @@ impl<'q> Ingest<'q> {
         self.add_counts()?;
         let (file_id, state) = (self.row_id(), FileState::Ingested);
         let tx = self.tx();
-        tx.execute("UPDATE files SET state = ?2 WHERE id = ?1", params![file_id, state])
-            .and_then(|_| tx.execute("DELETE FROM positions WHERE file_id = ?1", [file_id]))
+        super::execute_cached(tx, "UPDATE files SET state = ?2 WHERE id = ?1", params![file_id, state])
+            .and_then(|_| super::execute_cached(tx, "DELETE FROM positions WHERE file_id = ?1", [file_id]))
             .map_err(|err| self.err(err))?;
         self.finish()
     }
@@ -841,34 +844,37 @@ impl<'q> Ingest<'q> {
     fn add_counts(&mut self) -> Result<()> {
         self.write_unwritten()?;
         if let Some(next) = self.next_id {
-            self.tx()
-                .execute("UPDATE high_water SET last_event_id = MAX(last_event_id, ?1)", [next - 1])
-                .map_err(|err| self.err(err))?;
+            super::execute_cached(
+                self.tx(),
+                "UPDATE high_water SET last_event_id = MAX(last_event_id, ?1)",
+                [next - 1],
+            )
+            .map_err(|err| self.err(err))?;
         }
         let c = self.counts;
         let [email, phone, external_id, none] = std::mem::take(&mut self.keys);
-        self.tx()
-            .execute(
-                "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
-                   warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7, keys_email = keys_email + ?8,
-                   keys_phone = keys_phone + ?9, keys_external_id = keys_external_id + ?10, keys_none = keys_none + ?11
-                 WHERE id = ?1",
-                params![
-                    self.row_id(),
-                    c.events,
-                    c.duplicates,
-                    c.rejects,
-                    c.warnings,
-                    c.skipped,
-                    self.now,
-                    email,
-                    phone,
-                    external_id,
-                    none
-                ],
-            )
-            .map(drop)
-            .map_err(|err| self.err(err))
+        super::execute_cached(
+            self.tx(),
+            "UPDATE files SET events = events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4,
+               warnings = warnings + ?5, skipped = skipped + ?6, ingested_at = ?7, keys_email = keys_email + ?8,
+               keys_phone = keys_phone + ?9, keys_external_id = keys_external_id + ?10, keys_none = keys_none + ?11
+             WHERE id = ?1",
+            params![
+                self.row_id(),
+                c.events,
+                c.duplicates,
+                c.rejects,
+                c.warnings,
+                c.skipped,
+                self.now,
+                email,
+                phone,
+                external_id,
+                none
+            ],
+        )
+        .map(drop)
+        .map_err(|err| self.err(err))
     }
 
     /// Write the file's read position in this transaction (nothing else writes `positions`).

@@ -72,6 +72,16 @@ pub struct Queue {
     path: PathBuf,
 }
 
+/// `conn.execute(sql, params)` through the connection's statement cache: for the statements every
+/// file's ingest runs (an uncached one is compiled again at each call, ~12,000 instructions).
+pub(super) fn execute_cached(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 impl Queue {
     pub fn path(&self) -> &Path {
         &self.path

@@ -363,3 +363,23 @@ fn a_salvage_of_a_queue_with_an_unreadable_schema_carries_nothing() {
     let ids = queue_events(&mut fresh, "f", &[("after", 100)]);
     assert_eq!(ids.len(), 1, "the fresh queue takes events");
 }
+
+/// A connection set up to ingest compiles the statements of a file's ingest once, however many
+/// files it takes: turning foreign keys off and on around each ingest (as on any other
+/// connection) expired every statement prepared on it, and each was compiled again.
+#[test]
+fn an_ingesting_connection_compiles_a_file_s_statements_once_over_many_files() {
+    let (_dir, mut q) = temp_queue();
+    crate::queue::Role::Ingest.configure(&q, 1 << 30).unwrap();
+    for file in 0..3 {
+        queue_events(&mut q, &format!("h{file}"), &[(&format!("f{file}a"), 100), (&format!("f{file}b"), 100)]);
+    }
+    for sql in [
+        "UPDATE high_water SET last_event_id = MAX(last_event_id, ?1)",
+        "UPDATE files SET state = ?2 WHERE id = ?1",
+        "DELETE FROM positions WHERE file_id = ?1",
+    ] {
+        let stmt = q.conn.prepare_cached(sql).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
+    }
+}

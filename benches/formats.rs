@@ -59,6 +59,8 @@ fn phase_ingest() {
         std::fs::read_dir(dir.join("inbox")).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
     files.sort();
     let mut queue = Queue::open(&config.queue_path).unwrap();
+    // Set up as the service's ingest connection is (its cap, its cache, foreign keys off).
+    offline_events_agent::queue::Role::Ingest.configure(&queue, config.max_queue_bytes).unwrap();
     let started = Instant::now();
     let mut events = 0;
     for file in &files {

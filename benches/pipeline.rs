@@ -52,6 +52,8 @@ fn phase_ingest() {
     let config = load(&dir);
     let file = dir.join("inbox/export.csv");
     let mut queue = Queue::open(&config.queue_path).unwrap();
+    // Set up as the service's ingest connection is (its cap, its cache, foreign keys off).
+    offline_events_agent::queue::Role::Ingest.configure(&queue, config.max_queue_bytes).unwrap();
     let started = Instant::now();
     let policy = intake::age_policy(&config, offline_events_agent::now());
     let outcome = intake::ingest::ingest_file(&mut queue, &config.sources[0], &file, policy).unwrap();

@@ -371,6 +371,38 @@ mod tests {
         out
     }
 
+    /// The service's ingest connection takes files (read, committed, archived) compiling their
+    /// statements once, though each file has a rejected row and a re-export of an order taken
+    /// before (a day-so-far export): with rusqlite's default of 16 kept statements, every such
+    /// file compiled its statements afresh, and a statement compiled again counts its runs from 0.
+    #[test]
+    fn taking_files_compiles_their_statements_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = archiving_config(dir.path());
+        let src = &config.sources[0];
+        std::fs::create_dir_all(&src.path).unwrap();
+        let mut queue = Queue::open(&config.queue_path).unwrap();
+        crate::queue::Role::Ingest.configure(&queue, 1 << 30).unwrap();
+        let files = 4;
+        for file in 0..files {
+            let path = src.path.join(format!("day-{file}.csv"));
+            let mut text = orders_csv("d", 2 + file);
+            text.push_str("bad,1796585696,x@example.com,SKU-1,item,n/a,1\n");
+            std::fs::write(&path, text).unwrap();
+            let taken = super::super::take(&mut queue, &config, src, &path, true);
+            assert!(matches!(taken, super::super::FileResult::Committed { disposed: true, .. }), "{taken:?}");
+            assert!(!path.exists(), "archived");
+        }
+        for sql in [
+            "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "UPDATE files SET ingested_at = ?2 WHERE id = ?1",
+            "UPDATE files SET state = ?2 WHERE id = ?1",
+            "DELETE FROM positions WHERE file_id = ?1",
+        ] {
+            assert_eq!(queue.statement_counts(sql), (0, files as i32), "{sql}");
+        }
+    }
+
     /// Archived files whose events the queue lost, re-ingested into a queue that fills on the way:
     /// the reconcile stops at the file that does not fit (the parts of it that did are kept) and
     /// says so; once there is room, the next one reads that file on from where it stopped and takes

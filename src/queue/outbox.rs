@@ -200,6 +200,14 @@ impl Queue {
         self.pragma("wal_autocheckpoint")
     }
 
+    /// How often the cached statement `sql` was compiled again and run (for tests; taking it from
+    /// the cache, or compiling it when it is not there, counts neither).
+    #[cfg(test)]
+    pub(crate) fn statement_counts(&self, sql: &str) -> (i32, i32) {
+        let stmt = self.conn.prepare_cached(sql).unwrap();
+        (stmt.get_status(rusqlite::StatementStatus::RePrepare), stmt.get_status(rusqlite::StatementStatus::Run))
+    }
+
     /// A setting of this connection (`PRAGMA name`), for tests.
     #[cfg(test)]
     pub(crate) fn pragma(&self, name: &str) -> i64 {

@@ -233,7 +233,25 @@ fn a_first_part_of_only_skipped_sales_commits_with_its_file_record() {
 /// again once the ingest ends, committed or dropped.
 #[test]
 fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
+    keeps_the_foreign_keys(None);
+}
+
+/// The same on a connection that only ingests (the service's, `run --once`, `import`): foreign keys
+/// off for good, and the ingests keep them all the same.
+#[test]
+fn an_ingesting_connection_keeps_the_foreign_keys_it_never_enforces() {
+    keeps_the_foreign_keys(Some(crate::queue::Role::Ingest));
+}
+
+/// Ingests on a connection set up for `role` (none: a plain connection, which enforces foreign keys
+/// but while an ingest lasts): a commit, a dropped and a committed reread, parts, an append-mode
+/// part leave no violation and no orphaned payload, and the connection as it was.
+fn keeps_the_foreign_keys(role: Option<crate::queue::Role>) {
     let (_dir, mut q) = temp_queue();
+    if let Some(role) = role {
+        role.configure(&q, 1 << 30).unwrap();
+    }
+    let keys = i64::from(role.is_none_or(|r| r.enforces_foreign_keys()));
     let enforced = |q: &Queue| q.conn.query_row("PRAGMA foreign_keys", [], |r| r.get::<_, i64>(0)).unwrap();
     let violations = |q: &Queue| {
         let mut stmt = q.conn.prepare("PRAGMA foreign_key_check").unwrap();
@@ -246,20 +264,21 @@ fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
     first.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..event("e2", 10) }).unwrap();
     first.add_event(&NewEvent { dead_reason: Some(DeadReason::Invalid), ..event("e3", 10) }).unwrap();
     first.commit().unwrap();
-    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 3));
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (keys, 0, 3));
     let old = q.file_by_hash("h1").unwrap().unwrap().id;
 
     let mut dropped = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 200).unwrap();
     dropped.add_event(&event("e4", 10)).unwrap();
     drop(dropped);
-    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 3), "a dropped ingest changes nothing");
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (keys, 0, 3), "a dropped ingest changes nothing");
+    assert!(q.conn.is_autocommit(), "no transaction left open");
 
     // The reread deletes the dead events e2 and e3, and their payloads with them.
     let mut again = q.begin_reread(Some(old), "h1", Path::new("/pos/a.csv"), "till", 300).unwrap();
     again.add_event(&event("e1", 10)).unwrap();
     again.add_event(&event("e5", 10)).unwrap();
     again.commit().unwrap();
-    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (1, 0, 2));
+    assert_eq!((enforced(&q), violations(&q), payloads(&q)), (keys, 0, 2));
     let orphans: i64 = q
         .conn
         .query_row("SELECT COUNT(*) FROM payloads WHERE id NOT IN (SELECT id FROM events)", [], |r| r.get(0))
@@ -280,12 +299,12 @@ fn an_ingest_keeps_the_foreign_keys_it_does_not_enforce() {
         } else {
             drop(parts);
         }
-        assert_eq!((enforced(&q), violations(&q)), (1, 0), "parts, committed: {commit}");
+        assert_eq!((enforced(&q), violations(&q)), (keys, 0), "parts, committed: {commit}");
     }
     let mut append = q.begin_append(None, Path::new("/pos/day.csv"), "till", 500).unwrap();
     append.add_event(&event("a1", 10)).unwrap();
     append.commit_at("till", &at(20)).unwrap();
-    assert_eq!((enforced(&q), violations(&q)), (1, 0), "an append-mode part");
+    assert_eq!((enforced(&q), violations(&q)), (keys, 0), "an append-mode part");
 }
 
 /// Events are written `RUN` at a time (`queue::ingest`): a run holding an event dead on arrival,

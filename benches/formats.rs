@@ -5,7 +5,8 @@
 //!     cargo bench --bench formats                      # full size
 //!     OEA_BENCH_ITEMS=40000 OEA_BENCH_FILES=500 cargo bench --bench formats   # quick form
 
-use offline_events_agent::{config, intake, queue::Queue};
+use offline_events_agent::queue::Role;
+use offline_events_agent::{config, intake};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -58,9 +59,8 @@ fn phase_ingest() {
     let mut files: Vec<PathBuf> =
         std::fs::read_dir(dir.join("inbox")).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
     files.sort();
-    let mut queue = Queue::open(&config.queue_path).unwrap();
     // Set up as the service's ingest connection is (its cap, its cache, foreign keys off).
-    offline_events_agent::queue::Role::Ingest.configure(&queue, config.max_queue_bytes).unwrap();
+    let mut queue = Role::Ingest.open(&config.queue_path, config.max_queue_bytes).unwrap();
     let started = Instant::now();
     let mut events = 0;
     for file in &files {

@@ -13,7 +13,8 @@ mod fake_tiktok;
 
 mod common;
 use common::{SOURCE_ID, TOKEN};
-use offline_events_agent::{config, intake, queue::Queue, sender};
+use offline_events_agent::queue::{Queue, Role};
+use offline_events_agent::{config, intake, sender};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,9 +52,8 @@ fn phase_ingest() {
     let dir = PathBuf::from(std::env::var("OEA_BENCH_DIR").unwrap());
     let config = load(&dir);
     let file = dir.join("inbox/export.csv");
-    let mut queue = Queue::open(&config.queue_path).unwrap();
     // Set up as the service's ingest connection is (its cap, its cache, foreign keys off).
-    offline_events_agent::queue::Role::Ingest.configure(&queue, config.max_queue_bytes).unwrap();
+    let mut queue = Role::Ingest.open(&config.queue_path, config.max_queue_bytes).unwrap();
     let started = Instant::now();
     let policy = intake::age_policy(&config, offline_events_agent::now());
     let outcome = intake::ingest::ingest_file(&mut queue, &config.sources[0], &file, policy).unwrap();

@@ -24,16 +24,14 @@ pub enum CommandError {
 /// `run --once`: take every complete file present now, then send until nothing is queued or
 /// `timeout` runs out on transient failures.
 pub fn run_once(config: &Config, timeout: Duration) -> Result<FlushReport, CommandError> {
-    let mut queue = Queue::open(&config.queue_path)?;
-    Role::Ingest.configure(&queue, config.max_queue_bytes)?;
+    let mut queue = Role::Ingest.open(&config.queue_path, config.max_queue_bytes)?;
     intake::take_present(&mut queue, config, config.disposes_files());
     flush(config, timeout)
 }
 
 /// `flush`: send what is queued now.
 pub fn flush(config: &Config, timeout: Duration) -> Result<FlushReport, CommandError> {
-    let queue = Queue::open(&config.queue_path)?;
-    Role::Send.configure(&queue, config.max_queue_bytes)?;
+    let queue = Role::Send.open(&config.queue_path, config.max_queue_bytes)?;
     let mut sender = Sender::new(queue, config, Settings::from_config(config))?;
     Ok(sender::flush(&mut sender, timeout)?)
 }
@@ -82,8 +80,7 @@ pub fn import<'c>(
     force: bool,
     on_file: &mut dyn FnMut(&Path, &Imported),
 ) -> Result<bool, CommandError> {
-    let mut queue = Queue::open(&config.queue_path)?;
-    Role::Ingest.configure(&queue, config.max_queue_bytes)?;
+    let mut queue = Role::Ingest.open(&config.queue_path, config.max_queue_bytes)?;
     let mut failed = false;
     for (src, path) in files {
         let imported = import_one(&mut queue, config, src, &path, force)?;

@@ -121,8 +121,7 @@ impl Pipeline {
             );
         }
         Role::Ingest.configure(&ingest_queue, config.max_queue_bytes)?;
-        let send_queue = Queue::open(&config.queue_path)?;
-        Role::Send.configure(&send_queue, config.max_queue_bytes)?;
+        let send_queue = Role::Send.open(&config.queue_path, config.max_queue_bytes)?;
         let sender = Sender::new(send_queue, &config, Settings::from_config(&config))?;
         if let Some(code) = config.test_event_code.as_deref().filter(|_| !config.dry_run) {
             tracing::warn!("{}", test_session_warning(code, &config.queue_path));

@@ -7,7 +7,7 @@
 use super::{blocking, over_high_water, Health};
 use crate::config::Config;
 use crate::intake::redo;
-use crate::queue::{Queue, Role};
+use crate::queue::Role;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -21,15 +21,27 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// not shrunk: the disk may have been what was full, or a part needed more than the room left.
 const RECONCILE_RETRY: Duration = Duration::from_secs(300);
 
-/// A reconcile that stopped at a full queue: the queue's used bytes then, and when.
-type Waiting = (u64, Instant);
+/// Where the archive's reconcile stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconcile {
+    /// Not run yet.
+    Due,
+    /// Stopped at a full queue: the queue's used bytes then, and when.
+    Waiting { used: u64, since: Instant },
+    /// Gone through once.
+    Done,
+}
 
 /// Whether to run the archive's reconcile now: until it went through once; not while the queue
 /// is past its high water; after a stop at a full queue, once the queue has shrunk since (the
 /// sender frees space while something waits for room) or [`RECONCILE_RETRY`] has passed. Pure.
-fn reconcile_due(waiting: Option<Waiting>, used: u64, cap: u64, now: Instant) -> bool {
-    !over_high_water(used, cap)
-        && waiting.is_none_or(|(used_then, since)| used < used_then || now.duration_since(since) >= RECONCILE_RETRY)
+fn reconcile_due(state: Reconcile, used: u64, cap: u64, now: Instant) -> bool {
+    match state {
+        Reconcile::Done => false,
+        _ if over_high_water(used, cap) => false,
+        Reconcile::Due => true,
+        Reconcile::Waiting { used: then, since } => used < then || now.duration_since(since) >= RECONCILE_RETRY,
+    }
 }
 
 pub(super) async fn redo_loop(
@@ -44,9 +56,7 @@ pub(super) async fn redo_loop(
         let _ = stop.changed().await;
         return;
     }
-    let opened =
-        Queue::open(&config.queue_path).and_then(|q| Role::Redo.configure(&q, config.max_queue_bytes).map(|()| q));
-    let mut queue = match opened {
+    let mut queue = match Role::Redo.open(&config.queue_path, config.max_queue_bytes) {
         Ok(q) => q,
         Err(e) => {
             // Not a reason to stop delivering: wait for the pipeline to stop (a loop that returned
@@ -57,9 +67,8 @@ pub(super) async fn redo_loop(
         }
     };
     // Until the archive went through once: a reconcile that stopped at a full queue waits for
-    // room (`waiting`), and `status` says what waits.
-    let mut reconciled = false;
-    let mut waiting: Option<Waiting> = None;
+    // room, and `status` says what waits.
+    let mut state = Reconcile::Due;
     let mut next_prune = Instant::now();
     loop {
         if *stop.borrow() {
@@ -69,20 +78,20 @@ pub(super) async fn redo_loop(
         let halt = stop.clone();
         let prune = Instant::now() >= next_prune;
         let (q, (done, used, rebuilt)) = blocking(queue, move |q| {
-            let due = !reconciled && reconcile_due(waiting, q.used_bytes(), cfg.max_queue_bytes, Instant::now());
-            let done = due.then(|| redo::reconcile(q, &cfg, &|| *halt.borrow()));
+            let mut used = q.used_bytes();
+            let done = reconcile_due(state, used, cfg.max_queue_bytes, Instant::now())
+                .then(|| redo::reconcile(q, &cfg, &|| *halt.borrow()));
+            if done.is_some() {
+                used = q.used_bytes();
+            }
             if prune {
                 redo::prune_archive(q, &cfg);
             }
             // What it writes waits while the queue is past its high water, as new files do, and
             // after a reconcile that just found it full.
             let full = done.as_ref().is_some_and(|d| d.waiting_for_room.is_some());
-            let rebuilt = if full || over_high_water(q.used_bytes(), cfg.max_queue_bytes) {
-                Ok(0)
-            } else {
-                redo::rebuild_corrupt(q, &cfg)
-            };
-            let used = done.as_ref().map_or(0, |_| q.used_bytes());
+            let rebuilt =
+                if full || over_high_water(used, cfg.max_queue_bytes) { Ok(0) } else { redo::rebuild_corrupt(q, &cfg) };
             (done, used, rebuilt)
         })
         .await;
@@ -97,18 +106,17 @@ pub(super) async fn redo_loop(
                     let text = format!(
                         "archived files whose events the queue lost wait for room in the queue to be re-ingested, from {why}; tried again once sending frees space"
                     );
-                    if waiting.is_none() {
+                    if !matches!(state, Reconcile::Waiting { .. }) {
                         tracing::warn!("{text}");
                         let _ = queue.update_agent_state(|s| s.reconcile_held = Some(text.clone()));
                         health.set_reconcile_held(Some(text));
                     } else {
                         tracing::debug!("{text} (still)");
                     }
-                    waiting = Some((used, Instant::now()));
+                    state = Reconcile::Waiting { used, since: Instant::now() };
                 }
                 None => {
-                    reconciled = true;
-                    if waiting.take().is_some() {
+                    if std::mem::replace(&mut state, Reconcile::Done) != Reconcile::Due {
                         tracing::info!("the archive is reconciled with the queue: every archived file waiting for room was re-ingested");
                     }
                     if queue.agent_state().is_ok_and(|s| s.reconcile_held.is_some()) {
@@ -149,19 +157,21 @@ mod tests {
         let then = Instant::now();
         let (soon, later) = (then + Duration::from_secs(5), then + RECONCILE_RETRY);
         let cap = 1000;
-        // (case, the stop: used bytes then and when, used bytes now, now, due)
+        let stopped = |used| Reconcile::Waiting { used, since: then };
+        // (case, where the reconcile stands, used bytes now, now, due)
         let cases = [
-            ("the first run", None, 100, soon, true),
-            ("the first run, past the high water", None, 950, soon, false),
-            ("stopped at 850: not shrunk", Some((850, then)), 850, soon, false),
-            ("stopped at 850: grown", Some((850, then)), 870, soon, false),
-            ("stopped at 850: shrunk", Some((850, then)), 849, soon, true),
-            ("stopped at 990: shrunk, still past the high water", Some((990, then)), 950, soon, false),
-            ("stopped a while ago", Some((850, then)), 850, later, true),
-            ("stopped a while ago, past the high water", Some((950, then)), 950, later, false),
+            ("the first run", Reconcile::Due, 100, soon, true),
+            ("the first run, past the high water", Reconcile::Due, 950, soon, false),
+            ("stopped at 850: not shrunk", stopped(850), 850, soon, false),
+            ("stopped at 850: grown", stopped(850), 870, soon, false),
+            ("stopped at 850: shrunk", stopped(850), 849, soon, true),
+            ("stopped at 990: shrunk, still past the high water", stopped(990), 950, soon, false),
+            ("stopped a while ago", stopped(850), 850, later, true),
+            ("stopped a while ago, past the high water", stopped(950), 950, later, false),
+            ("gone through", Reconcile::Done, 100, later, false),
         ];
-        for (name, waiting, used, now, due) in cases {
-            assert_eq!(reconcile_due(waiting, used, cap, now), due, "{name}");
+        for (name, state, used, now, due) in cases {
+            assert_eq!(reconcile_due(state, used, cap, now), due, "{name}");
         }
     }
 }

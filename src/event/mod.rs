@@ -15,6 +15,12 @@ pub mod time;
 
 use id::EventId;
 use jiff::tz::TimeZone;
+pub use money::Amount;
+use money::Currency;
+use name::NameTable;
+use pii::HashedId;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
 
 /// [`str::trim`], with a fast path for the usual cell, which has nothing to trim: its first and
 /// last bytes printable ASCII. The same result as `str::trim` for every string (a property test
@@ -28,12 +34,6 @@ pub fn trim(text: &str) -> &str {
         _ => text.trim(),
     }
 }
-pub use money::Amount;
-use money::Currency;
-use name::NameTable;
-use pii::HashedId;
-use rust_decimal::prelude::ToPrimitive;
-use rust_decimal::Decimal;
 
 /// One order as a reader found it. Every value is the text of the export (trimmed or not), but
 /// for amounts the reader computed, which are exact.
@@ -375,6 +375,8 @@ fn non_empty(s: Option<&str>) -> Option<&str> {
 mod tests {
     use super::*;
 
+    use std::str::FromStr;
+
     #[test]
     fn the_fast_trim_trims_as_str_trim_does() {
         let cases = [
@@ -398,7 +400,6 @@ mod tests {
             assert_eq!(trim(text), text.trim(), "{text:?}");
         }
     }
-    use std::str::FromStr;
 
     fn defaults() -> SourceDefaults {
         SourceDefaults {

@@ -264,7 +264,7 @@ pub fn read(
                 line: e.line,
                 // Named as the export names it when the source maps it (`Datum`, `closed_at`).
                 field: Some(source.columns.get(e.field).map_or(e.field, |c| c.trim())),
-                reason: format!("order `{}` not taken: {}", raw.order_id.trim(), e.reason),
+                reason: format!("order `{}` not taken: {}", crate::event::trim(&raw.order_id), e.reason),
             }),
             Ok((mut ev, mut warnings)) => {
                 if raw.consent == Some(false) && !ev.user.is_empty() {

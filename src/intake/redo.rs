@@ -381,8 +381,7 @@ mod tests {
         let config = archiving_config(dir.path());
         let src = &config.sources[0];
         std::fs::create_dir_all(&src.path).unwrap();
-        let mut queue = Queue::open(&config.queue_path).unwrap();
-        crate::queue::Role::Ingest.configure(&queue, 1 << 30).unwrap();
+        let mut queue = crate::queue::Role::Ingest.open(&config.queue_path, 1 << 30).unwrap();
         let files = 4;
         for file in 0..files {
             let path = src.path.join(format!("day-{file}.csv"));

@@ -194,12 +194,6 @@ impl Queue {
             .map_err(|e| self.sqlite(e))
     }
 
-    /// The WAL size (in pages) past which this connection's commits checkpoint it.
-    #[cfg(test)]
-    pub(crate) fn wal_autocheckpoint(&self) -> i64 {
-        self.pragma("wal_autocheckpoint")
-    }
-
     /// How often the cached statement `sql` was compiled again and run (for tests; taking it from
     /// the cache, or compiling it when it is not there, counts neither).
     #[cfg(test)]

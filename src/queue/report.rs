@@ -80,8 +80,8 @@ pub struct SourceTotals {
 }
 
 /// `watch`'s read of the send log. `LIMIT ?2 + 0`, not `LIMIT ?2`: SQLite's planner reads a plain
-/// bound limit, so binding one expires the statement and it is prepared again at every call (as
-/// `events_after`'s is not either).
+/// bound limit, so binding one expires the statement and it is prepared again at every call
+/// (`events_after`'s read does the same).
 pub(super) const SEND_LOG_AFTER: &str =
     "SELECT id, at, events, http_status, code, class, message, request_id, test_event_code
      FROM send_log WHERE id > ?1 ORDER BY id LIMIT ?2 + 0";

@@ -3,6 +3,7 @@
 //! foreign keys.
 
 use super::{Queue, Result, WalDuty};
+use std::path::Path;
 
 /// The writers of events, each on its own connection: the service's loops, and the one-shot
 /// commands that do the same work (`run --once` and `import` take files, `flush` sends).
@@ -61,6 +62,13 @@ impl Role {
         }
         queue.enforce_foreign_keys(self.enforces_foreign_keys())
     }
+
+    /// Open the queue at `path` ([`Queue::open`]) and set the connection up for this role.
+    pub fn open(self, path: &Path, cap_bytes: u64) -> Result<Queue> {
+        let queue = Queue::open(path)?;
+        self.configure(&queue, cap_bytes)?;
+        Ok(queue)
+    }
 }
 
 #[cfg(test)]
@@ -81,7 +89,7 @@ mod tests {
             let queue = Queue::open(&dir.path().join(format!("{role:?}.sqlite"))).unwrap();
             role.configure(&queue, cap).unwrap();
             assert_eq!(queue.pragma("max_page_count"), cap as i64 / 4096, "{role:?}");
-            assert_eq!(queue.wal_autocheckpoint(), wal_pages, "{role:?}");
+            assert_eq!(queue.pragma("wal_autocheckpoint"), wal_pages, "{role:?}");
             assert_eq!(queue.pragma("cache_size"), cache, "{role:?}");
             assert_eq!(queue.pragma("foreign_keys"), keys, "{role:?}");
         }

@@ -195,7 +195,7 @@ fn data_version_changes_for_another_connections_commit_only() {
 #[test]
 fn the_wal_checkpoint_follows_the_queue_cap() {
     let (_dir, q) = temp_queue();
-    assert_eq!(q.wal_autocheckpoint(), 16384, "no cap: 64 MiB of 4 KiB pages");
+    assert_eq!(q.pragma("wal_autocheckpoint"), 16384, "no cap: 64 MiB of 4 KiB pages");
     let cases = [
         (16_000_000u64, WalDuty::AtBound, 488),
         (16_000_000, WalDuty::Early, 488),
@@ -208,7 +208,7 @@ fn the_wal_checkpoint_follows_the_queue_cap() {
     ];
     for (cap, duty, pages) in cases {
         q.set_size_limit(cap, duty).unwrap();
-        assert_eq!(q.wal_autocheckpoint(), pages, "cap {cap}, {duty:?}");
+        assert_eq!(q.pragma("wal_autocheckpoint"), pages, "cap {cap}, {duty:?}");
     }
 }
 

@@ -161,3 +161,64 @@ fn archived_files_older_than_archive_keep_days_are_pruned() {
     assert!(log.contains("removed 1 archived files older than 1 days"), "{log}");
     assert_eq!(fake.unique_ids(), ids("R", 3), "a pruned file is not re-ingested");
 }
+
+/// A damaged queue moved aside at start, with more archived sales than the queue's cap holds:
+/// the reconcile re-ingests what fits, stops at the file that does not, says so in `status`
+/// (INGEST HELD) while TikTok is down, and takes the rest once sending has made room. Every
+/// archived sale is delivered once.
+#[test]
+fn a_reconcile_that_meets_a_full_queue_waits_for_room_and_then_takes_the_rest() {
+    let fake = FakeTikTok::start(TOKEN, SOURCE_ID);
+    fake.set_down(true);
+    let mut agent = Agent::new(&fake.base_url(), Opts::default());
+    let mut daemon = agent.spawn();
+    // Six line items an order: one file fits in 16 MB, two do not (as in the service test of a
+    // full queue).
+    agent.drop_file("a.csv", &csv_orders("A", 32_000, 6));
+    agent.drop_file("b.csv", &csv_orders("B", 32_000, 6));
+    assert!(
+        wait_until(Duration::from_secs(90), || agent.counts().0 == 64_000 && archived_count(&agent) == 2),
+        "not queued and archived: {}\n{}",
+        agent.cmd_ok(&["status"]),
+        daemon.log_text()
+    );
+    daemon.terminate();
+    // A garbage header: the queue is moved aside at the next start, and its events are gone.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&agent.queue).unwrap();
+        f.write_all(&[0xA5; 100]).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    agent.set_opts(Opts { top: "max_queue_mb = 16".into(), ..Opts::default() });
+    let daemon = agent.spawn();
+    // `status` fails until the service has moved the damaged queue aside.
+    let reconcile_held = || {
+        let out = agent.cmd(&["status", "--json"]);
+        let json: Option<serde_json::Value> =
+            out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap());
+        json.is_some_and(|j| j["reconcile_held"].is_string())
+    };
+    assert!(wait_until(T, reconcile_held), "{}\n{}", agent.cmd_ok(&["status"]), daemon.log_text());
+    let status = agent.status();
+    let held = status["reconcile_held"].as_str().unwrap();
+    assert!(held.contains("b.csv") && held.contains("queue is full"), "{held}");
+    assert_eq!(status["state"], "not_ok", "{status}");
+    let text = agent.cmd_ok(&["status"]);
+    assert!(text.contains("INGEST HELD"), "{text}");
+    let (pending, _, _) = agent.counts();
+    assert!((32_000..64_000).contains(&pending), "the first file re-ingested, not the second whole: {pending}");
+    assert_eq!(archived_count(&agent), 2, "the archived files stay where they are");
+
+    fake.set_down(false);
+    let mut expected = ids("A", 32_000);
+    expected.extend(ids("B", 32_000));
+    assert!(fake.wait_for_unique(expected.len(), Duration::from_secs(120)), "{}", daemon.log_text());
+    assert_eq!(fake.unique_ids(), expected);
+    assert!(wait_until(T, || agent.status()["reconcile_held"].is_null()), "{}", agent.cmd_ok(&["status"]));
+    let log = daemon.log_text();
+    assert!(log.contains("wait for room in the queue to be re-ingested"), "{log}");
+    assert!(log.contains("the archive is reconciled with the queue"), "{log}");
+    assert_eq!(log.matches("wait for room in the queue to be re-ingested").count(), 1, "said once: {log}");
+}

@@ -120,11 +120,18 @@ pub fn hash_email(raw: &str) -> Result<Option<HashedId>, PiiError> {
     hash_normalised_email(&trimmed.to_lowercase())
 }
 
+/// Whether `text` has white space in it (`char::is_whitespace`), decided from its bytes when it is
+/// ASCII with no white space (the usual address), else char by char.
+fn has_white_space(text: &str) -> bool {
+    text.bytes().any(|b| !b.is_ascii() || matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'))
+        && text.chars().any(char::is_whitespace)
+}
+
 fn hash_normalised_email(normalised: &str) -> Result<Option<HashedId>, PiiError> {
     let Some((local, domain)) = normalised.split_once('@') else {
         return Err(PiiError::NotAnEmail);
     };
-    if local.is_empty() || domain.is_empty() || normalised.chars().any(char::is_whitespace) {
+    if local.is_empty() || domain.is_empty() || has_white_space(normalised) {
         return Err(PiiError::NotAnEmail);
     }
     Ok(Some(HashedId::of(normalised)))
@@ -315,6 +322,24 @@ mod tests {
         let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(super::hex(&bytes), want);
         assert_eq!(unhex_64(super::hex(&bytes[224..]).as_bytes()).map(Vec::from), Some(bytes[224..].to_vec()));
+    }
+
+    #[test]
+    fn white_space_is_found_as_char_is_whitespace_finds_it() {
+        // Every ASCII byte alone and inside a word, and non-ASCII text with and without it.
+        let mut cases: Vec<String> =
+            (0u8..128).flat_map(|b| [(b as char).to_string(), format!("a{}b", b as char)]).collect();
+        cases.extend(["", "é", "a\u{a0}b", "a\u{85}", "\u{2003}", "jöhn@exämple.com", "\u{3000}x"].map(String::from));
+        for text in &cases {
+            assert_eq!(has_white_space(text), text.chars().any(char::is_whitespace), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn white_space_is_found_in_any_text_as_char_is_whitespace_finds_it(text in "[ \\t\\n\\x0B\\x0C\\r\u{85}\u{a0}\u{2003}\u{3000}a-zé@.]{0,12}") {
+            proptest::prop_assert_eq!(has_white_space(&text), text.chars().any(char::is_whitespace));
+        }
     }
 
     fn hex(h: Option<HashedId>) -> String {

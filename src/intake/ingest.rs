@@ -805,10 +805,10 @@ mod tests {
             assert_eq!(committed, parts, "{name}: parts committed before the last");
             let batch = queue.pending_batch(orders).unwrap();
             let expected: Vec<String> = (0..orders).filter(|o| !bad.contains(o)).map(|o| format!("o{o}")).collect();
-            let queued: Vec<&str> = batch.events.iter().map(|e| e.event_id.rsplit(':').next().unwrap()).collect();
+            let queued: Vec<&str> = batch.events.iter().map(|e| batch.event_id(e).rsplit(':').next().unwrap()).collect();
             assert_eq!(queued, expected, "{name}: queued in the file's order");
             for e in &batch.events {
-                let order = e.event_id.rsplit(':').next().unwrap();
+                let order = batch.event_id(e).rsplit(':').next().unwrap();
                 assert!(e.intact, "{name}: {order}");
                 assert!(
                     batch.payload(e).contains(&format!("\"order_id\":\"{order}\"")),
@@ -855,7 +855,7 @@ mod tests {
         assert!(first >= 1 && second >= 1, "parts: {first} then {second}");
         assert_eq!(counts.duplicates, 0);
         let batch = queue.pending_batch(orders).unwrap();
-        let queued: Vec<&str> = batch.events.iter().map(|e| e.event_id.rsplit(':').next().unwrap()).collect();
+        let queued: Vec<&str> = batch.events.iter().map(|e| batch.event_id(e).rsplit(':').next().unwrap()).collect();
         let expected: Vec<String> = (0..orders).filter(|o| !bad.contains(o)).map(|o| format!("o{o}")).collect();
         assert_eq!(queued, expected, "each order once, in the file's order");
         let mut lines: Vec<i64> = queue.recent_rejects(100).unwrap().iter().map(|r| r.line).collect();

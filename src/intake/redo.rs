@@ -435,7 +435,7 @@ mod tests {
         assert_eq!(first.reingested + second.reingested, 3, "{first:?} then {second:?}");
         let batch = queue.pending_batch(4 * per_file).unwrap();
         let mut queued: Vec<String> =
-            batch.events.iter().map(|e| e.event_id.rsplit(':').next().unwrap().to_string()).collect();
+            batch.events.iter().map(|e| batch.event_id(e).rsplit(':').next().unwrap().to_string()).collect();
         queued.sort();
         let mut expected: Vec<String> =
             ["a", "b", "c"].iter().flat_map(|p| (0..per_file).map(move |o| format!("{p}{o}"))).collect();

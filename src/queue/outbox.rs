@@ -4,13 +4,15 @@
 use super::cursor::{cursor, plan_sent, states, Sql};
 use super::packed::Row;
 use super::{agent, AgentState, DeadReason, Queue, QueueError, Result, SendLogEntry, WalDuty};
+use rusqlite::types::Type;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
 /// A queued event as the sender sees it.
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub id: i64,
-    pub event_id: String,
+    /// Where its event id is in its [`Batch`]'s ([`Batch::event_id`]).
+    pub event_id: std::ops::Range<usize>,
     pub event_time: i64,
     /// Where its JSON is in its [`Batch`]'s (empty when it is not intact).
     pub payload: std::ops::Range<usize>,
@@ -30,6 +32,9 @@ pub struct Batch {
     /// at or below the cursor); the others are queued above it.
     pub pending_by_row: usize,
     json: String,
+    /// The events' ids one after the other, as `json` (a `String` per event was an allocation and
+    /// a free each).
+    ids: String,
     /// Room to unpack a payload in before it is appended to `json`.
     scratch: Vec<u8>,
 }
@@ -38,6 +43,11 @@ impl Batch {
     /// The JSON of `event`, one of this batch's.
     pub fn payload(&self, event: &Queued) -> &str {
         &self.json[event.payload.clone()]
+    }
+
+    /// The event id of `event`, one of this batch's.
+    pub fn event_id(&self, event: &Queued) -> &str {
+        &self.ids[event.event_id.clone()]
     }
 }
 
@@ -86,13 +96,23 @@ pub(super) const FORGET_RUNS: &str = "DELETE FROM sent_runs WHERE upto < {cursor
 /// One row of [`PENDING_HELD`] or [`PENDING_QUEUED`] as a [`Queued`], its JSON appended to
 /// `batch`'s (nothing appended when it is not intact).
 fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Queued> {
-    let (event_id, event_time): (String, i64) = (r.get(1)?, r.get(2)?);
+    let event_id =
+        r.get_ref(1)?.as_str().map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, e.into()))?;
+    let event_time: i64 = r.get(2)?;
     // An order id that is not text (damaged) makes a payload that refers to it fail its checksum;
     // the batch goes on.
-    let row = Row { event_id: &event_id, order_id: r.get_ref(5)?.as_str().unwrap_or_default(), event_time };
+    let row = Row { event_id, order_id: r.get_ref(5)?.as_str().unwrap_or_default(), event_time };
     let start = batch.json.len();
     let intact = super::packed::verified_into(r.get_ref(3)?, r.get(4)?, row, &mut batch.scratch, &mut batch.json);
-    Ok(Queued { id: r.get(0)?, event_id, event_time, payload: start..batch.json.len(), intact })
+    let id_start = batch.ids.len();
+    batch.ids.push_str(event_id);
+    Ok(Queued {
+        id: r.get(0)?,
+        event_id: id_start..batch.ids.len(),
+        event_time,
+        payload: start..batch.json.len(),
+        intact,
+    })
 }
 
 /// A request TikTok took (or a dry run wrote): what [`Queue::record_delivered`] records.
@@ -135,6 +155,7 @@ impl Queue {
     pub fn read_pending_after(&self, batch: &mut Batch, limit: usize, cutoff: i64, after: i64) -> Result<()> {
         batch.events.clear();
         batch.json.clear();
+        batch.ids.clear();
         self.read_rows(&PENDING_HELD, params![limit as i64, cutoff], batch)?;
         batch.pending_by_row = batch.events.len();
         let left = limit - batch.events.len();

@@ -23,7 +23,7 @@ pub use send_test::{SendTestReport, TestPurchase, TestSend};
 
 use crate::config::{load_token, Config, TokenError, TokenSource};
 use crate::event::BuildError;
-use crate::queue::{Batch, DeadReason, Delivered, Disposition, Queue, QueueError, Queued, SendClass, SendLogEntry};
+use crate::queue::{Batch, DeadReason, Delivered, Disposition, Queue, QueueError, SendClass, SendLogEntry};
 use crate::tiktok::backoff::{self, Policies, Policy};
 use crate::tiktok::classify::{classify_reply, Outcome};
 use crate::tiktok::client::{Client, ClientConfig, ClientError};
@@ -215,7 +215,7 @@ impl Sender {
         }
         // A payload damaged on disk is never sent as is: dead-lettered as `corrupt`, loudly, until
         // its archived file rebuilds it (`intake::redo`).
-        let corrupt = self.drop_corrupt(&mut batch.events)?;
+        let corrupt = self.drop_corrupt(batch)?;
         if batch.events.is_empty() {
             return Ok(Step::Progress { sent: 0, dead: corrupt });
         }
@@ -239,7 +239,7 @@ impl Sender {
                 // inside the window go on meanwhile.
                 self.held = expired.len();
                 self.read_batch(batch, now - self.settings.window_secs)?;
-                let corrupt = self.drop_corrupt(&mut batch.events)?;
+                let corrupt = self.drop_corrupt(batch)?;
                 if corrupt > 0 && batch.events.is_empty() {
                     return Ok(Step::Progress { sent: 0, dead: corrupt });
                 }
@@ -270,13 +270,13 @@ impl Sender {
         self.deliver(batch, token.as_ref().map(|t| t.expose()), now)
     }
 
-    /// Keep the intact events of `events`; returns how many were dead-lettered as `corrupt` (their
+    /// Keep the intact events of `batch`; returns how many were dead-lettered as `corrupt` (their
     /// payload fails its checksum).
-    fn drop_corrupt(&mut self, events: &mut Vec<Queued>) -> Result<usize, SendError> {
-        let corrupt = plan::take_where(events, |e| !e.intact);
+    fn drop_corrupt(&mut self, batch: &mut Batch) -> Result<usize, SendError> {
+        let corrupt = plan::take_where(&mut batch.events, |e| !e.intact);
         if !corrupt.is_empty() {
             for e in &corrupt {
-                tracing::error!("event {}: {}", e.event_id, DeadReason::CORRUPT_MESSAGE);
+                tracing::error!("event {}: {}", batch.event_id(e), DeadReason::CORRUPT_MESSAGE);
             }
             let ids: Vec<i64> = corrupt.iter().map(|e| e.id).collect();
             self.write(|q| q.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE))?;
@@ -371,7 +371,7 @@ impl Sender {
                     let code = log.code.unwrap_or_default();
                     condemned.push(Condemned {
                         id: ids[0],
-                        event_id: batch.events[part[0]].event_id.clone(),
+                        event_id: batch.event_id(&batch.events[part[0]]).to_string(),
                         reason,
                         message,
                         code,
@@ -385,7 +385,7 @@ impl Sender {
                     parts.push(next);
                 }
                 Action::Hold { reason } => {
-                    tracing::error!("event {}: {reason}", batch.events[part[0]].event_id);
+                    tracing::error!("event {}: {reason}", batch.event_id(&batch.events[part[0]]));
                     self.write(|q| q.record_attempt(&ids, Disposition::StillPending, &log, |_| {}))?;
                     held = Some(reason);
                 }

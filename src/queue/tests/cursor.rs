@@ -189,7 +189,7 @@ fn a_salvaged_queue_keeps_what_the_cursor_sent_as_sent() {
     assert_eq!(carried, 4);
     assert_eq!(counts(&fresh), (1, 2, 1));
     let batch = fresh.pending_batch(10).unwrap();
-    assert_eq!(batch.events.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["e3"]);
+    assert_eq!(batch.events.iter().map(|e| batch.event_id(e)).collect::<Vec<_>>(), ["e3"]);
     // Carried over as sent, timed by their queue time (a NULL send time would never be cleaned).
     let sent_at: Vec<Option<i64>> = {
         let mut stmt = fresh.conn.prepare("SELECT sent_at FROM events WHERE state = 1 ORDER BY id").unwrap();

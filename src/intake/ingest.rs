@@ -805,7 +805,8 @@ mod tests {
             assert_eq!(committed, parts, "{name}: parts committed before the last");
             let batch = queue.pending_batch(orders).unwrap();
             let expected: Vec<String> = (0..orders).filter(|o| !bad.contains(o)).map(|o| format!("o{o}")).collect();
-            let queued: Vec<&str> = batch.events.iter().map(|e| batch.event_id(e).rsplit(':').next().unwrap()).collect();
+            let queued: Vec<&str> =
+                batch.events.iter().map(|e| batch.event_id(e).rsplit(':').next().unwrap()).collect();
             assert_eq!(queued, expected, "{name}: queued in the file's order");
             for e in &batch.events {
                 let order = batch.event_id(e).rsplit(':').next().unwrap();

@@ -200,7 +200,12 @@ fn a_reconcile_that_meets_a_full_queue_waits_for_room_and_then_takes_the_rest() 
             out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap());
         json.is_some_and(|j| j["reconcile_held"].is_string())
     };
-    assert!(wait_until(T, reconcile_held), "{}\n{}", agent.cmd_ok(&["status"]), daemon.log_text());
+    assert!(
+        wait_until(Duration::from_secs(90), reconcile_held),
+        "{}\n{}",
+        agent.cmd_ok(&["status"]),
+        daemon.log_text()
+    );
     let status = agent.status();
     let held = status["reconcile_held"].as_str().unwrap();
     assert!(held.contains("b.csv") && held.contains("queue is full"), "{held}");

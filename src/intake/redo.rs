@@ -179,9 +179,13 @@ fn reconcile_file(
     };
     // Known whole: only recorded. Known in part (a reconcile stopped by a full queue committed
     // some of its parts): read on, from where it stopped.
-    if queue.file_by_hash(&hash)?.is_some_and(|f| f.state == FileState::Ingested) {
+    let known = queue.file_by_hash(&hash)?;
+    if known.as_ref().is_some_and(|f| f.state == FileState::Ingested) {
         return Ok(remember(queue, &hash)?);
     }
+    // What those parts queued (dead on arrival ones too: the row does not tell them apart), counted
+    // here with the rest: the stopped reconcile counted none of them.
+    let earlier = known.map_or(0, |f| f.events);
     let outcome = match ingest::ingest_file(queue, src, path, age_policy(config, crate::now())) {
         Ok(outcome) => outcome,
         Err(ingest::IngestError::Queue(e)) => return Err(e.into()),
@@ -189,7 +193,7 @@ fn reconcile_file(
     };
     match outcome {
         ingest::Outcome::Ingested { counts, .. } => {
-            let queued = counts.events - counts.dead;
+            let queued = counts.events - counts.dead + earlier;
             tracing::warn!(
                 "{}: archived, but the queue no longer knew its content (lost after its commit): re-ingested from the archive, {queued} events queued again, {} already known",
                 shown(path),
@@ -433,6 +437,8 @@ mod tests {
         let second = reconcile(&mut queue, &config, &|| false);
         assert_eq!(second.waiting_for_room, None, "{second:?}");
         assert_eq!(first.reingested + second.reingested, 3, "{first:?} then {second:?}");
+        // The file read on is counted whole, its parts from before the stop too.
+        assert_eq!(first.events + second.events, 3 * per_file as i64, "{first:?} then {second:?}");
         let batch = queue.pending_batch(4 * per_file).unwrap();
         let mut queued: Vec<String> =
             batch.events.iter().map(|e| batch.event_id(e).rsplit(':').next().unwrap().to_string()).collect();

@@ -293,8 +293,7 @@ fn no_nul_bytes(raw: &RawOrder) -> Result<(), BuildError> {
         field,
         reason: "contains a NUL byte (the file is damaged there)".into(),
     };
-    // A byte search (memchr): in UTF-8 the NUL character is the zero byte and nothing else is.
-    let has_nul = |text: Option<&str>| text.is_some_and(|t| t.as_bytes().contains(&0));
+    let has_nul = |text: Option<&str>| text.is_some_and(|t| t.contains('\0'));
     fn amount(a: &Option<Amount>) -> Option<&str> {
         a.as_ref().and_then(Amount::as_text)
     }

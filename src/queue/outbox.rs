@@ -4,7 +4,6 @@
 use super::cursor::{cursor, plan_sent, states, Sql};
 use super::packed::Row;
 use super::{agent, AgentState, DeadReason, Queue, QueueError, Result, SendLogEntry, WalDuty};
-use rusqlite::types::Type;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
 /// A queued event as the sender sees it.
@@ -96,23 +95,22 @@ pub(super) const FORGET_RUNS: &str = "DELETE FROM sent_runs WHERE upto < {cursor
 /// One row of [`PENDING_HELD`] or [`PENDING_QUEUED`] as a [`Queued`], its JSON appended to
 /// `batch`'s (nothing appended when it is not intact).
 fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Queued> {
-    let event_id =
-        r.get_ref(1)?.as_str().map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, e.into()))?;
-    let event_time: i64 = r.get(2)?;
-    // An order id that is not text (damaged) makes a payload that refers to it fail its checksum;
-    // the batch goes on.
+    let id: i64 = r.get(0)?;
+    let (json_start, id_start) = (batch.json.len(), batch.ids.len());
+    // A row damaged on disk so that its event id, time or checksum is not of its type is not
+    // intact, as a payload that fails its checksum: dead-lettered as `corrupt`, and the batch goes
+    // on (an error here would stop every batch after it).
+    let (Ok(event_id), Ok(event_time), Ok(checksum)) =
+        (r.get_ref(1)?.as_str(), r.get::<_, i64>(2), r.get::<_, Option<i64>>(4))
+    else {
+        let nothing = (id_start..id_start, json_start..json_start);
+        return Ok(Queued { id, event_id: nothing.0, event_time: 0, payload: nothing.1, intact: false });
+    };
+    // An order id that is not text makes a payload that refers to it fail its checksum.
     let row = Row { event_id, order_id: r.get_ref(5)?.as_str().unwrap_or_default(), event_time };
-    let start = batch.json.len();
-    let intact = super::packed::verified_into(r.get_ref(3)?, r.get(4)?, row, &mut batch.scratch, &mut batch.json);
-    let id_start = batch.ids.len();
+    let intact = super::packed::verified_into(r.get_ref(3)?, checksum, row, &mut batch.scratch, &mut batch.json);
     batch.ids.push_str(event_id);
-    Ok(Queued {
-        id: r.get(0)?,
-        event_id: id_start..batch.ids.len(),
-        event_time,
-        payload: start..batch.json.len(),
-        intact,
-    })
+    Ok(Queued { id, event_id: id_start..batch.ids.len(), event_time, payload: json_start..batch.json.len(), intact })
 }
 
 /// A request TikTok took (or a dry run wrote): what [`Queue::record_delivered`] records.

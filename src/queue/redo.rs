@@ -96,8 +96,9 @@ impl Queue {
                 let source: Option<String> = r.get(5)?;
                 Ok(CorruptEvent {
                     id: r.get(0)?,
-                    event_name: r.get(1)?,
-                    event_id: r.get(2)?,
+                    // Not text when the row is damaged: no archived event has it, so it stays dead.
+                    event_name: r.get_ref(1)?.as_str().map(str::to_owned).unwrap_or_default(),
+                    event_id: r.get_ref(2)?.as_str().map(str::to_owned).unwrap_or_default(),
                     content_hash: r.get(3)?,
                     archived: path.zip(source),
                 })

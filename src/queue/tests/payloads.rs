@@ -197,3 +197,29 @@ fn a_batch_read_into_again_holds_only_the_new_read() {
         [(true, r#"{"event_id":"s1"}"#), (false, ""), (true, r#"{"event_id":"s3"}"#)]
     );
 }
+
+/// A row damaged on disk so that a value the sender reads is not of its type (an event id that is
+/// a BLOB, a time that is text, a checksum that is text) is not intact: the batch is still read,
+/// the others are sent, and it is offered for a rebuild (one with no event id none can match).
+#[test]
+fn a_row_whose_values_are_not_of_their_type_is_not_intact_and_the_batch_goes_on() {
+    let (_dir, mut q) = temp_queue();
+    let mut ingest = q.begin_ingest("h1", Path::new("/pos/a.csv"), "till", 100).unwrap();
+    for id in ["e1", "e2", "e3", "e4"] {
+        let payload = format!("{{\"event_id\":\"{id}\"}}");
+        ingest.add_event(&NewEvent { payload: Payload::Json(&payload), ..event(id, 10) }).unwrap();
+    }
+    ingest.commit().unwrap();
+    let ids: Vec<i64> = q.pending_batch(10).unwrap().events.iter().map(|e| e.id).collect();
+    q.conn.execute("UPDATE events SET event_id = X'00FF' WHERE id = ?1", [ids[1]]).unwrap();
+    q.conn.execute("UPDATE events SET event_time = 'ten' WHERE id = ?1", [ids[2]]).unwrap();
+    q.conn.execute("UPDATE payloads SET checksum = 'x' WHERE id = ?1", [ids[3]]).unwrap();
+    let batch = q.pending_batch(10).unwrap();
+    let seen: Vec<(bool, &str, &str)> =
+        batch.events.iter().map(|e| (e.intact, batch.event_id(e), batch.payload(e))).collect();
+    assert_eq!(seen, [(true, "e1", "{\"event_id\":\"e1\"}"), (false, "", ""), (false, "", ""), (false, "", "")]);
+    q.mark_dead(&ids[1..], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
+    let corrupt = q.corrupt_to_rebuild(10).unwrap();
+    let offered: Vec<(i64, &str)> = corrupt.iter().map(|c| (c.id, c.event_id.as_str())).collect();
+    assert_eq!(offered, [(ids[1], ""), (ids[2], "e3"), (ids[3], "e4")]);
+}

@@ -239,8 +239,12 @@ pub fn rebuild_corrupt(queue: &mut Queue, config: &Config) -> Result<usize, Queu
     let mut lost: Vec<CorruptEvent> = Vec::new();
     for event in corrupt {
         match event.archived.clone() {
-            Some(key) => by_file.entry(key).or_default().push(event),
-            None => lost.push(event),
+            // A row whose name or id cannot be read (damaged) matches no archived event; two such
+            // rows would also be one key below, and the other offered again every time.
+            Some(key) if !event.event_name.is_empty() && !event.event_id.is_empty() => {
+                by_file.entry(key).or_default().push(event)
+            }
+            _ => lost.push(event),
         }
     }
     let mut rebuilt = 0;
@@ -274,7 +278,7 @@ pub fn rebuild_corrupt(queue: &mut Queue, config: &Config) -> Result<usize, Queu
             if queue.restore_payload(event.id, &built)? {
                 tracing::warn!(
                     "event {}: its damaged JSON was rebuilt from {} and it is queued again",
-                    event.event_id,
+                    crate::queue::event_named(&event.event_id, event.id),
                     shown(&path)
                 );
                 rebuilt += 1;
@@ -285,7 +289,7 @@ pub fn rebuild_corrupt(queue: &mut Queue, config: &Config) -> Result<usize, Queu
     for event in &lost {
         tracing::error!(
             "event {}: its stored JSON is damaged and no archived copy of its file can rebuild it; dead-lettered as corrupt",
-            event.event_id
+            crate::queue::event_named(&event.event_id, event.id)
         );
     }
     queue.give_up_rebuild(&lost.iter().map(|e| e.id).collect::<Vec<_>>())?;
@@ -404,6 +408,35 @@ mod tests {
         ] {
             assert_eq!(queue.statement_counts(sql), (0, files as i32), "{sql}");
         }
+    }
+
+    /// Corrupt events whose rows are damaged past their payload (event ids that are not text, two
+    /// of them from one archived file): no archived event can be matched to them, so each is given
+    /// up at once, not offered again at every rebuild; a corrupt event with its id intact is
+    /// rebuilt from the same file.
+    #[test]
+    fn corrupt_events_without_a_readable_event_id_are_given_up_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = archiving_config(dir.path());
+        let src = &config.sources[0];
+        std::fs::create_dir_all(&src.path).unwrap();
+        let mut queue = crate::queue::Role::Send.open(&config.queue_path, 1 << 30).unwrap();
+        let path = src.path.join("a.csv");
+        std::fs::write(&path, orders_csv("r", 3)).unwrap();
+        let taken = super::super::take(&mut queue, &config, src, &path, true);
+        assert!(matches!(taken, super::super::FileResult::Committed { disposed: true, .. }), "{taken:?}");
+        let ids: Vec<i64> = queue.pending_batch(10).unwrap().events.iter().map(|e| e.id).collect();
+        let damage = rusqlite::Connection::open(&config.queue_path).unwrap();
+        for id in &ids[..2] {
+            damage.execute("UPDATE events SET event_id = zeroblob(id) WHERE id = ?1", [id]).unwrap();
+        }
+        queue.mark_dead(&ids, crate::queue::DeadReason::Corrupt, crate::queue::DeadReason::CORRUPT_MESSAGE).unwrap();
+        assert_eq!(queue.corrupt_to_rebuild(10).unwrap().len(), 3);
+        assert_eq!(rebuild_corrupt(&mut queue, &config).unwrap(), 1, "the one with its id");
+        assert!(queue.corrupt_to_rebuild(10).unwrap().is_empty(), "the two without are given up");
+        assert_eq!(rebuild_corrupt(&mut queue, &config).unwrap(), 0);
+        let counts = queue.counts().unwrap();
+        assert_eq!((counts.pending, counts.dead), (1, 2));
     }
 
     /// Archived files whose events the queue lost, re-ingested into a queue that fills on the way:

@@ -137,11 +137,14 @@ impl Queue {
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![limit as i64], |r| {
+                // A row damaged on disk (dead-lettered as corrupt for it) is listed with what of it
+                // can be read.
+                let text = |at: usize| r.get_ref(at).map(|v| v.as_str().unwrap_or_default().to_owned());
                 Ok(DeadEvent {
                     id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    order_id: r.get(2)?,
-                    event_time: r.get(3)?,
+                    event_id: text(1)?,
+                    order_id: text(2)?,
+                    event_time: r.get(3).unwrap_or_default(),
                     reason: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
                     message: r.get(5)?,
                     attempts: r.get(6)?,

@@ -27,7 +27,7 @@ pub use files::{FileRecord, Position, PositionRecord};
 pub use ingest::{Held, Ingest, IngestCounts, NewEvent, Payload, WalDuty, UNWRITTEN_BYTES};
 pub use lock::lock_wanted;
 pub use open::Recovery;
-pub use outbox::{Batch, Delivered, Disposition, Queued};
+pub use outbox::{event_named, Batch, Delivered, Disposition, Queued};
 pub use redo::CorruptEvent;
 pub use report::{Counts, SendLogEntry, SourceTotals, StateCounts, TapEvent};
 pub use role::Role;

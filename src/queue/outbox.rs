@@ -92,6 +92,15 @@ pub(super) const PRUNE_SENT: [&str; 2] = [
 pub(super) const FORGET_RUNS: &str = "DELETE FROM sent_runs WHERE upto < {cursor}
        AND upto < IFNULL((SELECT MIN(id) FROM events WHERE state = {queued}), {cursor})";
 
+/// How a log names an event: by its event id, or by its queue row when the id cannot be read (the
+/// row damaged on disk).
+pub fn event_named(event_id: &str, row: i64) -> String {
+    match event_id {
+        "" => format!("in queue row {row}"),
+        id => id.to_string(),
+    }
+}
+
 /// One row of [`PENDING_HELD`] or [`PENDING_QUEUED`] as a [`Queued`], its JSON appended to
 /// `batch`'s (nothing appended when it is not intact).
 fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Queued> {
@@ -99,18 +108,18 @@ fn read_queued(r: &rusqlite::Row<'_>, batch: &mut Batch) -> rusqlite::Result<Que
     let (json_start, id_start) = (batch.json.len(), batch.ids.len());
     // A row damaged on disk so that its event id, time or checksum is not of its type is not
     // intact, as a payload that fails its checksum: dead-lettered as `corrupt`, and the batch goes
-    // on (an error here would stop every batch after it).
-    let (Ok(event_id), Ok(event_time), Ok(checksum)) =
-        (r.get_ref(1)?.as_str(), r.get::<_, i64>(2), r.get::<_, Option<i64>>(4))
+    // on (an error here would stop every batch after it). Its event id is kept if it is text.
+    let event_id = r.get_ref(1)?.as_str().ok();
+    batch.ids.push_str(event_id.unwrap_or_default());
+    let event_id_at = id_start..batch.ids.len();
+    let (Some(event_id), Ok(event_time), Ok(checksum)) = (event_id, r.get::<_, i64>(2), r.get::<_, Option<i64>>(4))
     else {
-        let nothing = (id_start..id_start, json_start..json_start);
-        return Ok(Queued { id, event_id: nothing.0, event_time: 0, payload: nothing.1, intact: false });
+        return Ok(Queued { id, event_id: event_id_at, event_time: 0, payload: json_start..json_start, intact: false });
     };
     // An order id that is not text makes a payload that refers to it fail its checksum.
     let row = Row { event_id, order_id: r.get_ref(5)?.as_str().unwrap_or_default(), event_time };
     let intact = super::packed::verified_into(r.get_ref(3)?, checksum, row, &mut batch.scratch, &mut batch.json);
-    batch.ids.push_str(event_id);
-    Ok(Queued { id, event_id: id_start..batch.ids.len(), event_time, payload: json_start..batch.json.len(), intact })
+    Ok(Queued { id, event_id: event_id_at, event_time, payload: json_start..batch.json.len(), intact })
 }
 
 /// A request TikTok took (or a dry run wrote): what [`Queue::record_delivered`] records.

@@ -287,11 +287,12 @@ impl Queue {
                      ) ORDER BY id LIMIT 1",
                 ),
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                // Not an integer when the row is damaged on disk: not known, rather than no status.
+                |r| Ok((r.get(0).ok(), r.get(1).ok())),
             )
             .optional()
             .map_err(|e| self.sqlite(e))?
-            .map_or((None, None), |(a, b)| (Some(a), Some(b)));
+            .unwrap_or_default();
         (counts.files, counts.rejects) = self
             .conn
             .query_row("SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM rejects)", [], |r| {

@@ -276,10 +276,8 @@ impl Sender {
         let corrupt = plan::take_where(&mut batch.events, |e| !e.intact);
         if !corrupt.is_empty() {
             for e in &corrupt {
-                match batch.event_id(e) {
-                    "" => tracing::error!("event in queue row {}: {}", e.id, DeadReason::CORRUPT_MESSAGE),
-                    event_id => tracing::error!("event {event_id}: {}", DeadReason::CORRUPT_MESSAGE),
-                }
+                let event = crate::queue::event_named(batch.event_id(e), e.id);
+                tracing::error!("event {event}: {}", DeadReason::CORRUPT_MESSAGE);
             }
             let ids: Vec<i64> = corrupt.iter().map(|e| e.id).collect();
             self.write(|q| q.mark_dead(&ids, DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE))?;

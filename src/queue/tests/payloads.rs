@@ -198,9 +198,10 @@ fn a_batch_read_into_again_holds_only_the_new_read() {
     );
 }
 
-/// A row damaged on disk so that a value the sender reads is not of its type (an event id that is
-/// a BLOB, a time that is text, a checksum that is text) is not intact: the batch is still read,
-/// the others are sent, and it is offered for a rebuild (one with no event id none can match).
+/// A row damaged on disk so that a value the sender reads is not of its type (a time that is
+/// text, an event id that is a BLOB, a checksum that is text) is not intact: the batch is still
+/// read, its event id kept when it is text; the queue's counts and the dead-letter list still read
+/// (the oldest pending time not known), and each is offered for a rebuild.
 #[test]
 fn a_row_whose_values_are_not_of_their_type_is_not_intact_and_the_batch_goes_on() {
     let (_dir, mut q) = temp_queue();
@@ -211,15 +212,19 @@ fn a_row_whose_values_are_not_of_their_type_is_not_intact_and_the_batch_goes_on(
     }
     ingest.commit().unwrap();
     let ids: Vec<i64> = q.pending_batch(10).unwrap().events.iter().map(|e| e.id).collect();
+    q.conn.execute("UPDATE events SET event_time = 'ten' WHERE id = ?1", [ids[0]]).unwrap();
     q.conn.execute("UPDATE events SET event_id = X'00FF' WHERE id = ?1", [ids[1]]).unwrap();
-    q.conn.execute("UPDATE events SET event_time = 'ten' WHERE id = ?1", [ids[2]]).unwrap();
-    q.conn.execute("UPDATE payloads SET checksum = 'x' WHERE id = ?1", [ids[3]]).unwrap();
+    q.conn.execute("UPDATE payloads SET checksum = 'x' WHERE id = ?1", [ids[2]]).unwrap();
     let batch = q.pending_batch(10).unwrap();
     let seen: Vec<(bool, &str, &str)> =
         batch.events.iter().map(|e| (e.intact, batch.event_id(e), batch.payload(e))).collect();
-    assert_eq!(seen, [(true, "e1", "{\"event_id\":\"e1\"}"), (false, "", ""), (false, "", ""), (false, "", "")]);
-    q.mark_dead(&ids[1..], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
+    assert_eq!(seen, [(false, "e1", ""), (false, "", ""), (false, "e3", ""), (true, "e4", "{\"event_id\":\"e4\"}")]);
+    let counts = q.counts().unwrap();
+    assert_eq!((counts.pending, counts.oldest_pending_event_time), (4, None), "the oldest is the damaged one");
+    q.mark_dead(&ids[..3], DeadReason::Corrupt, DeadReason::CORRUPT_MESSAGE).unwrap();
+    let dead: Vec<(String, i64)> = q.dead_events(10).unwrap().into_iter().map(|d| (d.event_id, d.event_time)).collect();
+    assert_eq!(dead, [("e1".into(), 0), ("".into(), 10), ("e3".into(), 10)]);
     let corrupt = q.corrupt_to_rebuild(10).unwrap();
     let offered: Vec<(i64, &str)> = corrupt.iter().map(|c| (c.id, c.event_id.as_str())).collect();
-    assert_eq!(offered, [(ids[1], ""), (ids[2], "e3"), (ids[3], "e4")]);
+    assert_eq!(offered, [(ids[0], "e1"), (ids[1], ""), (ids[2], "e3")]);
 }

@@ -369,6 +369,24 @@ mod tests {
         crate::config::parse(&text, &ctx).unwrap()
     }
 
+    /// [`archiving_config`] in `dir`, its source folder made, and its queue opened for `role`.
+    fn archiving_queue(dir: &Path, role: crate::queue::Role) -> (Config, Queue) {
+        let config = archiving_config(dir);
+        std::fs::create_dir_all(&config.sources[0].path).unwrap();
+        let queue = role.open(&config.queue_path, 1 << 30).unwrap();
+        (config, queue)
+    }
+
+    /// Write `text` as the file `name` in the source folder and take it: committed and archived.
+    fn take_and_archive(queue: &mut Queue, config: &Config, name: &str, text: &str) {
+        let src = &config.sources[0];
+        let path = src.path.join(name);
+        std::fs::write(&path, text).unwrap();
+        let taken = super::super::take(queue, config, src, &path, true);
+        assert!(matches!(taken, super::super::FileResult::Committed { disposed: true, .. }), "{taken:?}");
+        assert!(!path.exists(), "archived");
+    }
+
     /// A native CSV of `orders` one-item orders `{prefix}0`, `{prefix}1`..., sold an hour ago.
     fn orders_csv(prefix: &str, orders: usize) -> String {
         let at = crate::now() - 3600;
@@ -386,19 +404,12 @@ mod tests {
     #[test]
     fn taking_files_compiles_their_statements_once() {
         let dir = tempfile::tempdir().unwrap();
-        let config = archiving_config(dir.path());
-        let src = &config.sources[0];
-        std::fs::create_dir_all(&src.path).unwrap();
-        let mut queue = crate::queue::Role::Ingest.open(&config.queue_path, 1 << 30).unwrap();
+        let (config, mut queue) = archiving_queue(dir.path(), crate::queue::Role::Ingest);
         let files = 4;
         for file in 0..files {
-            let path = src.path.join(format!("day-{file}.csv"));
             let mut text = orders_csv("d", 2 + file);
             text.push_str("bad,1796585696,x@example.com,SKU-1,item,n/a,1\n");
-            std::fs::write(&path, text).unwrap();
-            let taken = super::super::take(&mut queue, &config, src, &path, true);
-            assert!(matches!(taken, super::super::FileResult::Committed { disposed: true, .. }), "{taken:?}");
-            assert!(!path.exists(), "archived");
+            take_and_archive(&mut queue, &config, &format!("day-{file}.csv"), &text);
         }
         for sql in [
             "INSERT INTO files (content_hash, path, source, state, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -417,14 +428,8 @@ mod tests {
     #[test]
     fn corrupt_events_without_a_readable_event_id_are_given_up_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let config = archiving_config(dir.path());
-        let src = &config.sources[0];
-        std::fs::create_dir_all(&src.path).unwrap();
-        let mut queue = crate::queue::Role::Send.open(&config.queue_path, 1 << 30).unwrap();
-        let path = src.path.join("a.csv");
-        std::fs::write(&path, orders_csv("r", 3)).unwrap();
-        let taken = super::super::take(&mut queue, &config, src, &path, true);
-        assert!(matches!(taken, super::super::FileResult::Committed { disposed: true, .. }), "{taken:?}");
+        let (config, mut queue) = archiving_queue(dir.path(), crate::queue::Role::Send);
+        take_and_archive(&mut queue, &config, "a.csv", &orders_csv("r", 3));
         let ids: Vec<i64> = queue.pending_batch(10).unwrap().events.iter().map(|e| e.id).collect();
         let damage = rusqlite::Connection::open(&config.queue_path).unwrap();
         for id in &ids[..2] {

@@ -36,11 +36,8 @@ fn a_fixed_token_file_is_used_at_once_and_status_says_when_the_next_try_is() {
     let daemon = agent.spawn();
     agent.drop_file("k.csv", &csv_orders("K", 4, 1));
     // `status` fails until the service has created the queue.
-    let paused = || {
-        let out = agent.cmd(&["status", "--json"]);
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        status["paused"].as_str().is_some_and(|p| p.contains("access token"))
-    };
+    let paused =
+        || agent.status_if_any().is_some_and(|s| s["paused"].as_str().is_some_and(|p| p.contains("access token")));
     assert!(wait_until(T, paused), "{}\n{}", agent.cmd_ok(&["status"]), daemon.log_text());
     let status = agent.status();
     let next = status["next_retry_at"].as_i64().expect("next_retry_at is set while paused");

@@ -184,22 +184,12 @@ fn a_reconcile_that_meets_a_full_queue_waits_for_room_and_then_takes_the_rest() 
     );
     daemon.terminate();
     // A garbage header: the queue is moved aside at the next start, and its events are gone.
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).open(&agent.queue).unwrap();
-        f.write_all(&[0xA5; 100]).unwrap();
-        f.sync_all().unwrap();
-    }
+    overwrite(&agent.queue, 0, &[0xA5; 100]);
 
     agent.set_opts(Opts { top: "max_queue_mb = 16".into(), ..Opts::default() });
     let daemon = agent.spawn();
     // `status` fails until the service has moved the damaged queue aside.
-    let reconcile_held = || {
-        let out = agent.cmd(&["status", "--json"]);
-        let json: Option<serde_json::Value> =
-            out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap());
-        json.is_some_and(|j| j["reconcile_held"].is_string())
-    };
+    let reconcile_held = || agent.status_if_any().is_some_and(|s| s["reconcile_held"].is_string());
     assert!(
         wait_until(Duration::from_secs(90), reconcile_held),
         "{}\n{}",

@@ -245,14 +245,6 @@ fn damaged_queue_recovers(damage: impl Fn(&std::path::Path), expect_recovery: bo
     }
 }
 
-fn overwrite(path: &std::path::Path, offset: u64, bytes: &[u8]) {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(bytes).unwrap();
-    f.sync_all().unwrap();
-}
-
 #[test]
 fn a_queue_with_a_garbage_header_is_moved_aside() {
     damaged_queue_recovers(|q| overwrite(q, 0, &[0xA5; 100]), true);

@@ -238,13 +238,16 @@ rescan_secs = 1
         serde_json::from_str(&self.cmd_ok(&["status", "--json"])).unwrap()
     }
 
+    /// `status --json`, or `None` while it fails (no queue yet, or a damaged one not yet moved
+    /// aside by the service).
+    pub fn status_if_any(&self) -> Option<serde_json::Value> {
+        let out = self.cmd(&["status", "--json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
     /// (pending, sent, dead); all -1 while there is no queue yet.
     pub fn counts(&self) -> (i64, i64, i64) {
-        let out = self.cmd(&["status", "--json"]);
-        if !out.status.success() {
-            return (-1, -1, -1);
-        }
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let Some(s) = self.status_if_any() else { return (-1, -1, -1) };
         let c = &s["counts"];
         (c["pending"].as_i64().unwrap(), c["sent"].as_i64().unwrap(), c["dead"].as_i64().unwrap())
     }
@@ -533,4 +536,13 @@ pub fn regular_file_text(dir: &Path) -> String {
 /// Make a FIFO at `path` (`mkfifo`).
 pub fn mkfifo(path: &Path) {
     assert!(Command::new("mkfifo").arg(path).status().unwrap().success(), "mkfifo {}", path.display());
+}
+
+/// Write `bytes` over the file at `path` from `offset`, in place and durably (damage, for tests).
+pub fn overwrite(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+    f.sync_all().unwrap();
 }

@@ -139,11 +139,10 @@ impl Queue {
             .query_map(params![limit as i64], |r| {
                 // A row damaged on disk (dead-lettered as corrupt for it) is listed with what of it
                 // can be read.
-                let text = |at: usize| r.get_ref(at).map(|v| v.as_str().unwrap_or_default().to_owned());
                 Ok(DeadEvent {
                     id: r.get(0)?,
-                    event_id: text(1)?,
-                    order_id: text(2)?,
+                    event_id: super::text_or_empty(r, 1)?,
+                    order_id: super::text_or_empty(r, 2)?,
                     event_time: r.get(3).unwrap_or_default(),
                     reason: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
                     message: r.get(5)?,

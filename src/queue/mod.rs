@@ -82,6 +82,12 @@ pub(super) fn execute_cached(
     conn.prepare_cached(sql)?.execute(params)
 }
 
+/// The text in column `at` of `row`, or empty when it is not text (the row damaged on disk): for
+/// the reads that must go on past such a row (dead-lettered as `corrupt`, see `outbox`).
+pub(super) fn text_or_empty(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<String> {
+    Ok(row.get_ref(at)?.as_str().unwrap_or_default().to_owned())
+}
+
 impl Queue {
     pub fn path(&self) -> &Path {
         &self.path

@@ -97,8 +97,8 @@ impl Queue {
                 Ok(CorruptEvent {
                     id: r.get(0)?,
                     // Not text when the row is damaged: no archived event has it, so it stays dead.
-                    event_name: r.get_ref(1)?.as_str().map(str::to_owned).unwrap_or_default(),
-                    event_id: r.get_ref(2)?.as_str().map(str::to_owned).unwrap_or_default(),
+                    event_name: super::text_or_empty(r, 1)?,
+                    event_id: super::text_or_empty(r, 2)?,
                     content_hash: r.get(3)?,
                     archived: path.zip(source),
                 })
